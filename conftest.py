@@ -1,0 +1,2 @@
+# All pytest wiring lives in the plugin; see probes/plugin.py.
+pytest_plugins = ["probes.plugin"]

@@ -1,0 +1,387 @@
+"""Cards: one YAML file per model, saying what to load, how, and what to expect.
+
+A card is plain data (``fixtures/cards/<name>.yaml``). It is validated when it is read,
+so a typo in a field name or a wrong type is reported once, naming the file and the
+field, instead of surfacing later as a confusing test failure.
+
+Layout of a card::
+
+    name: smollm2-135m-instruct          # must match the file name
+    description: ...
+    marks: [gpu]                         # pytest marks every test of this card carries
+    tokenizer: {source: ..., ...}        # where the tokenizer comes from (see SOURCES)
+    model:     {source: ..., ...}        # where the weights come from; absent = tokenizer only
+    load:      {device: cpu, dtype: float32, quantization: none}
+    expect:                              # expected values, keyed by probe then field
+      tokenizer: {...}
+
+A probe's tests run for a card only if the card has that probe's section under
+``expect``: an absent section means "not checked for this model", shown in the report;
+an unknown section or field is an error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CARDS_DIR = REPO_ROOT / "fixtures" / "cards"
+
+
+class CardError(ValueError):
+    """A card file is missing, does not parse, or does not match the schema."""
+
+
+# --------------------------------------------------------------------------- schema
+# A schema is a dict (known keys -> sub-schema), a one-element list (each item matches
+# the element), a type or tuple of types, or ANY. Dicts whose only key is ``int`` map
+# integer keys (token ids) to the sub-schema.
+
+ANY = object()
+
+_ENCODE_CASE = {
+    "id": str,
+    "observation": str,
+    "text": str,
+    # None = the tokenizer's default (encode() without the argument)
+    "add_special_tokens": (bool, type(None)),
+    "ids": [int],
+    "tokens": [str],
+    "decoded": str,
+    "decoded_per_id": [str],
+    # decode(encode(text, add_special_tokens=False)) == text; default true
+    "round_trips": bool,
+}
+
+EXPECT_SCHEMA: dict[str, Any] = {
+    "tokenizer": {
+        "vocab_size": int,
+        "bos": {
+            "id": (int, type(None)),
+            "token": (str, type(None)),
+            "added_by_default": bool,
+            "probe_text": str,
+        },
+        "encode": [_ENCODE_CASE],
+        "first_token": [{"id": str, "text": str, "first_id": int, "first_token": str, "first_decoded": str}],
+        "vocab_table": [{"id": int, "token": str, "decoded": str}],
+        "duplicate_bos": [
+            {
+                "id": str,
+                "prompt": str,
+                "leading_bos": int,
+                "duplicated": bool,
+                "trailing_space_token": bool,
+            }
+        ],
+    },
+    "model": {
+        "embedding_shape": [int],
+        "embedding_dtype": str,
+        "architecture": str,
+        "generate_starts_with_bos": bool,
+    },
+}
+
+_SOURCE_SCHEMA = {
+    "source": str,
+    "id": str,  # hub id or local folder
+    "revision": str,
+    "gguf_file": str,
+    "package": str,  # python package holding a data file
+    "file": str,
+    "architecture": str,
+    "seed": int,
+    "config": {str: ANY},
+    "tokenizer_config": {str: ANY},
+    "trust_remote_code": bool,
+}
+
+CARD_SCHEMA: dict[str, Any] = {
+    "name": str,
+    "description": str,
+    "marks": [str],
+    "tokenizer": _SOURCE_SCHEMA,
+    "model": (dict, type(None)),  # checked against _SOURCE_SCHEMA below when present
+    "load": {
+        "device": str,
+        "device_map": str,
+        "dtype": str,
+        "quantization": str,
+    },
+    "expect": EXPECT_SCHEMA,
+}
+
+REQUIRED = ("name", "description", "tokenizer")
+
+# tokenizer sources
+#   mistral-common   the SentencePiece file shipped in the mistral-common package
+#   hf               AutoTokenizer.from_pretrained(id) (hub id or folder, gguf_file optional)
+#   model            the same place as the model
+# model sources
+#   hf               AutoModelForCausalLM.from_pretrained(id)
+#   package-gguf     a GGUF file inside an installed python package, converted once
+#                    to a cached safetensors folder
+#   random-init      a randomly initialised architecture from `config`, seeded
+TOKENIZER_SOURCES = ("mistral-common", "hf", "model")
+MODEL_SOURCES = ("hf", "package-gguf", "random-init")
+DEVICES_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+DTYPES = ("float32", "float16", "bfloat16", "auto")
+QUANTIZATIONS = ("none", "nf4", "int8")
+KNOWN_MARKS = ("gpu", "slow")
+
+
+def _type_name(expected: Any) -> str:
+    if isinstance(expected, tuple):
+        return " or ".join(_type_name(e) for e in expected)
+    if expected is type(None):
+        return "null"
+    if isinstance(expected, dict):
+        return "a mapping"
+    if isinstance(expected, list):
+        return "a list"
+    return getattr(expected, "__name__", str(expected))
+
+
+def _check(value: Any, schema: Any, where: str, problems: list[str]) -> None:
+    if schema is ANY:
+        return
+    if isinstance(schema, dict):
+        if not isinstance(value, dict):
+            problems.append(f"{where}: expected a mapping, got {type(value).__name__}")
+            return
+        key_types = [k for k in schema if isinstance(k, type)]
+        if key_types:  # {int: str} style: free keys of one type
+            (key_type,) = key_types
+            for k, v in value.items():
+                if not isinstance(k, key_type) or isinstance(k, bool):
+                    problems.append(f"{where}: key {k!r} should be {key_type.__name__}")
+                _check(v, schema[key_type], f"{where}.{k}", problems)
+            return
+        for k, v in value.items():
+            if k not in schema:
+                near = difflib.get_close_matches(str(k), [str(s) for s in schema], n=1)
+                hint = f"; did you mean '{near[0]}'?" if near else f"; known: {', '.join(map(str, schema))}"
+                problems.append(f"{where}.{k}: unknown field{hint}")
+                continue
+            _check(v, schema[k], f"{where}.{k}", problems)
+        return
+    if isinstance(schema, list):
+        if not isinstance(value, list):
+            problems.append(f"{where}: expected a list, got {type(value).__name__}")
+            return
+        for i, item in enumerate(value):
+            label = item.get("id", i) if isinstance(item, dict) else i
+            _check(item, schema[0], f"{where}[{label}]", problems)
+        return
+    # bool is a subclass of int: `vocab_size: true` must not pass as an int
+    ok = isinstance(value, schema) and not (isinstance(value, bool) and bool not in _as_tuple(schema))
+    if not ok:
+        problems.append(f"{where}: expected {_type_name(schema)}, got {type(value).__name__} {value!r}")
+
+
+def _as_tuple(t: Any) -> tuple:
+    return t if isinstance(t, tuple) else (t,)
+
+
+# --------------------------------------------------------------------------- the Card
+
+
+@dataclass(frozen=True)
+class Card:
+    name: str
+    path: Path
+    description: str
+    tokenizer: dict[str, Any]
+    model: dict[str, Any] | None
+    load: dict[str, Any]
+    marks: tuple[str, ...] = ()
+    expect: dict[str, Any] = field(default_factory=dict)
+    # set when --model replaced the card's own source (the expectations stay the card's)
+    model_override: str | None = None
+
+    @property
+    def has_model(self) -> bool:
+        return self.model is not None
+
+    @property
+    def device(self) -> str:
+        return self.load.get("device", "cpu")
+
+    @property
+    def dtype(self) -> str:
+        return self.load.get("dtype", "float32")
+
+    @property
+    def quantization(self) -> str:
+        return self.load.get("quantization", "none")
+
+    def has_expectation(self, dotted: str) -> bool:
+        try:
+            self.expected(dotted)
+        except KeyError:
+            return False
+        return True
+
+    def expected(self, dotted: str) -> Any:
+        """The expected value at a dotted path such as ``tokenizer.encode[english].ids``.
+
+        ``name[x]`` picks the list item whose ``id`` is x. Raises KeyError if absent.
+        """
+        node: Any = self.expect
+        for part in dotted.split("."):
+            m = re.fullmatch(r"([\w-]+)(?:\[([^\]]+)\])?", part)
+            if not m:
+                raise KeyError(dotted)
+            key, item_id = m.groups()
+            if not isinstance(node, dict) or key not in node:
+                raise KeyError(dotted)
+            node = node[key]
+            if item_id is not None:
+                matches = [x for x in node if isinstance(x, dict) and str(x.get("id")) == item_id]
+                if not matches:
+                    raise KeyError(dotted)
+                node = matches[0]
+        return node
+
+    def cases(self, dotted: str) -> list[dict[str, Any]]:
+        """The list of cases under a path (each with an ``id``), or [] if absent."""
+        try:
+            value = self.expected(dotted)
+        except KeyError:
+            return []
+        return list(value) if isinstance(value, list) else []
+
+    def with_model(self, model_id: str) -> Card:
+        """This card with its tokenizer and weights loaded from ``model_id`` instead.
+
+        The expectations stay: that is the point of ``--model`` (check another build
+        of the model against the same card).
+        """
+        source = {"source": "hf", "id": model_id}
+        gguf = _single_gguf(model_id)
+        if gguf:
+            source["gguf_file"] = gguf
+        model = dict(source) if self.has_model else None
+        tokenizer = {"source": "model"} if self.has_model else dict(source)
+        return replace(self, tokenizer=tokenizer, model=model, model_override=model_id)
+
+    def field_location(self, dotted: str) -> str:
+        return f"card '{self.name}' ({_display_path(self.path)}), field expect.{dotted}"
+
+
+def _single_gguf(model_id: str) -> str | None:
+    folder = Path(model_id)
+    if folder.is_dir():
+        ggufs = sorted(p.name for p in folder.glob("*.gguf"))
+        if len(ggufs) == 1 and not (folder / "config.json").exists():
+            return ggufs[0]
+    return None
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def load_card(path: str | Path) -> Card:
+    """Read and validate one card file (YAML, safe loader)."""
+    path = Path(path)
+    shown = _display_path(path)
+    if not path.is_file():
+        raise CardError(f"card file {shown} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise CardError(f"card file {shown} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise CardError(f"card file {shown} must be a YAML mapping, got {type(raw).__name__}")
+
+    problems: list[str] = []
+    for key in REQUIRED:
+        if key not in raw:
+            problems.append(f"{key}: required field is missing")
+    _check(raw, CARD_SCHEMA, "card", problems)
+    problems = [p.removeprefix("card.") for p in problems]
+    if isinstance(raw.get("model"), dict):
+        sub: list[str] = []
+        _check(raw["model"], _SOURCE_SCHEMA, "model", sub)
+        problems += sub
+    if not problems:
+        problems += _check_values(raw, path)
+    if problems:
+        listing = "\n  - ".join(problems)
+        raise CardError(f"card file {shown} is invalid:\n  - {listing}")
+
+    load = dict(raw.get("load") or {})
+    return Card(
+        name=raw["name"],
+        path=path,
+        description=raw["description"],
+        tokenizer=dict(raw["tokenizer"]),
+        model=dict(raw["model"]) if raw.get("model") else None,
+        load=load,
+        marks=tuple(raw.get("marks") or ()),
+        expect=raw.get("expect") or {},
+    )
+
+
+def _check_values(raw: dict[str, Any], path: Path) -> list[str]:
+    problems = []
+    if raw["name"] != path.stem:
+        problems.append(f"name: '{raw['name']}' differs from the file name '{path.stem}'")
+    tok_source = raw["tokenizer"].get("source")
+    if tok_source not in TOKENIZER_SOURCES:
+        problems.append(f"tokenizer.source: {tok_source!r} is not one of {', '.join(TOKENIZER_SOURCES)}")
+    if tok_source == "model" and not raw.get("model"):
+        problems.append("tokenizer.source: 'model' needs a model section")
+    model = raw.get("model")
+    if model:
+        if model.get("source") not in MODEL_SOURCES:
+            problems.append(f"model.source: {model.get('source')!r} is not one of {', '.join(MODEL_SOURCES)}")
+        for need in {"hf": ("id",), "package-gguf": ("package", "file"), "random-init": ("architecture", "config")}.get(
+            model.get("source"), ()
+        ):
+            if need not in model:
+                problems.append(f"model.{need}: required for source '{model['source']}'")
+    load = raw.get("load") or {}
+    if "device" in load and not DEVICES_RE.match(load["device"]):
+        problems.append(f"load.device: {load['device']!r} is not auto, cpu, cuda, cuda:N or mps")
+    if "dtype" in load and load["dtype"] not in DTYPES:
+        problems.append(f"load.dtype: {load['dtype']!r} is not one of {', '.join(DTYPES)}")
+    if "quantization" in load and load["quantization"] not in QUANTIZATIONS:
+        problems.append(f"load.quantization: {load['quantization']!r} is not one of {', '.join(QUANTIZATIONS)}")
+    for mark in raw.get("marks") or ():
+        if mark not in KNOWN_MARKS:
+            problems.append(f"marks: {mark!r} is not one of {', '.join(KNOWN_MARKS)}")
+    if "model" in (raw.get("expect") or {}) and not model:
+        problems.append("expect.model: this card has no model section to check")
+    return problems
+
+
+def available_cards(cards_dir: Path = CARDS_DIR) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(cards_dir.glob("*.yaml"))}
+
+
+def find_card(name_or_path: str, cards_dir: Path = CARDS_DIR) -> Card:
+    """A card by name (``fixtures/cards/<name>.yaml``) or by path to a YAML file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.is_file():
+        return load_card(candidate)
+    known = available_cards(cards_dir)
+    if name_or_path in known:
+        return load_card(known[name_or_path])
+    near = difflib.get_close_matches(name_or_path, list(known), n=1, cutoff=0.5)
+    hint = f" Did you mean {near[0]}?" if near else ""
+    raise CardError(
+        f"Unknown card '{name_or_path}'.{hint} Known cards: {', '.join(known)} "
+        f"(in {_display_path(cards_dir)}); or pass the path of a card file."
+    )

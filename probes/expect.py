@@ -1,0 +1,53 @@
+"""Comparing what a probe obtained with what a card expects, with messages for people."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .cards import Card
+
+
+class ExpectationMismatch(AssertionError):
+    """Obtained differs from the card's expected value; the message names card and field."""
+
+
+def _normalise(value: Any) -> Any:
+    # Probes return tuples; YAML gives lists. Compare them as the same thing.
+    if isinstance(value, tuple):
+        return [_normalise(v) for v in value]
+    if isinstance(value, list):
+        return [_normalise(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _normalise(v) for k, v in value.items()}
+    return value
+
+
+def _first_difference(expected: Any, obtained: Any) -> str:
+    if isinstance(expected, list) and isinstance(obtained, list):
+        for i, (e, o) in enumerate(zip(expected, obtained)):
+            if e != o:
+                return f"\n  first difference at index {i}: expected {e!r}, obtained {o!r}"
+        if len(expected) != len(obtained):
+            return f"\n  lengths differ: expected {len(expected)}, obtained {len(obtained)}"
+    return ""
+
+
+def mismatch_message(card: Card, field: str, expected: Any, obtained: Any, note: str = "") -> str:
+    source = f"\n  model loaded from --model {card.model_override}" if card.model_override else ""
+    return (
+        f"{card.field_location(field)}{source}\n"
+        f"  expected: {expected!r}\n"
+        f"  obtained: {obtained!r}"
+        f"{_first_difference(expected, obtained)}"
+        f"{chr(10) + '  ' + note if note else ''}\n"
+        f"If the obtained value is right for this model, update that field in {card.path.name}."
+    )
+
+
+def check_equal(card: Card, field: str, obtained: Any, note: str = "") -> None:
+    """Assert ``obtained`` equals the card's value at ``field`` (KeyError if absent)."""
+    __tracebackhide__ = True
+    expected = card.expected(field)
+    obtained = _normalise(obtained)
+    if _normalise(expected) != obtained:
+        raise ExpectationMismatch(mismatch_message(card, field, expected, obtained, note))

@@ -1,0 +1,308 @@
+"""All pytest wiring in one place: options, markers, subject fixtures, report hooks.
+
+How a behaviour test gets its subject::
+
+    @pytest.mark.observation("T4", expects="tokenizer.vocab_size")
+    def test_vocab_size(subject): ...
+
+``pytest_generate_tests`` parametrizes ``subject`` over the selected cards that have
+the ``expects`` field (and a model, when the test uses ``model_subject``); with a
+``case`` argument too, over every item of that list field. The test id is
+``card`` or ``card-case`` (``test_encode[mistral-tokenizer-english]``).
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .cards import CARDS_DIR, DEVICES_RE, DTYPES, Card, CardError, available_cards, find_card
+from .subjects import Subject, SubjectLoadError, environment_info
+
+SELECTED_CARDS = pytest.StashKey[list[Card]]()
+SUBJECTS = pytest.StashKey[dict[str, Subject]]()
+
+SUBJECT_FIXTURES = {"subject": "tokenizer", "model_subject": "model"}
+
+
+# ------------------------------------------------------------------------- options
+
+
+def _device(value: str) -> str:
+    if not DEVICES_RE.match(value):
+        raise pytest.UsageError(f"--device {value!r}: use auto, cpu, cuda, cuda:N or mps")
+    return value
+
+
+def _seed(value: str) -> int:
+    try:
+        seed = int(value)
+    except ValueError:
+        raise pytest.UsageError(f"--seed {value!r}: give a non-negative integer") from None
+    if seed < 0:
+        raise pytest.UsageError(f"--seed {value!r}: give a non-negative integer")
+    return seed
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("lm-probes", "behavioural tests of language models")
+    group.addoption(
+        "--card",
+        action="append",
+        metavar="NAME|PATH",
+        help="run against this card (name in fixtures/cards/ or a YAML path); repeatable. "
+        "Default: every card (GPU cards only with -m gpu).",
+    )
+    group.addoption(
+        "--model",
+        metavar="ID|PATH",
+        help="load the single selected card's tokenizer and model from this hub id or local "
+        "folder instead, keeping the card's expectations. Default: the card's own source.",
+    )
+    group.addoption(
+        "--device",
+        type=_device,
+        metavar="auto|cpu|cuda|cuda:N|mps",
+        help="device for every model. Default: each card's load.device.",
+    )
+    group.addoption(
+        "--dtype",
+        choices=DTYPES,
+        help="dtype for every model. Default: each card's load.dtype.",
+    )
+    group.addoption(
+        "--seed",
+        type=_seed,
+        default=0,
+        metavar="N",
+        help="seed for sampling probes and random-init models. Default: 0.",
+    )
+    group.addoption(
+        "--list-cards",
+        action="store_true",
+        help="list the known cards and exit.",
+    )
+
+
+# ----------------------------------------------------------------------- configure
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "gpu: needs CUDA; runs only with `-m gpu` (the GPU cards)")
+    config.addinivalue_line("markers", "benchmark: timing benchmark; runs only with `-m benchmark`")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line(
+        "markers",
+        "observation(*ids, expects=None, needs='tokenizer'): the SPEC observations a test checks "
+        "and the card field it needs; parametrizes `subject`/`model_subject` over the cards having it",
+    )
+    config.stash[SUBJECTS] = {}
+    config.stash[SELECTED_CARDS] = _select_cards(config)
+    _add_environment_metadata(config)
+
+
+def _select_cards(config: pytest.Config) -> list[Card]:
+    names = config.getoption("card") or list(available_cards())
+    try:
+        cards = [find_card(name) for name in names]
+    except CardError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    model = config.getoption("model")
+    if model:
+        if len(cards) != 1:
+            raise pytest.UsageError(
+                f"--model {model}: replaces the model of exactly one card, but {len(cards)} are selected "
+                f"({', '.join(c.name for c in cards)}). Add --card NAME."
+            )
+        looks_local = model.startswith(("/", "./", "../", "~")) or os.path.exists(model)
+        if looks_local and not Path(model).expanduser().is_dir():
+            raise pytest.UsageError(f"--model {model}: no such folder. Give a folder holding a model or tokenizer, or a hub id.")
+        cards = [cards[0].with_model(str(Path(model).expanduser()) if looks_local else model)]
+    return cards
+
+
+def _add_environment_metadata(config: pytest.Config) -> None:
+    try:
+        from pytest_metadata.plugin import metadata_key
+    except ImportError:  # pytest-html not installed: no report to fill
+        return
+    metadata = config.stash[metadata_key]
+    for noisy in ("Plugins", "Packages", "JAVA_HOME"):
+        metadata.pop(noisy, None)
+    metadata.update(environment_info())
+    metadata["cards"] = ", ".join(c.name for c in config.stash[SELECTED_CARDS])
+
+
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    if config.getoption("list_cards"):
+        for name, path in available_cards().items():
+            try:
+                card = find_card(name)
+                marks = f" [{', '.join(card.marks)}]" if card.marks else ""
+                print(f"{name}{marks}: {card.description.strip().splitlines()[0]}")
+            except CardError as exc:
+                print(f"{name}: INVALID: {exc}")
+        print(f"(cards live in {CARDS_DIR})")
+        return 0
+    return None
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    cards = config.stash.get(SELECTED_CARDS, [])
+    lines = [f"lm-probes cards: {', '.join(c.name + ('[' + ','.join(c.marks) + ']' if c.marks else '') for c in cards)}"]
+    if cards and cards[0].model_override:
+        lines.append(f"lm-probes --model: {cards[0].model_override} (expectations from card {cards[0].name})")
+    return lines
+
+
+# ---------------------------------------------------------------- parametrization
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    fixture = next((f for f in SUBJECT_FIXTURES if f in metafunc.fixturenames), None)
+    if fixture is None:
+        return
+    marker = metafunc.definition.get_closest_marker("observation")
+    expects = marker.kwargs.get("expects") if marker else None
+    needs_model = fixture == "model_subject"
+    cards = [
+        c
+        for c in metafunc.config.stash[SELECTED_CARDS]
+        if (c.has_model or not needs_model) and (expects is None or c.has_expectation(expects))
+    ]
+    if "case" in metafunc.fixturenames:
+        if not expects:
+            raise pytest.UsageError(f"{metafunc.definition.nodeid}: a test with `case` needs @observation(expects=...)")
+        params = [
+            pytest.param(card.name, case, id=f"{card.name}-{case['id']}", marks=_card_marks(card))
+            for card in cards
+            for case in card.cases(expects)
+        ]
+        metafunc.parametrize((fixture, "case"), params, indirect=[fixture])
+    else:
+        params = [pytest.param(card.name, id=card.name, marks=_card_marks(card)) for card in cards]
+        metafunc.parametrize(fixture, params, indirect=True)
+
+
+def _card_marks(card: Card) -> list[pytest.MarkDecorator]:
+    return [getattr(pytest.mark, mark) for mark in card.marks]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="requires CUDA; none found (torch.cuda.is_available() is False)")
+        for item in gpu_items:
+            item.add_marker(skip)
+
+
+# ------------------------------------------------------------------------ fixtures
+
+
+def _subject_for(request: pytest.FixtureRequest, name: str) -> Subject:
+    subjects = request.config.stash[SUBJECTS]
+    if name not in subjects:
+        card = next(c for c in request.config.stash[SELECTED_CARDS] if c.name == name)
+        subjects[name] = Subject(
+            card,
+            device=request.config.getoption("device"),
+            dtype=request.config.getoption("dtype"),
+            seed=request.config.getoption("seed"),
+        )
+    return subjects[name]
+
+
+def _loaded(request: pytest.FixtureRequest, what: str) -> Subject:
+    subject = _subject_for(request, request.param)
+    try:
+        getattr(subject, what)  # load now, so a failure is reported once, here
+    except SubjectLoadError as exc:
+        # One message for the session instead of a traceback in every test.
+        pytest.exit(f"lm-probes: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+    return subject
+
+
+@pytest.fixture
+def subject(request: pytest.FixtureRequest) -> Subject:
+    """A selected card with its tokenizer loaded (once per session)."""
+    if not hasattr(request, "param"):
+        pytest.fail("`subject` is parametrized by lm-probes; use it in a test under tests/behaviour", pytrace=False)
+    return _loaded(request, "tokenizer")
+
+
+@pytest.fixture
+def model_subject(request: pytest.FixtureRequest) -> Subject:
+    """A selected card that has a model, with tokenizer and model loaded (once per session)."""
+    if not hasattr(request, "param"):
+        pytest.fail("`model_subject` is parametrized by lm-probes; use it in a test under tests/behaviour", pytrace=False)
+    _loaded(request, "tokenizer")
+    return _loaded(request, "model")
+
+
+@pytest.fixture
+def attach(request: pytest.FixtureRequest):
+    """Attach HTML, text or a PNG to this test's row in the HTML report."""
+    return _Attachments(request)
+
+
+class _Attachments:
+    def __init__(self, request: pytest.FixtureRequest):
+        try:
+            self._extras = request.getfixturevalue("extras")
+            import pytest_html
+
+            self._html = pytest_html.extras
+        except pytest.FixtureLookupError:  # pytest-html disabled: attachments are no-ops
+            self._extras = None
+
+    def html(self, content: str, name: str = "") -> None:
+        if self._extras is not None:
+            self._extras.append(self._html.html(content))
+
+    def text(self, content: str, name: str = "") -> None:
+        if self._extras is not None:
+            self._extras.append(self._html.text(content, name=name))
+
+    def png(self, data: bytes, name: str = "") -> None:
+        if self._extras is not None:
+            import base64
+
+            self._extras.append(self._html.png(base64.b64encode(data).decode("ascii"), name=name))
+
+
+# -------------------------------------------------------------------------- report
+
+
+def pytest_html_report_title(report: Any) -> None:
+    report.title = "lm-probes: behavioural tests of language models"
+
+
+def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: list[str], session: pytest.Session) -> None:
+    subjects = session.config.stash.get(SUBJECTS, {})
+    if not subjects:
+        return
+    rows = []
+    for subject in subjects.values():
+        p = subject.provenance
+        files = "<br>".join(f"{html.escape(k)}: sha256 {v}…" for k, v in p.files.items()) or "-"
+        rows.append(
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(str(v))}</td>"
+                for v in (p.card, p.model_source, p.device, p.dtype, p.quantization, p.revision or "-")
+            )
+            + f"<td>{files}</td></tr>"
+        )
+    prefix.append(
+        "<h2>Subjects</h2><table class='subjects' border='1' cellpadding='4' style='border-collapse:collapse'>"
+        "<tr><th>card</th><th>model source</th><th>device</th><th>dtype</th><th>quantization</th>"
+        "<th>revision</th><th>files</th></tr>" + "".join(rows) + "</table>"
+    )

@@ -1,0 +1,125 @@
+"""SPEC T1-T6: the tokenizer does what we think, for every selected card.
+
+Every expected value comes from the card (fixtures/cards/<name>.yaml); a card without
+a field simply does not get that check (listed as not covered in the report).
+"""
+
+from __future__ import annotations
+
+import html
+
+import pytest
+
+from probes import tokenizer as tp
+from probes.expect import check_equal
+
+
+@pytest.mark.observation("T4", expects="tokenizer.vocab_size")
+def test_vocab_size(subject):
+    check_equal(subject.card, "tokenizer.vocab_size", subject.tokenizer.vocab_size)
+
+
+@pytest.mark.observation("T3", expects="tokenizer.bos")
+def test_bos_token(subject):
+    bos = tp.bos_behaviour(subject.tokenizer, subject.card.expected("tokenizer.bos.probe_text"))
+    check_equal(subject.card, "tokenizer.bos.id", bos.bos_id)
+    check_equal(subject.card, "tokenizer.bos.token", bos.bos_token)
+
+
+@pytest.mark.observation("T3", expects="tokenizer.bos")
+def test_bos_prepended_by_default_and_absent_without_special_tokens(subject):
+    bos = tp.bos_behaviour(subject.tokenizer, subject.card.expected("tokenizer.bos.probe_text"))
+    check_equal(
+        subject.card,
+        "tokenizer.bos.added_by_default",
+        bos.added_by_default,
+        note=f"encode() gave {list(bos.default_ids)}",
+    )
+    # Whatever the default, these two must hold for any tokenizer:
+    assert bos.default_matches_special, (
+        f"encode(text) {list(bos.default_ids)} differs from encode(text, add_special_tokens=True) "
+        f"{list(bos.with_special_ids)}: the default is not 'special tokens on'"
+    )
+    assert bos.absent_without_special, (
+        f"encode(text, add_special_tokens=False) still starts with BOS: {list(bos.without_special_ids)}"
+    )
+
+
+@pytest.mark.observation("T1", "T2", "T3", expects="tokenizer.encode")
+def test_encode(subject, case, attach):
+    encoding = tp.encode(subject.tokenizer, case["text"], case.get("add_special_tokens"))
+    attach.html(_id_table(encoding))
+    field = f"tokenizer.encode[{case['id']}]"
+    check_equal(subject.card, f"{field}.ids", encoding.ids)
+    for optional in ("tokens", "decoded", "decoded_per_id"):
+        if optional in case:
+            check_equal(subject.card, f"{field}.{optional}", getattr(encoding, optional))
+
+
+@pytest.mark.observation("T1", "T2", "T3", expects="tokenizer.encode")
+def test_decode_round_trip(subject, case):
+    """decode(encode(text, add_special_tokens=False)) gives the text back, unless the card
+    records (round_trips: false) that this tokenizer alters it, and then it must still alter it."""
+    tokenizer = subject.tokenizer
+    ids = tokenizer.encode(case["text"], add_special_tokens=False)
+    decoded = tokenizer.decode(ids)
+    expected = case.get("round_trips", True)
+    field = f"tokenizer.encode[{case['id']}].round_trips"
+    assert (decoded == case["text"]) == expected, (
+        f"{subject.card.field_location(field)}: "
+        f"expected round_trips={expected}, but decode(encode({case['text']!r})) gave {decoded!r}"
+    )
+
+
+@pytest.mark.observation("T2", expects="tokenizer.first_token")
+def test_first_token(subject, case):
+    first = tp.first_token(subject.tokenizer, case["text"])
+    field = f"tokenizer.first_token[{case['id']}]"
+    check_equal(subject.card, f"{field}.first_id", first.first_id)
+    check_equal(subject.card, f"{field}.first_token", first.first_token)
+    check_equal(subject.card, f"{field}.first_decoded", first.first_decoded)
+
+
+@pytest.mark.observation("T5", expects="tokenizer.vocab_table")
+def test_vocab_table(subject, attach):
+    expected = subject.card.expected("tokenizer.vocab_table")
+    table = tp.vocab_table(subject.tokenizer, [row["id"] for row in expected])
+    head_tail = tp.vocab_table(subject.tokenizer, tp.head_and_tail_ids(subject.tokenizer))
+    attach.html(_vocab_html(head_tail))
+    check_equal(subject.card, "tokenizer.vocab_table", [entry.as_dict() for entry in table])
+
+
+@pytest.mark.observation("T6", expects="tokenizer.duplicate_bos")
+def test_duplicate_bos_detected(subject, case, attach):
+    found = tp.duplicate_bos(subject.tokenizer, case["prompt"])
+    attach.text(found.message(), name="duplicate BOS check")
+    field = f"tokenizer.duplicate_bos[{case['id']}]"
+    check_equal(subject.card, f"{field}.leading_bos", found.leading_bos, note=f"ids: {list(found.ids)}")
+    check_equal(subject.card, f"{field}.duplicated", found.duplicated, note=found.message())
+    check_equal(subject.card, f"{field}.trailing_space_token", found.trailing_space_token, note=f"ids: {list(found.ids)}")
+
+
+# ---------------------------------------------------------------- report helpers
+
+
+def _id_table(encoding: tp.Encoding) -> str:
+    cells = "".join(
+        f"<td><code>{i}</code><br>{html.escape(repr(piece))}<br>{html.escape(repr(text))}</td>"
+        for i, piece, text in zip(encoding.ids, encoding.tokens, encoding.decoded_per_id)
+    )
+    return (
+        f"<p>{html.escape(repr(encoding.text))} &rarr; <code>{html.escape(encoding.id_line())}</code></p>"
+        "<table border='1' cellpadding='3' style='border-collapse:collapse'>"
+        f"<tr><th>id<br>piece<br>decode([id])</th>{cells}</tr></table>"
+    )
+
+
+def _vocab_html(entries: tuple[tp.VocabEntry, ...]) -> str:
+    rows = "".join(
+        f"<tr><td>{e.id}</td><td>{html.escape(repr(e.token))}</td><td>{html.escape(repr(e.decoded))}</td></tr>"
+        for e in entries
+    )
+    return (
+        "<table border='1' cellpadding='3' style='border-collapse:collapse'>"
+        f"<tr><th>id</th><th>token</th><th>decode([id])</th></tr>{rows}</table>"
+    )
