@@ -367,6 +367,18 @@ def _check_values(raw: dict[str, Any], path: Path) -> list[str]:
     return problems
 
 
+def nearest(word: str, names: list[str]) -> str | None:
+    """The known name closest to a misspelt one, comparing whole names and their
+    leading parts ('smolm2' is close to 'smollm2', the start of 'smollm2-135m-instruct')."""
+    by_alias: dict[str, str] = {}
+    for name in names:
+        parts = name.split("-")
+        for i in range(1, len(parts) + 1):
+            by_alias.setdefault("-".join(parts[:i]), name)
+    near = difflib.get_close_matches(word, list(by_alias), n=1, cutoff=0.6)
+    return by_alias[near[0]] if near else None
+
+
 def available_cards(cards_dir: Path = CARDS_DIR) -> dict[str, Path]:
     return {p.stem: p for p in sorted(cards_dir.glob("*.yaml"))}
 
@@ -379,8 +391,8 @@ def find_card(name_or_path: str, cards_dir: Path = CARDS_DIR) -> Card:
     known = available_cards(cards_dir)
     if name_or_path in known:
         return load_card(known[name_or_path])
-    near = difflib.get_close_matches(name_or_path, list(known), n=1, cutoff=0.5)
-    hint = f" Did you mean {near[0]}?" if near else ""
+    near = nearest(name_or_path, list(known))
+    hint = f" Did you mean {near}?" if near else ""
     raise CardError(
         f"Unknown card '{name_or_path}'.{hint} Known cards: {', '.join(known)} "
         f"(in {_display_path(cards_dir)}); or pass the path of a card file."

@@ -1,0 +1,18 @@
+# The two commands of the README. Both set up .venv first (a no-op when current).
+.PHONY: setup report test clean
+
+PYTEST := .venv/bin/python -m pytest
+
+setup:
+	@bash scripts/setup.sh
+
+# The main job: the behavioural suite on the embedded CPU models -> reports/report.html
+report: setup
+	$(PYTEST) tests/behaviour
+
+# Everything: the library's own tests and the behavioural suite.
+test: setup
+	$(PYTEST)
+
+clean:
+	rm -rf reports/*.html .pytest_cache

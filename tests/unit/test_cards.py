@@ -1,0 +1,138 @@
+"""Cards: every shipped card validates; broken cards fail with the file and field named."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from probes.cards import CardError, available_cards, find_card, load_card
+
+MINIMAL = """\
+name: {name}
+description: a test card
+tokenizer:
+  source: mistral-common
+"""
+
+
+def write_card(folder: Path, body: str, name: str = "my-card") -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(textwrap.dedent(body).replace("{name}", name), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("name", list(available_cards()))
+def test_shipped_cards_validate(name):
+    card = find_card(name)
+    assert card.name == name
+    assert card.expect, f"card {name} expects nothing"
+
+
+def test_the_four_cards_of_the_spec_are_shipped():
+    assert set(available_cards()) >= {"mistral-7b-v0.1", "mistral-tokenizer", "smollm2-135m-instruct", "tiny-mistral"}
+
+
+def test_gpu_card_carries_the_gpu_mark_and_the_articles_load_settings():
+    card = find_card("mistral-7b-v0.1")
+    assert card.marks == ("gpu",)
+    assert (card.quantization, card.dtype, card.load["device_map"]) == ("nf4", "float16", "auto")
+    assert card.model == {"source": "hf", "id": "mistralai/Mistral-7B-v0.1"}
+
+
+def test_minimal_card_loads(tmp_path):
+    card = load_card(write_card(tmp_path, MINIMAL))
+    assert card.name == "my-card" and not card.has_model and card.expect == {}
+
+
+def test_unknown_field_is_named_with_a_suggestion(tmp_path):
+    path = write_card(tmp_path, MINIMAL + "expect:\n  tokenizer:\n    vocab_sise: 3\n")
+    with pytest.raises(CardError) as err:
+        load_card(path)
+    message = str(err.value)
+    assert str(path) in message
+    assert "expect.tokenizer.vocab_sise: unknown field; did you mean 'vocab_size'?" in message
+
+
+def test_wrong_type_is_named(tmp_path):
+    path = write_card(tmp_path, MINIMAL + "expect:\n  tokenizer:\n    vocab_size: lots\n")
+    with pytest.raises(CardError, match=r"expect\.tokenizer\.vocab_size: expected int, got str 'lots'"):
+        load_card(path)
+
+
+def test_bool_is_not_accepted_as_an_int(tmp_path):
+    path = write_card(tmp_path, MINIMAL + "expect:\n  tokenizer:\n    vocab_size: true\n")
+    with pytest.raises(CardError, match=r"vocab_size: expected int, got bool"):
+        load_card(path)
+
+
+def test_wrong_type_inside_a_list_names_the_case(tmp_path):
+    body = MINIMAL + "expect:\n  tokenizer:\n    encode:\n      - {id: hi, text: hi, ids: [1, x]}\n"
+    with pytest.raises(CardError, match=r"expect\.tokenizer\.encode\[hi\]\.ids\[1\]: expected int"):
+        load_card(write_card(tmp_path, body))
+
+
+def test_missing_required_field(tmp_path):
+    path = write_card(tmp_path, "name: {name}\ntokenizer:\n  source: mistral-common\n")
+    with pytest.raises(CardError, match="description: required field is missing"):
+        load_card(path)
+
+
+def test_invalid_yaml_names_the_file(tmp_path):
+    path = write_card(tmp_path, "name: [unclosed\n")
+    with pytest.raises(CardError, match=r"my-card\.yaml is not valid YAML"):
+        load_card(path)
+
+
+def test_name_must_match_file(tmp_path):
+    path = tmp_path / "other.yaml"
+    path.write_text(MINIMAL.replace("{name}", "my-card"))
+    with pytest.raises(CardError, match="differs from the file name 'other'"):
+        load_card(path)
+
+
+def test_unknown_source_device_and_mark_are_reported_together(tmp_path):
+    body = MINIMAL.replace("mistral-common", "pip") + "load:\n  device: gpu0\nmarks: [fast]\n"
+    with pytest.raises(CardError) as err:
+        load_card(write_card(tmp_path, body))
+    message = str(err.value)
+    assert "tokenizer.source: 'pip' is not one of" in message
+    assert "load.device: 'gpu0'" in message
+    assert "marks: 'fast'" in message
+
+
+def test_yaml_is_read_with_the_safe_loader(tmp_path):
+    # A python/object tag would run code under yaml.load; the safe loader refuses it.
+    path = write_card(tmp_path, MINIMAL + "expect: !!python/object/apply:os.system ['echo hacked']\n")
+    with pytest.raises(CardError, match="not valid YAML"):
+        load_card(path)
+
+
+def test_unknown_card_name_suggests_the_nearest():
+    with pytest.raises(CardError, match="Unknown card 'smolm2'. Did you mean smollm2-135m-instruct?"):
+        find_card("smolm2")
+
+
+def test_expected_walks_lists_by_case_id():
+    card = find_card("mistral-tokenizer")
+    assert card.expected("tokenizer.encode[english].ids") == [1, 415, 5565, 302, 4720, 349]
+    assert card.has_expectation("tokenizer.vocab_size")
+    assert not card.has_expectation("tokenizer.encode[nonexistent].ids")
+    assert [c["id"] for c in card.cases("tokenizer.first_token")] == ["japanese", "english"]
+
+
+def test_with_model_keeps_expectations_and_replaces_sources(tmp_path):
+    card = find_card("mistral-tokenizer").with_model(str(tmp_path))
+    assert card.tokenizer == {"source": "hf", "id": str(tmp_path)} and card.model is None
+    assert card.expected("tokenizer.vocab_size") == 32000
+    assert card.model_override == str(tmp_path)
+    model_card = find_card("smollm2-135m-instruct").with_model("org/other-build")
+    assert model_card.model == {"source": "hf", "id": "org/other-build"}
+    assert model_card.tokenizer == {"source": "model"}
+
+
+def test_with_model_finds_a_lone_gguf_file(tmp_path):
+    (tmp_path / "weights.Q8_0.gguf").write_bytes(b"")
+    card = find_card("smollm2-135m-instruct").with_model(str(tmp_path))
+    assert card.model["gguf_file"] == "weights.Q8_0.gguf"

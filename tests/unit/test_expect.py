@@ -1,0 +1,40 @@
+"""A wrong expected value fails with card file, field, expected and obtained."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from probes.cards import find_card
+from probes.expect import ExpectationMismatch, check_equal
+
+
+def test_equal_values_pass_and_tuples_compare_to_yaml_lists():
+    card = find_card("mistral-tokenizer")
+    check_equal(card, "tokenizer.encode[english].ids", (1, 415, 5565, 302, 4720, 349))
+
+
+def test_mismatch_names_card_file_field_expected_obtained_and_first_difference():
+    card = find_card("mistral-tokenizer")
+    with pytest.raises(ExpectationMismatch) as err:
+        check_equal(card, "tokenizer.encode[english].ids", (415, 5565, 302, 4720, 349))
+    message = str(err.value)
+    assert "card 'mistral-tokenizer' (fixtures/cards/mistral-tokenizer.yaml)" in message
+    assert "field expect.tokenizer.encode[english].ids" in message
+    assert "expected: [1, 415, 5565, 302, 4720, 349]" in message
+    assert "obtained: [415, 5565, 302, 4720, 349]" in message
+    assert "first difference at index 0: expected 1, obtained 415" in message
+    assert "update that field in mistral-tokenizer.yaml" in message
+
+
+def test_mismatch_mentions_the_model_override():
+    card = find_card("mistral-tokenizer").with_model("/some/folder")
+    with pytest.raises(ExpectationMismatch, match="model loaded from --model /some/folder"):
+        check_equal(card, "tokenizer.vocab_size", 32001)
+
+
+def test_absent_field_is_a_key_error_not_a_pass():
+    card = dataclasses.replace(find_card("mistral-tokenizer"), expect={})
+    with pytest.raises(KeyError):
+        check_equal(card, "tokenizer.vocab_size", 32000)

@@ -1,0 +1,135 @@
+"""The pytest wiring, end to end: each case runs the suite in a subprocess, the way a
+user would, and checks the outcome and the message."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from probes.cards import REPO_ROOT
+from probes.subjects import package_file
+
+
+def run_suite(*args: str, tmp_path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    report = tmp_path / "report.html"
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--html={report}", *args]
+    return subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600
+    )
+
+
+@pytest.fixture
+def modified_tokenizer(tmp_path):
+    """A folder holding the real Mistral tokenizer with add_bos_token switched off."""
+    folder = tmp_path / "no-bos-tokenizer"
+    folder.mkdir()
+    shutil.copyfile(package_file("mistral_common", "tokenizer.model.v1"), folder / "tokenizer.model")
+    config = {"tokenizer_class": "LlamaTokenizer", "legacy": True, "add_bos_token": False}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_modified_tokenizer_fails_the_affected_tests_with_clear_messages(tmp_path, modified_tokenizer):
+    result = run_suite(
+        "tests/behaviour/test_tokenizer.py", "--card", "mistral-tokenizer", "--model", str(modified_tokenizer),
+        tmp_path=tmp_path,
+    )
+    out = result.stdout
+    assert result.returncode == 1, out
+    # The BOS default is what changed: that test names card, file, field, expected, obtained.
+    assert "FAILED tests/behaviour/test_tokenizer.py::test_bos_prepended_by_default_and_absent_without_special_tokens[mistral-tokenizer]" in out
+    assert "card 'mistral-tokenizer' (fixtures/cards/mistral-tokenizer.yaml), field expect.tokenizer.bos.added_by_default" in out
+    assert "expected: True" in out and "obtained: False" in out
+    assert f"model loaded from --model {modified_tokenizer}" in out
+    assert "FAILED tests/behaviour/test_tokenizer.py::test_encode[mistral-tokenizer-english]" in out
+    assert "FAILED tests/behaviour/test_tokenizer.py::test_duplicate_bos_detected[mistral-tokenizer-knowledge-prompt]" in out
+    # What BOS does not touch still passes.
+    for unaffected in ("test_vocab_size[mistral-tokenizer]", "test_vocab_table[mistral-tokenizer]",
+                       "test_encode[mistral-tokenizer-hello-special-off]", "test_first_token[mistral-tokenizer-japanese]"):
+        assert f"FAILED tests/behaviour/test_tokenizer.py::{unaffected}" not in out
+    assert "Traceback" not in out
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-CUDA skip; this machine has CUDA")
+def test_gpu_cards_are_skipped_with_a_reason_naming_cuda(tmp_path):
+    result = run_suite("tests/behaviour", "-m", "gpu", "-rs", tmp_path=tmp_path)
+    out = result.stdout
+    assert result.returncode == 0, out
+    skipped = re.search(r"(\d+) skipped", out)
+    assert skipped and int(skipped.group(1)) > 0, out
+    assert "passed" not in out.splitlines()[-1] and "failed" not in out.splitlines()[-1], out
+    assert "requires CUDA; none found" in out
+    assert "mistral-7b-v0.1" in out
+
+
+def test_default_run_deselects_gpu_cards(tmp_path):
+    result = run_suite("tests/behaviour", "--collect-only", "-q", tmp_path=tmp_path)
+    assert "mistral-7b-v0.1" not in result.stdout
+    assert "test_vocab_size[mistral-tokenizer]" in result.stdout
+
+
+def test_unknown_card_is_a_usage_error_with_a_suggestion(tmp_path):
+    result = run_suite("--card", "smolm2", tmp_path=tmp_path)
+    assert result.returncode == 4
+    assert "Unknown card 'smolm2'. Did you mean smollm2-135m-instruct?" in result.stderr
+
+
+def test_model_needs_exactly_one_card(tmp_path):
+    result = run_suite("--model", "org/model", tmp_path=tmp_path)
+    assert result.returncode == 4
+    assert "replaces the model of exactly one card" in result.stderr and "Add --card NAME" in result.stderr
+
+
+def test_missing_model_folder_is_a_usage_error(tmp_path):
+    result = run_suite("--card", "tiny-mistral", "--model", str(tmp_path / "nowhere"), tmp_path=tmp_path)
+    assert result.returncode == 4
+    assert "no such folder" in result.stderr
+
+
+def test_bad_device_is_a_usage_error(tmp_path):
+    result = run_suite("--device", "gpu0", tmp_path=tmp_path)
+    assert result.returncode == 4
+    assert "--device 'gpu0': use auto, cpu, cuda, cuda:N or mps" in result.stderr
+
+
+def test_unloadable_model_stops_the_session_with_one_message(tmp_path):
+    result = run_suite(
+        "tests/behaviour", "--card", "smollm2-135m-instruct", "--model", "no-such-org/no-such-model",
+        tmp_path=tmp_path, env={"HF_HUB_OFFLINE": "1"},
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 4, out
+    assert out.count("cannot load the tokenizer") == 1, out
+    assert "'no-such-org/no-such-model' is neither a local folder nor a loadable hub id" in out
+    assert "HF_HUB_OFFLINE is set" in out
+
+
+def test_list_cards(tmp_path):
+    result = run_suite("--list-cards", tmp_path=tmp_path)
+    assert result.returncode == 0
+    assert "mistral-7b-v0.1 [gpu]:" in result.stdout and "tiny-mistral:" in result.stdout
+
+
+def test_report_is_self_contained_with_environment_and_token_table(tmp_path):
+    result = run_suite("tests/behaviour", "--card", "mistral-tokenizer", "--card", "tiny-mistral", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stdout
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    # Self-contained: no stylesheet or script fetched from beside the file.
+    assert not re.search(r'<link[^>]+href="(?!data:)', page)
+    assert not re.search(r'<script[^>]+src="(?!data:)', page)
+    import torch
+    import transformers
+
+    for key, value in (("torch", torch.__version__), ("transformers", transformers.__version__)):
+        assert key in page and value in page
+    assert "Subjects" in page and "tokenizer.model.v1" in page
+    assert "random MistralForCausalLM (seed 0)" in page
+    # The article's per-id view; pytest-html keeps extras HTML-escaped in its data blob.
+    assert "1:&amp;lt;s&amp;gt; 415:The 5565:capital 302:of 4720:Japan 349:is" in page
