@@ -27,6 +27,10 @@ SELECTED_CARDS = pytest.StashKey[list[Card]]()
 SUBJECTS = pytest.StashKey[dict[str, Subject]]()
 
 SUBJECT_FIXTURES = {"subject": "tokenizer", "model_subject": "model"}
+# section -> card -> HTML fragments that tests put in the report's summary
+SUMMARY_SECTIONS = pytest.StashKey[dict[str, dict[str, list[str]]]]()
+# (card, observation id) -> outcomes of the tests that check it
+OBSERVATION_OUTCOMES = pytest.StashKey[dict[tuple[str, str], list[str]]]()
 
 
 # ------------------------------------------------------------------------- options
@@ -101,6 +105,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "and the card field it needs; parametrizes `subject`/`model_subject` over the cards having it",
     )
     config.stash[SUBJECTS] = {}
+    config.stash[SUMMARY_SECTIONS] = {}
+    config.stash[OBSERVATION_OUTCOMES] = {}
     config.stash[SELECTED_CARDS] = _select_cards(config)
     _add_environment_metadata(config)
 
@@ -133,8 +139,8 @@ def _add_environment_metadata(config: pytest.Config) -> None:
     metadata = config.stash[metadata_key]
     for noisy in ("Plugins", "Packages", "JAVA_HOME"):
         metadata.pop(noisy, None)
-    metadata.update(environment_info())
-    metadata["cards"] = ", ".join(c.name for c in config.stash[SELECTED_CARDS])
+    # pytest-metadata already shows Python and Platform
+    metadata.update({k: v for k, v in environment_info().items() if k not in ("python", "platform")})
 
 
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
@@ -249,12 +255,14 @@ def model_subject(request: pytest.FixtureRequest) -> Subject:
 
 @pytest.fixture
 def attach(request: pytest.FixtureRequest):
-    """Attach HTML, text or a PNG to this test's row in the HTML report."""
+    """Attach HTML, text or a PNG to this test's row in the HTML report (and, with
+    ``summary=``, to that section of the report's summary, under the test's card)."""
     return _Attachments(request)
 
 
 class _Attachments:
     def __init__(self, request: pytest.FixtureRequest):
+        self._request = request
         try:
             self._extras = request.getfixturevalue("extras")
             import pytest_html
@@ -263,9 +271,13 @@ class _Attachments:
         except pytest.FixtureLookupError:  # pytest-html disabled: attachments are no-ops
             self._extras = None
 
-    def html(self, content: str, name: str = "") -> None:
+    def html(self, content: str, summary: str | None = None) -> None:
         if self._extras is not None:
             self._extras.append(self._html.html(content))
+        if summary:
+            card = _card_of(self._request.node) or "-"
+            sections = self._request.config.stash[SUMMARY_SECTIONS]
+            sections.setdefault(summary, {}).setdefault(card, []).append(content)
 
     def text(self, content: str, name: str = "") -> None:
         if self._extras is not None:
@@ -278,6 +290,31 @@ class _Attachments:
             self._extras.append(self._html.png(base64.b64encode(data).decode("ascii"), name=name))
 
 
+def _card_of(item: pytest.Item) -> str | None:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return next((params[f] for f in SUBJECT_FIXTURES if f in params), None)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    marker = item.get_closest_marker("observation")
+    card = _card_of(item)
+    if marker is None or card is None:
+        return
+    # the call phase decides, unless setup already failed or skipped
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        state = "xfailed" if hasattr(report, "wasxfail") and report.skipped else report.outcome
+        if hasattr(report, "wasxfail") and report.passed:
+            state = "xpassed"
+        # a case may name its own observation (encode cases: T1, T2 or T3)
+        case = getattr(getattr(item, "callspec", None), "params", {}).get("case")
+        observations = [case["observation"]] if isinstance(case, dict) and case.get("observation") else marker.args
+        for observation in observations:
+            item.config.stash[OBSERVATION_OUTCOMES].setdefault((card, observation), []).append(state)
+
+
 # -------------------------------------------------------------------------- report
 
 
@@ -286,9 +323,47 @@ def pytest_html_report_title(report: Any) -> None:
 
 
 def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: list[str], session: pytest.Session) -> None:
-    subjects = session.config.stash.get(SUBJECTS, {})
+    config = session.config
+    prefix.extend(_subjects_html(config.stash.get(SUBJECTS, {})))
+    prefix.extend(_observations_html(config.stash.get(OBSERVATION_OUTCOMES, {})))
+    for section, by_card in config.stash.get(SUMMARY_SECTIONS, {}).items():
+        prefix.append(f"<h2>{html.escape(section)}</h2>")
+        for card, fragments in by_card.items():
+            prefix.append(f"<h3>{html.escape(card)}</h3>" + "".join(fragments))
+
+
+_WORST_FIRST = ("failed", "xpassed", "error", "skipped", "xfailed", "passed")
+
+
+def _observations_html(outcomes: dict[tuple[str, str], list[str]]) -> list[str]:
+    """One row per card, one column per observation id: the worst outcome of its tests."""
+    if not outcomes:
+        return []
+    cards = sorted({card for card, _ in outcomes})
+    observations = sorted({obs for _, obs in outcomes}, key=lambda o: (o[0], int(o[1:]) if o[1:].isdigit() else 0))
+    colours = {"passed": "#c8e6c9", "failed": "#ffcdd2", "xfailed": "#fff9c4", "skipped": "#eeeeee", "xpassed": "#ffcdd2"}
+    head = "".join(f"<th>{html.escape(o)}</th>" for o in observations)
+    rows = []
+    for card in cards:
+        cells = []
+        for obs in observations:
+            states = outcomes.get((card, obs))
+            if not states:
+                cells.append("<td>not covered</td>")
+                continue
+            worst = min(states, key=lambda s: _WORST_FIRST.index(s) if s in _WORST_FIRST else 0)
+            cells.append(f"<td style='background:{colours.get(worst, '#fff')}'>{worst} ({len(states)})</td>")
+        rows.append(f"<tr><td>{html.escape(card)}</td>{''.join(cells)}</tr>")
+    return [
+        "<h2>Observations per card</h2><p>Worst outcome of the tests checking each SPEC observation "
+        "(number of tests in brackets).</p><table class='observations' border='1' cellpadding='4' "
+        f"style='border-collapse:collapse'><tr><th>card</th>{head}</tr>{''.join(rows)}</table>"
+    ]
+
+
+def _subjects_html(subjects: dict[str, Subject]) -> list[str]:
     if not subjects:
-        return
+        return []
     rows = []
     for subject in subjects.values():
         p = subject.provenance
@@ -301,8 +376,8 @@ def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: 
             )
             + f"<td>{files}</td></tr>"
         )
-    prefix.append(
+    return [
         "<h2>Subjects</h2><table class='subjects' border='1' cellpadding='4' style='border-collapse:collapse'>"
         "<tr><th>card</th><th>model source</th><th>device</th><th>dtype</th><th>quantization</th>"
         "<th>revision</th><th>files</th></tr>" + "".join(rows) + "</table>"
-    )
+    ]

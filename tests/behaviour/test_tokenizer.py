@@ -48,7 +48,7 @@ def test_bos_prepended_by_default_and_absent_without_special_tokens(subject):
 @pytest.mark.observation("T1", "T2", "T3", expects="tokenizer.encode")
 def test_encode(subject, case, attach):
     encoding = tp.encode(subject.tokenizer, case["text"], case.get("add_special_tokens"))
-    attach.html(_id_table(encoding))
+    attach.html(_id_table(encoding), summary="Token ids (id: piece, decode per id)")
     field = f"tokenizer.encode[{case['id']}]"
     check_equal(subject.card, f"{field}.ids", encoding.ids)
     for optional in ("tokens", "decoded", "decoded_per_id"):
@@ -85,7 +85,7 @@ def test_vocab_table(subject, attach):
     expected = subject.card.expected("tokenizer.vocab_table")
     table = tp.vocab_table(subject.tokenizer, [row["id"] for row in expected])
     head_tail = tp.vocab_table(subject.tokenizer, tp.head_and_tail_ids(subject.tokenizer))
-    attach.html(_vocab_html(head_tail))
+    attach.html(_vocab_html(head_tail), summary="Vocabulary head and tail")
     check_equal(subject.card, "tokenizer.vocab_table", [entry.as_dict() for entry in table])
 
 
