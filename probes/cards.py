@@ -81,6 +81,35 @@ EXPECT_SCHEMA: dict[str, Any] = {
             }
         ],
     },
+    "embedding": {
+        "coherent_groups": [str],  # intra-group cosine - inter-group cosine >= min_margin
+        "incoherent_groups": [str],  # ... < min_margin
+        "min_margin": (int, float),
+        "apart": [{"id": str, "pair": [str], "outsiders": [str]}],  # pair closer than to any outsider
+        "pca_explained_at_most": (int, float),  # two components explain little of the variance
+        "pca_nearer": [{"id": str, "group": str, "nearer": str, "than": str}],  # centroid distances in 2-D
+    },
+    "next_token": {"top1": str, "min_top1_prob": (int, float)},
+    "greedy": {
+        "with_bos_contains": [str],
+        "without_bos_contains": [str],
+        "bos_changes_continuation": bool,
+        "batch_invariant": bool,
+    },
+    "sampling": {
+        "near-greedy": {"min_greedy_agreement": (int, float)},
+        "warm": {"answer": str, "min_answer_share": (int, float), "min_distinct": int},
+        "hot": {"min_distinct": int, "min_distinct_2": (int, float)},
+    },
+    "beam_search": {"at_least_greedy_logprob": bool},
+    "tasks": {
+        # "{question}" is replaced; "chat" applies the tokenizer's chat template
+        "prompt_format": str,
+        "decoding": {"do_sample": bool, "top_p": (int, float), "temperature": (int, float)},
+        "max_new_tokens": int,
+        "knowledge": [{"id": str, "prompt": str, "answer": str}],
+        "creative": {"greedy_repeats": bool, "min_distinct_samples": int},
+    },
     "model": {
         "embedding_shape": [int],
         "embedding_dtype": str,
@@ -116,6 +145,9 @@ CARD_SCHEMA: dict[str, Any] = {
         "quantization": str,
     },
     "expect": EXPECT_SCHEMA,
+    # known failures: a test (optionally one case) that this model fails, with why.
+    # Applied as a strict xfail, so a fix shows up as XPASS and fails the run.
+    "xfail": [{"test": str, "case": str, "reason": str}],
 }
 
 REQUIRED = ("name", "description", "tokenizer")
@@ -203,6 +235,7 @@ class Card:
     load: dict[str, Any]
     marks: tuple[str, ...] = ()
     expect: dict[str, Any] = field(default_factory=dict)
+    xfail: tuple[dict[str, str], ...] = ()
     # set when --model replaced the card's own source (the expectations stay the card's)
     model_override: str | None = None
 
@@ -272,6 +305,13 @@ class Card:
         tokenizer = {"source": "model"} if self.has_model else dict(source)
         return replace(self, tokenizer=tokenizer, model=model, model_override=model_id)
 
+    def xfail_reason(self, test: str, case: str | None) -> str | None:
+        """The recorded reason this card fails ``test`` (for ``case``), if any."""
+        for entry in self.xfail:
+            if entry["test"] == test and entry.get("case") in (None, case):
+                return entry["reason"]
+        return None
+
     def field_location(self, dotted: str) -> str:
         return f"card '{self.name}' ({_display_path(self.path)}), field expect.{dotted}"
 
@@ -331,6 +371,7 @@ def load_card(path: str | Path) -> Card:
         load=load,
         marks=tuple(raw.get("marks") or ()),
         expect=raw.get("expect") or {},
+        xfail=tuple(raw.get("xfail") or ()),
     )
 
 
@@ -362,8 +403,13 @@ def _check_values(raw: dict[str, Any], path: Path) -> list[str]:
     for mark in raw.get("marks") or ():
         if mark not in KNOWN_MARKS:
             problems.append(f"marks: {mark!r} is not one of {', '.join(KNOWN_MARKS)}")
-    if "model" in (raw.get("expect") or {}) and not model:
-        problems.append("expect.model: this card has no model section to check")
+    for section in ("model", "embedding", "next_token", "greedy", "sampling", "beam_search", "tasks"):
+        if section in (raw.get("expect") or {}) and not model:
+            problems.append(f"expect.{section}: this card has no model section to check")
+    for i, entry in enumerate(raw.get("xfail") or ()):
+        for need in ("test", "reason"):
+            if need not in entry:
+                problems.append(f"xfail[{i}].{need}: required")
     return problems
 
 

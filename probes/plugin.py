@@ -199,6 +199,15 @@ def _card_marks(card: Card) -> list[pytest.MarkDecorator]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    cards = {c.name: c for c in config.stash[SELECTED_CARDS]}
+    for item in items:
+        card = cards.get(_card_of(item) or "")
+        if card is None:
+            continue
+        case = getattr(item, "callspec", None) and item.callspec.params.get("case")
+        reason = card.xfail_reason(getattr(item, "originalname", item.name), case.get("id") if isinstance(case, dict) else None)
+        if reason:
+            item.add_marker(pytest.mark.xfail(reason=f"{card.name}: {reason}", strict=True))
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_items:
         return

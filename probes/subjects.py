@@ -270,6 +270,14 @@ class Subject:
         self._files: dict[str, str] = {}
         self._revision: str | None = None
         self._model_folder: str | None = None  # where the tokenizer can follow the model from
+        self._results: dict[Any, Any] = {}
+
+    def cached(self, key: Any, compute: Any) -> Any:
+        """A probe result computed once per session and shared by the tests that need
+        it (the next-token logits feed the bar chart, the temperature panels, ...)."""
+        if key not in self._results:
+            self._results[key] = compute()
+        return self._results[key]
 
     @property
     def name(self) -> str:

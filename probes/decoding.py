@@ -1,0 +1,378 @@
+"""Decoding probes: next-token distribution, temperature, greedy, sampling, beam search.
+
+Every function takes a loaded (tokenizer, model) and plain inputs and returns a frozen
+result. Repeated samples are drawn in one batched ``generate`` call
+(``num_return_sequences``), never in a Python loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+def _check_prompt(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, prompt: str, ids: list[int]) -> None:
+    if not prompt.strip():
+        raise ValueError("the prompt is empty; give the text the model should continue")
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit and len(ids) >= limit:
+        raise ValueError(
+            f"the prompt is {len(ids)} tokens, but the model's context is {limit}; shorten the prompt"
+        )
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, prompt: str, add_special_tokens: bool = True):
+    """(1, seq) input ids and attention mask on the model's device, after checks."""
+    enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=add_special_tokens)
+    _check_prompt(tokenizer, model, prompt, enc.input_ids[0].tolist())
+    return enc.to(model.device)
+
+
+# ------------------------------------------------------------------ next token (D1)
+
+
+@dataclass(frozen=True)
+class NextToken:
+    """The model's distribution over the token after ``prompt``."""
+
+    prompt: str
+    input_ids: tuple[int, ...]
+    logits: Any = field(repr=False, compare=False)  # (vocab,) float32 numpy
+    top_ids: tuple[int, ...] = ()
+    top_tokens: tuple[str, ...] = ()  # decode([id]) of each
+    top_probs: tuple[float, ...] = ()
+
+    @property
+    def top1_token(self) -> str:
+        return self.top_tokens[0]
+
+    @property
+    def top1_prob(self) -> float:
+        return self.top_probs[0]
+
+    def labels(self) -> list[str]:
+        """'19081: Tokyo' — the article's bar labels."""
+        return [f"{i}: {t}" for i, t in zip(self.top_ids, self.top_tokens)]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt,
+            "input_ids": list(self.input_ids),
+            "top_ids": list(self.top_ids),
+            "top_tokens": list(self.top_tokens),
+            "top_probs": list(self.top_probs),
+        }
+
+
+def next_token(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, prompt: str, k: int = 10) -> NextToken:
+    import torch
+
+    enc = encode_prompt(tokenizer, model, prompt)
+    with torch.no_grad():
+        logits = model(**enc).logits[0, -1].float()  # (vocab,) of the last position
+    probs = logits.softmax(dim=-1)
+    top = torch.topk(probs, k)
+    ids = tuple(int(i) for i in top.indices)
+    return NextToken(
+        prompt=prompt,
+        input_ids=tuple(enc.input_ids[0].tolist()),
+        logits=logits.cpu().numpy(),
+        top_ids=ids,
+        top_tokens=tuple(tokenizer.decode([i]) for i in ids),
+        top_probs=tuple(float(p) for p in top.values),
+    )
+
+
+# ------------------------------------------------------------------ temperature (D2)
+
+
+@dataclass(frozen=True)
+class TemperatureSweep:
+    temperatures: tuple[float, ...]
+    entropies: tuple[float, ...]  # nats, one per temperature
+    top1_ids: tuple[int, ...]
+    max_probs: tuple[float, ...]
+    top_ids: tuple[int, ...]  # the k ids shown in the panels (most likely at T=1)
+    top_probs: tuple[tuple[float, ...], ...]  # per temperature, probs of top_ids
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def temperature_sweep(logits: np.ndarray, temperatures: list[float], k: int = 10) -> TemperatureSweep:
+    """softmax(z / T) for each T, via the own ``apply_temperature``."""
+    import torch
+
+    from .sampling import apply_temperature
+
+    z = torch.as_tensor(logits, dtype=torch.float64)  # float64: entropies differ by little at large T
+    top_ids = tuple(int(i) for i in torch.topk(z, k).indices)
+    entropies, top1, max_probs, panels = [], [], [], []
+    for t in temperatures:
+        p = apply_temperature(z, t).softmax(dim=-1)
+        logp = torch.log(p.clamp_min(1e-300))
+        entropies.append(float(-(p * logp).sum()))
+        top1.append(int(p.argmax()))
+        max_probs.append(float(p.max()))
+        panels.append(tuple(float(p[i]) for i in top_ids))
+    return TemperatureSweep(tuple(temperatures), tuple(entropies), tuple(top1), tuple(max_probs), top_ids, tuple(panels))
+
+
+# ---------------------------------------------------------------- generation (D3-D9)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Continuations of one prompt: ids and text of the new tokens, one row per run."""
+
+    prompt: str
+    settings: dict[str, Any]
+    prompt_ids: tuple[int, ...]
+    new_ids: tuple[tuple[int, ...], ...]
+    texts: tuple[str, ...]
+
+    @property
+    def all_identical(self) -> bool:
+        return len(set(self.new_ids)) == 1
+
+    @property
+    def distinct(self) -> int:
+        return len(set(self.texts))
+
+    def distinct_n(self, n: int = 2) -> float:
+        """Share of distinct n-grams of new token ids over all runs (1.0 = no repeats)."""
+        grams = [tuple(row[i : i + n]) for row in self.new_ids for i in range(len(row) - n + 1)]
+        return len(set(grams)) / len(grams) if grams else 0.0
+
+    def share_containing(self, text: str) -> float:
+        return sum(text in t for t in self.texts) / len(self.texts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _strip_padding(row: list[int], eos_id: int | None) -> tuple[int, ...]:
+    # generate() pads finished rows (pad is often eos): keep up to the first eos
+    out: list[int] = []
+    for tok in row:
+        out.append(tok)
+        if eos_id is not None and tok == eos_id:
+            break
+    return tuple(out)
+
+
+def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def _generate_rows(
+    tokenizer: PreTrainedTokenizerBase,
+    model: PreTrainedModel,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    runs: int = 1,
+    add_special_tokens: bool = True,
+    seed: int | None = None,
+    output_scores: bool = False,
+    **settings: Any,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """One ``generate`` call over left-padded prompts; (encoding, output, settings used)."""
+    import torch
+
+    for prompt in prompts:
+        _check_prompt(tokenizer, model, prompt, tokenizer.encode(prompt, add_special_tokens=add_special_tokens))
+    if tokenizer.pad_token_id is None:
+        enc = _pad_with_eos(tokenizer, prompts, add_special_tokens)
+    else:
+        saved_side = tokenizer.padding_side
+        tokenizer.padding_side = "left"  # a decoder-only model continues from the right end
+        try:
+            enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
+        finally:
+            tokenizer.padding_side = saved_side
+    enc = enc.to(model.device)
+    gen_kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, num_return_sequences=runs, pad_token_id=_pad_id(tokenizer))
+    gen_kwargs.update(settings)
+    gen_kwargs.setdefault("do_sample", False)
+    if runs > 1 and not gen_kwargs["do_sample"] and gen_kwargs.get("num_beams", 1) == 1:
+        # generate() refuses num_return_sequences > 1 for greedy: repeat the rows instead,
+        # keeping each prompt's runs next to each other as num_return_sequences does.
+        enc = enc.__class__({k: v.repeat_interleave(runs, dim=0) for k, v in enc.items()})
+        gen_kwargs["num_return_sequences"] = 1
+    if not gen_kwargs["do_sample"]:
+        # Explicit, so a model's generation_config cannot switch sampling on behind our back.
+        gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+    if output_scores:
+        gen_kwargs.update(output_scores=True, return_dict_in_generate=True)
+    if seed is not None:
+        torch.manual_seed(seed)
+    with torch.no_grad():
+        out = model.generate(**enc, **gen_kwargs)
+    used = {k: v for k, v in gen_kwargs.items() if v is not None and k not in ("pad_token_id", "output_scores", "return_dict_in_generate")}
+    used.update(add_special_tokens=add_special_tokens, seed=seed)
+    return enc, out, used
+
+
+def _pad_with_eos(tokenizer: PreTrainedTokenizerBase, prompts: list[str], add_special_tokens: bool):
+    """Left-pad with eos for tokenizers that define no pad token (Mistral), leaving the
+    tokenizer itself unchanged."""
+    import torch
+    from transformers import BatchEncoding
+
+    rows = [tokenizer.encode(p, add_special_tokens=add_special_tokens) for p in prompts]
+    width = max(len(r) for r in rows)
+    ids = [[tokenizer.eos_token_id] * (width - len(r)) + r for r in rows]
+    mask = [[0] * (width - len(r)) + [1] * len(r) for r in rows]
+    return BatchEncoding({"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)})
+
+
+def generate(
+    tokenizer: PreTrainedTokenizerBase,
+    model: PreTrainedModel,
+    prompt: str,
+    *,
+    max_new_tokens: int,
+    runs: int = 1,
+    add_special_tokens: bool = True,
+    seed: int | None = None,
+    **settings: Any,
+) -> Generation:
+    """``runs`` continuations of one prompt in one ``generate`` call (num_return_sequences)."""
+    enc, out, used = _generate_rows(
+        tokenizer, model, [prompt], max_new_tokens=max_new_tokens, runs=runs,
+        add_special_tokens=add_special_tokens, seed=seed, **settings,
+    )
+    prompt_len = enc.input_ids.shape[1]
+    rows = [_strip_padding(r[prompt_len:].tolist(), tokenizer.eos_token_id) for r in out]  # (runs, new)
+    return Generation(
+        prompt=prompt,
+        settings=used,
+        prompt_ids=tuple(enc.input_ids[0].tolist()),
+        new_ids=tuple(rows),
+        texts=tuple(tokenizer.decode(list(r), skip_special_tokens=True) for r in rows),
+    )
+
+
+def generate_many(
+    tokenizer: PreTrainedTokenizerBase,
+    model: PreTrainedModel,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    runs: int = 1,
+    seed: int | None = None,
+    **settings: Any,
+) -> list[Generation]:
+    """Several prompts (each ``runs`` times) in one left-padded ``generate`` call."""
+    enc, out, used = _generate_rows(
+        tokenizer, model, prompts, max_new_tokens=max_new_tokens, runs=runs, seed=seed, **settings
+    )
+    width = enc.input_ids.shape[1]
+    results = []
+    for p_index, prompt in enumerate(prompts):
+        block = out[p_index * runs : (p_index + 1) * runs]  # num_return_sequences rows are grouped per prompt
+        rows = [_strip_padding(r[width:].tolist(), tokenizer.eos_token_id) for r in block]
+        mask = enc.attention_mask[p_index].bool()
+        results.append(
+            Generation(
+                prompt=prompt,
+                settings=used | {"batched_with": len(prompts)},
+                prompt_ids=tuple(enc.input_ids[p_index][mask].tolist()),
+                new_ids=tuple(rows),
+                texts=tuple(tokenizer.decode(list(r), skip_special_tokens=True) for r in rows),
+            )
+        )
+    return results
+
+
+def greedy_runs(
+    tokenizer: PreTrainedTokenizerBase,
+    model: PreTrainedModel,
+    prompt: str,
+    *,
+    runs: int,
+    max_new_tokens: int,
+    add_special_tokens: bool = True,
+) -> Generation:
+    """``runs`` separate greedy calls: determinism across calls is what is in question
+    (a batch of identical rows would hide a run-to-run difference)."""
+    single = [
+        generate(tokenizer, model, prompt, max_new_tokens=max_new_tokens, add_special_tokens=add_special_tokens)
+        for _ in range(runs)
+    ]
+    first = single[0]
+    return Generation(
+        prompt=prompt,
+        settings=first.settings | {"separate_calls": runs},
+        prompt_ids=first.prompt_ids,
+        new_ids=tuple(g.new_ids[0] for g in single),
+        texts=tuple(g.texts[0] for g in single),
+    )
+
+
+# ------------------------------------------------------------ batch invariance (D3)
+
+
+@dataclass(frozen=True)
+class BatchComparison:
+    """Greedy ids of a prompt alone and inside a left-padded batch."""
+
+    prompt: str
+    alone: tuple[int, ...]
+    batched: tuple[int, ...]
+    first_difference: int | None  # index into the new tokens, None if equal
+    detail: str  # tokens and logits at the first difference
+
+    @property
+    def identical(self) -> bool:
+        return self.first_difference is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def batch_invariance(
+    tokenizer: PreTrainedTokenizerBase,
+    model: PreTrainedModel,
+    prompt: str,
+    others: list[str],
+    max_new_tokens: int,
+) -> BatchComparison:
+    alone = generate(tokenizer, model, prompt, max_new_tokens=max_new_tokens).new_ids[0]
+    prompts = [*others, prompt]
+    row = len(prompts) - 1
+    enc, out, _ = _generate_rows(tokenizer, model, prompts, max_new_tokens=max_new_tokens, output_scores=True)
+    batched = _strip_padding(out.sequences[row, enc.input_ids.shape[1] :].tolist(), tokenizer.eos_token_id)
+    first = next((i for i, (a, b) in enumerate(zip(alone, batched)) if a != b), None)
+    if first is None and len(alone) != len(batched):
+        first = min(len(alone), len(batched))
+    detail = ""
+    if first is not None and first < len(out.scores):
+        scores = out.scores[first][row].float()  # (vocab,) logits of our row at that step
+        parts = [
+            f"{label} chose {ids[first]} {tokenizer.decode([ids[first]])!r} (logit in the batch {float(scores[ids[first]]):.4f})"
+            for label, ids in (("alone", alone), ("batched", batched))
+            if first < len(ids)
+        ]
+        detail = f"first difference at new token {first}: " + "; ".join(parts)
+    return BatchComparison(prompt, alone, batched, first, detail)
+
+
+# ----------------------------------------------------------- sequence scores (D9)
+
+
+def continuation_logprob(model: PreTrainedModel, prompt_ids: tuple[int, ...], new_ids: tuple[int, ...]) -> float:
+    """Sum of log p(new token | everything before it), scored in one forward pass."""
+    import torch
+
+    ids = torch.tensor([list(prompt_ids) + list(new_ids)], device=model.device)
+    with torch.no_grad():
+        logprobs = model(ids).logits[0].float().log_softmax(dim=-1)  # (seq, vocab)
+    start = len(prompt_ids)
+    return float(sum(logprobs[start - 1 + i, tok] for i, tok in enumerate(new_ids)))

@@ -1,0 +1,109 @@
+"""Embedding probes: the input embedding matrix, word vectors, cosine similarity, PCA."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
+class WordVectors:
+    """One vector per word: the mean of its sub-word embedding rows."""
+
+    words: tuple[str, ...]
+    groups: tuple[str, ...]  # group name of each word
+    sub_ids: tuple[tuple[int, ...], ...]  # the ids averaged for each word
+    vectors: np.ndarray  # (words, hidden) float32
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"words": list(self.words), "groups": list(self.groups), "sub_ids": [list(s) for s in self.sub_ids]}
+
+
+def word_vectors(
+    tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, groups: dict[str, list[str]]
+) -> WordVectors:
+    """Average of each word's sub-word rows, encoded without special tokens (no BOS row)."""
+    import torch
+
+    weight = model.get_input_embeddings().weight  # (vocab, hidden)
+    words, labels, sub_ids, rows = [], [], [], []
+    for group, members in groups.items():
+        for word in members:
+            ids = tokenizer.encode(word, add_special_tokens=False)
+            if not ids:
+                raise ValueError(f"word {word!r} encodes to no tokens")
+            with torch.no_grad():
+                rows.append(weight[ids].float().mean(dim=0).cpu().numpy())  # (hidden,)
+            words.append(word)
+            labels.append(group)
+            sub_ids.append(tuple(int(i) for i in ids))
+    return WordVectors(tuple(words), tuple(labels), tuple(sub_ids), np.stack(rows))
+
+
+def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
+    """(n, n) cosine similarities of the rows of (n, d) vectors."""
+    v = vectors.astype(np.float64)
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    if np.any(norms == 0):
+        raise ValueError("a word vector is all zeros; its cosine similarity is undefined")
+    unit = v / norms
+    return unit @ unit.T
+
+
+@dataclass(frozen=True)
+class GroupCoherence:
+    group: str
+    intra: float  # mean cosine between different words of the group
+    inter: float  # mean cosine between a word of the group and a word outside it
+
+    @property
+    def margin(self) -> float:
+        return self.intra - self.inter
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"group": self.group, "intra": self.intra, "inter": self.inter, "margin": self.margin}
+
+
+def group_coherence(cosine: np.ndarray, groups: tuple[str, ...]) -> dict[str, GroupCoherence]:
+    labels = np.array(groups)
+    out = {}
+    for group in dict.fromkeys(groups):
+        inside = labels == group
+        block = cosine[np.ix_(inside, inside)]
+        n = int(inside.sum())
+        intra = (block.sum() - np.trace(block)) / (n * (n - 1))  # off-diagonal mean
+        inter = cosine[np.ix_(inside, ~inside)].mean()
+        out[group] = GroupCoherence(group, float(intra), float(inter))
+    return out
+
+
+@dataclass(frozen=True)
+class Projection:
+    coords: np.ndarray  # (n, 2)
+    explained_variance_ratio: tuple[float, float]
+
+    @property
+    def explained(self) -> float:
+        return float(sum(self.explained_variance_ratio))
+
+
+def pca_2d(vectors: np.ndarray, seed: int = 0) -> Projection:
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=2, random_state=seed)
+    coords = pca.fit_transform(vectors.astype(np.float64))
+    ratio = tuple(float(r) for r in pca.explained_variance_ratio_)
+    return Projection(coords, ratio)  # type: ignore[arg-type]
+
+
+def centroid_distances(coords: np.ndarray, groups: tuple[str, ...]) -> dict[tuple[str, str], float]:
+    """Euclidean distance between group centroids in the 2-D projection."""
+    labels = np.array(groups)
+    names = list(dict.fromkeys(groups))
+    centres = {g: coords[labels == g].mean(axis=0) for g in names}
+    return {(a, b): float(np.linalg.norm(centres[a] - centres[b])) for a in names for b in names if a != b}

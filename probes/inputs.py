@@ -1,0 +1,41 @@
+"""The probe inputs shared by every card (fixtures/inputs/article.yaml): words, prompts,
+questions. Cards say what each model should do with them."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import yaml
+
+from .cards import REPO_ROOT
+
+INPUTS_FILE = REPO_ROOT / "fixtures" / "inputs" / "article.yaml"
+
+
+@lru_cache(maxsize=None)
+def article_inputs() -> dict[str, Any]:
+    with open(INPUTS_FILE, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def knowledge_question(case_id: str) -> str:
+    questions = {q["id"]: q["question"] for q in article_inputs()["knowledge"]}
+    if case_id not in questions:
+        raise KeyError(
+            f"knowledge case '{case_id}' is not in {INPUTS_FILE.name}; known: {', '.join(questions)}"
+        )
+    return questions[case_id]
+
+
+def format_prompt(tokenizer: Any, prompt_format: str, question: str) -> str:
+    """A question in the card's prompt format: a template with {question}, or "chat"."""
+    if prompt_format == "chat":
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("prompt_format 'chat' needs a tokenizer with a chat template; this one has none")
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
+        )
+    if "{question}" not in prompt_format:
+        raise ValueError(f"prompt_format {prompt_format!r} must contain {{question}} or be 'chat'")
+    return prompt_format.replace("{question}", question)

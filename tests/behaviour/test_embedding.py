@@ -1,0 +1,116 @@
+"""SPEC E2-E5: word vectors from the input embedding, cosine similarity and PCA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from probes import embedding as em
+from probes import plots
+from probes.expect import ExpectationMismatch, mismatch_message
+from probes.inputs import article_inputs
+
+
+def word_vectors(subject) -> em.WordVectors:
+    groups = article_inputs()["word_groups"]
+    return subject.cached("word_vectors", lambda: em.word_vectors(subject.tokenizer, subject.model, groups))
+
+
+def cosine(subject) -> np.ndarray:
+    return subject.cached("cosine", lambda: em.cosine_matrix(word_vectors(subject).vectors))
+
+
+def coherence(subject) -> dict[str, em.GroupCoherence]:
+    return em.group_coherence(cosine(subject), word_vectors(subject).groups)
+
+
+@pytest.mark.observation("E2", "E3", expects="embedding")
+def test_word_vectors_are_the_mean_of_sub_word_rows(model_subject):
+    vectors = word_vectors(model_subject)
+    weight = model_subject.model.get_input_embeddings().weight  # (vocab, hidden)
+    assert vectors.vectors.shape == (20, weight.shape[1])  # E3: (20 words, hidden)
+    for word, ids, row in zip(vectors.words, vectors.sub_ids, vectors.vectors):
+        assert model_subject.tokenizer.bos_token_id not in ids, f"{word!r} was encoded with BOS: {ids}"
+        expected = weight[list(ids)].detach().float().mean(dim=0).cpu().numpy()
+        np.testing.assert_allclose(row, expected, rtol=0, atol=1e-6, err_msg=f"vector of {word!r}")
+
+
+@pytest.mark.observation("E4", expects="embedding.coherent_groups")
+def test_semantic_groups_are_closer_inside_than_outside(model_subject, attach):
+    card = model_subject.card
+    vectors = word_vectors(model_subject)
+    attach.png(
+        plots.cosine_heatmap(cosine(model_subject), vectors.words, f"{card.name}: cosine similarity of 20 words"),
+        name="cosine heatmap",
+    )
+    stats = coherence(model_subject)
+    attach.text("\n".join(f"{g}: intra {c.intra:.4f}  inter {c.inter:.4f}  margin {c.margin:+.4f}" for g, c in stats.items()))
+    margin = card.expected("embedding.min_margin")
+    obtained = [g for g in card.expected("embedding.coherent_groups") if stats[g].margin < margin]
+    if obtained:
+        raise ExpectationMismatch(
+            mismatch_message(
+                card, "embedding.coherent_groups", f"intra - inter >= {margin} for each group",
+                {g: round(stats[g].margin, 4) for g in obtained},
+            )
+        )
+
+
+@pytest.mark.observation("E4", expects="embedding.incoherent_groups")
+def test_unrelated_group_is_not_coherent(model_subject):
+    card = model_subject.card
+    stats = coherence(model_subject)
+    margin = card.expected("embedding.min_margin")
+    coherent = {g: round(stats[g].margin, 4) for g in card.expected("embedding.incoherent_groups") if stats[g].margin >= margin}
+    if coherent:
+        raise ExpectationMismatch(
+            mismatch_message(card, "embedding.incoherent_groups", f"intra - inter < {margin}", coherent)
+        )
+
+
+@pytest.mark.observation("E4", expects="embedding.apart")
+def test_pairs_sit_apart_from_outsiders(model_subject, case):
+    """E4: e.g. dog and cat are closer to each other than either is to fish or cow."""
+    vectors = word_vectors(model_subject)
+    index = {w: i for i, w in enumerate(vectors.words)}
+    sims = cosine(model_subject)
+    a, b = case["pair"]
+    inside = sims[index[a], index[b]]
+    closest_outside = max((sims[index[p], index[o]], p, o) for p in (a, b) for o in case["outsiders"])
+    assert inside > closest_outside[0], mismatch_message(
+        model_subject.card,
+        f"embedding.apart[{case['id']}]",
+        f"cos({a}, {b}) above every pair with {case['outsiders']}",
+        f"cos({a}, {b}) = {inside:.4f} <= cos({closest_outside[1]}, {closest_outside[2]}) = {closest_outside[0]:.4f}",
+    )
+
+
+def projection(subject) -> em.Projection:
+    return subject.cached("pca", lambda: em.pca_2d(word_vectors(subject).vectors))
+
+
+@pytest.mark.observation("E5", expects="embedding.pca_explained_at_most")
+def test_two_components_explain_little_variance(model_subject, attach):
+    card = model_subject.card
+    vectors = word_vectors(model_subject)
+    proj = projection(model_subject)
+    attach.png(plots.pca_scatter(proj, vectors.words, vectors.groups, f"{card.name}: 20 words"), name="PCA scatter")
+    bound = card.expected("embedding.pca_explained_at_most")
+    assert proj.explained <= bound, mismatch_message(
+        card, "embedding.pca_explained_at_most", f"<= {bound}", round(proj.explained, 4),
+        note=f"explained variance ratios {proj.explained_variance_ratio}",
+    )
+
+
+@pytest.mark.observation("E5", expects="embedding.pca_nearer")
+def test_projection_places_groups(model_subject, case):
+    """E5: in two dimensions a group can sit nearer an unrelated group than a related one."""
+    vectors = word_vectors(model_subject)
+    distances = em.centroid_distances(projection(model_subject).coords, vectors.groups)
+    near = distances[(case["group"], case["nearer"])]
+    far = distances[(case["group"], case["than"])]
+    assert near < far, mismatch_message(
+        model_subject.card, f"embedding.pca_nearer[{case['id']}]",
+        f"{case['group']} nearer {case['nearer']} than {case['than']}",
+        f"distance to {case['nearer']} {near:.4f}, to {case['than']} {far:.4f}",
+    )

@@ -1,0 +1,90 @@
+"""SPEC K1-K2: knowledge questions and story openings, in each card's prompt format."""
+
+from __future__ import annotations
+
+import html
+
+import pytest
+
+from probes import decoding as dc
+from probes.expect import mismatch_message
+from probes.inputs import article_inputs, format_prompt, knowledge_question
+
+INPUTS = article_inputs()
+
+
+def knowledge_answers(subject) -> dict[str, dc.Generation]:
+    """Every knowledge question of the card, answered in one batched generate call."""
+
+    def compute() -> dict[str, dc.Generation]:
+        tasks = subject.card.expected("tasks")
+        cases = tasks["knowledge"]
+        prompts = [
+            case.get("prompt") or format_prompt(subject.tokenizer, tasks["prompt_format"], knowledge_question(case["id"]))
+            for case in cases
+        ]
+        decoding = tasks.get("decoding", {"do_sample": False})
+        generations = dc.generate_many(
+            subject.tokenizer, subject.model, prompts, max_new_tokens=tasks.get("max_new_tokens", 40),
+            seed=subject.seed if decoding.get("do_sample") else None, **decoding,
+        )
+        return {case["id"]: g for case, g in zip(cases, generations)}
+
+    return subject.cached("knowledge", compute)
+
+
+@pytest.mark.observation("K1", expects="tasks.knowledge")
+def test_knowledge_answer(model_subject, case, attach):
+    answer = knowledge_answers(model_subject)[case["id"]]
+    attach.html(
+        f"<p><b>{html.escape(case['id'])}</b>: prompt <code>{html.escape(repr(answer.prompt))}</code> "
+        f"({html.escape(str(answer.settings))})<br>answer <code>{html.escape(repr(answer.texts[0]))}</code></p>",
+        summary="Knowledge answers (K1)",
+    )
+    assert case["answer"] in answer.texts[0], mismatch_message(
+        model_subject.card, f"tasks.knowledge[{case['id']}].answer", f"an answer containing {case['answer']!r}",
+        answer.texts[0], note=f"prompt: {answer.prompt!r}",
+    )
+
+
+def openings(subject, sampling: bool) -> list[dc.Generation]:
+    spec = INPUTS["creative"]
+    settings = dict(do_sample=True, **spec["sampling"]) if sampling else {}
+    return subject.cached(
+        ("creative", sampling, subject.seed),
+        lambda: dc.generate_many(
+            subject.tokenizer, subject.model, spec["openings"], max_new_tokens=spec["max_new_tokens"],
+            runs=spec["runs"], seed=subject.seed if sampling else None, **settings,
+        ),
+    )
+
+
+def _openings_html(generations: list[dc.Generation]) -> str:
+    return "".join(
+        f"<p>{html.escape(repr(g.prompt))}</p><ol>"
+        + "".join(f"<li><code>{html.escape(repr(t))}</code></li>" for t in g.texts)
+        + "</ol>"
+        for g in generations
+    )
+
+
+@pytest.mark.observation("K2", expects="tasks.creative.greedy_repeats")
+def test_story_openings_repeat_under_greedy(model_subject, attach):
+    generations = openings(model_subject, sampling=False)
+    attach.html(_openings_html(generations), summary="Story openings, greedy (K2)")
+    repeats = all(g.all_identical for g in generations)
+    assert repeats == model_subject.card.expected("tasks.creative.greedy_repeats"), mismatch_message(
+        model_subject.card, "tasks.creative.greedy_repeats", model_subject.card.expected("tasks.creative.greedy_repeats"),
+        repeats, note=f"runs: {[list(g.texts) for g in generations]}",
+    )
+
+
+@pytest.mark.observation("K2", expects="tasks.creative.min_distinct_samples")
+def test_story_openings_differ_under_sampling(model_subject, attach):
+    generations = openings(model_subject, sampling=True)
+    attach.html(_openings_html(generations), summary="Story openings, top_p 0.9, T 1.4 (K2)")
+    minimum = model_subject.card.expected("tasks.creative.min_distinct_samples")
+    distinct = {g.prompt: g.distinct for g in generations}
+    assert min(distinct.values()) >= minimum, mismatch_message(
+        model_subject.card, "tasks.creative.min_distinct_samples", f">= {minimum} per opening", distinct
+    )
