@@ -85,10 +85,14 @@ class Nucleus:
 
 def nucleus(logits: torch.Tensor, p: float, temperature: float = 1.0) -> Nucleus:
     """Temperature, then top-p, then renormalise: the distribution sampling draws from."""
+    import torch
+
     filtered = top_p_filter(apply_temperature(logits.float(), temperature), p)
-    probs = filtered.softmax(dim=-1)
-    ids = sorted(kept_ids(filtered), key=lambda i: -float(probs[i]))
-    return Nucleus(tuple(ids), tuple(float(probs[i]) for i in ids))
+    probs = filtered.softmax(dim=-1)  # (vocab,), zero outside the nucleus
+    kept = torch.nonzero(torch.isfinite(filtered)).flatten()
+    order = torch.argsort(probs[kept], descending=True, stable=True)
+    ids = kept[order]
+    return Nucleus(tuple(ids.tolist()), tuple(probs[ids].tolist()))
 
 
 def sample(logits: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -96,3 +100,108 @@ def sample(logits: torch.Tensor, n: int, generator: torch.Generator) -> torch.Te
     import torch
 
     return torch.multinomial(logits.float().softmax(dim=-1), n, replacement=True, generator=generator)
+
+
+# --------------------------------------------------------------- checks on samplers
+
+
+@dataclass(frozen=True)
+class KeepSetMismatch:
+    """A case where an own filter keeps other tokens than transformers' warper."""
+
+    case: str
+    only_ours: tuple[int, ...]
+    only_theirs: tuple[int, ...]
+
+    def __str__(self) -> str:
+        return f"{self.case}: kept only by ours {list(self.only_ours)[:10]}, only by transformers {list(self.only_theirs)[:10]}"
+
+
+def _transformers_kept(warper, logits: torch.Tensor) -> set[int]:
+    return kept_ids(warper(None, logits[None, :].clone())[0])
+
+
+def top_k_mismatches(logits: torch.Tensor, ks: list[int], top_k=top_k_filter) -> list[KeepSetMismatch]:
+    """Compare an own top-k with ``TopKLogitsWarper`` on a 1-D logits row, for each k."""
+    from transformers import TopKLogitsWarper
+
+    out = []
+    for k in ks:
+        ours, theirs = kept_ids(top_k(logits, k)), _transformers_kept(TopKLogitsWarper(k), logits)
+        if ours != theirs:
+            out.append(KeepSetMismatch(f"k={k}", tuple(sorted(ours - theirs)), tuple(sorted(theirs - ours))))
+    return out
+
+
+def top_p_mismatches(
+    logits: torch.Tensor, ps: list[float], temperatures: list[float], min_keep: int = 1,
+    top_p=top_p_filter, temperature=apply_temperature,
+) -> list[KeepSetMismatch]:
+    """Compare temperature then top-p with transformers' warpers, for each (p, T)."""
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    out = []
+    for t in temperatures:
+        theirs_scaled = TemperatureLogitsWarper(t)(None, logits[None, :].clone())[0]
+        for p in ps:
+            ours = kept_ids(top_p(temperature(logits, t), p, min_tokens_to_keep=min_keep))
+            theirs = _transformers_kept(TopPLogitsWarper(p, min_tokens_to_keep=min_keep), theirs_scaled)
+            if ours != theirs:
+                out.append(KeepSetMismatch(f"p={p}, T={t}, min_keep={min_keep}", tuple(sorted(ours - theirs)), tuple(sorted(theirs - ours))))
+    return out
+
+
+@dataclass(frozen=True)
+class GoodnessOfFit:
+    """Pearson's chi-square test of sampled counts against expected probabilities."""
+
+    statistic: float
+    p_value: float
+    bins: int
+    draws: int
+
+    def rejects(self, alpha: float) -> bool:
+        return self.p_value < alpha
+
+
+def goodness_of_fit(drawn: list[int] | torch.Tensor, expected: Nucleus, max_bins: int = 50) -> GoodnessOfFit:
+    """Chi-square test of draws against a nucleus.
+
+    Tokens are grouped, most likely first, into at most ``max_bins`` bins of about equal
+    expected count (a likely token gets a bin of its own), and never fewer than 5
+    expected draws per bin, which the chi-square approximation needs. The bins depend
+    on the nucleus only, never on the draws, so the false-positive rate is the alpha
+    the caller compares with. A draw outside the nucleus is a certain rejection."""
+    from collections import Counter
+
+    from scipy.stats import chisquare
+
+    ids = [int(i) for i in drawn]
+    n = len(ids)
+    counts = Counter(ids)
+    inside = set(expected.ids)
+    if any(i not in inside for i in counts):
+        return GoodnessOfFit(float("inf"), 0.0, 0, n)
+    target = max(5.0, n / max_bins)  # expected draws per bin
+    observed: list[float] = []
+    wanted: list[float] = []
+    bin_obs = bin_exp = 0.0
+    for token, prob in zip(expected.ids, expected.probs):
+        bin_obs += counts.get(token, 0)
+        bin_exp += prob * n
+        if bin_exp >= target:
+            observed.append(bin_obs)
+            wanted.append(bin_exp)
+            bin_obs = bin_exp = 0.0
+    if bin_exp > 0:  # the remainder joins the last bin, so no bin falls below 5
+        if wanted:
+            observed[-1] += bin_obs
+            wanted[-1] += bin_exp
+        else:
+            observed.append(bin_obs)
+            wanted.append(bin_exp)
+    if len(observed) < 2:  # a single bin holds every draw: nothing to test
+        return GoodnessOfFit(0.0, 1.0, len(observed), n)
+    scale = sum(observed) / sum(wanted)  # remove float drift so the totals agree exactly
+    result = chisquare(observed, [w * scale for w in wanted])
+    return GoodnessOfFit(float(result.statistic), float(result.pvalue), len(observed), n)

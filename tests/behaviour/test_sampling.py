@@ -1,0 +1,71 @@
+"""D5, D9: the own top-k / top-p / temperature on each model's real next-token logits,
+against transformers' warpers, and sampling against the nucleus distribution."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from probes import decoding as dc
+from probes import sampling as sp
+from probes.inputs import article_inputs
+
+INPUTS = article_inputs()
+# Each goodness-of-fit test rejects a correct sampler with probability ALPHA (its
+# false-positive rate). The draws are seeded (--seed), so a given seed always gives the
+# same verdict; seeds 0-19 all pass (README, "Statistical tests").
+ALPHA = 1e-3
+
+
+def logits_of(subject) -> torch.Tensor:
+    prompt = INPUTS["next_token_prompt"]
+    result = subject.cached(
+        ("next_token", prompt), lambda: dc.next_token(subject.tokenizer, subject.model, prompt, INPUTS["top_k_shown"])
+    )
+    return torch.as_tensor(result.logits)  # (vocab,) float32
+
+
+@pytest.mark.observation("D9")
+def test_own_top_k_keeps_what_transformers_keeps(model_subject):
+    logits = logits_of(model_subject)
+    mismatches = sp.top_k_mismatches(logits, [1, 2, 5, 10, 50, 1000, logits.shape[0]])
+    assert not mismatches, "\n".join(map(str, mismatches))
+
+
+@pytest.mark.observation("D5")
+@pytest.mark.parametrize("min_keep", [1, 3])
+def test_own_top_p_keeps_what_transformers_keeps(model_subject, min_keep):
+    logits = logits_of(model_subject)
+    mismatches = sp.top_p_mismatches(
+        logits, [1e-9, 0.05, 0.2, 0.5, 0.7, 0.9, 0.95, 0.99, 1.0], [0.2, 0.4, 1.0, 1.4, 1.6], min_keep=min_keep
+    )
+    assert not mismatches, "\n".join(map(str, mismatches))
+
+
+@pytest.mark.observation("D5")
+def test_own_sampler_draws_from_the_nucleus(model_subject):
+    """20000 draws with the own temperature + top-p + multinomial, chi-square against the
+    renormalised nucleus at (top_p 0.9, T 1.4). False-positive rate: ALPHA."""
+    logits = logits_of(model_subject)
+    nucleus = sp.nucleus(logits, 0.9, 1.4)
+    generator = torch.Generator().manual_seed(model_subject.seed)
+    filtered = sp.top_p_filter(sp.apply_temperature(logits, 1.4), 0.9)
+    drawn = sp.sample(filtered, 20_000, generator)
+    fit = sp.goodness_of_fit(drawn, nucleus)
+    assert fit.bins >= 2, f"too few bins to test anything: {fit}"
+    assert not fit.rejects(ALPHA), f"draws do not fit the nucleus ({len(nucleus.ids)} tokens): {fit}"
+
+
+@pytest.mark.observation("D5", "D7")
+def test_generate_samples_first_tokens_from_the_nucleus(model_subject):
+    """transformers' own sampling (generate, top_p 0.9, T 1.4): 400 first tokens in one
+    batched call, chi-square against our nucleus. False-positive rate: ALPHA."""
+    logits = logits_of(model_subject)
+    nucleus = sp.nucleus(logits, 0.9, 1.4)
+    samples = dc.generate(
+        model_subject.tokenizer, model_subject.model, INPUTS["next_token_prompt"], max_new_tokens=1, runs=400,
+        do_sample=True, top_p=0.9, temperature=1.4, top_k=0, seed=model_subject.seed,
+    )
+    fit = sp.goodness_of_fit([ids[0] for ids in samples.new_ids], nucleus)
+    assert fit.bins >= 2, f"too few bins to test anything: {fit}"
+    assert not fit.rejects(ALPHA), f"generate's first tokens do not fit the nucleus ({len(nucleus.ids)} tokens): {fit}"
