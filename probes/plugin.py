@@ -83,7 +83,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=_seed,
         default=0,
         metavar="N",
-        help="seed for sampling probes and random-init models. Default: 0.",
+        help="seed for the sampling probes (a random-init card keeps its own seed). Default: 0.",
     )
     group.addoption(
         "--list-cards",
@@ -188,10 +188,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             for card in cards
             for case in card.cases(expects)
         ]
-        metafunc.parametrize((fixture, "case"), params, indirect=[fixture])
+        metafunc.parametrize((fixture, "case"), params or [_not_covered(expects, needs_model, None)], indirect=[fixture])
     else:
         params = [pytest.param(card.name, id=card.name, marks=_card_marks(card)) for card in cards]
-        metafunc.parametrize(fixture, params, indirect=True)
+        metafunc.parametrize(fixture, params or [_not_covered(expects, needs_model)], indirect=True)
+
+
+def _not_covered(expects: str | None, needs_model: bool, *extra: Any) -> Any:
+    """One skipped item saying why no selected card runs this test."""
+    wanted = f"`expect.{expects}`" if expects else "a model"
+    if expects and needs_model:
+        wanted += " and a model"
+    reason = f"no selected card has {wanted}; add it to a card (fixtures/cards/) to run this check"
+    return pytest.param(None, *extra, id="no-card", marks=pytest.mark.skip(reason=reason))
 
 
 def _card_marks(card: Card) -> list[pytest.MarkDecorator]:
@@ -284,24 +293,36 @@ class _Attachments:
         if self._extras is not None:
             self._extras.append(self._html.html(content))
         if summary:
-            card = _card_of(self._request.node) or "-"
-            sections = self._request.config.stash[SUMMARY_SECTIONS]
-            sections.setdefault(summary, {}).setdefault(card, []).append(content)
+            self._summary(summary, content)
 
     def text(self, content: str, name: str = "") -> None:
         if self._extras is not None:
             self._extras.append(self._html.text(content, name=name))
 
-    def png(self, data: bytes, name: str = "") -> None:
-        if self._extras is not None:
-            import base64
+    def png(self, data: bytes, name: str = "", summary: str | None = "Figures") -> None:
+        import base64
 
-            self._extras.append(self._html.png(base64.b64encode(data).decode("ascii"), name=name))
+        encoded = base64.b64encode(data).decode("ascii")
+        if self._extras is not None:
+            self._extras.append(self._html.png(encoded, name=name))
+        if summary:
+            figure = (
+                f"<figure style='display:inline-block;margin:4px'><img alt='{html.escape(name)}' "
+                f"src='data:image/png;base64,{encoded}' style='max-width:640px'>"
+                f"<figcaption>{html.escape(name)}</figcaption></figure>"
+            )
+            self._summary(summary, figure)
+
+    def _summary(self, section: str, content: str) -> None:
+        card = _card_of(self._request.node) or "-"
+        sections = self._request.config.stash[SUMMARY_SECTIONS]
+        sections.setdefault(section, {}).setdefault(card, []).append(content)
 
 
 def _card_of(item: pytest.Item) -> str | None:
     params = getattr(getattr(item, "callspec", None), "params", {})
-    return next((params[f] for f in SUBJECT_FIXTURES if f in params), None)
+    # an empty parameter set (no selected card has the field) leaves a non-str NOTSET here
+    return next((params[f] for f in SUBJECT_FIXTURES if isinstance(params.get(f), str)), None)
 
 
 @pytest.hookimpl(hookwrapper=True)

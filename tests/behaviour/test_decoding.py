@@ -42,17 +42,28 @@ def _texts_html(generation: dc.Generation) -> str:
 # ------------------------------------------------------------------------- D1, D2
 
 
-@pytest.mark.observation("D1", expects="next_token")
-def test_next_token_top1(model_subject, attach):
-    card = model_subject.card
+@pytest.mark.observation("D1")
+def test_next_token_distribution(model_subject, attach):
+    """softmax of the last position's logits: a distribution, and its top-10 in order."""
     result = next_token(model_subject)
-    attach.png(plots.next_token_bars(result, card.name), name="top-10 next tokens")
+    attach.png(plots.next_token_bars(result, model_subject.name), name="top-10 next tokens")
     attach.html(
         "<table border='1' cellpadding='3' style='border-collapse:collapse'><tr><th>id: token</th><th>p</th></tr>"
         + "".join(f"<tr><td>{html.escape(l)}</td><td>{p:.4f}</td></tr>" for l, p in zip(result.labels(), result.top_probs))
         + "</table>",
         summary="Next token after the prompt (D1)",
     )
+    probs = torch.as_tensor(result.logits, dtype=torch.float64).softmax(-1)
+    assert float(probs.sum()) == pytest.approx(1.0, abs=1e-9)
+    assert list(result.top_probs) == sorted(result.top_probs, reverse=True)
+    assert result.top_probs[0] == pytest.approx(float(probs.max()), rel=1e-5)  # float32 vs float64 softmax
+    assert result.top_ids[0] == int(probs.argmax())
+
+
+@pytest.mark.observation("D1", expects="next_token")
+def test_next_token_top1(model_subject):
+    card = model_subject.card
+    result = next_token(model_subject)
     check_equal(card, "next_token.top1", result.top1_token, note=f"top-10: {result.labels()}")
     if not card.has_expectation("next_token.min_top1_prob"):
         return

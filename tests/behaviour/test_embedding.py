@@ -25,8 +25,12 @@ def coherence(subject) -> dict[str, em.GroupCoherence]:
 
 
 @pytest.mark.observation("E2", "E3", expects="embedding")
-def test_word_vectors_are_the_mean_of_sub_word_rows(model_subject):
+def test_word_vectors_are_the_mean_of_sub_word_rows(model_subject, attach):
     vectors = word_vectors(model_subject)
+    attach.png(
+        plots.cosine_heatmap(cosine(model_subject), vectors.words, f"{model_subject.name}: cosine similarity of 20 words"),
+        name="cosine heatmap",
+    )
     weight = model_subject.model.get_input_embeddings().weight  # (vocab, hidden)
     assert vectors.vectors.shape == (20, weight.shape[1])  # E3: (20 words, hidden)
     for word, ids, row in zip(vectors.words, vectors.sub_ids, vectors.vectors):
@@ -38,11 +42,6 @@ def test_word_vectors_are_the_mean_of_sub_word_rows(model_subject):
 @pytest.mark.observation("E4", expects="embedding.coherent_groups")
 def test_semantic_groups_are_closer_inside_than_outside(model_subject, attach):
     card = model_subject.card
-    vectors = word_vectors(model_subject)
-    attach.png(
-        plots.cosine_heatmap(cosine(model_subject), vectors.words, f"{card.name}: cosine similarity of 20 words"),
-        name="cosine heatmap",
-    )
     stats = coherence(model_subject)
     attach.text("\n".join(f"{g}: intra {c.intra:.4f}  inter {c.inter:.4f}  margin {c.margin:+.4f}" for g, c in stats.items()))
     margin = card.expected("embedding.min_margin")

@@ -133,3 +133,32 @@ def test_report_is_self_contained_with_environment_and_token_table(tmp_path):
     assert "random MistralForCausalLM (seed 0)" in page
     # The article's per-id view; pytest-html keeps extras HTML-escaped in its data blob.
     assert "1:&amp;lt;s&amp;gt; 415:The 5565:capital 302:of 4720:Japan 349:is" in page
+
+
+def test_wrong_expectation_in_a_model_card_names_card_field_expected_obtained(tmp_path):
+    card_file = tmp_path / "smollm2-135m-instruct.yaml"
+    original = (REPO_ROOT / "fixtures" / "cards" / "smollm2-135m-instruct.yaml").read_text(encoding="utf-8")
+    assert 'top1: " Tokyo"' in original
+    card_file.write_text(original.replace('top1: " Tokyo"', 'top1: " Kyoto"'), encoding="utf-8")
+    result = run_suite("tests/behaviour/test_decoding.py", "--card", str(card_file), "-k", "next_token", tmp_path=tmp_path)
+    out = result.stdout
+    assert result.returncode == 1, out
+    assert "FAILED tests/behaviour/test_decoding.py::test_next_token_top1[smollm2-135m-instruct]" in out
+    assert f"card 'smollm2-135m-instruct' ({card_file}), field expect.next_token.top1" in out
+    assert "expected: ' Kyoto'" in out and "obtained: ' Tokyo'" in out
+    assert "1 failed, 1 passed" in out  # the distribution test does not depend on the card
+
+
+def test_report_shows_the_figures_and_texts_of_every_model_subject(tmp_path):
+    result = run_suite(
+        "tests/behaviour", "--card", "smollm2-135m-instruct", "--card", "tiny-mistral",
+        "-k", "word_vectors or two_components or next_token_distribution or temperature_sharpens or greedy_is_identical",
+        tmp_path=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    for figure in ("cosine heatmap", "PCA scatter", "top-10 next tokens", "temperature panels"):
+        assert page.count(f"<img alt='{figure}' src='data:image/png;base64,") == 2, figure  # one per card
+    assert "<h2>Figures</h2>" in page
+    assert page.count("Greedy continuations (BOS on)") == 1 and "<h3>tiny-mistral</h3>" in page
+    assert "<h2>Observations per card</h2>" in page

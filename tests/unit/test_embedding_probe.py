@@ -1,0 +1,51 @@
+"""Embedding maths on hand-checkable vectors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from probes import embedding as em
+
+
+def test_cosine_matrix_of_known_vectors():
+    v = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    cos = em.cosine_matrix(v)
+    # orthogonal -> 0; 45 degrees -> 1/sqrt(2); a vector with itself -> 1
+    assert cos[0, 1] == pytest.approx(0.0)
+    assert cos[0, 2] == pytest.approx(1 / np.sqrt(2))
+    np.testing.assert_allclose(np.diag(cos), 1.0)
+
+
+def test_cosine_of_a_zero_vector_is_an_error():
+    with pytest.raises(ValueError, match="all zeros"):
+        em.cosine_matrix(np.array([[0.0, 0.0], [1.0, 0.0]]))
+
+
+def test_group_coherence_means():
+    # two tight groups far apart: a = {0, 1}, b = {2, 3}
+    cos = np.array(
+        [
+            [1.0, 0.9, 0.1, 0.2],
+            [0.9, 1.0, 0.3, 0.0],
+            [0.1, 0.3, 1.0, 0.5],
+            [0.2, 0.0, 0.5, 1.0],
+        ]
+    )
+    stats = em.group_coherence(cos, ("a", "a", "b", "b"))
+    assert stats["a"].intra == pytest.approx(0.9)  # the diagonal is left out
+    assert stats["a"].inter == pytest.approx((0.1 + 0.2 + 0.3 + 0.0) / 4)
+    assert stats["b"].margin == pytest.approx(0.5 - 0.15)
+
+
+def test_pca_explains_a_line_fully():
+    points = np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 3.0], [2.0, 4.0, 6.0], [3.0, 6.0, 9.0]])
+    proj = em.pca_2d(points)
+    assert proj.explained_variance_ratio[0] == pytest.approx(1.0)
+    assert proj.coords.shape == (4, 2)
+
+
+def test_centroid_distances():
+    coords = np.array([[0.0, 0.0], [0.0, 2.0], [3.0, 1.0]])
+    d = em.centroid_distances(coords, ("a", "a", "b"))
+    assert d[("a", "b")] == pytest.approx(3.0) and d[("b", "a")] == d[("a", "b")]
