@@ -145,6 +145,14 @@ CARD_SCHEMA: dict[str, Any] = {
         "quantization": str,
     },
     "expect": EXPECT_SCHEMA,
+    # snapshot comparison tolerances (probes/snapshots.py DEFAULT_TOLERANCES)
+    "tolerances": {
+        "prob_atol": (int, float),
+        "entropy_atol": (int, float),
+        "logit_tie": (int, float),
+        "cosine_atol": (int, float),
+        "norm_rtol": (int, float),
+    },
     # known failures: a test (optionally one case) that this model fails, with why.
     # Applied as a strict xfail, so a fix shows up as XPASS and fails the run.
     "xfail": [{"test": str, "case": str, "reason": str}],
@@ -236,6 +244,7 @@ class Card:
     marks: tuple[str, ...] = ()
     expect: dict[str, Any] = field(default_factory=dict)
     xfail: tuple[dict[str, str], ...] = ()
+    tolerances: dict[str, float] = field(default_factory=dict)
     # set when --model replaced the card's own source (the expectations stay the card's)
     model_override: str | None = None
 
@@ -372,6 +381,7 @@ def load_card(path: str | Path) -> Card:
         marks=tuple(raw.get("marks") or ()),
         expect=raw.get("expect") or {},
         xfail=tuple(raw.get("xfail") or ()),
+        tolerances=dict(raw.get("tolerances") or {}),
     )
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 if TYPE_CHECKING:
-    import numpy as np
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -135,6 +136,19 @@ class Generation:
     prompt_ids: tuple[int, ...]
     new_ids: tuple[tuple[int, ...], ...]
     texts: tuple[str, ...]
+    # raw logits of the first row at each new token, (steps, vocab) float32; only
+    # when asked for (keep_logits=True): snapshots use them to judge near-ties
+    step_logits: Any = field(default=None, repr=False, compare=False)
+
+    def step_margins(self) -> tuple[float, ...]:
+        """Per new token of row 0: logit of the chosen token minus the best other one."""
+        if self.step_logits is None:
+            return ()
+        margins = []
+        for step, token in zip(self.step_logits, self.new_ids[0]):
+            others = np.delete(step, token)
+            margins.append(float(step[token] - others.max()))
+        return tuple(margins)
 
     @property
     def all_identical(self) -> bool:
@@ -153,7 +167,9 @@ class Generation:
         return sum(text in t for t in self.texts) / len(self.texts)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("step_logits")
+        return d
 
 
 def _strip_padding(row: list[int], eos_id: int | None) -> tuple[int, ...]:
@@ -209,12 +225,15 @@ def _generate_rows(
         # Explicit, so a model's generation_config cannot switch sampling on behind our back.
         gen_kwargs.update(temperature=None, top_p=None, top_k=None)
     if output_scores:
-        gen_kwargs.update(output_scores=True, return_dict_in_generate=True)
+        gen_kwargs.update(output_scores=True, output_logits=True, return_dict_in_generate=True)
     if seed is not None:
         torch.manual_seed(seed)
     with torch.no_grad():
         out = model.generate(**enc, **gen_kwargs)
-    used = {k: v for k, v in gen_kwargs.items() if v is not None and k not in ("pad_token_id", "output_scores", "return_dict_in_generate")}
+    used = {
+        k: v for k, v in gen_kwargs.items()
+        if v is not None and k not in ("pad_token_id", "output_scores", "output_logits", "return_dict_in_generate")
+    }
     used.update(add_special_tokens=add_special_tokens, seed=seed)
     return enc, out, used
 
@@ -241,21 +260,29 @@ def generate(
     runs: int = 1,
     add_special_tokens: bool = True,
     seed: int | None = None,
+    keep_logits: bool = False,
     **settings: Any,
 ) -> Generation:
     """``runs`` continuations of one prompt in one ``generate`` call (num_return_sequences)."""
     enc, out, used = _generate_rows(
         tokenizer, model, [prompt], max_new_tokens=max_new_tokens, runs=runs,
-        add_special_tokens=add_special_tokens, seed=seed, **settings,
+        add_special_tokens=add_special_tokens, seed=seed, output_scores=keep_logits, **settings,
     )
+    sequences = out.sequences if keep_logits else out
     prompt_len = enc.input_ids.shape[1]
-    rows = [_strip_padding(r[prompt_len:].tolist(), tokenizer.eos_token_id) for r in out]  # (runs, new)
+    rows = [_strip_padding(r[prompt_len:].tolist(), tokenizer.eos_token_id) for r in sequences]  # (runs, new)
+    step_logits = None
+    if keep_logits:
+        import torch
+
+        step_logits = torch.stack([step[0] for step in out.logits]).float().cpu().numpy()  # (steps, vocab)
     return Generation(
         prompt=prompt,
         settings=used,
         prompt_ids=tuple(enc.input_ids[0].tolist()),
         new_ids=tuple(rows),
         texts=tuple(tokenizer.decode(list(r), skip_special_tokens=True) for r in rows),
+        step_logits=step_logits,
     )
 
 
@@ -303,8 +330,11 @@ def greedy_runs(
     """``runs`` separate greedy calls: determinism across calls is what is in question
     (a batch of identical rows would hide a run-to-run difference)."""
     single = [
-        generate(tokenizer, model, prompt, max_new_tokens=max_new_tokens, add_special_tokens=add_special_tokens)
-        for _ in range(runs)
+        generate(
+            tokenizer, model, prompt, max_new_tokens=max_new_tokens, add_special_tokens=add_special_tokens,
+            keep_logits=(i == 0),
+        )
+        for i in range(runs)
     ]
     first = single[0]
     return Generation(
@@ -313,6 +343,7 @@ def greedy_runs(
         prompt_ids=first.prompt_ids,
         new_ids=tuple(g.new_ids[0] for g in single),
         texts=tuple(g.texts[0] for g in single),
+        step_logits=first.step_logits,
     )
 
 
@@ -353,8 +384,8 @@ def batch_invariance(
     if first is None and len(alone) != len(batched):
         first = min(len(alone), len(batched))
     detail = ""
-    if first is not None and first < len(out.scores):
-        scores = out.scores[first][row].float()  # (vocab,) logits of our row at that step
+    if first is not None and first < len(out.logits):
+        scores = out.logits[first][row].float()  # (vocab,) raw logits of our row at that step
         parts = [
             f"{label} chose {ids[first]} {tokenizer.decode([ids[first]])!r} (logit in the batch {float(scores[ids[first]]):.4f})"
             for label, ids in (("alone", alone), ("batched", batched))

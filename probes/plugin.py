@@ -26,7 +26,9 @@ from .subjects import Subject, SubjectLoadError, environment_info
 SELECTED_CARDS = pytest.StashKey[list[Card]]()
 SUBJECTS = pytest.StashKey[dict[str, Subject]]()
 
-SUBJECT_FIXTURES = {"subject": "tokenizer", "model_subject": "model"}
+SUBJECT_FIXTURES = {"subject": "tokenizer", "model_subject": "model", "loaded_subject": "tokenizer"}
+# card -> what its snapshot test found, for the report's "Changes since snapshot"
+SNAPSHOT_RESULTS = pytest.StashKey[dict[str, dict[str, Any]]]()
 # section -> card -> HTML fragments that tests put in the report's summary
 SUMMARY_SECTIONS = pytest.StashKey[dict[str, dict[str, list[str]]]]()
 # (card, observation id) -> outcomes of the tests that check it
@@ -86,6 +88,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="seed for the sampling probes (a random-init card keeps its own seed). Default: 0.",
     )
     group.addoption(
+        "--snapshot-update",
+        action="store_true",
+        help="record the snapshots of the selected cards, overwriting existing ones. "
+        "Default: compare with them (a missing snapshot fails).",
+    )
+    group.addoption(
+        "--snapshot-dir",
+        metavar="DIR",
+        default=None,
+        help="where snapshots are read and written. Default: fixtures/snapshots.",
+    )
+    group.addoption(
         "--list-cards",
         action="store_true",
         help="list the known cards and exit.",
@@ -107,6 +121,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SUBJECTS] = {}
     config.stash[SUMMARY_SECTIONS] = {}
     config.stash[OBSERVATION_OUTCOMES] = {}
+    config.stash[SNAPSHOT_RESULTS] = {}
     config.stash[SELECTED_CARDS] = _select_cards(config)
     _add_environment_metadata(config)
 
@@ -272,6 +287,29 @@ def model_subject(request: pytest.FixtureRequest) -> Subject:
 
 
 @pytest.fixture
+def loaded_subject(request: pytest.FixtureRequest) -> Subject:
+    """Any selected card, with its model loaded too when it has one."""
+    if not hasattr(request, "param"):
+        pytest.fail("`loaded_subject` is parametrized by lm-probes; use it in a test under tests/behaviour", pytrace=False)
+    subject = _loaded(request, "tokenizer")
+    return _loaded(request, "model") if subject.card.has_model else subject
+
+
+@pytest.fixture
+def snapshot_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Where snapshots live, whether to record them, and where to note the outcome."""
+    from .snapshots import SNAPSHOT_DIR
+
+    directory = request.config.getoption("snapshot_dir")
+    return {
+        "dir": Path(directory) if directory else SNAPSHOT_DIR,
+        "update": request.config.getoption("snapshot_update"),
+        "results": request.config.stash[SNAPSHOT_RESULTS],
+        "dir_option": f" --snapshot-dir {directory}" if directory else "",
+    }
+
+
+@pytest.fixture
 def attach(request: pytest.FixtureRequest):
     """Attach HTML, text or a PNG to this test's row in the HTML report (and, with
     ``summary=``, to that section of the report's summary, under the test's card)."""
@@ -356,10 +394,40 @@ def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: 
     config = session.config
     prefix.extend(_subjects_html(config.stash.get(SUBJECTS, {})))
     prefix.extend(_observations_html(config.stash.get(OBSERVATION_OUTCOMES, {})))
+    prefix.extend(_snapshot_html(config.stash.get(SNAPSHOT_RESULTS, {})))
     for section, by_card in config.stash.get(SUMMARY_SECTIONS, {}).items():
         prefix.append(f"<h2>{html.escape(section)}</h2>")
         for card, fragments in by_card.items():
             prefix.append(f"<h3>{html.escape(card)}</h3>" + "".join(fragments))
+
+
+def _snapshot_html(results: dict[str, dict[str, Any]]) -> list[str]:
+    """'Changes since snapshot': the two provenances side by side, then what changed."""
+    if not results:
+        return []
+    parts = ["<h2>Changes since snapshot</h2>"]
+    for card, result in results.items():
+        parts.append(f"<h3>{html.escape(card)}: {html.escape(result['status'])}</h3>")
+        if result.get("summary"):
+            parts.append(f"<p><b>{html.escape(result['summary'])}</b></p>")
+        recorded, current = result.get("recorded_provenance") or {}, result.get("current_provenance") or {}
+        if recorded or current:
+            keys = [k for k in current if k != "files"] or list(recorded)
+            rows = "".join(
+                f"<tr{' style=background:#fff3cd' if recorded.get(k) != current.get(k) else ''}><td>{html.escape(k)}</td>"
+                f"<td>{html.escape(str(recorded.get(k, '-')))}</td><td>{html.escape(str(current.get(k, '-')))}</td></tr>"
+                for k in keys
+            )
+            parts.append(
+                "<table border='1' cellpadding='3' style='border-collapse:collapse'>"
+                f"<tr><th></th><th>snapshot</th><th>this run</th></tr>{rows}</table>"
+            )
+        if result.get("differences"):
+            items = "".join(f"<li><pre>{html.escape(str(d))}</pre></li>" for d in result["differences"])
+            parts.append(f"<ul>{items}</ul>")
+        if result.get("not_compared"):
+            parts.append(f"<p>Sampled texts not compared: {html.escape(result['not_compared'])}</p>")
+    return parts
 
 
 _WORST_FIRST = ("failed", "xpassed", "error", "skipped", "xfailed", "passed")

@@ -12,26 +12,10 @@ from probes import decoding as dc
 from probes import plots
 from probes.expect import check_equal, mismatch_message
 from probes.inputs import article_inputs
+from probes.observations import greedy, greedy_reference, next_token, sampled
 from probes.sampling import apply_temperature
 
 INPUTS = article_inputs()
-
-
-def next_token(subject) -> dc.NextToken:
-    prompt = INPUTS["next_token_prompt"]
-    k = INPUTS["top_k_shown"]
-    return subject.cached(("next_token", prompt), lambda: dc.next_token(subject.tokenizer, subject.model, prompt, k))
-
-
-def greedy(subject, add_special_tokens: bool) -> dc.Generation:
-    spec = INPUTS["greedy"]
-    return subject.cached(
-        ("greedy", add_special_tokens),
-        lambda: dc.greedy_runs(
-            subject.tokenizer, subject.model, spec["prompt"], runs=spec["runs"],
-            max_new_tokens=spec["max_new_tokens"], add_special_tokens=add_special_tokens,
-        ),
-    )
 
 
 def _texts_html(generation: dc.Generation) -> str:
@@ -154,26 +138,6 @@ def test_greedy_is_batch_invariant(model_subject, attach):
 
 
 # ------------------------------------------------------------------------- D6-D8
-
-
-def sampled(subject, regime: str) -> dc.Generation:
-    spec = INPUTS["sampling"]
-    seed = subject.seed
-    return subject.cached(
-        ("sampling", regime, seed),
-        lambda: dc.generate(
-            subject.tokenizer, subject.model, spec["prompt"], max_new_tokens=spec["max_new_tokens"],
-            runs=spec["samples"], do_sample=True, seed=seed, **spec["regimes"][regime],
-        ),
-    )
-
-
-def greedy_reference(subject) -> dc.Generation:
-    spec = INPUTS["sampling"]
-    return subject.cached(
-        "sampling-greedy",
-        lambda: dc.generate(subject.tokenizer, subject.model, spec["prompt"], max_new_tokens=spec["max_new_tokens"]),
-    )
 
 
 @pytest.mark.observation("D6", expects="sampling.near-greedy")

@@ -8,16 +8,7 @@ import pytest
 from probes import embedding as em
 from probes import plots
 from probes.expect import ExpectationMismatch, mismatch_message
-from probes.inputs import article_inputs
-
-
-def word_vectors(subject) -> em.WordVectors:
-    groups = article_inputs()["word_groups"]
-    return subject.cached("word_vectors", lambda: em.word_vectors(subject.tokenizer, subject.model, groups))
-
-
-def cosine(subject) -> np.ndarray:
-    return subject.cached("cosine", lambda: em.cosine_matrix(word_vectors(subject).vectors))
+from probes.observations import cosine, projection, word_vectors
 
 
 def coherence(subject) -> dict[str, em.GroupCoherence]:
@@ -82,10 +73,6 @@ def test_pairs_sit_apart_from_outsiders(model_subject, case):
         f"cos({a}, {b}) above every pair with {case['outsiders']}",
         f"cos({a}, {b}) = {inside:.4f} <= cos({closest_outside[1]}, {closest_outside[2]}) = {closest_outside[0]:.4f}",
     )
-
-
-def projection(subject) -> em.Projection:
-    return subject.cached("pca", lambda: em.pca_2d(word_vectors(subject).vectors))
 
 
 @pytest.mark.observation("E5", expects="embedding.pca_explained_at_most")

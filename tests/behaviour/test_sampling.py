@@ -9,6 +9,7 @@ import torch
 from probes import decoding as dc
 from probes import sampling as sp
 from probes.inputs import article_inputs
+from probes.observations import next_token
 
 INPUTS = article_inputs()
 # Each goodness-of-fit test rejects a correct sampler with probability ALPHA (its
@@ -18,11 +19,7 @@ ALPHA = 1e-3
 
 
 def logits_of(subject) -> torch.Tensor:
-    prompt = INPUTS["next_token_prompt"]
-    result = subject.cached(
-        ("next_token", prompt), lambda: dc.next_token(subject.tokenizer, subject.model, prompt, INPUTS["top_k_shown"])
-    )
-    return torch.as_tensor(result.logits)  # (vocab,) float32
+    return torch.as_tensor(next_token(subject).logits)  # (vocab,) float32
 
 
 @pytest.mark.observation("D9")

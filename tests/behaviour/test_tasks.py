@@ -7,30 +7,8 @@ import html
 import pytest
 
 from probes import decoding as dc
+from probes.observations import knowledge_answers, openings
 from probes.expect import mismatch_message
-from probes.inputs import article_inputs, format_prompt, knowledge_question
-
-INPUTS = article_inputs()
-
-
-def knowledge_answers(subject) -> dict[str, dc.Generation]:
-    """Every knowledge question of the card, answered in one batched generate call."""
-
-    def compute() -> dict[str, dc.Generation]:
-        tasks = subject.card.expected("tasks")
-        cases = tasks["knowledge"]
-        prompts = [
-            case.get("prompt") or format_prompt(subject.tokenizer, tasks["prompt_format"], knowledge_question(case["id"]))
-            for case in cases
-        ]
-        decoding = tasks.get("decoding", {"do_sample": False})
-        generations = dc.generate_many(
-            subject.tokenizer, subject.model, prompts, max_new_tokens=tasks.get("max_new_tokens", 40),
-            seed=subject.seed if decoding.get("do_sample") else None, **decoding,
-        )
-        return {case["id"]: g for case, g in zip(cases, generations)}
-
-    return subject.cached("knowledge", compute)
 
 
 @pytest.mark.observation("K1", expects="tasks.knowledge")
@@ -44,18 +22,6 @@ def test_knowledge_answer(model_subject, case, attach):
     assert case["answer"] in answer.texts[0], mismatch_message(
         model_subject.card, f"tasks.knowledge[{case['id']}].answer", f"an answer containing {case['answer']!r}",
         answer.texts[0], note=f"prompt: {answer.prompt!r}",
-    )
-
-
-def openings(subject, sampling: bool) -> list[dc.Generation]:
-    spec = INPUTS["creative"]
-    settings = dict(do_sample=True, **spec["sampling"]) if sampling else {}
-    return subject.cached(
-        ("creative", sampling, subject.seed),
-        lambda: dc.generate_many(
-            subject.tokenizer, subject.model, spec["openings"], max_new_tokens=spec["max_new_tokens"],
-            runs=spec["runs"], seed=subject.seed if sampling else None, **settings,
-        ),
     )
 
 

@@ -1,0 +1,104 @@
+"""A subject's probe results, each computed once per session and shared.
+
+The behaviour tests, the snapshots and the report all read the same results from
+here, so nothing a probe computed is computed again (the next-token logits feed the
+bar chart, the temperature panels, the sampler checks and the snapshot).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import decoding as dc
+from . import embedding as em
+from .inputs import article_inputs, format_prompt, knowledge_question
+
+if TYPE_CHECKING:
+    from .subjects import Subject
+
+
+def next_token(subject: Subject) -> dc.NextToken:
+    inputs = article_inputs()
+    prompt, k = inputs["next_token_prompt"], inputs["top_k_shown"]
+    return subject.cached(("next_token", prompt), lambda: dc.next_token(subject.tokenizer, subject.model, prompt, k))
+
+
+def greedy(subject: Subject, add_special_tokens: bool) -> dc.Generation:
+    """The article's greedy prompt, run in separate calls (D3/D4), with step margins."""
+    spec = article_inputs()["greedy"]
+    return subject.cached(
+        ("greedy", add_special_tokens),
+        lambda: dc.greedy_runs(
+            subject.tokenizer, subject.model, spec["prompt"], runs=spec["runs"],
+            max_new_tokens=spec["max_new_tokens"], add_special_tokens=add_special_tokens,
+        ),
+    )
+
+
+def sampled(subject: Subject, regime: str) -> dc.Generation:
+    """The (top_p, temperature) regime's samples for the session seed, one batched call."""
+    spec = article_inputs()["sampling"]
+    seed = subject.seed
+    return subject.cached(
+        ("sampling", regime, seed),
+        lambda: dc.generate(
+            subject.tokenizer, subject.model, spec["prompt"], max_new_tokens=spec["max_new_tokens"],
+            runs=spec["samples"], do_sample=True, seed=seed, **spec["regimes"][regime],
+        ),
+    )
+
+
+def greedy_reference(subject: Subject) -> dc.Generation:
+    spec = article_inputs()["sampling"]
+    return subject.cached(
+        "sampling-greedy",
+        lambda: dc.generate(subject.tokenizer, subject.model, spec["prompt"], max_new_tokens=spec["max_new_tokens"]),
+    )
+
+
+def word_vectors(subject: Subject) -> em.WordVectors:
+    groups = article_inputs()["word_groups"]
+    return subject.cached("word_vectors", lambda: em.word_vectors(subject.tokenizer, subject.model, groups))
+
+
+def cosine(subject: Subject) -> np.ndarray:
+    return subject.cached("cosine", lambda: em.cosine_matrix(word_vectors(subject).vectors))
+
+
+def projection(subject: Subject) -> em.Projection:
+    return subject.cached("pca", lambda: em.pca_2d(word_vectors(subject).vectors))
+
+
+def knowledge_answers(subject: Subject) -> dict[str, dc.Generation]:
+    """Every knowledge question of the card, answered in one batched generate call."""
+
+    def compute() -> dict[str, dc.Generation]:
+        tasks = subject.card.expected("tasks")
+        cases = tasks["knowledge"]
+        prompts = [
+            case.get("prompt") or format_prompt(subject.tokenizer, tasks["prompt_format"], knowledge_question(case["id"]))
+            for case in cases
+        ]
+        decoding = tasks.get("decoding", {"do_sample": False})
+        generations = dc.generate_many(
+            subject.tokenizer, subject.model, prompts, max_new_tokens=tasks.get("max_new_tokens", 40),
+            seed=subject.seed if decoding.get("do_sample") else None, **decoding,
+        )
+        return {case["id"]: g for case, g in zip(cases, generations)}
+
+    return subject.cached("knowledge", compute)
+
+
+def openings(subject: Subject, sampling: bool) -> list[dc.Generation]:
+    """The story openings, each run several times, in one batched call (K2)."""
+    spec = article_inputs()["creative"]
+    settings = dict(do_sample=True, **spec["sampling"]) if sampling else {}
+    return subject.cached(
+        ("creative", sampling, subject.seed),
+        lambda: dc.generate_many(
+            subject.tokenizer, subject.model, spec["openings"], max_new_tokens=spec["max_new_tokens"],
+            runs=spec["runs"], seed=subject.seed if sampling else None, **settings,
+        ),
+    )

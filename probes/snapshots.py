@@ -1,0 +1,375 @@
+"""Snapshots: what the probes observed, recorded with provenance, compared after upgrades.
+
+A snapshot is a readable JSON file per card and device class
+(``fixtures/snapshots/<card>/<device-class>.json``): token ids, the next-token
+distribution, the temperature sweep, greedy continuations with their per-step logit
+margins, embedding statistics, and samples for a fixed seed. ``compare`` reports every
+change as an error or, where the change is within what the tolerances call noise (a
+greedy flip at a near-tie), a warning.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import observations as ob
+from .cards import REPO_ROOT
+from .inputs import article_inputs
+from .subjects import environment_info
+
+if TYPE_CHECKING:
+    from .subjects import Subject
+
+SNAPSHOT_DIR = REPO_ROOT / "fixtures" / "snapshots"
+FORMAT = 1
+TOP_N = 20  # next-token ids kept in a snapshot
+
+# What counts as "the same" when comparing with a snapshot; a card can override any
+# of these under `tolerances:`.
+DEFAULT_TOLERANCES: dict[str, float] = {
+    "prob_atol": 1e-4,  # max |p_now - p_recorded| over the recorded top-20 next tokens
+    "entropy_atol": 1e-3,  # nats, per temperature
+    "logit_tie": 0.01,  # a greedy flip whose two tokens' logits differ by at most this is a near-tie: warning
+    "cosine_atol": 1e-5,  # per entry of the 20 x 20 cosine matrix
+    "norm_rtol": 1e-5,  # per embedding row norm
+}
+
+# Sampled continuations are compared only when all of these match: otherwise another
+# random stream or kernel makes a difference meaningless.
+SAMPLING_PROVENANCE = ("torch", "transformers", "device", "dtype", "cpu threads")
+
+
+class SnapshotError(ValueError):
+    """A snapshot file is missing, corrupt or of another format; the message says how to fix it."""
+
+
+# ------------------------------------------------------------------------ recording
+
+
+def device_class(subject: Subject) -> str:
+    """'cpu' or 'cuda-sm90': snapshots from different hardware legitimately differ."""
+    import torch
+
+    if not subject.card.has_model:
+        return "cpu"
+    device = subject.model.device
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"cuda-sm{major}{minor}"
+    return device.type
+
+
+def snapshot_path(subject: Subject, root: Path = SNAPSHOT_DIR) -> Path:
+    return Path(root) / subject.card.name / f"{device_class(subject)}.json"
+
+
+def provenance(subject: Subject) -> dict[str, Any]:
+    # load first: loading fills in the file hashes, the device and the dtype
+    subject.tokenizer  # noqa: B018
+    if subject.card.has_model:
+        subject.model  # noqa: B018
+    env = environment_info()
+    p = subject.provenance.as_dict()
+    return {
+        "python": env["python"],
+        "torch": env["torch"],
+        "transformers": env["transformers"],
+        "tokenizers": env["tokenizers"],
+        "device": device_class(subject),
+        "gpu": env["gpu"],
+        "cpu threads": env["cpu threads"],
+        "dtype": p["dtype"],
+        "quantization": p["quantization"],
+        "model source": p["model_source"],
+        "files": p["files"],
+        "revision": p["revision"],
+        "recorded": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def _r(x: float, digits: int = 7) -> float:
+    return float(round(float(x), digits))
+
+
+def observe(subject: Subject) -> dict[str, Any]:
+    """Everything a snapshot holds for this subject (computed once, shared with the tests)."""
+    inputs = article_inputs()
+    tokenizer = subject.tokenizer
+    texts = list(dict.fromkeys(inputs["snapshot_texts"] + [c["text"] for c in subject.card.cases("tokenizer.encode")]))
+    observed: dict[str, Any] = {
+        "tokenizer": {
+            "vocab_size": tokenizer.vocab_size,
+            "bos_token_id": tokenizer.bos_token_id,
+            "ids": {
+                t: {"special": tokenizer.encode(t), "plain": tokenizer.encode(t, add_special_tokens=False)} for t in texts
+            },
+        }
+    }
+    if not subject.card.has_model:
+        return observed
+
+    nt = ob.next_token(subject)
+    probs = _softmax64(nt.logits)
+    top = np.argsort(-probs, kind="stable")[:TOP_N]
+    observed["next_token"] = {
+        "prompt": nt.prompt,
+        "prompt_ids": list(nt.input_ids),
+        "top_ids": [int(i) for i in top],
+        "top_probs": [_r(probs[i]) for i in top],
+    }
+    entropies = {}
+    for t in inputs["temperatures"]:
+        p = _softmax64(nt.logits / t)
+        entropies[str(t)] = _r(-(p * np.log(np.clip(p, 1e-300, None))).sum(), 6)
+    observed["temperature"] = {"entropy": entropies}
+    observed["greedy"] = {}
+    for label, bos in (("bos", True), ("no-bos", False)):
+        g = ob.greedy(subject, bos)
+        observed["greedy"][label] = {
+            "prompt_ids": list(g.prompt_ids),
+            "ids": list(g.new_ids[0]),
+            "text": g.texts[0],
+            "margins": [_r(m, 4) for m in g.step_margins()],
+        }
+    vectors = ob.word_vectors(subject)
+    weight = subject.model.get_input_embeddings().weight
+    observed["embedding"] = {
+        "words": list(vectors.words),
+        "sub_ids": {w: list(ids) for w, ids in zip(vectors.words, vectors.sub_ids)},
+        "row_norms": {
+            w: [_r(float(weight[i].detach().float().norm()), 6) for i in ids] for w, ids in zip(vectors.words, vectors.sub_ids)
+        },
+        "cosine": [[_r(x, 6) for x in row] for row in ob.cosine(subject)],
+    }
+    observed["sampled"] = {"seed": subject.seed}
+    for regime in inputs["sampling"]["regimes"]:
+        s = ob.sampled(subject, regime)
+        observed["sampled"][regime] = {"ids": [list(r) for r in s.new_ids], "texts": list(s.texts)}
+    return observed
+
+
+def _softmax64(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max()
+    e = np.exp(z)
+    return e / e.sum()
+
+
+def dumps(snapshot: dict[str, Any]) -> str:
+    """Stable, diff-friendly JSON: sorted keys, one level per line, short number lists inline."""
+    text = json.dumps(snapshot, sort_keys=True, indent=1, ensure_ascii=False)
+    # keep lists of numbers on one line, so a 20 x 20 matrix is 20 lines, not 400
+    import re
+
+    return re.sub(r"\[\s*([-0-9.e,\s]+?)\s*\]", lambda m: "[" + re.sub(r",\s*", ", ", m.group(1).strip()) + "]", text) + "\n"
+
+
+def record(subject: Subject, root: Path = SNAPSHOT_DIR) -> Path:
+    path = snapshot_path(subject, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    snapshot = {"format": FORMAT, "card": subject.card.name, "provenance": provenance(subject), "observed": observe(subject)}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(dumps(snapshot), encoding="utf-8")
+    tmp.replace(path)  # atomic: an interrupted write never leaves half a snapshot
+    return path
+
+
+def load(path: Path, update_hint: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise SnapshotError(f"no snapshot at {path}. Record one with: {update_hint}")
+    try:
+        snapshot = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SnapshotError(f"snapshot {path} is corrupt or truncated ({exc}). Re-record it with: {update_hint}") from None
+    if not isinstance(snapshot, dict) or snapshot.get("format") != FORMAT or "observed" not in snapshot:
+        raise SnapshotError(
+            f"snapshot {path} is not a format-{FORMAT} lm-probes snapshot. Re-record it with: {update_hint}"
+        )
+    return snapshot
+
+
+# ------------------------------------------------------------------------ comparing
+
+
+@dataclass(frozen=True)
+class Difference:
+    severity: str  # "error" or "warning"
+    where: str  # e.g. "greedy.bos"
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.severity}] {self.where}: {self.message}"
+
+
+def _first_diff(a: list, b: list) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def compare(
+    recorded: dict[str, Any], current: dict[str, Any], tolerances: dict[str, float], subject: Subject | None = None,
+    recorded_provenance: dict[str, Any] | None = None, current_provenance: dict[str, Any] | None = None,
+) -> list[Difference]:
+    """Every difference between two observation dicts, judged by the tolerances.
+
+    ``subject`` gives access to the current run's logits (to judge a greedy flip);
+    without it a flip is always an error."""
+    tol = {**DEFAULT_TOLERANCES, **tolerances}
+    out: list[Difference] = []
+    _compare_tokenizer(recorded.get("tokenizer", {}), current.get("tokenizer", {}), out)
+    if "next_token" in recorded or "next_token" in current:
+        if "next_token" not in recorded or "next_token" not in current:
+            out.append(Difference("error", "model", "the snapshot and this run disagree on whether there is a model"))
+            return out
+        _compare_next_token(recorded["next_token"], current["next_token"], subject, tol, out)
+        _compare_temperature(recorded["temperature"], current["temperature"], tol, out)
+        _compare_greedy(recorded["greedy"], current["greedy"], subject, tol, out)
+        _compare_embedding(recorded["embedding"], current["embedding"], tol, out)
+        _compare_sampled(recorded, current, recorded_provenance or {}, current_provenance or {}, out)
+    return out
+
+
+def _compare_tokenizer(rec: dict, cur: dict, out: list[Difference]) -> None:
+    for key in ("vocab_size", "bos_token_id"):
+        if rec.get(key) != cur.get(key):
+            out.append(Difference("error", f"tokenizer.{key}", f"{rec.get(key)} -> {cur.get(key)}"))
+    for text, modes in rec.get("ids", {}).items():
+        now = cur.get("ids", {}).get(text)
+        if now is None:
+            continue  # a text this run does not probe (the card's cases changed)
+        for mode, label in (("special", "special tokens on"), ("plain", "special tokens off")):
+            a, b = modes[mode], now[mode]
+            if a != b:
+                i = _first_diff(a, b)
+                out.append(
+                    Difference("error", f"tokenizer.ids[{text!r}]",
+                               f"({label}) {a} -> {b}, first difference at position {i}")
+                )
+
+
+def _compare_next_token(rec: dict, cur: dict, subject: Subject | None, tol: dict, out: list[Difference]) -> None:
+    if rec["prompt_ids"] != cur["prompt_ids"]:
+        out.append(Difference("error", "next_token.prompt_ids", f"{rec['prompt_ids']} -> {cur['prompt_ids']}"))
+        return
+    if subject is not None:
+        probs_now = _softmax64(ob.next_token(subject).logits)
+        now = {i: float(probs_now[i]) for i in rec["top_ids"]}
+    else:  # compare what both files hold
+        now = dict(zip(cur["top_ids"], cur["top_probs"]))
+    deltas = {i: abs(now.get(i, 0.0) - p) for i, p in zip(rec["top_ids"], rec["top_probs"])}
+    worst = max(deltas, key=deltas.get)
+    if deltas[worst] > tol["prob_atol"]:
+        out.append(
+            Difference("error", "next_token.probs",
+                       f"max |delta p| {deltas[worst]:.2e} at id {worst} exceeds prob_atol {tol['prob_atol']:.0e}")
+        )
+    if rec["top_ids"][0] != cur["top_ids"][0]:
+        gap = rec["top_probs"][0] - rec["top_probs"][1]
+        severity = "warning" if gap <= tol["prob_atol"] else "error"
+        out.append(
+            Difference(severity, "next_token.top1",
+                       f"{rec['top_ids'][0]} -> {cur['top_ids'][0]} (recorded top-2 gap {gap:.2e})")
+        )
+
+
+def _compare_temperature(rec: dict, cur: dict, tol: dict, out: list[Difference]) -> None:
+    for t, e in rec["entropy"].items():
+        now = cur["entropy"].get(t)
+        if now is None or abs(now - e) > tol["entropy_atol"]:
+            out.append(Difference("error", f"temperature[{t}]", f"entropy {e} -> {now} (entropy_atol {tol['entropy_atol']})"))
+
+
+def _compare_greedy(rec: dict, cur: dict, subject: Subject | None, tol: dict, out: list[Difference]) -> None:
+    for label, r in rec.items():
+        c = cur[label]
+        if r["prompt_ids"] != c["prompt_ids"]:
+            out.append(Difference("error", f"greedy.{label}", f"prompt ids {r['prompt_ids']} -> {c['prompt_ids']}"))
+            continue
+        if r["ids"] == c["ids"]:
+            continue
+        i = _first_diff(r["ids"], c["ids"])
+        if i >= min(len(r["ids"]), len(c["ids"])):
+            out.append(Difference("error", f"greedy.{label}", f"length {len(r['ids'])} -> {len(c['ids'])} new tokens"))
+            continue
+        was, now = r["ids"][i], c["ids"][i]
+        detail = f"continuation changed at new token {i}: recorded {was} -> now {now}"
+        severity = "error"
+        if subject is not None:
+            g = ob.greedy(subject, label == "bos")
+            tokenizer = subject.tokenizer
+            step = g.step_logits[i]  # (vocab,) this run's logits where the two diverge
+            gap = float(step[now] - step[was])
+            detail = (
+                f"continuation changed at new token {i}: recorded {was} {tokenizer.decode([was])!r} -> now {now} "
+                f"{tokenizer.decode([now])!r}; logits now {float(step[now]):.4f} vs {float(step[was]):.4f} (gap {gap:.4f})"
+            )
+            if gap <= tol["logit_tie"]:
+                severity = "warning"
+                detail += f", a near-tie (logit_tie {tol['logit_tie']})"
+        out.append(Difference(severity, f"greedy.{label}", f"{detail}\n      recorded: {r['text']!r}\n      now:      {c['text']!r}"))
+
+
+def _compare_embedding(rec: dict, cur: dict, tol: dict, out: list[Difference]) -> None:
+    for word, ids in rec["sub_ids"].items():
+        if cur["sub_ids"].get(word) != ids:
+            out.append(Difference("error", f"embedding.sub_ids[{word}]", f"{ids} -> {cur['sub_ids'].get(word)}"))
+    for word, norms in rec["row_norms"].items():
+        now = cur["row_norms"].get(word, [])
+        if len(now) != len(norms) or not np.allclose(now, norms, rtol=tol["norm_rtol"], atol=0):
+            out.append(Difference("error", f"embedding.row_norms[{word}]", f"{norms} -> {now} (norm_rtol {tol['norm_rtol']})"))
+    a, b = np.array(rec["cosine"]), np.array(cur["cosine"])
+    if a.shape != b.shape:
+        out.append(Difference("error", "embedding.cosine", f"shape {a.shape} -> {b.shape}"))
+        return
+    delta = np.abs(a - b)
+    if delta.max() > tol["cosine_atol"]:
+        i, j = np.unravel_index(int(delta.argmax()), delta.shape)
+        words = rec["words"]
+        out.append(
+            Difference("error", "embedding.cosine",
+                       f"cos({words[i]}, {words[j]}) {a[i, j]} -> {b[i, j]}; max |delta| {delta.max():.2e} "
+                       f"exceeds cosine_atol {tol['cosine_atol']:.0e}")
+        )
+
+
+def sampling_comparable(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The provenance fields that differ and make sampled texts incomparable."""
+    return [f"{k} {recorded.get(k)} -> {current.get(k)}" for k in SAMPLING_PROVENANCE if recorded.get(k) != current.get(k)]
+
+
+def _compare_sampled(rec: dict, cur: dict, rec_prov: dict, cur_prov: dict, out: list[Difference]) -> None:
+    if rec["sampled"]["seed"] != cur["sampled"]["seed"]:
+        return  # another --seed: other samples are expected
+    if sampling_comparable(rec_prov, cur_prov):
+        return  # reported as "not compared" in the summary, not as a difference
+    for regime, r in rec["sampled"].items():
+        if regime == "seed" or regime not in cur["sampled"]:
+            continue
+        if r["ids"] != cur["sampled"][regime]["ids"]:
+            changed = sum(a != b for a, b in zip(r["ids"], cur["sampled"][regime]["ids"]))
+            out.append(Difference("error", f"sampled.{regime}", f"{changed} of {len(r['ids'])} samples changed with the same seed and provenance"))
+
+
+def summary_line(recorded_prov: dict[str, Any], current_prov: dict[str, Any], differences: list[Difference]) -> str:
+    """'transformers 4.57.6 -> 5.23.0: 1 error, 2 warnings (greedy.bos near-tie)'."""
+    changed = [
+        f"{k} {recorded_prov.get(k)} -> {current_prov.get(k)}"
+        for k in ("torch", "transformers", "tokenizers", "device", "dtype", "cpu threads")
+        if recorded_prov.get(k) != current_prov.get(k)
+    ]
+    head = ", ".join(changed) if changed else "same versions and device"
+    errors = [d for d in differences if d.severity == "error"]
+    warnings_ = [d for d in differences if d.severity == "warning"]
+    if not differences:
+        return f"{head}: no change beyond tolerance"
+    parts = []
+    if errors:
+        parts.append(f"{len(errors)} error(s) in {', '.join(sorted({d.where for d in errors}))}")
+    if warnings_:
+        parts.append(f"{len(warnings_)} warning(s) in {', '.join(sorted({d.where for d in warnings_}))}")
+    return f"{head}: " + "; ".join(parts)

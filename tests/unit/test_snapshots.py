@@ -1,0 +1,181 @@
+"""Snapshots: one change at a time must fail the comparison with a precise message, and
+harmless changes (a re-run, another thread count, noise below tolerance) must not."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from probes import snapshots
+from probes.cards import find_card
+from probes.subjects import Subject
+
+
+def tokenizer_subject(**config) -> Subject:
+    card = find_card("mistral-tokenizer")
+    spec = dict(card.tokenizer, tokenizer_config={**card.tokenizer["tokenizer_config"], **config})
+    return Subject(dataclasses.replace(card, tokenizer=spec))
+
+
+def tiny(**kwargs) -> Subject:
+    return Subject(find_card("tiny-mistral"), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def tiny_recorded():
+    subject = tiny()
+    return snapshots.observe(subject), snapshots.provenance(subject)
+
+
+def errors(diffs):
+    return [d for d in diffs if d.severity == "error"]
+
+
+def compare_with(subject, recorded, recorded_prov=None):
+    return snapshots.compare(
+        recorded, snapshots.observe(subject), {}, subject, recorded_prov or {}, snapshots.provenance(subject)
+    )
+
+
+# ------------------------------------------------------------------ caught changes
+
+
+def test_legacy_flag_is_caught_on_the_text_it_changes():
+    recorded = snapshots.observe(tokenizer_subject())
+    diffs = compare_with(tokenizer_subject(legacy=False), recorded)
+    assert [d.where for d in diffs] == ["tokenizer.ids['Hello <s>world']"] * 2
+    assert "(special tokens on) [1, 22557, 28705, 1, 1526] -> [1, 22557, 28705, 1, 9471], first difference at position 4" in str(diffs[0])
+
+
+def test_add_bos_token_flag_is_caught():
+    recorded = snapshots.observe(tokenizer_subject())
+    diffs = compare_with(tokenizer_subject(add_bos_token=False), recorded)
+    assert diffs and all(d.severity == "error" for d in diffs)
+    assert any("(special tokens on) [1, 415, 5565, 302, 4720, 349] -> [415, 5565, 302, 4720, 349], first difference at position 0" in str(d) for d in diffs)
+
+
+def _probed_id(recorded, word="king"):
+    return recorded["embedding"]["sub_ids"][word][0]
+
+
+def test_a_permuted_embedding_row_is_caught_by_the_cosines(tiny_recorded):
+    recorded, _ = tiny_recorded
+    subject = tiny()
+    row = _probed_id(recorded)
+    with torch.no_grad():
+        weight = subject.model.get_input_embeddings().weight
+        weight[row] = weight[row][torch.randperm(weight.shape[1], generator=torch.Generator().manual_seed(0))]
+    diffs = errors(compare_with(subject, recorded))
+    cosine = [d for d in diffs if d.where == "embedding.cosine"]
+    assert cosine and "cos(king," in cosine[0].message  # norms are unchanged by a permutation
+    assert not [d for d in diffs if d.where.startswith("embedding.row_norms")]
+
+
+def test_a_scaled_embedding_row_is_caught_by_the_norms(tiny_recorded):
+    recorded, _ = tiny_recorded
+    subject = tiny()
+    row = _probed_id(recorded)
+    with torch.no_grad():
+        subject.model.get_input_embeddings().weight[row] *= 1.5
+    diffs = errors(compare_with(subject, recorded))
+    assert any(d.where == "embedding.row_norms[king]" for d in diffs), diffs
+
+
+def test_a_weight_perturbation_that_flips_a_greedy_token_is_caught(tiny_recorded):
+    recorded, _ = tiny_recorded
+    subject = tiny()
+    first = recorded["greedy"]["bos"]["ids"][0]
+    with torch.no_grad():  # push the first greedy token's output row far down
+        subject.model.lm_head.weight[first] *= -3
+    diffs = errors(compare_with(subject, recorded))
+    greedy = [d for d in diffs if d.where == "greedy.bos"]
+    assert greedy and "continuation changed at new token 0" in greedy[0].message
+    assert "logits now" in greedy[0].message and "near-tie" not in greedy[0].message
+
+
+def test_a_flip_within_the_logit_tie_tolerance_is_a_warning(tiny_recorded):
+    recorded, _ = tiny_recorded
+    subject = tiny()
+    doctored = json.loads(json.dumps(recorded))
+    current = snapshots.observe(subject)
+    # Pretend the recording chose the runner-up at step 0: this run's logit gap between
+    # the two is then the step's margin, which a generous logit_tie calls a near-tie.
+    step = subject.cached(("greedy", True), lambda: None).step_logits[0]
+    runner_up = int(torch.topk(torch.as_tensor(step), 2).indices[1])
+    doctored["greedy"]["bos"]["ids"][0] = runner_up
+    diffs = snapshots.compare(doctored, current, {"logit_tie": 1.0}, subject)
+    flips = [d for d in diffs if d.where == "greedy.bos"]
+    assert [d.severity for d in flips] == ["warning"] and "near-tie" in flips[0].message
+
+
+# ---------------------------------------------------------------- harmless changes
+
+
+def test_a_rerun_in_the_same_environment_matches(tiny_recorded):
+    recorded, prov = tiny_recorded
+    assert compare_with(tiny(), recorded, prov) == []
+
+
+def test_another_thread_count_passes(tiny_recorded):
+    recorded, prov = tiny_recorded
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if threads > 1 else 2)
+    try:
+        subject = tiny()
+        current_prov = snapshots.provenance(subject)
+        diffs = snapshots.compare(recorded, snapshots.observe(subject), {}, subject, prov, current_prov)
+    finally:
+        torch.set_num_threads(threads)
+    assert errors(diffs) == []
+    assert snapshots.sampling_comparable(prov, current_prov) == [f"cpu threads {threads} -> {1 if threads > 1 else 2}"]
+
+
+def test_logit_noise_below_tolerance_passes(tiny_recorded):
+    recorded, prov = tiny_recorded
+    subject = tiny()
+    noise = torch.Generator().manual_seed(0)
+
+    def add_noise(module, inputs, output):  # (batch, seq, vocab) logits + N(0, 1e-6)
+        return output + 1e-6 * torch.randn(output.shape, generator=noise)
+
+    subject.model.lm_head.register_forward_hook(add_noise)
+    assert errors(compare_with(subject, recorded, prov)) == []
+
+
+# ------------------------------------------------------------------- snapshot files
+
+
+def test_record_writes_stable_readable_json(tmp_path):
+    subject = tokenizer_subject()
+    path = snapshots.record(subject, tmp_path)
+    assert path == tmp_path / "mistral-tokenizer" / "cpu.json"
+    first = path.read_text(encoding="utf-8")
+    snapshots.record(subject, tmp_path)
+    second = path.read_text(encoding="utf-8")
+    strip = lambda text: [line for line in text.splitlines() if '"recorded"' not in line]  # noqa: E731
+    assert strip(first) == strip(second)  # same content, same order: a clean diff
+    assert '"日本の首都は"' in first  # readable, not \\u-escaped
+    assert "[1, 415, 5565, 302, 4720, 349]" in first  # short number lists on one line
+
+
+def test_missing_corrupt_and_foreign_snapshots_say_how_to_fix(tmp_path):
+    hint = "pytest tests/behaviour/test_snapshot.py --card x --snapshot-update"
+    with pytest.raises(snapshots.SnapshotError, match="no snapshot at .*Record one with: pytest"):
+        snapshots.load(tmp_path / "none.json", hint)
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text('{"format": 1, "observed": {"tok', encoding="utf-8")
+    with pytest.raises(snapshots.SnapshotError, match="corrupt or truncated .*Re-record it with"):
+        snapshots.load(truncated, hint)
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text('{"hello": 1}', encoding="utf-8")
+    with pytest.raises(snapshots.SnapshotError, match="not a format-1 lm-probes snapshot"):
+        snapshots.load(foreign, hint)
+
+
+def test_summary_line_names_what_changed():
+    diffs = [snapshots.Difference("warning", "greedy.bos", "x"), snapshots.Difference("error", "next_token.probs", "y")]
+    line = snapshots.summary_line({"transformers": "4.57.6", "torch": "2.13.0"}, {"transformers": "5.23.0", "torch": "2.13.0"}, diffs)
+    assert line == "transformers 4.57.6 -> 5.23.0: 1 error(s) in next_token.probs; 1 warning(s) in greedy.bos"
