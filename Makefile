@@ -1,5 +1,5 @@
 # The two commands of the README. Both set up .venv first (a no-op when current).
-.PHONY: setup report test clean
+.PHONY: setup report test benchmark clean
 
 PYTEST := .venv/bin/python -m pytest
 
@@ -13,6 +13,11 @@ report: setup
 # Everything: the library's own tests and the behavioural suite.
 test: setup
 	$(PYTEST)
+
+# Timing benchmarks (not part of report/test): JSON for --benchmark-compare, and a report.
+benchmark: setup
+	$(PYTEST) -m benchmark tests/benchmarks --benchmark-autosave \
+		--benchmark-json=reports/benchmarks.json --html=reports/benchmarks.html
 
 clean:
 	rm -rf reports/*.html .pytest_cache

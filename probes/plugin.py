@@ -395,10 +395,38 @@ def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: 
     prefix.extend(_subjects_html(config.stash.get(SUBJECTS, {})))
     prefix.extend(_observations_html(config.stash.get(OBSERVATION_OUTCOMES, {})))
     prefix.extend(_snapshot_html(config.stash.get(SNAPSHOT_RESULTS, {})))
+    prefix.extend(_benchmark_html(getattr(getattr(config, "_benchmarksession", None), "benchmarks", [])))
     for section, by_card in config.stash.get(SUMMARY_SECTIONS, {}).items():
         prefix.append(f"<h2>{html.escape(section)}</h2>")
         for card, fragments in by_card.items():
             prefix.append(f"<h3>{html.escape(card)}</h3>" + "".join(fragments))
+
+
+_RATES = ("tokens_per_s", "chars_per_s", "sequential_over_batched")
+
+
+def _benchmark_html(benchmarks: list[Any]) -> list[str]:
+    """The latest pytest-benchmark figures, with the rates from extra_info."""
+    rows = []
+    for bench in benchmarks:
+        if getattr(bench, "has_error", False) or not getattr(bench, "stats", None):
+            continue
+        data = bench.as_dict(include_data=False)
+        stats, extra = data["stats"], data.get("extra_info", {})
+        rate = "; ".join(f"{k.replace('_', ' ')} {extra[k]}" for k in _RATES if k in extra)
+        memory = extra.get("peak_gpu_memory_mb", extra.get("peak_rss_mb", "-"))
+        rows.append(
+            f"<tr><td>{html.escape(data['fullname'].split('::')[-1])}</td><td>{stats['mean'] * 1e3:.3f}</td>"
+            f"<td>{stats['min'] * 1e3:.3f}</td><td>{stats['stddev'] * 1e3:.3f}</td><td>{stats['rounds']}</td>"
+            f"<td>{html.escape(rate)}</td><td>{memory}</td><td>{extra.get('torch_threads', '-')}</td></tr>"
+        )
+    if not rows:
+        return []
+    return [
+        "<h2>Benchmarks</h2><table border='1' cellpadding='3' style='border-collapse:collapse'>"
+        "<tr><th>benchmark</th><th>mean ms</th><th>min ms</th><th>stddev ms</th><th>rounds</th>"
+        "<th>rate</th><th>peak MB (GPU, else RSS)</th><th>threads</th></tr>" + "".join(rows) + "</table>"
+    ]
 
 
 def _snapshot_html(results: dict[str, dict[str, Any]]) -> list[str]:

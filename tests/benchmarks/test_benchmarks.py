@@ -1,0 +1,189 @@
+"""Timing benchmarks (pytest-benchmark), run with `pytest -m benchmark`; never part of
+the default run, never timed assertions. Each records tokens/s or chars/s, peak memory
+and threads in extra_info; see README "Benchmarks" for saving and comparing runs."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from probes import decoding as dc
+from probes import sampling as sp
+from probes.subjects import Subject, package_file
+from probes.timing import reset_peak, resource_info, synchronized
+
+pytestmark = pytest.mark.benchmark
+
+# English and Japanese, about 1,000 characters: a fixed text for tokenizer throughput.
+MULTILINGUAL = (
+    "The capital of Japan is Tokyo. It is the largest city in the country and one of the most "
+    "populous metropolitan areas in the world. Language models read text as tokens: a tokenizer "
+    "splits words into pieces from a fixed vocabulary and maps each piece to an id. "
+    "日本の首都は東京です。東京は日本で最も大きな都市であり、世界でも有数の人口を抱える大都市圏です。"
+    "言語モデルはテキストをトークンとして読み込みます。トークナイザーは単語を語彙の断片に分割し、"
+    "それぞれに番号を割り当てます。"
+) * 4
+
+LONG_PROMPT = (
+    "Language models are evaluated with tests that state what the model should do. "
+    "A tokenizer turns text into ids, an embedding turns ids into vectors, and decoding "
+    "turns the model's next-token distribution into text, one token at a time. "
+) * 3  # about 150 tokens: a prefill long enough to measure
+
+NEW_TOKENS = 16
+BATCH = 5
+STRATEGIES = {
+    "greedy": {},
+    "top-k": {"do_sample": True, "top_k": 50, "top_p": 1.0, "temperature": 1.0},
+    "top-p": {"do_sample": True, "top_p": 0.9, "top_k": 0, "temperature": 1.0},
+    "temperature": {"do_sample": True, "temperature": 1.4, "top_k": 0, "top_p": 1.0},
+    "beam-4": {"num_beams": 4},
+}
+
+
+def _info(benchmark, device_type: str, **extra) -> None:
+    benchmark.extra_info.update(resource_info(device_type))
+    benchmark.extra_info.update(extra)
+
+
+# --------------------------------------------------------------------- tokenizer
+
+
+@pytest.mark.observation(expects="tokenizer.vocab_size")
+@pytest.mark.parametrize("direction", ["encode", "decode"])
+def test_tokenizer_throughput_transformers(benchmark, subject, direction):
+    tokenizer = subject.tokenizer
+    ids = tokenizer.encode(MULTILINGUAL, add_special_tokens=False)
+    fn = (lambda: tokenizer.encode(MULTILINGUAL, add_special_tokens=False)) if direction == "encode" else (lambda: tokenizer.decode(ids))
+    benchmark(fn)
+    _info(benchmark, "cpu", chars=len(MULTILINGUAL), tokens=len(ids), chars_per_s=round(len(MULTILINGUAL) / benchmark.stats.stats.mean))
+
+
+@pytest.mark.parametrize("direction", ["encode", "decode"])
+def test_tokenizer_throughput_sentencepiece(benchmark, direction):
+    """The Mistral SentencePiece model used directly, without transformers around it."""
+    import sentencepiece
+
+    processor = sentencepiece.SentencePieceProcessor(model_file=str(package_file("mistral_common", "tokenizer.model.v1")))
+    ids = processor.encode(MULTILINGUAL)
+    fn = (lambda: processor.encode(MULTILINGUAL)) if direction == "encode" else (lambda: processor.decode(ids))
+    benchmark(fn)
+    _info(benchmark, "cpu", chars=len(MULTILINGUAL), tokens=len(ids), chars_per_s=round(len(MULTILINGUAL) / benchmark.stats.stats.mean))
+
+
+# ------------------------------------------------------------------ model timing
+
+
+def test_prefill_latency(benchmark, model_subject):
+    tokenizer, model = model_subject.tokenizer, model_subject.model
+    enc = tokenizer(LONG_PROMPT, return_tensors="pt").to(model.device)
+    reset_peak(model.device.type)
+
+    def prefill():
+        with torch.no_grad():
+            return model(**enc).logits
+
+    benchmark.pedantic(synchronized(prefill, model.device.type), rounds=5, warmup_rounds=1)
+    _info(benchmark, model.device.type, prompt_tokens=int(enc.input_ids.shape[1]))
+
+
+@pytest.mark.parametrize("batch", [1, BATCH], ids=["batch1", f"batch{BATCH}"])
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_decode_tokens_per_second(benchmark, model_subject, strategy, batch):
+    tokenizer, model = model_subject.tokenizer, model_subject.model
+    settings = dict(STRATEGIES[strategy])
+    prompts = ["The capital of Japan is"] * batch
+    reset_peak(model.device.type)
+
+    def decode():
+        # min_new_tokens: every row makes exactly NEW_TOKENS tokens, so tokens/s is exact
+        return dc.generate_many(
+            tokenizer, model, prompts, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, seed=0, **settings
+        )
+
+    benchmark.pedantic(synchronized(decode, model.device.type), rounds=3, warmup_rounds=1)
+    tokens = batch * NEW_TOKENS
+    _info(benchmark, model.device.type, batch=batch, new_tokens=tokens,
+          tokens_per_s=round(tokens / benchmark.stats.stats.mean, 2))
+
+
+def test_batched_against_sequential_sampling(benchmark, model_subject):
+    """The sampling probe's 5 samples in one generate call, against 5 calls; the ratio
+    (sequential time / batched time) goes to extra_info and the README."""
+    tokenizer, model = model_subject.tokenizer, model_subject.model
+    settings = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=True, top_p=0.9, temperature=1.4)
+
+    def sequential() -> float:
+        start = time.perf_counter()
+        for seed in range(BATCH):
+            dc.generate(tokenizer, model, "The capital of Japan is", runs=1, seed=seed, **settings)
+        return time.perf_counter() - start
+
+    batched = benchmark.pedantic(
+        lambda: dc.generate(tokenizer, model, "The capital of Japan is", runs=BATCH, seed=0, **settings),
+        rounds=3, warmup_rounds=1,
+    )
+    assert len(batched.texts) == BATCH
+    sequential_s = min(sequential() for _ in range(2))
+    _info(benchmark, model.device.type, samples=BATCH, sequential_s=round(sequential_s, 3),
+          sequential_over_batched=round(sequential_s / benchmark.stats.stats.min, 2))
+
+
+# ---------------------------------------------------------------- sampling steps
+
+
+@pytest.mark.parametrize("vocab", [32000, 49152])
+@pytest.mark.parametrize("impl", ["own", "transformers"])
+@pytest.mark.parametrize("method", ["top-p", "top-k"])
+def test_sampling_step(benchmark, vocab, impl, method):
+    """One filtering step on (1, vocab) logits: the own functions against the warpers."""
+    from transformers import TopKLogitsWarper, TopPLogitsWarper
+
+    logits = torch.randn(1, vocab, generator=torch.Generator().manual_seed(0)) * 3
+    if impl == "own":
+        fn = (lambda: sp.top_p_filter(logits, 0.9)) if method == "top-p" else (lambda: sp.top_k_filter(logits, 50))
+    else:
+        warper = TopPLogitsWarper(0.9) if method == "top-p" else TopKLogitsWarper(50)
+        fn = lambda: warper(None, logits)  # noqa: E731
+    benchmark(fn)
+    _info(benchmark, "cpu", vocab=vocab)
+
+
+# --------------------------------------------------------------------- loading
+
+
+@pytest.mark.parametrize("source", ["gguf", "cached-safetensors"])
+def test_model_load_time(benchmark, source):
+    """SmolLM2 from its GGUF (de-quantised on every load) against the cached copy."""
+    from transformers import AutoModelForCausalLM
+
+    from probes.cards import find_card
+
+    card = find_card("smollm2-135m-instruct")
+    gguf = package_file(card.model["package"], card.model["file"])
+    if source == "gguf":
+        load = lambda: AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)  # noqa: E731
+        rounds = 1  # ~25 s each on 2 cores
+    else:
+        folder = Subject(card)._model_location()["id"]  # converts once if not cached yet
+        load = lambda: AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)  # noqa: E731
+        rounds = 3
+    benchmark.pedantic(load, rounds=rounds, warmup_rounds=0)
+    _info(benchmark, "cpu", source=source)
+
+
+def test_nf4_load_time(benchmark, request):
+    """4-bit NF4 load of the GPU card's model (CUDA and bitsandbytes only)."""
+    if not torch.cuda.is_available():
+        pytest.skip("requires CUDA; none found (torch.cuda.is_available() is False)")
+    from probes.cards import find_card
+
+    card = find_card("mistral-7b-v0.1")
+    model = request.config.getoption("model")
+    if model:
+        card = card.with_model(model)
+    reset_peak("cuda")
+    benchmark.pedantic(synchronized(lambda: Subject(card)._load_model(), "cuda"), rounds=1, warmup_rounds=0)
+    _info(benchmark, "cuda", quantization="nf4")
