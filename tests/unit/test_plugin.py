@@ -118,7 +118,10 @@ def test_list_cards(tmp_path):
 
 
 def test_report_is_self_contained_with_environment_and_token_table(tmp_path):
-    result = run_suite("tests/behaviour", "--card", "mistral-tokenizer", "--card", "tiny-mistral", tmp_path=tmp_path)
+    result = run_suite(
+        "tests/behaviour/test_tokenizer.py", "tests/behaviour/test_model.py",
+        "--card", "mistral-tokenizer", "--card", "tiny-mistral", tmp_path=tmp_path,
+    )
     assert result.returncode == 0, result.stdout
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     # Self-contained: no stylesheet or script fetched from beside the file.
@@ -136,23 +139,24 @@ def test_report_is_self_contained_with_environment_and_token_table(tmp_path):
 
 
 def test_wrong_expectation_in_a_model_card_names_card_field_expected_obtained(tmp_path):
-    card_file = tmp_path / "smollm2-135m-instruct.yaml"
-    original = (REPO_ROOT / "fixtures" / "cards" / "smollm2-135m-instruct.yaml").read_text(encoding="utf-8")
-    assert 'top1: " Tokyo"' in original
-    card_file.write_text(original.replace('top1: " Tokyo"', 'top1: " Kyoto"'), encoding="utf-8")
-    result = run_suite("tests/behaviour/test_decoding.py", "--card", str(card_file), "-k", "next_token", tmp_path=tmp_path)
+    card_file = tmp_path / "tiny-mistral.yaml"
+    original = (REPO_ROOT / "fixtures" / "cards" / "tiny-mistral.yaml").read_text(encoding="utf-8")
+    assert "embedding_shape: [32000, 64]" in original
+    card_file.write_text(original.replace("embedding_shape: [32000, 64]", "embedding_shape: [32000, 4096]"), encoding="utf-8")
+    result = run_suite("tests/behaviour/test_model.py", "--card", str(card_file), "-k", "embedding", tmp_path=tmp_path)
     out = result.stdout
     assert result.returncode == 1, out
-    assert "FAILED tests/behaviour/test_decoding.py::test_next_token_top1[smollm2-135m-instruct]" in out
-    assert f"card 'smollm2-135m-instruct' ({card_file}), field expect.next_token.top1" in out
-    assert "expected: ' Kyoto'" in out and "obtained: ' Tokyo'" in out
-    assert "1 failed, 1 passed" in out  # the distribution test does not depend on the card
+    assert "FAILED tests/behaviour/test_model.py::test_embedding_shape[tiny-mistral]" in out
+    assert f"card 'tiny-mistral' ({card_file}), field expect.model.embedding_shape" in out
+    assert "expected: [32000, 4096]" in out and "obtained: [32000, 64]" in out
+    assert "first difference at index 1: expected 4096, obtained 64" in out
+    assert "1 failed, 1 passed" in out  # the dtype test does not depend on that field
 
 
 def test_report_shows_the_figures_and_texts_of_every_model_subject(tmp_path):
     result = run_suite(
         "tests/behaviour", "--card", "smollm2-135m-instruct", "--card", "tiny-mistral",
-        "-k", "word_vectors or two_components or next_token_distribution or temperature_sharpens or greedy_is_identical",
+        "-k", "word_vectors or two_components or next_token_distribution or temperature_sharpens",
         tmp_path=tmp_path,
     )
     assert result.returncode == 0, result.stdout
@@ -160,5 +164,5 @@ def test_report_shows_the_figures_and_texts_of_every_model_subject(tmp_path):
     for figure in ("cosine heatmap", "PCA scatter", "top-10 next tokens", "temperature panels"):
         assert page.count(f"<img alt='{figure}' src='data:image/png;base64,") == 2, figure  # one per card
     assert "<h2>Figures</h2>" in page
-    assert page.count("Greedy continuations (BOS on)") == 1 and "<h3>tiny-mistral</h3>" in page
+    assert page.count("<h2>Next token after the prompt (D1)</h2>") == 1 and "<h3>tiny-mistral</h3>" in page
     assert "<h2>Observations per card</h2>" in page
