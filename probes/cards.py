@@ -95,6 +95,7 @@ EXPECT_SCHEMA: dict[str, Any] = {
         "without_bos_contains": [str],
         "bos_changes_continuation": bool,
         "batch_invariant": bool,
+        "default_generate_is_greedy": bool,  # generate() without decoding arguments
     },
     "sampling": {
         "near-greedy": {"min_greedy_agreement": (int, float)},
@@ -130,6 +131,7 @@ _SOURCE_SCHEMA = {
     "config": {str: ANY},
     "tokenizer_config": {str: ANY},
     "trust_remote_code": bool,
+    "allow_pickle": bool,  # read .bin/.pt checkpoints (pickle can run code); off by default
 }
 
 CARD_SCHEMA: dict[str, Any] = {

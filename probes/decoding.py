@@ -347,6 +347,50 @@ def greedy_runs(
     )
 
 
+# -------------------------------------------------------- default decoding (D3)
+
+
+@dataclass(frozen=True)
+class DefaultDecoding:
+    """What ``model.generate()`` does when the caller passes no decoding arguments."""
+
+    do_sample: bool
+    num_beams: int
+    temperature: float | None
+    top_p: float | None
+    top_k: int | None
+    repeatable: bool  # two argument-less calls under different seeds gave the same ids
+
+    @property
+    def greedy(self) -> bool:
+        return not self.do_sample and self.num_beams == 1 and self.repeatable
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"greedy": self.greedy}
+
+
+def default_decoding(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, prompt: str, max_new_tokens: int = 8) -> DefaultDecoding:
+    """A generation_config that switches sampling on makes every argument-less
+    generate() call random: the suite's own calls are explicit, users' often are not."""
+    import torch
+
+    config = model.generation_config
+    enc = encode_prompt(tokenizer, model, prompt)
+    runs = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            runs.append(model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=_pad_id(tokenizer))[0].tolist())
+    return DefaultDecoding(
+        do_sample=bool(config.do_sample),
+        num_beams=int(config.num_beams or 1),
+        temperature=config.temperature,
+        top_p=config.top_p,
+        top_k=config.top_k,
+        repeatable=runs[0] == runs[1],
+    )
+
+
 # ------------------------------------------------------------ batch invariance (D3)
 
 

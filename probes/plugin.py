@@ -88,6 +88,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="seed for the sampling probes (a random-init card keeps its own seed). Default: 0.",
     )
     group.addoption(
+        "--trust-remote-code",
+        action="store_true",
+        help="let transformers run model code from the hub or the model folder. Default: off "
+        "(a card can turn it on for itself with trust_remote_code: true).",
+    )
+    group.addoption(
+        "--allow-pickle",
+        action="store_true",
+        help="allow pickle checkpoints (.bin/.pt), which can run code when loaded. Default: "
+        "safetensors and GGUF only.",
+    )
+    group.addoption(
         "--snapshot-update",
         action="store_true",
         help="record the snapshots of the selected cards, overwriting existing ones. "
@@ -255,6 +267,8 @@ def _subject_for(request: pytest.FixtureRequest, name: str) -> Subject:
             device=request.config.getoption("device"),
             dtype=request.config.getoption("dtype"),
             seed=request.config.getoption("seed"),
+            trust_remote_code=request.config.getoption("trust_remote_code"),
+            allow_pickle=request.config.getoption("allow_pickle"),
         )
     return subjects[name]
 

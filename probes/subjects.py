@@ -124,10 +124,10 @@ def environment_info() -> dict[str, str]:
 # ------------------------------------------------------------------------- loaders
 
 
-def _hub_kwargs(source: dict[str, Any]) -> dict[str, Any]:
+def _hub_kwargs(source: dict[str, Any], trust_remote_code: bool = False) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
-        # Off unless a card turns it on: remote code runs arbitrary Python.
-        "trust_remote_code": bool(source.get("trust_remote_code", False)),
+        # Off unless the card or --trust-remote-code turns it on: remote code is arbitrary Python.
+        "trust_remote_code": bool(source.get("trust_remote_code", False) or trust_remote_code),
     }
     if source.get("revision"):
         kwargs["revision"] = source["revision"]
@@ -212,6 +212,8 @@ def converted_gguf_folder(gguf_path: Path, digest: str) -> Path:
     folder = cache_dir() / "gguf" / f"{gguf_path.stem}-{digest[:16]}-tf{transformers.__version__}"
     if (folder / "config.json").is_file():
         return folder
+    if importlib.util.find_spec("gguf") is None:
+        raise SubjectLoadError(f"reading {gguf_path.name} needs the gguf package: `pip install gguf`")
 
     def convert(tmp: Path) -> None:
         import torch
@@ -260,8 +262,19 @@ def resolve_device(requested: str) -> str:
 class Subject:
     """A card with its tokenizer and model, each loaded on first use and kept."""
 
-    def __init__(self, card: Card, device: str | None = None, dtype: str | None = None, seed: int = 0):
+    def __init__(
+        self,
+        card: Card,
+        device: str | None = None,
+        dtype: str | None = None,
+        seed: int = 0,
+        trust_remote_code: bool = False,
+        allow_pickle: bool = False,
+    ):
         self.card = card
+        self.trust_remote_code = trust_remote_code
+        # pickle checkpoints (.bin, .pt) can run code when read: only with an explicit opt-in
+        self.allow_pickle = allow_pickle or bool((card.model or {}).get("allow_pickle", False))
         self.device_request = device or card.device
         self.dtype_name = dtype or card.dtype
         self.seed = seed
@@ -305,7 +318,7 @@ class Subject:
                 return tokenizer
             if source == "model":
                 spec = self._model_location()
-            return AutoTokenizer.from_pretrained(spec["id"], **_hub_kwargs(spec))
+            return AutoTokenizer.from_pretrained(spec["id"], **_hub_kwargs(spec, self.trust_remote_code))
         except SubjectLoadError as exc:
             raise SubjectLoadError(f"card '{self.card.name}': cannot load the tokenizer: {exc}") from None
         except (OSError, ValueError) as exc:
@@ -360,8 +373,10 @@ class Subject:
                 model = _random_init(model_spec, dtype)
             else:
                 location = self._model_location()
-                kwargs = _hub_kwargs(location)
+                kwargs = _hub_kwargs(location, self.trust_remote_code)
                 kwargs["dtype"] = dtype
+                if not location.get("gguf_file") and not self.allow_pickle:
+                    kwargs["use_safetensors"] = True
                 kwargs.update(_quantization_kwargs(self.card.quantization, self.card.load))
                 # With a device_map (always, for quantized loads) accelerate places the
                 # weights; moving them afterwards is an error for 4/8-bit models.
@@ -376,8 +391,15 @@ class Subject:
                 "Use a quantized load (load.quantization: nf4), a smaller card, or another --device."
             ) from None
         except (OSError, ValueError) as exc:
+            location = model_spec.get("id", "?")
+            if _only_pickle_weights(location) and not self.allow_pickle:
+                raise SubjectLoadError(
+                    f"card '{self.card.name}': '{location}' holds only pickle weights (.bin/.pt), which can run "
+                    "code when loaded; lm-probes reads safetensors or GGUF. Convert the checkpoint to safetensors, "
+                    "or, if you trust its source, pass --allow-pickle (or set model.allow_pickle: true in the card)."
+                ) from None
             raise SubjectLoadError(
-                f"card '{self.card.name}': cannot load the model from {_describe_missing(model_spec.get('id', '?'))}.\n"
+                f"card '{self.card.name}': cannot load the model from {_describe_missing(location)}.\n"
                 f"  transformers said: {_first_line(exc)}"
             ) from None
         if not placed_by_accelerate:
@@ -412,6 +434,15 @@ def _describe_source(spec: dict[str, Any]) -> str:
     if source == "random-init":
         return f"random {spec['architecture']} (seed {spec.get('seed', 0)})"
     return str(source)
+
+
+def _only_pickle_weights(location: str) -> bool:
+    folder = Path(location)
+    if not folder.is_dir():
+        return False
+    names = [p.name for p in folder.iterdir()]
+    has_pickle = any(n.endswith((".bin", ".pt", ".pth", ".ckpt")) for n in names)
+    return has_pickle and not any(n.endswith((".safetensors", ".gguf")) for n in names)
 
 
 def _first_line(exc: BaseException) -> str:

