@@ -26,10 +26,14 @@ def next_token(subject: Subject) -> dc.NextToken:
 
 
 def greedy(subject: Subject, add_special_tokens: bool) -> dc.Generation:
-    """The article's greedy prompt, run in separate calls (D3/D4), with step margins."""
+    """The article's greedy prompt, run in separate calls (D3/D4), with step margins.
+
+    Keyed by the prompt's ids: a tokenizer that adds no BOS (SmolLM2) gives the same
+    input either way, and the runs are not repeated for it."""
     spec = article_inputs()["greedy"]
+    ids = tuple(subject.tokenizer.encode(spec["prompt"], add_special_tokens=add_special_tokens))
     return subject.cached(
-        ("greedy", add_special_tokens),
+        ("greedy", ids),
         lambda: dc.greedy_runs(
             subject.tokenizer, subject.model, spec["prompt"], runs=spec["runs"],
             max_new_tokens=spec["max_new_tokens"], add_special_tokens=add_special_tokens,

@@ -135,7 +135,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[OBSERVATION_OUTCOMES] = {}
     config.stash[SNAPSHOT_RESULTS] = {}
     config.stash[SELECTED_CARDS] = _select_cards(config)
-    _add_environment_metadata(config)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # At session start, not configure: a usage error then exits before torch is imported.
+    # (tryfirst: pytest-html reads the metadata in its own sessionstart.)
+    _add_environment_metadata(session.config)
 
 
 def _select_cards(config: pytest.Config) -> list[Card]:

@@ -90,17 +90,25 @@ class Provenance:
         }
 
 
+def _version(distribution: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def environment_info() -> dict[str, str]:
-    """Library versions and the machine: the first thing to compare across runs."""
-    import tokenizers
+    """Library versions and the machine: the first thing to compare across runs.
+    (Versions come from package metadata, so nothing heavy is imported for them.)"""
     import torch
-    import transformers
 
     info = {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "tokenizers": tokenizers.__version__,
+        "transformers": _version("transformers"),
+        "tokenizers": _version("tokenizers"),
         "platform": platform.platform(),
         "cpu threads": str(torch.get_num_threads()),
         "cuda": torch.version.cuda or "none",
@@ -112,12 +120,8 @@ def environment_info() -> dict[str, str]:
         )
     else:
         info["gpu"] = "none"
-    for extra in ("bitsandbytes", "gguf", "mistral_common", "sentencepiece"):
-        try:
-            module = __import__(extra)
-            info[extra] = getattr(module, "__version__", "installed")
-        except ImportError:
-            info[extra] = "not installed"
+    for extra in ("bitsandbytes", "gguf", "mistral-common", "sentencepiece", "accelerate"):
+        info[extra] = _version(extra)
     return info
 
 

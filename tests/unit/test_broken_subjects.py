@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
 from probes import decoding as dc
@@ -69,19 +70,29 @@ def test_shuffled_embedding_rows_are_caught_by_the_snapshot():
     assert "embedding.cosine" in where and any(w.startswith("embedding.row_norms") for w in where)
 
 
-def test_shuffled_embedding_rows_break_group_coherence_on_a_real_model():
+@pytest.fixture(scope="module")
+def smollm2() -> Subject:
+    return Subject(find_card("smollm2-135m-instruct"))
+
+
+def test_shuffled_embedding_rows_break_group_coherence_on_a_real_model(smollm2):
     """SmolLM2's four semantic groups are coherent (card margin 0.01); with rows
     shuffled, groups lose it, which test_semantic_groups_are_closer_inside_than_outside
     reports."""
-    subject = Subject(find_card("smollm2-135m-instruct"))
+    subject = smollm2
     groups = article_inputs()["word_groups"]
     vectors = em.word_vectors(subject.tokenizer, subject.model, groups)
     before = em.group_coherence(em.cosine_matrix(vectors.vectors), vectors.groups)
     assert all(before[g].margin >= 0.01 for g in ("royalty", "sports", "people", "animals"))
-    with torch.no_grad():
-        weight = subject.model.get_input_embeddings().weight
-        weight.copy_(weight[torch.randperm(weight.shape[0], generator=torch.Generator().manual_seed(0))])
-    shuffled = em.word_vectors(subject.tokenizer, subject.model, groups)
+    weight = subject.model.get_input_embeddings().weight
+    original = weight.detach().clone()
+    try:
+        with torch.no_grad():
+            weight.copy_(weight[torch.randperm(weight.shape[0], generator=torch.Generator().manual_seed(0))])
+        shuffled = em.word_vectors(subject.tokenizer, subject.model, groups)
+    finally:
+        with torch.no_grad():  # the module's other tests share this model
+            weight.copy_(original)
     after = em.group_coherence(em.cosine_matrix(shuffled.vectors), shuffled.groups)
     # The card test fails if any listed group falls below the margin. Some groups keep a
     # margin by construction: baseball/basketball share the sub-word row 'ball', and
@@ -99,13 +110,13 @@ def test_a_tokenizer_that_drops_bos_is_caught():
     assert tp.duplicate_bos(tokenizer, "<s> What is the capital of United States? ").leading_bos == 1  # card says 2
 
 
-def test_harmless_another_seed_changes_samples_not_verdicts():
+def test_harmless_another_seed_changes_samples_not_verdicts(smollm2):
     """Another seed draws other samples; the near-greedy regime stays greedy."""
     subject = tiny()
     a = dc.generate(subject.tokenizer, subject.model, PROMPT, max_new_tokens=6, runs=3, do_sample=True, seed=0)
     b = dc.generate(subject.tokenizer, subject.model, PROMPT, max_new_tokens=6, runs=3, do_sample=True, seed=1)
     assert a.new_ids != b.new_ids
-    smol = Subject(find_card("smollm2-135m-instruct"))
+    smol = smollm2
     greedy = dc.generate(smol.tokenizer, smol.model, PROMPT, max_new_tokens=8).new_ids[0]
     for seed in (0, 1):
         cold = dc.generate(smol.tokenizer, smol.model, PROMPT, max_new_tokens=8, runs=3, do_sample=True,

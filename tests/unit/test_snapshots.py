@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+from probes import observations as ob
 from probes import snapshots
 from probes.cards import find_card
 from probes.subjects import Subject
@@ -103,7 +104,7 @@ def test_a_flip_within_the_logit_tie_tolerance_is_a_warning(tiny_recorded):
     current = snapshots.observe(subject)
     # Pretend the recording chose the runner-up at step 0: this run's logit gap between
     # the two is then the step's margin, which a generous logit_tie calls a near-tie.
-    step = subject.cached(("greedy", True), lambda: None).step_logits[0]
+    step = ob.greedy(subject, True).step_logits[0]
     runner_up = int(torch.topk(torch.as_tensor(step), 2).indices[1])
     doctored["greedy"]["bos"]["ids"][0] = runner_up
     diffs = snapshots.compare(doctored, current, {"logit_tie": 1.0}, subject)
