@@ -51,3 +51,11 @@ def check_equal(card: Card, field: str, obtained: Any, note: str = "") -> None:
     obtained = _normalise(obtained)
     if _normalise(expected) != obtained:
         raise ExpectationMismatch(mismatch_message(card, field, expected, obtained, note))
+
+
+def check_at_least(card: Card, field: str, obtained: float, note: str = "") -> None:
+    """Assert ``obtained`` reaches the card's minimum at ``field`` (KeyError if absent)."""
+    __tracebackhide__ = True
+    minimum = card.expected(field)
+    if not obtained >= minimum:
+        raise ExpectationMismatch(mismatch_message(card, field, f">= {minimum}", obtained, note))

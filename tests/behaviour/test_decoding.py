@@ -10,7 +10,7 @@ import torch
 
 from probes import decoding as dc
 from probes import plots
-from probes.expect import check_equal, mismatch_message
+from probes.expect import check_at_least, check_equal, mismatch_message
 from probes.inputs import article_inputs
 from probes.observations import greedy, greedy_reference, next_token, sampled
 from probes.sampling import apply_temperature
@@ -49,12 +49,8 @@ def test_next_token_top1(model_subject):
     card = model_subject.card
     result = next_token(model_subject)
     check_equal(card, "next_token.top1", result.top1_token, note=f"top-10: {result.labels()}")
-    if not card.has_expectation("next_token.min_top1_prob"):
-        return
-    minimum = card.expected("next_token.min_top1_prob")
-    assert result.top1_prob >= minimum, mismatch_message(
-        card, "next_token.min_top1_prob", f">= {minimum}", round(result.top1_prob, 4)
-    )
+    if card.has_expectation("next_token.min_top1_prob"):
+        check_at_least(card, "next_token.min_top1_prob", round(result.top1_prob, 4))
 
 
 @pytest.mark.observation("D2")
@@ -152,14 +148,12 @@ def test_low_top_p_low_temperature_behaves_like_greedy(model_subject, attach):
     """(top_p 0.2, T 0.2): whenever the top token holds more than 20% of the mass after
     T = 0.2 (nearly always), the nucleus is that one token: sampling *is* greedy.
     Deterministic for a seed; the bound holds for seeds 0-19 (see README)."""
-    card = model_subject.card
     samples = sampled(model_subject, "near-greedy")
     attach.html(_texts_html(samples), summary="Sampling: top_p 0.2, T 0.2 (D6)")
     reference = greedy_reference(model_subject).texts[0]
     agreement = sum(t == reference for t in samples.texts) / len(samples.texts)
-    minimum = card.expected("sampling.near-greedy.min_greedy_agreement")
-    assert agreement >= minimum, mismatch_message(
-        card, "sampling.near-greedy.min_greedy_agreement", f">= {minimum}", agreement,
+    check_at_least(
+        model_subject.card, "sampling.near-greedy.min_greedy_agreement", agreement,
         note=f"greedy: {reference!r}; samples: {list(samples.texts)}",
     )
 
@@ -169,16 +163,10 @@ def test_low_top_p_high_temperature_varies_but_keeps_the_answer(model_subject, a
     card = model_subject.card
     samples = sampled(model_subject, "warm")
     attach.html(_texts_html(samples), summary="Sampling: top_p 0.2, T 1.4 (D7)")
-    expected = card.expected("sampling.warm")
-    share = samples.share_containing(expected["answer"])
-    assert share >= expected["min_answer_share"], mismatch_message(
-        card, "sampling.warm.min_answer_share", f">= {expected['min_answer_share']} containing {expected['answer']!r}",
-        share, note=f"samples: {list(samples.texts)}",
-    )
-    assert samples.distinct >= expected["min_distinct"], mismatch_message(
-        card, "sampling.warm.min_distinct", f">= {expected['min_distinct']}", samples.distinct,
-        note=f"samples: {list(samples.texts)}",
-    )
+    answer = card.expected("sampling.warm.answer")
+    note = f"samples: {list(samples.texts)}"
+    check_at_least(card, "sampling.warm.min_answer_share", samples.share_containing(answer), note=f"share containing {answer!r}; {note}")
+    check_at_least(card, "sampling.warm.min_distinct", samples.distinct, note=note)
 
 
 @pytest.mark.observation("D8", expects="sampling.hot")
@@ -186,17 +174,9 @@ def test_high_top_p_high_temperature_is_diverse(model_subject, attach):
     card = model_subject.card
     samples = sampled(model_subject, "hot")
     attach.html(_texts_html(samples), summary="Sampling: top_p 0.9, T 1.4 (D8)")
-    expected = card.expected("sampling.hot")
-    assert samples.distinct >= expected["min_distinct"], mismatch_message(
-        card, "sampling.hot.min_distinct", f">= {expected['min_distinct']}", samples.distinct,
-        note=f"samples: {list(samples.texts)}",
-    )
-    if "min_distinct_2" not in expected:
-        return
-    distinct_2 = samples.distinct_n(2)
-    assert distinct_2 >= expected["min_distinct_2"], mismatch_message(
-        card, "sampling.hot.min_distinct_2", f">= {expected['min_distinct_2']}", round(distinct_2, 4)
-    )
+    check_at_least(card, "sampling.hot.min_distinct", samples.distinct, note=f"samples: {list(samples.texts)}")
+    if card.has_expectation("sampling.hot.min_distinct_2"):
+        check_at_least(card, "sampling.hot.min_distinct_2", round(samples.distinct_n(2), 4))
 
 
 # ---------------------------------------------------------------------------- D9

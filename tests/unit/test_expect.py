@@ -38,3 +38,15 @@ def test_absent_field_is_a_key_error_not_a_pass():
     card = dataclasses.replace(find_card("mistral-tokenizer"), expect={})
     with pytest.raises(KeyError):
         check_equal(card, "tokenizer.vocab_size", 32000)
+
+
+def test_at_least_passes_at_the_bound_and_fails_below_it():
+    from probes.expect import check_at_least
+
+    card = find_card("smollm2-135m-instruct")
+    check_at_least(card, "next_token.min_top1_prob", 0.6)  # the bound itself passes
+    with pytest.raises(ExpectationMismatch) as err:
+        check_at_least(card, "next_token.min_top1_prob", 0.59, note="top-10: ...")
+    message = str(err.value)
+    assert "field expect.next_token.min_top1_prob" in message
+    assert "expected: '>= 0.6'" in message and "obtained: 0.59" in message and "top-10: ..." in message
