@@ -140,29 +140,24 @@ def test_bad_option_values_are_usage_errors(tmp_path):
     assert dtype.returncode == 4 and "invalid choice: 'float8'" in dtype.stderr
 
 
-def test_a_corrupt_snapshot_fails_with_the_fix_and_is_left_alone(tmp_path):
-    folder = tmp_path / "snapshots" / "mistral-tokenizer"
-    folder.mkdir(parents=True)
-    corrupt = folder / "cpu.json"
+def test_corrupt_and_missing_snapshots_fail_with_the_fix_and_nothing_is_written(tmp_path):
+    """One run, two cards: tiny-mistral's snapshot is truncated, mistral-tokenizer has none."""
+    root = tmp_path / "snapshots"
+    (root / "tiny-mistral").mkdir(parents=True)
+    corrupt = root / "tiny-mistral" / "cpu.json"
     corrupt.write_text('{"format": 1, "observed": {"tokeni', encoding="utf-8")
     result = run_suite(
-        "tests/behaviour/test_snapshot.py", "--card", "mistral-tokenizer", "--snapshot-dir", str(tmp_path / "snapshots"),
-        tmp_path=tmp_path,
+        "tests/behaviour/test_snapshot.py", "--card", "tiny-mistral", "--card", "mistral-tokenizer",
+        "--snapshot-dir", str(root), tmp_path=tmp_path,
     )
-    assert result.returncode == 1
-    assert "is corrupt or truncated" in result.stdout
-    assert "--card mistral-tokenizer --snapshot-update --snapshot-dir" in result.stdout
+    out = result.stdout
+    assert result.returncode == 1 and "2 failed" in out, out
+    assert f"snapshot {corrupt} is corrupt or truncated" in out
+    assert f"--card tiny-mistral --snapshot-update --snapshot-dir {root}" in out
+    assert f"no snapshot at {root / 'mistral-tokenizer' / 'cpu.json'}" in out
+    assert "Record one with: pytest tests/behaviour/test_snapshot.py --card mistral-tokenizer --snapshot-update" in out
     assert corrupt.read_text(encoding="utf-8") == '{"format": 1, "observed": {"tokeni'  # not overwritten
-
-
-def test_a_missing_snapshot_fails_with_the_record_command_and_creates_nothing(tmp_path):
-    result = run_suite(
-        "tests/behaviour/test_snapshot.py", "--card", "mistral-tokenizer", "--snapshot-dir", str(tmp_path / "none"),
-        tmp_path=tmp_path,
-    )
-    assert result.returncode == 1
-    assert "no snapshot at" in result.stdout and "Record one with: pytest tests/behaviour/test_snapshot.py" in result.stdout
-    assert not (tmp_path / "none").exists()
+    assert not (root / "mistral-tokenizer").exists()  # nothing created
 
 
 def test_snapshot_update_writes_where_asked(tmp_path):
