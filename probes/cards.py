@@ -323,6 +323,12 @@ class Card:
                 return entry["reason"]
         return None
 
+    def with_tokenizer_config(self, **overrides: Any) -> Card:
+        """This card with some tokenizer_config entries changed (e.g. add_bos_token=False):
+        how the library's own tests build a deliberately altered tokenizer."""
+        config = {**(self.tokenizer.get("tokenizer_config") or {}), **overrides}
+        return replace(self, tokenizer={**self.tokenizer, "tokenizer_config": config})
+
     def field_location(self, dotted: str) -> str:
         return f"card '{self.name}' ({_display_path(self.path)}), field expect.{dotted}"
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import decoding as dc
 from . import observations as ob
 from .cards import REPO_ROOT
 from .inputs import article_inputs
@@ -123,11 +124,8 @@ def observe(subject: Subject) -> dict[str, Any]:
         "top_ids": [int(i) for i in top],
         "top_probs": [_r(probs[i]) for i in top],
     }
-    entropies = {}
-    for t in inputs["temperatures"]:
-        p = _softmax64(nt.logits / t)
-        entropies[str(t)] = _r(-(p * np.log(np.clip(p, 1e-300, None))).sum(), 6)
-    observed["temperature"] = {"entropy": entropies}
+    sweep = dc.temperature_sweep(nt.logits, inputs["temperatures"])
+    observed["temperature"] = {"entropy": {str(t): _r(e, 6) for t, e in zip(sweep.temperatures, sweep.entropies)}}
     observed["greedy"] = {}
     for label, bos in (("bos", True), ("no-bos", False)):
         g = ob.greedy(subject, bos)

@@ -103,9 +103,7 @@ def test_shuffled_embedding_rows_break_group_coherence_on_a_real_model(smollm2):
 
 
 def test_a_tokenizer_that_drops_bos_is_caught():
-    card = find_card("mistral-tokenizer")
-    spec = dict(card.tokenizer, tokenizer_config={**card.tokenizer["tokenizer_config"], "add_bos_token": False})
-    tokenizer = Subject(dataclasses.replace(card, tokenizer=spec)).tokenizer
+    tokenizer = Subject(find_card("mistral-tokenizer").with_tokenizer_config(add_bos_token=False)).tokenizer
     assert tp.bos_behaviour(tokenizer, "Hello world").added_by_default is False  # card says True
     assert tp.duplicate_bos(tokenizer, "<s> What is the capital of United States? ").leading_bos == 1  # card says 2
 

@@ -75,28 +75,21 @@ def test_default_run_deselects_gpu_cards(tmp_path):
     assert "test_vocab_size[mistral-tokenizer]" in result.stdout
 
 
-def test_unknown_card_is_a_usage_error_with_a_suggestion(tmp_path):
-    result = run_suite("--card", "smolm2", tmp_path=tmp_path)
+@pytest.mark.parametrize(
+    "args, messages",
+    [
+        (["--card", "smolm2"], ["Unknown card 'smolm2'. Did you mean smollm2-135m-instruct?"]),
+        (["--model", "org/model"], ["replaces the model of exactly one card", "Add --card NAME"]),
+        (["--card", "tiny-mistral", "--model", "{tmp}/nowhere"], ["no such folder"]),
+        (["--device", "gpu0"], ["--device 'gpu0': use auto, cpu, cuda, cuda:N or mps"]),
+    ],
+    ids=["unknown-card", "model-needs-one-card", "missing-model-folder", "bad-device"],
+)
+def test_usage_errors_exit_4_with_a_message(tmp_path, args, messages):
+    result = run_suite(*[a.replace("{tmp}", str(tmp_path)) for a in args], tmp_path=tmp_path)
     assert result.returncode == 4
-    assert "Unknown card 'smolm2'. Did you mean smollm2-135m-instruct?" in result.stderr
-
-
-def test_model_needs_exactly_one_card(tmp_path):
-    result = run_suite("--model", "org/model", tmp_path=tmp_path)
-    assert result.returncode == 4
-    assert "replaces the model of exactly one card" in result.stderr and "Add --card NAME" in result.stderr
-
-
-def test_missing_model_folder_is_a_usage_error(tmp_path):
-    result = run_suite("--card", "tiny-mistral", "--model", str(tmp_path / "nowhere"), tmp_path=tmp_path)
-    assert result.returncode == 4
-    assert "no such folder" in result.stderr
-
-
-def test_bad_device_is_a_usage_error(tmp_path):
-    result = run_suite("--device", "gpu0", tmp_path=tmp_path)
-    assert result.returncode == 4
-    assert "--device 'gpu0': use auto, cpu, cuda, cuda:N or mps" in result.stderr
+    for message in messages:
+        assert message in result.stderr
 
 
 def test_unloadable_model_stops_the_session_with_one_message(tmp_path):

@@ -3,7 +3,6 @@ harmless changes (a re-run, another thread count, noise below tolerance) must no
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
@@ -16,9 +15,7 @@ from probes.subjects import Subject
 
 
 def tokenizer_subject(**config) -> Subject:
-    card = find_card("mistral-tokenizer")
-    spec = dict(card.tokenizer, tokenizer_config={**card.tokenizer["tokenizer_config"], **config})
-    return Subject(dataclasses.replace(card, tokenizer=spec))
+    return Subject(find_card("mistral-tokenizer").with_tokenizer_config(**config))
 
 
 def tiny(**kwargs) -> Subject:

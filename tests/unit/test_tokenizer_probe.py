@@ -3,8 +3,6 @@ each probe must report the alteration it is meant to see."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from probes import tokenizer as tp
@@ -13,9 +11,7 @@ from probes.subjects import Subject
 
 
 def mistral_tokenizer(**config):
-    card = find_card("mistral-tokenizer")
-    spec = dict(card.tokenizer, tokenizer_config={**card.tokenizer["tokenizer_config"], **config})
-    return Subject(dataclasses.replace(card, tokenizer=spec)).tokenizer
+    return Subject(find_card("mistral-tokenizer").with_tokenizer_config(**config)).tokenizer
 
 
 @pytest.fixture(scope="module")
