@@ -16,8 +16,6 @@ from probes import subjects
 from probes.cards import find_card
 from probes.subjects import Subject, SubjectLoadError
 
-from .test_plugin import run_suite
-
 
 # ------------------------------------------------------------ missing dependencies
 
@@ -124,23 +122,23 @@ def test_default_cards_load_without_touching_the_network(monkeypatch):
 # ----------------------------------------------------------- the command line
 
 
-def test_a_broken_card_file_is_a_usage_error_naming_file_and_field(tmp_path):
+def test_a_broken_card_file_is_a_usage_error_naming_file_and_field(run_suite, tmp_path):
     card = tmp_path / "broken.yaml"
     card.write_text("name: broken\ndescription: x\ntokenizer: {source: mistral-common}\nexpect: {tokenizer: {vocab_size: many}}\n")
-    result = run_suite("tests/behaviour", "--card", str(card), tmp_path=tmp_path)
+    result = run_suite("tests/behaviour", "--card", str(card))
     assert result.returncode == 4
     assert f"card file {card} is invalid" in result.stderr
     assert "expect.tokenizer.vocab_size: expected int, got str 'many'" in result.stderr
 
 
-def test_bad_option_values_are_usage_errors(tmp_path):
-    seed = run_suite("--seed", "-1", tmp_path=tmp_path)
+def test_bad_option_values_are_usage_errors(run_suite):
+    seed = run_suite("--seed", "-1")
     assert seed.returncode == 4 and "--seed '-1': give a non-negative integer" in seed.stderr
-    dtype = run_suite("--dtype", "float8", tmp_path=tmp_path)
+    dtype = run_suite("--dtype", "float8")
     assert dtype.returncode == 4 and "invalid choice: 'float8'" in dtype.stderr
 
 
-def test_corrupt_and_missing_snapshots_fail_with_the_fix_and_nothing_is_written(tmp_path):
+def test_corrupt_and_missing_snapshots_fail_with_the_fix_and_nothing_is_written(run_suite, tmp_path):
     """One run, two cards: tiny-mistral's snapshot is truncated, mistral-tokenizer has none."""
     root = tmp_path / "snapshots"
     (root / "tiny-mistral").mkdir(parents=True)
@@ -148,7 +146,7 @@ def test_corrupt_and_missing_snapshots_fail_with_the_fix_and_nothing_is_written(
     corrupt.write_text('{"format": 1, "observed": {"tokeni', encoding="utf-8")
     result = run_suite(
         "tests/behaviour/test_snapshot.py", "--card", "tiny-mistral", "--card", "mistral-tokenizer",
-        "--snapshot-dir", str(root), tmp_path=tmp_path,
+        "--snapshot-dir", str(root),
     )
     out = result.stdout
     assert result.returncode == 1 and "2 failed" in out, out
@@ -160,10 +158,10 @@ def test_corrupt_and_missing_snapshots_fail_with_the_fix_and_nothing_is_written(
     assert not (root / "mistral-tokenizer").exists()  # nothing created
 
 
-def test_snapshot_update_writes_where_asked(tmp_path):
+def test_snapshot_update_writes_where_asked(run_suite, tmp_path):
     result = run_suite(
         "tests/behaviour/test_snapshot.py", "--card", "mistral-tokenizer", "--snapshot-dir", str(tmp_path / "snaps"),
-        "--snapshot-update", tmp_path=tmp_path,
+        "--snapshot-update",
     )
     assert result.returncode == 0, result.stdout
     written = json.loads((tmp_path / "snaps" / "mistral-tokenizer" / "cpu.json").read_text(encoding="utf-8"))

@@ -1,28 +1,19 @@
-"""The pytest wiring, end to end: each case runs the suite in a subprocess, the way a
-user would, and checks the outcome and the message."""
+"""The pytest wiring, end to end: each case runs the suite the way a user would (in
+this process, through the ``run_suite`` fixture of conftest.py; one case as a real
+subprocess) and checks the outcome and the message."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from probes.cards import REPO_ROOT
 from probes.subjects import package_file
-
-
-def run_suite(*args: str, tmp_path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    report = tmp_path / "report.html"
-    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--html={report}", *args]
-    return subprocess.run(
-        command, cwd=REPO_ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600
-    )
 
 
 @pytest.fixture
@@ -36,10 +27,9 @@ def modified_tokenizer(tmp_path):
     return folder
 
 
-def test_modified_tokenizer_fails_the_affected_tests_with_clear_messages(tmp_path, modified_tokenizer):
+def test_modified_tokenizer_fails_the_affected_tests_with_clear_messages(run_suite, tmp_path, modified_tokenizer):
     result = run_suite(
         "tests/behaviour/test_tokenizer.py", "--card", "mistral-tokenizer", "--model", str(modified_tokenizer),
-        tmp_path=tmp_path,
     )
     out = result.stdout
     assert result.returncode == 1, out
@@ -58,8 +48,8 @@ def test_modified_tokenizer_fails_the_affected_tests_with_clear_messages(tmp_pat
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-CUDA skip; this machine has CUDA")
-def test_gpu_cards_are_skipped_with_a_reason_naming_cuda(tmp_path):
-    result = run_suite("tests/behaviour", "-m", "gpu", "-rs", tmp_path=tmp_path)
+def test_gpu_cards_are_skipped_with_a_reason_naming_cuda(run_suite):
+    result = run_suite("tests/behaviour", "-m", "gpu", "-rs")
     out = result.stdout
     assert result.returncode == 0, out
     skipped = re.search(r"(\d+) skipped", out)
@@ -69,8 +59,8 @@ def test_gpu_cards_are_skipped_with_a_reason_naming_cuda(tmp_path):
     assert "mistral-7b-v0.1" in out
 
 
-def test_default_run_deselects_gpu_cards(tmp_path):
-    result = run_suite("tests/behaviour", "--collect-only", "-q", tmp_path=tmp_path)
+def test_default_run_deselects_gpu_cards(run_suite):
+    result = run_suite("tests/behaviour", "--collect-only", "-q")
     assert "mistral-7b-v0.1" not in result.stdout
     assert "test_vocab_size[mistral-tokenizer]" in result.stdout
 
@@ -85,17 +75,17 @@ def test_default_run_deselects_gpu_cards(tmp_path):
     ],
     ids=["unknown-card", "model-needs-one-card", "missing-model-folder", "bad-device"],
 )
-def test_usage_errors_exit_4_with_a_message(tmp_path, args, messages):
-    result = run_suite(*[a.replace("{tmp}", str(tmp_path)) for a in args], tmp_path=tmp_path)
+def test_usage_errors_exit_4_with_a_message(run_suite, tmp_path, args, messages):
+    result = run_suite(*[a.replace("{tmp}", str(tmp_path)) for a in args])
     assert result.returncode == 4
     for message in messages:
         assert message in result.stderr
 
 
-def test_unloadable_model_stops_the_session_with_one_message(tmp_path):
+def test_unloadable_model_stops_the_session_with_one_message(run_suite):
     result = run_suite(
         "tests/behaviour", "--card", "smollm2-135m-instruct", "--model", "no-such-org/no-such-model",
-        tmp_path=tmp_path, env={"HF_HUB_OFFLINE": "1"},
+         env={"HF_HUB_OFFLINE": "1"},
     )
     out = result.stdout + result.stderr
     assert result.returncode == 4, out
@@ -104,16 +94,21 @@ def test_unloadable_model_stops_the_session_with_one_message(tmp_path):
     assert "HF_HUB_OFFLINE is set" in out
 
 
-def test_list_cards(tmp_path):
-    result = run_suite("--list-cards", tmp_path=tmp_path)
-    assert result.returncode == 0
+def test_list_cards_from_the_command_line():
+    """The one real subprocess: `python -m pytest` from the repository root picks up the
+    plugin through conftest.py and the options from pyproject.toml, as a user's shell would."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--list-cards"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
     assert "mistral-7b-v0.1 [gpu]:" in result.stdout and "tiny-mistral:" in result.stdout
 
 
-def test_report_is_self_contained_with_environment_and_token_table(tmp_path):
+def test_report_is_self_contained_with_environment_and_token_table(run_suite, tmp_path):
     result = run_suite(
         "tests/behaviour/test_tokenizer.py", "tests/behaviour/test_model.py",
-        "--card", "mistral-tokenizer", "--card", "tiny-mistral", tmp_path=tmp_path,
+        "--card", "mistral-tokenizer", "--card", "tiny-mistral",
     )
     assert result.returncode == 0, result.stdout
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
@@ -131,12 +126,12 @@ def test_report_is_self_contained_with_environment_and_token_table(tmp_path):
     assert "1:&amp;lt;s&amp;gt; 415:The 5565:capital 302:of 4720:Japan 349:is" in page
 
 
-def test_wrong_expectation_in_a_model_card_names_card_field_expected_obtained(tmp_path):
+def test_wrong_expectation_in_a_model_card_names_card_field_expected_obtained(run_suite, tmp_path):
     card_file = tmp_path / "tiny-mistral.yaml"
     original = (REPO_ROOT / "fixtures" / "cards" / "tiny-mistral.yaml").read_text(encoding="utf-8")
     assert "embedding_shape: [32000, 64]" in original
     card_file.write_text(original.replace("embedding_shape: [32000, 64]", "embedding_shape: [32000, 4096]"), encoding="utf-8")
-    result = run_suite("tests/behaviour/test_model.py", "--card", str(card_file), "-k", "embedding", tmp_path=tmp_path)
+    result = run_suite("tests/behaviour/test_model.py", "--card", str(card_file), "-k", "embedding")
     out = result.stdout
     assert result.returncode == 1, out
     assert "FAILED tests/behaviour/test_model.py::test_embedding_shape[tiny-mistral]" in out
@@ -146,11 +141,10 @@ def test_wrong_expectation_in_a_model_card_names_card_field_expected_obtained(tm
     assert "1 failed, 1 passed" in out  # the dtype test does not depend on that field
 
 
-def test_report_shows_the_figures_and_texts_of_every_model_subject(tmp_path):
+def test_report_shows_the_figures_and_texts_of_every_model_subject(run_suite, tmp_path):
     result = run_suite(
         "tests/behaviour", "--card", "smollm2-135m-instruct", "--card", "tiny-mistral",
         "-k", "word_vectors or two_components or next_token_distribution or temperature_sharpens",
-        tmp_path=tmp_path,
     )
     assert result.returncode == 0, result.stdout
     page = (tmp_path / "report.html").read_text(encoding="utf-8")

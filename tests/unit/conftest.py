@@ -1,0 +1,46 @@
+"""``run_suite``: the suite run end to end, inside this process.
+
+A subprocess per case cost 2-3 s of importing torch and transformers each time, so the
+run is ``pytest.main`` here instead (pytest's supported in-process entry point), from
+the repository root: it sees the rootdir, the pyproject addopts, conftest.py and the
+plugin exactly as a user's ``pytest`` would, and loads its own subjects (nothing is
+shared with this session). pytester is not used: it drops the modules a run imported
+afterwards, and torch cannot import some of them twice (its operator registry is
+per process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+
+import pytest
+
+from probes.cards import REPO_ROOT
+
+
+@dataclass(frozen=True)
+class SuiteRun:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_suite(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    """``run_suite(*args, env=None)``: ``pytest -p no:cacheprovider --html=<tmp>/report.html *args``
+    from the repository root; returns the exit code and what it printed. ``env`` is set
+    for the run and put back after the test."""
+    monkeypatch.chdir(REPO_ROOT)
+    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+
+    def run(*args: str, env: dict[str, str] | None = None) -> SuiteRun:
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            returncode = pytest.main(["-p", "no:cacheprovider", f"--html={tmp_path / 'report.html'}", *args])
+        return SuiteRun(int(returncode), stdout.getvalue(), stderr.getvalue())
+
+    return run
