@@ -10,9 +10,10 @@ setup:
 report: setup
 	$(PYTEST) tests/behaviour
 
-# Everything: the library's own tests and the behavioural suite.
+# Everything: the library's own tests and the behavioural suite; the 15 slowest items
+# are listed at the end, so a CI log shows where the time went.
 test: setup
-	$(PYTEST)
+	$(PYTEST) --durations=15
 
 # Timing benchmarks (not part of report/test): JSON for --benchmark-compare, and a report.
 benchmark: setup
