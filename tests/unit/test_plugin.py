@@ -153,3 +153,29 @@ def test_report_shows_the_figures_and_texts_of_every_model_subject(run_suite, tm
     assert "<h2>Figures</h2>" in page
     assert page.count("<h2>Next token after the prompt (D1)</h2>") == 1 and "<h3>tiny-mistral</h3>" in page
     assert "<h2>Observations per card</h2>" in page
+
+
+def test_benchmarks_save_json_compare_with_a_second_run_and_fill_the_report_table(run_suite, tmp_path):
+    """Issue 5's loop on one quick benchmark: a run saves JSON (and autosaves to the
+    storage), a second run compares against the first, and the report has the table."""
+    storage = f"file://{tmp_path / 'storage'}"
+    selection = ["-m", "benchmark", "tests/benchmarks", "--card", "tiny-mistral",
+                 "-k", "decode_tokens_per_second and greedy and batch1", f"--benchmark-storage={storage}"]
+    first = run_suite(*selection, f"--benchmark-json={tmp_path / 'first.json'}", "--benchmark-autosave")
+    assert first.returncode == 0, first.stdout
+    saved = json.loads((tmp_path / "first.json").read_text(encoding="utf-8"))
+    [bench] = saved["benchmarks"]
+    assert bench["name"] == "test_decode_tokens_per_second[tiny-mistral-greedy-batch1]"
+    extra = bench["extra_info"]
+    assert extra["tokens_per_s"] > 0 and extra["new_tokens"] == 16
+    assert extra["device"] == "cpu" and extra["torch_threads"] >= 1 and extra["peak_rss_mb"] > 0
+    assert len(list((tmp_path / "storage").rglob("0001_*.json"))) == 1  # autosaved for --benchmark-compare
+
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<h2>Benchmarks</h2>" in page
+    assert f"tokens per s {extra['tokens_per_s']}" in page
+
+    second = run_suite(*selection, "--benchmark-compare=0001")
+    assert second.returncode == 0, second.stdout
+    assert "Comparing against benchmarks from: " in second.stderr and "/0001_" in second.stderr
+    assert "test_decode_tokens_per_second[tiny-mistral-greedy-batch1] (0001_" in second.stdout, second.stdout
