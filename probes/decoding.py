@@ -212,14 +212,15 @@ def _generate_rows(
             enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
         finally:
             tokenizer.padding_side = saved_side
-    enc = enc.to(model.device)
+    enc = enc.to(model.device)  # one row per prompt: what callers index by prompt
+    model_inputs = enc
     gen_kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, num_return_sequences=runs, pad_token_id=_pad_id(tokenizer))
     gen_kwargs.update(settings)
     gen_kwargs.setdefault("do_sample", False)
     if runs > 1 and not gen_kwargs["do_sample"] and gen_kwargs.get("num_beams", 1) == 1:
         # generate() refuses num_return_sequences > 1 for greedy: repeat the rows instead,
         # keeping each prompt's runs next to each other as num_return_sequences does.
-        enc = enc.__class__({k: v.repeat_interleave(runs, dim=0) for k, v in enc.items()})
+        model_inputs = enc.__class__({k: v.repeat_interleave(runs, dim=0) for k, v in enc.items()})
         gen_kwargs["num_return_sequences"] = 1
     if not gen_kwargs["do_sample"]:
         # Explicit, so a model's generation_config cannot switch sampling on behind our back.
@@ -229,7 +230,7 @@ def _generate_rows(
     if seed is not None:
         torch.manual_seed(seed)
     with torch.no_grad():
-        out = model.generate(**enc, **gen_kwargs)
+        out = model.generate(**model_inputs, **gen_kwargs)
     used = {
         k: v for k, v in gen_kwargs.items()
         if v is not None and k not in ("pad_token_id", "output_scores", "output_logits", "return_dict_in_generate")
@@ -268,22 +269,13 @@ def generate(
         tokenizer, model, [prompt], max_new_tokens=max_new_tokens, runs=runs,
         add_special_tokens=add_special_tokens, seed=seed, output_scores=keep_logits, **settings,
     )
-    sequences = out.sequences if keep_logits else out
-    prompt_len = enc.input_ids.shape[1]
-    rows = [_strip_padding(r[prompt_len:].tolist(), tokenizer.eos_token_id) for r in sequences]  # (runs, new)
     step_logits = None
     if keep_logits:
         import torch
 
         step_logits = torch.stack([step[0] for step in out.logits]).float().cpu().numpy()  # (steps, vocab)
-    return Generation(
-        prompt=prompt,
-        settings=used,
-        prompt_ids=tuple(enc.input_ids[0].tolist()),
-        new_ids=tuple(rows),
-        texts=tuple(tokenizer.decode(list(r), skip_special_tokens=True) for r in rows),
-        step_logits=step_logits,
-    )
+        out = out.sequences
+    return _generation(tokenizer, enc, out, 0, runs, prompt, used, step_logits)
 
 
 def generate_many(
@@ -300,22 +292,29 @@ def generate_many(
     enc, out, used = _generate_rows(
         tokenizer, model, prompts, max_new_tokens=max_new_tokens, runs=runs, seed=seed, **settings
     )
+    settings_used = used | {"batched_with": len(prompts)}
+    return [_generation(tokenizer, enc, out, i, runs, prompt, settings_used) for i, prompt in enumerate(prompts)]
+
+
+def _generation(
+    tokenizer: PreTrainedTokenizerBase, enc: Any, sequences: Any, p_index: int, runs: int, prompt: str,
+    settings: dict[str, Any], step_logits: Any = None,
+) -> Generation:
+    """The ``Generation`` of prompt ``p_index`` from a left-padded ``generate`` output:
+    its ``runs`` rows (grouped per prompt, as num_return_sequences gives them), cut after
+    the prompt and at the first eos, and decoded."""
     width = enc.input_ids.shape[1]
-    results = []
-    for p_index, prompt in enumerate(prompts):
-        block = out[p_index * runs : (p_index + 1) * runs]  # num_return_sequences rows are grouped per prompt
-        rows = [_strip_padding(r[width:].tolist(), tokenizer.eos_token_id) for r in block]
-        mask = enc.attention_mask[p_index].bool()
-        results.append(
-            Generation(
-                prompt=prompt,
-                settings=used | {"batched_with": len(prompts)},
-                prompt_ids=tuple(enc.input_ids[p_index][mask].tolist()),
-                new_ids=tuple(rows),
-                texts=tuple(tokenizer.decode(list(r), skip_special_tokens=True) for r in rows),
-            )
-        )
-    return results
+    block = sequences[p_index * runs : (p_index + 1) * runs]
+    rows = [_strip_padding(r[width:].tolist(), tokenizer.eos_token_id) for r in block]
+    mask = enc.attention_mask[p_index].bool()  # the prompt's own ids, without the left padding
+    return Generation(
+        prompt=prompt,
+        settings=settings,
+        prompt_ids=tuple(enc.input_ids[p_index][mask].tolist()),
+        new_ids=tuple(rows),
+        texts=tuple(tokenizer.decode(list(r), skip_special_tokens=True) for r in rows),
+        step_logits=step_logits,
+    )
 
 
 def greedy_runs(

@@ -46,6 +46,21 @@ def test_generate_many_matches_single_prompts(tiny):
     assert [g.new_ids for g in many] == [g.new_ids for g in alone]
 
 
+@pytest.mark.parametrize("sampling", [False, True], ids=["greedy", "sampled"])
+def test_generate_many_with_runs_keeps_each_prompt_with_its_own_rows(tiny, sampling):
+    """Greedy runs repeat the input rows, sampled runs use num_return_sequences: either
+    way each Generation holds its own prompt's ids and rows."""
+    tokenizer, model = tiny
+    prompts = ["The capital of Japan is", "Hi"]
+    settings = {"do_sample": True, "top_k": 0, "top_p": 1.0, "temperature": 1.0} if sampling else {}
+    many = dc.generate_many(tokenizer, model, prompts, max_new_tokens=3, runs=3, seed=0, **settings)
+    assert [g.prompt_ids for g in many] == [tuple(tokenizer.encode(p)) for p in prompts]
+    assert [len(g.new_ids) for g in many] == [3, 3]
+    if not sampling:
+        alone = [dc.generate(tokenizer, model, p, max_new_tokens=3).new_ids[0] for p in prompts]
+        assert [g.new_ids for g in many] == [(a, a, a) for a in alone]
+
+
 def test_batching_leaves_the_tokenizer_as_it_was(tiny):
     tokenizer, model = tiny
     side, pad = tokenizer.padding_side, tokenizer.pad_token_id
