@@ -25,6 +25,16 @@ def next_token(subject: Subject) -> dc.NextToken:
     return subject.cached(("next_token", prompt), lambda: dc.next_token(subject.tokenizer, subject.model, prompt, k))
 
 
+def temperature_sweep(subject: Subject) -> dc.TemperatureSweep:
+    """softmax(z / T) of the next-token logits at the article's temperatures (D2): the
+    panels and the snapshot's entropies."""
+    inputs = article_inputs()
+    return subject.cached(
+        "temperature",
+        lambda: dc.temperature_sweep(next_token(subject).logits, inputs["temperatures"], k=inputs["top_k_shown"]),
+    )
+
+
 def greedy(subject: Subject, add_special_tokens: bool) -> dc.Generation:
     """The article's greedy prompt, run in separate calls (D3/D4), with step margins.
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import decoding as dc
 from . import observations as ob
 from .cards import REPO_ROOT
 from .inputs import article_inputs
@@ -124,7 +124,7 @@ def observe(subject: Subject) -> dict[str, Any]:
         "top_ids": [int(i) for i in top],
         "top_probs": [_r(probs[i]) for i in top],
     }
-    sweep = dc.temperature_sweep(nt.logits, inputs["temperatures"])
+    sweep = ob.temperature_sweep(subject)
     observed["temperature"] = {"entropy": {str(t): _r(e, 6) for t, e in zip(sweep.temperatures, sweep.entropies)}}
     observed["greedy"] = {}
     for label, bos in (("bos", True), ("no-bos", False)):
@@ -163,8 +163,6 @@ def dumps(snapshot: dict[str, Any]) -> str:
     """Stable, diff-friendly JSON: sorted keys, one level per line, short number lists inline."""
     text = json.dumps(snapshot, sort_keys=True, indent=1, ensure_ascii=False)
     # keep lists of numbers on one line, so a 20 x 20 matrix is 20 lines, not 400
-    import re
-
     return re.sub(r"\[\s*([-0-9.e,\s]+?)\s*\]", lambda m: "[" + re.sub(r",\s*", ", ", m.group(1).strip()) + "]", text) + "\n"
 
 

@@ -12,7 +12,7 @@ from probes import decoding as dc
 from probes import plots
 from probes.expect import check_at_least, check_equal, mismatch_message
 from probes.inputs import article_inputs
-from probes.observations import greedy, greedy_reference, next_token, sampled
+from probes.observations import greedy, greedy_reference, next_token, sampled, temperature_sweep
 from probes.sampling import apply_temperature
 
 INPUTS = article_inputs()
@@ -59,7 +59,7 @@ def test_temperature_sharpens_and_flattens(model_subject, attach):
     and the largest probability falls as T rises (towards one-hot as T -> 0)."""
     result = next_token(model_subject)
     temperatures = INPUTS["temperatures"]
-    sweep = dc.temperature_sweep(result.logits, temperatures, k=INPUTS["top_k_shown"])
+    sweep = temperature_sweep(model_subject)
     labels = [f"{i}: {model_subject.tokenizer.decode([i])}" for i in sweep.top_ids]
     attach.png(plots.temperature_panels(sweep, labels, f"{model_subject.name}: temperature"), name="temperature panels")
     entropies = sweep.entropies
