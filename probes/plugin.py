@@ -280,6 +280,10 @@ def _subject_for(request: pytest.FixtureRequest, name: str) -> Subject:
 
 
 def _loaded(request: pytest.FixtureRequest, what: str) -> Subject:
+    if not hasattr(request, "param"):  # e.g. request.getfixturevalue("subject") in a test of its own
+        pytest.fail(
+            f"`{request.fixturename}` is parametrized by lm-probes; use it in a test under tests/behaviour", pytrace=False
+        )
     subject = _subject_for(request, request.param)
     try:
         getattr(subject, what)  # load now, so a failure is reported once, here
@@ -292,16 +296,12 @@ def _loaded(request: pytest.FixtureRequest, what: str) -> Subject:
 @pytest.fixture
 def subject(request: pytest.FixtureRequest) -> Subject:
     """A selected card with its tokenizer loaded (once per session)."""
-    if not hasattr(request, "param"):
-        pytest.fail("`subject` is parametrized by lm-probes; use it in a test under tests/behaviour", pytrace=False)
     return _loaded(request, "tokenizer")
 
 
 @pytest.fixture
 def model_subject(request: pytest.FixtureRequest) -> Subject:
     """A selected card that has a model, with tokenizer and model loaded (once per session)."""
-    if not hasattr(request, "param"):
-        pytest.fail("`model_subject` is parametrized by lm-probes; use it in a test under tests/behaviour", pytrace=False)
     _loaded(request, "tokenizer")
     return _loaded(request, "model")
 
@@ -309,8 +309,6 @@ def model_subject(request: pytest.FixtureRequest) -> Subject:
 @pytest.fixture
 def loaded_subject(request: pytest.FixtureRequest) -> Subject:
     """Any selected card, with its model loaded too when it has one."""
-    if not hasattr(request, "param"):
-        pytest.fail("`loaded_subject` is parametrized by lm-probes; use it in a test under tests/behaviour", pytrace=False)
     subject = _loaded(request, "tokenizer")
     return _loaded(request, "model") if subject.card.has_model else subject
 

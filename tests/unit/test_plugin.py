@@ -179,3 +179,13 @@ def test_benchmarks_save_json_compare_with_a_second_run_and_fill_the_report_tabl
     assert second.returncode == 0, second.stdout
     assert "Comparing against benchmarks from: " in second.stderr and "/0001_" in second.stderr
     assert "test_decode_tokens_per_second[tiny-mistral-greedy-batch1] (0001_" in second.stdout, second.stdout
+
+
+@pytest.mark.parametrize("fixture", ["subject", "model_subject", "loaded_subject"])
+def test_a_subject_fixture_outside_the_parametrization_fails_with_advice(run_suite, tmp_path, fixture):
+    test_file = tmp_path / f"test_dynamic_{fixture}.py"  # a module name of its own: runs share sys.modules
+    test_file.write_text(f"def test_dynamic(request):\n    request.getfixturevalue({fixture!r})\n", encoding="utf-8")
+    result = run_suite(str(test_file), "-p", "probes.plugin")
+    assert result.returncode == 1, result.stdout
+    assert f"`{fixture}` is parametrized by lm-probes; use it in a test under tests/behaviour" in result.stdout
+    assert "Traceback" not in result.stdout
