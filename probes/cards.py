@@ -59,6 +59,9 @@ _ENCODE_CASE = {
     "round_trips": bool,
 }
 
+# decoding settings of a knowledge task (the card's, or one case's)
+_DECODING = {"do_sample": bool, "top_p": (int, float), "temperature": (int, float)}
+
 EXPECT_SCHEMA: dict[str, Any] = {
     "tokenizer": {
         "vocab_size": int,
@@ -102,20 +105,26 @@ EXPECT_SCHEMA: dict[str, Any] = {
         "warm": {"answer": str, "min_answer_share": (int, float), "min_distinct": int},
         "hot": {"min_distinct": int, "min_distinct_2": (int, float)},
     },
-    "beam_search": {"at_least_greedy_logprob": bool},
+    # at_least_greedy_logprob: beam's sequence log p >= greedy's (equality allowed: for a
+    # model whose greedy path is already best); min_gain_over_greedy: beam's log p exceeds
+    # greedy's by at least this many nats (a search that silently ran greedy gains 0)
+    "beam_search": {"at_least_greedy_logprob": bool, "min_gain_over_greedy": (int, float)},
     "tasks": {
         # "{question}" is replaced; "chat" applies the tokenizer's chat template
         "prompt_format": str,
-        "decoding": {"do_sample": bool, "top_p": (int, float), "temperature": (int, float)},
+        "decoding": _DECODING,
         "max_new_tokens": int,
-        "knowledge": [{"id": str, "prompt": str, "answer": str}],
+        # question: an id of fixtures/inputs/article.yaml's knowledge list (default: id);
+        # prompt: the whole prompt instead; prompt_format and decoding override the card's
+        "knowledge": [
+            {"id": str, "question": str, "prompt": str, "prompt_format": str, "decoding": _DECODING, "answer": str}
+        ],
         "creative": {"greedy_repeats": bool, "min_distinct_samples": int},
     },
     "model": {
         "embedding_shape": [int],
         "embedding_dtype": str,
         "architecture": str,
-        "generate_starts_with_bos": bool,
     },
 }
 

@@ -128,6 +128,24 @@ def temperature_sweep(logits: np.ndarray, temperatures: list[float], k: int = 10
 
 
 @dataclass(frozen=True)
+class NotArgmax:
+    """A step where a greedy row's token was not the highest raw logit of that step."""
+
+    run: int
+    step: int  # index of the new token
+    chosen: int
+    best: int
+    gap: float  # logit(best) - logit(chosen), > 0
+
+    def describe(self, tokenizer: Any = None) -> str:
+        name = (lambda i: f"{i} {tokenizer.decode([i])!r}") if tokenizer is not None else str
+        return (
+            f"run {self.run + 1}, new token {self.step}: chose {name(self.chosen)}, but {name(self.best)} "
+            f"scored {self.gap:.4f} higher"
+        )
+
+
+@dataclass(frozen=True)
 class Generation:
     """Continuations of one prompt: ids and text of the new tokens, one row per run."""
 
@@ -136,8 +154,9 @@ class Generation:
     prompt_ids: tuple[int, ...]
     new_ids: tuple[tuple[int, ...], ...]
     texts: tuple[str, ...]
-    # raw logits of the first row at each new token, (steps, vocab) float32; only
-    # when asked for (keep_logits=True): snapshots use them to judge near-ties
+    # raw logits (before any logits processor) of every row at each new token,
+    # (rows, steps, vocab) float32; only when asked for (keep_logits=True): the greedy
+    # check and the snapshots' near-tie judgement read them
     step_logits: Any = field(default=None, repr=False, compare=False)
 
     def step_margins(self) -> tuple[float, ...]:
@@ -145,10 +164,39 @@ class Generation:
         if self.step_logits is None:
             return ()
         margins = []
-        for step, token in zip(self.step_logits, self.new_ids[0]):
+        for step, token in zip(self.step_logits[0], self.new_ids[0]):
             others = np.delete(step, token)
             margins.append(float(step[token] - others.max()))
         return tuple(margins)
+
+    def not_argmax(self) -> tuple[NotArgmax, ...]:
+        """Every (row, step) whose token is not the highest raw logit at that step.
+
+        Greedy decoding is exactly this argmax: generate() takes it from these same
+        logits, so no tolerance is needed. Where several tokens share the maximum, any
+        of them is a greedy choice (see ``ties``)."""
+        if self.step_logits is None:
+            raise ValueError("this generation kept no logits; generate it with keep_logits=True")
+        found = []
+        for run, (row, steps) in enumerate(zip(self.new_ids, self.step_logits)):
+            for i, token in enumerate(row):
+                step = steps[i]
+                best = int(np.argmax(step))
+                if step[token] < step[best]:
+                    found.append(NotArgmax(run, i, int(token), best, float(step[best] - step[token])))
+        return tuple(found)
+
+    def ties(self) -> tuple[tuple[int, int, tuple[int, ...]], ...]:
+        """(run, step, tied ids) wherever more than one token shares the top logit."""
+        if self.step_logits is None:
+            return ()
+        out = []
+        for run, (row, steps) in enumerate(zip(self.new_ids, self.step_logits)):
+            for i in range(len(row)):
+                top = np.flatnonzero(steps[i] == steps[i].max())
+                if len(top) > 1:
+                    out.append((run, i, tuple(int(t) for t in top)))
+        return tuple(out)
 
     @property
     def all_identical(self) -> bool:
@@ -186,6 +234,22 @@ def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, add_special_tokens: bool = True, force_bos: bool = False) -> list[int]:
+    """The ids generate() is given for ``prompt``.
+
+    ``force_bos`` puts the tokenizer's BOS token first even where the tokenizer adds
+    none by itself (SmolLM2), so a "with BOS" run really has one; a tokenizer without
+    a BOS token is an error, since then there is nothing to compare."""
+    ids = tokenizer.encode(prompt, add_special_tokens=add_special_tokens)
+    if force_bos:
+        bos = tokenizer.bos_token_id
+        if bos is None:
+            raise ValueError("force_bos: this tokenizer has no BOS token")
+        if not ids or ids[0] != bos:
+            ids = [bos, *ids]
+    return ids
+
+
 def _generate_rows(
     tokenizer: PreTrainedTokenizerBase,
     model: PreTrainedModel,
@@ -194,6 +258,7 @@ def _generate_rows(
     max_new_tokens: int,
     runs: int = 1,
     add_special_tokens: bool = True,
+    force_bos: bool = False,
     seed: int | None = None,
     output_scores: bool = False,
     **settings: Any,
@@ -201,18 +266,12 @@ def _generate_rows(
     """One ``generate`` call over left-padded prompts; (encoding, output, settings used)."""
     import torch
 
+    rows = []
     for prompt in prompts:
-        _check_prompt(tokenizer, model, prompt, tokenizer.encode(prompt, add_special_tokens=add_special_tokens))
-    if tokenizer.pad_token_id is None:
-        enc = _pad_with_eos(tokenizer, prompts, add_special_tokens)
-    else:
-        saved_side = tokenizer.padding_side
-        tokenizer.padding_side = "left"  # a decoder-only model continues from the right end
-        try:
-            enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
-        finally:
-            tokenizer.padding_side = saved_side
-    enc = enc.to(model.device)  # one row per prompt: what callers index by prompt
+        ids = prompt_ids(tokenizer, prompt, add_special_tokens, force_bos)
+        _check_prompt(tokenizer, model, prompt, ids)
+        rows.append(ids)
+    enc = _left_padded(rows, _pad_id(tokenizer)).to(model.device)  # one row per prompt: what callers index by prompt
     model_inputs = enc
     gen_kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, num_return_sequences=runs, pad_token_id=_pad_id(tokenizer))
     gen_kwargs.update(settings)
@@ -224,6 +283,8 @@ def _generate_rows(
         gen_kwargs["num_return_sequences"] = 1
     if not gen_kwargs["do_sample"]:
         # Explicit, so a model's generation_config cannot switch sampling on behind our back.
+        # (Other inherited settings, e.g. a repetition_penalty, are left as a user's call
+        # would get them: the greedy check then shows that the choice was not the argmax.)
         gen_kwargs.update(temperature=None, top_p=None, top_k=None)
     if output_scores:
         gen_kwargs.update(output_scores=True, output_logits=True, return_dict_in_generate=True)
@@ -236,18 +297,20 @@ def _generate_rows(
         if v is not None and k not in ("pad_token_id", "output_scores", "output_logits", "return_dict_in_generate")
     }
     used.update(add_special_tokens=add_special_tokens, seed=seed)
+    if force_bos:
+        used["force_bos"] = True
     return enc, out, used
 
 
-def _pad_with_eos(tokenizer: PreTrainedTokenizerBase, prompts: list[str], add_special_tokens: bool):
-    """Left-pad with eos for tokenizers that define no pad token (Mistral), leaving the
-    tokenizer itself unchanged."""
+def _left_padded(rows: list[list[int]], pad_id: int):
+    """Input ids and attention mask with every row left-padded to the longest: a
+    decoder-only model continues from the right end. (Built by hand so tokenizers
+    without a pad token, like Mistral's, are left unchanged.)"""
     import torch
     from transformers import BatchEncoding
 
-    rows = [tokenizer.encode(p, add_special_tokens=add_special_tokens) for p in prompts]
     width = max(len(r) for r in rows)
-    ids = [[tokenizer.eos_token_id] * (width - len(r)) + r for r in rows]
+    ids = [[pad_id] * (width - len(r)) + r for r in rows]
     mask = [[0] * (width - len(r)) + [1] * len(r) for r in rows]
     return BatchEncoding({"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)})
 
@@ -260,6 +323,7 @@ def generate(
     max_new_tokens: int,
     runs: int = 1,
     add_special_tokens: bool = True,
+    force_bos: bool = False,
     seed: int | None = None,
     keep_logits: bool = False,
     **settings: Any,
@@ -267,13 +331,13 @@ def generate(
     """``runs`` continuations of one prompt in one ``generate`` call (num_return_sequences)."""
     enc, out, used = _generate_rows(
         tokenizer, model, [prompt], max_new_tokens=max_new_tokens, runs=runs,
-        add_special_tokens=add_special_tokens, seed=seed, output_scores=keep_logits, **settings,
+        add_special_tokens=add_special_tokens, force_bos=force_bos, seed=seed, output_scores=keep_logits, **settings,
     )
     step_logits = None
     if keep_logits:
         import torch
 
-        step_logits = torch.stack([step[0] for step in out.logits]).float().cpu().numpy()  # (steps, vocab)
+        step_logits = torch.stack(out.logits, dim=1).float().cpu().numpy()  # (rows, steps, vocab)
         out = out.sequences
     return _generation(tokenizer, enc, out, 0, runs, prompt, used, step_logits)
 
@@ -325,25 +389,58 @@ def greedy_runs(
     runs: int,
     max_new_tokens: int,
     add_special_tokens: bool = True,
+    force_bos: bool = False,
 ) -> Generation:
-    """``runs`` separate greedy calls: determinism across calls is what is in question
-    (a batch of identical rows would hide a run-to-run difference)."""
+    """``runs`` separate greedy calls, each keeping its logits: determinism across calls
+    is what is in question (a batch of identical rows would hide a run-to-run
+    difference), and every chosen token can be checked to be the argmax."""
     single = [
         generate(
             tokenizer, model, prompt, max_new_tokens=max_new_tokens, add_special_tokens=add_special_tokens,
-            keep_logits=(i == 0),
+            force_bos=force_bos, keep_logits=True,
         )
-        for i in range(runs)
+        for _ in range(runs)
     ]
     first = single[0]
+    steps = max(g.step_logits.shape[1] for g in single)
+    logits = np.full((runs, steps, first.step_logits.shape[2]), np.nan, dtype=np.float32)
+    for i, g in enumerate(single):
+        logits[i, : g.step_logits.shape[1]] = g.step_logits[0]
     return Generation(
         prompt=prompt,
         settings=first.settings | {"separate_calls": runs},
         prompt_ids=first.prompt_ids,
         new_ids=tuple(g.new_ids[0] for g in single),
         texts=tuple(g.texts[0] for g in single),
-        step_logits=first.step_logits,
+        step_logits=logits,
     )
+
+
+def greedy_runs_many(
+    tokenizer: PreTrainedTokenizerBase,
+    model: PreTrainedModel,
+    prompts: list[str],
+    *,
+    runs: int,
+    max_new_tokens: int,
+) -> list[Generation]:
+    """Several prompts, greedy, ``runs`` separate ``generate`` calls (each one batch over
+    the prompts): run-to-run determinism is tested across calls, not across copies of a
+    row inside one batch."""
+    calls = [generate_many(tokenizer, model, prompts, max_new_tokens=max_new_tokens) for _ in range(runs)]
+    out = []
+    for i, prompt in enumerate(prompts):
+        per_run = [call[i] for call in calls]
+        out.append(
+            Generation(
+                prompt=prompt,
+                settings=per_run[0].settings | {"separate_calls": runs},
+                prompt_ids=per_run[0].prompt_ids,
+                new_ids=tuple(g.new_ids[0] for g in per_run),
+                texts=tuple(g.texts[0] for g in per_run),
+            )
+        )
+    return out
 
 
 # -------------------------------------------------------- default decoding (D3)
@@ -358,11 +455,17 @@ class DefaultDecoding:
     temperature: float | None
     top_p: float | None
     top_k: int | None
+    repetition_penalty: float | None
+    no_repeat_ngram_size: int | None
     repeatable: bool  # two argument-less calls under different seeds gave the same ids
+    not_argmax: tuple[str, ...]  # steps where a call's token was not the top raw logit
 
     @property
     def greedy(self) -> bool:
-        return not self.do_sample and self.num_beams == 1 and self.repeatable
+        """Plain greedy: no sampling, no beams, and every token the argmax of the model's
+        own logits (a repetition penalty or n-gram ban inherited from generation_config.json
+        is repeatable but not greedy)."""
+        return not self.do_sample and self.num_beams == 1 and self.repeatable and not self.not_argmax
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self) | {"greedy": self.greedy}
@@ -370,23 +473,35 @@ class DefaultDecoding:
 
 def default_decoding(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, prompt: str, max_new_tokens: int = 8) -> DefaultDecoding:
     """A generation_config that switches sampling on makes every argument-less
-    generate() call random: the suite's own calls are explicit, users' often are not."""
+    generate() call random, and one that adds a processor (repetition_penalty) makes it
+    pick other tokens than the model's most likely: the suite's own calls are explicit,
+    users' often are not."""
     import torch
 
     config = model.generation_config
     enc = encode_prompt(tokenizer, model, prompt)
-    runs = []
+    runs, violations = [], []
     for seed in (0, 1):
         torch.manual_seed(seed)
         with torch.no_grad():
-            runs.append(model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=_pad_id(tokenizer))[0].tolist())
+            out = model.generate(
+                **enc, max_new_tokens=max_new_tokens, pad_token_id=_pad_id(tokenizer),
+                output_logits=True, return_dict_in_generate=True,
+            )
+        new = out.sequences[0, enc.input_ids.shape[1] :].tolist()
+        runs.append(new)
+        g = Generation(prompt, {}, (), (tuple(new),), ("",), torch.stack(out.logits, dim=1)[:1].float().cpu().numpy())
+        violations += [f"seed {seed}: {v.describe(tokenizer)}" for v in g.not_argmax()]
     return DefaultDecoding(
         do_sample=bool(config.do_sample),
         num_beams=int(config.num_beams or 1),
         temperature=config.temperature,
         top_p=config.top_p,
         top_k=config.top_k,
+        repetition_penalty=getattr(config, "repetition_penalty", None),
+        no_repeat_ngram_size=getattr(config, "no_repeat_ngram_size", None),
         repeatable=runs[0] == runs[1],
+        not_argmax=tuple(violations),
     )
 
 
@@ -436,6 +551,50 @@ def batch_invariance(
         ]
         detail = f"first difference at new token {first}: " + "; ".join(parts)
     return BatchComparison(prompt, alone, batched, first, detail)
+
+
+# ---------------------------------------------------------------- beam search (D9)
+
+
+@dataclass(frozen=True)
+class BeamSearch:
+    """The ``num_beams`` finished hypotheses of one beam search, best first."""
+
+    prompt_ids: tuple[int, ...]
+    hypotheses: tuple[tuple[int, ...], ...]
+    texts: tuple[str, ...]
+    scores: tuple[float, ...]  # generate()'s sequence scores (length_penalty 0: summed log p)
+
+    @property
+    def best(self) -> tuple[int, ...]:
+        return self.hypotheses[0]
+
+    @property
+    def distinct_hypotheses(self) -> int:
+        """num_beams for a real beam search; 1 where the beams collapsed into one
+        sequence (a search that silently ran greedy)."""
+        return len(set(self.hypotheses))
+
+
+def beam_search(
+    tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, prompt: str, *, num_beams: int, max_new_tokens: int
+) -> BeamSearch:
+    """Beam search of exactly ``max_new_tokens`` tokens with no length normalisation, so
+    its sequence log-probability compares like for like with greedy's; every beam is
+    returned (num_return_sequences = num_beams) to show that beams were used."""
+    enc, out, _ = _generate_rows(
+        tokenizer, model, [prompt], max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+        num_beams=num_beams, runs=num_beams, length_penalty=0.0, early_stopping=True, output_scores=True,
+    )
+    width = enc.input_ids.shape[1]
+    rows = tuple(tuple(r[width:].tolist()) for r in out.sequences)
+    scores = getattr(out, "sequences_scores", None)
+    return BeamSearch(
+        prompt_ids=tuple(enc.input_ids[0].tolist()),
+        hypotheses=rows,
+        texts=tuple(tokenizer.decode(list(r), skip_special_tokens=True) for r in rows),
+        scores=tuple(float(x) for x in scores) if scores is not None else (),
+    )
 
 
 # ----------------------------------------------------------- sequence scores (D9)

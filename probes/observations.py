@@ -7,6 +7,7 @@ bar chart, the temperature panels, the sampler checks and the snapshot).
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -35,18 +36,22 @@ def temperature_sweep(subject: Subject) -> dc.TemperatureSweep:
     )
 
 
-def greedy(subject: Subject, add_special_tokens: bool) -> dc.Generation:
-    """The article's greedy prompt, run in separate calls (D3/D4), with step margins.
+def greedy(subject: Subject, bos: bool) -> dc.Generation:
+    """The article's greedy prompt, run in separate calls (D3/D4), keeping every run's
+    logits (the argmax check, step margins).
 
-    Keyed by the prompt's ids: a tokenizer that adds no BOS (SmolLM2) gives the same
-    input either way, and the runs are not repeated for it."""
+    BOS on means the BOS token really leads the prompt: a tokenizer that adds none by
+    itself (SmolLM2) gets it put in front explicitly, or "BOS on" and "BOS off" would be
+    the same input. Keyed by the prompt's ids, so the same input is never run twice."""
     spec = article_inputs()["greedy"]
-    ids = tuple(subject.tokenizer.encode(spec["prompt"], add_special_tokens=add_special_tokens))
+    tokenizer = subject.tokenizer
+    force_bos = bos and tokenizer.bos_token_id is not None
+    ids = tuple(dc.prompt_ids(tokenizer, spec["prompt"], add_special_tokens=bos, force_bos=force_bos))
     return subject.cached(
         ("greedy", ids),
         lambda: dc.greedy_runs(
-            subject.tokenizer, subject.model, spec["prompt"], runs=spec["runs"],
-            max_new_tokens=spec["max_new_tokens"], add_special_tokens=add_special_tokens,
+            tokenizer, subject.model, spec["prompt"], runs=spec["runs"],
+            max_new_tokens=spec["max_new_tokens"], add_special_tokens=bos, force_bos=force_bos,
         ),
     )
 
@@ -86,33 +91,54 @@ def projection(subject: Subject) -> em.Projection:
 
 
 def knowledge_answers(subject: Subject) -> dict[str, dc.Generation]:
-    """Every knowledge question of the card, answered in one batched generate call."""
+    """Every knowledge question of the card, answered in one batched generate call per
+    decoding setting (a case may override the card's prompt format and decoding)."""
 
     def compute() -> dict[str, dc.Generation]:
         tasks = subject.card.expected("tasks")
-        cases = tasks["knowledge"]
-        prompts = [
-            case.get("prompt") or format_prompt(subject.tokenizer, tasks["prompt_format"], knowledge_question(case["id"]))
-            for case in cases
-        ]
-        decoding = tasks.get("decoding", {"do_sample": False})
-        generations = dc.generate_many(
-            subject.tokenizer, subject.model, prompts, max_new_tokens=tasks.get("max_new_tokens", 40),
-            seed=subject.seed if decoding.get("do_sample") else None, **decoding,
-        )
-        return {case["id"]: g for case, g in zip(cases, generations)}
+        default_decoding = tasks.get("decoding", {"do_sample": False})
+        batches: dict[str, list[dict]] = {}
+        for case in tasks["knowledge"]:
+            decoding = case.get("decoding", default_decoding)
+            batches.setdefault(json.dumps(decoding, sort_keys=True), []).append(case)
+        answers: dict[str, dc.Generation] = {}
+        for key, cases in batches.items():
+            decoding = json.loads(key)
+            prompts = [
+                case.get("prompt")
+                or format_prompt(
+                    subject.tokenizer, case.get("prompt_format", tasks.get("prompt_format", "{question}")),
+                    knowledge_question(case.get("question", case["id"])),
+                )
+                for case in cases
+            ]
+            generations = dc.generate_many(
+                subject.tokenizer, subject.model, prompts, max_new_tokens=tasks.get("max_new_tokens", 40),
+                seed=subject.seed if decoding.get("do_sample") else None, **decoding,
+            )
+            answers.update({case["id"]: g for case, g in zip(cases, generations)})
+        return answers
 
     return subject.cached("knowledge", compute)
 
 
 def openings(subject: Subject, sampling: bool) -> list[dc.Generation]:
-    """The story openings, each run several times, in one batched call (K2)."""
+    """The story openings, each run several times (K2). Sampled: one batched call with
+    num_return_sequences. Greedy: one call per run (each a batch over the openings), so
+    a run-to-run difference is not hidden by identical rows of one batch."""
     spec = article_inputs()["creative"]
-    settings = dict(do_sample=True, **spec["sampling"]) if sampling else {}
+    tokenizer, model = subject.tokenizer, subject.model
+    if not sampling:
+        return subject.cached(
+            ("creative", False),
+            lambda: dc.greedy_runs_many(
+                tokenizer, model, spec["openings"], runs=spec["runs"], max_new_tokens=spec["max_new_tokens"]
+            ),
+        )
     return subject.cached(
-        ("creative", sampling, subject.seed),
+        ("creative", True, subject.seed),
         lambda: dc.generate_many(
-            subject.tokenizer, subject.model, spec["openings"], max_new_tokens=spec["max_new_tokens"],
-            runs=spec["runs"], seed=subject.seed if sampling else None, **settings,
+            tokenizer, model, spec["openings"], max_new_tokens=spec["max_new_tokens"],
+            runs=spec["runs"], seed=subject.seed, do_sample=True, **spec["sampling"],
         ),
     )

@@ -217,7 +217,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if not expects:
             raise pytest.UsageError(f"{metafunc.definition.nodeid}: a test with `case` needs @observation(expects=...)")
         params = [
-            pytest.param(card.name, case, id=f"{card.name}-{case['id']}", marks=_card_marks(card))
+            pytest.param(card.name, case, id=f"{card.name}-{_case_id(case)}", marks=_card_marks(card))
             for card in cards
             for case in card.cases(expects)
         ]
@@ -225,6 +225,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     else:
         params = [pytest.param(card.name, id=card.name, marks=_card_marks(card)) for card in cards]
         metafunc.parametrize(fixture, params or [_not_covered(expects, needs_model)], indirect=True)
+
+
+def _case_id(case: Any) -> str:
+    """A case is a mapping with an ``id`` or a plain value (a group name) that is its own id."""
+    return str(case["id"]) if isinstance(case, dict) else str(case)
 
 
 def _not_covered(expects: str | None, needs_model: bool, *extra: Any) -> Any:
@@ -247,7 +252,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if card is None:
             continue
         case = getattr(item, "callspec", None) and item.callspec.params.get("case")
-        reason = card.xfail_reason(getattr(item, "originalname", item.name), case.get("id") if isinstance(case, dict) else None)
+        reason = card.xfail_reason(getattr(item, "originalname", item.name), _case_id(case) if case is not None else None)
         if reason:
             item.add_marker(pytest.mark.xfail(reason=f"{card.name}: {reason}", strict=True))
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]

@@ -84,10 +84,25 @@ class Nucleus:
 
 
 def nucleus(logits: torch.Tensor, p: float, temperature: float = 1.0) -> Nucleus:
-    """Temperature, then top-p, then renormalise: the distribution sampling draws from."""
+    """Temperature, then top-p, then renormalise: the distribution the own sampler
+    draws from (built from the own filters above)."""
+    return _renormalised(top_p_filter(apply_temperature(logits.float(), temperature), p))
+
+
+def transformers_nucleus(logits: torch.Tensor, p: float, temperature: float = 1.0) -> Nucleus:
+    """The same distribution as transformers' ``TemperatureLogitsWarper`` then
+    ``TopPLogitsWarper`` define it: the reference for the own sampler, computed by
+    code the own sampler does not share."""
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    row = logits.float()[None, :].clone()
+    filtered = TopPLogitsWarper(p)(None, TemperatureLogitsWarper(temperature)(None, row))[0]
+    return _renormalised(filtered)
+
+
+def _renormalised(filtered: torch.Tensor) -> Nucleus:
     import torch
 
-    filtered = top_p_filter(apply_temperature(logits.float(), temperature), p)
     probs = filtered.softmax(dim=-1)  # (vocab,), zero outside the nucleus
     kept = torch.nonzero(torch.isfinite(filtered)).flatten()
     order = torch.argsort(probs[kept], descending=True, stable=True)
@@ -121,15 +136,16 @@ def _transformers_kept(warper, logits: torch.Tensor) -> set[int]:
     return kept_ids(warper(None, logits[None, :].clone())[0])
 
 
-def top_k_mismatches(logits: torch.Tensor, ks: list[int], top_k=top_k_filter) -> list[KeepSetMismatch]:
+def top_k_mismatches(logits: torch.Tensor, ks: list[int], min_keep: int = 1, top_k=top_k_filter) -> list[KeepSetMismatch]:
     """Compare an own top-k with ``TopKLogitsWarper`` on a 1-D logits row, for each k."""
     from transformers import TopKLogitsWarper
 
     out = []
     for k in ks:
-        ours, theirs = kept_ids(top_k(logits, k)), _transformers_kept(TopKLogitsWarper(k), logits)
+        ours = kept_ids(top_k(logits, k, min_tokens_to_keep=min_keep))
+        theirs = _transformers_kept(TopKLogitsWarper(k, min_tokens_to_keep=min_keep), logits)
         if ours != theirs:
-            out.append(KeepSetMismatch(f"k={k}", tuple(sorted(ours - theirs)), tuple(sorted(theirs - ours))))
+            out.append(KeepSetMismatch(f"k={k}, min_keep={min_keep}", tuple(sorted(ours - theirs)), tuple(sorted(theirs - ours))))
     return out
 
 

@@ -299,17 +299,42 @@ def _compare_greedy(rec: dict, cur: dict, subject: Subject | None, tol: dict, ou
         severity = "error"
         if subject is not None:
             g = ob.greedy(subject, label == "bos")
-            tokenizer = subject.tokenizer
-            step = g.step_logits[i]  # (vocab,) this run's logits where the two diverge
-            gap = float(step[now] - step[was])
-            detail = (
-                f"continuation changed at new token {i}: recorded {was} {tokenizer.decode([was])!r} -> now {now} "
-                f"{tokenizer.decode([now])!r}; logits now {float(step[now]):.4f} vs {float(step[was]):.4f} (gap {gap:.4f})"
+            severity, detail = _judge_greedy_flip(
+                g.step_logits[0][i], i, was, now, r.get("margins", []), tol["logit_tie"], subject.tokenizer
             )
-            if gap <= tol["logit_tie"]:
-                severity = "warning"
-                detail += f", a near-tie (logit_tie {tol['logit_tie']})"
         out.append(Difference(severity, f"greedy.{label}", f"{detail}\n      recorded: {r['text']!r}\n      now:      {c['text']!r}"))
+
+
+def _judge_greedy_flip(
+    step: np.ndarray, i: int, was: int, now: int, recorded_margins: list[float], logit_tie: float, tokenizer: Any
+) -> tuple[str, str]:
+    """Severity and message of a greedy continuation that now differs at new token ``i``.
+
+    A near-tie (a warning) needs all three: this run picked the highest logit of its own
+    step (it decoded greedily), the recorded token is within ``logit_tie`` of it now, and
+    the recording's own choice was within ``logit_tie`` of its runner-up. Anything else
+    is an error that says which of these failed."""
+    best = int(np.argmax(step))
+    gap = float(step[now] - step[was])
+    detail = (
+        f"continuation changed at new token {i}: recorded {was} {tokenizer.decode([was])!r} -> now {now} "
+        f"{tokenizer.decode([now])!r}; logits now {float(step[now]):.4f} vs {float(step[was]):.4f} (gap {gap:.4f})"
+    )
+    if step[now] < step[best]:
+        return "error", (
+            f"{detail}; this run did not pick the highest-scoring token: {best} {tokenizer.decode([best])!r} scored "
+            f"{float(step[best] - step[now]):.4f} more, so generate() did not decode greedily (a logits processor "
+            "inherited from generation_config.json, e.g. repetition_penalty, or sampling changed the choice)"
+        )
+    recorded_margin = recorded_margins[i] if i < len(recorded_margins) else None
+    if gap > logit_tie:
+        return "error", f"{detail}; the scores changed: the recorded token is now {gap:.4f} below (logit_tie {logit_tie})"
+    if recorded_margin is not None and recorded_margin > logit_tie:
+        return "error", (
+            f"{detail}; the scores changed: the recording chose its token by a margin of {recorded_margin:.4f} "
+            f"(logit_tie {logit_tie}), which is no tie"
+        )
+    return "warning", f"{detail}, a near-tie (logit_tie {logit_tie})"
 
 
 def _compare_embedding(rec: dict, cur: dict, tol: dict, out: list[Difference]) -> None:

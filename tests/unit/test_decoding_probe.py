@@ -86,3 +86,96 @@ def test_sampling_is_reproducible_for_a_seed(tiny):
     a = dc.generate(tokenizer, model, "Hello", max_new_tokens=5, runs=4, do_sample=True, seed=3)
     b = dc.generate(tokenizer, model, "Hello", max_new_tokens=5, runs=4, do_sample=True, seed=3)
     assert a.new_ids == b.new_ids and a.distinct > 1
+
+
+# ------------------------------- what moved here from the behavioural suite (issue 10)
+# Properties of the maths that hold for any logits: unit tests of the probes, not
+# behaviour of a model.
+
+
+def test_next_token_probe_returns_a_sorted_distribution_of_the_last_position(tiny):
+    import torch
+
+    tokenizer, model = tiny
+    result = dc.next_token(tokenizer, model, "The capital of Japan is")
+    probs = torch.as_tensor(result.logits, dtype=torch.float64).softmax(-1)
+    assert float(probs.sum()) == pytest.approx(1.0, abs=1e-9)
+    assert list(result.top_probs) == sorted(result.top_probs, reverse=True)
+    assert result.top_ids[0] == int(probs.argmax())
+    # float32 softmax against float64: relative error of a float32 sum over 32000 terms
+    assert result.top_probs[0] == pytest.approx(float(probs.max()), rel=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_temperature_sweep_sharpens_and_flattens_any_logits(seed):
+    import numpy as np
+
+    logits = np.random.default_rng(seed).standard_normal(1000).astype(np.float32) * 3
+    sweep = dc.temperature_sweep(logits, [0.4, 1.0, 1.6], k=10)
+    assert all(a < b for a, b in zip(sweep.entropies, sweep.entropies[1:])), sweep.entropies
+    assert len(set(sweep.top1_ids)) == 1
+    assert all(a > b for a, b in zip(sweep.max_probs, sweep.max_probs[1:])), sweep.max_probs
+    cold = dc.temperature_sweep(logits, [0.01], k=1)
+    margin = np.sort(logits)[-1] - np.sort(logits)[-2]
+    if margin > 0.1:  # a clear winner: T = 0.01 is one-hot up to 1000 * exp(-margin / 0.01)
+        assert cold.max_probs[0] > 0.999
+
+
+# ------------------------------------------------------------- greedy is the argmax
+
+
+def with_logits(new_ids, logits):
+    import numpy as np
+
+    return dc.Generation("p", {}, (1,), tuple(tuple(r) for r in new_ids), ("",) * len(new_ids), np.asarray(logits, dtype=np.float32))
+
+
+def test_not_argmax_names_the_step_and_the_better_token():
+    g = with_logits([[0, 2]], [[[3.0, 1.0, 0.0], [0.0, 2.5, 1.0]]])  # step 1 chose 2, token 1 is higher
+    (wrong,) = g.not_argmax()
+    assert (wrong.run, wrong.step, wrong.chosen, wrong.best) == (0, 1, 2, 1)
+    assert wrong.gap == pytest.approx(1.5)
+    assert "run 1, new token 1: chose 2, but 1 scored 1.5000 higher" in wrong.describe()
+
+
+def test_a_tied_top_logit_is_a_greedy_choice_and_is_stated():
+    g = with_logits([[1]], [[[2.0, 2.0, 0.0]]])
+    assert g.not_argmax() == () and g.ties() == ((0, 0, (0, 1)),)
+
+
+def test_every_greedy_run_keeps_its_logits_and_is_the_argmax(tiny):
+    tokenizer, model = tiny
+    g = dc.greedy_runs(tokenizer, model, "Hello", runs=2, max_new_tokens=4)
+    assert g.step_logits.shape == (2, 4, 32000)
+    assert g.not_argmax() == ()
+
+
+def test_a_sampled_generation_is_not_the_argmax(tiny):
+    tokenizer, model = tiny
+    g = dc.generate(tokenizer, model, "Hello", max_new_tokens=8, runs=3, do_sample=True, top_k=0, seed=0, keep_logits=True)
+    assert g.not_argmax(), "sampling from a flat random model picked the argmax 24 times in a row"
+
+
+def test_force_bos_puts_bos_in_front_only_where_missing(tiny):
+    tokenizer, _ = tiny
+    plain = dc.prompt_ids(tokenizer, "Hello", add_special_tokens=False)
+    assert dc.prompt_ids(tokenizer, "Hello", add_special_tokens=False, force_bos=True) == [1, *plain]
+    assert dc.prompt_ids(tokenizer, "Hello", add_special_tokens=True, force_bos=True) == [1, *plain]  # not twice
+
+
+def test_greedy_runs_many_are_separate_calls(tiny, monkeypatch):
+    tokenizer, model = tiny
+    calls = []
+    real = model.generate
+    monkeypatch.setattr(model, "generate", lambda **kw: calls.append(kw["input_ids"].shape[0]) or real(**kw))
+    runs = dc.greedy_runs_many(tokenizer, model, ["Hello", "Once upon a time,"], runs=3, max_new_tokens=3)
+    assert calls == [2, 2, 2]  # three calls, each one batch over the two prompts
+    assert [len(g.new_ids) for g in runs] == [3, 3] and all(g.all_identical for g in runs)
+
+
+def test_beam_search_returns_every_beam_best_first(tiny):
+    tokenizer, model = tiny
+    result = dc.beam_search(tokenizer, model, "Hello", num_beams=4, max_new_tokens=5)
+    assert len(result.hypotheses) == 4 and result.distinct_hypotheses == 4
+    assert list(result.scores) == sorted(result.scores, reverse=True)
+    assert all(len(h) == 5 for h in result.hypotheses)

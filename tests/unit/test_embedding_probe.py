@@ -49,3 +49,22 @@ def test_centroid_distances():
     coords = np.array([[0.0, 0.0], [0.0, 2.0], [3.0, 1.0]])
     d = em.centroid_distances(coords, ("a", "a", "b"))
     assert d[("a", "b")] == pytest.approx(3.0) and d[("b", "a")] == d[("a", "b")]
+
+
+def test_word_vectors_are_the_mean_of_sub_word_rows():
+    """E2, moved here from the behavioural suite: a property of the probe, not of a model."""
+    import torch
+
+    from probes.cards import find_card
+    from probes.subjects import Subject
+
+    subject = Subject(find_card("tiny-mistral"))
+    groups = {"a": ["king", "princess"], "b": ["basketball", "idea"]}
+    vectors = em.word_vectors(subject.tokenizer, subject.model, groups)
+    weight = subject.model.get_input_embeddings().weight
+    assert vectors.vectors.shape == (4, weight.shape[1])
+    for word, ids, row in zip(vectors.words, vectors.sub_ids, vectors.vectors):
+        assert list(ids) == subject.tokenizer.encode(word, add_special_tokens=False)
+        with torch.no_grad():
+            expected = weight[list(ids)].float().mean(dim=0).numpy()
+        np.testing.assert_allclose(row, expected, rtol=0, atol=1e-6, err_msg=word)

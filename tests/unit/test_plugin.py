@@ -144,7 +144,7 @@ def test_wrong_expectation_in_a_model_card_names_card_field_expected_obtained(ru
 def test_report_shows_the_figures_and_texts_of_every_model_subject(run_suite, tmp_path):
     result = run_suite(
         "tests/behaviour", "--card", "smollm2-135m-instruct", "--card", "tiny-mistral",
-        "-k", "word_vectors or two_components or next_token_distribution or temperature_sharpens",
+        "-k", "word_vectors or two_components or top_next_token or own_temperature",
     )
     assert result.returncode == 0, result.stdout
     page = (tmp_path / "report.html").read_text(encoding="utf-8")

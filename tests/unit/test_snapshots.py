@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -99,14 +100,49 @@ def test_a_flip_within_the_logit_tie_tolerance_is_a_warning(tiny_recorded):
     subject = tiny()
     doctored = json.loads(json.dumps(recorded))
     current = snapshots.observe(subject)
-    # Pretend the recording chose the runner-up at step 0: this run's logit gap between
-    # the two is then the step's margin, which a generous logit_tie calls a near-tie.
-    step = ob.greedy(subject, True).step_logits[0]
+    # Pretend the recording chose the runner-up at step 0 by a hair: this run's logit gap
+    # between the two is then the step's margin, which a generous logit_tie calls a near-tie.
+    step = ob.greedy(subject, True).step_logits[0][0]
     runner_up = int(torch.topk(torch.as_tensor(step), 2).indices[1])
     doctored["greedy"]["bos"]["ids"][0] = runner_up
+    doctored["greedy"]["bos"]["margins"][0] = 0.001
     diffs = snapshots.compare(doctored, current, {"logit_tie": 1.0}, subject)
     flips = [d for d in diffs if d.where == "greedy.bos"]
     assert [d.severity for d in flips] == ["warning"] and "near-tie" in flips[0].message
+
+
+def test_a_flip_the_recording_made_by_a_wide_margin_is_no_tie(tiny_recorded):
+    """The same flip, but the recording chose its token by a margin far above logit_tie:
+    the scores moved, whatever this run's gap."""
+    recorded, _ = tiny_recorded
+    subject = tiny()
+    doctored = json.loads(json.dumps(recorded))
+    step = ob.greedy(subject, True).step_logits[0][0]
+    doctored["greedy"]["bos"]["ids"][0] = int(torch.topk(torch.as_tensor(step), 2).indices[1])
+    doctored["greedy"]["bos"]["margins"][0] = 5.0
+    flips = [d for d in snapshots.compare(doctored, snapshots.observe(subject), {"logit_tie": 1.0}, subject) if d.where == "greedy.bos"]
+    assert [d.severity for d in flips] == ["error"] and "which is no tie" in flips[0].message
+
+
+def test_a_token_that_is_not_this_runs_argmax_is_an_error_naming_the_cause():
+    """Hole 1 of issue 10: the run did not pick its own argmax (a processor changed the
+    choice); the gap is negative, which the old check took for a near-tie."""
+
+    class Decoder:
+        def decode(self, ids):
+            return f"<{ids[0]}>"
+
+    step = np.array([0.0, 3.0, 1.2, 1.0], dtype=np.float32)  # argmax 1; the run chose 2; recorded 1
+    severity, message = snapshots._judge_greedy_flip(step, 3, 1, 2, [0.5, 0.5, 0.5, 2.0], 0.01, Decoder())
+    assert severity == "error"
+    assert "did not pick the highest-scoring token: 1 '<1>' scored 1.8000 more" in message
+    assert "repetition_penalty" in message and "near-tie" not in message
+    # a real near-tie: the run took its argmax, the recorded token is within logit_tie, and
+    # the recording's own margin was within it too
+    tie = np.array([0.0, 2.0, 2.005, 1.0], dtype=np.float32)
+    assert snapshots._judge_greedy_flip(tie, 0, 1, 2, [0.004], 0.01, Decoder())[0] == "warning"
+    # gap above logit_tie: the scores changed
+    assert "the scores changed" in snapshots._judge_greedy_flip(tie, 0, 1, 2, [0.004], 0.001, Decoder())[1]
 
 
 # ---------------------------------------------------------------- harmless changes
