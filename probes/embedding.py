@@ -107,3 +107,13 @@ def centroid_distances(coords: np.ndarray, groups: tuple[str, ...]) -> dict[tupl
     names = list(dict.fromkeys(groups))
     centres = {g: coords[labels == g].mean(axis=0) for g in names}
     return {(a, b): float(np.linalg.norm(centres[a] - centres[b])) for a in names for b in names if a != b}
+
+
+def noise_word_vectors(sub_ids: tuple[tuple[int, ...], ...], hidden: int, seed: int) -> np.ndarray:
+    """Word vectors from a random embedding: Gaussian rows for the same sub-word ids,
+    averaged as ``word_vectors`` averages them (words sharing a sub-word share its row).
+    The degenerate subject that an embedding bound must reject: it keeps the tokenizer's
+    structure and nothing the model learned."""
+    rng = np.random.default_rng(seed)
+    rows = {i: rng.standard_normal(hidden) for i in sorted({i for ids in sub_ids for i in ids})}
+    return np.stack([np.mean([rows[i] for i in ids], axis=0) for ids in sub_ids])

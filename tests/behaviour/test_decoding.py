@@ -129,9 +129,14 @@ def test_greedy_continuation_contains(model_subject):
 
 @pytest.mark.observation("D4", expects="greedy.bos_changes_continuation")
 def test_bos_changes_the_continuation(model_subject):
-    with_bos, without = greedy(model_subject, True), greedy(model_subject, False)
-    if with_bos.prompt_ids == without.prompt_ids:
+    bos = model_subject.tokenizer.bos_token_id
+    if bos is None:
         pytest.skip("does not apply: the tokenizer has no BOS token, so BOS on and off are the same input")
+    with_bos, without = greedy(model_subject, True), greedy(model_subject, False)
+    assert with_bos.prompt_ids[0] == bos and without.prompt_ids[0] != bos, (
+        f"the BOS-on run must start with BOS {bos} and the BOS-off run must not: "
+        f"{list(with_bos.prompt_ids)} / {list(without.prompt_ids)}"
+    )
     check_equal(
         model_subject.card, "greedy.bos_changes_continuation", with_bos.texts[0] != without.texts[0],
         note=f"BOS on: {with_bos.texts[0]!r}; BOS off: {without.texts[0]!r}",

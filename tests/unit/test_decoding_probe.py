@@ -179,3 +179,17 @@ def test_beam_search_returns_every_beam_best_first(tiny):
     assert len(result.hypotheses) == 4 and result.distinct_hypotheses == 4
     assert list(result.scores) == sorted(result.scores, reverse=True)
     assert all(len(h) == 5 for h in result.hypotheses)
+
+
+def test_the_suites_own_greedy_calls_are_immune_to_a_sampling_generation_config():
+    """A generation_config with do_sample on changes what an argument-less generate() does
+    (test_default_generate_is_greedy reports it), not the suite's explicit greedy calls."""
+    import torch
+
+    subject = Subject(find_card("tiny-mistral"))
+    before = dc.generate(subject.tokenizer, subject.model, "The capital of Japan is", max_new_tokens=8).new_ids
+    subject.model.generation_config.do_sample = True
+    subject.model.generation_config.temperature = 1.5
+    torch.manual_seed(1)
+    after = dc.generate(subject.tokenizer, subject.model, "The capital of Japan is", max_new_tokens=8).new_ids
+    assert before == after
