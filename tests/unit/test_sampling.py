@@ -183,3 +183,102 @@ def test_nucleus_is_renormalised_and_sorted():
     nucleus = sp.nucleus(logits_from([0.1, 0.6, 0.3]), 0.8)
     assert nucleus.ids == (1, 2)
     assert nucleus.probs == pytest.approx((2 / 3, 1 / 3), abs=1e-6)
+
+
+# ------------------------------------ mutation testing survivors (README, "Mutation score")
+
+
+def test_transformers_nucleus_agrees_with_the_own_definition():
+    ours, theirs = sp.nucleus(REAL_LIKE, 0.9, 1.4), sp.transformers_nucleus(REAL_LIKE, 0.9, 1.4)
+    assert ours.ids == theirs.ids and len(ours.ids) > 10
+    assert ours.probs == pytest.approx(theirs.probs, rel=1e-5)
+    assert sum(theirs.probs) == pytest.approx(1.0, abs=1e-5)
+    assert sp.transformers_nucleus(logits_from([0.1, 0.6, 0.3]), 0.8).as_dict() == {"ids": [1, 2], "probs": pytest.approx([2 / 3, 1 / 3], abs=1e-6)}
+
+
+def test_nucleus_orders_equal_probabilities_by_id():
+    z = torch.zeros(40)  # 40 equal tokens: the order among them is the id order (a stable sort)
+    assert sp.nucleus(z, 1.0).ids == tuple(range(40))
+
+
+def test_sample_draws_from_the_given_generator_only():
+    z = torch.zeros(1000)
+    a = sp.sample(z, 50, torch.Generator().manual_seed(7))
+    torch.manual_seed(123)  # the global generator must play no part
+    b = sp.sample(z, 50, torch.Generator().manual_seed(7))
+    assert torch.equal(a, b) and len(set(a.tolist())) > 1
+
+
+def ignores_min_keep_top_k(logits, k, min_tokens_to_keep=1):
+    return sp.top_k_filter(logits, k)
+
+
+def ignores_min_keep_top_p(logits, p, min_tokens_to_keep=1):
+    return sp.top_p_filter(logits, p)
+
+
+def test_min_tokens_to_keep_reaches_both_sides_of_the_comparison():
+    assert sp.top_k_mismatches(REAL_LIKE, [1], min_keep=3) == []
+    assert sp.top_p_mismatches(REAL_LIKE, [1e-9], [1.0], min_keep=3) == []
+    (k_case,) = sp.top_k_mismatches(REAL_LIKE, [1], min_keep=3, top_k=ignores_min_keep_top_k)
+    (p_case,) = sp.top_p_mismatches(REAL_LIKE, [1e-9], [1.0], min_keep=3, top_p=ignores_min_keep_top_p)
+    top3 = tuple(sorted(torch.topk(REAL_LIKE, 3).indices[1:].tolist()))
+    assert (k_case.case, k_case.only_ours, k_case.only_theirs) == ("k=1, min_keep=3", (), top3)
+    assert (p_case.case, p_case.only_ours, p_case.only_theirs) == ("p=1e-09, T=1.0, min_keep=3", (), top3)
+    assert str(k_case) == f"k=1, min_keep=3: kept only by ours [], only by transformers {list(top3)}"
+    # by default one token is kept at the least, on both sides
+    assert sp.top_k_mismatches(REAL_LIKE, [1], top_k=ignores_min_keep_top_k) == []
+    assert sp.top_p_mismatches(REAL_LIKE, [1e-9], [1.0], top_p=ignores_min_keep_top_p) == []
+
+
+def test_rejects_only_below_alpha():
+    assert not sp.GoodnessOfFit(1.0, 1e-3, 2, 10).rejects(1e-3)
+    assert sp.GoodnessOfFit(1.0, 0.99e-3, 2, 10).rejects(1e-3)
+
+
+def test_goodness_of_fit_on_hand_counts():
+    """Bins, statistic and p-value against a hand computation: probs 0.5, 0.25, 0.125,
+    0.125 and 80 draws expect 40, 20, 10, 10 (each exactly at the 10-per-bin minimum)."""
+    from scipy.stats import chisquare
+
+    nucleus = sp.Nucleus(ids=(0, 1, 2, 3), probs=(0.5, 0.25, 0.125, 0.125))
+    drawn = [0] * 30 + [1] * 25 + [2] * 15 + [3] * 10
+    fit = sp.goodness_of_fit(drawn, nucleus)
+    expected = chisquare([30, 25, 15, 10], [40, 20, 10, 10])
+    assert (fit.bins, fit.draws) == (4, 80)
+    assert fit.statistic == pytest.approx(float(expected.statistic), rel=1e-12)
+    assert fit.p_value == pytest.approx(float(expected.pvalue), rel=1e-12)
+
+
+def test_goodness_of_fit_merges_a_small_remainder_into_the_last_bin():
+    """Probs 0.5, 0.3, 0.195, 0.005 and 100 draws: the last token (0.5 expected) joins the
+    bin before it, with its draw; a token never drawn counts 0."""
+    from scipy.stats import chisquare
+
+    nucleus = sp.Nucleus(ids=(0, 1, 2, 3), probs=(0.5, 0.3, 0.195, 0.005))
+    fit = sp.goodness_of_fit([0] * 60 + [1] * 20 + [3] * 20, nucleus)
+    expected = chisquare([60, 20, 20], [50, 30, 20])
+    assert fit.bins == 3
+    assert fit.statistic == pytest.approx(float(expected.statistic), rel=1e-9)
+
+
+def test_goodness_of_fit_bin_count_follows_max_bins_and_min_per_bin():
+    uniform = sp.Nucleus(ids=tuple(range(1000)), probs=(1 / 1000,) * 1000)
+    # 500 draws: 0.5 expected per token, 10 per bin (the minimum) -> 50 bins of 20 tokens
+    assert sp.goodness_of_fit(list(range(500)), uniform).bins == 50
+    # 1010 tokens, 1010 draws: 50 bins at most -> 20.2 expected per bin -> 21 tokens a bin, 48 bins
+    wide = sp.Nucleus(ids=tuple(range(1010)), probs=(1 / 1010,) * 1010)
+    assert sp.goodness_of_fit(list(range(1010)), wide).bins == 48
+    assert sp.goodness_of_fit(list(range(1010)), wide, max_bins=101).bins == 101
+
+
+def test_goodness_of_fit_with_two_bins_tests_and_with_one_bin_says_nothing():
+    halves = sp.Nucleus(ids=(0, 1), probs=(0.5, 0.5))
+    two = sp.goodness_of_fit([0] * 100, halves)
+    assert two.bins == 2 and two.rejects(1e-3) and two.statistic == pytest.approx(100.0)
+    assert sp.goodness_of_fit([0] * 5, halves) == sp.GoodnessOfFit(0.0, 1.0, 1, 5)  # 2.5 expected per token
+
+
+def test_a_draw_outside_the_nucleus_is_a_certain_rejection_with_its_count():
+    fit = sp.goodness_of_fit([0, 1, 2], sp.Nucleus(ids=(0, 1), probs=(0.6, 0.4)))
+    assert fit == sp.GoodnessOfFit(float("inf"), 0.0, 0, 3)

@@ -213,3 +213,47 @@ def test_summary_line_names_what_changed():
     diffs = [snapshots.Difference("warning", "greedy.bos", "x"), snapshots.Difference("error", "next_token.probs", "y")]
     line = snapshots.summary_line({"transformers": "4.57.6", "torch": "2.13.0"}, {"transformers": "5.23.0", "torch": "2.13.0"}, diffs)
     assert line == "transformers 4.57.6 -> 5.23.0: 1 error(s) in next_token.probs; 1 warning(s) in greedy.bos"
+
+
+# ------------------------------------ mutation testing survivors (README, "Mutation score")
+
+
+def test_dumps_is_sorted_indented_unicode_with_number_lists_inline():
+    text = snapshots.dumps({"b": [1e-05, -2.5, 3], "a": {"テキスト": [[1, 2], ["x"]]}})
+    assert text == (
+        '{\n "a": {\n  "テキスト": [\n   [1, 2],\n   [\n    "x"\n   ]\n  ]\n },\n "b": [1e-05, -2.5, 3]\n}\n'
+    )
+
+
+def test_record_creates_missing_folders_and_writes_a_loadable_snapshot(tmp_path):
+    root = tmp_path / "new" / "snapshots"  # neither folder exists yet
+    path = snapshots.record(tokenizer_subject(), root)
+    snapshot = snapshots.load(path, "hint")
+    assert sorted(snapshot) == ["card", "format", "observed", "provenance"]
+    assert snapshot["card"] == "mistral-tokenizer" and snapshot["format"] == snapshots.FORMAT
+    assert snapshot["provenance"]["device"] == "cpu" and "vocab_size" in snapshot["observed"]["tokenizer"]
+    assert [p.name for p in path.parent.iterdir()] == ["cpu.json"]  # no temporary file left
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['[1, 2]', '{"format": 1}', '{"format": 2, "observed": {}}', '{"observed": {}}'],
+    ids=["a-list", "no-observed", "other-format", "no-format"],
+)
+def test_a_snapshot_of_another_shape_is_refused(tmp_path, content):
+    path = tmp_path / "s.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(snapshots.SnapshotError, match="not a format-1 lm-probes snapshot"):
+        snapshots.load(path, "hint")
+    path.write_text('{"format": 1, "observed": {}}', encoding="utf-8")
+    assert snapshots.load(path, "hint") == {"format": 1, "observed": {}}
+
+
+@pytest.mark.parametrize("key", ["torch", "transformers", "tokenizers", "device", "dtype", "cpu threads"])
+def test_summary_line_names_each_provenance_change(key):
+    before = {k: "1" for k in ("torch", "transformers", "tokenizers", "device", "dtype", "cpu threads")}
+    after = before | {key: "2"}
+    assert snapshots.summary_line(before, after, []) == f"{key} 1 -> 2: no change beyond tolerance"
+    assert snapshots.summary_line(before, before, []) == "same versions and device: no change beyond tolerance"
+    two = after | {"torch": "3"} if key != "torch" else after | {"dtype": "3"}
+    assert ", " in snapshots.summary_line(before, two, [])
