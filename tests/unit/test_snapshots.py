@@ -257,3 +257,182 @@ def test_summary_line_names_each_provenance_change(key):
     assert snapshots.summary_line(before, before, []) == "same versions and device: no change beyond tolerance"
     two = after | {"torch": "3"} if key != "torch" else after | {"dtype": "3"}
     assert ", " in snapshots.summary_line(before, two, [])
+
+
+# --------------------------------------------- compare() on plain observations, no model
+
+
+def observed() -> dict:
+    """A small recorded observation set, as ``observe`` lays it out."""
+    return {
+        "tokenizer": {"vocab_size": 100, "bos_token_id": 1, "ids": {"hi": {"special": [1, 5, 6], "plain": [5, 6]}}},
+        "next_token": {"prompt": "p", "prompt_ids": [1, 5], "top_ids": [7, 8, 9], "top_probs": [0.5, 0.3, 0.1]},
+        "temperature": {"entropy": {"0.4": 1.0, "1.0": 2.0}},
+        "greedy": {"bos": {"prompt_ids": [1, 5], "ids": [7, 3, 4], "text": "a b c", "margins": [1.0, 1.0, 1.0]}},
+        "embedding": {
+            "words": ["x", "y"], "sub_ids": {"x": [10], "y": [11, 12]},
+            "row_norms": {"x": [1.0], "y": [2.0, 3.0]}, "cosine": [[1.0, 0.5], [0.5, 1.0]],
+        },
+        "sampled": {"seed": 0, "hot": {"ids": [[1, 2], [3, 4]], "texts": ["u", "v"]}},
+    }
+
+
+def changed(path: str, value) -> dict:
+    current = observed()
+    *parents, last = path.split("/")
+    node = current
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return current
+
+
+def diffs_of(current, recorded=None, tolerances=None, rec_prov=None, cur_prov=None) -> list[str]:
+    return [str(d) for d in snapshots.compare(recorded or observed(), current, tolerances or {}, None, rec_prov, cur_prov)]
+
+
+def test_identical_observations_have_no_difference():
+    assert diffs_of(observed()) == []
+
+
+@pytest.mark.parametrize(
+    "path, value, expected",
+    [
+        ("tokenizer/vocab_size", 101, ["[error] tokenizer.vocab_size: 100 -> 101"]),
+        ("tokenizer/bos_token_id", None, ["[error] tokenizer.bos_token_id: 1 -> None"]),
+        ("tokenizer/ids/hi/special", [1, 5, 9], ["[error] tokenizer.ids['hi']: (special tokens on) [1, 5, 6] -> [1, 5, 9], first difference at position 2"]),
+        ("tokenizer/ids/hi/plain", [5], ["[error] tokenizer.ids['hi']: (special tokens off) [5, 6] -> [5], first difference at position 1"]),
+        ("tokenizer/ids", {}, []),  # a text this run does not probe
+        ("next_token/prompt_ids", [1, 6], ["[error] next_token.prompt_ids: [1, 5] -> [1, 6]"]),  # entropies not compared then
+        ("next_token/top_probs", [0.5, 0.30005, 0.1], []),  # within prob_atol 1e-4
+        ("next_token/top_probs", [0.5, 0.3002, 0.1], ["[error] next_token.probs: max |delta p| 2.00e-04 at id 8 exceeds prob_atol 1e-04"]),
+        ("temperature/entropy", {"0.4": 1.0, "1.0": 2.002}, ["[error] temperature[1.0]: entropy 2.0 -> 2.002 (entropy_atol 0.001)"]),
+        ("temperature/entropy", {"0.4": 1.0}, ["[error] temperature[1.0]: entropy 2.0 -> None (entropy_atol 0.001)"]),
+        ("greedy/bos/ids", [7, 3], ["[error] greedy.bos: length 3 -> 2 new tokens"]),
+        ("embedding/sub_ids/y", [11], ["[error] embedding.sub_ids[y]: [11, 12] -> [11]"]),
+        ("embedding/row_norms/y", [2.0, 3.001], ["[error] embedding.row_norms[y]: [2.0, 3.0] -> [2.0, 3.001] (norm_rtol 1e-05)"]),
+        ("embedding/row_norms/y", [2.0], ["[error] embedding.row_norms[y]: [2.0, 3.0] -> [2.0] (norm_rtol 1e-05)"]),
+        ("embedding/cosine", [[1.0, 0.5001], [0.5001, 1.0]], ["[error] embedding.cosine: cos(x, y) 0.5 -> 0.5001; max |delta| 1.00e-04 exceeds cosine_atol 1e-05"]),
+        ("embedding/cosine", [[1.0]], ["[error] embedding.cosine: shape (2, 2) -> (1, 1)"]),
+        ("sampled/hot", {"ids": [[1, 2], [3, 5]], "texts": ["u", "w"]}, ["[error] sampled.hot: 1 of 2 samples changed with the same seed and provenance"]),
+        ("sampled/seed", 1, []),  # another --seed: other samples are expected
+    ],
+)
+def test_each_change_is_one_precise_difference(path, value, expected):
+    assert diffs_of(changed(path, value)) == expected
+
+
+def test_a_top1_change_is_a_warning_only_within_the_recorded_gap():
+    swapped = changed("next_token/top_ids", [8, 7, 9])
+    swapped["next_token"]["top_probs"] = [0.5, 0.3, 0.1]
+    tied = observed()
+    tied["next_token"]["top_probs"] = [0.40005, 0.4, 0.1]
+    now_tied = changed("next_token/top_ids", [8, 7, 9])
+    now_tied["next_token"]["top_probs"] = [0.40005, 0.4, 0.1]
+    assert "[error] next_token.top1: 7 -> 8 (recorded top-2 gap 2.00e-01)" in diffs_of(swapped)
+    assert diffs_of(now_tied, recorded=tied)[-1] == "[warning] next_token.top1: 7 -> 8 (recorded top-2 gap 5.00e-05)"
+
+
+def test_a_greedy_flip_without_the_model_is_an_error_with_both_texts():
+    [message] = diffs_of(changed("greedy/bos/ids", [7, 2, 4]) | {})
+    assert message.startswith("[error] greedy.bos: continuation changed at new token 1: recorded 3 -> now 2")
+    assert "recorded: 'a b c'" in message
+
+
+def test_tolerances_from_the_card_replace_the_defaults():
+    loose = {"prob_atol": 1e-3, "entropy_atol": 0.01, "cosine_atol": 1e-3, "norm_rtol": 1e-3}
+    current = changed("next_token/top_probs", [0.5, 0.3002, 0.1])
+    current["temperature"]["entropy"]["1.0"] = 2.002
+    current["embedding"]["cosine"] = [[1.0, 0.5001], [0.5001, 1.0]]
+    current["embedding"]["row_norms"]["y"] = [2.0, 3.001]
+    assert diffs_of(current, tolerances=loose) == []
+
+
+def test_a_model_on_one_side_only_is_one_error():
+    tokenizer_only = {"tokenizer": observed()["tokenizer"]}
+    assert diffs_of(tokenizer_only) == ["[error] model: the snapshot and this run disagree on whether there is a model"]
+    assert diffs_of(observed(), recorded=tokenizer_only) == ["[error] model: the snapshot and this run disagree on whether there is a model"]
+    assert diffs_of(tokenizer_only, recorded=tokenizer_only) == []
+
+
+def test_sampled_texts_are_compared_only_under_the_same_provenance():
+    prov = {"torch": "2.13.0", "transformers": "5.23.0", "device": "cpu", "dtype": "float32", "cpu threads": 2}
+    current = changed("sampled/hot", {"ids": [[9, 9], [3, 4]], "texts": ["z", "v"]})
+    assert diffs_of(current, rec_prov=prov, cur_prov=prov) == ["[error] sampled.hot: 1 of 2 samples changed with the same seed and provenance"]
+    for key in ("torch", "transformers", "device", "dtype", "cpu threads"):
+        other = prov | {key: "other"}
+        assert diffs_of(current, rec_prov=prov, cur_prov=other) == []
+        assert snapshots.sampling_comparable(prov, other) == [f"{key} {prov[key]} -> other"]
+    current["sampled"].pop("hot")  # a regime this run does not have: nothing to compare
+    assert diffs_of(current, rec_prov=prov, cur_prov=prov) == []
+
+
+def test_softmax64_is_a_stable_distribution():
+    p = snapshots._softmax64(np.array([1000.0, 1000.0, 0.0]))
+    assert p.dtype == np.float64 and p[0] == pytest.approx(0.5) and p[2] == pytest.approx(0.0) and p.sum() == pytest.approx(1.0)
+
+
+def test_first_diff_is_the_first_unequal_position_or_the_shorter_length():
+    assert snapshots._first_diff([1, 2, 3], [1, 9, 3]) == 1
+    assert snapshots._first_diff([1, 2], [1, 2, 3]) == 2
+    assert snapshots._first_diff([], [1]) == 0
+
+
+# ------------------------------------------------------- what observe() and provenance() hold
+
+
+def test_provenance_reads_versions_device_and_files_from_the_run():
+    import re
+
+    from probes.subjects import environment_info
+
+    env = environment_info()
+    prov = snapshots.provenance(tokenizer_subject())
+    assert sorted(prov) == sorted([
+        "python", "torch", "transformers", "tokenizers", "device", "gpu", "cpu threads", "dtype",
+        "quantization", "model source", "files", "revision", "recorded",
+    ])
+    for key in ("python", "torch", "transformers", "tokenizers", "gpu", "cpu threads"):
+        assert prov[key] == env[key], key
+    assert (prov["device"], prov["dtype"], prov["quantization"], prov["revision"]) == ("cpu", "-", "none", None)
+    assert prov["model source"] == "mistral_common/data/tokenizer.model.v1"
+    assert list(prov["files"]) == ["tokenizer.model.v1"] and len(prov["files"]["tokenizer.model.v1"]) == 16
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", prov["recorded"])
+    model_prov = snapshots.provenance(tiny())
+    assert (model_prov["device"], model_prov["dtype"]) == ("cpu", "float32")
+    assert model_prov["model source"] == "random MistralForCausalLM (seed 0)"
+
+
+def test_observe_holds_every_probe_of_a_model_subject(tiny_recorded):
+    recorded, _ = tiny_recorded
+    assert sorted(recorded) == ["embedding", "greedy", "next_token", "sampled", "temperature", "tokenizer"]
+    tok = recorded["tokenizer"]
+    assert (tok["vocab_size"], tok["bos_token_id"]) == (32000, 1)
+    assert tok["ids"]["The capital of Japan is"] == {"special": [1, 415, 5565, 302, 4720, 349], "plain": [415, 5565, 302, 4720, 349]}
+    nt = recorded["next_token"]
+    assert nt["prompt"] == "The capital of Japan is" and nt["prompt_ids"] == [1, 415, 5565, 302, 4720, 349]
+    assert len(nt["top_ids"]) == len(set(nt["top_ids"])) == len(nt["top_probs"]) == snapshots.TOP_N
+    assert nt["top_probs"] == sorted(nt["top_probs"], reverse=True) and 0 < nt["top_probs"][0] < 1
+    assert all(p == round(p, 7) for p in nt["top_probs"])
+    assert sorted(recorded["temperature"]["entropy"]) == ["0.4", "1.0", "1.6"]
+    entropies = [recorded["temperature"]["entropy"][t] for t in ("0.4", "1.0", "1.6")]
+    assert entropies == sorted(entropies) and all(e == round(e, 6) for e in entropies)
+    for label, first in (("bos", [1]), ("no-bos", [])):
+        g = recorded["greedy"][label]
+        assert g["prompt_ids"] == first + [415, 5565, 302, 4720, 349]
+        assert len(g["ids"]) == len(g["margins"]) == 20 and all(m >= 0 for m in g["margins"])
+        assert isinstance(g["text"], str) and g["text"]
+    emb = recorded["embedding"]
+    assert len(emb["words"]) == 20 and emb["words"][:2] == ["king", "queen"]
+    assert [len(emb["row_norms"][w]) for w in emb["words"]] == [len(emb["sub_ids"][w]) for w in emb["words"]]
+    assert len(emb["cosine"]) == 20 and all(len(row) == 20 and row[i] == pytest.approx(1.0) for i, row in enumerate(emb["cosine"]))
+    assert recorded["sampled"]["seed"] == 0
+    assert sorted(k for k in recorded["sampled"] if k != "seed") == ["hot", "near-greedy", "warm"]
+    assert all(len(recorded["sampled"][r]["ids"]) == len(recorded["sampled"][r]["texts"]) == 5 for r in ("hot", "near-greedy", "warm"))
+
+
+def test_a_tokenizer_only_subject_has_the_cpu_class_and_only_tokenizer_observations(tmp_path):
+    subject = tokenizer_subject()
+    assert snapshots.device_class(subject) == "cpu"
+    assert snapshots.snapshot_path(subject, tmp_path) == tmp_path / "mistral-tokenizer" / "cpu.json"
+    assert list(snapshots.observe(subject)) == ["tokenizer"]
