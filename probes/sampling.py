@@ -49,7 +49,9 @@ def top_p_filter(logits: torch.Tensor, p: float, min_tokens_to_keep: int = 1) ->
     nucleus when it and every less likely token together hold at most 1 - p of the
     mass. The most likely ``min_tokens_to_keep`` tokens always stay, so a tiny p
     still keeps one token. Among tokens of equal probability the higher id counts as
-    more likely (a stable ascending sort), which is also what transformers does.
+    more likely (a stable ascending sort). transformers sorts the same way but without
+    stability: for a few tied tokens the order comes out the same, for many (thousands
+    of equal logits) it may keep other ids of the tie, as many of them.
     """
     import torch
 

@@ -282,3 +282,29 @@ def test_goodness_of_fit_with_two_bins_tests_and_with_one_bin_says_nothing():
 def test_a_draw_outside_the_nucleus_is_a_certain_rejection_with_its_count():
     fit = sp.goodness_of_fit([0, 1, 2], sp.Nucleus(ids=(0, 1), probs=(0.6, 0.4)))
     assert fit == sp.GoodnessOfFit(float("inf"), 0.0, 0, 3)
+
+
+@pytest.mark.parametrize("bad", [2.5, True], ids=["float", "bool"])
+def test_min_tokens_to_keep_and_p_refuse_floats_and_bools(bad):
+    with pytest.raises(ValueError, match="min_tokens_to_keep must be an integer >= 1"):
+        sp.top_p_filter(torch.tensor([1.0, 2.0]), 0.5, min_tokens_to_keep=bad)
+    with pytest.raises(ValueError, match="top-p needs 0 < p <= 1, got True"):
+        sp.top_p_filter(torch.tensor([1.0, 2.0]), True)
+
+
+def test_top_p_among_many_equal_tokens_keeps_the_highest_ids():
+    """The own filter sorts stably: among exact ties the higher id counts as more likely.
+    transformers' TopPLogitsWarper sorts without stability: it keeps as many tokens, but
+    which of 2000 equal ones is its sort's choice (here the lowest ids). Exact ties at the
+    edge of a nucleus then make the keep-set comparison report a difference (README)."""
+    from transformers import TopPLogitsWarper
+
+    z = torch.zeros(2000)
+    kept = sp.kept_ids(sp.top_p_filter(z, 0.5))
+    assert kept == set(range(1000, 2000))
+    assert len(sp.kept_ids(TopPLogitsWarper(0.5)(None, z[None, :].clone())[0])) == 1000
+
+
+def test_a_keep_set_mismatch_shows_at_most_ten_ids_a_side():
+    text = str(sp.KeepSetMismatch("k=1", tuple(range(12)), tuple(range(20, 32))))
+    assert text == f"k=1: kept only by ours {list(range(10))}, only by transformers {list(range(20, 30))}"

@@ -436,3 +436,50 @@ def test_a_tokenizer_only_subject_has_the_cpu_class_and_only_tokenizer_observati
     assert snapshots.device_class(subject) == "cpu"
     assert snapshots.snapshot_path(subject, tmp_path) == tmp_path / "mistral-tokenizer" / "cpu.json"
     assert list(snapshots.observe(subject)) == ["tokenizer"]
+
+
+def test_near_tie_rules_at_their_boundaries():
+    class Decoder:
+        def decode(self, ids):
+            return f"<{ids[0]}>"
+
+    step = np.array([0.0, 2.0, 2.5], dtype=np.float32)  # the run took 2 (argmax); recorded 1; gap 0.5
+    judge = snapshots._judge_greedy_flip
+    assert judge(step, 0, 1, 2, [0.5], 0.5, Decoder())[0] == "warning"  # gap and margin exactly at logit_tie
+    assert judge(step, 0, 1, 2, [], 0.5, Decoder())[0] == "warning"  # no recorded margin for that step
+    assert judge(step, 1, 1, 2, [0.5], 0.5, Decoder())[0] == "warning"
+    severity, message = judge(step, 0, 2, 1, [0.5], 0.5, Decoder())  # the run took 1, not its argmax 2
+    assert severity == "error" and message.endswith(
+        "so generate() did not decode greedily (a logits processor inherited from generation_config.json, "
+        "e.g. repetition_penalty, or sampling changed the choice)"
+    )
+
+
+def test_an_entropy_change_exactly_at_the_tolerance_passes():
+    assert diffs_of(changed("temperature/entropy", {"0.4": 1.0, "1.0": 2.5}), tolerances={"entropy_atol": 0.5}) == []
+
+
+def test_softmax64_works_in_float64_whatever_the_input():
+    z = np.array([0.0, 20.0], dtype=np.float32)
+    p = snapshots._softmax64(z)
+    assert p.dtype == np.float64 and p[0] == np.exp(-20.0) / (1 + np.exp(-20.0))
+
+
+def test_summary_line_lists_every_change_and_place():
+    before = {"torch": "1", "transformers": "1"}
+    after = {"torch": "2", "transformers": "2"}
+    diffs = [snapshots.Difference("error", "b", "x"), snapshots.Difference("error", "a", "y"),
+             snapshots.Difference("warning", "d", "z"), snapshots.Difference("warning", "c", "w")]
+    assert snapshots.summary_line(before, after, diffs) == (
+        "torch 1 -> 2, transformers 1 -> 2: 2 error(s) in a, b; 2 warning(s) in c, d"
+    )
+
+
+def test_a_cuda_subject_is_classed_by_compute_capability(monkeypatch):
+    from types import SimpleNamespace
+
+    device = torch.device("cuda", 0)
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d: asked.append(d) or (9, 0))
+    subject = SimpleNamespace(card=SimpleNamespace(has_model=True), model=SimpleNamespace(device=device))
+    assert snapshots.device_class(subject) == "cuda-sm90" and asked == [device]
