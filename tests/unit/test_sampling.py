@@ -290,6 +290,8 @@ def test_min_tokens_to_keep_and_p_refuse_floats_and_bools(bad):
         sp.top_p_filter(torch.tensor([1.0, 2.0]), 0.5, min_tokens_to_keep=bad)
     with pytest.raises(ValueError, match="top-p needs 0 < p <= 1, got True"):
         sp.top_p_filter(torch.tensor([1.0, 2.0]), True)
+    with pytest.raises(ValueError, match="temperature must be a number > 0, got True"):
+        sp.apply_temperature(torch.tensor([1.0, 2.0]), True)
 
 
 def test_top_p_among_many_equal_tokens_keeps_the_highest_ids():
