@@ -401,17 +401,25 @@ def greedy_runs(
         )
         for _ in range(runs)
     ]
-    first = single[0]
-    steps = max(g.step_logits.shape[1] for g in single)
-    logits = np.full((runs, steps, first.step_logits.shape[2]), np.nan, dtype=np.float32)
-    for i, g in enumerate(single):
-        logits[i, : g.step_logits.shape[1]] = g.step_logits[0]
+    return _separate_runs(prompt, single)
+
+
+def _separate_runs(prompt: str, calls: list[Generation]) -> Generation:
+    """One Generation whose rows are the first row of each separate call, with their
+    logits stacked (NaN after a run that stopped early) when every call kept them."""
+    first = calls[0]
+    logits = None
+    if all(g.step_logits is not None for g in calls):
+        steps = max(g.step_logits.shape[1] for g in calls)
+        logits = np.full((len(calls), steps, first.step_logits.shape[2]), np.nan, dtype=np.float32)
+        for i, g in enumerate(calls):
+            logits[i, : g.step_logits.shape[1]] = g.step_logits[0]
     return Generation(
         prompt=prompt,
-        settings=first.settings | {"separate_calls": runs},
+        settings=first.settings | {"separate_calls": len(calls)},
         prompt_ids=first.prompt_ids,
-        new_ids=tuple(g.new_ids[0] for g in single),
-        texts=tuple(g.texts[0] for g in single),
+        new_ids=tuple(g.new_ids[0] for g in calls),
+        texts=tuple(g.texts[0] for g in calls),
         step_logits=logits,
     )
 
@@ -428,19 +436,7 @@ def greedy_runs_many(
     the prompts): run-to-run determinism is tested across calls, not across copies of a
     row inside one batch."""
     calls = [generate_many(tokenizer, model, prompts, max_new_tokens=max_new_tokens) for _ in range(runs)]
-    out = []
-    for i, prompt in enumerate(prompts):
-        per_run = [call[i] for call in calls]
-        out.append(
-            Generation(
-                prompt=prompt,
-                settings=per_run[0].settings | {"separate_calls": runs},
-                prompt_ids=per_run[0].prompt_ids,
-                new_ids=tuple(g.new_ids[0] for g in per_run),
-                texts=tuple(g.texts[0] for g in per_run),
-            )
-        )
-    return out
+    return [_separate_runs(prompt, [call[i] for call in calls]) for i, prompt in enumerate(prompts)]
 
 
 # -------------------------------------------------------- default decoding (D3)

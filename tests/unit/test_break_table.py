@@ -286,6 +286,12 @@ def bos_run_without_bos(monkeypatch):
 # ------------------------------------------------------------- breaks of weights
 
 
+def recorded_first_greedy_token(card_name: str = "tiny-mistral") -> int:
+    """The first new token of the committed snapshot's BOS-on greedy run."""
+    recorded = json.loads((SNAPSHOT_DIR / card_name / "cpu.json").read_text(encoding="utf-8"))
+    return recorded["observed"]["greedy"]["bos"]["ids"][0]
+
+
 def shuffle_embedding_rows(subject: Subject) -> Subject:
     with torch.no_grad():
         weight = subject.model.get_input_embeddings().weight
@@ -294,8 +300,7 @@ def shuffle_embedding_rows(subject: Subject) -> Subject:
 
 
 def flip_first_greedy_token(subject: Subject) -> Subject:
-    recorded = json.loads((SNAPSHOT_DIR / subject.name / "cpu.json").read_text())
-    first = recorded["observed"]["greedy"]["bos"]["ids"][0]
+    first = recorded_first_greedy_token(subject.name)
     with torch.no_grad():  # that token's output row pushed far down
         subject.model.lm_head.weight[first] *= -3
     return subject
@@ -353,9 +358,7 @@ BREAKS = [
     ),
     Break(
         "generation_config.json suppresses the first greedy token", "model folder",
-        lambda mp, tmp: from_folder("tiny-mistral", saved_model_folder(tiny(), tmp / "m", {"suppress_tokens": [
-            json.loads((SNAPSHOT_DIR / "tiny-mistral" / "cpu.json").read_text())["observed"]["greedy"]["bos"]["ids"][0]
-        ]})),
+        lambda mp, tmp: from_folder("tiny-mistral", saved_model_folder(tiny(), tmp / "m", {"suppress_tokens": [recorded_first_greedy_token()]})),
         (GREEDY_ARGMAX, DEFAULT_GREEDY, SNAPSHOT),
     ),
     Break(
@@ -448,8 +451,7 @@ def test_each_break_fails_the_tests_named_for_it(broken, monkeypatch, tmp_path):
 def test_the_near_tie_message_names_the_cause_of_a_processor_break(monkeypatch, tmp_path):
     """Hole 1 end to end: the suppressed token is a flip where this run did not take its
     own argmax, so the snapshot calls it an error and names the cause, not a near-tie."""
-    first = json.loads((SNAPSHOT_DIR / "tiny-mistral" / "cpu.json").read_text())["observed"]["greedy"]["bos"]["ids"][0]
-    subject = from_folder("tiny-mistral", saved_model_folder(tiny(), tmp_path / "m", {"suppress_tokens": [first]}))
+    subject = from_folder("tiny-mistral", saved_model_folder(tiny(), tmp_path / "m", {"suppress_tokens": [recorded_first_greedy_token()]}))
     outcome, message = SNAPSHOT.run(subject)
     assert outcome == "failed"
     assert "[error] greedy.bos: continuation changed at new token 0" in message

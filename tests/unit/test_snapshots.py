@@ -124,25 +124,28 @@ def test_a_flip_the_recording_made_by_a_wide_margin_is_no_tie(tiny_recorded):
     assert [d.severity for d in flips] == ["error"] and "which is no tie" in flips[0].message
 
 
+class ShowId:
+    """A stand-in tokenizer for the near-tie messages: decode([i]) is '<i>'."""
+
+    def decode(self, ids):
+        return f"<{ids[0]}>"
+
+
 def test_a_token_that_is_not_this_runs_argmax_is_an_error_naming_the_cause():
     """Hole 1 of issue 10: the run did not pick its own argmax (a processor changed the
     choice); the gap is negative, which the old check took for a near-tie."""
 
-    class Decoder:
-        def decode(self, ids):
-            return f"<{ids[0]}>"
-
     step = np.array([0.0, 3.0, 1.2, 1.0], dtype=np.float32)  # argmax 1; the run chose 2; recorded 1
-    severity, message = snapshots._judge_greedy_flip(step, 3, 1, 2, [0.5, 0.5, 0.5, 2.0], 0.01, Decoder())
+    severity, message = snapshots._judge_greedy_flip(step, 3, 1, 2, [0.5, 0.5, 0.5, 2.0], 0.01, ShowId())
     assert severity == "error"
     assert "did not pick the highest-scoring token: 1 '<1>' scored 1.8000 more" in message
     assert "repetition_penalty" in message and "near-tie" not in message
     # a real near-tie: the run took its argmax, the recorded token is within logit_tie, and
     # the recording's own margin was within it too
     tie = np.array([0.0, 2.0, 2.005, 1.0], dtype=np.float32)
-    assert snapshots._judge_greedy_flip(tie, 0, 1, 2, [0.004], 0.01, Decoder())[0] == "warning"
+    assert snapshots._judge_greedy_flip(tie, 0, 1, 2, [0.004], 0.01, ShowId())[0] == "warning"
     # gap above logit_tie: the scores changed
-    assert "the scores changed" in snapshots._judge_greedy_flip(tie, 0, 1, 2, [0.004], 0.001, Decoder())[1]
+    assert "the scores changed" in snapshots._judge_greedy_flip(tie, 0, 1, 2, [0.004], 0.001, ShowId())[1]
 
 
 # ---------------------------------------------------------------- harmless changes
@@ -439,16 +442,12 @@ def test_a_tokenizer_only_subject_has_the_cpu_class_and_only_tokenizer_observati
 
 
 def test_near_tie_rules_at_their_boundaries():
-    class Decoder:
-        def decode(self, ids):
-            return f"<{ids[0]}>"
-
     step = np.array([0.0, 2.0, 2.5], dtype=np.float32)  # the run took 2 (argmax); recorded 1; gap 0.5
     judge = snapshots._judge_greedy_flip
-    assert judge(step, 0, 1, 2, [0.5], 0.5, Decoder())[0] == "warning"  # gap and margin exactly at logit_tie
-    assert judge(step, 0, 1, 2, [], 0.5, Decoder())[0] == "warning"  # no recorded margin for that step
-    assert judge(step, 1, 1, 2, [0.5], 0.5, Decoder())[0] == "warning"
-    severity, message = judge(step, 0, 2, 1, [0.5], 0.5, Decoder())  # the run took 1, not its argmax 2
+    assert judge(step, 0, 1, 2, [0.5], 0.5, ShowId())[0] == "warning"  # gap and margin exactly at logit_tie
+    assert judge(step, 0, 1, 2, [], 0.5, ShowId())[0] == "warning"  # no recorded margin for that step
+    assert judge(step, 1, 1, 2, [0.5], 0.5, ShowId())[0] == "warning"
+    severity, message = judge(step, 0, 2, 1, [0.5], 0.5, ShowId())  # the run took 1, not its argmax 2
     assert severity == "error" and message.endswith(
         "so generate() did not decode greedily (a logits processor inherited from generation_config.json, "
         "e.g. repetition_penalty, or sampling changed the choice)"
