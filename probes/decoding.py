@@ -342,6 +342,42 @@ def generate(
     return _generation(tokenizer, enc, out, 0, runs, prompt, used, step_logits)
 
 
+def sample_first_tokens(
+    tokenizer: PreTrainedTokenizerBase,
+    model: PreTrainedModel,
+    prompt: str,
+    *,
+    runs: int,
+    seed: int,
+    **settings: Any,
+) -> Generation:
+    """``runs`` sampled first tokens of one prompt in one ``generate`` call, the rows
+    sharing the prompt's key/value cache.
+
+    generate() with num_return_sequences runs the whole prompt once per row; here the
+    prompt but its last token is run once and its cache repeated for every row, so 400
+    samples cost 400 one-token steps instead of 400 prompts (SmolLM2: 3.3 s instead of
+    8.9 s). generate() still does all the sampling (its warpers, its multinomial): under
+    the same seed it draws the same ids as the plain call
+    (``test_sharing_the_prompt_cache_draws_the_same_first_tokens``)."""
+    import torch
+
+    enc = encode_prompt(tokenizer, model, prompt)
+    if enc.input_ids.shape[1] < 2:  # nothing to share
+        return generate(tokenizer, model, prompt, max_new_tokens=1, runs=runs, seed=seed, do_sample=True, **settings)
+    with torch.no_grad():
+        cache = model(input_ids=enc.input_ids[:, :-1], attention_mask=enc.attention_mask[:, :-1], use_cache=True).past_key_values
+    cache.batch_repeat_interleave(runs)
+    rows = enc.__class__({k: v.repeat(runs, 1) for k, v in enc.items()})
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        out = model.generate(
+            **rows, past_key_values=cache, max_new_tokens=1, do_sample=True, pad_token_id=_pad_id(tokenizer), **settings
+        )
+    used = {"max_new_tokens": 1, "num_return_sequences": runs, "do_sample": True, **settings, "seed": seed, "shared_prompt_cache": True}
+    return _generation(tokenizer, enc, out, 0, runs, prompt, used)
+
+
 def generate_many(
     tokenizer: PreTrainedTokenizerBase,
     model: PreTrainedModel,

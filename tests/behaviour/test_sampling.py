@@ -58,13 +58,13 @@ def test_own_sampler_draws_from_the_nucleus(model_subject):
 @pytest.mark.observation("D5", "D7")
 def test_generate_samples_first_tokens_from_the_nucleus(model_subject):
     """transformers' own sampling (generate, top_p 0.9, T 1.4): 400 first tokens in one
-    batched call, chi-square against the nucleus of the own definition (code generate()
-    does not share). False-positive rate: ALPHA."""
+    batched call (sharing the prompt's cache), chi-square against the nucleus of the own
+    definition (code generate() does not share). False-positive rate: ALPHA."""
     logits = logits_of(model_subject)
     nucleus = sp.nucleus(logits, 0.9, 1.4)
-    samples = dc.generate(
-        model_subject.tokenizer, model_subject.model, INPUTS["next_token_prompt"], max_new_tokens=1, runs=400,
-        do_sample=True, top_p=0.9, temperature=1.4, top_k=0, seed=model_subject.seed,
+    samples = dc.sample_first_tokens(
+        model_subject.tokenizer, model_subject.model, INPUTS["next_token_prompt"], runs=400,
+        top_p=0.9, temperature=1.4, top_k=0, seed=model_subject.seed,
     )
     fit = sp.goodness_of_fit([ids[0] for ids in samples.new_ids], nucleus)
     assert fit.bins >= 2, f"too few bins to test anything: {fit}"

@@ -193,3 +193,15 @@ def test_the_suites_own_greedy_calls_are_immune_to_a_sampling_generation_config(
     torch.manual_seed(1)
     after = dc.generate(subject.tokenizer, subject.model, "The capital of Japan is", max_new_tokens=8).new_ids
     assert before == after
+
+
+def test_sharing_the_prompt_cache_draws_the_same_first_tokens(tiny):
+    """The shared prompt cache changes the cost, not the draws: under one seed it gives
+    the same 100 first tokens as generate() running the whole prompt in every row."""
+    tokenizer, model = tiny
+    settings = dict(top_p=0.9, temperature=1.4, top_k=0)
+    plain = dc.generate(tokenizer, model, "The capital of Japan is", max_new_tokens=1, runs=100, do_sample=True, seed=3, **settings)
+    shared = dc.sample_first_tokens(tokenizer, model, "The capital of Japan is", runs=100, seed=3, **settings)
+    assert shared.prompt_ids == plain.prompt_ids
+    assert len(set(shared.new_ids)) > 20  # really sampled, not one token 100 times
+    assert shared.new_ids == plain.new_ids

@@ -84,3 +84,14 @@ def test_head_and_tail_ids(real):
 def test_legacy_false_changes_the_encoding_after_a_special_token():
     # Why the card has the "Hello <s>world" case: only it tells legacy on from off.
     assert tp.encode(mistral_tokenizer(legacy=False), "Hello <s>world").ids == (1, 22557, 28705, 1, 9471)
+
+
+def test_subjects_share_one_converted_tokenizer_per_file_and_config():
+    """The conversion is done once per process and (file, config): two subjects of the
+    same card get the same tokenizer, a changed config gets its own (a shared one
+    would hide the change, as the legacy test above shows it must not)."""
+    card = find_card("mistral-tokenizer")
+    assert Subject(card).tokenizer is Subject(card).tokenizer
+    changed = Subject(card.with_tokenizer_config(legacy=False)).tokenizer
+    assert changed is not Subject(card).tokenizer
+    assert changed.encode("Hello <s>world") != Subject(card).tokenizer.encode("Hello <s>world")
