@@ -39,229 +39,6 @@ def compare_with(subject, recorded, recorded_prov=None):
     )
 
 
-# ------------------------------------------------------------------ caught changes
-
-
-def test_legacy_flag_is_caught_on_the_text_it_changes():
-    recorded = snapshots.observe(tokenizer_subject())
-    diffs = compare_with(tokenizer_subject(legacy=False), recorded)
-    assert [d.where for d in diffs] == ["tokenizer.ids['Hello <s>world']"] * 2
-    assert "(special tokens on) [1, 22557, 28705, 1, 1526] -> [1, 22557, 28705, 1, 9471], first difference at position 4" in str(diffs[0])
-
-
-def test_add_bos_token_flag_is_caught():
-    recorded = snapshots.observe(tokenizer_subject())
-    diffs = compare_with(tokenizer_subject(add_bos_token=False), recorded)
-    assert diffs and all(d.severity == "error" for d in diffs)
-    assert any("(special tokens on) [1, 415, 5565, 302, 4720, 349] -> [415, 5565, 302, 4720, 349], first difference at position 0" in str(d) for d in diffs)
-
-
-def _probed_id(recorded, word="king"):
-    return recorded["embedding"]["sub_ids"][word][0]
-
-
-def test_a_permuted_embedding_row_is_caught_by_the_cosines(tiny_recorded):
-    recorded, _ = tiny_recorded
-    subject = tiny()
-    row = _probed_id(recorded)
-    with torch.no_grad():
-        weight = subject.model.get_input_embeddings().weight
-        weight[row] = weight[row][torch.randperm(weight.shape[1], generator=torch.Generator().manual_seed(0))]
-    diffs = errors(compare_with(subject, recorded))
-    cosine = [d for d in diffs if d.where == "embedding.cosine"]
-    assert cosine and "cos(king," in cosine[0].message  # norms are unchanged by a permutation
-    assert not [d for d in diffs if d.where.startswith("embedding.row_norms")]
-
-
-def test_a_scaled_embedding_row_is_caught_by_the_norms(tiny_recorded):
-    recorded, _ = tiny_recorded
-    subject = tiny()
-    row = _probed_id(recorded)
-    with torch.no_grad():
-        subject.model.get_input_embeddings().weight[row] *= 1.5
-    diffs = errors(compare_with(subject, recorded))
-    assert any(d.where == "embedding.row_norms[king]" for d in diffs), diffs
-
-
-def test_a_weight_perturbation_that_flips_a_greedy_token_is_caught(tiny_recorded):
-    recorded, _ = tiny_recorded
-    subject = tiny()
-    first = recorded["greedy"]["bos"]["ids"][0]
-    with torch.no_grad():  # push the first greedy token's output row far down
-        subject.model.lm_head.weight[first] *= -3
-    diffs = errors(compare_with(subject, recorded))
-    greedy = [d for d in diffs if d.where == "greedy.bos"]
-    assert greedy and "continuation changed at new token 0" in greedy[0].message
-    assert "logits now" in greedy[0].message and "near-tie" not in greedy[0].message
-
-
-def test_a_flip_within_the_logit_tie_tolerance_is_a_warning(tiny_recorded):
-    recorded, _ = tiny_recorded
-    subject = tiny()
-    doctored = json.loads(json.dumps(recorded))
-    current = snapshots.observe(subject)
-    # Pretend the recording chose the runner-up at step 0 by a hair: this run's logit gap
-    # between the two is then the step's margin, which a generous logit_tie calls a near-tie.
-    step = ob.greedy(subject, True).step_logits[0][0]
-    runner_up = int(torch.topk(torch.as_tensor(step), 2).indices[1])
-    doctored["greedy"]["bos"]["ids"][0] = runner_up
-    doctored["greedy"]["bos"]["margins"][0] = 0.001
-    diffs = snapshots.compare(doctored, current, {"logit_tie": 1.0}, subject)
-    flips = [d for d in diffs if d.where == "greedy.bos"]
-    assert [d.severity for d in flips] == ["warning"] and "near-tie" in flips[0].message
-
-
-def test_a_flip_the_recording_made_by_a_wide_margin_is_no_tie(tiny_recorded):
-    """The same flip, but the recording chose its token by a margin far above logit_tie:
-    the scores moved, whatever this run's gap."""
-    recorded, _ = tiny_recorded
-    subject = tiny()
-    doctored = json.loads(json.dumps(recorded))
-    step = ob.greedy(subject, True).step_logits[0][0]
-    doctored["greedy"]["bos"]["ids"][0] = int(torch.topk(torch.as_tensor(step), 2).indices[1])
-    doctored["greedy"]["bos"]["margins"][0] = 5.0
-    flips = [d for d in snapshots.compare(doctored, snapshots.observe(subject), {"logit_tie": 1.0}, subject) if d.where == "greedy.bos"]
-    assert [d.severity for d in flips] == ["error"] and "which is no tie" in flips[0].message
-
-
-class ShowId:
-    """A stand-in tokenizer for the near-tie messages: decode([i]) is '<i>'."""
-
-    def decode(self, ids):
-        return f"<{ids[0]}>"
-
-
-def test_a_token_that_is_not_this_runs_argmax_is_an_error_naming_the_cause():
-    """Hole 1 of issue 10: the run did not pick its own argmax (a processor changed the
-    choice); the gap is negative, which the old check took for a near-tie."""
-
-    step = np.array([0.0, 3.0, 1.2, 1.0], dtype=np.float32)  # argmax 1; the run chose 2; recorded 1
-    severity, message = snapshots._judge_greedy_flip(step, 3, 1, 2, [0.5, 0.5, 0.5, 2.0], 0.01, ShowId())
-    assert severity == "error"
-    assert "did not pick the highest-scoring token: 1 '<1>' scored 1.8000 more" in message
-    assert "repetition_penalty" in message and "near-tie" not in message
-    # a real near-tie: the run took its argmax, the recorded token is within logit_tie, and
-    # the recording's own margin was within it too
-    tie = np.array([0.0, 2.0, 2.005, 1.0], dtype=np.float32)
-    assert snapshots._judge_greedy_flip(tie, 0, 1, 2, [0.004], 0.01, ShowId())[0] == "warning"
-    # gap above logit_tie: the scores changed
-    assert "the scores changed" in snapshots._judge_greedy_flip(tie, 0, 1, 2, [0.004], 0.001, ShowId())[1]
-
-
-# ---------------------------------------------------------------- harmless changes
-
-
-def test_a_rerun_in_the_same_environment_matches(tiny_recorded):
-    recorded, prov = tiny_recorded
-    assert compare_with(tiny(), recorded, prov) == []
-
-
-def test_another_thread_count_passes(tiny_recorded):
-    recorded, prov = tiny_recorded
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1 if threads > 1 else 2)
-    try:
-        subject = tiny()
-        current_prov = snapshots.provenance(subject)
-        diffs = snapshots.compare(recorded, snapshots.observe(subject), {}, subject, prov, current_prov)
-    finally:
-        torch.set_num_threads(threads)
-    assert errors(diffs) == []
-    assert snapshots.sampling_comparable(prov, current_prov) == [f"cpu threads {threads} -> {1 if threads > 1 else 2}"]
-
-
-def test_logit_noise_below_tolerance_passes(tiny_recorded):
-    recorded, prov = tiny_recorded
-    subject = tiny()
-    noise = torch.Generator().manual_seed(0)
-
-    def add_noise(module, inputs, output):  # (batch, seq, vocab) logits + N(0, 1e-6)
-        return output + 1e-6 * torch.randn(output.shape, generator=noise)
-
-    subject.model.lm_head.register_forward_hook(add_noise)
-    assert errors(compare_with(subject, recorded, prov)) == []
-
-
-# ------------------------------------------------------------------- snapshot files
-
-
-def test_record_writes_stable_readable_json(tmp_path):
-    subject = tokenizer_subject()
-    path = snapshots.record(subject, tmp_path)
-    assert path == tmp_path / "mistral-tokenizer" / "cpu.json"
-    first = path.read_text(encoding="utf-8")
-    snapshots.record(subject, tmp_path)
-    second = path.read_text(encoding="utf-8")
-    strip = lambda text: [line for line in text.splitlines() if '"recorded"' not in line]  # noqa: E731
-    assert strip(first) == strip(second)  # same content, same order: a clean diff
-    assert '"日本の首都は"' in first  # readable, not \\u-escaped
-    assert "[1, 415, 5565, 302, 4720, 349]" in first  # short number lists on one line
-
-
-def test_missing_corrupt_and_foreign_snapshots_say_how_to_fix(tmp_path):
-    hint = "pytest tests/behaviour/test_snapshot.py --card x --snapshot-update"
-    with pytest.raises(snapshots.SnapshotError, match="no snapshot at .*Record one with: pytest"):
-        snapshots.load(tmp_path / "none.json", hint)
-    truncated = tmp_path / "truncated.json"
-    truncated.write_text('{"format": 1, "observed": {"tok', encoding="utf-8")
-    with pytest.raises(snapshots.SnapshotError, match="corrupt or truncated .*Re-record it with"):
-        snapshots.load(truncated, hint)
-    foreign = tmp_path / "foreign.json"
-    foreign.write_text('{"hello": 1}', encoding="utf-8")
-    with pytest.raises(snapshots.SnapshotError, match="not a format-1 lm-probes snapshot"):
-        snapshots.load(foreign, hint)
-
-
-def test_summary_line_names_what_changed():
-    diffs = [snapshots.Difference("warning", "greedy.bos", "x"), snapshots.Difference("error", "next_token.probs", "y")]
-    line = snapshots.summary_line({"transformers": "4.57.6", "torch": "2.13.0"}, {"transformers": "5.23.0", "torch": "2.13.0"}, diffs)
-    assert line == "transformers 4.57.6 -> 5.23.0: 1 error(s) in next_token.probs; 1 warning(s) in greedy.bos"
-
-
-# ------------------------------------ mutation testing survivors (README, "Mutation score")
-
-
-def test_dumps_is_sorted_indented_unicode_with_number_lists_inline():
-    text = snapshots.dumps({"b": [1e-05, -2.5, 3], "a": {"テキスト": [[1, 2], ["x"]]}})
-    assert text == (
-        '{\n "a": {\n  "テキスト": [\n   [1, 2],\n   [\n    "x"\n   ]\n  ]\n },\n "b": [1e-05, -2.5, 3]\n}\n'
-    )
-
-
-def test_record_creates_missing_folders_and_writes_a_loadable_snapshot(tmp_path):
-    root = tmp_path / "new" / "snapshots"  # neither folder exists yet
-    path = snapshots.record(tokenizer_subject(), root)
-    snapshot = snapshots.load(path, "hint")
-    assert sorted(snapshot) == ["card", "format", "observed", "provenance"]
-    assert snapshot["card"] == "mistral-tokenizer" and snapshot["format"] == snapshots.FORMAT
-    assert snapshot["provenance"]["device"] == "cpu" and "vocab_size" in snapshot["observed"]["tokenizer"]
-    assert [p.name for p in path.parent.iterdir()] == ["cpu.json"]  # no temporary file left
-
-
-@pytest.mark.parametrize(
-    "content",
-    ['[1, 2]', '{"format": 1}', '{"format": 2, "observed": {}}', '{"observed": {}}'],
-    ids=["a-list", "no-observed", "other-format", "no-format"],
-)
-def test_a_snapshot_of_another_shape_is_refused(tmp_path, content):
-    path = tmp_path / "s.json"
-    path.write_text(content, encoding="utf-8")
-    with pytest.raises(snapshots.SnapshotError, match="not a format-1 lm-probes snapshot"):
-        snapshots.load(path, "hint")
-    path.write_text('{"format": 1, "observed": {}}', encoding="utf-8")
-    assert snapshots.load(path, "hint") == {"format": 1, "observed": {}}
-
-
-@pytest.mark.parametrize("key", ["torch", "transformers", "tokenizers", "device", "dtype", "cpu threads"])
-def test_summary_line_names_each_provenance_change(key):
-    before = {k: "1" for k in ("torch", "transformers", "tokenizers", "device", "dtype", "cpu threads")}
-    after = before | {key: "2"}
-    assert snapshots.summary_line(before, after, []) == f"{key} 1 -> 2: no change beyond tolerance"
-    assert snapshots.summary_line(before, before, []) == "same versions and device: no change beyond tolerance"
-    two = after | {"torch": "3"} if key != "torch" else after | {"dtype": "3"}
-    assert ", " in snapshots.summary_line(before, two, [])
-
-
 # --------------------------------------------- compare() on plain observations, no model
 
 
@@ -381,6 +158,277 @@ def test_first_diff_is_the_first_unequal_position_or_the_shorter_length():
     assert snapshots._first_diff([], [1]) == 0
 
 
+# ------------------------------------- the near-tie judgement, with a stand-in tokenizer
+
+class ShowId:
+    """A stand-in tokenizer for the near-tie messages: decode([i]) is '<i>'."""
+
+    def decode(self, ids):
+        return f"<{ids[0]}>"
+
+
+def test_a_token_that_is_not_this_runs_argmax_is_an_error_naming_the_cause():
+    """Hole 1 of issue 10: the run did not pick its own argmax (a processor changed the
+    choice); the gap is negative, which the old check took for a near-tie."""
+
+    step = np.array([0.0, 3.0, 1.2, 1.0], dtype=np.float32)  # argmax 1; the run chose 2; recorded 1
+    severity, message = snapshots._judge_greedy_flip(step, 3, 1, 2, [0.5, 0.5, 0.5, 2.0], 0.01, ShowId())
+    assert severity == "error"
+    assert "did not pick the highest-scoring token: 1 '<1>' scored 1.8000 more" in message
+    assert "repetition_penalty" in message and "near-tie" not in message
+    # a real near-tie: the run took its argmax, the recorded token is within logit_tie, and
+    # the recording's own margin was within it too
+    tie = np.array([0.0, 2.0, 2.005, 1.0], dtype=np.float32)
+    assert snapshots._judge_greedy_flip(tie, 0, 1, 2, [0.004], 0.01, ShowId())[0] == "warning"
+    # gap above logit_tie: the scores changed
+    assert "the scores changed" in snapshots._judge_greedy_flip(tie, 0, 1, 2, [0.004], 0.001, ShowId())[1]
+
+
+def test_near_tie_rules_at_their_boundaries():
+    step = np.array([0.0, 2.0, 2.5], dtype=np.float32)  # the run took 2 (argmax); recorded 1; gap 0.5
+    judge = snapshots._judge_greedy_flip
+    assert judge(step, 0, 1, 2, [0.5], 0.5, ShowId())[0] == "warning"  # gap and margin exactly at logit_tie
+    assert judge(step, 0, 1, 2, [], 0.5, ShowId())[0] == "warning"  # no recorded margin for that step
+    assert judge(step, 1, 1, 2, [0.5], 0.5, ShowId())[0] == "warning"
+    severity, message = judge(step, 0, 2, 1, [0.5], 0.5, ShowId())  # the run took 1, not its argmax 2
+    assert severity == "error" and message.endswith(
+        "so generate() did not decode greedily (a logits processor inherited from generation_config.json, "
+        "e.g. repetition_penalty, or sampling changed the choice)"
+    )
+
+
+def test_an_entropy_change_exactly_at_the_tolerance_passes():
+    assert diffs_of(changed("temperature/entropy", {"0.4": 1.0, "1.0": 2.5}), tolerances={"entropy_atol": 0.5}) == []
+
+
+def test_softmax64_works_in_float64_whatever_the_input():
+    z = np.array([0.0, 20.0], dtype=np.float32)
+    p = snapshots._softmax64(z)
+    assert p.dtype == np.float64 and p[0] == np.exp(-20.0) / (1 + np.exp(-20.0))
+
+
+def test_summary_line_lists_every_change_and_place():
+    before = {"torch": "1", "transformers": "1"}
+    after = {"torch": "2", "transformers": "2"}
+    diffs = [snapshots.Difference("error", "b", "x"), snapshots.Difference("error", "a", "y"),
+             snapshots.Difference("warning", "d", "z"), snapshots.Difference("warning", "c", "w")]
+    assert snapshots.summary_line(before, after, diffs) == (
+        "torch 1 -> 2, transformers 1 -> 2: 2 error(s) in a, b; 2 warning(s) in c, d"
+    )
+
+
+def test_a_cuda_subject_is_classed_by_compute_capability(monkeypatch):
+    from types import SimpleNamespace
+
+    device = torch.device("cuda", 0)
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d: asked.append(d) or (9, 0))
+    subject = SimpleNamespace(card=SimpleNamespace(has_model=True), model=SimpleNamespace(device=device))
+    assert snapshots.device_class(subject) == "cuda-sm90" and asked == [device]
+
+# ------------------------------------------------------------------- snapshot files
+
+
+def test_record_writes_stable_readable_json(tmp_path):
+    subject = tokenizer_subject()
+    path = snapshots.record(subject, tmp_path)
+    assert path == tmp_path / "mistral-tokenizer" / "cpu.json"
+    first = path.read_text(encoding="utf-8")
+    snapshots.record(subject, tmp_path)
+    second = path.read_text(encoding="utf-8")
+    strip = lambda text: [line for line in text.splitlines() if '"recorded"' not in line]  # noqa: E731
+    assert strip(first) == strip(second)  # same content, same order: a clean diff
+    assert '"日本の首都は"' in first  # readable, not \\u-escaped
+    assert "[1, 415, 5565, 302, 4720, 349]" in first  # short number lists on one line
+
+
+def test_missing_corrupt_and_foreign_snapshots_say_how_to_fix(tmp_path):
+    hint = "pytest tests/behaviour/test_snapshot.py --card x --snapshot-update"
+    with pytest.raises(snapshots.SnapshotError, match="no snapshot at .*Record one with: pytest"):
+        snapshots.load(tmp_path / "none.json", hint)
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text('{"format": 1, "observed": {"tok', encoding="utf-8")
+    with pytest.raises(snapshots.SnapshotError, match="corrupt or truncated .*Re-record it with"):
+        snapshots.load(truncated, hint)
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text('{"hello": 1}', encoding="utf-8")
+    with pytest.raises(snapshots.SnapshotError, match="not a format-1 lm-probes snapshot"):
+        snapshots.load(foreign, hint)
+
+
+def test_summary_line_names_what_changed():
+    diffs = [snapshots.Difference("warning", "greedy.bos", "x"), snapshots.Difference("error", "next_token.probs", "y")]
+    line = snapshots.summary_line({"transformers": "4.57.6", "torch": "2.13.0"}, {"transformers": "5.23.0", "torch": "2.13.0"}, diffs)
+    assert line == "transformers 4.57.6 -> 5.23.0: 1 error(s) in next_token.probs; 1 warning(s) in greedy.bos"
+
+
+# ------------------------------------ mutation testing survivors (README, "Mutation score")
+
+
+def test_dumps_is_sorted_indented_unicode_with_number_lists_inline():
+    text = snapshots.dumps({"b": [1e-05, -2.5, 3], "a": {"テキスト": [[1, 2], ["x"]]}})
+    assert text == (
+        '{\n "a": {\n  "テキスト": [\n   [1, 2],\n   [\n    "x"\n   ]\n  ]\n },\n "b": [1e-05, -2.5, 3]\n}\n'
+    )
+
+
+def test_record_creates_missing_folders_and_writes_a_loadable_snapshot(tmp_path):
+    root = tmp_path / "new" / "snapshots"  # neither folder exists yet
+    path = snapshots.record(tokenizer_subject(), root)
+    snapshot = snapshots.load(path, "hint")
+    assert sorted(snapshot) == ["card", "format", "observed", "provenance"]
+    assert snapshot["card"] == "mistral-tokenizer" and snapshot["format"] == snapshots.FORMAT
+    assert snapshot["provenance"]["device"] == "cpu" and "vocab_size" in snapshot["observed"]["tokenizer"]
+    assert [p.name for p in path.parent.iterdir()] == ["cpu.json"]  # no temporary file left
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['[1, 2]', '{"format": 1}', '{"format": 2, "observed": {}}', '{"observed": {}}'],
+    ids=["a-list", "no-observed", "other-format", "no-format"],
+)
+def test_a_snapshot_of_another_shape_is_refused(tmp_path, content):
+    path = tmp_path / "s.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(snapshots.SnapshotError, match="not a format-1 lm-probes snapshot"):
+        snapshots.load(path, "hint")
+    path.write_text('{"format": 1, "observed": {}}', encoding="utf-8")
+    assert snapshots.load(path, "hint") == {"format": 1, "observed": {}}
+
+
+@pytest.mark.parametrize("key", ["torch", "transformers", "tokenizers", "device", "dtype", "cpu threads"])
+def test_summary_line_names_each_provenance_change(key):
+    before = {k: "1" for k in ("torch", "transformers", "tokenizers", "device", "dtype", "cpu threads")}
+    after = before | {key: "2"}
+    assert snapshots.summary_line(before, after, []) == f"{key} 1 -> 2: no change beyond tolerance"
+    assert snapshots.summary_line(before, before, []) == "same versions and device: no change beyond tolerance"
+    two = after | {"torch": "3"} if key != "torch" else after | {"dtype": "3"}
+    assert ", " in snapshots.summary_line(before, two, [])
+
+
+# ====================================================================== model-backed
+# The tests below build tiny-mistral subjects and observe them (about 1.5 s each); the
+# ones above take milliseconds. Mutation testing runs every test that reaches a mutated
+# function in file order and stops at the first failure, so the quick ones come first.
+
+# ------------------------------------------------------------------ caught changes
+
+
+def test_legacy_flag_is_caught_on_the_text_it_changes():
+    recorded = snapshots.observe(tokenizer_subject())
+    diffs = compare_with(tokenizer_subject(legacy=False), recorded)
+    assert [d.where for d in diffs] == ["tokenizer.ids['Hello <s>world']"] * 2
+    assert "(special tokens on) [1, 22557, 28705, 1, 1526] -> [1, 22557, 28705, 1, 9471], first difference at position 4" in str(diffs[0])
+
+
+def test_add_bos_token_flag_is_caught():
+    recorded = snapshots.observe(tokenizer_subject())
+    diffs = compare_with(tokenizer_subject(add_bos_token=False), recorded)
+    assert diffs and all(d.severity == "error" for d in diffs)
+    assert any("(special tokens on) [1, 415, 5565, 302, 4720, 349] -> [415, 5565, 302, 4720, 349], first difference at position 0" in str(d) for d in diffs)
+
+
+def _probed_id(recorded, word="king"):
+    return recorded["embedding"]["sub_ids"][word][0]
+
+
+def test_a_permuted_embedding_row_is_caught_by_the_cosines(tiny_recorded):
+    recorded, _ = tiny_recorded
+    subject = tiny()
+    row = _probed_id(recorded)
+    with torch.no_grad():
+        weight = subject.model.get_input_embeddings().weight
+        weight[row] = weight[row][torch.randperm(weight.shape[1], generator=torch.Generator().manual_seed(0))]
+    diffs = errors(compare_with(subject, recorded))
+    cosine = [d for d in diffs if d.where == "embedding.cosine"]
+    assert cosine and "cos(king," in cosine[0].message  # norms are unchanged by a permutation
+    assert not [d for d in diffs if d.where.startswith("embedding.row_norms")]
+
+
+def test_a_scaled_embedding_row_is_caught_by_the_norms(tiny_recorded):
+    recorded, _ = tiny_recorded
+    subject = tiny()
+    row = _probed_id(recorded)
+    with torch.no_grad():
+        subject.model.get_input_embeddings().weight[row] *= 1.5
+    diffs = errors(compare_with(subject, recorded))
+    assert any(d.where == "embedding.row_norms[king]" for d in diffs), diffs
+
+
+def test_a_weight_perturbation_that_flips_a_greedy_token_is_caught(tiny_recorded):
+    recorded, _ = tiny_recorded
+    subject = tiny()
+    first = recorded["greedy"]["bos"]["ids"][0]
+    with torch.no_grad():  # push the first greedy token's output row far down
+        subject.model.lm_head.weight[first] *= -3
+    diffs = errors(compare_with(subject, recorded))
+    greedy = [d for d in diffs if d.where == "greedy.bos"]
+    assert greedy and "continuation changed at new token 0" in greedy[0].message
+    assert "logits now" in greedy[0].message and "near-tie" not in greedy[0].message
+
+
+def test_a_flip_within_the_logit_tie_tolerance_is_a_warning(tiny_recorded):
+    recorded, _ = tiny_recorded
+    subject = tiny()
+    doctored = json.loads(json.dumps(recorded))
+    current = snapshots.observe(subject)
+    # Pretend the recording chose the runner-up at step 0 by a hair: this run's logit gap
+    # between the two is then the step's margin, which a generous logit_tie calls a near-tie.
+    step = ob.greedy(subject, True).step_logits[0][0]
+    runner_up = int(torch.topk(torch.as_tensor(step), 2).indices[1])
+    doctored["greedy"]["bos"]["ids"][0] = runner_up
+    doctored["greedy"]["bos"]["margins"][0] = 0.001
+    diffs = snapshots.compare(doctored, current, {"logit_tie": 1.0}, subject)
+    flips = [d for d in diffs if d.where == "greedy.bos"]
+    assert [d.severity for d in flips] == ["warning"] and "near-tie" in flips[0].message
+
+
+def test_a_flip_the_recording_made_by_a_wide_margin_is_no_tie(tiny_recorded):
+    """The same flip, but the recording chose its token by a margin far above logit_tie:
+    the scores moved, whatever this run's gap."""
+    recorded, _ = tiny_recorded
+    subject = tiny()
+    doctored = json.loads(json.dumps(recorded))
+    step = ob.greedy(subject, True).step_logits[0][0]
+    doctored["greedy"]["bos"]["ids"][0] = int(torch.topk(torch.as_tensor(step), 2).indices[1])
+    doctored["greedy"]["bos"]["margins"][0] = 5.0
+    flips = [d for d in snapshots.compare(doctored, snapshots.observe(subject), {"logit_tie": 1.0}, subject) if d.where == "greedy.bos"]
+    assert [d.severity for d in flips] == ["error"] and "which is no tie" in flips[0].message
+
+# ---------------------------------------------------------------- harmless changes
+
+
+def test_a_rerun_in_the_same_environment_matches(tiny_recorded):
+    recorded, prov = tiny_recorded
+    assert compare_with(tiny(), recorded, prov) == []
+
+
+def test_another_thread_count_passes(tiny_recorded):
+    recorded, prov = tiny_recorded
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if threads > 1 else 2)
+    try:
+        subject = tiny()
+        current_prov = snapshots.provenance(subject)
+        diffs = snapshots.compare(recorded, snapshots.observe(subject), {}, subject, prov, current_prov)
+    finally:
+        torch.set_num_threads(threads)
+    assert errors(diffs) == []
+    assert snapshots.sampling_comparable(prov, current_prov) == [f"cpu threads {threads} -> {1 if threads > 1 else 2}"]
+
+
+def test_logit_noise_below_tolerance_passes(tiny_recorded):
+    recorded, prov = tiny_recorded
+    subject = tiny()
+    noise = torch.Generator().manual_seed(0)
+
+    def add_noise(module, inputs, output):  # (batch, seq, vocab) logits + N(0, 1e-6)
+        return output + 1e-6 * torch.randn(output.shape, generator=noise)
+
+    subject.model.lm_head.register_forward_hook(add_noise)
+    assert errors(compare_with(subject, recorded, prov)) == []
+
+
 # ------------------------------------------------------- what observe() and provenance() hold
 
 
@@ -439,46 +487,3 @@ def test_a_tokenizer_only_subject_has_the_cpu_class_and_only_tokenizer_observati
     assert snapshots.device_class(subject) == "cpu"
     assert snapshots.snapshot_path(subject, tmp_path) == tmp_path / "mistral-tokenizer" / "cpu.json"
     assert list(snapshots.observe(subject)) == ["tokenizer"]
-
-
-def test_near_tie_rules_at_their_boundaries():
-    step = np.array([0.0, 2.0, 2.5], dtype=np.float32)  # the run took 2 (argmax); recorded 1; gap 0.5
-    judge = snapshots._judge_greedy_flip
-    assert judge(step, 0, 1, 2, [0.5], 0.5, ShowId())[0] == "warning"  # gap and margin exactly at logit_tie
-    assert judge(step, 0, 1, 2, [], 0.5, ShowId())[0] == "warning"  # no recorded margin for that step
-    assert judge(step, 1, 1, 2, [0.5], 0.5, ShowId())[0] == "warning"
-    severity, message = judge(step, 0, 2, 1, [0.5], 0.5, ShowId())  # the run took 1, not its argmax 2
-    assert severity == "error" and message.endswith(
-        "so generate() did not decode greedily (a logits processor inherited from generation_config.json, "
-        "e.g. repetition_penalty, or sampling changed the choice)"
-    )
-
-
-def test_an_entropy_change_exactly_at_the_tolerance_passes():
-    assert diffs_of(changed("temperature/entropy", {"0.4": 1.0, "1.0": 2.5}), tolerances={"entropy_atol": 0.5}) == []
-
-
-def test_softmax64_works_in_float64_whatever_the_input():
-    z = np.array([0.0, 20.0], dtype=np.float32)
-    p = snapshots._softmax64(z)
-    assert p.dtype == np.float64 and p[0] == np.exp(-20.0) / (1 + np.exp(-20.0))
-
-
-def test_summary_line_lists_every_change_and_place():
-    before = {"torch": "1", "transformers": "1"}
-    after = {"torch": "2", "transformers": "2"}
-    diffs = [snapshots.Difference("error", "b", "x"), snapshots.Difference("error", "a", "y"),
-             snapshots.Difference("warning", "d", "z"), snapshots.Difference("warning", "c", "w")]
-    assert snapshots.summary_line(before, after, diffs) == (
-        "torch 1 -> 2, transformers 1 -> 2: 2 error(s) in a, b; 2 warning(s) in c, d"
-    )
-
-
-def test_a_cuda_subject_is_classed_by_compute_capability(monkeypatch):
-    from types import SimpleNamespace
-
-    device = torch.device("cuda", 0)
-    asked = []
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d: asked.append(d) or (9, 0))
-    subject = SimpleNamespace(card=SimpleNamespace(has_model=True), model=SimpleNamespace(device=device))
-    assert snapshots.device_class(subject) == "cuda-sm90" and asked == [device]
