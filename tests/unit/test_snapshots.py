@@ -89,6 +89,9 @@ def test_identical_observations_have_no_difference():
         ("temperature/entropy", {"0.4": 1.0, "1.0": 2.002}, ["[error] temperature[1.0]: entropy 2.0 -> 2.002 (entropy_atol 0.001)"]),
         ("temperature/entropy", {"0.4": 1.0}, ["[error] temperature[1.0]: entropy 2.0 -> None (entropy_atol 0.001)"]),
         ("greedy/bos/ids", [7, 3], ["[error] greedy.bos: length 3 -> 2 new tokens"]),
+        ("greedy/bos/prompt_ids", [5], ["[error] greedy.bos: prompt ids [1, 5] -> [5]"]),
+        # another prompt: its continuation is not compared with the old one's
+        ("greedy/bos", {"prompt_ids": [5], "ids": [9], "text": "z", "margins": [1.0]}, ["[error] greedy.bos: prompt ids [1, 5] -> [5]"]),
         ("embedding/sub_ids/y", [11], ["[error] embedding.sub_ids[y]: [11, 12] -> [11]"]),
         ("embedding/row_norms/y", [2.0, 3.001], ["[error] embedding.row_norms[y]: [2.0, 3.0] -> [2.0, 3.001] (norm_rtol 1e-05)"]),
         ("embedding/row_norms/y", [2.0], ["[error] embedding.row_norms[y]: [2.0, 3.0] -> [2.0] (norm_rtol 1e-05)"]),
