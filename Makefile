@@ -2,18 +2,23 @@
 .PHONY: setup report test benchmark clean
 
 PYTEST := .venv/bin/python -m pytest
+# Two worker processes (pytest-xdist), one torch thread each. The plugin sends every
+# test of one card to the same worker, so each model still loads once and each probe
+# result is computed once. WORKERS=0 runs in one process, as a plain `pytest` does.
+WORKERS ?= 2
+PARALLEL := $(if $(filter 0,$(WORKERS)),,-n $(WORKERS))
 
 setup:
 	@bash scripts/setup.sh
 
 # The main job: the behavioural suite on the embedded CPU models -> reports/report.html
 report: setup
-	$(PYTEST) tests/behaviour
+	$(PYTEST) $(PARALLEL) tests/behaviour
 
 # Everything: the library's own tests and the behavioural suite; the 15 slowest items
 # are listed at the end, so a CI log shows where the time went.
 test: setup
-	$(PYTEST) --durations=15
+	$(PYTEST) $(PARALLEL) --durations=15
 
 # Timing benchmarks (not part of report/test): JSON for --benchmark-compare, and a report.
 benchmark: setup

@@ -33,6 +33,8 @@ SNAPSHOT_RESULTS = pytest.StashKey[dict[str, dict[str, Any]]]()
 SUMMARY_SECTIONS = pytest.StashKey[dict[str, dict[str, list[str]]]]()
 # (card, observation id) -> outcomes of the tests that check it
 OBSERVATION_OUTCOMES = pytest.StashKey[dict[tuple[str, str], list[str]]]()
+# card -> its row of the report's "Subjects" table, as sent by pytest-xdist workers
+WORKER_SUBJECT_ROWS = pytest.StashKey[dict[str, str]]()
 
 
 # ------------------------------------------------------------------------- options
@@ -130,10 +132,15 @@ def pytest_configure(config: pytest.Config) -> None:
         "observation(*ids, expects=None, needs='tokenizer'): the SPEC observations a test checks "
         "and the card field it needs; parametrizes `subject`/`model_subject` over the cards having it",
     )
+    if hasattr(config, "workerinput"):
+        # A pytest-xdist worker: one torch thread. Two workers of two spinning OpenMP
+        # threads each on two cores ran slower than one process; set before torch loads.
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
     config.stash[SUBJECTS] = {}
     config.stash[SUMMARY_SECTIONS] = {}
     config.stash[OBSERVATION_OUTCOMES] = {}
     config.stash[SNAPSHOT_RESULTS] = {}
+    config.stash[WORKER_SUBJECT_ROWS] = {}
     config.stash[SELECTED_CARDS] = _select_cards(config)
 
 
@@ -406,6 +413,76 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             item.config.stash[OBSERVATION_OUTCOMES].setdefault((card, observation), []).append(state)
 
 
+# ------------------------------------------------------------ pytest-xdist workers
+#
+# Under `pytest -n N` (make test) the tests run in worker processes. Two things keep
+# that as cheap and as complete as one process:
+# - every test of one card runs in one worker, so its model loads once and each probe
+#   result is computed once (the scheduler below);
+# - the report is written by the controller: each worker sends what its tests gathered
+#   for it (as JSON, which execnet can carry), and the controller merges it.
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """A scheduler that hands out all the tests of one card as one unit of work and every
+    other test on its own. (xdist's own `--dist loadgroup` would do it with marks, but
+    xdist 3.8 cannot rename node ids under pytest 9, so those marks have no effect.)"""
+    if config.getoption("dist") == "each":  # every test on every worker: nothing to group
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    # longest first: a card whose name starts with another card's name is matched whole
+    names = sorted((c.name for c in config.stash[SELECTED_CARDS]), key=len, reverse=True)
+
+    class OneWorkerPerCard(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            # a behaviour test's id starts with its card: test_x[smollm2-135m-instruct-bos]
+            params = nodeid.partition("[")[2]
+            card = next((n for n in names if params.startswith((n + "-", n + "]"))), None)
+            return f"card {card}" if card else nodeid
+
+    return OneWorkerPerCard(config, log)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    if not hasattr(config, "workeroutput"):  # not an xdist worker
+        return
+    import json
+
+    config.workeroutput["lm_probes"] = json.dumps(
+        {
+            "subject_rows": {name: _subject_row(subject) for name, subject in config.stash[SUBJECTS].items()},
+            "sections": config.stash[SUMMARY_SECTIONS],
+            "outcomes": [[card, obs, states] for (card, obs), states in config.stash[OBSERVATION_OUTCOMES].items()],
+            "snapshots": {
+                card: {k: [str(d) for d in v] if k == "differences" else v for k, v in result.items()}
+                for card, result in config.stash[SNAPSHOT_RESULTS].items()
+            },
+        },
+        default=str,
+    )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """A worker finished (pytest-xdist's hook, run in the controller): merge its report data."""
+    import json
+
+    sent = getattr(node, "workeroutput", {}).get("lm_probes")
+    if not sent:
+        return
+    data, stash = json.loads(sent), node.config.stash
+    stash[WORKER_SUBJECT_ROWS].update(data["subject_rows"])
+    for section, by_card in data["sections"].items():
+        for card, fragments in by_card.items():
+            stash[SUMMARY_SECTIONS].setdefault(section, {}).setdefault(card, []).extend(fragments)
+    for card, obs, states in data["outcomes"]:
+        stash[OBSERVATION_OUTCOMES].setdefault((card, obs), []).extend(states)
+    stash[SNAPSHOT_RESULTS].update(data["snapshots"])
+
+
 # -------------------------------------------------------------------------- report
 
 
@@ -415,7 +492,8 @@ def pytest_html_report_title(report: Any) -> None:
 
 def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: list[str], session: pytest.Session) -> None:
     config = session.config
-    prefix.extend(_subjects_html(config.stash.get(SUBJECTS, {})))
+    rows = {name: _subject_row(subject) for name, subject in config.stash.get(SUBJECTS, {}).items()}
+    prefix.extend(_subjects_html(rows | config.stash.get(WORKER_SUBJECT_ROWS, {})))
     prefix.extend(_observations_html(config.stash.get(OBSERVATION_OUTCOMES, {})))
     prefix.extend(_snapshot_html(config.stash.get(SNAPSHOT_RESULTS, {})))
     prefix.extend(_benchmark_html(getattr(getattr(config, "_benchmarksession", None), "benchmarks", [])))
@@ -510,23 +588,25 @@ def _observations_html(outcomes: dict[tuple[str, str], list[str]]) -> list[str]:
     ]
 
 
-def _subjects_html(subjects: dict[str, Subject]) -> list[str]:
-    if not subjects:
-        return []
-    rows = []
-    for subject in subjects.values():
-        p = subject.provenance
-        files = "<br>".join(f"{html.escape(k)}: sha256 {v}…" for k, v in p.files.items()) or "-"
-        rows.append(
-            "<tr>"
-            + "".join(
-                f"<td>{html.escape(str(v))}</td>"
-                for v in (p.card, p.model_source, p.device, p.dtype, p.quantization, p.revision or "-")
-            )
-            + f"<td>{files}</td></tr>"
+def _subject_row(subject: Subject) -> str:
+    p = subject.provenance
+    files = "<br>".join(f"{html.escape(k)}: sha256 {v}…" for k, v in p.files.items()) or "-"
+    return (
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(v))}</td>"
+            for v in (p.card, p.model_source, p.device, p.dtype, p.quantization, p.revision or "-")
         )
+        + f"<td>{files}</td></tr>"
+    )
+
+
+def _subjects_html(rows: dict[str, str]) -> list[str]:
+    """The "Subjects" table: one row per loaded card (``_subject_row``)."""
+    if not rows:
+        return []
     return [
         "<h2>Subjects</h2><table class='subjects' border='1' cellpadding='4' style='border-collapse:collapse'>"
         "<tr><th>card</th><th>model source</th><th>device</th><th>dtype</th><th>quantization</th>"
-        "<th>revision</th><th>files</th></tr>" + "".join(rows) + "</table>"
+        "<th>revision</th><th>files</th></tr>" + "".join(rows[name] for name in sorted(rows)) + "</table>"
     ]

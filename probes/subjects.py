@@ -106,7 +106,7 @@ def environment_info() -> dict[str, str]:
 
     info = {
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # a str subclass that pickle-free transports (xdist) refuse
         "transformers": _version("transformers"),
         "tokenizers": _version("tokenizers"),
         "platform": platform.platform(),

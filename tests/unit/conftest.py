@@ -34,6 +34,10 @@ def run_suite(monkeypatch: pytest.MonkeyPatch, tmp_path):
     for the run and put back after the test."""
     monkeypatch.chdir(REPO_ROOT)
     monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+    # Inside a pytest-xdist worker (make test), the run must not look like one: that
+    # environment turns pytest-benchmark off, for one.
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
 
     def run(*args: str, env: dict[str, str] | None = None) -> SuiteRun:
         for name, value in (env or {}).items():
