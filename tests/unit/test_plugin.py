@@ -126,27 +126,6 @@ def test_report_is_self_contained_with_environment_and_token_table(run_suite, tm
     assert "1:&amp;lt;s&amp;gt; 415:The 5565:capital 302:of 4720:Japan 349:is" in page
 
 
-def test_two_workers_keep_each_card_in_one_worker_and_fill_the_same_report(run_suite, tmp_path):
-    """make test runs `pytest -n 2`: every test of one card must run in one worker (its
-    model loaded once, its probe results shared), and the controller's report must hold
-    what the workers' tests gathered: subjects, observations, snapshot results, figures."""
-    result = run_suite(
-        "tests/behaviour", "-n", "2", "-v", "--card", "mistral-tokenizer", "--card", "tiny-mistral",
-        "-k", "test_bos_prepended or two_components or (matches_snapshot and tokenizer) or test_architecture",
-    )
-    assert result.returncode == 0, result.stdout
-    ran = re.findall(r"\[(gw\d)\] \[ *\d+%\] PASSED tests/behaviour/\S+?\[(\S+)\]", result.stdout)
-    workers_of = {card: {w for w, params in ran if params.startswith(card)} for card in ("mistral-tokenizer", "tiny-mistral")}
-    assert [len(workers) for workers in workers_of.values()] == [1, 1], (workers_of, result.stdout)
-    assert len(ran) == 5, result.stdout
-    page = (tmp_path / "report.html").read_text(encoding="utf-8")
-    subjects = page.split("<table class='subjects'", 1)[1].split("</table>", 1)[0]
-    assert subjects.count("<tr><td>mistral-tokenizer</td>") == 1 and subjects.count("<tr><td>tiny-mistral</td>") == 1
-    assert "random MistralForCausalLM (seed 0)" in subjects  # the tiny subject's row, sent by its worker
-    assert "<h2>Observations per card</h2>" in page and "<h3>mistral-tokenizer: compared with cpu.json</h3>" in page
-    assert page.count("<img alt='PCA scatter' src='data:image/png;base64,") == 1
-
-
 def test_wrong_expectation_in_a_model_card_names_card_field_expected_obtained(run_suite, tmp_path):
     card_file = tmp_path / "tiny-mistral.yaml"
     original = (REPO_ROOT / "fixtures" / "cards" / "tiny-mistral.yaml").read_text(encoding="utf-8")
@@ -162,18 +141,30 @@ def test_wrong_expectation_in_a_model_card_names_card_field_expected_obtained(ru
     assert "1 failed, 1 passed" in out  # the dtype test does not depend on that field
 
 
-def test_report_shows_the_figures_and_texts_of_every_model_subject(run_suite, tmp_path):
+def test_report_shows_the_figures_and_texts_of_every_model_subject_run_by_two_workers(run_suite, tmp_path):
+    """As make test runs it, `pytest -n 2`: every test of one card runs in one worker (its
+    model loaded once, its probe results shared), and the report, written by the
+    controller, holds what the workers' tests gathered: figures and texts per card,
+    subjects, observations, snapshot results."""
+    cards = ("smollm2-135m-instruct", "tiny-mistral", "mistral-tokenizer")
     result = run_suite(
-        "tests/behaviour", "--card", "smollm2-135m-instruct", "--card", "tiny-mistral",
-        "-k", "word_vectors or two_components or top_next_token or own_temperature",
+        "tests/behaviour", "-n", "2", "-v", *(arg for card in cards for arg in ("--card", card)),
+        "-k", "word_vectors or two_components or top_next_token or own_temperature or (matches_snapshot and tokenizer)",
     )
     assert result.returncode == 0, result.stdout
+    ran = re.findall(r"\[(gw\d)\] \[ *\d+%\] PASSED tests/behaviour/\S+?\[(\S+)\]", result.stdout)
+    workers_of = {card: {w for w, params in ran if params.startswith(card)} for card in cards}
+    assert [len(workers) for workers in workers_of.values()] == [1, 1, 1], (workers_of, result.stdout)
+    assert len(ran) == 9, result.stdout
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     for figure in ("cosine heatmap", "PCA scatter", "top-10 next tokens", "temperature panels"):
-        assert page.count(f"<img alt='{figure}' src='data:image/png;base64,") == 2, figure  # one per card
+        assert page.count(f"<img alt='{figure}' src='data:image/png;base64,") == 2, figure  # one per model card
     assert "<h2>Figures</h2>" in page
     assert page.count("<h2>Next token after the prompt (D1)</h2>") == 1 and "<h3>tiny-mistral</h3>" in page
-    assert "<h2>Observations per card</h2>" in page
+    subjects = page.split("<table class='subjects'", 1)[1].split("</table>", 1)[0]
+    assert [subjects.count(f"<tr><td>{card}</td>") for card in cards] == [1, 1, 1]
+    assert "random MistralForCausalLM (seed 0)" in subjects  # the tiny subject's row, sent by its worker
+    assert "<h2>Observations per card</h2>" in page and "<h3>mistral-tokenizer: compared with cpu.json</h3>" in page
 
 
 def test_benchmarks_save_json_compare_with_a_second_run_and_fill_the_report_table(run_suite, tmp_path):
