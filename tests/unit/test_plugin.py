@@ -145,25 +145,31 @@ def test_report_shows_the_figures_and_texts_of_every_model_subject_run_by_two_wo
     """As make test runs it, `pytest -n 2`: every test of one card runs in one worker (its
     model loaded once, its probe results shared), and the report, written by the
     controller, holds what the workers' tests gathered: figures and texts per card,
-    subjects, observations, snapshot results."""
-    cards = ("smollm2-135m-instruct", "tiny-mistral", "mistral-tokenizer")
+    subjects, observations, snapshot results. The second model card is a copy of
+    tiny-mistral under a name that starts with the first one's."""
+    copy = tmp_path / "tiny-mistral-b.yaml"
+    original = (REPO_ROOT / "fixtures" / "cards" / "tiny-mistral.yaml").read_text(encoding="utf-8")
+    copy.write_text(original.replace("name: tiny-mistral\n", "name: tiny-mistral-b\n", 1), encoding="utf-8")
+    cards = ("tiny-mistral-b", "tiny-mistral", "mistral-tokenizer")  # longest first, as the plugin matches
     result = run_suite(
-        "tests/behaviour", "-n", "2", "-v", *(arg for card in cards for arg in ("--card", card)),
+        "tests/behaviour", "-n", "2", "-v", "--card", "tiny-mistral", "--card", str(copy), "--card", "mistral-tokenizer",
         "-k", "word_vectors or two_components or top_next_token or own_temperature or (matches_snapshot and tokenizer)",
     )
     assert result.returncode == 0, result.stdout
     ran = re.findall(r"\[(gw\d)\] \[ *\d+%\] PASSED tests/behaviour/\S+?\[(\S+)\]", result.stdout)
-    workers_of = {card: {w for w, params in ran if params.startswith(card)} for card in cards}
+    card_of = {params: next(c for c in cards if params == c or params.startswith(c + "-")) for _, params in ran}
+    workers_of = {card: {w for w, params in ran if card_of[params] == card} for card in cards}
     assert [len(workers) for workers in workers_of.values()] == [1, 1, 1], (workers_of, result.stdout)
     assert len(ran) == 9, result.stdout
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     for figure in ("cosine heatmap", "PCA scatter", "top-10 next tokens", "temperature panels"):
         assert page.count(f"<img alt='{figure}' src='data:image/png;base64,") == 2, figure  # one per model card
     assert "<h2>Figures</h2>" in page
-    assert page.count("<h2>Next token after the prompt (D1)</h2>") == 1 and "<h3>tiny-mistral</h3>" in page
+    assert page.count("<h2>Next token after the prompt (D1)</h2>") == 1
+    assert "<h3>tiny-mistral</h3>" in page and "<h3>tiny-mistral-b</h3>" in page
     subjects = page.split("<table class='subjects'", 1)[1].split("</table>", 1)[0]
     assert [subjects.count(f"<tr><td>{card}</td>") for card in cards] == [1, 1, 1]
-    assert "random MistralForCausalLM (seed 0)" in subjects  # the tiny subject's row, sent by its worker
+    assert "random MistralForCausalLM (seed 0)" in subjects  # a tiny subject's row, sent by its worker
     assert "<h2>Observations per card</h2>" in page and "<h3>mistral-tokenizer: compared with cpu.json</h3>" in page
 
 
