@@ -105,6 +105,21 @@ def test_each_change_is_one_precise_difference(path, value, expected):
     assert diffs_of(changed(path, value)) == expected
 
 
+def test_a_recorded_top_token_missing_now_counts_with_probability_zero():
+    # the plain-file comparison knows only the current top ids; one that fell out of them
+    # is compared as p = 0 (its whole recorded probability is the difference)
+    current = changed("next_token/top_ids", [7, 8, 10])
+    assert diffs_of(current) == ["[error] next_token.probs: max |delta p| 1.00e-01 at id 9 exceeds prob_atol 1e-04"]
+
+
+def test_a_probability_change_exactly_at_the_tolerance_passes():
+    tolerance = 2.0**-14  # exact in binary, so the difference equals it exactly
+    current = changed("next_token/top_probs", [0.5 + tolerance, 0.3, 0.1])
+    assert diffs_of(current, tolerances={"prob_atol": tolerance}) == []
+    current = changed("next_token/top_probs", [0.5 + 2 * tolerance, 0.3, 0.1])
+    assert diffs_of(current, tolerances={"prob_atol": tolerance}) != []
+
+
 def test_a_top1_change_is_a_warning_only_within_the_recorded_gap():
     swapped = changed("next_token/top_ids", [8, 7, 9])
     swapped["next_token"]["top_probs"] = [0.5, 0.3, 0.1]
