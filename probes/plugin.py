@@ -300,9 +300,17 @@ def _loaded(request: pytest.FixtureRequest, what: str) -> Subject:
     try:
         getattr(subject, what)  # load now, so a failure is reported once, here
     except SubjectLoadError as exc:
-        # One message for the session instead of a traceback in every test.
-        pytest.exit(f"lm-probes: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
-    return subject
+        message = f"lm-probes: {exc}"
+    else:
+        return subject
+    # One message for the session instead of a traceback in every test.
+    if hasattr(request.config, "workerinput"):
+        # pytest.exit inside a pytest-xdist worker ends in an INTERNALERROR: fail this
+        # test with the message and stop the worker; the controller then stops the
+        # session ("Interrupted: lm-probes: ...").
+        request.session.shouldstop = message
+        pytest.fail(message, pytrace=False)
+    pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 @pytest.fixture

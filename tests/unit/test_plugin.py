@@ -94,6 +94,22 @@ def test_unloadable_model_stops_the_session_with_one_message(run_suite):
     assert "HF_HUB_OFFLINE is set" in out
 
 
+def test_unloadable_model_under_two_workers_stops_the_session_with_the_message(run_suite):
+    """make report / make test run two workers, where pytest.exit would end in an
+    INTERNALERROR: the first test's setup carries the message and the session stops with it."""
+    result = run_suite(
+        "tests/behaviour/test_model.py", "-n", "2", "--card", "smollm2-135m-instruct",
+        "--model", "no-such-org/no-such-model", env={"HF_HUB_OFFLINE": "1"},
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == pytest.ExitCode.INTERRUPTED, out
+    assert "INTERNALERROR" not in out
+    assert "Interrupted: lm-probes: card 'smollm2-135m-instruct': cannot load the tokenizer" in out
+    assert "'no-such-org/no-such-model' is neither a local folder nor a loadable hub id" in out
+    assert out.count("ERROR tests/behaviour/test_model.py") == 1, out  # the first test's setup
+    assert "During handling" not in out  # the message alone, no chained traceback
+
+
 def test_list_cards_from_the_command_line():
     """The one real subprocess: `python -m pytest` from the repository root picks up the
     plugin through conftest.py and the options from pyproject.toml, as a user's shell would."""
