@@ -131,6 +131,31 @@ def test_a_top1_change_is_a_warning_only_within_the_recorded_gap():
     assert diffs_of(now_tied, recorded=tied)[-1] == "[warning] next_token.top1: 7 -> 8 (recorded top-2 gap 5.00e-05)"
 
 
+def test_every_greedy_run_is_compared_whatever_the_one_before_it_showed():
+    def two_runs(bos: dict) -> dict:
+        current = observed()
+        current["greedy"] = {"bos": bos, "no-bos": {"prompt_ids": [5], "ids": [7, 3], "text": "a b", "margins": [1.0, 1.0]}}
+        return current
+
+    recorded = two_runs(observed()["greedy"]["bos"])
+    second = "[error] greedy.no-bos: length 3 -> 2 new tokens"
+    recorded["greedy"]["no-bos"]["ids"] = [7, 3, 4]
+    for bos, first in (
+        ({"prompt_ids": [1, 6], "ids": [7, 3, 4], "text": "a b c", "margins": [1.0] * 3}, ["[error] greedy.bos: prompt ids [1, 5] -> [1, 6]"]),
+        (observed()["greedy"]["bos"], []),  # unchanged
+        ({"prompt_ids": [1, 5], "ids": [7, 3], "text": "a b", "margins": [1.0] * 2}, ["[error] greedy.bos: length 3 -> 2 new tokens"]),
+    ):
+        assert diffs_of(two_runs(bos), recorded=recorded) == [*first, second]
+
+
+def test_a_top1_swap_exactly_at_the_tolerance_is_a_warning():
+    tolerance = 2.0**-14
+    recorded = changed("next_token/top_probs", [0.5 + tolerance, 0.5, 0.0])
+    current = changed("next_token/top_ids", [8, 7, 9])
+    current["next_token"]["top_probs"] = [0.5 + tolerance, 0.5, 0.0]
+    assert diffs_of(current, recorded=recorded, tolerances={"prob_atol": tolerance})[-1].startswith("[warning] next_token.top1: 7 -> 8")
+
+
 def test_a_greedy_flip_without_the_model_is_an_error_with_both_texts():
     [message] = diffs_of(changed("greedy/bos/ids", [7, 2, 4]) | {})
     assert message.startswith("[error] greedy.bos: continuation changed at new token 1: recorded 3 -> now 2")
