@@ -438,6 +438,19 @@ def test_a_flip_the_recording_made_by_a_wide_margin_is_no_tie(tiny_recorded):
     flips = [d for d in snapshots.compare(doctored, snapshots.observe(subject), {"logit_tie": 1.0}, subject) if d.where == "greedy.bos"]
     assert [d.severity for d in flips] == ["error"] and "which is no tie" in flips[0].message
 
+def test_a_recording_without_margins_is_judged_on_this_runs_gap_alone(tiny_recorded):
+    """A snapshot written before margins were recorded: a flip within logit_tie of this
+    run's choice is a near-tie, as nothing recorded says otherwise."""
+    recorded, _ = tiny_recorded
+    subject = tiny()
+    doctored = json.loads(json.dumps(recorded))
+    step = ob.greedy(subject, True).step_logits[0][0]
+    doctored["greedy"]["bos"]["ids"][0] = int(torch.topk(torch.as_tensor(step), 2).indices[1])
+    del doctored["greedy"]["bos"]["margins"]
+    flips = [d for d in snapshots.compare(doctored, snapshots.observe(subject), {"logit_tie": 1e3}, subject) if d.where == "greedy.bos"]
+    assert [d.severity for d in flips] == ["warning"] and "a near-tie" in flips[0].message
+
+
 # ---------------------------------------------------------------- harmless changes
 
 
