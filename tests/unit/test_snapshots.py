@@ -98,7 +98,9 @@ def test_identical_observations_have_no_difference():
         ("embedding/cosine", [[1.0, 0.5001], [0.5001, 1.0]], ["[error] embedding.cosine: cos(x, y) 0.5 -> 0.5001; max |delta| 1.00e-04 exceeds cosine_atol 1e-05"]),
         ("embedding/cosine", [[1.0]], ["[error] embedding.cosine: shape (2, 2) -> (1, 1)"]),
         ("sampled/hot", {"ids": [[1, 2], [3, 5]], "texts": ["u", "w"]}, ["[error] sampled.hot: 1 of 2 samples changed with the same seed and provenance"]),
+        ("sampled/hot", {"ids": [[9, 2], [3, 5]], "texts": ["t", "w"]}, ["[error] sampled.hot: 2 of 2 samples changed with the same seed and provenance"]),
         ("sampled/seed", 1, []),  # another --seed: other samples are expected
+        ("embedding/row_norms", {"x": [1.0]}, ["[error] embedding.row_norms[y]: [2.0, 3.0] -> [] (norm_rtol 1e-05)"]),  # a word gone
     ],
 )
 def test_each_change_is_one_precise_difference(path, value, expected):
@@ -118,6 +120,24 @@ def test_a_probability_change_exactly_at_the_tolerance_passes():
     assert diffs_of(current, tolerances={"prob_atol": tolerance}) == []
     current = changed("next_token/top_probs", [0.5 + 2 * tolerance, 0.3, 0.1])
     assert diffs_of(current, tolerances={"prob_atol": tolerance}) != []
+
+
+def test_two_observation_sets_without_any_section_have_no_difference():
+    assert snapshots.compare({}, {}, {}) == []
+
+
+def test_row_norms_are_compared_relatively_however_small():
+    # no absolute floor: a norm that doubles is a change even at 1e-9
+    recorded = changed("embedding/row_norms/x", [1e-9])
+    assert diffs_of(changed("embedding/row_norms/x", [2e-9]), recorded=recorded) == [
+        "[error] embedding.row_norms[x]: [1e-09] -> [2e-09] (norm_rtol 1e-05)"
+    ]
+
+
+def test_a_cosine_change_exactly_at_the_tolerance_passes():
+    tolerance = 2.0**-17  # exact in binary
+    current = changed("embedding/cosine", [[1.0, 0.5 + tolerance], [0.5 + tolerance, 1.0]])
+    assert diffs_of(current, tolerances={"cosine_atol": tolerance}) == []
 
 
 def test_a_top1_change_is_a_warning_only_within_the_recorded_gap():
