@@ -124,6 +124,16 @@ def test_a_probability_change_exactly_at_the_tolerance_passes():
 
 def test_two_observation_sets_without_any_section_have_no_difference():
     assert snapshots.compare({}, {}, {}) == []
+    only_recorded = {"tokenizer": {"ids": {"hi": {"special": [1, 5], "plain": [5]}}}}
+    assert snapshots.compare(only_recorded, {"tokenizer": {}}, {}) == []  # no text probed now
+
+
+def test_a_text_this_run_does_not_probe_leaves_the_others_compared():
+    recorded = observed()
+    recorded["tokenizer"]["ids"] = {"gone": {"special": [1], "plain": []}, **recorded["tokenizer"]["ids"]}
+    assert diffs_of(changed("tokenizer/ids/hi/plain", [5]), recorded=recorded) == [
+        "[error] tokenizer.ids['hi']: (special tokens off) [5, 6] -> [5], first difference at position 1"
+    ]
 
 
 def test_row_norms_are_compared_relatively_however_small():
@@ -469,6 +479,21 @@ def test_a_recording_without_margins_is_judged_on_this_runs_gap_alone(tiny_recor
     del doctored["greedy"]["bos"]["margins"]
     flips = [d for d in snapshots.compare(doctored, snapshots.observe(subject), {"logit_tie": 1e3}, subject) if d.where == "greedy.bos"]
     assert [d.severity for d in flips] == ["warning"] and "a near-tie" in flips[0].message
+
+
+def test_a_recorded_top_token_outside_this_runs_top_20_is_read_from_the_full_distribution(tiny_recorded):
+    """With the model at hand the recorded top ids are looked up in this run's whole
+    distribution, not in the top 20 it keeps: a token that left the top 20 with an
+    unchanged probability is no difference."""
+    recorded, _ = tiny_recorded
+    subject = tiny()
+    probs = snapshots._softmax64(ob.next_token(subject).logits)
+    outside = int(np.argsort(-probs, kind="stable")[25])  # not among the top 20 this run keeps
+    doctored = json.loads(json.dumps(recorded))
+    doctored["next_token"]["top_ids"][-1] = outside
+    doctored["next_token"]["top_probs"][-1] = float(probs[outside])  # ~3e-5 on this flat distribution
+    diffs = snapshots.compare(doctored, snapshots.observe(subject), {"prob_atol": 1e-6}, subject)
+    assert not [d for d in diffs if d.where == "next_token.probs"], diffs
 
 
 # ---------------------------------------------------------------- harmless changes
