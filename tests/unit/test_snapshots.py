@@ -24,9 +24,15 @@ def tiny(**kwargs) -> Subject:
 
 
 @pytest.fixture(scope="module")
-def tiny_recorded():
-    subject = tiny()
-    return snapshots.observe(subject), snapshots.provenance(subject)
+def tiny_unchanged() -> Subject:
+    """One tiny-mistral subject for the tests that doctor only the recording (its probe
+    results are computed once and shared); tests that change the model build their own."""
+    return tiny()
+
+
+@pytest.fixture(scope="module")
+def tiny_recorded(tiny_unchanged):
+    return snapshots.observe(tiny_unchanged), snapshots.provenance(tiny_unchanged)
 
 
 def errors(diffs):
@@ -440,9 +446,9 @@ def test_a_weight_perturbation_that_flips_a_greedy_token_is_caught(tiny_recorded
     assert "logits now" in greedy[0].message and "near-tie" not in greedy[0].message
 
 
-def test_a_flip_within_the_logit_tie_tolerance_is_a_warning(tiny_recorded):
+def test_a_flip_within_the_logit_tie_tolerance_is_a_warning(tiny_recorded, tiny_unchanged):
     recorded, _ = tiny_recorded
-    subject = tiny()
+    subject = tiny_unchanged
     doctored = json.loads(json.dumps(recorded))
     current = snapshots.observe(subject)
     # Pretend the recording chose the runner-up at step 0 by a hair: this run's logit gap
@@ -456,11 +462,11 @@ def test_a_flip_within_the_logit_tie_tolerance_is_a_warning(tiny_recorded):
     assert [d.severity for d in flips] == ["warning"] and "near-tie" in flips[0].message
 
 
-def test_a_flip_the_recording_made_by_a_wide_margin_is_no_tie(tiny_recorded):
+def test_a_flip_the_recording_made_by_a_wide_margin_is_no_tie(tiny_recorded, tiny_unchanged):
     """The same flip, but the recording chose its token by a margin far above logit_tie:
     the scores moved, whatever this run's gap."""
     recorded, _ = tiny_recorded
-    subject = tiny()
+    subject = tiny_unchanged
     doctored = json.loads(json.dumps(recorded))
     step = ob.greedy(subject, True).step_logits[0][0]
     doctored["greedy"]["bos"]["ids"][0] = int(torch.topk(torch.as_tensor(step), 2).indices[1])
@@ -468,11 +474,11 @@ def test_a_flip_the_recording_made_by_a_wide_margin_is_no_tie(tiny_recorded):
     flips = [d for d in snapshots.compare(doctored, snapshots.observe(subject), {"logit_tie": 1.0}, subject) if d.where == "greedy.bos"]
     assert [d.severity for d in flips] == ["error"] and "which is no tie" in flips[0].message
 
-def test_a_recording_without_margins_is_judged_on_this_runs_gap_alone(tiny_recorded):
+def test_a_recording_without_margins_is_judged_on_this_runs_gap_alone(tiny_recorded, tiny_unchanged):
     """A snapshot written before margins were recorded: a flip within logit_tie of this
     run's choice is a near-tie, as nothing recorded says otherwise."""
     recorded, _ = tiny_recorded
-    subject = tiny()
+    subject = tiny_unchanged
     doctored = json.loads(json.dumps(recorded))
     step = ob.greedy(subject, True).step_logits[0][0]
     doctored["greedy"]["bos"]["ids"][0] = int(torch.topk(torch.as_tensor(step), 2).indices[1])
@@ -481,12 +487,12 @@ def test_a_recording_without_margins_is_judged_on_this_runs_gap_alone(tiny_recor
     assert [d.severity for d in flips] == ["warning"] and "a near-tie" in flips[0].message
 
 
-def test_a_recorded_top_token_outside_this_runs_top_20_is_read_from_the_full_distribution(tiny_recorded):
+def test_a_recorded_top_token_outside_this_runs_top_20_is_read_from_the_full_distribution(tiny_recorded, tiny_unchanged):
     """With the model at hand the recorded top ids are looked up in this run's whole
     distribution, not in the top 20 it keeps: a token that left the top 20 with an
     unchanged probability is no difference."""
     recorded, _ = tiny_recorded
-    subject = tiny()
+    subject = tiny_unchanged
     probs = snapshots._softmax64(ob.next_token(subject).logits)
     outside = int(np.argsort(-probs, kind="stable")[25])  # not among the top 20 this run keeps
     doctored = json.loads(json.dumps(recorded))
