@@ -154,6 +154,14 @@ def _describe_missing(source_id: str) -> str:
     return f"'{source_id}' is neither a local folder nor a loadable hub id ({hint})"
 
 
+# transformers converts the SentencePiece file into a fast tokenizer on every load
+# (~0.3 s, most of it rebuilding the merges), and a session builds many subjects over the
+# same file and config: the break table, the snapshot tests, the plugin's in-process
+# runs. Nothing in the suite changes a tokenizer after loading, so one converted
+# tokenizer per cache folder (file digest + config) is shared within the process.
+_CONVERTED_TOKENIZERS: dict[Path, PreTrainedTokenizerBase] = {}
+
+
 def _mistral_common_tokenizer(spec: dict[str, Any]) -> tuple[PreTrainedTokenizerBase, dict[str, str]]:
     """transformers' LlamaTokenizer over the SentencePiece file mistral-common ships.
 
@@ -190,14 +198,6 @@ def _mistral_common_tokenizer(spec: dict[str, Any]) -> tuple[PreTrainedTokenizer
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         _CONVERTED_TOKENIZERS[folder] = tokenizer
     return tokenizer, {sp_file.name: digest[:16]}
-
-
-# transformers converts the SentencePiece file into a fast tokenizer on every load
-# (~0.3 s, most of it rebuilding the merges), and a session builds many subjects over the
-# same file and config: the break table, the snapshot tests, the plugin's in-process
-# runs. Nothing in the suite changes a tokenizer after loading, so one converted
-# tokenizer per cache folder (file digest + config) is shared within the process.
-_CONVERTED_TOKENIZERS: dict[Path, PreTrainedTokenizerBase] = {}
 
 
 def _write_atomically(folder: Path, write) -> None:
