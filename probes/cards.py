@@ -126,6 +126,24 @@ EXPECT_SCHEMA: dict[str, Any] = {
         "embedding_dtype": str,
         "architecture": str,
     },
+    # what the loaded model's layers are (probes/quantization.py inspect_quantization)
+    "quantization": {
+        "method": str,  # nf4, fp4, int8 or none
+        "linear_4bit": int,
+        "linear_8bit": int,
+        "full_precision_linear": [str],
+        "compute_dtype": str,
+        "embedding_class": str,
+        "embedding_dtype": str,
+    },
+    # against the card's full-precision `reference` card, on the article's prompts
+    "drift": {
+        "max_kl": (int, float),  # nats, KL(reference || this) of the next-token distributions, worst prompt
+        "min_top1_agreement": (int, float),  # share of prompts whose most likely next token is the reference's
+        "min_top10_overlap": (int, float),  # mean share of the reference's top 10 in this model's top 10
+        "min_greedy_agreeing_tokens": int,  # greedy tokens equal to the reference's before the first difference
+        "max_footprint_ratio": (int, float),  # memory footprint over the reference's
+    },
 }
 
 _SOURCE_SCHEMA = {
@@ -156,6 +174,11 @@ CARD_SCHEMA: dict[str, Any] = {
         "quantization": str,
     },
     "expect": EXPECT_SCHEMA,
+    # a full-precision card of the same weights, for expect.drift (a quantized card)
+    "reference": str,
+    # sections left out of this card's snapshot (greedy, embedding, sampled): for a
+    # model too slow to decode them all in the default run
+    "snapshot": {"leave_out": [str]},
     # snapshot comparison tolerances (probes/snapshots.py DEFAULT_TOLERANCES)
     "tolerances": {
         "prob_atol": (int, float),
@@ -167,6 +190,9 @@ CARD_SCHEMA: dict[str, Any] = {
     # known failures: a test (optionally one case) that this model fails, with why.
     # Applied as a strict xfail, so a fix shows up as XPASS and fails the run.
     "xfail": [{"test": str, "case": str, "reason": str}],
+    # tests this card does not run, with why (shown as skips in the report): for a card
+    # too slow for a generic check that its reference card already runs
+    "leave_out": [{"test": str, "case": str, "reason": str}],
 }
 
 REQUIRED = ("name", "description", "tokenizer")
@@ -186,6 +212,9 @@ DEVICES_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 DTYPES = ("float32", "float16", "bfloat16", "auto")
 QUANTIZATIONS = ("none", "nf4", "int8")
 KNOWN_MARKS = ("gpu", "slow")
+# the sections a card may leave out of its snapshot (snapshot.leave_out): a slow model
+# (NF4 on CPU decodes at ~0.2 s a token) records what it can afford
+LEAVABLE_SECTIONS = ("greedy", "embedding", "sampled")
 
 
 def _type_name(expected: Any) -> str:
@@ -255,7 +284,10 @@ class Card:
     marks: tuple[str, ...] = ()
     expect: dict[str, Any] = field(default_factory=dict)
     xfail: tuple[dict[str, str], ...] = ()
+    leave_out: tuple[dict[str, str], ...] = ()
     tolerances: dict[str, float] = field(default_factory=dict)
+    reference: str | None = None
+    snapshot: dict[str, Any] = field(default_factory=dict)
     # set when --model replaced the card's own source (the expectations stay the card's)
     model_override: str | None = None
 
@@ -327,10 +359,11 @@ class Card:
 
     def xfail_reason(self, test: str, case: str | None) -> str | None:
         """The recorded reason this card fails ``test`` (for ``case``), if any."""
-        for entry in self.xfail:
-            if entry["test"] == test and entry.get("case") in (None, case):
-                return entry["reason"]
-        return None
+        return _reason(self.xfail, test, case)
+
+    def leave_out_reason(self, test: str, case: str | None) -> str | None:
+        """Why this card does not run ``test`` (for ``case``), if it leaves it out."""
+        return _reason(self.leave_out, test, case)
 
     def with_tokenizer_config(self, **overrides: Any) -> Card:
         """This card with some tokenizer_config entries changed (e.g. add_bos_token=False):
@@ -340,6 +373,13 @@ class Card:
 
     def field_location(self, dotted: str) -> str:
         return f"card '{self.name}' ({_display_path(self.path)}), field expect.{dotted}"
+
+
+def _reason(entries: tuple[dict[str, str], ...], test: str, case: str | None) -> str | None:
+    for entry in entries:
+        if entry["test"] == test and entry.get("case") in (None, case):
+            return entry["reason"]
+    return None
 
 
 def _single_gguf(model_id: str) -> str | None:
@@ -398,7 +438,10 @@ def load_card(path: str | Path) -> Card:
         marks=tuple(raw.get("marks") or ()),
         expect=raw.get("expect") or {},
         xfail=tuple(raw.get("xfail") or ()),
+        leave_out=tuple(raw.get("leave_out") or ()),
         tolerances=dict(raw.get("tolerances") or {}),
+        reference=raw.get("reference"),
+        snapshot=dict(raw.get("snapshot") or {}),
     )
 
 
@@ -433,10 +476,21 @@ def _check_values(raw: dict[str, Any], path: Path) -> list[str]:
     for section in ("model", "embedding", "next_token", "greedy", "sampling", "beam_search", "tasks"):
         if section in (raw.get("expect") or {}) and not model:
             problems.append(f"expect.{section}: this card has no model section to check")
-    for i, entry in enumerate(raw.get("xfail") or ()):
-        for need in ("test", "reason"):
-            if need not in entry:
-                problems.append(f"xfail[{i}].{need}: required")
+    for section in ("quantization", "drift"):
+        if section in (raw.get("expect") or {}) and not model:
+            problems.append(f"expect.{section}: this card has no model section to check")
+    if "drift" in (raw.get("expect") or {}) and not raw.get("reference"):
+        problems.append("expect.drift: needs `reference:`, the full-precision card to compare with")
+    if raw.get("reference") == raw["name"]:
+        problems.append("reference: a card cannot be its own reference")
+    for section in (raw.get("snapshot") or {}).get("leave_out") or ():
+        if section not in LEAVABLE_SECTIONS:
+            problems.append(f"snapshot.leave_out: {section!r} is not one of {', '.join(LEAVABLE_SECTIONS)}")
+    for key in ("xfail", "leave_out"):
+        for i, entry in enumerate(raw.get(key) or ()):
+            for need in ("test", "reason"):
+                if need not in entry:
+                    problems.append(f"{key}[{i}].{need}: required")
     return problems
 
 

@@ -59,3 +59,11 @@ def check_at_least(card: Card, field: str, obtained: float, note: str = "") -> N
     minimum = card.expected(field)
     if not obtained >= minimum:
         raise ExpectationMismatch(mismatch_message(card, field, f">= {minimum}", obtained, note))
+
+
+def check_at_most(card: Card, field: str, obtained: float, note: str = "") -> None:
+    """Assert ``obtained`` stays within the card's maximum at ``field`` (KeyError if absent)."""
+    __tracebackhide__ = True
+    maximum = card.expected(field)
+    if not obtained <= maximum:
+        raise ExpectationMismatch(mismatch_message(card, field, f"<= {maximum}", obtained, note))

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import decoding as dc
 from . import embedding as em
+from . import quantization as qz
 from .inputs import article_inputs, format_prompt, knowledge_question
 
 if TYPE_CHECKING:
@@ -21,8 +22,11 @@ if TYPE_CHECKING:
 
 
 def next_token(subject: Subject) -> dc.NextToken:
-    inputs = article_inputs()
-    prompt, k = inputs["next_token_prompt"], inputs["top_k_shown"]
+    return next_token_after(subject, article_inputs()["next_token_prompt"])
+
+
+def next_token_after(subject: Subject, prompt: str) -> dc.NextToken:
+    k = article_inputs()["top_k_shown"]
     return subject.cached(("next_token", prompt), lambda: dc.next_token(subject.tokenizer, subject.model, prompt, k))
 
 
@@ -142,3 +146,41 @@ def openings(subject: Subject, sampling: bool) -> list[dc.Generation]:
             runs=spec["runs"], seed=subject.seed, do_sample=True, **spec["sampling"],
         ),
     )
+
+
+def quantization(subject: Subject) -> qz.QuantizationInfo:
+    """What the loaded model's layers are (read once, at load)."""
+    return subject.quantization
+
+
+def drift_prompts() -> list[str]:
+    """The article's prompts: the next-token prompt, the knowledge questions as asked,
+    and the story openings."""
+    inputs = article_inputs()
+    return [inputs["next_token_prompt"], *(q["question"] for q in inputs["knowledge"]), *inputs["creative"]["openings"]]
+
+
+def drift(subject: Subject, reference: Subject) -> qz.Drift:
+    """``subject`` (quantized) against ``reference`` (full precision, same weights).
+
+    The reference's next-token logits and greedy continuation are the same cached
+    results its own tests use, so a session that runs both cards computes them once."""
+
+    def compute() -> qz.Drift:
+        per_prompt = tuple(
+            qz.prompt_drift(
+                subject.tokenizer, prompt, next_token_after(reference, prompt).logits, next_token_after(subject, prompt).logits
+            )
+            for prompt in drift_prompts()
+        )
+        return qz.Drift(
+            reference=reference.name,
+            quantized=subject.name,
+            prompts=per_prompt,
+            greedy_reference=greedy_reference(reference),
+            greedy_quantized=greedy_reference(subject),
+            footprint_reference=quantization(reference).footprint_bytes,
+            footprint_quantized=quantization(subject).footprint_bytes,
+        )
+
+    return subject.cached(("drift", reference.name), compute)

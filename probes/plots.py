@@ -11,6 +11,7 @@ import numpy as np
 if TYPE_CHECKING:
     from .decoding import NextToken, TemperatureSweep
     from .embedding import Projection
+    from .quantization import PromptDrift
 
 
 def _figure(width: float, height: float, ncols: int = 1, **kwargs):
@@ -83,4 +84,17 @@ def temperature_panels(sweep: TemperatureSweep, labels: list[str], title: str) -
         ax.set_title(f"T = {t}  (entropy {entropy:.2f} nats)")
     axes[0].set_ylabel("probability")
     fig.suptitle(title)
+    return _png(fig)
+
+
+def drift_bars(prompt: PromptDrift, reference: str, quantized: str) -> bytes:
+    """The reference's and the quantized model's top-10 next tokens, side by side."""
+    fig, axes = _figure(11, 4, ncols=2, sharey=True)
+    for ax, name, top in ((axes[0], reference, prompt.top_reference), (axes[1], quantized, prompt.top_quantized)):
+        labels = [f"{i}: {t}".replace("\n", "\\n") for i, t, _ in top]
+        ax.bar(range(len(top)), [p for _, _, p in top])
+        ax.set_xticks(range(len(top)), labels, rotation=45, ha="right")
+        ax.set_title(name)
+    axes[0].set_ylabel("probability")
+    fig.suptitle(f"next token after {prompt.prompt!r}: KL {prompt.kl:.3f} nats, top-10 overlap {prompt.top10_overlap:.0%}")
     return _png(fig)

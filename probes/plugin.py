@@ -259,9 +259,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if card is None:
             continue
         case = getattr(item, "callspec", None) and item.callspec.params.get("case")
-        reason = card.xfail_reason(getattr(item, "originalname", item.name), _case_id(case) if case is not None else None)
+        test, case_id = getattr(item, "originalname", item.name), _case_id(case) if case is not None else None
+        reason = card.xfail_reason(test, case_id)
         if reason:
             item.add_marker(pytest.mark.xfail(reason=f"{card.name}: {reason}", strict=True))
+        left_out = card.leave_out_reason(test, case_id)
+        if left_out:
+            item.add_marker(pytest.mark.skip(reason=f"{card.name} leaves this out: {left_out}"))
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_items:
         return
@@ -279,7 +283,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _subject_for(request: pytest.FixtureRequest, name: str) -> Subject:
     subjects = request.config.stash[SUBJECTS]
     if name not in subjects:
-        card = next(c for c in request.config.stash[SELECTED_CARDS] if c.name == name)
+        # a selected card, or one that a selected card names as its reference
+        card = next((c for c in request.config.stash[SELECTED_CARDS] if c.name == name), None) or find_card(name)
         subjects[name] = Subject(
             card,
             device=request.config.getoption("device"),
@@ -331,6 +336,30 @@ def loaded_subject(request: pytest.FixtureRequest) -> Subject:
     """Any selected card, with its model loaded too when it has one."""
     subject = _loaded(request, "tokenizer")
     return _loaded(request, "model") if subject.card.has_model else subject
+
+
+@pytest.fixture
+def reference_subject(request: pytest.FixtureRequest, model_subject: Subject) -> Subject:
+    """The full-precision card that ``model_subject``'s card names as its `reference`,
+    loaded once per session like any subject (shared with its own tests when selected)."""
+    name = model_subject.card.reference
+    if not name:
+        pytest.fail(f"card '{model_subject.name}' names no `reference` card to compare with", pytrace=False)
+    try:
+        reference = _subject_for(request, name)
+    except CardError as exc:
+        pytest.fail(f"card '{model_subject.name}': reference: {exc}", pytrace=False)
+    try:
+        reference.model  # noqa: B018
+    except SubjectLoadError as exc:
+        pytest.fail(f"card '{model_subject.name}': its reference cannot be loaded: {exc}", pytrace=False)
+    if reference.quantization.method != "none":
+        pytest.fail(
+            f"card '{model_subject.name}': its reference '{name}' loaded as {reference.quantization.method}; "
+            "a reference must be full precision",
+            pytrace=False,
+        )
+    return reference
 
 
 @pytest.fixture
@@ -441,14 +470,18 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     from xdist.scheduler import LoadScopeScheduling
 
     # longest first: a card whose name starts with another card's name is matched whole
-    names = sorted((c.name for c in config.stash[SELECTED_CARDS]), key=len, reverse=True)
+    selected = {c.name: c for c in config.stash[SELECTED_CARDS]}
+    names = sorted(selected, key=len, reverse=True)
+    # a quantized card runs beside its selected reference: the drift probe then reuses
+    # the reference's loaded model and results instead of loading it in a second worker
+    unit = {n: (c.reference if c.reference in selected else n) for n, c in selected.items()}
 
     class OneWorkerPerCard(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             # a behaviour test's id starts with its card: test_x[smollm2-135m-instruct-bos]
             params = nodeid.partition("[")[2]
             card = next((n for n in names if params.startswith((n + "-", n + "]"))), None)
-            return f"card {card}" if card else nodeid
+            return f"card {unit[card]}" if card else nodeid
 
     return OneWorkerPerCard(config, log)
 

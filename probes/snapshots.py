@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import observations as ob
-from .cards import REPO_ROOT
+from .cards import LEAVABLE_SECTIONS, REPO_ROOT
 from .inputs import article_inputs
 from .subjects import environment_info
 
@@ -43,7 +43,7 @@ DEFAULT_TOLERANCES: dict[str, float] = {
 
 # Sampled continuations are compared only when all of these match: otherwise another
 # random stream or kernel makes a difference meaningless.
-SAMPLING_PROVENANCE = ("torch", "transformers", "device", "dtype", "cpu threads")
+SAMPLING_PROVENANCE = ("torch", "transformers", "bitsandbytes", "device", "dtype", "cpu threads")
 
 
 class SnapshotError(ValueError):
@@ -90,6 +90,8 @@ def provenance(subject: Subject) -> dict[str, Any]:
         "model source": p["model_source"],
         "files": p["files"],
         "revision": p["revision"],
+        # only for a model with bitsandbytes layers: its kernels produced the numbers
+        **({"bitsandbytes": env["bitsandbytes"]} if p["quantizer"] else {}),
         "recorded": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
@@ -126,18 +128,33 @@ def observe(subject: Subject) -> dict[str, Any]:
     }
     sweep = ob.temperature_sweep(subject)
     observed["temperature"] = {"entropy": {str(t): _r(e, 6) for t, e in zip(sweep.temperatures, sweep.entropies)}}
-    observed["greedy"] = {}
+    leave_out = set((subject.card.snapshot or {}).get("leave_out", ()))
+    if "greedy" not in leave_out:
+        observed["greedy"] = _observe_greedy(subject)
+    if "embedding" not in leave_out:
+        observed["embedding"] = _observe_embedding(subject)
+    if "sampled" not in leave_out:
+        observed["sampled"] = _observe_sampled(subject)
+    return observed
+
+
+def _observe_greedy(subject: Subject) -> dict[str, Any]:
+    observed: dict[str, Any] = {}
     for label, bos in (("bos", True), ("no-bos", False)):
         g = ob.greedy(subject, bos)
-        observed["greedy"][label] = {
+        observed[label] = {
             "prompt_ids": list(g.prompt_ids),
             "ids": list(g.new_ids[0]),
             "text": g.texts[0],
             "margins": [_r(m, 4) for m in g.step_margins()],
         }
+    return observed
+
+
+def _observe_embedding(subject: Subject) -> dict[str, Any]:
     vectors = ob.word_vectors(subject)
     weight = subject.model.get_input_embeddings().weight
-    observed["embedding"] = {
+    return {
         "words": list(vectors.words),
         "sub_ids": {w: list(ids) for w, ids in zip(vectors.words, vectors.sub_ids)},
         "row_norms": {
@@ -145,10 +162,13 @@ def observe(subject: Subject) -> dict[str, Any]:
         },
         "cosine": [[_r(x, 6) for x in row] for row in ob.cosine(subject)],
     }
-    observed["sampled"] = {"seed": subject.seed}
-    for regime in inputs["sampling"]["regimes"]:
+
+
+def _observe_sampled(subject: Subject) -> dict[str, Any]:
+    observed: dict[str, Any] = {"seed": subject.seed}
+    for regime in article_inputs()["sampling"]["regimes"]:
         s = ob.sampled(subject, regime)
-        observed["sampled"][regime] = {"ids": [list(r) for r in s.new_ids], "texts": list(s.texts)}
+        observed[regime] = {"ids": [list(r) for r in s.new_ids], "texts": list(s.texts)}
     return observed
 
 
@@ -226,9 +246,17 @@ def compare(
         if recorded["next_token"]["prompt_ids"] == current["next_token"]["prompt_ids"]:
             # (another prompt encoding changes every entropy: reported once, as prompt_ids)
             _compare_temperature(recorded["temperature"], current["temperature"], tol, out)
-        _compare_greedy(recorded["greedy"], current["greedy"], subject, tol, out)
-        _compare_embedding(recorded["embedding"], current["embedding"], tol, out)
-        _compare_sampled(recorded, current, recorded_provenance or {}, current_provenance or {}, out)
+        # a card may leave expensive sections out of its snapshot (snapshot.leave_out)
+        for section in LEAVABLE_SECTIONS:
+            if (section in recorded) != (section in current):
+                had, has = ("has", "leaves it out") if section in recorded else ("leaves it out", "has it")
+                out.append(Difference("error", section, f"the snapshot {had}, this run {has} (the card's snapshot.leave_out changed?)"))
+        if "greedy" in recorded and "greedy" in current:
+            _compare_greedy(recorded["greedy"], current["greedy"], subject, tol, out)
+        if "embedding" in recorded and "embedding" in current:
+            _compare_embedding(recorded["embedding"], current["embedding"], tol, out)
+        if "sampled" in recorded and "sampled" in current:
+            _compare_sampled(recorded, current, recorded_provenance or {}, current_provenance or {}, out)
     return out
 
 
@@ -382,7 +410,7 @@ def summary_line(recorded_prov: dict[str, Any], current_prov: dict[str, Any], di
     """'transformers 4.57.6 -> 5.23.0: 1 error, 2 warnings (greedy.bos near-tie)'."""
     changed = [
         f"{k} {recorded_prov.get(k)} -> {current_prov.get(k)}"
-        for k in ("torch", "transformers", "tokenizers", "device", "dtype", "cpu threads")
+        for k in ("torch", "transformers", "tokenizers", "bitsandbytes", "device", "dtype", "quantization", "cpu threads")
         if recorded_prov.get(k) != current_prov.get(k)
     ]
     head = ", ".join(changed) if changed else "same versions and device"

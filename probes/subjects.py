@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .cards import Card
+from .quantization import QuantizationInfo, bitsandbytes_problem, inspect_quantization, loaded_as_asked
 
 if TYPE_CHECKING:
     import torch
@@ -77,6 +78,8 @@ class Provenance:
     quantization: str = "none"
     files: dict[str, str] = field(default_factory=dict)  # name -> sha256 (first 16 hex)
     revision: str | None = None
+    # "bitsandbytes 0.50.2" when the loaded model has bitsandbytes layers, else None
+    quantizer: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +90,7 @@ class Provenance:
             "quantization": self.quantization,
             "files": dict(self.files),
             "revision": self.revision,
+            "quantizer": self.quantizer,
         }
 
 
@@ -290,6 +294,7 @@ class Subject:
         self.trust_remote_code = trust_remote_code
         # pickle checkpoints (.bin, .pt) can run code when read: only with an explicit opt-in
         self.allow_pickle = allow_pickle or bool((card.model or {}).get("allow_pickle", False))
+        self.device_override = device  # --device: honoured by quantized loads too
         self.device_request = device or card.device
         self.dtype_name = dtype or card.dtype
         self.seed = seed
@@ -299,6 +304,7 @@ class Subject:
         self._revision: str | None = None
         self._model_folder: str | None = None  # where the tokenizer can follow the model from
         self._results: dict[Any, Any] = {}
+        self._quantization: QuantizationInfo | None = None
 
     def cached(self, key: Any, compute: Any) -> Any:
         """A probe result computed once per session and shared by the tests that need
@@ -383,16 +389,23 @@ class Subject:
         dtype = _torch_dtype(self.dtype_name)
         torch.manual_seed(self.seed)
         placed_by_accelerate = False
+        quantized = self.card.quantization != "none"
         try:
-            if model_spec["source"] == "random-init":
+            if model_spec["source"] == "random-init" and not quantized:
                 model = _random_init(model_spec, dtype)
             else:
-                location = self._model_location()
+                # a quantized random-init model is saved once and loaded like any folder:
+                # bitsandbytes quantizes in from_pretrained, as for a real checkpoint
+                location = (
+                    {"source": "hf", "id": str(random_init_folder(model_spec))}
+                    if model_spec["source"] == "random-init"
+                    else self._model_location()
+                )
                 kwargs = _hub_kwargs(location, self.trust_remote_code)
                 kwargs["dtype"] = dtype
                 if not location.get("gguf_file") and not self.allow_pickle:
                     kwargs["use_safetensors"] = True
-                kwargs.update(_quantization_kwargs(self.card.quantization, self.card.load))
+                kwargs.update(_quantization_kwargs(self.card.quantization, self.card.load, device, self.device_override))
                 # With a device_map (always, for quantized loads) accelerate places the
                 # weights; moving them afterwards is an error for 4/8-bit models.
                 placed_by_accelerate = "device_map" in kwargs
@@ -419,8 +432,22 @@ class Subject:
             ) from None
         if not placed_by_accelerate:
             model = model.to(device)
+        # Read back what was loaded: a card that asks for NF4 and gets a full-precision
+        # model would otherwise pass every test as the wrong subject.
+        self._quantization = inspect_quantization(model)
+        if quantized:
+            wrong = loaded_as_asked(self.card.quantization, self._quantization)
+            if wrong:
+                raise SubjectLoadError(f"card '{self.card.name}': {wrong}")
         # eval(): dropout off, so greedy decoding is deterministic.
         return model.eval()
+
+    @property
+    def quantization(self) -> QuantizationInfo:
+        """The loaded model's layers as they are (loads the model)."""
+        self.model  # noqa: B018
+        assert self._quantization is not None
+        return self._quantization
 
     @property
     def provenance(self) -> Provenance:
@@ -432,9 +459,15 @@ class Subject:
             model_source=model_source,
             device=str(loaded.device) if loaded is not None else "cpu (tokenizer only)" if not card.has_model else "not loaded",
             dtype=str(loaded.dtype).removeprefix("torch.") if loaded is not None else "-",
-            quantization=card.quantization,
+            # read from the loaded model, not the card (the card's wish before loading)
+            quantization=self._quantization.method if self._quantization else card.quantization,
             files=dict(self._files),
             revision=self._revision,
+            quantizer=(
+                f"bitsandbytes {_version('bitsandbytes')}"
+                if self._quantization and (self._quantization.linear_4bit or self._quantization.linear_8bit)
+                else None
+            ),
         )
 
 
@@ -481,19 +514,22 @@ def _random_init(spec: dict[str, Any], dtype: Any) -> PreTrainedModel:
     return model.to(dtype) if dtype != "auto" else model
 
 
-def _quantization_kwargs(quantization: str, load: dict[str, Any]) -> dict[str, Any]:
-    """from_pretrained arguments for the card's quantization and placement."""
+def _quantization_kwargs(
+    quantization: str, load: dict[str, Any], device: str = "cpu", device_override: str | None = None
+) -> dict[str, Any]:
+    """from_pretrained arguments for the card's quantization and placement.
+
+    A quantized model is placed by accelerate while loading (it cannot be moved after),
+    so the device goes into device_map: the card's device_map, or the whole model on
+    ``device`` when the card has none or --device overrides it."""
     kwargs: dict[str, Any] = {}
-    if load.get("device_map"):
+    if load.get("device_map") and not device_override:
         kwargs["device_map"] = load["device_map"]
     if quantization == "none":
         return kwargs
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise SubjectLoadError(
-            f"quantization '{quantization}' needs bitsandbytes: `pip install -e '.[gpu]'` (CUDA only)"
-        ) from None
+    problem = bitsandbytes_problem()
+    if problem:
+        raise SubjectLoadError(f"quantization '{quantization}' needs bitsandbytes: {problem}")
     import torch
     from transformers import BitsAndBytesConfig
 
@@ -504,5 +540,19 @@ def _quantization_kwargs(quantization: str, load: dict[str, Any]) -> dict[str, A
         )
     elif quantization == "int8":
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-    kwargs.setdefault("device_map", "auto")
+    kwargs.setdefault("device_map", {"": device})
     return kwargs
+
+
+def random_init_folder(spec: dict[str, Any]) -> Path:
+    """A random-init card's seeded model saved as safetensors (once, in the cache), for
+    loads that must go through from_pretrained: quantization happens there."""
+    import torch
+    import transformers
+
+    blob = json.dumps({"architecture": spec["architecture"], "seed": spec.get("seed", 0), "config": spec["config"]}, sort_keys=True)
+    key = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    folder = cache_dir() / "random-init" / f"{spec['architecture']}-{key}-tf{transformers.__version__}"
+    if not (folder / "config.json").is_file():
+        _write_atomically(folder, lambda tmp: _random_init(spec, torch.float32).save_pretrained(str(tmp)))
+    return folder

@@ -4,7 +4,6 @@
 #
 #   PYTHON=python3.12 bash scripts/setup.sh     # another interpreter (3.10+)
 #   TORCH_SPEC="torch==2.5.1" bash scripts/setup.sh   # another torch (e.g. a CUDA build)
-#   EXTRAS=dev,gpu bash scripts/setup.sh        # also bitsandbytes, for 4-bit GPU cards
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -22,8 +22,25 @@ from probes.subjects import Subject, SubjectLoadError
 
 def test_missing_bitsandbytes_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import now raises ImportError
-    with pytest.raises(SubjectLoadError, match=r"quantization 'nf4' needs bitsandbytes: `pip install -e '\.\[gpu\]'` \(CUDA only\)"):
+    with pytest.raises(
+        SubjectLoadError,
+        match=r"quantization 'nf4' needs bitsandbytes: bitsandbytes is not installed: `pip install 'bitsandbytes>=0\.46\.1'`",
+    ):
         subjects._quantization_kwargs("nf4", {})
+
+
+def test_too_old_bitsandbytes_names_its_version_and_the_install_line(monkeypatch):
+    import importlib.metadata
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.45.5" if name == "bitsandbytes" else real(name))
+    with pytest.raises(
+        SubjectLoadError,
+        match=r"bitsandbytes 0\.45\.5 is older than 0\.46\.1, the first whose CPU backend runs NF4: `pip install 'bitsandbytes>=0\.46\.1'`",
+    ):
+        subjects._quantization_kwargs("nf4", {})
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.46.1" if name == "bitsandbytes" else real(name))
+    assert "quantization_config" in subjects._quantization_kwargs("nf4", {})  # the minimum itself is enough
 
 
 def test_missing_gguf_says_what_to_install(monkeypatch, tmp_path):

@@ -1,0 +1,107 @@
+"""Quantization: is the model loaded as the card asks (Q1), and how far did 4-bit
+weights move it from the full-precision reference of the same weights (Q2-Q5)?
+
+Q1 reads the layers themselves (bitsandbytes Linear4bit, their quant type and compute
+dtype), so a quantization config that an upgrade stops applying fails here and at load.
+Q2-Q5 compare with the card's `reference` on the article's prompts; the bounds in the
+card were set from measurement (README, "Quantization drift")."""
+
+from __future__ import annotations
+
+import html
+
+import pytest
+
+from probes import plots
+from probes.expect import check_at_least, check_at_most, check_equal
+from probes.observations import drift, quantization
+from probes.quantization import Drift
+
+
+@pytest.mark.observation("Q1", expects="quantization")
+def test_layers_are_quantized_as_the_card_says(model_subject):
+    loaded = quantization(model_subject).as_dict()
+    for key in model_subject.card.expected("quantization"):
+        check_equal(model_subject.card, f"quantization.{key}", loaded[key], note=f"loaded model: {loaded}")
+
+
+def _drift_table(d: Drift) -> str:
+    rows = "".join(
+        f"<tr><td><code>{html.escape(repr(p.prompt))}</code></td><td>{p.kl:.4f}</td>"
+        f"<td>{html.escape(repr(p.top_reference[0][1]))} {p.top_reference[0][2]:.3f}</td>"
+        f"<td>{html.escape(repr(p.top_quantized[0][1]))} {p.top_quantized[0][2]:.3f}</td>"
+        f"<td>{'yes' if p.top1_agrees else '<b>no</b>'}</td><td>{p.top10_overlap:.0%}</td></tr>"
+        for p in d.prompts
+    )
+    return (
+        f"<p>{html.escape(d.quantized)} against its reference {html.escape(d.reference)}: worst KL {d.max_kl:.4f} nats, "
+        f"top-1 agreement {d.top1_agreement:.0%}, mean top-10 overlap {d.mean_top10_overlap:.0%}, "
+        f"greedy tokens until the first difference {d.greedy_agreeing_tokens}, "
+        f"memory footprint {d.footprint_quantized / 1e6:.0f} MB / {d.footprint_reference / 1e6:.0f} MB = {d.footprint_ratio:.2f}</p>"
+        "<table border='1' cellpadding='3' style='border-collapse:collapse'><tr><th>prompt</th><th>KL nats</th>"
+        "<th>reference top-1</th><th>quantized top-1</th><th>same top-1</th><th>top-10 overlap</th></tr>"
+        f"{rows}</table>"
+    )
+
+
+def _aligned_greedy_html(d: Drift, tokenizer) -> str:
+    """The two greedy continuations, split where they first differ."""
+    n = d.greedy_agreeing_tokens
+    shared = tokenizer.decode(list(d.greedy_reference.new_ids[0][:n]))
+    cells = []
+    for name, generation in ((d.reference, d.greedy_reference), (d.quantized, d.greedy_quantized)):
+        rest = tokenizer.decode(list(generation.new_ids[0][n:]))
+        cells.append(
+            f"<tr><td>{html.escape(name)}</td><td><code>{html.escape(repr(shared))}</code></td>"
+            f"<td style='background:#fff3cd'><code>{html.escape(repr(rest))}</code></td></tr>"
+        )
+    return (
+        f"<p>Greedy after {html.escape(repr(d.greedy_reference.prompt))}: the first {n} new tokens agree.</p>"
+        "<table border='1' cellpadding='3' style='border-collapse:collapse'><tr><th>card</th><th>shared</th>"
+        f"<th>from the first difference</th></tr>{''.join(cells)}</table>"
+    )
+
+
+@pytest.mark.observation("Q2", expects="drift.max_kl")
+def test_next_token_distributions_stay_close_to_the_reference(model_subject, reference_subject, attach):
+    d = drift(model_subject, reference_subject)
+    attach.html(_drift_table(d) + _aligned_greedy_html(d, model_subject.tokenizer), summary="Quantization drift")
+    attach.png(
+        plots.drift_bars(d.prompts[0], reference_subject.name, model_subject.name),
+        name="top-10 next tokens: reference and quantized",
+        summary="Quantization drift",
+    )
+    worst = max(d.prompts, key=lambda p: p.kl)
+    check_at_most(model_subject.card, "drift.max_kl", round(d.max_kl, 4), note=f"worst prompt: {worst.prompt!r}")
+
+
+@pytest.mark.observation("Q3", expects="drift.min_top1_agreement")
+def test_most_likely_next_token_agrees_with_the_reference(model_subject, reference_subject):
+    d = drift(model_subject, reference_subject)
+    differing = [(p.prompt, p.top_reference[0][1], p.top_quantized[0][1]) for p in d.prompts if not p.top1_agrees]
+    check_at_least(model_subject.card, "drift.min_top1_agreement", round(d.top1_agreement, 4), note=f"(prompt, reference, quantized) that differ: {differing}")
+
+
+@pytest.mark.observation("Q3", expects="drift.min_top10_overlap")
+def test_top10_next_tokens_overlap_the_reference(model_subject, reference_subject):
+    d = drift(model_subject, reference_subject)
+    per_prompt = {p.prompt: p.top10_overlap for p in d.prompts}
+    check_at_least(model_subject.card, "drift.min_top10_overlap", round(d.mean_top10_overlap, 4), note=f"per prompt: {per_prompt}")
+
+
+@pytest.mark.observation("Q4", expects="drift.min_greedy_agreeing_tokens")
+def test_greedy_follows_the_reference_for_the_first_tokens(model_subject, reference_subject):
+    d = drift(model_subject, reference_subject)
+    check_at_least(
+        model_subject.card, "drift.min_greedy_agreeing_tokens", d.greedy_agreeing_tokens,
+        note=f"reference: {d.greedy_reference.texts[0]!r}\n  quantized: {d.greedy_quantized.texts[0]!r}",
+    )
+
+
+@pytest.mark.observation("Q5", expects="drift.max_footprint_ratio")
+def test_memory_footprint_shrinks_against_the_reference(model_subject, reference_subject):
+    d = drift(model_subject, reference_subject)
+    check_at_most(
+        model_subject.card, "drift.max_footprint_ratio", round(d.footprint_ratio, 4),
+        note=f"{d.footprint_quantized} bytes against the reference's {d.footprint_reference}",
+    )

@@ -1,0 +1,204 @@
+"""The quantization probes against deliberate breaks and harmless changes.
+
+Q1 (quantized as asked) is checked on the tiny random Mistral, quantized to NF4 on
+load (a second; the same bitsandbytes path as any card). The drift checks (Q2-Q5) are
+checked on the real SmolLM2 NF4 card: the break and the harmless change are applied
+in place to the session's loaded model and undone after, so no second 4-bit load is
+paid for (this test runs in the card's worker, beside its behaviour tests)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from probes import observations as ob
+from probes import quantization as qz
+from probes import subjects
+from probes.cards import find_card
+from probes.expect import ExpectationMismatch, check_at_least, check_at_most, check_equal
+from probes.subjects import Subject, SubjectLoadError
+
+
+def _tiny(quantization: str = "nf4", **load) -> Subject:
+    card = find_card("tiny-mistral")
+    return Subject(dataclasses.replace(card, load={"device": "cpu", "dtype": "float16", "quantization": quantization, **load}))
+
+
+# ------------------------------------------------------------- Q1: loaded as asked
+
+
+def test_tiny_mistral_in_nf4_has_4bit_layers_and_a_float16_embedding():
+    info = _tiny().quantization
+    assert (info.method, info.linear_4bit, info.linear_8bit, info.compute_dtype) == ("nf4", 14, 0, "float16")
+    assert info.full_precision_linear == ("lm_head",)
+    assert (info.embedding_class, info.embedding_dtype) == ("Embedding", "float16")
+
+
+def test_a_card_asking_for_nf4_that_loads_in_full_precision_fails_with_a_clear_message(monkeypatch):
+    """Imitates a transformers that stops applying quantization_config: the load fails,
+    naming the card, what it asked for and what it got."""
+    real = subjects._quantization_kwargs
+
+    def ignoring_the_config(*args, **kwargs):
+        found = real(*args, **kwargs)
+        found.pop("quantization_config", None)
+        return found
+
+    monkeypatch.setattr(subjects, "_quantization_kwargs", ignoring_the_config)
+    with pytest.raises(
+        SubjectLoadError,
+        match=r"card 'tiny-mistral': the card asks for nf4 but the model loaded in full precision "
+        r"\(0 4-bit and 0 8-bit Linear layers, 15 full-precision\): the quantization config was not applied",
+    ):
+        _tiny().model
+
+
+def test_fp4_in_place_of_nf4_fails_at_load(monkeypatch):
+    """BitsAndBytesConfig(load_in_4bit=True) without bnb_4bit_quant_type quantizes to
+    fp4, not NF4: a config edit the load check catches."""
+    from transformers import BitsAndBytesConfig
+
+    real = subjects._quantization_kwargs
+
+    def default_quant_type(*args, **kwargs):
+        found = real(*args, **kwargs)
+        found["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float16)
+        return found
+
+    monkeypatch.setattr(subjects, "_quantization_kwargs", default_quant_type)
+    with pytest.raises(SubjectLoadError, match=r"the card asks for nf4 but the loaded layers are fp4 \(14 4-bit"):
+        _tiny().model
+
+
+def test_layer_expectations_catch_a_skipped_module_and_pass_double_quantization(monkeypatch):
+    """Break: the MLP down-projections left unquantized (llm_int8_skip_modules, as a
+    changed transformers default would) changes the 4-bit count. Harmless: double
+    quantization of the scales keeps every layer NF4."""
+    from transformers import BitsAndBytesConfig
+
+    card = dataclasses.replace(
+        find_card("tiny-mistral"),
+        expect={"quantization": {"method": "nf4", "linear_4bit": 14, "full_precision_linear": ["lm_head"], "compute_dtype": "float16"}},
+    )
+    real = subjects._quantization_kwargs
+
+    def with_config(**extra):
+        def patched(*args, **kwargs):
+            found = real(*args, **kwargs)
+            found["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float16, **extra
+            )
+            return found
+
+        return patched
+
+    def check(info: qz.QuantizationInfo) -> None:
+        for key in card.expected("quantization"):
+            check_equal(card, f"quantization.{key}", info.as_dict()[key])
+
+    monkeypatch.setattr(subjects, "_quantization_kwargs", with_config(llm_int8_skip_modules=["lm_head", "down_proj"]))
+    with pytest.raises(ExpectationMismatch, match=r"field expect\.quantization\.linear_4bit\n  expected: 14\n  obtained: 12"):
+        check(_tiny().quantization)
+    monkeypatch.setattr(subjects, "_quantization_kwargs", with_config(bnb_4bit_use_double_quant=True))
+    check(_tiny().quantization)
+
+
+def test_device_option_places_a_quantized_model(monkeypatch):
+    """--device is honoured by quantized loads: it becomes the device_map (a 4-bit model
+    cannot be moved after loading)."""
+    kwargs = subjects._quantization_kwargs("nf4", {"device_map": "auto"}, "cuda:1", device_override="cuda:1")
+    assert kwargs["device_map"] == {"": "cuda:1"}
+    assert subjects._quantization_kwargs("nf4", {"device_map": "auto"}, "cpu")["device_map"] == "auto"  # the card's
+    assert subjects._quantization_kwargs("nf4", {}, "cpu")["device_map"] == {"": "cpu"}
+    subject = _tiny()
+    subject.device_override = "cpu"
+    assert str(subject.model.device) == "cpu" and subject.provenance.quantization == "nf4"
+    assert subject.provenance.quantizer.startswith("bitsandbytes ")
+
+
+def test_kl_divergence_of_known_distributions():
+    p, q = np.array([0.5, 0.5, 0.0]), np.array([0.25, 0.25, 0.5])
+    assert qz.kl_divergence(p, p) == 0.0
+    assert qz.kl_divergence(p, q) == pytest.approx(np.log(2))  # 0.5 ln2 + 0.5 ln2
+
+
+# --------------------------------------------------- Q2-Q5 on the SmolLM2 NF4 card
+
+
+def _drift_checks(card, d: qz.Drift) -> dict[str, str]:
+    """The behaviour tests' assertions on one drift result: check -> failure or 'passed'."""
+    checks = {
+        "drift.max_kl": lambda: check_at_most(card, "drift.max_kl", round(d.max_kl, 4)),
+        "drift.min_top1_agreement": lambda: check_at_least(card, "drift.min_top1_agreement", round(d.top1_agreement, 4)),
+        "drift.min_top10_overlap": lambda: check_at_least(card, "drift.min_top10_overlap", round(d.mean_top10_overlap, 4)),
+        "drift.min_greedy_agreeing_tokens": lambda: check_at_least(card, "drift.min_greedy_agreeing_tokens", d.greedy_agreeing_tokens),
+        "drift.max_footprint_ratio": lambda: check_at_most(card, "drift.max_footprint_ratio", round(d.footprint_ratio, 4)),
+    }
+    outcome = {}
+    for field, check in checks.items():
+        try:
+            check()
+            outcome[field] = "passed"
+        except ExpectationMismatch as exc:
+            outcome[field] = str(exc).splitlines()[2].strip()  # "obtained: ..."
+    return outcome
+
+
+def _fresh_drift(subject: Subject, reference: Subject) -> qz.Drift:
+    """The drift of the model as it is now, not the session's cached result."""
+    kept = dict(subject._results)
+    subject._results.clear()
+    try:
+        return ob.drift(subject, reference)
+    finally:
+        subject._results.clear()
+        subject._results.update(kept)
+
+
+@pytest.mark.observation("Q2", "Q3", "Q4", "Q5", expects="drift")
+def test_drift_checks_catch_wrong_dequantization_scales_and_pass_bfloat16_compute(model_subject, reference_subject):
+    """Break (a bitsandbytes whose dequantization is off): every 4-bit block's scale
+    (absmax) 25% too large. Harmless: bfloat16 in place of float16 compute. Both are
+    applied to the loaded layers in place and undone."""
+    card, layers = model_subject.card, [m for m in model_subject.model.modules() if type(m).__name__ == "Linear4bit"]
+    scales = [m.weight.quant_state.absmax.clone() for m in layers]
+    try:
+        for layer, absmax in zip(layers, scales):
+            layer.weight.quant_state.absmax.copy_(absmax * 1.25)
+        broken = _drift_checks(card, _fresh_drift(model_subject, reference_subject))
+    finally:
+        for layer, absmax in zip(layers, scales):
+            layer.weight.quant_state.absmax.copy_(absmax)
+    assert [f for f, result in broken.items() if result != "passed"] == [
+        "drift.max_kl", "drift.min_top1_agreement", "drift.min_top10_overlap", "drift.min_greedy_agreeing_tokens",
+    ], broken  # the footprint does not change: Q5 is shown by the next test
+    try:
+        for layer in layers:
+            layer.compute_dtype = torch.bfloat16
+        harmless = _drift_checks(card, _fresh_drift(model_subject, reference_subject))
+    finally:
+        for layer in layers:
+            layer.compute_dtype = torch.float16
+    assert set(harmless.values()) == {"passed"}, harmless
+
+
+@pytest.mark.observation("Q5", expects="drift.max_footprint_ratio")
+def test_footprint_check_catches_a_float32_embedding_and_head(model_subject, reference_subject):
+    """Break: load.dtype float32 in place of float16 keeps the embedding and the output
+    head (a fifth of the weights) in float32: measured 0.309 of the reference."""
+    card, model = model_subject.card, model_subject.model
+    d = ob.drift(model_subject, reference_subject)
+    assert _drift_checks(card, d)["drift.max_footprint_ratio"] == "passed"
+    parts = [model.get_input_embeddings(), model.get_output_embeddings()]
+    try:
+        for part in parts:
+            part.to(torch.float32)
+        widened = dataclasses.replace(d, footprint_quantized=int(model.get_memory_footprint()))
+    finally:
+        for part in parts:
+            part.to(torch.float16)  # float16 -> float32 -> float16 is exact
+    assert _drift_checks(card, widened)["drift.max_footprint_ratio"] == f"obtained: {round(widened.footprint_ratio, 4)}"
+    assert widened.footprint_ratio == pytest.approx(0.309, abs=0.005)
