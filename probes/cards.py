@@ -498,7 +498,8 @@ def nearest(word: str, names: list[str]) -> str | None:
     """The known name closest to a misspelt one, comparing whole names and their
     leading parts ('smolm2' is close to 'smollm2', the start of 'smollm2-135m-instruct')."""
     by_alias: dict[str, str] = {}
-    for name in names:
+    # shortest first: 'smollm2' means the base card, not a variant named after it (-nf4)
+    for name in sorted(names, key=len):
         parts = name.split("-")
         for i in range(1, len(parts) + 1):
             by_alias.setdefault("-".join(parts[:i]), name)

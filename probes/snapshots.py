@@ -249,7 +249,7 @@ def compare(
         # a card may leave expensive sections out of its snapshot (snapshot.leave_out)
         for section in LEAVABLE_SECTIONS:
             if (section in recorded) != (section in current):
-                had, has = ("has", "leaves it out") if section in recorded else ("leaves it out", "has it")
+                had, has = ("has it", "leaves it out") if section in recorded else ("leaves it out", "has it")
                 out.append(Difference("error", section, f"the snapshot {had}, this run {has} (the card's snapshot.leave_out changed?)"))
         if "greedy" in recorded and "greedy" in current:
             _compare_greedy(recorded["greedy"], current["greedy"], subject, tol, out)

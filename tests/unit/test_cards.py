@@ -136,3 +136,38 @@ def test_with_model_finds_a_lone_gguf_file(tmp_path):
     (tmp_path / "weights.Q8_0.gguf").write_bytes(b"")
     card = find_card("smollm2-135m-instruct").with_model(str(tmp_path))
     assert card.model["gguf_file"] == "weights.Q8_0.gguf"
+
+
+def test_drift_without_a_reference_and_unknown_snapshot_sections_are_reported(tmp_path):
+    path = write_card(tmp_path, MINIMAL + """\
+model: {source: random-init, architecture: MistralForCausalLM, config: {}}
+snapshot: {leave_out: [greedy, samples]}
+leave_out:
+  - {test: test_x}
+expect:
+  drift: {max_kl: 1.0}
+""")
+    with pytest.raises(CardError) as err:
+        load_card(path)
+    message = str(err.value)
+    assert "expect.drift: needs `reference:`, the full-precision card to compare with" in message
+    assert "snapshot.leave_out: 'samples' is not one of greedy, embedding, sampled" in message
+    assert "leave_out[0].reason: required" in message
+
+
+def test_a_card_cannot_be_its_own_reference(tmp_path):
+    path = write_card(tmp_path, MINIMAL + "reference: my-card\n")
+    with pytest.raises(CardError, match="reference: a card cannot be its own reference"):
+        load_card(path)
+
+
+def test_a_misspelt_base_name_suggests_the_base_card_not_its_variant():
+    with pytest.raises(CardError, match=r"Did you mean smollm2-135m-instruct\?"):
+        find_card("smolm2")
+
+
+def test_the_nf4_card_leaves_out_tests_with_reasons_and_names_its_reference():
+    card = find_card("smollm2-135m-instruct-nf4")
+    assert (card.reference, card.quantization, card.dtype) == ("smollm2-135m-instruct", "nf4", "float16")
+    assert "transformers' code" in card.leave_out_reason("test_greedy_picks_the_most_likely_token", "bos")
+    assert card.leave_out_reason("test_next_token_top1", None) is None

@@ -594,3 +594,24 @@ def test_a_tokenizer_only_subject_has_the_cpu_class_and_only_tokenizer_observati
     assert snapshots.device_class(subject) == "cpu"
     assert snapshots.snapshot_path(subject, tmp_path) == tmp_path / "mistral-tokenizer" / "cpu.json"
     assert list(snapshots.observe(subject)) == ["tokenizer"]
+
+
+def test_sections_a_card_leaves_out_are_not_compared_but_a_changed_leave_out_is_an_error():
+    lean = {k: v for k, v in observed().items() if k not in ("greedy", "sampled")}
+    assert diffs_of(lean, recorded=lean) == []  # both leave greedy and sampled out
+    changed_embedding = {**lean, "embedding": {**lean["embedding"], "cosine": [[1.0, 0.6], [0.6, 1.0]]}}
+    assert diffs_of(changed_embedding, recorded=lean) != []  # what is kept is still compared
+    assert diffs_of(lean) == [
+        "[error] greedy: the snapshot has it, this run leaves it out (the card's snapshot.leave_out changed?)",
+        "[error] sampled: the snapshot has it, this run leaves it out (the card's snapshot.leave_out changed?)",
+    ]
+    assert diffs_of(observed(), recorded=lean)[0] == (
+        "[error] greedy: the snapshot leaves it out, this run has it (the card's snapshot.leave_out changed?)"
+    )
+
+
+def test_a_bitsandbytes_upgrade_is_named_in_the_summary_and_stops_sampled_comparison():
+    rec = {"torch": "2.13.0", "transformers": "5.23.0", "bitsandbytes": "0.49.2", "quantization": "nf4"}
+    cur = {**rec, "bitsandbytes": "0.50.2"}
+    assert snapshots.summary_line(rec, cur, []) == "bitsandbytes 0.49.2 -> 0.50.2: no change beyond tolerance"
+    assert snapshots.sampling_comparable(rec, cur) == ["bitsandbytes 0.49.2 -> 0.50.2"]
