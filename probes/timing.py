@@ -40,3 +40,15 @@ def reset_peak(device_type: str) -> None:
         import torch
 
         torch.cuda.reset_peak_memory_stats()
+
+
+def current_rss_mb() -> float | None:
+    """This process's resident memory now (Linux /proc), or None elsewhere."""
+    try:
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    import os
+
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)

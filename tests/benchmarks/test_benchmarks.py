@@ -5,6 +5,7 @@ and threads in extra_info; see README "Benchmarks" for saving and comparing runs
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ import torch
 from probes import decoding as dc
 from probes import sampling as sp
 from probes.subjects import Subject, package_file
-from probes.timing import reset_peak, resource_info, synchronized
+from probes.timing import current_rss_mb, reset_peak, resource_info, synchronized
 
 pytestmark = pytest.mark.benchmark
 
@@ -172,6 +173,30 @@ def test_model_load_time(benchmark, source):
         rounds = 3
     benchmark.pedantic(load, rounds=rounds, warmup_rounds=0)
     _info(benchmark, "cpu", source=source)
+
+
+@pytest.mark.parametrize("card_name", ["smollm2-135m-instruct", "smollm2-135m-instruct-nf4"], ids=["float32", "nf4"])
+def test_load_float32_against_nf4(benchmark, card_name):
+    """The same SmolLM2 weights loaded in float32 and in the article's NF4 (bitsandbytes
+    on CPU), side by side: load time, the model's footprint and the memory the load
+    added to the process. Decode speed of both: test_decode_tokens_per_second."""
+    from probes.cards import find_card
+
+    card = find_card(card_name)
+    Subject(card)._model_location()  # the GGUF conversion is cached first, not timed
+    loaded: list[Any] = []
+
+    def load():
+        loaded.clear()  # the previous round's model is freed before the next load
+        before = current_rss_mb()
+        loaded.append((Subject(card)._load_model(), before, current_rss_mb))
+
+    benchmark.pedantic(load, rounds=3, warmup_rounds=1)
+    model, before, rss_now = loaded[0]
+    after = rss_now()
+    _info(benchmark, "cpu", quantization=card.quantization, dtype=card.dtype,
+          footprint_mb=round(model.get_memory_footprint() / 2**20, 1),
+          rss_added_mb=round(after - before, 1) if before is not None and after is not None else "-")
 
 
 def test_nf4_load_time(benchmark, request):
