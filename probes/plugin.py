@@ -269,10 +269,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_items:
         return
+    device = config.getoption("device")
+    if device and not device.startswith("cuda"):
+        return  # `pytest -m gpu --device cpu`: a GPU card's checks run on the CPU (slowly)
     import torch
 
     if not torch.cuda.is_available():
-        skip = pytest.mark.skip(reason="requires CUDA; none found (torch.cuda.is_available() is False)")
+        skip = pytest.mark.skip(
+            reason="requires CUDA; none found (torch.cuda.is_available() is False). "
+            "`--device cpu` runs a GPU card on the CPU instead"
+        )
         for item in gpu_items:
             item.add_marker(skip)
 
