@@ -23,16 +23,10 @@ def test_matches_snapshot(loaded_subject, snapshot_settings, attach):
         results[subject.name] = {"status": f"recorded {path}"}
         return
     hint = f"pytest tests/behaviour/test_snapshot.py --card {subject.name} --snapshot-update{snapshot_settings['dir_option']}"
-    if not path.is_file() and path.stem != "cpu":
-        # A first run on a GPU class nobody recorded yet: CUDA kernels legitimately give
-        # other numbers than the CPU, so comparing with cpu.json would fail on noise.
-        # Skip, naming what exists and the command that records this class.
-        recorded_classes = sorted(p.stem for p in path.parent.glob("*.json")) or ["none"]
-        results[subject.name] = {"status": f"no snapshot for {path.stem} yet"}
-        pytest.skip(
-            f"{subject.name}: no snapshot for device class {path.stem} yet (recorded: {', '.join(recorded_classes)}). "
-            f"Record one on this machine with: {hint}"
-        )
+    unrecorded = snapshots.unrecorded_device_class(path)
+    if unrecorded:
+        results[subject.name] = {"status": "no snapshot for this device class yet", "summary": unrecorded}
+        pytest.skip(f"{subject.name}: {unrecorded}. Record one on this machine with: {hint}")
     try:
         recorded = snapshots.load(path, hint)
     except snapshots.SnapshotError as exc:

@@ -615,3 +615,18 @@ def test_a_bitsandbytes_upgrade_is_named_in_the_summary_and_stops_sampled_compar
     cur = {**rec, "bitsandbytes": "0.50.2"}
     assert snapshots.summary_line(rec, cur, []) == "bitsandbytes 0.49.2 -> 0.50.2: no change beyond tolerance"
     assert snapshots.sampling_comparable(rec, cur) == ["bitsandbytes 0.49.2 -> 0.50.2"]
+
+
+def test_a_first_run_on_an_unrecorded_gpu_class_is_named_but_a_missing_cpu_snapshot_is_not_excused(tmp_path):
+    card_dir = tmp_path / "mistral-7b-v0.1"
+    card_dir.mkdir()
+    (card_dir / "cpu.json").write_text("{}", encoding="utf-8")
+    assert snapshots.unrecorded_device_class(card_dir / "cuda-sm90.json") == (
+        "no snapshot for device class cuda-sm90 yet (recorded: cpu)"
+    )
+    (card_dir / "cuda-sm90.json").write_text("{}", encoding="utf-8")
+    assert snapshots.unrecorded_device_class(card_dir / "cuda-sm90.json") is None  # recorded: compared
+    assert snapshots.unrecorded_device_class(tmp_path / "other" / "cpu.json") is None  # load() fails it
+    assert snapshots.unrecorded_device_class(tmp_path / "other" / "cuda-sm80.json") == (
+        "no snapshot for device class cuda-sm80 yet (recorded: none)"
+    )
