@@ -641,3 +641,20 @@ def continuation_logprob(model: PreTrainedModel, prompt_ids: tuple[int, ...], ne
         logprobs = model(ids).logits[0].float().log_softmax(dim=-1)  # (seq, vocab)
     start = len(prompt_ids)
     return float(sum(logprobs[start - 1 + i, tok] for i, tok in enumerate(new_ids)))
+
+
+def next_token_logits_many(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, prompts: list[str]) -> np.ndarray:
+    """(prompts, vocab) float32 next-token logits of several prompts in one left-padded
+    forward pass: a 4-bit model on CPU pays its per-layer dequantization once, not per
+    prompt. Position ids follow the attention mask, so a padded row sees the positions
+    it would see alone."""
+    import torch
+
+    rows = [prompt_ids(tokenizer, p) for p in prompts]
+    for prompt, ids in zip(prompts, rows):
+        _check_prompt(tokenizer, model, prompt, ids)
+    enc = _left_padded(rows, _pad_id(tokenizer)).to(model.device)
+    positions = (enc.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        logits = model(**enc, position_ids=positions).logits[:, -1].float()
+    return logits.cpu().numpy()

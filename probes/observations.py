@@ -160,25 +160,40 @@ def drift_prompts() -> list[str]:
     return [inputs["next_token_prompt"], *(q["question"] for q in inputs["knowledge"]), *inputs["creative"]["openings"]]
 
 
+DRIFT_GREEDY_TOKENS = 12  # enough to see where greedy first differs (SmolLM2 NF4: after 8)
+
+
+def drift_greedy(subject: Subject) -> dc.Generation:
+    """The article's greedy prompt, one call, DRIFT_GREEDY_TOKENS new tokens."""
+    prompt = article_inputs()["greedy"]["prompt"]
+    return subject.cached(
+        ("drift-greedy", prompt),
+        lambda: dc.generate(subject.tokenizer, subject.model, prompt, max_new_tokens=DRIFT_GREEDY_TOKENS),
+    )
+
+
 def drift(subject: Subject, reference: Subject) -> qz.Drift:
     """``subject`` (quantized) against ``reference`` (full precision, same weights).
 
-    The reference's next-token logits and greedy continuation are the same cached
-    results its own tests use, so a session that runs both cards computes them once."""
+    The next-token logits of all prompts come from one batched forward pass per model
+    (the reference's is cached, so the break tests recompute only the quantized side)."""
 
     def compute() -> qz.Drift:
+        prompts = drift_prompts()
+        reference_logits = reference.cached(
+            ("next_token_many", tuple(prompts)), lambda: dc.next_token_logits_many(reference.tokenizer, reference.model, prompts)
+        )
+        quantized_logits = dc.next_token_logits_many(subject.tokenizer, subject.model, prompts)
         per_prompt = tuple(
-            qz.prompt_drift(
-                subject.tokenizer, prompt, next_token_after(reference, prompt).logits, next_token_after(subject, prompt).logits
-            )
-            for prompt in drift_prompts()
+            qz.prompt_drift(subject.tokenizer, prompt, ref, quant)
+            for prompt, ref, quant in zip(prompts, reference_logits, quantized_logits)
         )
         return qz.Drift(
             reference=reference.name,
             quantized=subject.name,
             prompts=per_prompt,
-            greedy_reference=greedy_reference(reference),
-            greedy_quantized=greedy_reference(subject),
+            greedy_reference=drift_greedy(reference),
+            greedy_quantized=drift_greedy(subject),
             footprint_reference=quantization(reference).footprint_bytes,
             footprint_quantized=quantization(subject).footprint_bytes,
         )
