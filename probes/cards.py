@@ -473,10 +473,7 @@ def _check_values(raw: dict[str, Any], path: Path) -> list[str]:
     for mark in raw.get("marks") or ():
         if mark not in KNOWN_MARKS:
             problems.append(f"marks: {mark!r} is not one of {', '.join(KNOWN_MARKS)}")
-    for section in ("model", "embedding", "next_token", "greedy", "sampling", "beam_search", "tasks"):
-        if section in (raw.get("expect") or {}) and not model:
-            problems.append(f"expect.{section}: this card has no model section to check")
-    for section in ("quantization", "drift"):
+    for section in ("model", "embedding", "next_token", "greedy", "sampling", "beam_search", "tasks", "quantization", "drift"):
         if section in (raw.get("expect") or {}) and not model:
             problems.append(f"expect.{section}: this card has no model section to check")
     if "drift" in (raw.get("expect") or {}) and not raw.get("reference"):

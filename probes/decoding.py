@@ -27,6 +27,15 @@ def _check_prompt(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, pr
         )
 
 
+def softmax64(logits: np.ndarray) -> np.ndarray:
+    """softmax in float64 (stable: the maximum is subtracted first), for comparing two
+    distributions without float32 rounding in the way."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max()
+    e = np.exp(z)
+    return e / e.sum()
+
+
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, prompt: str, add_special_tokens: bool = True):
     """(1, seq) input ids and attention mask on the model's device, after checks."""
     enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=add_special_tokens)

@@ -22,11 +22,8 @@ if TYPE_CHECKING:
 
 
 def next_token(subject: Subject) -> dc.NextToken:
-    return next_token_after(subject, article_inputs()["next_token_prompt"])
-
-
-def next_token_after(subject: Subject, prompt: str) -> dc.NextToken:
-    k = article_inputs()["top_k_shown"]
+    inputs = article_inputs()
+    prompt, k = inputs["next_token_prompt"], inputs["top_k_shown"]
     return subject.cached(("next_token", prompt), lambda: dc.next_token(subject.tokenizer, subject.model, prompt, k))
 
 

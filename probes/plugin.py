@@ -356,12 +356,12 @@ def reference_subject(request: pytest.FixtureRequest, model_subject: Subject) ->
     except CardError as exc:
         pytest.fail(f"card '{model_subject.name}': reference: {exc}", pytrace=False)
     try:
-        reference.model  # noqa: B018
+        method = reference.quantization.method  # loads the model
     except SubjectLoadError as exc:
         pytest.fail(f"card '{model_subject.name}': its reference cannot be loaded: {exc}", pytrace=False)
-    if reference.quantization.method != "none":
+    if method != "none":
         pytest.fail(
-            f"card '{model_subject.name}': its reference '{name}' loaded as {reference.quantization.method}; "
+            f"card '{model_subject.name}': its reference '{name}' loaded as {method}; "
             "a reference must be full precision",
             pytrace=False,
         )

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .decoding import softmax64
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
@@ -187,11 +189,16 @@ class Drift:
         return self.footprint_quantized / self.footprint_reference
 
 
-def _softmax64(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max()
-    e = np.exp(z)
-    return e / e.sum()
+def drift_figures(d: Drift) -> dict[str, float]:
+    """The drift's figures keyed by the card field that bounds each (expect.drift.<key>:
+    max_ an upper bound, min_ a lower one), rounded as they are compared and reported."""
+    return {
+        "max_kl": round(d.max_kl, 4),
+        "min_top1_agreement": round(d.top1_agreement, 4),
+        "min_top10_overlap": round(d.mean_top10_overlap, 4),
+        "min_greedy_agreeing_tokens": d.greedy_agreeing_tokens,
+        "max_footprint_ratio": round(d.footprint_ratio, 4),
+    }
 
 
 def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
@@ -201,7 +208,7 @@ def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
 
 
 def prompt_drift(tokenizer: Any, prompt: str, reference_logits: np.ndarray, quantized_logits: np.ndarray, k: int = 10) -> PromptDrift:
-    p, q = _softmax64(reference_logits), _softmax64(quantized_logits)
+    p, q = softmax64(reference_logits), softmax64(quantized_logits)
     top_p = np.argsort(-p, kind="stable")[:k]
     top_q = np.argsort(-q, kind="stable")[:k]
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import observations as ob
 from .cards import LEAVABLE_SECTIONS, REPO_ROOT
+from .decoding import softmax64
 from .inputs import article_inputs
 from .subjects import environment_info
 
@@ -118,7 +119,7 @@ def observe(subject: Subject) -> dict[str, Any]:
         return observed
 
     nt = ob.next_token(subject)
-    probs = _softmax64(nt.logits)
+    probs = softmax64(nt.logits)
     top = np.argsort(-probs, kind="stable")[:TOP_N]
     observed["next_token"] = {
         "prompt": nt.prompt,
@@ -170,13 +171,6 @@ def _observe_sampled(subject: Subject) -> dict[str, Any]:
         s = ob.sampled(subject, regime)
         observed[regime] = {"ids": [list(r) for r in s.new_ids], "texts": list(s.texts)}
     return observed
-
-
-def _softmax64(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max()
-    e = np.exp(z)
-    return e / e.sum()
 
 
 def dumps(snapshot: dict[str, Any]) -> str:
@@ -295,7 +289,7 @@ def _compare_next_token(rec: dict, cur: dict, subject: Subject | None, tol: dict
         out.append(Difference("error", "next_token.prompt_ids", f"{rec['prompt_ids']} -> {cur['prompt_ids']}"))
         return
     if subject is not None:
-        probs_now = _softmax64(ob.next_token(subject).logits)
+        probs_now = softmax64(ob.next_token(subject).logits)
         now = {i: float(probs_now[i]) for i in rec["top_ids"]}
     else:  # compare what both files hold
         now = dict(zip(cur["top_ids"], cur["top_probs"]))

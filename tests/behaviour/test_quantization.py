@@ -15,7 +15,7 @@ import pytest
 from probes import plots
 from probes.expect import check_at_least, check_at_most, check_equal
 from probes.observations import drift, quantization
-from probes.quantization import Drift
+from probes.quantization import Drift, drift_figures
 
 
 @pytest.mark.observation("Q1", expects="quantization")
@@ -72,28 +72,28 @@ def test_next_token_distributions_stay_close_to_the_reference(model_subject, ref
         summary="Quantization drift",
     )
     worst = max(d.prompts, key=lambda p: p.kl)
-    check_at_most(model_subject.card, "drift.max_kl", round(d.max_kl, 4), note=f"worst prompt: {worst.prompt!r}")
+    check_at_most(model_subject.card, "drift.max_kl", drift_figures(d)["max_kl"], note=f"worst prompt: {worst.prompt!r}")
 
 
 @pytest.mark.observation("Q3", expects="drift.min_top1_agreement")
 def test_most_likely_next_token_agrees_with_the_reference(model_subject, reference_subject):
     d = drift(model_subject, reference_subject)
     differing = [(p.prompt, p.top_reference[0][1], p.top_quantized[0][1]) for p in d.prompts if not p.top1_agrees]
-    check_at_least(model_subject.card, "drift.min_top1_agreement", round(d.top1_agreement, 4), note=f"(prompt, reference, quantized) that differ: {differing}")
+    check_at_least(model_subject.card, "drift.min_top1_agreement", drift_figures(d)["min_top1_agreement"], note=f"(prompt, reference, quantized) that differ: {differing}")
 
 
 @pytest.mark.observation("Q3", expects="drift.min_top10_overlap")
 def test_top10_next_tokens_overlap_the_reference(model_subject, reference_subject):
     d = drift(model_subject, reference_subject)
     per_prompt = {p.prompt: p.top10_overlap for p in d.prompts}
-    check_at_least(model_subject.card, "drift.min_top10_overlap", round(d.mean_top10_overlap, 4), note=f"per prompt: {per_prompt}")
+    check_at_least(model_subject.card, "drift.min_top10_overlap", drift_figures(d)["min_top10_overlap"], note=f"per prompt: {per_prompt}")
 
 
 @pytest.mark.observation("Q4", expects="drift.min_greedy_agreeing_tokens")
 def test_greedy_follows_the_reference_for_the_first_tokens(model_subject, reference_subject):
     d = drift(model_subject, reference_subject)
     check_at_least(
-        model_subject.card, "drift.min_greedy_agreeing_tokens", d.greedy_agreeing_tokens,
+        model_subject.card, "drift.min_greedy_agreeing_tokens", drift_figures(d)["min_greedy_agreeing_tokens"],
         note=f"reference: {d.greedy_reference.texts[0]!r}\n  quantized: {d.greedy_quantized.texts[0]!r}",
     )
 
@@ -102,6 +102,6 @@ def test_greedy_follows_the_reference_for_the_first_tokens(model_subject, refere
 def test_memory_footprint_shrinks_against_the_reference(model_subject, reference_subject):
     d = drift(model_subject, reference_subject)
     check_at_most(
-        model_subject.card, "drift.max_footprint_ratio", round(d.footprint_ratio, 4),
+        model_subject.card, "drift.max_footprint_ratio", drift_figures(d)["max_footprint_ratio"],
         note=f"{d.footprint_quantized} bytes against the reference's {d.footprint_reference}",
     )

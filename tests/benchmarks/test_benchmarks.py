@@ -189,11 +189,10 @@ def test_load_float32_against_nf4(benchmark, card_name):
     def load():
         loaded.clear()  # the previous round's model is freed before the next load
         before = current_rss_mb()
-        loaded.append((Subject(card)._load_model(), before, current_rss_mb))
+        loaded.append((Subject(card)._load_model(), before, current_rss_mb()))
 
     benchmark.pedantic(load, rounds=3, warmup_rounds=1)
-    model, before, rss_now = loaded[0]
-    after = rss_now()
+    model, before, after = loaded[0]
     _info(benchmark, "cpu", quantization=card.quantization, dtype=card.dtype,
           footprint_mb=round(model.get_memory_footprint() / 2**20, 1),
           rss_added_mb=round(after - before, 1) if before is not None and after is not None else "-")

@@ -227,7 +227,7 @@ def test_sampled_texts_are_compared_only_under_the_same_provenance():
 
 
 def test_softmax64_is_a_stable_distribution():
-    p = snapshots._softmax64(np.array([1000.0, 1000.0, 0.0]))
+    p = snapshots.softmax64(np.array([1000.0, 1000.0, 0.0]))
     assert p.dtype == np.float64 and p[0] == pytest.approx(0.5) and p[2] == pytest.approx(0.0) and p.sum() == pytest.approx(1.0)
 
 
@@ -282,7 +282,7 @@ def test_an_entropy_change_exactly_at_the_tolerance_passes():
 
 def test_softmax64_works_in_float64_whatever_the_input():
     z = np.array([0.0, 20.0], dtype=np.float32)
-    p = snapshots._softmax64(z)
+    p = snapshots.softmax64(z)
     assert p.dtype == np.float64 and p[0] == np.exp(-20.0) / (1 + np.exp(-20.0))
 
 
@@ -493,7 +493,7 @@ def test_a_recorded_top_token_outside_this_runs_top_20_is_read_from_the_full_dis
     unchanged probability is no difference."""
     recorded, _ = tiny_recorded
     subject = tiny_unchanged
-    probs = snapshots._softmax64(ob.next_token(subject).logits)
+    probs = snapshots.softmax64(ob.next_token(subject).logits)
     outside = int(np.argsort(-probs, kind="stable")[25])  # not among the top 20 this run keeps
     doctored = json.loads(json.dumps(recorded))
     doctored["next_token"]["top_ids"][-1] = outside
