@@ -136,6 +136,9 @@ def pytest_configure(config: pytest.Config) -> None:
         # A pytest-xdist worker: one torch thread. Two workers of two spinning OpenMP
         # threads each on two cores ran slower than one process; set before torch loads.
         os.environ.setdefault("OMP_NUM_THREADS", "1")
+        # A test that asks for another thread count (a harmless change) must not spin
+        # on the core the other worker is using: idle OpenMP threads sleep.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     config.stash[SUBJECTS] = {}
     config.stash[SUMMARY_SECTIONS] = {}
     config.stash[OBSERVATION_OUTCOMES] = {}

@@ -313,6 +313,9 @@ class Subject:
             self._results[key] = compute()
         return self._results[key]
 
+    def has_cached(self, key: Any) -> bool:
+        return key in self._results
+
     @property
     def name(self) -> str:
         return self.card.name

@@ -32,6 +32,7 @@ import torch
 
 from probes import decoding as dc
 from probes import sampling as sp
+from probes import snapshots
 from probes.cards import REPO_ROOT, Card, find_card
 from probes.snapshots import SNAPSHOT_DIR
 from probes.subjects import Subject
@@ -499,14 +500,19 @@ def test_harmless_changes_pass_the_same_tests(change):
 
 
 def test_another_thread_count_passes_the_greedy_and_snapshot_tests():
+    """The snapshot was recorded with another thread count than this run's: its sampled
+    texts are set aside (provenance differs), everything else must still match."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1 if threads > 1 else 2)
+    other = 1 if threads > 1 else 2
+    torch.set_num_threads(other)
     try:
         subject = tiny()
         outcomes = {str(c): c.run(subject) for c in (GREEDY_ARGMAX, GREEDY_REPEATS, SNAPSHOT)}
+        read_threads = snapshots.provenance(subject)["cpu threads"]
     finally:
         torch.set_num_threads(threads)
     assert all(outcome == "passed" for outcome, _ in outcomes.values()), outcomes
+    assert str(read_threads) == str(other)  # provenance reads the run's own thread count
 
 
 # ------------------------------------------------------------------------- README
