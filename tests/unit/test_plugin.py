@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from probes.cards import REPO_ROOT
 from probes.subjects import package_file
@@ -162,32 +163,48 @@ def test_report_shows_the_figures_and_texts_of_every_model_subject_run_by_two_wo
     """As make test runs it, `pytest -n 2`: every test of one card runs in one worker (its
     model loaded once, its probe results shared), and the report, written by the
     controller, holds what the workers' tests gathered: figures and texts per card,
-    subjects, observations, snapshot results. The second model card is a copy of
-    tiny-mistral under a name that starts with the first one's."""
-    copy = tmp_path / "tiny-mistral-b.yaml"
-    original = (REPO_ROOT / "fixtures" / "cards" / "tiny-mistral.yaml").read_text(encoding="utf-8")
-    copy.write_text(original.replace("name: tiny-mistral\n", "name: tiny-mistral-b\n", 1), encoding="utf-8")
-    cards = ("tiny-mistral-b", "tiny-mistral", "mistral-tokenizer")  # longest first, as the plugin matches
+    subjects, observations, snapshot results, and one section filled by both workers.
+
+    The cards: tiny-mistral, given the tokenizer card's vocabulary table so that both
+    workers write into "Vocabulary head and tail", and a copy of the tokenizer card named
+    tiny-mistral-tok, a name that starts with the model card's. One model card, not two:
+    a second would cost its worker the ~5 s import of transformers' model code."""
+    cards_dir = REPO_ROOT / "fixtures" / "cards"
+    vocab_table = yaml.safe_load((cards_dir / "mistral-tokenizer.yaml").read_text(encoding="utf-8"))["expect"]["tokenizer"]["vocab_table"]
+    model_card = yaml.safe_load((cards_dir / "tiny-mistral.yaml").read_text(encoding="utf-8"))
+    model_card["expect"]["tokenizer"]["vocab_table"] = vocab_table
+    (tmp_path / "tiny-mistral.yaml").write_text(yaml.safe_dump(model_card, allow_unicode=True), encoding="utf-8")
+    tokenizer_card = (cards_dir / "mistral-tokenizer.yaml").read_text(encoding="utf-8")
+    (tmp_path / "tiny-mistral-tok.yaml").write_text(
+        tokenizer_card.replace("name: mistral-tokenizer\n", "name: tiny-mistral-tok\n", 1), encoding="utf-8"
+    )
+    snapshots = tmp_path / "snapshots" / "tiny-mistral-tok"  # the tokenizer card's snapshot, under the copy's name
+    snapshots.mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "fixtures" / "snapshots" / "mistral-tokenizer" / "cpu.json", snapshots / "cpu.json")
+    cards = ("tiny-mistral-tok", "tiny-mistral")  # longest first, as the plugin matches
     result = run_suite(
-        "tests/behaviour", "-n", "2", "-v", "--card", "tiny-mistral", "--card", str(copy), "--card", "mistral-tokenizer",
-        "-k", "word_vectors or two_components or top_next_token or own_temperature or (matches_snapshot and tokenizer)",
+        "tests/behaviour", "-n", "2", "-v", "--card", str(tmp_path / "tiny-mistral.yaml"),
+        "--card", str(tmp_path / "tiny-mistral-tok.yaml"), "--snapshot-dir", str(snapshots.parent),
+        "-k", "top_next_token or own_temperature or vocab_table or (matches_snapshot and tok)",
     )
     assert result.returncode == 0, result.stdout
     ran = re.findall(r"\[(gw\d)\] \[ *\d+%\] PASSED tests/behaviour/\S+?\[(\S+)\]", result.stdout)
     card_of = {params: next(c for c in cards if params == c or params.startswith(c + "-")) for _, params in ran}
     workers_of = {card: {w for w, params in ran if card_of[params] == card} for card in cards}
-    assert [len(workers) for workers in workers_of.values()] == [1, 1, 1], (workers_of, result.stdout)
-    assert len(ran) == 9, result.stdout
+    assert [len(workers) for workers in workers_of.values()] == [1, 1], (workers_of, result.stdout)
+    assert workers_of["tiny-mistral"] != workers_of["tiny-mistral-tok"], (workers_of, result.stdout)
+    assert len(ran) == 5, result.stdout
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
-    for figure in ("cosine heatmap", "PCA scatter", "top-10 next tokens", "temperature panels"):
-        assert page.count(f"<img alt='{figure}' src='data:image/png;base64,") == 2, figure  # one per model card
+    for figure in ("top-10 next tokens", "temperature panels"):
+        assert page.count(f"<img alt='{figure}' src='data:image/png;base64,") == 1, figure
     assert "<h2>Figures</h2>" in page
     assert page.count("<h2>Next token after the prompt (D1)</h2>") == 1
-    assert "<h3>tiny-mistral</h3>" in page and "<h3>tiny-mistral-b</h3>" in page
+    vocabulary = page.split("<h2>Vocabulary head and tail</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "<h3>tiny-mistral</h3>" in vocabulary and "<h3>tiny-mistral-tok</h3>" in vocabulary  # one from each worker
     subjects = page.split("<table class='subjects'", 1)[1].split("</table>", 1)[0]
-    assert [subjects.count(f"<tr><td>{card}</td>") for card in cards] == [1, 1, 1]
-    assert "random MistralForCausalLM (seed 0)" in subjects  # a tiny subject's row, sent by its worker
-    assert "<h2>Observations per card</h2>" in page and "<h3>mistral-tokenizer: compared with cpu.json</h3>" in page
+    assert [subjects.count(f"<tr><td>{card}</td>") for card in cards] == [1, 1]
+    assert "random MistralForCausalLM (seed 0)" in subjects  # the model card's row, sent by its worker
+    assert "<h2>Observations per card</h2>" in page and "<h3>tiny-mistral-tok: compared with cpu.json</h3>" in page
 
 
 def test_benchmarks_save_json_compare_with_a_second_run_and_fill_the_report_table(run_suite, tmp_path):
