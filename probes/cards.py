@@ -197,6 +197,66 @@ CARD_SCHEMA: dict[str, Any] = {
 
 REQUIRED = ("name", "description", "tokenizer")
 
+# Fields an expect section must hold when a card has that section: its tests read them
+# unconditionally ("x[]" = every item of the list x). The rest of a section is optional.
+REQUIRED_EXPECT_FIELDS: dict[str, tuple[str, ...]] = {
+    "tokenizer.bos": ("id", "token", "added_by_default", "probe_text"),
+    "tokenizer.encode[]": ("id", "text", "ids"),
+    "tokenizer.first_token[]": ("id", "text", "first_id", "first_token", "first_decoded"),
+    "tokenizer.vocab_table[]": ("id", "token", "decoded"),
+    "tokenizer.duplicate_bos[]": ("id", "prompt", "leading_bos", "duplicated", "trailing_space_token"),
+    "embedding.apart[]": ("id", "pair", "outsiders"),
+    "embedding.pca_nearer[]": ("id", "group", "nearer", "than"),
+    "next_token": ("top1",),
+    "sampling.near-greedy": ("min_greedy_agreement",),
+    "sampling.warm": ("answer", "min_answer_share", "min_distinct"),
+    "sampling.hot": ("min_distinct",),
+    "beam_search": ("at_least_greedy_logprob",),
+    "tasks.knowledge[]": ("id", "answer"),
+}
+
+
+def unknown_expect_path(dotted: str) -> str | None:
+    """Why ``dotted`` (a test's ``expects=``, e.g. ``tokenizer.encode``) is not a path of
+    EXPECT_SCHEMA, with the nearest known name; None when it is one."""
+    node: Any = EXPECT_SCHEMA
+    walked = []
+    for part in dotted.split("."):
+        key = part.split("[", 1)[0]
+        if isinstance(node, list):
+            node = node[0]
+        if not isinstance(node, dict) or key not in node:
+            known = [str(k) for k in node] if isinstance(node, dict) else []
+            near = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean '{'.'.join([*walked, near[0]])}'?" if near else ""
+            return f"'{dotted}' is not a field of the card schema (probes/cards.py EXPECT_SCHEMA){hint}"
+        walked.append(key)
+        node = node[key]
+    return None
+
+
+def _missing_required(expect: dict[str, Any]) -> list[str]:
+    """``expect.<path>: required field is missing`` for each REQUIRED_EXPECT_FIELDS gap
+    (and min_margin, which the E4 group checks compare with)."""
+    problems = []
+    for path, fields in REQUIRED_EXPECT_FIELDS.items():
+        *parents, last = path.removesuffix("[]").split(".")
+        node: Any = expect
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or last not in node:
+            continue  # the section is not in this card
+        items = node[last] if path.endswith("[]") else [node[last]]
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                continue  # a type problem, reported by the schema check
+            where = f"expect.{path.removesuffix('[]')}" + (f"[{item.get('id', i)}]" if path.endswith("[]") else "")
+            problems += [f"{where}.{name}: required field is missing" for name in fields if name not in item]
+    embedding = expect.get("embedding") or {}
+    if isinstance(embedding, dict) and ({"coherent_groups", "incoherent_groups"} & embedding.keys()) and "min_margin" not in embedding:
+        problems.append("expect.embedding.min_margin: required field is missing (coherent_groups and incoherent_groups are judged by it)")
+    return problems
+
 # tokenizer sources
 #   mistral-common   the SentencePiece file shipped in the mistral-common package
 #   hf               AutoTokenizer.from_pretrained(id) (hub id or folder, gguf_file optional)
@@ -422,7 +482,7 @@ def load_card(path: str | Path) -> Card:
         _check(raw["model"], _SOURCE_SCHEMA, "model", sub)
         problems += sub
     if not problems:
-        problems += _check_values(raw, path)
+        problems += _missing_required(raw.get("expect") or {}) + _check_values(raw, path)
     if problems:
         listing = "\n  - ".join(problems)
         raise CardError(f"card file {shown} is invalid:\n  - {listing}")

@@ -70,10 +70,19 @@ class GroupCoherence:
 
 
 def group_coherence(cosine: np.ndarray, groups: tuple[str, ...]) -> dict[str, GroupCoherence]:
+    """Each group's mean cosine inside (between its different words) and across (to
+    every word outside it). Both need words to average over: a one-word group has no
+    pair inside and a group holding every word has nothing outside, and either would
+    give NaN, which no bound can judge."""
     labels = np.array(groups)
     out = {}
     for group in dict.fromkeys(groups):
         inside = labels == group
+        if inside.sum() < 2 or inside.all():
+            raise ValueError(
+                f"word group {group!r} has {int(inside.sum())} of {len(groups)} words: a group needs at least 2 words "
+                "and words outside it (fix word_groups in fixtures/inputs/article.yaml)"
+            )
         block = cosine[np.ix_(inside, inside)]
         n = int(inside.sum())
         intra = (block.sum() - np.trace(block)) / (n * (n - 1))  # off-diagonal mean

@@ -21,9 +21,11 @@ if TYPE_CHECKING:
     from .subjects import Subject
 
 
-def next_token(subject: Subject) -> dc.NextToken:
+def next_token(subject: Subject, prompt: str | None = None) -> dc.NextToken:
+    """The next-token distribution after ``prompt`` (default: the article's D1 prompt),
+    computed once per prompt: a check about another prompt asks for that prompt."""
     inputs = article_inputs()
-    prompt, k = inputs["next_token_prompt"], inputs["top_k_shown"]
+    prompt, k = prompt or inputs["next_token_prompt"], inputs["top_k_shown"]
     return subject.cached(("next_token", prompt), lambda: dc.next_token(subject.tokenizer, subject.model, prompt, k))
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from .cards import CARDS_DIR, DEVICES_RE, DTYPES, Card, CardError, available_cards, find_card
+from .cards import CARDS_DIR, DEVICES_RE, DTYPES, Card, CardError, available_cards, find_card, unknown_expect_path
 from .subjects import Subject, SubjectLoadError, environment_info
 
 SELECTED_CARDS = pytest.StashKey[list[Card]]()
@@ -129,8 +129,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
     config.addinivalue_line(
         "markers",
-        "observation(*ids, expects=None, needs='tokenizer'): the SPEC observations a test checks "
-        "and the card field it needs; parametrizes `subject`/`model_subject` over the cards having it",
+        "observation(*ids, expects=None): the SPEC observations a test checks and the card field it "
+        "needs (or a tuple of fields, any one of which); parametrizes `subject`/`model_subject` over "
+        "the cards having it",
     )
     if hasattr(config, "workerinput"):
         # A pytest-xdist worker: one torch thread. Two workers of two spinning OpenMP
@@ -217,15 +218,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     marker = metafunc.definition.get_closest_marker("observation")
     expects = marker.kwargs.get("expects") if marker else None
+    # expects: one card field, or a tuple of fields of which a card needs any one
+    alternatives = (expects,) if isinstance(expects, str) else tuple(expects or ())
+    for path in alternatives:
+        problem = unknown_expect_path(path)
+        if problem:  # the test's mistake, not the cards': fail its collection
+            raise pytest.Collector.CollectError(f"{metafunc.definition.nodeid}: @observation(expects=...): {problem}")
     needs_model = fixture == "model_subject"
     cards = [
         c
         for c in metafunc.config.stash[SELECTED_CARDS]
-        if (c.has_model or not needs_model) and (expects is None or c.has_expectation(expects))
+        if (c.has_model or not needs_model) and (not alternatives or any(c.has_expectation(p) for p in alternatives))
     ]
     if "case" in metafunc.fixturenames:
-        if not expects:
-            raise pytest.UsageError(f"{metafunc.definition.nodeid}: a test with `case` needs @observation(expects=...)")
+        if len(alternatives) != 1:
+            raise pytest.UsageError(f"{metafunc.definition.nodeid}: a test with `case` needs @observation(expects=...) naming one list")
         params = [
             pytest.param(card.name, case, id=f"{card.name}-{_case_id(case)}", marks=_card_marks(card))
             for card in cards
@@ -244,7 +251,8 @@ def _case_id(case: Any) -> str:
 
 def _not_covered(expects: str | None, needs_model: bool, *extra: Any) -> Any:
     """One skipped item saying why no selected card runs this test."""
-    wanted = f"`expect.{expects}`" if expects else "a model"
+    fields = (expects,) if isinstance(expects, str) else tuple(expects or ())
+    wanted = " or ".join(f"`expect.{f}`" for f in fields) if fields else "a model"
     if expects and needs_model:
         wanted += " and a model"
     reason = f"no selected card has {wanted}; add it to a card (fixtures/cards/) to run this check"

@@ -171,3 +171,42 @@ def test_the_nf4_card_leaves_out_tests_with_reasons_and_names_its_reference():
     assert (card.reference, card.quantization, card.dtype) == ("smollm2-135m-instruct", "nf4", "float16")
     assert "transformers' code" in card.leave_out_reason("test_greedy_picks_the_most_likely_token", "bos")
     assert card.leave_out_reason("test_next_token_top1", None) is None
+
+
+# ----------------------------------------------- issue 12, bug 3: required fields
+
+
+MODEL = """\
+model:
+  source: random-init
+  architecture: MistralForCausalLM
+  config: {vocab_size: 32000}
+"""
+
+
+def test_a_section_missing_a_field_its_tests_read_is_refused_when_the_card_is_read(tmp_path):
+    """`next_token: {min_top1_prob: 0.5}` used to pass validation and then end
+    test_next_token_top1 in a bare KeyError('next_token.top1')."""
+    path = write_card(tmp_path, MINIMAL + MODEL + "expect:\n  next_token:\n    min_top1_prob: 0.5\n")
+    with pytest.raises(CardError) as err:
+        load_card(path)
+    assert str(path) in str(err.value)
+    assert "expect.next_token.top1: required field is missing" in str(err.value)
+
+
+def test_a_list_item_missing_a_field_is_named_by_its_id(tmp_path):
+    body = MINIMAL + "expect:\n  tokenizer:\n    encode:\n      - {id: hello, text: Hello}\n"
+    with pytest.raises(CardError, match=r"expect\.tokenizer\.encode\[hello\]\.ids: required field is missing"):
+        load_card(write_card(tmp_path, body))
+
+
+def test_group_bounds_need_the_margin_they_are_judged_by(tmp_path):
+    body = MINIMAL + MODEL + "expect:\n  embedding:\n    coherent_groups: [royalty]\n"
+    with pytest.raises(CardError, match=r"expect\.embedding\.min_margin: required field is missing"):
+        load_card(write_card(tmp_path, body))
+
+
+def test_optional_fields_may_be_left_out(tmp_path):
+    """The harmless side: min_top1_prob is optional (the test checks it only when present)."""
+    card = load_card(write_card(tmp_path, MINIMAL + MODEL + "expect:\n  next_token:\n    top1: ' Tokyo'\n"))
+    assert card.expected("next_token.top1") == " Tokyo"

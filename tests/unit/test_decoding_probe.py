@@ -205,3 +205,26 @@ def test_sharing_the_prompt_cache_draws_the_same_first_tokens(tiny):
     assert shared.prompt_ids == plain.prompt_ids
     assert len(set(shared.new_ids)) > 20  # really sampled, not one token 100 times
     assert shared.new_ids == plain.new_ids
+
+
+def test_top_k_check_takes_the_allowed_set_from_the_prompt_it_sampled(monkeypatch):
+    """Issue 12, bug 5: the D9 top-k test draws for `top_k_sampling.prompt`; its allowed
+    set must be that prompt's top k, not the D1 prompt's (the two strings are equal in
+    article.yaml today). With another top-k prompt the test passes, and its draws fall
+    outside the D1 prompt's top k, so the old comparison would have failed it."""
+    import torch
+
+    from probes import observations as ob
+    from probes import sampling as sp
+    from tests.behaviour import test_decoding as behaviour
+
+    subject = Subject(find_card("tiny-mistral"))
+    spec = behaviour.INPUTS["top_k_sampling"]
+    monkeypatch.setitem(spec, "prompt", "Once upon a time,")
+    behaviour.test_top_k_sampling_draws_only_from_the_k_most_likely(subject)
+    drawn = {ids[0] for ids in dc.generate(
+        subject.tokenizer, subject.model, spec["prompt"], max_new_tokens=1, runs=spec["samples"],
+        do_sample=True, top_k=spec["k"], top_p=1.0, temperature=1.0, seed=subject.seed,
+    ).new_ids}
+    d1_top_k = sp.kept_ids(sp.top_k_filter(torch.as_tensor(ob.next_token(subject).logits), spec["k"]))
+    assert not drawn <= d1_top_k, (drawn, d1_top_k)

@@ -38,6 +38,15 @@ def test_group_coherence_means():
     assert stats["b"].margin == pytest.approx(0.5 - 0.15)
 
 
+@pytest.mark.parametrize("labels", [("a", "b", "b"), ("a", "a", "a")], ids=["one-word group", "no word outside"])
+def test_group_coherence_refuses_a_group_it_cannot_average(labels):
+    """Issue 12, bug 4: a one-word group has no pair inside (0/0) and a group of every
+    word has no outsider (mean of nothing): NaN margins, which no bound can judge."""
+    cos = np.eye(3)
+    with pytest.raises(ValueError, match="a group needs at least 2 words and words outside it"):
+        em.group_coherence(cos, labels)
+
+
 def test_pca_explains_a_line_fully():
     points = np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 3.0], [2.0, 4.0, 6.0], [3.0, 6.0, 9.0]])
     proj = em.pca_2d(points)

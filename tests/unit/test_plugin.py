@@ -114,7 +114,8 @@ def test_unloadable_model_under_two_workers_stops_the_session_with_the_message(r
 
 def test_list_cards_from_the_command_line():
     """The one real subprocess: `python -m pytest` from the repository root picks up the
-    plugin through conftest.py and the options from pyproject.toml, as a user's shell would."""
+    plugin through its pytest11 entry point and the options from pyproject.toml, as a
+    user's shell would."""
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--list-cards"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
@@ -237,7 +238,62 @@ def test_benchmarks_save_json_compare_with_a_second_run_and_fill_the_report_tabl
 def test_a_subject_fixture_outside_the_parametrization_fails_with_advice(run_suite, tmp_path, fixture):
     test_file = tmp_path / f"test_dynamic_{fixture}.py"  # a module name of its own: runs share sys.modules
     test_file.write_text(f"def test_dynamic(request):\n    request.getfixturevalue({fixture!r})\n", encoding="utf-8")
-    result = run_suite(str(test_file), "-p", "probes.plugin")
+    result = run_suite(str(test_file))
     assert result.returncode == 1, result.stdout
     assert f"`{fixture}` is parametrized by lm-probes; use it in a test under tests/behaviour" in result.stdout
     assert "Traceback" not in result.stdout
+
+
+# ------------------------------------------------------------ issue 12, bugs 1, 3 and 6
+
+
+def test_options_work_without_a_test_path_from_any_directory(run_suite, tmp_path, monkeypatch):
+    """The plugin is a pytest11 entry point, so --card and --model are known before pytest
+    reads the command line: `pytest --card X --model /abs/folder` used to fail with
+    "unrecognized arguments" (the folder was taken for a test path, and the plugin was
+    only loaded from the conftest.py beside the tests)."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    result = run_suite("--card", "smollm2-135m-instruct", "--model", str(folder), "--collect-only", "-q")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "test_next_token_top1[smollm2-135m-instruct]" in result.stdout
+    monkeypatch.chdir(tmp_path)  # elsewhere: nothing to collect, but the options are known
+    elsewhere = run_suite("--card", "smollm2-135m-instruct", "--model", str(folder), "--collect-only", "-q")
+    assert elsewhere.returncode == pytest.ExitCode.NO_TESTS_COLLECTED, elsewhere.stdout + elsewhere.stderr
+    assert "unrecognized arguments" not in elsewhere.stderr
+
+
+def test_an_expects_path_the_schema_does_not_know_is_a_collection_error(run_suite, tmp_path):
+    """A misspelt `expects=` is the test's mistake: a collection error naming it, not a
+    skip saying that no card has the field."""
+    test_file = tmp_path / "test_misspelt.py"
+    test_file.write_text(
+        "import pytest\n\n\n@pytest.mark.observation('T4', expects='tokenizer.vocab_sise')\n"
+        "def test_vocab(subject):\n    pass\n",
+        encoding="utf-8",
+    )
+    result = run_suite(str(test_file), "--card", "mistral-tokenizer")
+    assert result.returncode == pytest.ExitCode.INTERRUPTED, result.stdout
+    assert "ERROR collecting" in result.stdout
+    assert "'tokenizer.vocab_sise' is not a field of the card schema" in result.stdout
+    assert "did you mean 'tokenizer.vocab_size'?" in result.stdout
+    assert "no selected card has" not in result.stdout
+
+
+def test_a_card_with_only_the_bos_off_substrings_runs_the_continuation_check(run_suite, tmp_path):
+    """greedy.without_bos_contains alone used to leave test_greedy_continuation_contains
+    unrun (its marker named only with_bos_contains). Two copies of tiny-mistral: one
+    expects a substring of its recorded BOS-off greedy text (passes), one expects
+    " Tokyo" (fails, naming the field)."""
+    original = yaml.safe_load((REPO_ROOT / "fixtures" / "cards" / "tiny-mistral.yaml").read_text(encoding="utf-8"))
+    for name, substring in (("tiny-holds", "Rosenhal"), ("tiny-lacks", " Tokyo")):
+        card = json.loads(json.dumps(original)) | {"name": name}
+        card["expect"]["greedy"] = {"without_bos_contains": [substring]}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(card, allow_unicode=True), encoding="utf-8")
+    result = run_suite(
+        "tests/behaviour/test_decoding.py", "-k", "continuation_contains",
+        "--card", str(tmp_path / "tiny-holds.yaml"), "--card", str(tmp_path / "tiny-lacks.yaml"),
+    )
+    assert "1 failed, 1 passed" in result.stdout, result.stdout
+    assert "FAILED tests/behaviour/test_decoding.py::test_greedy_continuation_contains[tiny-lacks]" in result.stdout
+    assert "field expect.greedy.without_bos_contains" in result.stdout
