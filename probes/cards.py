@@ -26,12 +26,18 @@ import difflib
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CARDS_DIR = REPO_ROOT / "fixtures" / "cards"
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+# The shipped cards, probe inputs and CPU snapshots: fixtures/ of a source checkout (and
+# of an editable install), probes/fixtures/ inside a non-editable one (pyproject.toml
+# installs fixtures/ there as the package probes.fixtures).
+FIXTURES_DIR = REPO_ROOT / "fixtures" if (REPO_ROOT / "fixtures" / "cards").is_dir() else PACKAGE_DIR / "fixtures"
+CARDS_DIR = FIXTURES_DIR / "cards"
 
 
 class CardError(ValueError):
@@ -564,21 +570,34 @@ def nearest(word: str, names: list[str]) -> str | None:
     return by_alias[near[0]] if near else None
 
 
-def available_cards(cards_dir: Path = CARDS_DIR) -> dict[str, Path]:
-    return {p.stem: p for p in sorted(cards_dir.glob("*.yaml"))}
+def cards_dirs(extra: Sequence[str | Path] = ()) -> tuple[Path, ...]:
+    """Where cards are looked up by name: the user's folders (``--cards-dir``, the
+    ``lm_probes_cards_dirs`` ini option) in order, then the shipped cards."""
+    return (*(Path(d).expanduser() for d in extra), CARDS_DIR)
 
 
-def find_card(name_or_path: str, cards_dir: Path = CARDS_DIR) -> Card:
-    """A card by name (``fixtures/cards/<name>.yaml``) or by path to a YAML file."""
+def available_cards(extra_dirs: Sequence[str | Path] = ()) -> dict[str, Path]:
+    """Card name -> file, over ``cards_dirs(extra_dirs)``; a user's card of a shipped
+    card's name is the one used (the first folder wins)."""
+    known: dict[str, Path] = {}
+    for folder in cards_dirs(extra_dirs):
+        for path in sorted(folder.glob("*.yaml")):
+            known.setdefault(path.stem, path)
+    return known
+
+
+def find_card(name_or_path: str, extra_dirs: Sequence[str | Path] = ()) -> Card:
+    """A card by name (a ``<name>.yaml`` in a cards folder) or by path to a YAML file."""
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") or candidate.is_file():
         return load_card(candidate)
-    known = available_cards(cards_dir)
+    known = available_cards(extra_dirs)
     if name_or_path in known:
         return load_card(known[name_or_path])
     near = nearest(name_or_path, list(known))
     hint = f" Did you mean {near}?" if near else ""
+    folders = ", ".join(_display_path(d) for d in cards_dirs(extra_dirs))
     raise CardError(
         f"Unknown card '{name_or_path}'.{hint} Known cards: {', '.join(known)} "
-        f"(in {_display_path(cards_dir)}); or pass the path of a card file."
+        f"(in {folders}); or pass the path of a card file."
     )

@@ -8,9 +8,9 @@ from typing import Any
 
 import yaml
 
-from .cards import REPO_ROOT
+from .cards import FIXTURES_DIR
 
-INPUTS_FILE = REPO_ROOT / "fixtures" / "inputs" / "article.yaml"
+INPUTS_FILE = FIXTURES_DIR / "inputs" / "article.yaml"
 
 
 @lru_cache(maxsize=None)

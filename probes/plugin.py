@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from .cards import CARDS_DIR, DEVICES_RE, DTYPES, Card, CardError, available_cards, find_card, unknown_expect_path
+from .cards import DEVICES_RE, DTYPES, Card, CardError, available_cards, cards_dirs, find_card, unknown_expect_path
 from .subjects import Subject, SubjectLoadError, environment_info
 
 SELECTED_CARDS = pytest.StashKey[list[Card]]()
@@ -62,8 +62,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--card",
         action="append",
         metavar="NAME|PATH",
-        help="run against this card (name in fixtures/cards/ or a YAML path); repeatable. "
+        help="run against this card (a name in a cards folder, or a YAML path); repeatable. "
         "Default: every card (GPU cards only with -m gpu).",
+    )
+    group.addoption(
+        "--cards-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder of your own cards, looked up by name before the shipped ones; repeatable. "
+        "Default: the lm_probes_cards_dirs ini option, then the shipped cards only.",
+    )
+    parser.addini(
+        "lm_probes_cards_dirs",
+        type="paths",
+        default=[],
+        help="folders of your own cards (relative to the ini file), looked up before the shipped ones",
     )
     group.addoption(
         "--model",
@@ -155,10 +169,20 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     _add_environment_metadata(session.config)
 
 
+def _user_cards_dirs(config: pytest.Config) -> list[Path]:
+    """The user's card folders: --cards-dir, then the ini option; each must exist."""
+    folders = [Path(d).expanduser() for d in config.getoption("cards_dir")] + list(config.getini("lm_probes_cards_dirs"))
+    for folder in folders:
+        if not folder.is_dir():
+            raise pytest.UsageError(f"cards folder {folder}: no such folder. Give a folder holding <name>.yaml card files.")
+    return folders
+
+
 def _select_cards(config: pytest.Config) -> list[Card]:
-    names = config.getoption("card") or list(available_cards())
+    folders = _user_cards_dirs(config)
+    names = config.getoption("card") or list(available_cards(folders))
     try:
-        cards = [find_card(name) for name in names]
+        cards = [find_card(name, folders) for name in names]
     except CardError as exc:
         raise pytest.UsageError(str(exc)) from None
     model = config.getoption("model")
@@ -189,14 +213,15 @@ def _add_environment_metadata(config: pytest.Config) -> None:
 
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
     if config.getoption("list_cards"):
-        for name, path in available_cards().items():
+        folders = _user_cards_dirs(config)
+        for name, path in available_cards(folders).items():
             try:
-                card = find_card(name)
+                card = find_card(str(path))
                 marks = f" [{', '.join(card.marks)}]" if card.marks else ""
                 print(f"{name}{marks}: {card.description.strip().splitlines()[0]}")
             except CardError as exc:
                 print(f"{name}: INVALID: {exc}")
-        print(f"(cards live in {CARDS_DIR})")
+        print(f"(cards live in {', '.join(str(d) for d in cards_dirs(folders))})")
         return 0
     return None
 
@@ -301,7 +326,9 @@ def _subject_for(request: pytest.FixtureRequest, name: str) -> Subject:
     subjects = request.config.stash[SUBJECTS]
     if name not in subjects:
         # a selected card, or one that a selected card names as its reference
-        card = next((c for c in request.config.stash[SELECTED_CARDS] if c.name == name), None) or find_card(name)
+        card = next((c for c in request.config.stash[SELECTED_CARDS] if c.name == name), None) or find_card(
+            name, _user_cards_dirs(request.config)
+        )
         subjects[name] = Subject(
             card,
             device=request.config.getoption("device"),

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import observations as ob
-from .cards import LEAVABLE_SECTIONS, REPO_ROOT
+from .cards import FIXTURES_DIR, LEAVABLE_SECTIONS
 from .decoding import softmax64
 from .inputs import article_inputs
 from .subjects import environment_info
@@ -28,7 +28,7 @@ from .subjects import environment_info
 if TYPE_CHECKING:
     from .subjects import Subject
 
-SNAPSHOT_DIR = REPO_ROOT / "fixtures" / "snapshots"
+SNAPSHOT_DIR = FIXTURES_DIR / "snapshots"
 FORMAT = 1
 TOP_N = 20  # next-token ids kept in a snapshot
 

@@ -210,3 +210,21 @@ def test_optional_fields_may_be_left_out(tmp_path):
     """The harmless side: min_top1_prob is optional (the test checks it only when present)."""
     card = load_card(write_card(tmp_path, MINIMAL + MODEL + "expect:\n  next_token:\n    top1: ' Tokyo'\n"))
     assert card.expected("next_token.top1") == " Tokyo"
+
+
+# ------------------------------------------ issue 12, bug 2: the user's own card folders
+
+
+def test_a_users_cards_folder_adds_to_the_shipped_cards_and_wins_on_a_name(tmp_path):
+    """--cards-dir / lm_probes_cards_dirs: the user's cards are found by name beside the
+    shipped ones (which an installed package keeps in probes/fixtures/cards), and a user's
+    card with a shipped card's name is the one used."""
+    write_card(tmp_path, MINIMAL, name="my-card")
+    write_card(tmp_path, MINIMAL, name="tiny-mistral")
+    known = available_cards([tmp_path])
+    assert known["my-card"] == tmp_path / "my-card.yaml"
+    assert known["tiny-mistral"] == tmp_path / "tiny-mistral.yaml"
+    assert "smollm2-135m-instruct" in known and "my-card" not in available_cards()
+    assert find_card("my-card", [tmp_path]).description == "a test card"
+    with pytest.raises(CardError, match=r"Unknown card 'my-card'.*or pass the path of a card file"):
+        find_card("my-card")

@@ -297,3 +297,17 @@ def test_a_card_with_only_the_bos_off_substrings_runs_the_continuation_check(run
     assert "1 failed, 1 passed" in result.stdout, result.stdout
     assert "FAILED tests/behaviour/test_decoding.py::test_greedy_continuation_contains[tiny-lacks]" in result.stdout
     assert "field expect.greedy.without_bos_contains" in result.stdout
+
+
+def test_cards_dir_option_lists_the_users_cards_with_the_shipped_ones(run_suite, tmp_path):
+    (tmp_path / "cards").mkdir()
+    (tmp_path / "cards" / "my-card.yaml").write_text(
+        "name: my-card\ndescription: my own card\ntokenizer:\n  source: mistral-common\n", encoding="utf-8"
+    )
+    listed = run_suite("--cards-dir", str(tmp_path / "cards"), "--list-cards")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert "my-card: my own card" in listed.stdout and "tiny-mistral:" in listed.stdout
+    assert f"(cards live in {tmp_path / 'cards'}, " in listed.stdout
+    missing = run_suite("--cards-dir", str(tmp_path / "nowhere"), "--list-cards")
+    assert missing.returncode == pytest.ExitCode.USAGE_ERROR
+    assert f"cards folder {tmp_path / 'nowhere'}: no such folder" in missing.stderr
