@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 import yaml
@@ -259,9 +259,17 @@ def _missing_required(expect: dict[str, Any]) -> list[str]:
             where = f"expect.{path.removesuffix('[]')}" + (f"[{item.get('id', i)}]" if path.endswith("[]") else "")
             problems += [f"{where}.{name}: required field is missing" for name in fields if name not in item]
     embedding = expect.get("embedding") or {}
-    if isinstance(embedding, dict) and ({"coherent_groups", "incoherent_groups"} & embedding.keys()) and "min_margin" not in embedding:
-        problems.append("expect.embedding.min_margin: required field is missing (coherent_groups and incoherent_groups are judged by it)")
+    if (
+        isinstance(embedding, dict)
+        and ({"coherent_groups", "incoherent_groups"} & embedding.keys())
+        and "min_margin" not in embedding
+    ):
+        problems.append(
+            "expect.embedding.min_margin: required field is missing "
+            "(coherent_groups and incoherent_groups are judged by it)"
+        )
     return problems
+
 
 # tokenizer sources
 #   mistral-common   the SentencePiece file shipped in the mistral-common package
@@ -539,7 +547,17 @@ def _check_values(raw: dict[str, Any], path: Path) -> list[str]:
     for mark in raw.get("marks") or ():
         if mark not in KNOWN_MARKS:
             problems.append(f"marks: {mark!r} is not one of {', '.join(KNOWN_MARKS)}")
-    for section in ("model", "embedding", "next_token", "greedy", "sampling", "beam_search", "tasks", "quantization", "drift"):
+    for section in (
+        "model",
+        "embedding",
+        "next_token",
+        "greedy",
+        "sampling",
+        "beam_search",
+        "tasks",
+        "quantization",
+        "drift",
+    ):
         if section in (raw.get("expect") or {}) and not model:
             problems.append(f"expect.{section}: this card has no model section to check")
     if "drift" in (raw.get("expect") or {}) and not raw.get("reference"):

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
@@ -22,9 +21,7 @@ def _check_prompt(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, pr
         raise ValueError("the prompt is empty; give the text the model should continue")
     limit = getattr(model.config, "max_position_embeddings", None)
     if limit and len(ids) >= limit:
-        raise ValueError(
-            f"the prompt is {len(ids)} tokens, but the model's context is {limit}; shorten the prompt"
-        )
+        raise ValueError(f"the prompt is {len(ids)} tokens, but the model's context is {limit}; shorten the prompt")
 
 
 def softmax64(logits: np.ndarray) -> np.ndarray:
@@ -36,7 +33,9 @@ def softmax64(logits: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def encode_prompt(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, prompt: str, add_special_tokens: bool = True):
+def encode_prompt(
+    tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, prompt: str, add_special_tokens: bool = True
+):
     """(1, seq) input ids and attention mask on the model's device, after checks."""
     enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=add_special_tokens)
     _check_prompt(tokenizer, model, prompt, enc.input_ids[0].tolist())
@@ -130,7 +129,9 @@ def temperature_sweep(logits: np.ndarray, temperatures: list[float], k: int = 10
         top1.append(int(p.argmax()))
         max_probs.append(float(p.max()))
         panels.append(tuple(float(p[i]) for i in top_ids))
-    return TemperatureSweep(tuple(temperatures), tuple(entropies), tuple(top1), tuple(max_probs), top_ids, tuple(panels))
+    return TemperatureSweep(
+        tuple(temperatures), tuple(entropies), tuple(top1), tuple(max_probs), top_ids, tuple(panels)
+    )
 
 
 # ---------------------------------------------------------------- generation (D3-D9)
@@ -243,7 +244,9 @@ def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, add_special_tokens: bool = True, force_bos: bool = False) -> list[int]:
+def prompt_ids(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, add_special_tokens: bool = True, force_bos: bool = False
+) -> list[int]:
     """The ids generate() is given for ``prompt``.
 
     ``force_bos`` puts the tokenizer's BOS token first even where the tokenizer adds
@@ -282,7 +285,9 @@ def _generate_rows(
         rows.append(ids)
     enc = _left_padded(rows, _pad_id(tokenizer)).to(model.device)  # one row per prompt: what callers index by prompt
     model_inputs = enc
-    gen_kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, num_return_sequences=runs, pad_token_id=_pad_id(tokenizer))
+    gen_kwargs: dict[str, Any] = dict(
+        max_new_tokens=max_new_tokens, num_return_sequences=runs, pad_token_id=_pad_id(tokenizer)
+    )
     gen_kwargs.update(settings)
     gen_kwargs.setdefault("do_sample", False)
     if runs > 1 and not gen_kwargs["do_sample"] and gen_kwargs.get("num_beams", 1) == 1:
@@ -302,7 +307,8 @@ def _generate_rows(
     with torch.no_grad():
         out = model.generate(**model_inputs, **gen_kwargs)
     used = {
-        k: v for k, v in gen_kwargs.items()
+        k: v
+        for k, v in gen_kwargs.items()
         if v is not None and k not in ("pad_token_id", "output_scores", "output_logits", "return_dict_in_generate")
     }
     used.update(add_special_tokens=add_special_tokens, seed=seed)
@@ -339,8 +345,16 @@ def generate(
 ) -> Generation:
     """``runs`` continuations of one prompt in one ``generate`` call (num_return_sequences)."""
     enc, out, used = _generate_rows(
-        tokenizer, model, [prompt], max_new_tokens=max_new_tokens, runs=runs,
-        add_special_tokens=add_special_tokens, force_bos=force_bos, seed=seed, output_scores=keep_logits, **settings,
+        tokenizer,
+        model,
+        [prompt],
+        max_new_tokens=max_new_tokens,
+        runs=runs,
+        add_special_tokens=add_special_tokens,
+        force_bos=force_bos,
+        seed=seed,
+        output_scores=keep_logits,
+        **settings,
     )
     step_logits = None
     if keep_logits:
@@ -375,7 +389,9 @@ def sample_first_tokens(
     if enc.input_ids.shape[1] < 2:  # nothing to share
         return generate(tokenizer, model, prompt, max_new_tokens=1, runs=runs, seed=seed, do_sample=True, **settings)
     with torch.no_grad():
-        cache = model(input_ids=enc.input_ids[:, :-1], attention_mask=enc.attention_mask[:, :-1], use_cache=True).past_key_values
+        cache = model(
+            input_ids=enc.input_ids[:, :-1], attention_mask=enc.attention_mask[:, :-1], use_cache=True
+        ).past_key_values
     cache.batch_repeat_interleave(runs)
     rows = enc.__class__({k: v.repeat(runs, 1) for k, v in enc.items()})
     torch.manual_seed(seed)
@@ -383,7 +399,14 @@ def sample_first_tokens(
         out = model.generate(
             **rows, past_key_values=cache, max_new_tokens=1, do_sample=True, pad_token_id=_pad_id(tokenizer), **settings
         )
-    used = {"max_new_tokens": 1, "num_return_sequences": runs, "do_sample": True, **settings, "seed": seed, "shared_prompt_cache": True}
+    used = {
+        "max_new_tokens": 1,
+        "num_return_sequences": runs,
+        "do_sample": True,
+        **settings,
+        "seed": seed,
+        "shared_prompt_cache": True,
+    }
     return _generation(tokenizer, enc, out, 0, runs, prompt, used)
 
 
@@ -406,8 +429,14 @@ def generate_many(
 
 
 def _generation(
-    tokenizer: PreTrainedTokenizerBase, enc: Any, sequences: Any, p_index: int, runs: int, prompt: str,
-    settings: dict[str, Any], step_logits: Any = None,
+    tokenizer: PreTrainedTokenizerBase,
+    enc: Any,
+    sequences: Any,
+    p_index: int,
+    runs: int,
+    prompt: str,
+    settings: dict[str, Any],
+    step_logits: Any = None,
 ) -> Generation:
     """The ``Generation`` of prompt ``p_index`` from a left-padded ``generate`` output:
     its ``runs`` rows (grouped per prompt, as num_return_sequences gives them), cut after
@@ -441,8 +470,13 @@ def greedy_runs(
     difference), and every chosen token can be checked to be the argmax."""
     single = [
         generate(
-            tokenizer, model, prompt, max_new_tokens=max_new_tokens, add_special_tokens=add_special_tokens,
-            force_bos=force_bos, keep_logits=True,
+            tokenizer,
+            model,
+            prompt,
+            max_new_tokens=max_new_tokens,
+            add_special_tokens=add_special_tokens,
+            force_bos=force_bos,
+            keep_logits=True,
         )
         for _ in range(runs)
     ]
@@ -512,7 +546,9 @@ class DefaultDecoding:
         return asdict(self) | {"greedy": self.greedy}
 
 
-def default_decoding(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, prompt: str, max_new_tokens: int = 8) -> DefaultDecoding:
+def default_decoding(
+    tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, prompt: str, max_new_tokens: int = 8
+) -> DefaultDecoding:
     """A generation_config that switches sampling on makes every argument-less
     generate() call random, and one that adds a processor (repetition_penalty) makes it
     pick other tokens than the model's most likely: the suite's own calls are explicit,
@@ -526,8 +562,11 @@ def default_decoding(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel,
         torch.manual_seed(seed)
         with torch.no_grad():
             out = model.generate(
-                **enc, max_new_tokens=max_new_tokens, pad_token_id=_pad_id(tokenizer),
-                output_logits=True, return_dict_in_generate=True,
+                **enc,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=_pad_id(tokenizer),
+                output_logits=True,
+                return_dict_in_generate=True,
             )
         new = out.sequences[0, enc.input_ids.shape[1] :].tolist()
         runs.append(new)
@@ -586,7 +625,8 @@ def batch_invariance(
     if first is not None and first < len(out.logits):
         scores = out.logits[first][row].float()  # (vocab,) raw logits of our row at that step
         parts = [
-            f"{label} chose {ids[first]} {tokenizer.decode([ids[first]])!r} (logit in the batch {float(scores[ids[first]]):.4f})"
+            f"{label} chose {ids[first]} {tokenizer.decode([ids[first]])!r} "
+            f"(logit in the batch {float(scores[ids[first]]):.4f})"
             for label, ids in (("alone", alone), ("batched", batched))
             if first < len(ids)
         ]
@@ -624,8 +664,16 @@ def beam_search(
     its sequence log-probability compares like for like with greedy's; every beam is
     returned (num_return_sequences = num_beams) to show that beams were used."""
     enc, out, _ = _generate_rows(
-        tokenizer, model, [prompt], max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
-        num_beams=num_beams, runs=num_beams, length_penalty=0.0, early_stopping=True, output_scores=True,
+        tokenizer,
+        model,
+        [prompt],
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=max_new_tokens,
+        num_beams=num_beams,
+        runs=num_beams,
+        length_penalty=0.0,
+        early_stopping=True,
+        output_scores=True,
     )
     width = enc.input_ids.shape[1]
     rows = tuple(tuple(r[width:].tolist()) for r in out.sequences)
@@ -652,7 +700,9 @@ def continuation_logprob(model: PreTrainedModel, prompt_ids: tuple[int, ...], ne
     return float(sum(logprobs[start - 1 + i, tok] for i, tok in enumerate(new_ids)))
 
 
-def next_token_logits_many(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, prompts: list[str]) -> np.ndarray:
+def next_token_logits_many(
+    tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, prompts: list[str]
+) -> np.ndarray:
     """(prompts, vocab) float32 next-token logits of several prompts in one left-padded
     forward pass: a 4-bit model on CPU pays its per-layer dequantization once, not per
     prompt. Position ids follow the attention mask, so a padded row sees the positions

@@ -3,7 +3,7 @@ questions. Cards say what each model should do with them."""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import yaml
@@ -13,7 +13,7 @@ from .cards import FIXTURES_DIR
 INPUTS_FILE = FIXTURES_DIR / "inputs" / "article.yaml"
 
 
-@lru_cache(maxsize=None)
+@cache
 def article_inputs() -> dict[str, Any]:
     with open(INPUTS_FILE, encoding="utf-8") as fh:
         return yaml.safe_load(fh)
@@ -22,9 +22,7 @@ def article_inputs() -> dict[str, Any]:
 def knowledge_question(case_id: str) -> str:
     questions = {q["id"]: q["question"] for q in article_inputs()["knowledge"]}
     if case_id not in questions:
-        raise KeyError(
-            f"knowledge case '{case_id}' is not in {INPUTS_FILE.name}; known: {', '.join(questions)}"
-        )
+        raise KeyError(f"knowledge case '{case_id}' is not in {INPUTS_FILE.name}; known: {', '.join(questions)}")
     return questions[case_id]
 
 

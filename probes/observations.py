@@ -53,8 +53,13 @@ def greedy(subject: Subject, bos: bool) -> dc.Generation:
     return subject.cached(
         ("greedy", ids),
         lambda: dc.greedy_runs(
-            tokenizer, subject.model, spec["prompt"], runs=spec["runs"],
-            max_new_tokens=spec["max_new_tokens"], add_special_tokens=bos, force_bos=force_bos,
+            tokenizer,
+            subject.model,
+            spec["prompt"],
+            runs=spec["runs"],
+            max_new_tokens=spec["max_new_tokens"],
+            add_special_tokens=bos,
+            force_bos=force_bos,
         ),
     )
 
@@ -73,8 +78,14 @@ def sampled(subject: Subject, regime: str) -> dc.Generation:
     return subject.cached(
         ("sampling", regime, seed),
         lambda: dc.generate(
-            subject.tokenizer, subject.model, spec["prompt"], max_new_tokens=spec["max_new_tokens"],
-            runs=spec["samples"], do_sample=True, seed=seed, **spec["regimes"][regime],
+            subject.tokenizer,
+            subject.model,
+            spec["prompt"],
+            max_new_tokens=spec["max_new_tokens"],
+            runs=spec["samples"],
+            do_sample=True,
+            seed=seed,
+            **spec["regimes"][regime],
         ),
     )
 
@@ -126,14 +137,19 @@ def knowledge_answers(subject: Subject) -> dict[str, dc.Generation]:
             prompts = [
                 case.get("prompt")
                 or format_prompt(
-                    subject.tokenizer, case.get("prompt_format", tasks.get("prompt_format", "{question}")),
+                    subject.tokenizer,
+                    case.get("prompt_format", tasks.get("prompt_format", "{question}")),
                     knowledge_question(case.get("question", case["id"])),
                 )
                 for case in cases
             ]
             generations = dc.generate_many(
-                subject.tokenizer, subject.model, prompts, max_new_tokens=tasks.get("max_new_tokens", 40),
-                seed=subject.seed if decoding.get("do_sample") else None, **decoding,
+                subject.tokenizer,
+                subject.model,
+                prompts,
+                max_new_tokens=tasks.get("max_new_tokens", 40),
+                seed=subject.seed if decoding.get("do_sample") else None,
+                **decoding,
             )
             answers.update({case["id"]: g for case, g in zip(cases, generations)})
         return answers
@@ -157,8 +173,14 @@ def openings(subject: Subject, sampling: bool) -> list[dc.Generation]:
     return subject.cached(
         ("creative", True, subject.seed),
         lambda: dc.generate_many(
-            tokenizer, model, spec["openings"], max_new_tokens=spec["max_new_tokens"],
-            runs=spec["runs"], seed=subject.seed, do_sample=True, **spec["sampling"],
+            tokenizer,
+            model,
+            spec["openings"],
+            max_new_tokens=spec["max_new_tokens"],
+            runs=spec["runs"],
+            seed=subject.seed,
+            do_sample=True,
+            **spec["sampling"],
         ),
     )
 
@@ -196,7 +218,8 @@ def drift(subject: Subject, reference: Subject) -> qz.Drift:
     def compute() -> qz.Drift:
         prompts = drift_prompts()
         reference_logits = reference.cached(
-            ("next_token_many", tuple(prompts)), lambda: dc.next_token_logits_many(reference.tokenizer, reference.model, prompts)
+            ("next_token_many", tuple(prompts)),
+            lambda: dc.next_token_logits_many(reference.tokenizer, reference.model, prompts),
         )
         quantized_logits = dc.next_token_logits_many(subject.tokenizer, subject.model, prompts)
         per_prompt = tuple(

@@ -96,5 +96,7 @@ def drift_bars(prompt: PromptDrift, reference: str, quantized: str) -> bytes:
         ax.set_xticks(range(len(top)), labels, rotation=45, ha="right")
         ax.set_title(name)
     axes[0].set_ylabel("probability")
-    fig.suptitle(f"next token after {prompt.prompt!r}: KL {prompt.kl:.3f} nats, top-10 overlap {prompt.top10_overlap:.0%}")
+    fig.suptitle(
+        f"next token after {prompt.prompt!r}: KL {prompt.kl:.3f} nats, top-10 overlap {prompt.top10_overlap:.0%}"
+    )
     return _png(fig)

@@ -112,8 +112,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--allow-pickle",
         action="store_true",
-        help="allow pickle checkpoints (.bin/.pt), which can run code when loaded. Default: "
-        "safetensors and GGUF only.",
+        help="allow pickle checkpoints (.bin/.pt), which can run code when loaded. Default: safetensors and GGUF only.",
     )
     group.addoption(
         "--snapshot-update",
@@ -171,10 +170,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def _user_cards_dirs(config: pytest.Config) -> list[Path]:
     """The user's card folders: --cards-dir, then the ini option; each must exist."""
-    folders = [Path(d).expanduser() for d in config.getoption("cards_dir")] + list(config.getini("lm_probes_cards_dirs"))
+    folders = [Path(d).expanduser() for d in config.getoption("cards_dir")] + list(
+        config.getini("lm_probes_cards_dirs")
+    )
     for folder in folders:
         if not folder.is_dir():
-            raise pytest.UsageError(f"cards folder {folder}: no such folder. Give a folder holding <name>.yaml card files.")
+            raise pytest.UsageError(
+                f"cards folder {folder}: no such folder. Give a folder holding <name>.yaml card files."
+            )
     return folders
 
 
@@ -194,7 +197,9 @@ def _select_cards(config: pytest.Config) -> list[Card]:
             )
         looks_local = model.startswith(("/", "./", "../", "~")) or os.path.exists(model)
         if looks_local and not Path(model).expanduser().is_dir():
-            raise pytest.UsageError(f"--model {model}: no such folder. Give a folder holding a model or tokenizer, or a hub id.")
+            raise pytest.UsageError(
+                f"--model {model}: no such folder. Give a folder holding a model or tokenizer, or a hub id."
+            )
         cards = [cards[0].with_model(str(Path(model).expanduser()) if looks_local else model)]
     return cards
 
@@ -228,7 +233,9 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     cards = config.stash.get(SELECTED_CARDS, [])
-    lines = [f"lm-probes cards: {', '.join(c.name + ('[' + ','.join(c.marks) + ']' if c.marks else '') for c in cards)}"]
+    lines = [
+        f"lm-probes cards: {', '.join(c.name + ('[' + ','.join(c.marks) + ']' if c.marks else '') for c in cards)}"
+    ]
     if cards and cards[0].model_override:
         lines.append(f"lm-probes --model: {cards[0].model_override} (expectations from card {cards[0].name})")
     return lines
@@ -257,13 +264,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     ]
     if "case" in metafunc.fixturenames:
         if len(alternatives) != 1:
-            raise pytest.UsageError(f"{metafunc.definition.nodeid}: a test with `case` needs @observation(expects=...) naming one list")
+            raise pytest.UsageError(
+                f"{metafunc.definition.nodeid}: a test with `case` needs @observation(expects=...) naming one list"
+            )
         params = [
             pytest.param(card.name, case, id=f"{card.name}-{_case_id(case)}", marks=_card_marks(card))
             for card in cards
             for case in card.cases(expects)
         ]
-        metafunc.parametrize((fixture, "case"), params or [_not_covered(expects, needs_model, None)], indirect=[fixture])
+        metafunc.parametrize(
+            (fixture, "case"), params or [_not_covered(expects, needs_model, None)], indirect=[fixture]
+        )
     else:
         params = [pytest.param(card.name, id=card.name, marks=_card_marks(card)) for card in cards]
         metafunc.parametrize(fixture, params or [_not_covered(expects, needs_model)], indirect=True)
@@ -343,7 +354,8 @@ def _subject_for(request: pytest.FixtureRequest, name: str) -> Subject:
 def _loaded(request: pytest.FixtureRequest, what: str) -> Subject:
     if not hasattr(request, "param"):  # e.g. request.getfixturevalue("subject") in a test of its own
         pytest.fail(
-            f"`{request.fixturename}` is parametrized by lm-probes; use it in a test under tests/behaviour", pytrace=False
+            f"`{request.fixturename}` is parametrized by lm-probes; use it in a test under tests/behaviour",
+            pytrace=False,
         )
     subject = _subject_for(request, request.param)
     try:
@@ -575,7 +587,9 @@ def pytest_html_report_title(report: Any) -> None:
     report.title = "lm-probes: behavioural tests of language models"
 
 
-def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: list[str], session: pytest.Session) -> None:
+def pytest_html_results_summary(
+    prefix: list[str], summary: list[str], postfix: list[str], session: pytest.Session
+) -> None:
     config = session.config
     rows = {name: _subject_row(subject) for name, subject in config.stash.get(SUBJECTS, {}).items()}
     prefix.extend(_subjects_html(rows | config.stash.get(WORKER_SUBJECT_ROWS, {})))
@@ -628,8 +642,10 @@ def _snapshot_html(results: dict[str, dict[str, Any]]) -> list[str]:
         if recorded or current:
             keys = [k for k in current if k != "files"] or list(recorded)
             rows = "".join(
-                f"<tr{' style=background:#fff3cd' if recorded.get(k) != current.get(k) else ''}><td>{html.escape(k)}</td>"
-                f"<td>{html.escape(str(recorded.get(k, '-')))}</td><td>{html.escape(str(current.get(k, '-')))}</td></tr>"
+                f"<tr{' style=background:#fff3cd' if recorded.get(k) != current.get(k) else ''}>"
+                f"<td>{html.escape(k)}</td>"
+                f"<td>{html.escape(str(recorded.get(k, '-')))}</td>"
+                f"<td>{html.escape(str(current.get(k, '-')))}</td></tr>"
                 for k in keys
             )
             parts.append(
@@ -653,7 +669,13 @@ def _observations_html(outcomes: dict[tuple[str, str], list[str]]) -> list[str]:
         return []
     cards = sorted({card for card, _ in outcomes})
     observations = sorted({obs for _, obs in outcomes}, key=lambda o: (o[0], int(o[1:]) if o[1:].isdigit() else 0))
-    colours = {"passed": "#c8e6c9", "failed": "#ffcdd2", "xfailed": "#fff9c4", "skipped": "#eeeeee", "xpassed": "#ffcdd2"}
+    colours = {
+        "passed": "#c8e6c9",
+        "failed": "#ffcdd2",
+        "xfailed": "#fff9c4",
+        "skipped": "#eeeeee",
+        "xpassed": "#ffcdd2",
+    }
     head = "".join(f"<th>{html.escape(o)}</th>" for o in observations)
     rows = []
     for card in cards:

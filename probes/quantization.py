@@ -126,7 +126,10 @@ def loaded_as_asked(asked: str, info: QuantizationInfo) -> str | None:
     """Why a model loaded for quantization ``asked`` is not what was asked, or None."""
     if asked == info.method:
         return None
-    layers = f"{info.linear_4bit} 4-bit and {info.linear_8bit} 8-bit Linear layers, {len(info.full_precision_linear)} full-precision"
+    layers = (
+        f"{info.linear_4bit} 4-bit and {info.linear_8bit} 8-bit Linear layers, "
+        f"{len(info.full_precision_linear)} full-precision"
+    )
     if info.method == "none":
         return (
             f"the card asks for {asked} but the model loaded in full precision ({layers}): the quantization "
@@ -207,7 +210,9 @@ def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.sum(p[mask] * (np.log(p[mask]) - np.log(np.maximum(q[mask], 1e-300)))))
 
 
-def prompt_drift(tokenizer: Any, prompt: str, reference_logits: np.ndarray, quantized_logits: np.ndarray, k: int = 10) -> PromptDrift:
+def prompt_drift(
+    tokenizer: Any, prompt: str, reference_logits: np.ndarray, quantized_logits: np.ndarray, k: int = 10
+) -> PromptDrift:
     p, q = softmax64(reference_logits), softmax64(quantized_logits)
     top_p = np.argsort(-p, kind="stable")[:k]
     top_q = np.argsort(-q, kind="stable")[:k]

@@ -131,14 +131,19 @@ class KeepSetMismatch:
     only_theirs: tuple[int, ...]
 
     def __str__(self) -> str:
-        return f"{self.case}: kept only by ours {list(self.only_ours)[:10]}, only by transformers {list(self.only_theirs)[:10]}"
+        return (
+            f"{self.case}: kept only by ours {list(self.only_ours)[:10]}, "
+            f"only by transformers {list(self.only_theirs)[:10]}"
+        )
 
 
 def _transformers_kept(warper, logits: torch.Tensor) -> set[int]:
     return kept_ids(warper(None, logits[None, :].clone())[0])
 
 
-def top_k_mismatches(logits: torch.Tensor, ks: list[int], min_keep: int = 1, top_k=top_k_filter) -> list[KeepSetMismatch]:
+def top_k_mismatches(
+    logits: torch.Tensor, ks: list[int], min_keep: int = 1, top_k=top_k_filter
+) -> list[KeepSetMismatch]:
     """Compare an own top-k with ``TopKLogitsWarper`` on a 1-D logits row, for each k."""
     from transformers import TopKLogitsWarper
 
@@ -147,13 +152,21 @@ def top_k_mismatches(logits: torch.Tensor, ks: list[int], min_keep: int = 1, top
         ours = kept_ids(top_k(logits, k, min_tokens_to_keep=min_keep))
         theirs = _transformers_kept(TopKLogitsWarper(k, min_tokens_to_keep=min_keep), logits)
         if ours != theirs:
-            out.append(KeepSetMismatch(f"k={k}, min_keep={min_keep}", tuple(sorted(ours - theirs)), tuple(sorted(theirs - ours))))
+            out.append(
+                KeepSetMismatch(
+                    f"k={k}, min_keep={min_keep}", tuple(sorted(ours - theirs)), tuple(sorted(theirs - ours))
+                )
+            )
     return out
 
 
 def top_p_mismatches(
-    logits: torch.Tensor, ps: list[float], temperatures: list[float], min_keep: int = 1,
-    top_p=top_p_filter, temperature=apply_temperature,
+    logits: torch.Tensor,
+    ps: list[float],
+    temperatures: list[float],
+    min_keep: int = 1,
+    top_p=top_p_filter,
+    temperature=apply_temperature,
 ) -> list[KeepSetMismatch]:
     """Compare temperature then top-p with transformers' warpers, for each (p, T)."""
     from transformers import TemperatureLogitsWarper, TopPLogitsWarper
@@ -165,7 +178,11 @@ def top_p_mismatches(
             ours = kept_ids(top_p(temperature(logits, t), p, min_tokens_to_keep=min_keep))
             theirs = _transformers_kept(TopPLogitsWarper(p, min_tokens_to_keep=min_keep), theirs_scaled)
             if ours != theirs:
-                out.append(KeepSetMismatch(f"p={p}, T={t}, min_keep={min_keep}", tuple(sorted(ours - theirs)), tuple(sorted(theirs - ours))))
+                out.append(
+                    KeepSetMismatch(
+                        f"p={p}, T={t}, min_keep={min_keep}", tuple(sorted(ours - theirs)), tuple(sorted(theirs - ours))
+                    )
+                )
     return out
 
 

@@ -111,7 +111,8 @@ def observe(subject: Subject) -> dict[str, Any]:
             "vocab_size": tokenizer.vocab_size,
             "bos_token_id": tokenizer.bos_token_id,
             "ids": {
-                t: {"special": tokenizer.encode(t), "plain": tokenizer.encode(t, add_special_tokens=False)} for t in texts
+                t: {"special": tokenizer.encode(t), "plain": tokenizer.encode(t, add_special_tokens=False)}
+                for t in texts
             },
         }
     }
@@ -159,7 +160,8 @@ def _observe_embedding(subject: Subject) -> dict[str, Any]:
         "words": list(vectors.words),
         "sub_ids": {w: list(ids) for w, ids in zip(vectors.words, vectors.sub_ids)},
         "row_norms": {
-            w: [_r(float(weight[i].detach().float().norm()), 6) for i in ids] for w, ids in zip(vectors.words, vectors.sub_ids)
+            w: [_r(float(weight[i].detach().float().norm()), 6) for i in ids]
+            for w, ids in zip(vectors.words, vectors.sub_ids)
         },
         "cosine": [[_r(x, 6) for x in row] for row in ob.cosine(subject)],
     }
@@ -177,13 +179,21 @@ def dumps(snapshot: dict[str, Any]) -> str:
     """Stable, diff-friendly JSON: sorted keys, one level per line, short number lists inline."""
     text = json.dumps(snapshot, sort_keys=True, indent=1, ensure_ascii=False)
     # keep lists of numbers on one line, so a 20 x 20 matrix is 20 lines, not 400
-    return re.sub(r"\[\s*([-0-9.e,\s]+?)\s*\]", lambda m: "[" + re.sub(r",\s*", ", ", m.group(1).strip()) + "]", text) + "\n"
+    return (
+        re.sub(r"\[\s*([-0-9.e,\s]+?)\s*\]", lambda m: "[" + re.sub(r",\s*", ", ", m.group(1).strip()) + "]", text)
+        + "\n"
+    )
 
 
 def record(subject: Subject, root: Path = SNAPSHOT_DIR) -> Path:
     path = snapshot_path(subject, root)
     path.parent.mkdir(parents=True, exist_ok=True)
-    snapshot = {"format": FORMAT, "card": subject.card.name, "provenance": provenance(subject), "observed": observe(subject)}
+    snapshot = {
+        "format": FORMAT,
+        "card": subject.card.name,
+        "provenance": provenance(subject),
+        "observed": observe(subject),
+    }
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(dumps(snapshot), encoding="utf-8")
     tmp.replace(path)  # atomic: an interrupted write never leaves half a snapshot
@@ -208,7 +218,9 @@ def load(path: Path, update_hint: str) -> dict[str, Any]:
     try:
         snapshot = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SnapshotError(f"snapshot {path} is corrupt or truncated ({exc}). Re-record it with: {update_hint}") from None
+        raise SnapshotError(
+            f"snapshot {path} is corrupt or truncated ({exc}). Re-record it with: {update_hint}"
+        ) from None
     if not isinstance(snapshot, dict) or snapshot.get("format") != FORMAT or "observed" not in snapshot:
         raise SnapshotError(
             f"snapshot {path} is not a format-{FORMAT} lm-probes snapshot. Re-record it with: {update_hint}"
@@ -234,8 +246,12 @@ def _first_diff(a: list, b: list) -> int:
 
 
 def compare(
-    recorded: dict[str, Any], current: dict[str, Any], tolerances: dict[str, float], subject: Subject | None = None,
-    recorded_provenance: dict[str, Any] | None = None, current_provenance: dict[str, Any] | None = None,
+    recorded: dict[str, Any],
+    current: dict[str, Any],
+    tolerances: dict[str, float],
+    subject: Subject | None = None,
+    recorded_provenance: dict[str, Any] | None = None,
+    current_provenance: dict[str, Any] | None = None,
 ) -> list[Difference]:
     """Every difference between two observation dicts, judged by the tolerances.
 
@@ -256,7 +272,11 @@ def compare(
         for section in LEAVABLE_SECTIONS:
             if (section in recorded) != (section in current):
                 had, has = ("has it", "leaves it out") if section in recorded else ("leaves it out", "has it")
-                out.append(Difference("error", section, f"the snapshot {had}, this run {has} (the card's snapshot.leave_out changed?)"))
+                out.append(
+                    Difference(
+                        "error", section, f"the snapshot {had}, this run {has} (the card's snapshot.leave_out changed?)"
+                    )
+                )
         if "greedy" in recorded and "greedy" in current:
             _compare_greedy(recorded["greedy"], current["greedy"], subject, tol, out)
         if "embedding" in recorded and "embedding" in current:
@@ -279,8 +299,9 @@ def _compare_tokenizer(rec: dict, cur: dict, out: list[Difference]) -> None:
             if a != b:
                 i = _first_diff(a, b)
                 out.append(
-                    Difference("error", f"tokenizer.ids[{text!r}]",
-                               f"({label}) {a} -> {b}, first difference at position {i}")
+                    Difference(
+                        "error", f"tokenizer.ids[{text!r}]", f"({label}) {a} -> {b}, first difference at position {i}"
+                    )
                 )
 
 
@@ -297,15 +318,21 @@ def _compare_next_token(rec: dict, cur: dict, subject: Subject | None, tol: dict
     worst = max(deltas, key=deltas.get)
     if deltas[worst] > tol["prob_atol"]:
         out.append(
-            Difference("error", "next_token.probs",
-                       f"max |delta p| {deltas[worst]:.2e} at id {worst} exceeds prob_atol {tol['prob_atol']:.0e}")
+            Difference(
+                "error",
+                "next_token.probs",
+                f"max |delta p| {deltas[worst]:.2e} at id {worst} exceeds prob_atol {tol['prob_atol']:.0e}",
+            )
         )
     if rec["top_ids"][0] != cur["top_ids"][0]:
         gap = rec["top_probs"][0] - rec["top_probs"][1]
         severity = "warning" if gap <= tol["prob_atol"] else "error"
         out.append(
-            Difference(severity, "next_token.top1",
-                       f"{rec['top_ids'][0]} -> {cur['top_ids'][0]} (recorded top-2 gap {gap:.2e})")
+            Difference(
+                severity,
+                "next_token.top1",
+                f"{rec['top_ids'][0]} -> {cur['top_ids'][0]} (recorded top-2 gap {gap:.2e})",
+            )
         )
 
 
@@ -313,7 +340,9 @@ def _compare_temperature(rec: dict, cur: dict, tol: dict, out: list[Difference])
     for t, e in rec["entropy"].items():
         now = cur["entropy"].get(t)
         if now is None or abs(now - e) > tol["entropy_atol"]:
-            out.append(Difference("error", f"temperature[{t}]", f"entropy {e} -> {now} (entropy_atol {tol['entropy_atol']})"))
+            out.append(
+                Difference("error", f"temperature[{t}]", f"entropy {e} -> {now} (entropy_atol {tol['entropy_atol']})")
+            )
 
 
 def _compare_greedy(rec: dict, cur: dict, subject: Subject | None, tol: dict, out: list[Difference]) -> None:
@@ -336,7 +365,11 @@ def _compare_greedy(rec: dict, cur: dict, subject: Subject | None, tol: dict, ou
             severity, detail = _judge_greedy_flip(
                 g.step_logits[0][i], i, was, now, r.get("margins", []), tol["logit_tie"], subject.tokenizer
             )
-        out.append(Difference(severity, f"greedy.{label}", f"{detail}\n      recorded: {r['text']!r}\n      now:      {c['text']!r}"))
+        out.append(
+            Difference(
+                severity, f"greedy.{label}", f"{detail}\n      recorded: {r['text']!r}\n      now:      {c['text']!r}"
+            )
+        )
 
 
 def _judge_greedy_flip(
@@ -362,7 +395,10 @@ def _judge_greedy_flip(
         )
     recorded_margin = recorded_margins[i] if i < len(recorded_margins) else None
     if gap > logit_tie:
-        return "error", f"{detail}; the scores changed: the recorded token is now {gap:.4f} below (logit_tie {logit_tie})"
+        return (
+            "error",
+            f"{detail}; the scores changed: the recorded token is now {gap:.4f} below (logit_tie {logit_tie})",
+        )
     if recorded_margin is not None and recorded_margin > logit_tie:
         return "error", (
             f"{detail}; the scores changed: the recording chose its token by a margin of {recorded_margin:.4f} "
@@ -378,7 +414,9 @@ def _compare_embedding(rec: dict, cur: dict, tol: dict, out: list[Difference]) -
     for word, norms in rec["row_norms"].items():
         now = cur["row_norms"].get(word, [])
         if len(now) != len(norms) or not np.allclose(now, norms, rtol=tol["norm_rtol"], atol=0):
-            out.append(Difference("error", f"embedding.row_norms[{word}]", f"{norms} -> {now} (norm_rtol {tol['norm_rtol']})"))
+            out.append(
+                Difference("error", f"embedding.row_norms[{word}]", f"{norms} -> {now} (norm_rtol {tol['norm_rtol']})")
+            )
     a, b = np.array(rec["cosine"]), np.array(cur["cosine"])
     if a.shape != b.shape:
         out.append(Difference("error", "embedding.cosine", f"shape {a.shape} -> {b.shape}"))
@@ -388,15 +426,20 @@ def _compare_embedding(rec: dict, cur: dict, tol: dict, out: list[Difference]) -
         i, j = np.unravel_index(int(delta.argmax()), delta.shape)
         words = rec["words"]
         out.append(
-            Difference("error", "embedding.cosine",
-                       f"cos({words[i]}, {words[j]}) {a[i, j]} -> {b[i, j]}; max |delta| {delta.max():.2e} "
-                       f"exceeds cosine_atol {tol['cosine_atol']:.0e}")
+            Difference(
+                "error",
+                "embedding.cosine",
+                f"cos({words[i]}, {words[j]}) {a[i, j]} -> {b[i, j]}; max |delta| {delta.max():.2e} "
+                f"exceeds cosine_atol {tol['cosine_atol']:.0e}",
+            )
         )
 
 
 def sampling_comparable(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The provenance fields that differ and make sampled texts incomparable."""
-    return [f"{k} {recorded.get(k)} -> {current.get(k)}" for k in SAMPLING_PROVENANCE if recorded.get(k) != current.get(k)]
+    return [
+        f"{k} {recorded.get(k)} -> {current.get(k)}" for k in SAMPLING_PROVENANCE if recorded.get(k) != current.get(k)
+    ]
 
 
 def _compare_sampled(rec: dict, cur: dict, rec_prov: dict, cur_prov: dict, out: list[Difference]) -> None:
@@ -409,14 +452,29 @@ def _compare_sampled(rec: dict, cur: dict, rec_prov: dict, cur_prov: dict, out: 
             continue
         if r["ids"] != cur["sampled"][regime]["ids"]:
             changed = sum(a != b for a, b in zip(r["ids"], cur["sampled"][regime]["ids"]))
-            out.append(Difference("error", f"sampled.{regime}", f"{changed} of {len(r['ids'])} samples changed with the same seed and provenance"))
+            out.append(
+                Difference(
+                    "error",
+                    f"sampled.{regime}",
+                    f"{changed} of {len(r['ids'])} samples changed with the same seed and provenance",
+                )
+            )
 
 
 def summary_line(recorded_prov: dict[str, Any], current_prov: dict[str, Any], differences: list[Difference]) -> str:
     """'transformers 4.57.6 -> 5.23.0: 1 error, 2 warnings (greedy.bos near-tie)'."""
     changed = [
         f"{k} {recorded_prov.get(k)} -> {current_prov.get(k)}"
-        for k in ("torch", "transformers", "tokenizers", "bitsandbytes", "device", "dtype", "quantization", "cpu threads")
+        for k in (
+            "torch",
+            "transformers",
+            "tokenizers",
+            "bitsandbytes",
+            "device",
+            "dtype",
+            "quantization",
+            "cpu threads",
+        )
         if recorded_prov.get(k) != current_prov.get(k)
     ]
     head = ", ".join(changed) if changed else "same versions and device"

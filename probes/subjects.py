@@ -195,7 +195,10 @@ def _mistral_common_tokenizer(spec: dict[str, Any]) -> tuple[PreTrainedTokenizer
     if not (folder / "tokenizer_config.json").is_file():
         _write_atomically(
             folder,
-            lambda tmp: (shutil.copyfile(sp_file, tmp / "tokenizer.model"), (tmp / "tokenizer_config.json").write_text(config_blob)),
+            lambda tmp: (
+                shutil.copyfile(sp_file, tmp / "tokenizer.model"),
+                (tmp / "tokenizer_config.json").write_text(config_blob),
+            ),
         )
     tokenizer = _CONVERTED_TOKENIZERS.get(folder)
     if tokenizer is None:
@@ -408,7 +411,9 @@ class Subject:
                 kwargs["dtype"] = dtype
                 if not location.get("gguf_file") and not self.allow_pickle:
                     kwargs["use_safetensors"] = True
-                kwargs.update(_quantization_kwargs(self.card.quantization, self.card.load, device, self.device_override))
+                kwargs.update(
+                    _quantization_kwargs(self.card.quantization, self.card.load, device, self.device_override)
+                )
                 # With a device_map (always, for quantized loads) accelerate places the
                 # weights; moving them afterwards is an error for 4/8-bit models.
                 placed_by_accelerate = "device_map" in kwargs
@@ -460,7 +465,11 @@ class Subject:
         return Provenance(
             card=card.name,
             model_source=model_source,
-            device=str(loaded.device) if loaded is not None else "cpu (tokenizer only)" if not card.has_model else "not loaded",
+            device=str(loaded.device)
+            if loaded is not None
+            else "cpu (tokenizer only)"
+            if not card.has_model
+            else "not loaded",
             dtype=str(loaded.dtype).removeprefix("torch.") if loaded is not None else "-",
             # read from the loaded model, not the card (the card's wish before loading)
             quantization=self._quantization.method if self._quantization else card.quantization,
@@ -553,7 +562,9 @@ def random_init_folder(spec: dict[str, Any]) -> Path:
     import torch
     import transformers
 
-    blob = json.dumps({"architecture": spec["architecture"], "seed": spec.get("seed", 0), "config": spec["config"]}, sort_keys=True)
+    blob = json.dumps(
+        {"architecture": spec["architecture"], "seed": spec.get("seed", 0), "config": spec["config"]}, sort_keys=True
+    )
     key = hashlib.sha256(blob.encode()).hexdigest()[:16]
     folder = cache_dir() / "random-init" / f"{spec['architecture']}-{key}-tf{transformers.__version__}"
     if not (folder / "config.json").is_file():

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import resource
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def synchronized(fn: Callable[[], Any], device_type: str) -> Callable[[], Any]:

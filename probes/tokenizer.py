@@ -165,7 +165,8 @@ class DuplicateBos:
         if not self.duplicated:
             return f"{self.prompt!r}: {self.leading_bos} leading BOS id(s), fine"
         return (
-            f"{self.prompt!r} encodes to {self.leading_bos} leading BOS ids {list(self.ids[: self.leading_bos + 2])}...: "
+            f"{self.prompt!r} encodes to {self.leading_bos} leading BOS ids "
+            f"{list(self.ids[: self.leading_bos + 2])}...: "
             "the prompt already holds the BOS text and the tokenizer adds another. "
             "Drop the BOS text from the prompt or encode with add_special_tokens=False."
         )

@@ -35,12 +35,17 @@ def test_top_next_token_is_what_greedy_generates_first(model_subject, attach):
     attach.png(plots.next_token_bars(result, model_subject.name), name="top-10 next tokens")
     attach.html(
         "<table border='1' cellpadding='3' style='border-collapse:collapse'><tr><th>id: token</th><th>p</th></tr>"
-        + "".join(f"<tr><td>{html.escape(l)}</td><td>{p:.4f}</td></tr>" for l, p in zip(result.labels(), result.top_probs))
+        + "".join(
+            f"<tr><td>{html.escape(label)}</td><td>{p:.4f}</td></tr>"
+            for label, p in zip(result.labels(), result.top_probs)
+        )
         + "</table>",
         summary="Next token after the prompt (D1)",
     )
     first = dc.generate(model_subject.tokenizer, model_subject.model, result.prompt, max_new_tokens=1)
-    assert first.prompt_ids == result.input_ids, f"generate() got other prompt ids: {first.prompt_ids} vs {result.input_ids}"
+    assert first.prompt_ids == result.input_ids, (
+        f"generate() got other prompt ids: {first.prompt_ids} vs {result.input_ids}"
+    )
     chosen = first.new_ids[0][0]
     # ties: any token sharing the top logit is a greedy choice
     tied = {int(i) for i in np.flatnonzero(result.logits == result.logits.max())}
@@ -105,12 +110,15 @@ def test_greedy_picks_the_most_likely_token(model_subject, bos, attach):
     result = greedy(model_subject, bos)
     ties = result.ties()
     if ties:
-        attach.text("\n".join(f"run {r + 1}, new token {i}: tied top logits {ids}" for r, i, ids in ties), name="greedy ties")
+        attach.text(
+            "\n".join(f"run {r + 1}, new token {i}: tied top logits {ids}" for r, i, ids in ties), name="greedy ties"
+        )
     wrong = result.not_argmax()
     assert not wrong, (
         f"greedy decoding ({'BOS on' if bos else 'BOS off'}) picked tokens that are not the most likely "
-        f"({len(wrong)} of {sum(map(len, result.new_ids))} steps); first: {wrong[0].describe(model_subject.tokenizer)}. "
-        f"Settings used: {result.settings}; the model's generation_config: {model_subject.model.generation_config.to_diff_dict()}"
+        f"({len(wrong)} of {sum(map(len, result.new_ids))} steps); "
+        f"first: {wrong[0].describe(model_subject.tokenizer)}. Settings used: {result.settings}; "
+        f"the model's generation_config: {model_subject.model.generation_config.to_diff_dict()}"
     )
 
 
@@ -136,7 +144,9 @@ def test_bos_changes_the_continuation(model_subject):
         f"{list(with_bos.prompt_ids)} / {list(without.prompt_ids)}"
     )
     check_equal(
-        model_subject.card, "greedy.bos_changes_continuation", with_bos.texts[0] != without.texts[0],
+        model_subject.card,
+        "greedy.bos_changes_continuation",
+        with_bos.texts[0] != without.texts[0],
         note=f"BOS on: {with_bos.texts[0]!r}; BOS off: {without.texts[0]!r}",
     )
 
@@ -172,7 +182,9 @@ def test_low_top_p_low_temperature_behaves_like_greedy(model_subject, attach):
     reference = greedy_reference(model_subject).texts[0]
     agreement = sum(t == reference for t in samples.texts) / len(samples.texts)
     check_at_least(
-        model_subject.card, "sampling.near-greedy.min_greedy_agreement", agreement,
+        model_subject.card,
+        "sampling.near-greedy.min_greedy_agreement",
+        agreement,
         note=f"greedy: {reference!r}; samples: {list(samples.texts)}",
     )
 
@@ -184,7 +196,12 @@ def test_low_top_p_high_temperature_varies_but_keeps_the_answer(model_subject, a
     attach.html(_texts_html(samples), summary="Sampling: top_p 0.2, T 1.4 (D7)")
     answer = card.expected("sampling.warm.answer")
     note = f"samples: {list(samples.texts)}"
-    check_at_least(card, "sampling.warm.min_answer_share", samples.share_containing(answer), note=f"share containing {answer!r}; {note}")
+    check_at_least(
+        card,
+        "sampling.warm.min_answer_share",
+        samples.share_containing(answer),
+        note=f"share containing {answer!r}; {note}",
+    )
     check_at_least(card, "sampling.warm.min_distinct", samples.distinct, note=note)
 
 
@@ -206,8 +223,16 @@ def test_top_k_sampling_draws_only_from_the_k_most_likely(model_subject):
     """Every first sampled token is among the k most likely next tokens: exact, no statistics."""
     spec = INPUTS["top_k_sampling"]
     samples = dc.generate(
-        model_subject.tokenizer, model_subject.model, spec["prompt"], max_new_tokens=1,
-        runs=spec["samples"], do_sample=True, top_k=spec["k"], top_p=1.0, temperature=1.0, seed=model_subject.seed,
+        model_subject.tokenizer,
+        model_subject.model,
+        spec["prompt"],
+        max_new_tokens=1,
+        runs=spec["samples"],
+        do_sample=True,
+        top_k=spec["k"],
+        top_p=1.0,
+        temperature=1.0,
+        seed=model_subject.seed,
     )
     distribution = next_token(model_subject, spec["prompt"])  # the prompt the samples were drawn for
     allowed = sp.kept_ids(sp.top_k_filter(torch.as_tensor(distribution.logits), spec["k"]))

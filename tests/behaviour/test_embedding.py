@@ -22,7 +22,9 @@ def test_word_vectors_come_from_sub_word_rows_without_bos(model_subject, attach)
     test of the probe, tests/unit/test_embedding_probe.py.)"""
     vectors = word_vectors(model_subject)
     attach.png(
-        plots.cosine_heatmap(cosine(model_subject), vectors.words, f"{model_subject.name}: cosine similarity of 20 words"),
+        plots.cosine_heatmap(
+            cosine(model_subject), vectors.words, f"{model_subject.name}: cosine similarity of 20 words"
+        ),
         name="cosine heatmap",
     )
     rows = model_subject.model.get_input_embeddings().weight.shape[0]
@@ -44,11 +46,16 @@ def test_semantic_group_is_closer_inside_than_outside(model_subject, case, attac
     passes each group's bound is in the README, "What the suite is known to catch".)"""
     card = model_subject.card
     stats = coherence(model_subject)
-    attach.text("\n".join(f"{g}: intra {c.intra:.4f}  inter {c.inter:.4f}  margin {c.margin:+.4f}" for g, c in stats.items()))
+    attach.text(
+        "\n".join(f"{g}: intra {c.intra:.4f}  inter {c.inter:.4f}  margin {c.margin:+.4f}" for g, c in stats.items())
+    )
     margin = card.expected("embedding.min_margin")
     group = stats[case]
     assert group.margin >= margin, mismatch_message(
-        card, "embedding.coherent_groups", f"{case}: intra - inter >= {margin}", round(group.margin, 4),
+        card,
+        "embedding.coherent_groups",
+        f"{case}: intra - inter >= {margin}",
+        round(group.margin, 4),
         note=f"intra {group.intra:.4f}, inter {group.inter:.4f}",
     )
 
@@ -88,7 +95,10 @@ def test_two_components_explain_little_variance(model_subject, attach):
     attach.png(plots.pca_scatter(proj, vectors.words, vectors.groups, f"{card.name}: 20 words"), name="PCA scatter")
     bound = card.expected("embedding.pca_explained_at_most")
     assert proj.explained <= bound, mismatch_message(
-        card, "embedding.pca_explained_at_most", f"<= {bound}", round(proj.explained, 4),
+        card,
+        "embedding.pca_explained_at_most",
+        f"<= {bound}",
+        round(proj.explained, 4),
         note=f"explained variance ratios {proj.explained_variance_ratio}",
     )
 
@@ -101,7 +111,8 @@ def test_projection_places_groups(model_subject, case):
     near = distances[(case["group"], case["nearer"])]
     far = distances[(case["group"], case["than"])]
     assert near < far, mismatch_message(
-        model_subject.card, f"embedding.pca_nearer[{case['id']}]",
+        model_subject.card,
+        f"embedding.pca_nearer[{case['id']}]",
         f"{case['group']} nearer {case['nearer']} than {case['than']}",
         f"distance to {case['nearer']} {near:.4f}, to {case['than']} {far:.4f}",
     )

@@ -34,10 +34,12 @@ def _drift_table(d: Drift) -> str:
         for p in d.prompts
     )
     return (
-        f"<p>{html.escape(d.quantized)} against its reference {html.escape(d.reference)}: worst KL {d.max_kl:.4f} nats, "
+        f"<p>{html.escape(d.quantized)} against its reference {html.escape(d.reference)}: "
+        f"worst KL {d.max_kl:.4f} nats, "
         f"top-1 agreement {d.top1_agreement:.0%}, mean top-10 overlap {d.mean_top10_overlap:.0%}, "
         f"greedy tokens until the first difference {d.greedy_agreeing_tokens}, "
-        f"memory footprint {d.footprint_quantized / 1e6:.0f} MB / {d.footprint_reference / 1e6:.0f} MB = {d.footprint_ratio:.2f}</p>"
+        f"memory footprint {d.footprint_quantized / 1e6:.0f} MB / {d.footprint_reference / 1e6:.0f} MB "
+        f"= {d.footprint_ratio:.2f}</p>"
         "<table border='1' cellpadding='3' style='border-collapse:collapse'><tr><th>prompt</th><th>KL nats</th>"
         "<th>reference top-1</th><th>quantized top-1</th><th>same top-1</th><th>top-10 overlap</th></tr>"
         f"{rows}</table>"
@@ -72,28 +74,42 @@ def test_next_token_distributions_stay_close_to_the_reference(model_subject, ref
         summary="Quantization drift",
     )
     worst = max(d.prompts, key=lambda p: p.kl)
-    check_at_most(model_subject.card, "drift.max_kl", drift_figures(d)["max_kl"], note=f"worst prompt: {worst.prompt!r}")
+    check_at_most(
+        model_subject.card, "drift.max_kl", drift_figures(d)["max_kl"], note=f"worst prompt: {worst.prompt!r}"
+    )
 
 
 @pytest.mark.observation("Q3", expects="drift.min_top1_agreement")
 def test_most_likely_next_token_agrees_with_the_reference(model_subject, reference_subject):
     d = drift(model_subject, reference_subject)
     differing = [(p.prompt, p.top_reference[0][1], p.top_quantized[0][1]) for p in d.prompts if not p.top1_agrees]
-    check_at_least(model_subject.card, "drift.min_top1_agreement", drift_figures(d)["min_top1_agreement"], note=f"(prompt, reference, quantized) that differ: {differing}")
+    check_at_least(
+        model_subject.card,
+        "drift.min_top1_agreement",
+        drift_figures(d)["min_top1_agreement"],
+        note=f"(prompt, reference, quantized) that differ: {differing}",
+    )
 
 
 @pytest.mark.observation("Q3", expects="drift.min_top10_overlap")
 def test_top10_next_tokens_overlap_the_reference(model_subject, reference_subject):
     d = drift(model_subject, reference_subject)
     per_prompt = {p.prompt: p.top10_overlap for p in d.prompts}
-    check_at_least(model_subject.card, "drift.min_top10_overlap", drift_figures(d)["min_top10_overlap"], note=f"per prompt: {per_prompt}")
+    check_at_least(
+        model_subject.card,
+        "drift.min_top10_overlap",
+        drift_figures(d)["min_top10_overlap"],
+        note=f"per prompt: {per_prompt}",
+    )
 
 
 @pytest.mark.observation("Q4", expects="drift.min_greedy_agreeing_tokens")
 def test_greedy_follows_the_reference_for_the_first_tokens(model_subject, reference_subject):
     d = drift(model_subject, reference_subject)
     check_at_least(
-        model_subject.card, "drift.min_greedy_agreeing_tokens", drift_figures(d)["min_greedy_agreeing_tokens"],
+        model_subject.card,
+        "drift.min_greedy_agreeing_tokens",
+        drift_figures(d)["min_greedy_agreeing_tokens"],
         note=f"reference: {d.greedy_reference.texts[0]!r}\n  quantized: {d.greedy_quantized.texts[0]!r}",
     )
 
@@ -102,6 +118,8 @@ def test_greedy_follows_the_reference_for_the_first_tokens(model_subject, refere
 def test_memory_footprint_shrinks_against_the_reference(model_subject, reference_subject):
     d = drift(model_subject, reference_subject)
     check_at_most(
-        model_subject.card, "drift.max_footprint_ratio", drift_figures(d)["max_footprint_ratio"],
+        model_subject.card,
+        "drift.max_footprint_ratio",
+        drift_figures(d)["max_footprint_ratio"],
         note=f"{d.footprint_quantized} bytes against the reference's {d.footprint_reference}",
     )

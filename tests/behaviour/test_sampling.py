@@ -63,8 +63,14 @@ def test_generate_samples_first_tokens_from_the_nucleus(model_subject):
     logits = logits_of(model_subject)
     nucleus = sp.nucleus(logits, 0.9, 1.4)
     samples = dc.sample_first_tokens(
-        model_subject.tokenizer, model_subject.model, INPUTS["next_token_prompt"], runs=400,
-        top_p=0.9, temperature=1.4, top_k=0, seed=model_subject.seed,
+        model_subject.tokenizer,
+        model_subject.model,
+        INPUTS["next_token_prompt"],
+        runs=400,
+        top_p=0.9,
+        temperature=1.4,
+        top_k=0,
+        seed=model_subject.seed,
     )
     fit = sp.goodness_of_fit([ids[0] for ids in samples.new_ids], nucleus)
     assert fit.bins >= 2, f"too few bins to test anything: {fit}"

@@ -22,7 +22,10 @@ def test_matches_snapshot(loaded_subject, snapshot_settings, attach):
         snapshots.record(subject, snapshot_settings["dir"])
         results[subject.name] = {"status": f"recorded {path}"}
         return
-    hint = f"pytest tests/behaviour/test_snapshot.py --card {subject.name} --snapshot-update{snapshot_settings['dir_option']}"
+    hint = (
+        f"pytest tests/behaviour/test_snapshot.py --card {subject.name} "
+        f"--snapshot-update{snapshot_settings['dir_option']}"
+    )
     unrecorded = snapshots.unrecorded_device_class(path)
     if unrecorded:
         results[subject.name] = {"status": "no snapshot for this device class yet", "summary": unrecorded}

@@ -7,8 +7,8 @@ import html
 import pytest
 
 from probes import decoding as dc
-from probes.observations import knowledge_answers, openings
 from probes.expect import check_at_least, mismatch_message
+from probes.observations import knowledge_answers, openings
 
 
 @pytest.mark.observation("K1", expects="tasks.knowledge")
@@ -20,8 +20,11 @@ def test_knowledge_answer(model_subject, case, attach):
         summary="Knowledge answers (K1)",
     )
     assert case["answer"] in answer.texts[0], mismatch_message(
-        model_subject.card, f"tasks.knowledge[{case['id']}].answer", f"an answer containing {case['answer']!r}",
-        answer.texts[0], note=f"prompt: {answer.prompt!r}",
+        model_subject.card,
+        f"tasks.knowledge[{case['id']}].answer",
+        f"an answer containing {case['answer']!r}",
+        answer.texts[0],
+        note=f"prompt: {answer.prompt!r}",
     )
 
 
@@ -40,8 +43,11 @@ def test_story_openings_repeat_under_greedy(model_subject, attach):
     attach.html(_openings_html(generations), summary="Story openings, greedy (K2)")
     repeats = all(g.all_identical for g in generations)
     assert repeats == model_subject.card.expected("tasks.creative.greedy_repeats"), mismatch_message(
-        model_subject.card, "tasks.creative.greedy_repeats", model_subject.card.expected("tasks.creative.greedy_repeats"),
-        repeats, note=f"runs: {[list(g.texts) for g in generations]}",
+        model_subject.card,
+        "tasks.creative.greedy_repeats",
+        model_subject.card.expected("tasks.creative.greedy_repeats"),
+        repeats,
+        note=f"runs: {[list(g.texts) for g in generations]}",
     )
 
 
@@ -51,6 +57,8 @@ def test_story_openings_differ_under_sampling(model_subject, attach):
     attach.html(_openings_html(generations), summary="Story openings, top_p 0.9, T 1.4 (K2)")
     distinct = {g.prompt: g.distinct for g in generations}
     check_at_least(
-        model_subject.card, "tasks.creative.min_distinct_samples", min(distinct.values()),
+        model_subject.card,
+        "tasks.creative.min_distinct_samples",
+        min(distinct.values()),
         note=f"distinct continuations per opening: {distinct}",
     )

@@ -96,7 +96,9 @@ def test_duplicate_bos_detected(subject, case, attach):
     field = f"tokenizer.duplicate_bos[{case['id']}]"
     check_equal(subject.card, f"{field}.leading_bos", found.leading_bos, note=f"ids: {list(found.ids)}")
     check_equal(subject.card, f"{field}.duplicated", found.duplicated, note=found.message())
-    check_equal(subject.card, f"{field}.trailing_space_token", found.trailing_space_token, note=f"ids: {list(found.ids)}")
+    check_equal(
+        subject.card, f"{field}.trailing_space_token", found.trailing_space_token, note=f"ids: {list(found.ids)}"
+    )
 
 
 # ---------------------------------------------------------------- report helpers

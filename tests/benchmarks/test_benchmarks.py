@@ -57,9 +57,19 @@ def _info(benchmark, device_type: str, **extra) -> None:
 def test_tokenizer_throughput_transformers(benchmark, subject, direction):
     tokenizer = subject.tokenizer
     ids = tokenizer.encode(MULTILINGUAL, add_special_tokens=False)
-    fn = (lambda: tokenizer.encode(MULTILINGUAL, add_special_tokens=False)) if direction == "encode" else (lambda: tokenizer.decode(ids))
+    fn = (
+        (lambda: tokenizer.encode(MULTILINGUAL, add_special_tokens=False))
+        if direction == "encode"
+        else (lambda: tokenizer.decode(ids))
+    )
     benchmark(fn)
-    _info(benchmark, "cpu", chars=len(MULTILINGUAL), tokens=len(ids), chars_per_s=round(len(MULTILINGUAL) / benchmark.stats.stats.mean))
+    _info(
+        benchmark,
+        "cpu",
+        chars=len(MULTILINGUAL),
+        tokens=len(ids),
+        chars_per_s=round(len(MULTILINGUAL) / benchmark.stats.stats.mean),
+    )
 
 
 @pytest.mark.parametrize("direction", ["encode", "decode"])
@@ -67,11 +77,19 @@ def test_tokenizer_throughput_sentencepiece(benchmark, direction):
     """The Mistral SentencePiece model used directly, without transformers around it."""
     import sentencepiece
 
-    processor = sentencepiece.SentencePieceProcessor(model_file=str(package_file("mistral_common", "tokenizer.model.v1")))
+    processor = sentencepiece.SentencePieceProcessor(
+        model_file=str(package_file("mistral_common", "tokenizer.model.v1"))
+    )
     ids = processor.encode(MULTILINGUAL)
     fn = (lambda: processor.encode(MULTILINGUAL)) if direction == "encode" else (lambda: processor.decode(ids))
     benchmark(fn)
-    _info(benchmark, "cpu", chars=len(MULTILINGUAL), tokens=len(ids), chars_per_s=round(len(MULTILINGUAL) / benchmark.stats.stats.mean))
+    _info(
+        benchmark,
+        "cpu",
+        chars=len(MULTILINGUAL),
+        tokens=len(ids),
+        chars_per_s=round(len(MULTILINGUAL) / benchmark.stats.stats.mean),
+    )
 
 
 # ------------------------------------------------------------------ model timing
@@ -106,8 +124,13 @@ def test_decode_tokens_per_second(benchmark, model_subject, strategy, batch):
 
     benchmark.pedantic(synchronized(decode, model.device.type), rounds=3, warmup_rounds=1)
     tokens = batch * NEW_TOKENS
-    _info(benchmark, model.device.type, batch=batch, new_tokens=tokens,
-          tokens_per_s=round(tokens / benchmark.stats.stats.mean, 2))
+    _info(
+        benchmark,
+        model.device.type,
+        batch=batch,
+        new_tokens=tokens,
+        tokens_per_s=round(tokens / benchmark.stats.stats.mean, 2),
+    )
 
 
 def test_batched_against_sequential_sampling(benchmark, model_subject):
@@ -124,12 +147,18 @@ def test_batched_against_sequential_sampling(benchmark, model_subject):
 
     batched = benchmark.pedantic(
         lambda: dc.generate(tokenizer, model, "The capital of Japan is", runs=BATCH, seed=0, **settings),
-        rounds=3, warmup_rounds=1,
+        rounds=3,
+        warmup_rounds=1,
     )
     assert len(batched.texts) == BATCH
     sequential_s = min(sequential() for _ in range(2))
-    _info(benchmark, model.device.type, samples=BATCH, sequential_s=round(sequential_s, 3),
-          sequential_over_batched=round(sequential_s / benchmark.stats.stats.min, 2))
+    _info(
+        benchmark,
+        model.device.type,
+        samples=BATCH,
+        sequential_s=round(sequential_s, 3),
+        sequential_over_batched=round(sequential_s / benchmark.stats.stats.min, 2),
+    )
 
 
 # ---------------------------------------------------------------- sampling steps
@@ -193,9 +222,14 @@ def test_load_float32_against_nf4(benchmark, card_name):
 
     benchmark.pedantic(load, rounds=3, warmup_rounds=1)
     model, before, after = loaded[0]
-    _info(benchmark, "cpu", quantization=card.quantization, dtype=card.dtype,
-          footprint_mb=round(model.get_memory_footprint() / 2**20, 1),
-          rss_added_mb=round(after - before, 1) if before is not None and after is not None else "-")
+    _info(
+        benchmark,
+        "cpu",
+        quantization=card.quantization,
+        dtype=card.dtype,
+        footprint_mb=round(model.get_memory_footprint() / 2**20, 1),
+        rss_added_mb=round(after - before, 1) if before is not None and after is not None else "-",
+    )
 
 
 def test_nf4_load_time(benchmark, request):

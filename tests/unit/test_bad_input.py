@@ -16,7 +16,6 @@ from probes import subjects
 from probes.cards import find_card
 from probes.subjects import Subject, SubjectLoadError
 
-
 # ------------------------------------------------------------ missing dependencies
 
 
@@ -24,7 +23,8 @@ def test_missing_bitsandbytes_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import now raises ImportError
     with pytest.raises(
         SubjectLoadError,
-        match=r"quantization 'nf4' needs bitsandbytes: bitsandbytes is not installed: `pip install 'bitsandbytes>=0\.46\.1'`",
+        match=r"quantization 'nf4' needs bitsandbytes: bitsandbytes is not installed: "
+        r"`pip install 'bitsandbytes>=0\.46\.1'`",
     ):
         subjects._quantization_kwargs("nf4", {})
 
@@ -36,7 +36,8 @@ def test_too_old_bitsandbytes_names_its_version_and_the_install_line(monkeypatch
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.45.5" if name == "bitsandbytes" else real(name))
     with pytest.raises(
         SubjectLoadError,
-        match=r"bitsandbytes 0\.45\.5 is older than 0\.46\.1, the first whose CPU backend runs NF4: `pip install 'bitsandbytes>=0\.46\.1'`",
+        match=r"bitsandbytes 0\.45\.5 is older than 0\.46\.1, the first whose CPU backend runs NF4: "
+        r"`pip install 'bitsandbytes>=0\.46\.1'`",
     ):
         subjects._quantization_kwargs("nf4", {})
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.46.1" if name == "bitsandbytes" else real(name))
@@ -56,9 +57,14 @@ def test_missing_gguf_says_what_to_install(monkeypatch, tmp_path):
 
 def test_missing_mistral_common_says_what_to_install(monkeypatch, tmp_path):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mistral_common" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "mistral_common" else real(name, *a)
+    )
     monkeypatch.setenv(subjects.CACHE_ENV, str(tmp_path))
-    with pytest.raises(SubjectLoadError, match=r"package 'mistral_common' is not installed: install it with `pip install mistral-common`"):
+    with pytest.raises(
+        SubjectLoadError,
+        match=r"package 'mistral_common' is not installed: install it with `pip install mistral-common`",
+    ):
         Subject(find_card("mistral-tokenizer")).tokenizer
 
 
@@ -80,7 +86,11 @@ def test_out_of_memory_on_load_suggests_quantization_or_a_smaller_card(monkeypat
 
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", out_of_memory)
     card = find_card("tiny-mistral").with_model(str(tmp_path))
-    with pytest.raises(SubjectLoadError, match=r"out of memory while loading the model on cpu\. Use a quantized load \(load\.quantization: nf4\), a smaller card"):
+    with pytest.raises(
+        SubjectLoadError,
+        match=r"out of memory while loading the model on cpu\. "
+        r"Use a quantized load \(load\.quantization: nf4\), a smaller card",
+    ):
         Subject(card).model
 
 
@@ -95,13 +105,17 @@ def pickle_only_folder(tmp_path_factory):
 
 
 def test_pickle_checkpoints_are_refused_by_default(pickle_only_folder):
-    card = dataclasses.replace(find_card("tiny-mistral").with_model(str(pickle_only_folder)), tokenizer=find_card("tiny-mistral").tokenizer)
+    card = dataclasses.replace(
+        find_card("tiny-mistral").with_model(str(pickle_only_folder)), tokenizer=find_card("tiny-mistral").tokenizer
+    )
     with pytest.raises(SubjectLoadError, match=r"holds only pickle weights \(\.bin/\.pt\).*pass --allow-pickle"):
         Subject(card).model
 
 
 def test_pickle_checkpoints_load_with_the_explicit_opt_in(pickle_only_folder):
-    card = dataclasses.replace(find_card("tiny-mistral").with_model(str(pickle_only_folder)), tokenizer=find_card("tiny-mistral").tokenizer)
+    card = dataclasses.replace(
+        find_card("tiny-mistral").with_model(str(pickle_only_folder)), tokenizer=find_card("tiny-mistral").tokenizer
+    )
     model = Subject(card, allow_pickle=True).model
     assert model.get_input_embeddings().weight.shape == (32000, 64)
 
@@ -141,7 +155,9 @@ def test_default_cards_load_without_touching_the_network(monkeypatch):
 
 def test_a_broken_card_file_is_a_usage_error_naming_file_and_field(run_suite, tmp_path):
     card = tmp_path / "broken.yaml"
-    card.write_text("name: broken\ndescription: x\ntokenizer: {source: mistral-common}\nexpect: {tokenizer: {vocab_size: many}}\n")
+    card.write_text(
+        "name: broken\ndescription: x\ntokenizer: {source: mistral-common}\nexpect: {tokenizer: {vocab_size: many}}\n"
+    )
     result = run_suite("tests/behaviour", "--card", str(card))
     assert result.returncode == 4
     assert f"card file {card} is invalid" in result.stderr
@@ -162,8 +178,13 @@ def test_corrupt_and_missing_snapshots_fail_with_the_fix_and_nothing_is_written(
     corrupt = root / "tiny-mistral" / "cpu.json"
     corrupt.write_text('{"format": 1, "observed": {"tokeni', encoding="utf-8")
     result = run_suite(
-        "tests/behaviour/test_snapshot.py", "--card", "tiny-mistral", "--card", "mistral-tokenizer",
-        "--snapshot-dir", str(root),
+        "tests/behaviour/test_snapshot.py",
+        "--card",
+        "tiny-mistral",
+        "--card",
+        "mistral-tokenizer",
+        "--snapshot-dir",
+        str(root),
     )
     out = result.stdout
     assert result.returncode == 1 and "2 failed" in out, out
@@ -177,7 +198,11 @@ def test_corrupt_and_missing_snapshots_fail_with_the_fix_and_nothing_is_written(
 
 def test_snapshot_update_writes_where_asked(run_suite, tmp_path):
     result = run_suite(
-        "tests/behaviour/test_snapshot.py", "--card", "mistral-tokenizer", "--snapshot-dir", str(tmp_path / "snaps"),
+        "tests/behaviour/test_snapshot.py",
+        "--card",
+        "mistral-tokenizer",
+        "--snapshot-dir",
+        str(tmp_path / "snaps"),
         "--snapshot-update",
     )
     assert result.returncode == 0, result.stdout

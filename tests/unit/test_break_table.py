@@ -102,7 +102,11 @@ def case(card: str, path: str, case_id: str) -> dict:
 
 def tiny_card(**config) -> Card:
     card = find_card("tiny-mistral")
-    return dataclasses.replace(card, model={**card.model, "config": {**card.model["config"], **config}}) if config else card
+    return (
+        dataclasses.replace(card, model={**card.model, "config": {**card.model["config"], **config}})
+        if config
+        else card
+    )
 
 
 def tiny(**config) -> Subject:
@@ -202,7 +206,10 @@ def beam_search_that_runs_greedy(monkeypatch):
             copies = kwargs.pop("num_return_sequences", 1)
             kwargs.pop("early_stopping", None)
             kwargs.pop("length_penalty", None)
-            kwargs = {k: v.repeat_interleave(copies, dim=0) if k in ("input_ids", "attention_mask") else v for k, v in kwargs.items()}
+            kwargs = {
+                k: v.repeat_interleave(copies, dim=0) if k in ("input_ids", "attention_mask") else v
+                for k, v in kwargs.items()
+            }
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(GenerationMixin, "generate", greedy_generate)
@@ -268,7 +275,10 @@ def generate_that_never_samples(monkeypatch):
         if kwargs.get("do_sample"):
             copies = kwargs.pop("num_return_sequences", 1)
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-            kwargs = {k: v.repeat_interleave(copies, dim=0) if k in ("input_ids", "attention_mask") else v for k, v in kwargs.items()}
+            kwargs = {
+                k: v.repeat_interleave(copies, dim=0) if k in ("input_ids", "attention_mask") else v
+                for k, v in kwargs.items()
+            }
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(GenerationMixin, "generate", greedy_generate)
@@ -285,7 +295,11 @@ def bos_run_without_bos(monkeypatch):
     """The BOS-on greedy run no longer puts BOS in front (the probe as it was before
     issue 10): with a tokenizer that adds none, BOS on and off are the same input."""
     real = dc.prompt_ids
-    monkeypatch.setattr(dc, "prompt_ids", lambda tok, prompt, add_special_tokens=True, force_bos=False: real(tok, prompt, add_special_tokens))
+    monkeypatch.setattr(
+        dc,
+        "prompt_ids",
+        lambda tok, prompt, add_special_tokens=True, force_bos=False: real(tok, prompt, add_special_tokens),
+    )
 
 
 # ------------------------------------------------------------- breaks of weights
@@ -357,98 +371,166 @@ def patched(patch: Callable, subject: Callable[[], Subject]) -> Callable:
 
 BREAKS = [
     Break(
-        "generation_config.json gains repetition_penalty: 1.3 (SmolLM2)", "model folder",
+        "generation_config.json gains repetition_penalty: 1.3 (SmolLM2)",
+        "model folder",
         lambda mp, tmp: from_folder("smollm2-135m-instruct", smollm2_folder(tmp / "m", {"repetition_penalty": 1.3})),
         (DEFAULT_GREEDY,),
     ),
     Break(
-        "generation_config.json suppresses the first greedy token", "model folder",
-        lambda mp, tmp: from_folder("tiny-mistral", saved_model_folder(tiny(), tmp / "m", {"suppress_tokens": [recorded_first_greedy_token()]})),
+        "generation_config.json suppresses the first greedy token",
+        "model folder",
+        lambda mp, tmp: from_folder(
+            "tiny-mistral", saved_model_folder(tiny(), tmp / "m", {"suppress_tokens": [recorded_first_greedy_token()]})
+        ),
         # Hole 1: the suppressed token was not this run's own argmax, so the snapshot calls
         # the flip an error naming the cause, not a near-tie.
-        (GREEDY_ARGMAX, DEFAULT_GREEDY, Check(
-            "test_snapshot.py::test_matches_snapshot",
-            says=("[error] greedy.bos: continuation changed at new token 0", "did not pick the highest-scoring token"),
-            not_says=("near-tie",),
-        )),
+        (
+            GREEDY_ARGMAX,
+            DEFAULT_GREEDY,
+            Check(
+                "test_snapshot.py::test_matches_snapshot",
+                says=(
+                    "[error] greedy.bos: continuation changed at new token 0",
+                    "did not pick the highest-scoring token",
+                ),
+                not_says=("near-tie",),
+            ),
+        ),
     ),
     Break(
-        "generation_config.json turns sampling on (do_sample, temperature 1.5)", "model folder",
-        lambda mp, tmp: from_folder("tiny-mistral", saved_model_folder(tiny(), tmp / "m", {"do_sample": True, "temperature": 1.5})),
+        "generation_config.json turns sampling on (do_sample, temperature 1.5)",
+        "model folder",
+        lambda mp, tmp: from_folder(
+            "tiny-mistral", saved_model_folder(tiny(), tmp / "m", {"do_sample": True, "temperature": 1.5})
+        ),
         (DEFAULT_GREEDY,),
     ),
-    Break("generate() samples with a fixed seed although do_sample=False", "library", patched(generate_that_samples, tiny),
-          (GREEDY_ARGMAX,)),
     Break(
-        "generate() drifts from call to call, identical rows within a batch", "library",
+        "generate() samples with a fixed seed although do_sample=False",
+        "library",
+        patched(generate_that_samples, tiny),
+        (GREEDY_ARGMAX,),
+    ),
+    Break(
+        "generate() drifts from call to call, identical rows within a batch",
+        "library",
         patched(generate_that_drifts_between_calls, tiny),
         (GREEDY_REPEATS, Check("test_tasks.py::test_story_openings_repeat_under_greedy")),
     ),
-    Break("beam search silently runs greedy", "library", patched(beam_search_that_runs_greedy, tiny),
-          (Check("test_decoding.py::test_beam_search_is_deterministic_and_beats_greedy"),)),
-    Break("dropout left on: the model stays in training mode (attention_dropout 0.5)", "library",
-          patched(eval_that_keeps_dropout, lambda: tiny(attention_dropout=0.5)), (GREEDY_REPEATS,)),
     Break(
-        "TopPLogitsWarper keeps one token too many", "library", patched(warper_top_p_one_more, tiny),
+        "beam search silently runs greedy",
+        "library",
+        patched(beam_search_that_runs_greedy, tiny),
+        (Check("test_decoding.py::test_beam_search_is_deterministic_and_beats_greedy"),),
+    ),
+    Break(
+        "dropout left on: the model stays in training mode (attention_dropout 0.5)",
+        "library",
+        patched(eval_that_keeps_dropout, lambda: tiny(attention_dropout=0.5)),
+        (GREEDY_REPEATS,),
+    ),
+    Break(
+        "TopPLogitsWarper keeps one token too many",
+        "library",
+        patched(warper_top_p_one_more, tiny),
         (Check("test_sampling.py::test_own_top_p_keeps_what_transformers_keeps", {"min_keep": 1}),),
     ),
     Break(
-        "TopKLogitsWarper keeps k + 1 tokens", "library", patched(warper_top_k_one_more, tiny),
-        (Check("test_sampling.py::test_own_top_k_keeps_what_transformers_keeps", {"min_keep": 1}),
-         Check("test_decoding.py::test_top_k_sampling_draws_only_from_the_k_most_likely")),
+        "TopKLogitsWarper keeps k + 1 tokens",
+        "library",
+        patched(warper_top_k_one_more, tiny),
+        (
+            Check("test_sampling.py::test_own_top_k_keeps_what_transformers_keeps", {"min_keep": 1}),
+            Check("test_decoding.py::test_top_k_sampling_draws_only_from_the_k_most_likely"),
+        ),
     ),
     Break(
-        "TemperatureLogitsWarper ignores the temperature", "library", patched(warper_temperature_ignored, tiny),
+        "TemperatureLogitsWarper ignores the temperature",
+        "library",
+        patched(warper_temperature_ignored, tiny),
         (Check("test_decoding.py::test_own_temperature_matches_transformers"),),
     ),
     Break(
-        "generate() ignores temperature and top_p (SmolLM2)", "library",
+        "generate() ignores temperature and top_p (SmolLM2)",
+        "library",
         patched(warpers_ignored, smollm2),
         (Check("test_decoding.py::test_low_top_p_low_temperature_behaves_like_greedy"),),
     ),
     Break(
-        "generate() ignores do_sample=True and decodes greedily (SmolLM2)", "library",
+        "generate() ignores do_sample=True and decodes greedily (SmolLM2)",
+        "library",
         patched(generate_that_never_samples, smollm2),
         (Check("test_decoding.py::test_high_top_p_high_temperature_is_diverse"),),
     ),
     Break(
-        "generate() ignores do_sample=True and decodes greedily", "library", patched(generate_that_never_samples, tiny),
+        "generate() ignores do_sample=True and decodes greedily",
+        "library",
+        patched(generate_that_never_samples, tiny),
         (Check("test_tasks.py::test_story_openings_differ_under_sampling"),),
     ),
     Break(
-        "the own sampler ignores the temperature", "own probe", patched(own_temperature_ignored, tiny),
+        "the own sampler ignores the temperature",
+        "own probe",
+        patched(own_temperature_ignored, tiny),
         (Check("test_sampling.py::test_own_sampler_draws_from_the_nucleus"),),
     ),
     Break(
-        "the BOS-on greedy run lacks BOS (tokenizer stops adding it; probe does not force it)", "own probe",
+        "the BOS-on greedy run lacks BOS (tokenizer stops adding it; probe does not force it)",
+        "own probe",
         lambda mp, tmp: (bos_run_without_bos(mp), Subject(tiny_card().with_tokenizer_config(add_bos_token=False)))[1],
         (Check("test_decoding.py::test_bos_changes_the_continuation"),),
     ),
     Break(
-        "tokenizer drops BOS (add_bos_token: false)", "tokenizer config",
+        "tokenizer drops BOS (add_bos_token: false)",
+        "tokenizer config",
         lambda mp, tmp: Subject(find_card("mistral-tokenizer").with_tokenizer_config(add_bos_token=False)),
-        (Check("test_tokenizer.py::test_bos_prepended_by_default_and_absent_without_special_tokens"),
-         Check("test_tokenizer.py::test_encode", case("mistral-tokenizer", "tokenizer.encode", "english")),
-         Check("test_tokenizer.py::test_duplicate_bos_detected", case("mistral-tokenizer", "tokenizer.duplicate_bos", "knowledge-prompt")),
-         SNAPSHOT),
+        (
+            Check("test_tokenizer.py::test_bos_prepended_by_default_and_absent_without_special_tokens"),
+            Check("test_tokenizer.py::test_encode", case("mistral-tokenizer", "tokenizer.encode", "english")),
+            Check(
+                "test_tokenizer.py::test_duplicate_bos_detected",
+                case("mistral-tokenizer", "tokenizer.duplicate_bos", "knowledge-prompt"),
+            ),
+            SNAPSHOT,
+        ),
     ),
     Break(
-        "tokenizer flips legacy (legacy: false)", "tokenizer config",
+        "tokenizer flips legacy (legacy: false)",
+        "tokenizer config",
         lambda mp, tmp: Subject(find_card("mistral-tokenizer").with_tokenizer_config(legacy=False)),
-        (Check("test_tokenizer.py::test_encode", case("mistral-tokenizer", "tokenizer.encode", "bos-text-inside")), SNAPSHOT),
+        (
+            Check("test_tokenizer.py::test_encode", case("mistral-tokenizer", "tokenizer.encode", "bos-text-inside")),
+            SNAPSHOT,
+        ),
     ),
     Break("embedding rows shuffled", "weights", lambda mp, tmp: shuffle_embedding_rows(tiny()), (SNAPSHOT,)),
-    Break("a weight change flips the first greedy token", "weights", lambda mp, tmp: flip_first_greedy_token(tiny()),
-          # an error naming the step and this run's logits, not excused as a near-tie
-          (Check("test_snapshot.py::test_matches_snapshot",
-                 says=("[error] greedy.bos: continuation changed at new token 0", "logits now"), not_says=("near-tie",)),)),
-    Break("embedding collapsed to one direction", "weights", lambda mp, tmp: collapse_embedding(tiny()),
-          (Check("test_embedding.py::test_two_components_explain_little_variance"), SNAPSHOT)),
     Break(
-        "embedding replaced by noise of the same scale (SmolLM2)", "weights",
+        "a weight change flips the first greedy token",
+        "weights",
+        lambda mp, tmp: flip_first_greedy_token(tiny()),
+        # an error naming the step and this run's logits, not excused as a near-tie
+        (
+            Check(
+                "test_snapshot.py::test_matches_snapshot",
+                says=("[error] greedy.bos: continuation changed at new token 0", "logits now"),
+                not_says=("near-tie",),
+            ),
+        ),
+    ),
+    Break(
+        "embedding collapsed to one direction",
+        "weights",
+        lambda mp, tmp: collapse_embedding(tiny()),
+        (Check("test_embedding.py::test_two_components_explain_little_variance"), SNAPSHOT),
+    ),
+    Break(
+        "embedding replaced by noise of the same scale (SmolLM2)",
+        "weights",
         lambda mp, tmp: noise_embedding(Subject(find_card("smollm2-135m-instruct"))),
-        (Check("test_embedding.py::test_semantic_group_is_closer_inside_than_outside", {"case": "people"}),
-         Check("test_decoding.py::test_next_token_top1")),
+        (
+            Check("test_embedding.py::test_semantic_group_is_closer_inside_than_outside", {"case": "people"}),
+            Check("test_decoding.py::test_next_token_top1"),
+        ),
     ),
 ]
 
@@ -461,7 +543,9 @@ def test_each_break_fails_the_tests_named_for_it(broken, monkeypatch, tmp_path):
     assert not missed, f"{broken.name}: not caught by {missed}"
     for check, _, message in outcomes:
         assert all(text in message for text in check.says), f"{check}: the message lacks {check.says}:\n{message}"
-        assert not any(text in message for text in check.not_says), f"{check}: the message says {check.not_says}:\n{message}"
+        assert not any(text in message for text in check.not_says), (
+            f"{check}: the message says {check.not_says}:\n{message}"
+        )
 
 
 # --------------------------------------------------------------- harmless changes
@@ -469,7 +553,9 @@ def test_each_break_fails_the_tests_named_for_it(broken, monkeypatch, tmp_path):
 # every check of a tiny-mistral row (the SmolLM2 and tokenizer rows use other cards)
 TINY_CHECKS = tuple(
     {
-        str(check): check for b in BREAKS for check in b.caught_by
+        str(check): check
+        for b in BREAKS
+        for check in b.caught_by
         if "(SmolLM2)" not in b.name and b.kind != "tokenizer config"
     }.values()
 )

@@ -139,14 +139,18 @@ def test_with_model_finds_a_lone_gguf_file(tmp_path):
 
 
 def test_drift_without_a_reference_and_unknown_snapshot_sections_are_reported(tmp_path):
-    path = write_card(tmp_path, MINIMAL + """\
+    path = write_card(
+        tmp_path,
+        MINIMAL
+        + """\
 model: {source: random-init, architecture: MistralForCausalLM, config: {}}
 snapshot: {leave_out: [greedy, samples]}
 leave_out:
   - {test: test_x}
 expect:
   drift: {max_kl: 1.0}
-""")
+""",
+    )
     with pytest.raises(CardError) as err:
         load_card(path)
     message = str(err.value)

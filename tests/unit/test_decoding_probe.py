@@ -127,7 +127,9 @@ def test_temperature_sweep_sharpens_and_flattens_any_logits(seed):
 def with_logits(new_ids, logits):
     import numpy as np
 
-    return dc.Generation("p", {}, (1,), tuple(tuple(r) for r in new_ids), ("",) * len(new_ids), np.asarray(logits, dtype=np.float32))
+    return dc.Generation(
+        "p", {}, (1,), tuple(tuple(r) for r in new_ids), ("",) * len(new_ids), np.asarray(logits, dtype=np.float32)
+    )
 
 
 def test_not_argmax_names_the_step_and_the_better_token():
@@ -152,7 +154,9 @@ def test_every_greedy_run_keeps_its_logits_and_is_the_argmax(tiny):
 
 def test_a_sampled_generation_is_not_the_argmax(tiny):
     tokenizer, model = tiny
-    g = dc.generate(tokenizer, model, "Hello", max_new_tokens=8, runs=3, do_sample=True, top_k=0, seed=0, keep_logits=True)
+    g = dc.generate(
+        tokenizer, model, "Hello", max_new_tokens=8, runs=3, do_sample=True, top_k=0, seed=0, keep_logits=True
+    )
     assert g.not_argmax(), "sampling from a flat random model picked the argmax 24 times in a row"
 
 
@@ -200,7 +204,9 @@ def test_sharing_the_prompt_cache_draws_the_same_first_tokens(tiny):
     the same 100 first tokens as generate() running the whole prompt in every row."""
     tokenizer, model = tiny
     settings = dict(top_p=0.9, temperature=1.4, top_k=0)
-    plain = dc.generate(tokenizer, model, "The capital of Japan is", max_new_tokens=1, runs=100, do_sample=True, seed=3, **settings)
+    plain = dc.generate(
+        tokenizer, model, "The capital of Japan is", max_new_tokens=1, runs=100, do_sample=True, seed=3, **settings
+    )
     shared = dc.sample_first_tokens(tokenizer, model, "The capital of Japan is", runs=100, seed=3, **settings)
     assert shared.prompt_ids == plain.prompt_ids
     assert len(set(shared.new_ids)) > 20  # really sampled, not one token 100 times
@@ -222,9 +228,20 @@ def test_top_k_check_takes_the_allowed_set_from_the_prompt_it_sampled(monkeypatc
     spec = behaviour.INPUTS["top_k_sampling"]
     monkeypatch.setitem(spec, "prompt", "Once upon a time,")
     behaviour.test_top_k_sampling_draws_only_from_the_k_most_likely(subject)
-    drawn = {ids[0] for ids in dc.generate(
-        subject.tokenizer, subject.model, spec["prompt"], max_new_tokens=1, runs=spec["samples"],
-        do_sample=True, top_k=spec["k"], top_p=1.0, temperature=1.0, seed=subject.seed,
-    ).new_ids}
+    drawn = {
+        ids[0]
+        for ids in dc.generate(
+            subject.tokenizer,
+            subject.model,
+            spec["prompt"],
+            max_new_tokens=1,
+            runs=spec["samples"],
+            do_sample=True,
+            top_k=spec["k"],
+            top_p=1.0,
+            temperature=1.0,
+            seed=subject.seed,
+        ).new_ids
+    }
     d1_top_k = sp.kept_ids(sp.top_k_filter(torch.as_tensor(ob.next_token(subject).logits), spec["k"]))
     assert not drawn <= d1_top_k, (drawn, d1_top_k)

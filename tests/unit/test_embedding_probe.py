@@ -97,7 +97,11 @@ def test_smollm2_embedding_bounds_reject_a_random_embedding():
     labels = tuple(g for g, ws in groups.items() for _ in ws)
     sub_ids = tuple(tuple(tokenizer.encode(w, add_special_tokens=False)) for w in words)
     margin = card.expected("embedding.min_margin")
-    claimed = [g for g in card.expected("embedding.coherent_groups") if not card.xfail_reason("test_semantic_group_is_closer_inside_than_outside", g)]
+    claimed = [
+        g
+        for g in card.expected("embedding.coherent_groups")
+        if not card.xfail_reason("test_semantic_group_is_closer_inside_than_outside", g)
+    ]
     dog, cat, fish, cow = (words.index(w) for w in ("dog", "cat", "fish", "cow"))
     joint = apart = 0
     draws = 200

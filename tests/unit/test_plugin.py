@@ -30,20 +30,37 @@ def modified_tokenizer(tmp_path):
 
 def test_modified_tokenizer_fails_the_affected_tests_with_clear_messages(run_suite, tmp_path, modified_tokenizer):
     result = run_suite(
-        "tests/behaviour/test_tokenizer.py", "--card", "mistral-tokenizer", "--model", str(modified_tokenizer),
+        "tests/behaviour/test_tokenizer.py",
+        "--card",
+        "mistral-tokenizer",
+        "--model",
+        str(modified_tokenizer),
     )
     out = result.stdout
     assert result.returncode == 1, out
     # The BOS default is what changed: that test names card, file, field, expected, obtained.
-    assert "FAILED tests/behaviour/test_tokenizer.py::test_bos_prepended_by_default_and_absent_without_special_tokens[mistral-tokenizer]" in out
-    assert "card 'mistral-tokenizer' (fixtures/cards/mistral-tokenizer.yaml), field expect.tokenizer.bos.added_by_default" in out
+    assert (
+        "FAILED tests/behaviour/test_tokenizer.py::"
+        "test_bos_prepended_by_default_and_absent_without_special_tokens[mistral-tokenizer]" in out
+    )
+    assert (
+        "card 'mistral-tokenizer' (fixtures/cards/mistral-tokenizer.yaml), field expect.tokenizer.bos.added_by_default"
+        in out
+    )
     assert "expected: True" in out and "obtained: False" in out
     assert f"model loaded from --model {modified_tokenizer}" in out
     assert "FAILED tests/behaviour/test_tokenizer.py::test_encode[mistral-tokenizer-english]" in out
-    assert "FAILED tests/behaviour/test_tokenizer.py::test_duplicate_bos_detected[mistral-tokenizer-knowledge-prompt]" in out
+    assert (
+        "FAILED tests/behaviour/test_tokenizer.py::test_duplicate_bos_detected[mistral-tokenizer-knowledge-prompt]"
+        in out
+    )
     # What BOS does not touch still passes.
-    for unaffected in ("test_vocab_size[mistral-tokenizer]", "test_vocab_table[mistral-tokenizer]",
-                       "test_encode[mistral-tokenizer-hello-special-off]", "test_first_token[mistral-tokenizer-japanese]"):
+    for unaffected in (
+        "test_vocab_size[mistral-tokenizer]",
+        "test_vocab_table[mistral-tokenizer]",
+        "test_encode[mistral-tokenizer-hello-special-off]",
+        "test_first_token[mistral-tokenizer-japanese]",
+    ):
         assert f"FAILED tests/behaviour/test_tokenizer.py::{unaffected}" not in out
     assert "Traceback" not in out
 
@@ -85,8 +102,12 @@ def test_usage_errors_exit_4_with_a_message(run_suite, tmp_path, args, messages)
 
 def test_unloadable_model_stops_the_session_with_one_message(run_suite):
     result = run_suite(
-        "tests/behaviour", "--card", "smollm2-135m-instruct", "--model", "no-such-org/no-such-model",
-         env={"HF_HUB_OFFLINE": "1"},
+        "tests/behaviour",
+        "--card",
+        "smollm2-135m-instruct",
+        "--model",
+        "no-such-org/no-such-model",
+        env={"HF_HUB_OFFLINE": "1"},
     )
     out = result.stdout + result.stderr
     assert result.returncode == 4, out
@@ -100,8 +121,14 @@ def test_unloadable_model_under_two_workers_stops_the_session_with_the_message(r
     INTERNALERROR: the first test's setup carries the message and the session stops with it.
     (One worker here: the same worker code path, half the start-up.)"""
     result = run_suite(
-        "tests/behaviour/test_model.py", "-n", "1", "--card", "smollm2-135m-instruct",
-        "--model", "no-such-org/no-such-model", env={"HF_HUB_OFFLINE": "1"},
+        "tests/behaviour/test_model.py",
+        "-n",
+        "1",
+        "--card",
+        "smollm2-135m-instruct",
+        "--model",
+        "no-such-org/no-such-model",
+        env={"HF_HUB_OFFLINE": "1"},
     )
     out = result.stdout + result.stderr
     assert result.returncode == pytest.ExitCode.INTERRUPTED, out
@@ -118,7 +145,10 @@ def test_list_cards_from_the_command_line():
     user's shell would."""
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--list-cards"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "mistral-7b-v0.1 [gpu]:" in result.stdout and "tiny-mistral:" in result.stdout
@@ -126,8 +156,12 @@ def test_list_cards_from_the_command_line():
 
 def test_report_is_self_contained_with_environment_and_token_table(run_suite, tmp_path):
     result = run_suite(
-        "tests/behaviour/test_tokenizer.py", "tests/behaviour/test_model.py",
-        "--card", "mistral-tokenizer", "--card", "tiny-mistral",
+        "tests/behaviour/test_tokenizer.py",
+        "tests/behaviour/test_model.py",
+        "--card",
+        "mistral-tokenizer",
+        "--card",
+        "tiny-mistral",
     )
     assert result.returncode == 0, result.stdout
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
@@ -149,7 +183,9 @@ def test_wrong_expectation_in_a_model_card_names_card_field_expected_obtained(ru
     card_file = tmp_path / "tiny-mistral.yaml"
     original = (REPO_ROOT / "fixtures" / "cards" / "tiny-mistral.yaml").read_text(encoding="utf-8")
     assert "embedding_shape: [32000, 64]" in original
-    card_file.write_text(original.replace("embedding_shape: [32000, 64]", "embedding_shape: [32000, 4096]"), encoding="utf-8")
+    card_file.write_text(
+        original.replace("embedding_shape: [32000, 64]", "embedding_shape: [32000, 4096]"), encoding="utf-8"
+    )
     result = run_suite("tests/behaviour/test_model.py", "--card", str(card_file), "-k", "embedding")
     out = result.stdout
     assert result.returncode == 1, out
@@ -171,7 +207,9 @@ def test_report_shows_the_figures_and_texts_of_every_model_subject_run_by_two_wo
     tiny-mistral-tok, a name that starts with the model card's. One model card, not two:
     a second would cost its worker the ~5 s import of transformers' model code."""
     cards_dir = REPO_ROOT / "fixtures" / "cards"
-    vocab_table = yaml.safe_load((cards_dir / "mistral-tokenizer.yaml").read_text(encoding="utf-8"))["expect"]["tokenizer"]["vocab_table"]
+    vocab_table = yaml.safe_load((cards_dir / "mistral-tokenizer.yaml").read_text(encoding="utf-8"))["expect"][
+        "tokenizer"
+    ]["vocab_table"]
     model_card = yaml.safe_load((cards_dir / "tiny-mistral.yaml").read_text(encoding="utf-8"))
     model_card["expect"]["tokenizer"]["vocab_table"] = vocab_table
     (tmp_path / "tiny-mistral.yaml").write_text(yaml.safe_dump(model_card, allow_unicode=True), encoding="utf-8")
@@ -184,9 +222,18 @@ def test_report_shows_the_figures_and_texts_of_every_model_subject_run_by_two_wo
     shutil.copy(REPO_ROOT / "fixtures" / "snapshots" / "mistral-tokenizer" / "cpu.json", snapshots / "cpu.json")
     cards = ("tiny-mistral-tok", "tiny-mistral")  # longest first, as the plugin matches
     result = run_suite(
-        "tests/behaviour", "-n", "2", "-v", "--card", str(tmp_path / "tiny-mistral.yaml"),
-        "--card", str(tmp_path / "tiny-mistral-tok.yaml"), "--snapshot-dir", str(snapshots.parent),
-        "-k", "top_next_token or own_temperature or vocab_table or (matches_snapshot and tok)",
+        "tests/behaviour",
+        "-n",
+        "2",
+        "-v",
+        "--card",
+        str(tmp_path / "tiny-mistral.yaml"),
+        "--card",
+        str(tmp_path / "tiny-mistral-tok.yaml"),
+        "--snapshot-dir",
+        str(snapshots.parent),
+        "-k",
+        "top_next_token or own_temperature or vocab_table or (matches_snapshot and tok)",
     )
     assert result.returncode == 0, result.stdout
     ran = re.findall(r"\[(gw\d)\] \[ *\d+%\] PASSED tests/behaviour/\S+?\[(\S+)\]", result.stdout)
@@ -212,8 +259,16 @@ def test_benchmarks_save_json_compare_with_a_second_run_and_fill_the_report_tabl
     """Issue 5's loop on one quick benchmark: a run saves JSON (and autosaves to the
     storage), a second run compares against the first, and the report has the table."""
     storage = f"file://{tmp_path / 'storage'}"
-    selection = ["-m", "benchmark", "tests/benchmarks", "--card", "tiny-mistral",
-                 "-k", "decode_tokens_per_second and greedy and batch1", f"--benchmark-storage={storage}"]
+    selection = [
+        "-m",
+        "benchmark",
+        "tests/benchmarks",
+        "--card",
+        "tiny-mistral",
+        "-k",
+        "decode_tokens_per_second and greedy and batch1",
+        f"--benchmark-storage={storage}",
+    ]
     first = run_suite(*selection, f"--benchmark-json={tmp_path / 'first.json'}", "--benchmark-autosave")
     assert first.returncode == 0, first.stdout
     saved = json.loads((tmp_path / "first.json").read_text(encoding="utf-8"))
@@ -291,8 +346,13 @@ def test_a_card_with_only_the_bos_off_substrings_runs_the_continuation_check(run
         card["expect"]["greedy"] = {"without_bos_contains": [substring]}
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(card, allow_unicode=True), encoding="utf-8")
     result = run_suite(
-        "tests/behaviour/test_decoding.py", "-k", "continuation_contains",
-        "--card", str(tmp_path / "tiny-holds.yaml"), "--card", str(tmp_path / "tiny-lacks.yaml"),
+        "tests/behaviour/test_decoding.py",
+        "-k",
+        "continuation_contains",
+        "--card",
+        str(tmp_path / "tiny-holds.yaml"),
+        "--card",
+        str(tmp_path / "tiny-lacks.yaml"),
     )
     assert "1 failed, 1 passed" in result.stdout, result.stdout
     assert "FAILED tests/behaviour/test_decoding.py::test_greedy_continuation_contains[tiny-lacks]" in result.stdout

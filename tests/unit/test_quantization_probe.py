@@ -24,7 +24,9 @@ from probes.subjects import Subject, SubjectLoadError
 
 def _tiny(quantization: str = "nf4", **load) -> Subject:
     card = find_card("tiny-mistral")
-    return Subject(dataclasses.replace(card, load={"device": "cpu", "dtype": "float16", "quantization": quantization, **load}))
+    return Subject(
+        dataclasses.replace(card, load={"device": "cpu", "dtype": "float16", "quantization": quantization, **load})
+    )
 
 
 # ------------------------------------------------------------- Q1: loaded as asked
@@ -81,7 +83,14 @@ def test_layer_expectations_catch_a_skipped_module_and_pass_double_quantization(
 
     card = dataclasses.replace(
         find_card("tiny-mistral"),
-        expect={"quantization": {"method": "nf4", "linear_4bit": 14, "full_precision_linear": ["lm_head"], "compute_dtype": "float16"}},
+        expect={
+            "quantization": {
+                "method": "nf4",
+                "linear_4bit": 14,
+                "full_precision_linear": ["lm_head"],
+                "compute_dtype": "float16",
+            }
+        },
     )
     real = subjects._quantization_kwargs
 
@@ -100,7 +109,9 @@ def test_layer_expectations_catch_a_skipped_module_and_pass_double_quantization(
             check_equal(card, f"quantization.{key}", info.as_dict()[key])
 
     monkeypatch.setattr(subjects, "_quantization_kwargs", with_config(llm_int8_skip_modules=["lm_head", "down_proj"]))
-    with pytest.raises(ExpectationMismatch, match=r"field expect\.quantization\.linear_4bit\n  expected: 14\n  obtained: 12"):
+    with pytest.raises(
+        ExpectationMismatch, match=r"field expect\.quantization\.linear_4bit\n  expected: 14\n  obtained: 12"
+    ):
         check(_tiny().quantization)
     monkeypatch.setattr(subjects, "_quantization_kwargs", with_config(bnb_4bit_use_double_quant=True))
     check(_tiny().quantization)
@@ -169,7 +180,10 @@ def test_drift_checks_catch_wrong_dequantization_scales_and_pass_float32_compute
         for layer, absmax in zip(layers, scales):
             layer.weight.quant_state.absmax.copy_(absmax)
     assert [f for f, result in broken.items() if result != "passed"] == [
-        "drift.max_kl", "drift.min_top1_agreement", "drift.min_top10_overlap", "drift.min_greedy_agreeing_tokens",
+        "drift.max_kl",
+        "drift.min_top1_agreement",
+        "drift.min_top10_overlap",
+        "drift.min_greedy_agreeing_tokens",
     ], broken  # the footprint does not change: Q5 is shown by the next test
     try:
         for layer in layers:

@@ -193,7 +193,10 @@ def test_transformers_nucleus_agrees_with_the_own_definition():
     assert ours.ids == theirs.ids and len(ours.ids) > 10
     assert ours.probs == pytest.approx(theirs.probs, rel=1e-5)
     assert sum(theirs.probs) == pytest.approx(1.0, abs=1e-5)
-    assert sp.transformers_nucleus(logits_from([0.1, 0.6, 0.3]), 0.8).as_dict() == {"ids": [1, 2], "probs": pytest.approx([2 / 3, 1 / 3], abs=1e-6)}
+    assert sp.transformers_nucleus(logits_from([0.1, 0.6, 0.3]), 0.8).as_dict() == {
+        "ids": [1, 2],
+        "probs": pytest.approx([2 / 3, 1 / 3], abs=1e-6),
+    }
 
 
 def test_nucleus_orders_equal_probabilities_by_id():

@@ -56,8 +56,10 @@ def observed() -> dict:
         "temperature": {"entropy": {"0.4": 1.0, "1.0": 2.0}},
         "greedy": {"bos": {"prompt_ids": [1, 5], "ids": [7, 3, 4], "text": "a b c", "margins": [1.0, 1.0, 1.0]}},
         "embedding": {
-            "words": ["x", "y"], "sub_ids": {"x": [10], "y": [11, 12]},
-            "row_norms": {"x": [1.0], "y": [2.0, 3.0]}, "cosine": [[1.0, 0.5], [0.5, 1.0]],
+            "words": ["x", "y"],
+            "sub_ids": {"x": [10], "y": [11, 12]},
+            "row_norms": {"x": [1.0], "y": [2.0, 3.0]},
+            "cosine": [[1.0, 0.5], [0.5, 1.0]],
         },
         "sampled": {"seed": 0, "hot": {"ids": [[1, 2], [3, 4]], "texts": ["u", "v"]}},
     }
@@ -74,7 +76,9 @@ def changed(path: str, value) -> dict:
 
 
 def diffs_of(current, recorded=None, tolerances=None, rec_prov=None, cur_prov=None) -> list[str]:
-    return [str(d) for d in snapshots.compare(recorded or observed(), current, tolerances or {}, None, rec_prov, cur_prov)]
+    return [
+        str(d) for d in snapshots.compare(recorded or observed(), current, tolerances or {}, None, rec_prov, cur_prov)
+    ]
 
 
 def test_identical_observations_have_no_difference():
@@ -86,27 +90,71 @@ def test_identical_observations_have_no_difference():
     [
         ("tokenizer/vocab_size", 101, ["[error] tokenizer.vocab_size: 100 -> 101"]),
         ("tokenizer/bos_token_id", None, ["[error] tokenizer.bos_token_id: 1 -> None"]),
-        ("tokenizer/ids/hi/special", [1, 5, 9], ["[error] tokenizer.ids['hi']: (special tokens on) [1, 5, 6] -> [1, 5, 9], first difference at position 2"]),
-        ("tokenizer/ids/hi/plain", [5], ["[error] tokenizer.ids['hi']: (special tokens off) [5, 6] -> [5], first difference at position 1"]),
+        (
+            "tokenizer/ids/hi/special",
+            [1, 5, 9],
+            ["[error] tokenizer.ids['hi']: (special tokens on) [1, 5, 6] -> [1, 5, 9], first difference at position 2"],
+        ),
+        (
+            "tokenizer/ids/hi/plain",
+            [5],
+            ["[error] tokenizer.ids['hi']: (special tokens off) [5, 6] -> [5], first difference at position 1"],
+        ),
         ("tokenizer/ids", {}, []),  # a text this run does not probe
-        ("next_token/prompt_ids", [1, 6], ["[error] next_token.prompt_ids: [1, 5] -> [1, 6]"]),  # entropies not compared then
+        (
+            "next_token/prompt_ids",
+            [1, 6],
+            ["[error] next_token.prompt_ids: [1, 5] -> [1, 6]"],
+        ),  # entropies not compared then
         ("next_token/top_probs", [0.5, 0.30005, 0.1], []),  # within prob_atol 1e-4
-        ("next_token/top_probs", [0.5, 0.3002, 0.1], ["[error] next_token.probs: max |delta p| 2.00e-04 at id 8 exceeds prob_atol 1e-04"]),
-        ("temperature/entropy", {"0.4": 1.0, "1.0": 2.002}, ["[error] temperature[1.0]: entropy 2.0 -> 2.002 (entropy_atol 0.001)"]),
+        (
+            "next_token/top_probs",
+            [0.5, 0.3002, 0.1],
+            ["[error] next_token.probs: max |delta p| 2.00e-04 at id 8 exceeds prob_atol 1e-04"],
+        ),
+        (
+            "temperature/entropy",
+            {"0.4": 1.0, "1.0": 2.002},
+            ["[error] temperature[1.0]: entropy 2.0 -> 2.002 (entropy_atol 0.001)"],
+        ),
         ("temperature/entropy", {"0.4": 1.0}, ["[error] temperature[1.0]: entropy 2.0 -> None (entropy_atol 0.001)"]),
         ("greedy/bos/ids", [7, 3], ["[error] greedy.bos: length 3 -> 2 new tokens"]),
         ("greedy/bos/prompt_ids", [5], ["[error] greedy.bos: prompt ids [1, 5] -> [5]"]),
         # another prompt: its continuation is not compared with the old one's
-        ("greedy/bos", {"prompt_ids": [5], "ids": [9], "text": "z", "margins": [1.0]}, ["[error] greedy.bos: prompt ids [1, 5] -> [5]"]),
+        (
+            "greedy/bos",
+            {"prompt_ids": [5], "ids": [9], "text": "z", "margins": [1.0]},
+            ["[error] greedy.bos: prompt ids [1, 5] -> [5]"],
+        ),
         ("embedding/sub_ids/y", [11], ["[error] embedding.sub_ids[y]: [11, 12] -> [11]"]),
-        ("embedding/row_norms/y", [2.0, 3.001], ["[error] embedding.row_norms[y]: [2.0, 3.0] -> [2.0, 3.001] (norm_rtol 1e-05)"]),
+        (
+            "embedding/row_norms/y",
+            [2.0, 3.001],
+            ["[error] embedding.row_norms[y]: [2.0, 3.0] -> [2.0, 3.001] (norm_rtol 1e-05)"],
+        ),
         ("embedding/row_norms/y", [2.0], ["[error] embedding.row_norms[y]: [2.0, 3.0] -> [2.0] (norm_rtol 1e-05)"]),
-        ("embedding/cosine", [[1.0, 0.5001], [0.5001, 1.0]], ["[error] embedding.cosine: cos(x, y) 0.5 -> 0.5001; max |delta| 1.00e-04 exceeds cosine_atol 1e-05"]),
+        (
+            "embedding/cosine",
+            [[1.0, 0.5001], [0.5001, 1.0]],
+            ["[error] embedding.cosine: cos(x, y) 0.5 -> 0.5001; max |delta| 1.00e-04 exceeds cosine_atol 1e-05"],
+        ),
         ("embedding/cosine", [[1.0]], ["[error] embedding.cosine: shape (2, 2) -> (1, 1)"]),
-        ("sampled/hot", {"ids": [[1, 2], [3, 5]], "texts": ["u", "w"]}, ["[error] sampled.hot: 1 of 2 samples changed with the same seed and provenance"]),
-        ("sampled/hot", {"ids": [[9, 2], [3, 5]], "texts": ["t", "w"]}, ["[error] sampled.hot: 2 of 2 samples changed with the same seed and provenance"]),
+        (
+            "sampled/hot",
+            {"ids": [[1, 2], [3, 5]], "texts": ["u", "w"]},
+            ["[error] sampled.hot: 1 of 2 samples changed with the same seed and provenance"],
+        ),
+        (
+            "sampled/hot",
+            {"ids": [[9, 2], [3, 5]], "texts": ["t", "w"]},
+            ["[error] sampled.hot: 2 of 2 samples changed with the same seed and provenance"],
+        ),
         ("sampled/seed", 1, []),  # another --seed: other samples are expected
-        ("embedding/row_norms", {"x": [1.0]}, ["[error] embedding.row_norms[y]: [2.0, 3.0] -> [] (norm_rtol 1e-05)"]),  # a word gone
+        (
+            "embedding/row_norms",
+            {"x": [1.0]},
+            ["[error] embedding.row_norms[y]: [2.0, 3.0] -> [] (norm_rtol 1e-05)"],
+        ),  # a word gone
     ],
 )
 def test_each_change_is_one_precise_difference(path, value, expected):
@@ -170,16 +218,25 @@ def test_a_top1_change_is_a_warning_only_within_the_recorded_gap():
 def test_every_greedy_run_is_compared_whatever_the_one_before_it_showed():
     def two_runs(bos: dict) -> dict:
         current = observed()
-        current["greedy"] = {"bos": bos, "no-bos": {"prompt_ids": [5], "ids": [7, 3], "text": "a b", "margins": [1.0, 1.0]}}
+        current["greedy"] = {
+            "bos": bos,
+            "no-bos": {"prompt_ids": [5], "ids": [7, 3], "text": "a b", "margins": [1.0, 1.0]},
+        }
         return current
 
     recorded = two_runs(observed()["greedy"]["bos"])
     second = "[error] greedy.no-bos: length 3 -> 2 new tokens"
     recorded["greedy"]["no-bos"]["ids"] = [7, 3, 4]
     for bos, first in (
-        ({"prompt_ids": [1, 6], "ids": [7, 3, 4], "text": "a b c", "margins": [1.0] * 3}, ["[error] greedy.bos: prompt ids [1, 5] -> [1, 6]"]),
+        (
+            {"prompt_ids": [1, 6], "ids": [7, 3, 4], "text": "a b c", "margins": [1.0] * 3},
+            ["[error] greedy.bos: prompt ids [1, 5] -> [1, 6]"],
+        ),
         (observed()["greedy"]["bos"], []),  # unchanged
-        ({"prompt_ids": [1, 5], "ids": [7, 3], "text": "a b", "margins": [1.0] * 2}, ["[error] greedy.bos: length 3 -> 2 new tokens"]),
+        (
+            {"prompt_ids": [1, 5], "ids": [7, 3], "text": "a b", "margins": [1.0] * 2},
+            ["[error] greedy.bos: length 3 -> 2 new tokens"],
+        ),
     ):
         assert diffs_of(two_runs(bos), recorded=recorded) == [*first, second]
 
@@ -189,7 +246,9 @@ def test_a_top1_swap_exactly_at_the_tolerance_is_a_warning():
     recorded = changed("next_token/top_probs", [0.5 + tolerance, 0.5, 0.0])
     current = changed("next_token/top_ids", [8, 7, 9])
     current["next_token"]["top_probs"] = [0.5 + tolerance, 0.5, 0.0]
-    assert diffs_of(current, recorded=recorded, tolerances={"prob_atol": tolerance})[-1].startswith("[warning] next_token.top1: 7 -> 8")
+    assert diffs_of(current, recorded=recorded, tolerances={"prob_atol": tolerance})[-1].startswith(
+        "[warning] next_token.top1: 7 -> 8"
+    )
 
 
 def test_a_greedy_flip_without_the_model_is_an_error_with_both_texts():
@@ -210,14 +269,18 @@ def test_tolerances_from_the_card_replace_the_defaults():
 def test_a_model_on_one_side_only_is_one_error():
     tokenizer_only = {"tokenizer": observed()["tokenizer"]}
     assert diffs_of(tokenizer_only) == ["[error] model: the snapshot and this run disagree on whether there is a model"]
-    assert diffs_of(observed(), recorded=tokenizer_only) == ["[error] model: the snapshot and this run disagree on whether there is a model"]
+    assert diffs_of(observed(), recorded=tokenizer_only) == [
+        "[error] model: the snapshot and this run disagree on whether there is a model"
+    ]
     assert diffs_of(tokenizer_only, recorded=tokenizer_only) == []
 
 
 def test_sampled_texts_are_compared_only_under_the_same_provenance():
     prov = {"torch": "2.13.0", "transformers": "5.23.0", "device": "cpu", "dtype": "float32", "cpu threads": 2}
     current = changed("sampled/hot", {"ids": [[9, 9], [3, 4]], "texts": ["z", "v"]})
-    assert diffs_of(current, rec_prov=prov, cur_prov=prov) == ["[error] sampled.hot: 1 of 2 samples changed with the same seed and provenance"]
+    assert diffs_of(current, rec_prov=prov, cur_prov=prov) == [
+        "[error] sampled.hot: 1 of 2 samples changed with the same seed and provenance"
+    ]
     for key in ("torch", "transformers", "device", "dtype", "cpu threads"):
         other = prov | {key: "other"}
         assert diffs_of(current, rec_prov=prov, cur_prov=other) == []
@@ -228,7 +291,12 @@ def test_sampled_texts_are_compared_only_under_the_same_provenance():
 
 def test_softmax64_is_a_stable_distribution():
     p = snapshots.softmax64(np.array([1000.0, 1000.0, 0.0]))
-    assert p.dtype == np.float64 and p[0] == pytest.approx(0.5) and p[2] == pytest.approx(0.0) and p.sum() == pytest.approx(1.0)
+    assert (
+        p.dtype == np.float64
+        and p[0] == pytest.approx(0.5)
+        and p[2] == pytest.approx(0.0)
+        and p.sum() == pytest.approx(1.0)
+    )
 
 
 def test_first_diff_is_the_first_unequal_position_or_the_shorter_length():
@@ -238,6 +306,7 @@ def test_first_diff_is_the_first_unequal_position_or_the_shorter_length():
 
 
 # ------------------------------------- the near-tie judgement, with a stand-in tokenizer
+
 
 class ShowId:
     """A stand-in tokenizer for the near-tie messages: decode([i]) is '<i>'."""
@@ -289,8 +358,12 @@ def test_softmax64_works_in_float64_whatever_the_input():
 def test_summary_line_lists_every_change_and_place():
     before = {"torch": "1", "transformers": "1"}
     after = {"torch": "2", "transformers": "2"}
-    diffs = [snapshots.Difference("error", "b", "x"), snapshots.Difference("error", "a", "y"),
-             snapshots.Difference("warning", "d", "z"), snapshots.Difference("warning", "c", "w")]
+    diffs = [
+        snapshots.Difference("error", "b", "x"),
+        snapshots.Difference("error", "a", "y"),
+        snapshots.Difference("warning", "d", "z"),
+        snapshots.Difference("warning", "c", "w"),
+    ]
     assert snapshots.summary_line(before, after, diffs) == (
         "torch 1 -> 2, transformers 1 -> 2: 2 error(s) in a, b; 2 warning(s) in c, d"
     )
@@ -304,6 +377,7 @@ def test_a_cuda_subject_is_classed_by_compute_capability(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d: asked.append(d) or (9, 0))
     subject = SimpleNamespace(card=SimpleNamespace(has_model=True), model=SimpleNamespace(device=device))
     assert snapshots.device_class(subject) == "cuda-sm90" and asked == [device]
+
 
 # ------------------------------------------------------------------- snapshot files
 
@@ -337,7 +411,9 @@ def test_missing_corrupt_and_foreign_snapshots_say_how_to_fix(tmp_path):
 
 def test_summary_line_names_what_changed():
     diffs = [snapshots.Difference("warning", "greedy.bos", "x"), snapshots.Difference("error", "next_token.probs", "y")]
-    line = snapshots.summary_line({"transformers": "4.57.6", "torch": "2.13.0"}, {"transformers": "5.23.0", "torch": "2.13.0"}, diffs)
+    line = snapshots.summary_line(
+        {"transformers": "4.57.6", "torch": "2.13.0"}, {"transformers": "5.23.0", "torch": "2.13.0"}, diffs
+    )
     assert line == "transformers 4.57.6 -> 5.23.0: 1 error(s) in next_token.probs; 1 warning(s) in greedy.bos"
 
 
@@ -363,7 +439,7 @@ def test_record_creates_missing_folders_and_writes_a_loadable_snapshot(tmp_path)
 
 @pytest.mark.parametrize(
     "content",
-    ['[1, 2]', '{"format": 1}', '{"format": 2, "observed": {}}', '{"observed": {}}'],
+    ["[1, 2]", '{"format": 1}', '{"format": 2, "observed": {}}', '{"observed": {}}'],
     ids=["a-list", "no-observed", "other-format", "no-format"],
 )
 def test_a_snapshot_of_another_shape_is_refused(tmp_path, content):
@@ -397,14 +473,21 @@ def test_legacy_flag_is_caught_on_the_text_it_changes():
     recorded = snapshots.observe(tokenizer_subject())
     diffs = compare_with(tokenizer_subject(legacy=False), recorded)
     assert [d.where for d in diffs] == ["tokenizer.ids['Hello <s>world']"] * 2
-    assert "(special tokens on) [1, 22557, 28705, 1, 1526] -> [1, 22557, 28705, 1, 9471], first difference at position 4" in str(diffs[0])
+    assert (
+        "(special tokens on) [1, 22557, 28705, 1, 1526] -> [1, 22557, 28705, 1, 9471], first difference at position 4"
+        in str(diffs[0])
+    )
 
 
 def test_add_bos_token_flag_is_caught():
     recorded = snapshots.observe(tokenizer_subject())
     diffs = compare_with(tokenizer_subject(add_bos_token=False), recorded)
     assert diffs and all(d.severity == "error" for d in diffs)
-    assert any("(special tokens on) [1, 415, 5565, 302, 4720, 349] -> [415, 5565, 302, 4720, 349], first difference at position 0" in str(d) for d in diffs)
+    assert any(
+        "(special tokens on) [1, 415, 5565, 302, 4720, 349] -> [415, 5565, 302, 4720, 349], "
+        "first difference at position 0" in str(d)
+        for d in diffs
+    )
 
 
 def _probed_id(recorded, word="king"):
@@ -463,8 +546,13 @@ def test_a_flip_the_recording_made_by_a_wide_margin_is_no_tie(tiny_recorded, tin
     step = ob.greedy(subject, True).step_logits[0][0]
     doctored["greedy"]["bos"]["ids"][0] = int(torch.topk(torch.as_tensor(step), 2).indices[1])
     doctored["greedy"]["bos"]["margins"][0] = 5.0
-    flips = [d for d in snapshots.compare(doctored, snapshots.observe(subject), {"logit_tie": 1.0}, subject) if d.where == "greedy.bos"]
+    flips = [
+        d
+        for d in snapshots.compare(doctored, snapshots.observe(subject), {"logit_tie": 1.0}, subject)
+        if d.where == "greedy.bos"
+    ]
     assert [d.severity for d in flips] == ["error"] and "which is no tie" in flips[0].message
+
 
 def test_a_recording_without_margins_is_judged_on_this_runs_gap_alone(tiny_recorded, tiny_unchanged):
     """A snapshot written before margins were recorded: a flip within logit_tie of this
@@ -475,11 +563,17 @@ def test_a_recording_without_margins_is_judged_on_this_runs_gap_alone(tiny_recor
     step = ob.greedy(subject, True).step_logits[0][0]
     doctored["greedy"]["bos"]["ids"][0] = int(torch.topk(torch.as_tensor(step), 2).indices[1])
     del doctored["greedy"]["bos"]["margins"]
-    flips = [d for d in snapshots.compare(doctored, snapshots.observe(subject), {"logit_tie": 1e3}, subject) if d.where == "greedy.bos"]
+    flips = [
+        d
+        for d in snapshots.compare(doctored, snapshots.observe(subject), {"logit_tie": 1e3}, subject)
+        if d.where == "greedy.bos"
+    ]
     assert [d.severity for d in flips] == ["warning"] and "a near-tie" in flips[0].message
 
 
-def test_a_recorded_top_token_outside_this_runs_top_20_is_read_from_the_full_distribution(tiny_recorded, tiny_unchanged):
+def test_a_recorded_top_token_outside_this_runs_top_20_is_read_from_the_full_distribution(
+    tiny_recorded, tiny_unchanged
+):
     """With the model at hand the recorded top ids are looked up in this run's whole
     distribution, not in the top 20 it keeps: a token that left the top 20 with an
     unchanged probability is no difference."""
@@ -520,10 +614,23 @@ def test_provenance_reads_versions_device_and_files_from_the_run():
 
     env = environment_info()
     prov = snapshots.provenance(tokenizer_subject())
-    assert sorted(prov) == sorted([
-        "python", "torch", "transformers", "tokenizers", "device", "gpu", "cpu threads", "dtype",
-        "quantization", "model source", "files", "revision", "recorded",
-    ])
+    assert sorted(prov) == sorted(
+        [
+            "python",
+            "torch",
+            "transformers",
+            "tokenizers",
+            "device",
+            "gpu",
+            "cpu threads",
+            "dtype",
+            "quantization",
+            "model source",
+            "files",
+            "revision",
+            "recorded",
+        ]
+    )
     for key in ("python", "torch", "transformers", "tokenizers", "gpu", "cpu threads"):
         assert prov[key] == env[key], key
     assert (prov["device"], prov["dtype"], prov["quantization"], prov["revision"]) == ("cpu", "-", "none", None)
@@ -540,7 +647,10 @@ def test_observe_holds_every_probe_of_a_model_subject(tiny_recorded):
     assert sorted(recorded) == ["embedding", "greedy", "next_token", "sampled", "temperature", "tokenizer"]
     tok = recorded["tokenizer"]
     assert (tok["vocab_size"], tok["bos_token_id"]) == (32000, 1)
-    assert tok["ids"]["The capital of Japan is"] == {"special": [1, 415, 5565, 302, 4720, 349], "plain": [415, 5565, 302, 4720, 349]}
+    assert tok["ids"]["The capital of Japan is"] == {
+        "special": [1, 415, 5565, 302, 4720, 349],
+        "plain": [415, 5565, 302, 4720, 349],
+    }
     nt = recorded["next_token"]
     assert nt["prompt"] == "The capital of Japan is" and nt["prompt_ids"] == [1, 415, 5565, 302, 4720, 349]
     assert len(nt["top_ids"]) == len(set(nt["top_ids"])) == len(nt["top_probs"]) == snapshots.TOP_N
@@ -557,10 +667,15 @@ def test_observe_holds_every_probe_of_a_model_subject(tiny_recorded):
     emb = recorded["embedding"]
     assert len(emb["words"]) == 20 and emb["words"][:2] == ["king", "queen"]
     assert [len(emb["row_norms"][w]) for w in emb["words"]] == [len(emb["sub_ids"][w]) for w in emb["words"]]
-    assert len(emb["cosine"]) == 20 and all(len(row) == 20 and row[i] == pytest.approx(1.0) for i, row in enumerate(emb["cosine"]))
+    assert len(emb["cosine"]) == 20 and all(
+        len(row) == 20 and row[i] == pytest.approx(1.0) for i, row in enumerate(emb["cosine"])
+    )
     assert recorded["sampled"]["seed"] == 0
     assert sorted(k for k in recorded["sampled"] if k != "seed") == ["hot", "near-greedy", "warm"]
-    assert all(len(recorded["sampled"][r]["ids"]) == len(recorded["sampled"][r]["texts"]) == 5 for r in ("hot", "near-greedy", "warm"))
+    assert all(
+        len(recorded["sampled"][r]["ids"]) == len(recorded["sampled"][r]["texts"]) == 5
+        for r in ("hot", "near-greedy", "warm")
+    )
 
 
 def test_a_tokenizer_only_subject_has_the_cpu_class_and_only_tokenizer_observations(tmp_path):
