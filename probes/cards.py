@@ -23,6 +23,7 @@ an unknown section or field is an error.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -285,7 +286,7 @@ MODEL_SOURCES = ("hf", "package-gguf", "random-init")
 DEVICES_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 DTYPES = ("float32", "float16", "bfloat16", "auto")
 QUANTIZATIONS = ("none", "nf4", "int8")
-KNOWN_MARKS = ("gpu", "slow")
+KNOWN_MARKS = ("gpu",)
 # the sections a card may leave out of its snapshot (snapshot.leave_out): a slow model
 # (NF4 on CPU decodes at ~0.2 s a token) records what it can afford
 LEAVABLE_SECTIONS = ("greedy", "embedding", "sampled")
@@ -454,6 +455,18 @@ def _reason(entries: tuple[dict[str, str], ...], test: str, case: str | None) ->
         if entry["test"] == test and entry.get("case") in (None, case):
             return entry["reason"]
     return None
+
+
+def looks_like_local_path(source_id: str) -> bool:
+    """Whether a model/tokenizer id means a folder on disk rather than a hub id
+    ("org/name" or "name"): it exists, is absolute, starts with ".", "~", or has more
+    than one "/". One rule for --model and for the load error messages."""
+    return (
+        source_id.startswith((".", "~"))
+        or os.path.isabs(source_id)
+        or os.path.exists(os.path.expanduser(source_id))
+        or source_id.strip("/").count("/") > 1
+    )
 
 
 def _single_gguf(model_id: str) -> str | None:

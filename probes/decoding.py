@@ -68,15 +68,6 @@ class NextToken:
         """'19081: Tokyo' — the article's bar labels."""
         return [f"{i}: {t}" for i, t in zip(self.top_ids, self.top_tokens)]
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "prompt": self.prompt,
-            "input_ids": list(self.input_ids),
-            "top_ids": list(self.top_ids),
-            "top_tokens": list(self.top_tokens),
-            "top_probs": list(self.top_probs),
-        }
-
 
 def next_token(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, prompt: str, k: int = 10) -> NextToken:
     import torch
@@ -108,9 +99,6 @@ class TemperatureSweep:
     max_probs: tuple[float, ...]
     top_ids: tuple[int, ...]  # the k ids shown in the panels (most likely at T=1)
     top_probs: tuple[tuple[float, ...], ...]  # per temperature, probs of top_ids
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def temperature_sweep(logits: np.ndarray, temperatures: list[float], k: int = 10) -> TemperatureSweep:
@@ -223,11 +211,6 @@ class Generation:
 
     def share_containing(self, text: str) -> float:
         return sum(text in t for t in self.texts) / len(self.texts)
-
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("step_logits")
-        return d
 
 
 def _strip_padding(row: list[int], eos_id: int | None) -> tuple[int, ...]:
@@ -601,9 +584,6 @@ class BatchComparison:
     @property
     def identical(self) -> bool:
         return self.first_difference is None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def batch_invariance(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,9 +19,6 @@ class WordVectors:
     groups: tuple[str, ...]  # group name of each word
     sub_ids: tuple[tuple[int, ...], ...]  # the ids averaged for each word
     vectors: np.ndarray  # (words, hidden) float32
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"words": list(self.words), "groups": list(self.groups), "sub_ids": [list(s) for s in self.sub_ids]}
 
 
 def word_vectors(
@@ -64,9 +61,6 @@ class GroupCoherence:
     @property
     def margin(self) -> float:
         return self.intra - self.inter
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"group": self.group, "intra": self.intra, "inter": self.inter, "margin": self.margin}
 
 
 def group_coherence(cosine: np.ndarray, groups: tuple[str, ...]) -> dict[str, GroupCoherence]:

@@ -20,13 +20,24 @@ from typing import Any
 
 import pytest
 
-from .cards import DEVICES_RE, DTYPES, Card, CardError, available_cards, cards_dirs, find_card, unknown_expect_path
+from .cards import (
+    DEVICES_RE,
+    DTYPES,
+    Card,
+    CardError,
+    available_cards,
+    cards_dirs,
+    find_card,
+    looks_like_local_path,
+    unknown_expect_path,
+)
 from .subjects import Subject, SubjectLoadError, environment_info
 
 SELECTED_CARDS = pytest.StashKey[list[Card]]()
 SUBJECTS = pytest.StashKey[dict[str, Subject]]()
 
-SUBJECT_FIXTURES = {"subject": "tokenizer", "model_subject": "model", "loaded_subject": "tokenizer"}
+# the fixtures lm-probes parametrizes over cards (model_subject: cards with a model only)
+SUBJECT_FIXTURES = ("subject", "model_subject", "loaded_subject")
 # card -> what its snapshot test found, for the report's "Changes since snapshot"
 SNAPSHOT_RESULTS = pytest.StashKey[dict[str, dict[str, Any]]]()
 # section -> card -> HTML fragments that tests put in the report's summary
@@ -139,7 +150,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs CUDA; runs only with `-m gpu` (the GPU cards)")
     config.addinivalue_line("markers", "benchmark: timing benchmark; runs only with `-m benchmark`")
-    config.addinivalue_line("markers", "slow: takes more than a few seconds")
     config.addinivalue_line(
         "markers",
         "observation(*ids, expects=None): the SPEC observations a test checks and the card field it "
@@ -195,7 +205,7 @@ def _select_cards(config: pytest.Config) -> list[Card]:
                 f"--model {model}: replaces the model of exactly one card, but {len(cards)} are selected "
                 f"({', '.join(c.name for c in cards)}). Add --card NAME."
             )
-        looks_local = model.startswith(("/", "./", "../", "~")) or os.path.exists(model)
+        looks_local = looks_like_local_path(model)
         if looks_local and not Path(model).expanduser().is_dir():
             raise pytest.UsageError(
                 f"--model {model}: no such folder. Give a folder holding a model or tokenizer, or a hub id."

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cards import Card
+from .cards import Card, looks_like_local_path
 from .quantization import QuantizationInfo, bitsandbytes_problem, inspect_quantization, loaded_as_asked
 
 if TYPE_CHECKING:
@@ -147,7 +147,9 @@ def _hub_kwargs(source: dict[str, Any], trust_remote_code: bool = False) -> dict
 
 
 def _describe_missing(source_id: str) -> str:
-    if os.path.isabs(source_id) or source_id.startswith((".", "~")) or os.sep in source_id.strip("/").split("/", 1)[-1]:
+    if looks_like_local_path(source_id):
+        if os.path.exists(os.path.expanduser(source_id)):
+            return f"'{source_id}' is a local path, but not a folder holding a model or tokenizer that could be read"
         return f"'{source_id}' is not an existing folder"
     offline = os.environ.get("HF_HUB_OFFLINE")
     hint = (

@@ -22,9 +22,6 @@ class Encoding:
     decoded: str  # decode(ids), special tokens kept
     decoded_per_id: tuple[str, ...]  # decode([id]) for each id, as the article prints them
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     def id_line(self) -> str:
         """'1:<s> 415:The 5565:capital' — the per-id view the article prints."""
         return " ".join(f"{i}:{t}" for i, t in zip(self.ids, self.decoded_per_id))
@@ -65,15 +62,6 @@ class BosBehaviour:
     def absent_without_special(self) -> bool:
         return self.bos_id is None or self.bos_id not in self.without_special_ids[:1]
 
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.update(
-            added_by_default=self.added_by_default,
-            default_matches_special=self.default_matches_special,
-            absent_without_special=self.absent_without_special,
-        )
-        return d
-
 
 def bos_behaviour(tokenizer: PreTrainedTokenizerBase, text: str) -> BosBehaviour:
     return BosBehaviour(
@@ -100,9 +88,6 @@ class FirstToken:
     first_id: int
     first_token: str
     first_decoded: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def first_token(tokenizer: PreTrainedTokenizerBase, text: str) -> FirstToken:
@@ -170,11 +155,6 @@ class DuplicateBos:
             "the prompt already holds the BOS text and the tokenizer adds another. "
             "Drop the BOS text from the prompt or encode with add_special_tokens=False."
         )
-
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["duplicated"] = self.duplicated
-        return d
 
 
 def duplicate_bos(tokenizer: PreTrainedTokenizerBase, prompt: str) -> DuplicateBos:

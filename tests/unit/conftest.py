@@ -1,9 +1,11 @@
-"""``run_suite``: the suite run end to end, inside this process.
+"""Shared factories of the library's tests: subjects of the embedded cards
+(``tiny``, ``tiny_card``, ``tokenizer_subject``), and ``run_suite``, the suite run end
+to end inside this process.
 
 A subprocess per case cost 2-3 s of importing torch and transformers each time, so the
 run is ``pytest.main`` here instead (pytest's supported in-process entry point), from
-the repository root: it sees the rootdir, the pyproject addopts, conftest.py and the
-plugin exactly as a user's ``pytest`` would, and loads its own subjects (nothing is
+the repository root: it sees the rootdir, the pyproject addopts and the plugin (its
+pytest11 entry point) exactly as a user's ``pytest`` would, and loads its own subjects (nothing is
 shared with this session). pytester is not used: it drops the modules a run imported
 afterwards, and torch cannot import some of them twice (its operator registry is
 per process).
@@ -12,12 +14,38 @@ per process).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 from dataclasses import dataclass
 
 import pytest
 
-from probes.cards import REPO_ROOT
+from probes.cards import REPO_ROOT, Card, find_card
+from probes.subjects import Subject
+
+# ------------------------------------------------------------------ subject factories
+
+
+def tiny_card(**config) -> Card:
+    """The tiny-mistral card, its model config changed where ``config`` says."""
+    card = find_card("tiny-mistral")
+    if not config:
+        return card
+    return dataclasses.replace(card, model={**card.model, "config": {**card.model["config"], **config}})
+
+
+def tiny(**config) -> Subject:
+    """A fresh tiny-mistral subject (nothing cached, its own model): for a test that
+    changes the model or needs its probes run anew."""
+    return Subject(tiny_card(**config))
+
+
+def tokenizer_subject(**tokenizer_config) -> Subject:
+    """The mistral-tokenizer card's subject, its tokenizer_config changed where asked."""
+    return Subject(find_card("mistral-tokenizer").with_tokenizer_config(**tokenizer_config))
+
+
+# ------------------------------------------------------------------------ run_suite
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ for each of ~20 rows.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib
 import inspect
@@ -33,9 +32,10 @@ import torch
 from probes import decoding as dc
 from probes import sampling as sp
 from probes import snapshots
-from probes.cards import REPO_ROOT, Card, find_card
+from probes.cards import REPO_ROOT, find_card
 from probes.snapshots import SNAPSHOT_DIR
 from probes.subjects import Subject
+from tests.unit.conftest import tiny, tiny_card
 
 # ------------------------------------------------------------------ running a test
 
@@ -98,19 +98,6 @@ def case(card: str, path: str, case_id: str) -> dict:
 
 
 # ------------------------------------------------------------------------ subjects
-
-
-def tiny_card(**config) -> Card:
-    card = find_card("tiny-mistral")
-    return (
-        dataclasses.replace(card, model={**card.model, "config": {**card.model["config"], **config}})
-        if config
-        else card
-    )
-
-
-def tiny(**config) -> Subject:
-    return Subject(tiny_card(**config))
 
 
 def saved_model_folder(subject: Subject, folder: Path, generation_config: dict) -> Path:

@@ -232,3 +232,23 @@ def test_a_users_cards_folder_adds_to_the_shipped_cards_and_wins_on_a_name(tmp_p
     assert find_card("my-card", [tmp_path]).description == "a test card"
     with pytest.raises(CardError, match=r"Unknown card 'my-card'.*or pass the path of a card file"):
         find_card("my-card")
+
+
+@pytest.mark.parametrize(
+    "source_id, local",
+    [
+        ("/abs/folder", True),
+        ("./folder", True),
+        ("~/models/x", True),
+        ("models/org/name", True),  # more than one "/": no hub id
+        ("probes", True),  # exists here (tests run from the repository root)
+        ("org/name", False),
+        ("gpt2", False),
+    ],
+)
+def test_one_rule_tells_a_local_path_from_a_hub_id(source_id, local, monkeypatch):
+    """--model and the load error messages used two different rules (issue 12)."""
+    from probes.cards import REPO_ROOT, looks_like_local_path
+
+    monkeypatch.chdir(REPO_ROOT)
+    assert looks_like_local_path(source_id) is local

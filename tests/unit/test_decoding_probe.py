@@ -10,7 +10,7 @@ from probes.subjects import Subject
 
 
 @pytest.fixture(scope="module")
-def tiny():
+def tiny_tokenizer_and_model():
     subject = Subject(find_card("tiny-mistral"))
     return subject.tokenizer, subject.model
 
@@ -31,14 +31,14 @@ def test_strip_padding_keeps_the_first_eos_only():
     assert dc._strip_padding([5, 6], eos_id=2) == (5, 6)
 
 
-def test_greedy_runs_many_rows_without_num_return_sequences(tiny):
-    tokenizer, model = tiny
+def test_greedy_runs_many_rows_without_num_return_sequences(tiny_tokenizer_and_model):
+    tokenizer, model = tiny_tokenizer_and_model
     g = dc.generate(tokenizer, model, "Hello", max_new_tokens=4, runs=3)
     assert len(g.new_ids) == 3 and g.all_identical and g.settings["do_sample"] is False
 
 
-def test_generate_many_matches_single_prompts(tiny):
-    tokenizer, model = tiny
+def test_generate_many_matches_single_prompts(tiny_tokenizer_and_model):
+    tokenizer, model = tiny_tokenizer_and_model
     prompts = ["The capital of Japan is", "Hi"]
     many = dc.generate_many(tokenizer, model, prompts, max_new_tokens=5)
     alone = [dc.generate(tokenizer, model, p, max_new_tokens=5) for p in prompts]
@@ -47,10 +47,10 @@ def test_generate_many_matches_single_prompts(tiny):
 
 
 @pytest.mark.parametrize("sampling", [False, True], ids=["greedy", "sampled"])
-def test_generate_many_with_runs_keeps_each_prompt_with_its_own_rows(tiny, sampling):
+def test_generate_many_with_runs_keeps_each_prompt_with_its_own_rows(tiny_tokenizer_and_model, sampling):
     """Greedy runs repeat the input rows, sampled runs use num_return_sequences: either
     way each Generation holds its own prompt's ids and rows."""
-    tokenizer, model = tiny
+    tokenizer, model = tiny_tokenizer_and_model
     prompts = ["The capital of Japan is", "Hi"]
     settings = {"do_sample": True, "top_k": 0, "top_p": 1.0, "temperature": 1.0} if sampling else {}
     many = dc.generate_many(tokenizer, model, prompts, max_new_tokens=3, runs=3, seed=0, **settings)
@@ -61,28 +61,28 @@ def test_generate_many_with_runs_keeps_each_prompt_with_its_own_rows(tiny, sampl
         assert [g.new_ids for g in many] == [(a, a, a) for a in alone]
 
 
-def test_batching_leaves_the_tokenizer_as_it_was(tiny):
-    tokenizer, model = tiny
+def test_batching_leaves_the_tokenizer_as_it_was(tiny_tokenizer_and_model):
+    tokenizer, model = tiny_tokenizer_and_model
     side, pad = tokenizer.padding_side, tokenizer.pad_token_id
     assert pad is None  # Mistral defines no pad token: the probe pads with eos itself
     dc.generate_many(tokenizer, model, ["a", "longer prompt"], max_new_tokens=2)
     assert (tokenizer.padding_side, tokenizer.pad_token_id) == (side, pad)
 
 
-def test_empty_prompt_is_refused(tiny):
-    tokenizer, model = tiny
+def test_empty_prompt_is_refused(tiny_tokenizer_and_model):
+    tokenizer, model = tiny_tokenizer_and_model
     with pytest.raises(ValueError, match="the prompt is empty"):
         dc.next_token(tokenizer, model, "  ")
 
 
-def test_prompt_longer_than_the_context_is_refused(tiny):
-    tokenizer, model = tiny
+def test_prompt_longer_than_the_context_is_refused(tiny_tokenizer_and_model):
+    tokenizer, model = tiny_tokenizer_and_model
     with pytest.raises(ValueError, match=r"the prompt is \d+ tokens, but the model's context is 1024"):
         dc.next_token(tokenizer, model, "word " * 1100)
 
 
-def test_sampling_is_reproducible_for_a_seed(tiny):
-    tokenizer, model = tiny
+def test_sampling_is_reproducible_for_a_seed(tiny_tokenizer_and_model):
+    tokenizer, model = tiny_tokenizer_and_model
     a = dc.generate(tokenizer, model, "Hello", max_new_tokens=5, runs=4, do_sample=True, seed=3)
     b = dc.generate(tokenizer, model, "Hello", max_new_tokens=5, runs=4, do_sample=True, seed=3)
     assert a.new_ids == b.new_ids and a.distinct > 1
@@ -93,10 +93,10 @@ def test_sampling_is_reproducible_for_a_seed(tiny):
 # behaviour of a model.
 
 
-def test_next_token_probe_returns_a_sorted_distribution_of_the_last_position(tiny):
+def test_next_token_probe_returns_a_sorted_distribution_of_the_last_position(tiny_tokenizer_and_model):
     import torch
 
-    tokenizer, model = tiny
+    tokenizer, model = tiny_tokenizer_and_model
     result = dc.next_token(tokenizer, model, "The capital of Japan is")
     probs = torch.as_tensor(result.logits, dtype=torch.float64).softmax(-1)
     assert float(probs.sum()) == pytest.approx(1.0, abs=1e-9)
@@ -145,30 +145,30 @@ def test_a_tied_top_logit_is_a_greedy_choice_and_is_stated():
     assert g.not_argmax() == () and g.ties() == ((0, 0, (0, 1)),)
 
 
-def test_every_greedy_run_keeps_its_logits_and_is_the_argmax(tiny):
-    tokenizer, model = tiny
+def test_every_greedy_run_keeps_its_logits_and_is_the_argmax(tiny_tokenizer_and_model):
+    tokenizer, model = tiny_tokenizer_and_model
     g = dc.greedy_runs(tokenizer, model, "Hello", runs=2, max_new_tokens=4)
     assert g.step_logits.shape == (2, 4, 32000)
     assert g.not_argmax() == ()
 
 
-def test_a_sampled_generation_is_not_the_argmax(tiny):
-    tokenizer, model = tiny
+def test_a_sampled_generation_is_not_the_argmax(tiny_tokenizer_and_model):
+    tokenizer, model = tiny_tokenizer_and_model
     g = dc.generate(
         tokenizer, model, "Hello", max_new_tokens=8, runs=3, do_sample=True, top_k=0, seed=0, keep_logits=True
     )
     assert g.not_argmax(), "sampling from a flat random model picked the argmax 24 times in a row"
 
 
-def test_force_bos_puts_bos_in_front_only_where_missing(tiny):
-    tokenizer, _ = tiny
+def test_force_bos_puts_bos_in_front_only_where_missing(tiny_tokenizer_and_model):
+    tokenizer, _ = tiny_tokenizer_and_model
     plain = dc.prompt_ids(tokenizer, "Hello", add_special_tokens=False)
     assert dc.prompt_ids(tokenizer, "Hello", add_special_tokens=False, force_bos=True) == [1, *plain]
     assert dc.prompt_ids(tokenizer, "Hello", add_special_tokens=True, force_bos=True) == [1, *plain]  # not twice
 
 
-def test_greedy_runs_many_are_separate_calls(tiny, monkeypatch):
-    tokenizer, model = tiny
+def test_greedy_runs_many_are_separate_calls(tiny_tokenizer_and_model, monkeypatch):
+    tokenizer, model = tiny_tokenizer_and_model
     calls = []
     real = model.generate
     monkeypatch.setattr(model, "generate", lambda **kw: calls.append(kw["input_ids"].shape[0]) or real(**kw))
@@ -177,8 +177,8 @@ def test_greedy_runs_many_are_separate_calls(tiny, monkeypatch):
     assert [len(g.new_ids) for g in runs] == [3, 3] and all(g.all_identical for g in runs)
 
 
-def test_beam_search_returns_every_beam_best_first(tiny):
-    tokenizer, model = tiny
+def test_beam_search_returns_every_beam_best_first(tiny_tokenizer_and_model):
+    tokenizer, model = tiny_tokenizer_and_model
     result = dc.beam_search(tokenizer, model, "Hello", num_beams=4, max_new_tokens=5)
     assert len(result.hypotheses) == 4 and result.distinct_hypotheses == 4
     assert list(result.scores) == sorted(result.scores, reverse=True)
@@ -199,10 +199,10 @@ def test_the_suites_own_greedy_calls_are_immune_to_a_sampling_generation_config(
     assert before == after
 
 
-def test_sharing_the_prompt_cache_draws_the_same_first_tokens(tiny):
+def test_sharing_the_prompt_cache_draws_the_same_first_tokens(tiny_tokenizer_and_model):
     """The shared prompt cache changes the cost, not the draws: under one seed it gives
     the same 100 first tokens as generate() running the whole prompt in every row."""
-    tokenizer, model = tiny
+    tokenizer, model = tiny_tokenizer_and_model
     settings = dict(top_p=0.9, temperature=1.4, top_k=0)
     plain = dc.generate(
         tokenizer, model, "The capital of Japan is", max_new_tokens=1, runs=100, do_sample=True, seed=3, **settings

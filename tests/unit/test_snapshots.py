@@ -11,16 +11,8 @@ import torch
 
 from probes import observations as ob
 from probes import snapshots
-from probes.cards import find_card
 from probes.subjects import Subject
-
-
-def tokenizer_subject(**config) -> Subject:
-    return Subject(find_card("mistral-tokenizer").with_tokenizer_config(**config))
-
-
-def tiny(**kwargs) -> Subject:
-    return Subject(find_card("tiny-mistral"), **kwargs)
+from tests.unit.conftest import tiny, tokenizer_subject
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ def test_encode_gives_ids_pieces_and_per_id_text(real):
     enc = tp.encode(real, "The capital of Japan is")
     assert enc.ids == (1, 415, 5565, 302, 4720, 349)
     assert enc.id_line() == "1:<s> 415:The 5565:capital 302:of 4720:Japan 349:is"
-    assert enc.as_dict()["tokens"][1] == "▁The"
+    assert enc.tokens[1] == "▁The"
 
 
 def test_bos_behaviour_of_the_real_tokenizer(real):
