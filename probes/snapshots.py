@@ -29,6 +29,14 @@ if TYPE_CHECKING:
     from .subjects import Subject
 
 SNAPSHOT_DIR = FIXTURES_DIR / "snapshots"
+
+
+class SnapshotWarning(UserWarning):
+    """A snapshot difference within tolerance of a real one (a near-tie flip): shown, not
+    failed. Importable as ``probes.SnapshotWarning`` to filter or to turn into errors
+    (``-W error::probes.SnapshotWarning``)."""
+
+
 FORMAT = 1
 TOP_N = 20  # next-token ids kept in a snapshot
 
@@ -248,7 +256,8 @@ def _first_diff(a: list, b: list) -> int:
 def compare(
     recorded: dict[str, Any],
     current: dict[str, Any],
-    tolerances: dict[str, float],
+    *,
+    tolerances: dict[str, float] | None = None,
     subject: Subject | None = None,
     recorded_provenance: dict[str, Any] | None = None,
     current_provenance: dict[str, Any] | None = None,
@@ -257,6 +266,7 @@ def compare(
 
     ``subject`` gives access to the current run's logits (to judge a greedy flip);
     without it a flip is always an error."""
+    tolerances = tolerances or {}
     tol = {**DEFAULT_TOLERANCES, **tolerances}
     out: list[Difference] = []
     _compare_tokenizer(recorded.get("tokenizer", {}), current.get("tokenizer", {}), out)

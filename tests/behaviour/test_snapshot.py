@@ -10,10 +10,6 @@ import pytest
 from probes import snapshots
 
 
-class SnapshotWarning(UserWarning):
-    """A change within tolerance worth a look (a greedy flip at a near-tie)."""
-
-
 def test_matches_snapshot(loaded_subject, snapshot_settings, attach):
     subject = loaded_subject
     path = snapshots.snapshot_path(subject, snapshot_settings["dir"])
@@ -38,7 +34,12 @@ def test_matches_snapshot(loaded_subject, snapshot_settings, attach):
     current_prov = snapshots.provenance(subject)
     current = snapshots.observe(subject)
     differences = snapshots.compare(
-        recorded["observed"], current, subject.card.tolerances, subject, recorded["provenance"], current_prov
+        recorded["observed"],
+        current,
+        tolerances=subject.card.tolerances,
+        subject=subject,
+        recorded_provenance=recorded["provenance"],
+        current_provenance=current_prov,
     )
     summary = snapshots.summary_line(recorded["provenance"], current_prov, differences)
     not_compared = snapshots.sampling_comparable(recorded["provenance"], current_prov)
@@ -53,7 +54,7 @@ def test_matches_snapshot(loaded_subject, snapshot_settings, attach):
     attach.text(summary + "".join(f"\n{d}" for d in differences), name="snapshot comparison")
     for d in differences:
         if d.severity == "warning":
-            warnings.warn(SnapshotWarning(f"{subject.name}: {d}"), stacklevel=1)
+            warnings.warn(snapshots.SnapshotWarning(f"{subject.name}: {d}"), stacklevel=1)
     errors = [d for d in differences if d.severity == "error"]
     if errors:
         pytest.fail(

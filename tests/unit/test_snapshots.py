@@ -33,7 +33,11 @@ def errors(diffs):
 
 def compare_with(subject, recorded, recorded_prov=None):
     return snapshots.compare(
-        recorded, snapshots.observe(subject), {}, subject, recorded_prov or {}, snapshots.provenance(subject)
+        recorded,
+        snapshots.observe(subject),
+        subject=subject,
+        recorded_provenance=recorded_prov or {},
+        current_provenance=snapshots.provenance(subject),
     )
 
 
@@ -69,7 +73,14 @@ def changed(path: str, value) -> dict:
 
 def diffs_of(current, recorded=None, tolerances=None, rec_prov=None, cur_prov=None) -> list[str]:
     return [
-        str(d) for d in snapshots.compare(recorded or observed(), current, tolerances or {}, None, rec_prov, cur_prov)
+        str(d)
+        for d in snapshots.compare(
+            recorded or observed(),
+            current,
+            tolerances=tolerances or {},
+            recorded_provenance=rec_prov,
+            current_provenance=cur_prov,
+        )
     ]
 
 
@@ -169,9 +180,9 @@ def test_a_probability_change_exactly_at_the_tolerance_passes():
 
 
 def test_two_observation_sets_without_any_section_have_no_difference():
-    assert snapshots.compare({}, {}, {}) == []
+    assert snapshots.compare({}, {}) == []
     only_recorded = {"tokenizer": {"ids": {"hi": {"special": [1, 5], "plain": [5]}}}}
-    assert snapshots.compare(only_recorded, {"tokenizer": {}}, {}) == []  # no text probed now
+    assert snapshots.compare(only_recorded, {"tokenizer": {}}) == []  # no text probed now
 
 
 def test_a_text_this_run_does_not_probe_leaves_the_others_compared():
@@ -524,7 +535,7 @@ def test_a_flip_within_the_logit_tie_tolerance_is_a_warning(tiny_recorded, tiny_
     runner_up = int(torch.topk(torch.as_tensor(step), 2).indices[1])
     doctored["greedy"]["bos"]["ids"][0] = runner_up
     doctored["greedy"]["bos"]["margins"][0] = 0.001
-    diffs = snapshots.compare(doctored, current, {"logit_tie": 1.0}, subject)
+    diffs = snapshots.compare(doctored, current, tolerances={"logit_tie": 1.0}, subject=subject)
     flips = [d for d in diffs if d.where == "greedy.bos"]
     assert [d.severity for d in flips] == ["warning"] and "near-tie" in flips[0].message
 
@@ -540,7 +551,7 @@ def test_a_flip_the_recording_made_by_a_wide_margin_is_no_tie(tiny_recorded, tin
     doctored["greedy"]["bos"]["margins"][0] = 5.0
     flips = [
         d
-        for d in snapshots.compare(doctored, snapshots.observe(subject), {"logit_tie": 1.0}, subject)
+        for d in snapshots.compare(doctored, snapshots.observe(subject), tolerances={"logit_tie": 1.0}, subject=subject)
         if d.where == "greedy.bos"
     ]
     assert [d.severity for d in flips] == ["error"] and "which is no tie" in flips[0].message
@@ -557,7 +568,7 @@ def test_a_recording_without_margins_is_judged_on_this_runs_gap_alone(tiny_recor
     del doctored["greedy"]["bos"]["margins"]
     flips = [
         d
-        for d in snapshots.compare(doctored, snapshots.observe(subject), {"logit_tie": 1e3}, subject)
+        for d in snapshots.compare(doctored, snapshots.observe(subject), tolerances={"logit_tie": 1e3}, subject=subject)
         if d.where == "greedy.bos"
     ]
     assert [d.severity for d in flips] == ["warning"] and "a near-tie" in flips[0].message
@@ -576,7 +587,7 @@ def test_a_recorded_top_token_outside_this_runs_top_20_is_read_from_the_full_dis
     doctored = json.loads(json.dumps(recorded))
     doctored["next_token"]["top_ids"][-1] = outside
     doctored["next_token"]["top_probs"][-1] = float(probs[outside])  # ~3e-5 on this flat distribution
-    diffs = snapshots.compare(doctored, snapshots.observe(subject), {"prob_atol": 1e-6}, subject)
+    diffs = snapshots.compare(doctored, snapshots.observe(subject), tolerances={"prob_atol": 1e-6}, subject=subject)
     assert not [d for d in diffs if d.where == "next_token.probs"], diffs
 
 
@@ -711,3 +722,15 @@ def test_a_first_run_on_an_unrecorded_gpu_class_is_named_but_a_missing_cpu_snaps
     assert snapshots.unrecorded_device_class(tmp_path / "other" / "cuda-sm80.json") == (
         "no snapshot for device class cuda-sm80 yet (recorded: none)"
     )
+
+
+def test_snapshot_warning_is_importable_from_the_package_and_compare_takes_keywords():
+    """Issue 12: `probes.SnapshotWarning` (to filter it, or `-W error::probes.SnapshotWarning`
+    to fail on near-ties), and compare()'s options by name only, so a call cannot mix up
+    the two provenances."""
+    import probes
+
+    assert probes.SnapshotWarning is snapshots.SnapshotWarning
+    assert issubclass(probes.SnapshotWarning, UserWarning)
+    with pytest.raises(TypeError):
+        snapshots.compare({}, {}, {})  # tolerances positionally
