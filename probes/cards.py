@@ -204,6 +204,11 @@ CARD_SCHEMA: dict[str, Any] = {
 
 REQUIRED = ("name", "description", "tokenizer")
 
+# Every expect section but these reads the model: derived, so a new section needs a model
+# unless it is added here.
+TOKENIZER_SECTIONS = ("tokenizer",)
+MODEL_SECTIONS = tuple(section for section in EXPECT_SCHEMA if section not in TOKENIZER_SECTIONS)
+
 # Fields an expect section must hold when a card has that section: its tests read them
 # unconditionally ("x[]" = every item of the list x). The rest of a section is optional.
 REQUIRED_EXPECT_FIELDS: dict[str, tuple[str, ...]] = {
@@ -221,6 +226,61 @@ REQUIRED_EXPECT_FIELDS: dict[str, tuple[str, ...]] = {
     "beam_search": ("at_least_greedy_logprob",),
     "tasks.knowledge[]": ("id", "answer"),
 }
+
+
+# ------------------------------------------------------------------- JSON Schema
+
+CARD_SCHEMA_FILE = FIXTURES_DIR / "card.schema.json"
+_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null", dict: "object"}
+
+
+def _json_schema(schema: Any, path: str) -> dict[str, Any]:
+    """The JSON Schema of one node of the card schema notation above."""
+    if schema is ANY:
+        return {}
+    if isinstance(schema, dict):
+        key_types = [k for k in schema if isinstance(k, type)]
+        if key_types:
+            return {"type": "object", "additionalProperties": _json_schema(schema[key_types[0]], path + ".*")}
+        node: dict[str, Any] = {
+            "type": "object",
+            "properties": {k: _json_schema(v, f"{path}.{k}".lstrip(".")) for k, v in schema.items()},
+            "additionalProperties": False,
+        }
+        required = REQUIRED if path == "" else REQUIRED_EXPECT_FIELDS.get(path.removeprefix("expect."), ())
+        if required:
+            node["required"] = list(required)
+        return node
+    if isinstance(schema, list):
+        return {"type": "array", "items": _json_schema(schema[0], path + "[]")}
+    types = [_JSON_TYPES[t] for t in _as_tuple(schema)]
+    if "integer" in types and "number" in types:
+        types.remove("integer")  # JSON numbers include the integers
+    return {"type": types[0] if len(types) == 1 else types}
+
+
+def card_json_schema() -> dict[str, Any]:
+    """The card format as a JSON Schema (draft 2020-12), for editors that validate YAML
+    (``# yaml-language-server: $schema=...``). Generated from CARD_SCHEMA, committed as
+    fixtures/card.schema.json (``python -m probes.cards > fixtures/card.schema.json``);
+    load_card remains the full check (file names, folders, sources' required fields)."""
+    schema = _json_schema(CARD_SCHEMA, "")
+    source = _json_schema(_SOURCE_SCHEMA, "source")
+    schema["properties"]["model"] = {"anyOf": [source, {"type": "null"}]}
+    properties = schema["properties"]
+    properties["tokenizer"]["properties"]["source"]["enum"] = list(TOKENIZER_SOURCES)
+    source["properties"]["source"]["enum"] = list(MODEL_SOURCES)
+    properties["load"]["properties"]["dtype"]["enum"] = list(DTYPES)
+    properties["load"]["properties"]["quantization"]["enum"] = list(QUANTIZATIONS)
+    properties["load"]["properties"]["device"]["pattern"] = DEVICES_RE.pattern
+    properties["marks"]["items"]["enum"] = list(KNOWN_MARKS)
+    for key in ("xfail", "leave_out"):
+        properties[key]["items"]["required"] = ["test", "reason"]
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "lm-probes model card",
+        **schema,
+    }
 
 
 def unknown_expect_path(dotted: str) -> str | None:
@@ -560,17 +620,7 @@ def _check_values(raw: dict[str, Any], path: Path) -> list[str]:
     for mark in raw.get("marks") or ():
         if mark not in KNOWN_MARKS:
             problems.append(f"marks: {mark!r} is not one of {', '.join(KNOWN_MARKS)}")
-    for section in (
-        "model",
-        "embedding",
-        "next_token",
-        "greedy",
-        "sampling",
-        "beam_search",
-        "tasks",
-        "quantization",
-        "drift",
-    ):
+    for section in MODEL_SECTIONS:
         if section in (raw.get("expect") or {}) and not model:
             problems.append(f"expect.{section}: this card has no model section to check")
     if "drift" in (raw.get("expect") or {}) and not raw.get("reference"):
@@ -632,3 +682,11 @@ def find_card(name_or_path: str, extra_dirs: Sequence[str | Path] = ()) -> Card:
         f"Unknown card '{name_or_path}'.{hint} Known cards: {', '.join(known)} "
         f"(in {folders}); or pass the path of a card file."
     )
+
+
+if __name__ == "__main__":  # python -m probes.cards > fixtures/card.schema.json
+    import json
+    import sys
+
+    json.dump(card_json_schema(), sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")

@@ -252,3 +252,36 @@ def test_one_rule_tells_a_local_path_from_a_hub_id(source_id, local, monkeypatch
 
     monkeypatch.chdir(REPO_ROOT)
     assert looks_like_local_path(source_id) is local
+
+
+# ------------------------------------------------- the published JSON Schema (issue 12)
+
+
+def test_the_committed_json_schema_is_the_generated_one():
+    """fixtures/card.schema.json is what editors validate card files with: regenerate it
+    with `python -m probes.cards > fixtures/card.schema.json` when the schema changes."""
+    import json
+
+    from probes.cards import CARD_SCHEMA_FILE, card_json_schema
+
+    assert json.loads(CARD_SCHEMA_FILE.read_text(encoding="utf-8")) == card_json_schema(), (
+        "fixtures/card.schema.json is out of date: run `python -m probes.cards > fixtures/card.schema.json`"
+    )
+
+
+def test_the_json_schema_accepts_the_shipped_cards_and_rejects_what_load_card_rejects(tmp_path):
+    import jsonschema
+    import yaml
+
+    from probes.cards import card_json_schema
+
+    validator = jsonschema.Draft202012Validator(card_json_schema())
+    for name, path in available_cards().items():
+        assert not list(validator.iter_errors(yaml.safe_load(path.read_text(encoding="utf-8")))), name
+    card = yaml.safe_load(MINIMAL.replace("{name}", "my-card"))
+    for broken in (
+        {"expect": {"tokenizer": {"vocab_sise": 3}}},  # unknown field
+        {"expect": {"next_token": {"min_top1_prob": 0.5}}},  # required field missing
+        {"load": {"dtype": "float8"}},  # not a dtype
+    ):
+        assert list(validator.iter_errors(card | broken)), broken
