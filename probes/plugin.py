@@ -16,7 +16,7 @@ from __future__ import annotations
 import html
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -33,13 +33,16 @@ from .cards import (
 )
 from .subjects import Subject, SubjectLoadError, environment_info
 
+if TYPE_CHECKING:  # the snapshot module loads numpy and the probes: imported when used
+    from .snapshots import SnapshotCheck, SnapshotOutcome
+
 SELECTED_CARDS = pytest.StashKey[list[Card]]()
 SUBJECTS = pytest.StashKey[dict[str, Subject]]()
 
 # the fixtures lm-probes parametrizes over cards (model_subject: cards with a model only)
 SUBJECT_FIXTURES = ("subject", "model_subject", "loaded_subject")
 # card -> what its snapshot test found, for the report's "Changes since snapshot"
-SNAPSHOT_RESULTS = pytest.StashKey[dict[str, dict[str, Any]]]()
+SNAPSHOT_RESULTS = pytest.StashKey[dict[str, "SnapshotOutcome"]]()
 # section -> card -> HTML fragments that tests put in the report's summary
 SUMMARY_SECTIONS = pytest.StashKey[dict[str, dict[str, list[str]]]]()
 # (card, observation id) -> outcomes of the tests that check it
@@ -429,17 +432,18 @@ def reference_subject(request: pytest.FixtureRequest, model_subject: Subject) ->
 
 
 @pytest.fixture
-def snapshot_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Where snapshots live, whether to record them, and where to note the outcome."""
-    from .snapshots import SNAPSHOT_DIR
+def snapshot(request: pytest.FixtureRequest) -> SnapshotCheck:
+    """Records (--snapshot-update) or compares a subject's observations with its snapshot
+    (--snapshot-dir, default fixtures/snapshots); the outcomes feed the report."""
+    from .snapshots import SNAPSHOT_DIR, SnapshotCheck
 
     directory = request.config.getoption("snapshot_dir")
-    return {
-        "dir": Path(directory) if directory else SNAPSHOT_DIR,
-        "update": request.config.getoption("snapshot_update"),
-        "results": request.config.stash[SNAPSHOT_RESULTS],
-        "dir_option": f" --snapshot-dir {directory}" if directory else "",
-    }
+    return SnapshotCheck(
+        directory=Path(directory) if directory else SNAPSHOT_DIR,
+        update=request.config.getoption("snapshot_update"),
+        dir_option=f" --snapshot-dir {directory}" if directory else "",
+        outcomes=request.config.stash[SNAPSHOT_RESULTS],
+    )
 
 
 @pytest.fixture
@@ -563,10 +567,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             "subject_rows": {name: _subject_row(subject) for name, subject in config.stash[SUBJECTS].items()},
             "sections": config.stash[SUMMARY_SECTIONS],
             "outcomes": [[card, obs, states] for (card, obs), states in config.stash[OBSERVATION_OUTCOMES].items()],
-            "snapshots": {
-                card: {k: [str(d) for d in v] if k == "differences" else v for k, v in result.items()}
-                for card, result in config.stash[SNAPSHOT_RESULTS].items()
-            },
+            "snapshots": {card: outcome.as_json() for card, outcome in config.stash[SNAPSHOT_RESULTS].items()},
         },
         default=str,
     )
@@ -587,7 +588,9 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
             stash[SUMMARY_SECTIONS].setdefault(section, {}).setdefault(card, []).extend(fragments)
     for card, obs, states in data["outcomes"]:
         stash[OBSERVATION_OUTCOMES].setdefault((card, obs), []).extend(states)
-    stash[SNAPSHOT_RESULTS].update(data["snapshots"])
+    from .snapshots import SnapshotOutcome
+
+    stash[SNAPSHOT_RESULTS].update({card: SnapshotOutcome.from_json(o) for card, o in data["snapshots"].items()})
 
 
 # -------------------------------------------------------------------------- report
@@ -639,16 +642,16 @@ def _benchmark_html(benchmarks: list[Any]) -> list[str]:
     ]
 
 
-def _snapshot_html(results: dict[str, dict[str, Any]]) -> list[str]:
+def _snapshot_html(outcomes: dict[str, SnapshotOutcome]) -> list[str]:
     """'Changes since snapshot': the two provenances side by side, then what changed."""
-    if not results:
+    if not outcomes:
         return []
     parts = ["<h2>Changes since snapshot</h2>"]
-    for card, result in results.items():
-        parts.append(f"<h3>{html.escape(card)}: {html.escape(result['status'])}</h3>")
-        if result.get("summary"):
-            parts.append(f"<p><b>{html.escape(result['summary'])}</b></p>")
-        recorded, current = result.get("recorded_provenance") or {}, result.get("current_provenance") or {}
+    for card, outcome in outcomes.items():
+        parts.append(f"<h3>{html.escape(card)}: {html.escape(outcome.status)}</h3>")
+        if outcome.summary:
+            parts.append(f"<p><b>{html.escape(outcome.summary)}</b></p>")
+        recorded, current = outcome.recorded_provenance, outcome.current_provenance
         if recorded or current:
             keys = [k for k in current if k != "files"] or list(recorded)
             rows = "".join(
@@ -662,11 +665,11 @@ def _snapshot_html(results: dict[str, dict[str, Any]]) -> list[str]:
                 "<table border='1' cellpadding='3' style='border-collapse:collapse'>"
                 f"<tr><th></th><th>snapshot</th><th>this run</th></tr>{rows}</table>"
             )
-        if result.get("differences"):
-            items = "".join(f"<li><pre>{html.escape(str(d))}</pre></li>" for d in result["differences"])
+        if outcome.differences:
+            items = "".join(f"<li><pre>{html.escape(str(d))}</pre></li>" for d in outcome.differences)
             parts.append(f"<ul>{items}</ul>")
-        if result.get("not_compared"):
-            parts.append(f"<p>Sampled texts not compared: {html.escape(result['not_compared'])}</p>")
+        if outcome.not_compared:
+            parts.append(f"<p>Sampled texts not compared: {html.escape(', '.join(outcome.not_compared))}</p>")
     return parts
 
 

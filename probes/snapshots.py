@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -498,3 +498,121 @@ def summary_line(recorded_prov: dict[str, Any], current_prov: dict[str, Any], di
     if warnings_:
         parts.append(f"{len(warnings_)} warning(s) in {', '.join(sorted({d.where for d in warnings_}))}")
     return f"{head}: " + "; ".join(parts)
+
+
+# ------------------------------------------------------------- the snapshot check
+
+
+@dataclass(frozen=True)
+class SnapshotOutcome:
+    """What the snapshot check of one card found. The test turns it into a pass, a skip
+    or a failure; the report's "Changes since snapshot" reads it (sent from an xdist
+    worker to the controller as JSON: ``as_json`` / ``from_json``)."""
+
+    card: str
+    verdict: str  # "recorded", "passed", "skipped" (no snapshot for this device class yet), "failed"
+    status: str  # the report's heading: "recorded <path>", "compared with cpu.json", ...
+    message: str = ""  # why it was skipped or failed, with the command that records it
+    summary: str = ""
+    recorded_provenance: dict[str, Any] = field(default_factory=dict)
+    current_provenance: dict[str, Any] = field(default_factory=dict)
+    differences: tuple[Difference, ...] = ()
+    not_compared: tuple[str, ...] = ()  # provenance changes that set the sampled texts aside
+
+    @property
+    def errors(self) -> tuple[Difference, ...]:
+        return tuple(d for d in self.differences if d.severity == "error")
+
+    @property
+    def warnings(self) -> tuple[Difference, ...]:
+        return tuple(d for d in self.differences if d.severity == "warning")
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **{k: getattr(self, k) for k in ("card", "verdict", "status", "message", "summary")},
+            "recorded_provenance": self.recorded_provenance,
+            "current_provenance": self.current_provenance,
+            "differences": [[d.severity, d.where, d.message] for d in self.differences],
+            "not_compared": list(self.not_compared),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SnapshotOutcome:
+        return cls(
+            **{k: data[k] for k in ("card", "verdict", "status", "message", "summary")},
+            recorded_provenance=data["recorded_provenance"],
+            current_provenance=data["current_provenance"],
+            differences=tuple(Difference(*d) for d in data["differences"]),
+            not_compared=tuple(data["not_compared"]),
+        )
+
+
+@dataclass
+class SnapshotCheck:
+    """The ``snapshot`` fixture: records (``--snapshot-update``) or compares a subject's
+    observations with its snapshot under ``directory``, and keeps each card's outcome for
+    the report (as ``data_regression.check`` and syrupy's ``snapshot`` own theirs)."""
+
+    directory: Path = SNAPSHOT_DIR
+    update: bool = False
+    dir_option: str = ""  # " --snapshot-dir DIR" when not the default, for the record command
+    outcomes: dict[str, SnapshotOutcome] = field(default_factory=dict)
+
+    def record_command(self, subject: Subject) -> str:
+        return f"pytest tests/behaviour/test_snapshot.py --card {subject.name} --snapshot-update{self.dir_option}"
+
+    def check(self, subject: Subject) -> SnapshotOutcome:
+        outcome = self._check(subject)
+        self.outcomes[subject.name] = outcome
+        return outcome
+
+    def _check(self, subject: Subject) -> SnapshotOutcome:
+        path = snapshot_path(subject, self.directory)
+        if self.update:
+            record(subject, self.directory)
+            return SnapshotOutcome(subject.name, "recorded", f"recorded {path}")
+        hint = self.record_command(subject)
+        unrecorded = unrecorded_device_class(path)
+        if unrecorded:
+            return SnapshotOutcome(
+                subject.name,
+                "skipped",
+                "no snapshot for this device class yet",
+                message=f"{subject.name}: {unrecorded}. Record one on this machine with: {hint}",
+                summary=unrecorded,
+            )
+        try:
+            recorded = load(path, hint)
+        except SnapshotError as exc:
+            return SnapshotOutcome(subject.name, "failed", "no usable snapshot", message=str(exc), summary=str(exc))
+        current_prov = provenance(subject)
+        differences = tuple(
+            compare(
+                recorded["observed"],
+                observe(subject),
+                tolerances=subject.card.tolerances,
+                subject=subject,
+                recorded_provenance=recorded["provenance"],
+                current_provenance=current_prov,
+            )
+        )
+        summary = summary_line(recorded["provenance"], current_prov, list(differences))
+        errors = [d for d in differences if d.severity == "error"]
+        message = ""
+        if errors:
+            message = (
+                f"{subject.name} differs from its snapshot {path}\n  {summary}\n"
+                + "\n".join(f"  {d}" for d in errors)
+                + f"\nIf the change is intended, re-record with: {hint}"
+            )
+        return SnapshotOutcome(
+            subject.name,
+            "failed" if errors else "passed",
+            f"compared with {path.name}",
+            message=message,
+            summary=summary,
+            recorded_provenance=recorded["provenance"],
+            current_provenance=current_prov,
+            differences=differences,
+            not_compared=tuple(sampling_comparable(recorded["provenance"], current_prov)),
+        )

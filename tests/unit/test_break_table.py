@@ -74,8 +74,8 @@ class Check:
                 kwargs[name] = subject
             elif name == "attach":
                 kwargs[name] = _NoAttachments()
-            elif name == "snapshot_settings":
-                kwargs[name] = {"dir": SNAPSHOT_DIR, "update": False, "results": {}, "dir_option": ""}
+            elif name == "snapshot":
+                kwargs[name] = snapshots.SnapshotCheck(SNAPSHOT_DIR)
             else:
                 kwargs[name] = self.params[name]
         try:

@@ -734,3 +734,19 @@ def test_snapshot_warning_is_importable_from_the_package_and_compare_takes_keywo
     assert issubclass(probes.SnapshotWarning, UserWarning)
     with pytest.raises(TypeError):
         snapshots.compare({}, {}, {})  # tolerances positionally
+
+
+def test_the_snapshot_fixture_records_then_compares_and_keeps_typed_outcomes(tmp_path):
+    """SnapshotCheck (the `snapshot` fixture) on the tokenizer card in an empty folder:
+    missing -> failed with the record command; --snapshot-update -> recorded; then a
+    compare -> passed. Each outcome survives the JSON trip from an xdist worker."""
+    subject = tokenizer_subject()
+    check = snapshots.SnapshotCheck(tmp_path, dir_option=f" --snapshot-dir {tmp_path}")
+    missing = check.check(subject)
+    assert missing.verdict == "failed" and "--snapshot-update --snapshot-dir" in missing.message
+    assert snapshots.SnapshotCheck(tmp_path, update=True).check(subject).verdict == "recorded"
+    compared = check.check(subject)
+    assert (compared.verdict, compared.status, compared.errors) == ("passed", "compared with cpu.json", ())
+    assert check.outcomes == {"mistral-tokenizer": compared}
+    for outcome in (missing, compared):
+        assert snapshots.SnapshotOutcome.from_json(json.loads(json.dumps(outcome.as_json()))) == outcome
