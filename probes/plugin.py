@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from . import report
 from .cards import (
     DEVICES_RE,
     DTYPES,
@@ -470,6 +471,18 @@ class _Attachments:
         if summary:
             self._summary(summary, content)
 
+    def table(self, headers: list, rows: list, caption: str | None = None, summary: str | None = None) -> None:
+        """A table from data (cells are escaped; ``probes.report.Cell`` for emphasis)."""
+        from .report import table
+
+        self.html(table(headers, rows, caption), summary=summary)
+
+    def texts(self, items: list[str], caption: str | None = None, summary: str | None = None) -> None:
+        """Numbered texts (e.g. the runs of a generation) under a caption."""
+        from .report import texts
+
+        self.html(texts(items, caption), summary=summary)
+
     def text(self, content: str, name: str = "") -> None:
         if self._extras is not None:
             self._extras.append(self._html.text(content, name=name))
@@ -629,17 +642,21 @@ def _benchmark_html(benchmarks: list[Any]) -> list[str]:
         rate = "; ".join(f"{k.replace('_', ' ')} {extra[k]}" for k in _RATES if k in extra)
         memory = extra.get("peak_gpu_memory_mb", extra.get("peak_rss_mb", "-"))
         rows.append(
-            f"<tr><td>{html.escape(data['fullname'].split('::')[-1])}</td><td>{stats['mean'] * 1e3:.3f}</td>"
-            f"<td>{stats['min'] * 1e3:.3f}</td><td>{stats['stddev'] * 1e3:.3f}</td><td>{stats['rounds']}</td>"
-            f"<td>{html.escape(rate)}</td><td>{memory}</td><td>{extra.get('torch_threads', '-')}</td></tr>"
+            [
+                data["fullname"].split("::")[-1],
+                f"{stats['mean'] * 1e3:.3f}",
+                f"{stats['min'] * 1e3:.3f}",
+                f"{stats['stddev'] * 1e3:.3f}",
+                stats["rounds"],
+                rate,
+                memory,
+                extra.get("torch_threads", "-"),
+            ]
         )
     if not rows:
         return []
-    return [
-        "<h2>Benchmarks</h2><table border='1' cellpadding='3' style='border-collapse:collapse'>"
-        "<tr><th>benchmark</th><th>mean ms</th><th>min ms</th><th>stddev ms</th><th>rounds</th>"
-        "<th>rate</th><th>peak MB (GPU, else RSS)</th><th>threads</th></tr>" + "".join(rows) + "</table>"
-    ]
+    headers = ["benchmark", "mean ms", "min ms", "stddev ms", "rounds", "rate", "peak MB (GPU, else RSS)", "threads"]
+    return ["<h2>Benchmarks</h2>" + report.table(headers, rows)]
 
 
 def _snapshot_html(outcomes: dict[str, SnapshotOutcome]) -> list[str]:
@@ -654,17 +671,12 @@ def _snapshot_html(outcomes: dict[str, SnapshotOutcome]) -> list[str]:
         recorded, current = outcome.recorded_provenance, outcome.current_provenance
         if recorded or current:
             keys = [k for k in current if k != "files"] or list(recorded)
-            rows = "".join(
-                f"<tr{' style=background:#fff3cd' if recorded.get(k) != current.get(k) else ''}>"
-                f"<td>{html.escape(k)}</td>"
-                f"<td>{html.escape(str(recorded.get(k, '-')))}</td>"
-                f"<td>{html.escape(str(current.get(k, '-')))}</td></tr>"
+            changed = {k: recorded.get(k) != current.get(k) for k in keys}  # highlighted
+            rows = [
+                [report.Cell(value, highlight=changed[k]) for value in (k, recorded.get(k, "-"), current.get(k, "-"))]
                 for k in keys
-            )
-            parts.append(
-                "<table border='1' cellpadding='3' style='border-collapse:collapse'>"
-                f"<tr><th></th><th>snapshot</th><th>this run</th></tr>{rows}</table>"
-            )
+            ]
+            parts.append(report.table(["", "snapshot", "this run"], rows))
         if outcome.differences:
             items = "".join(f"<li><pre>{html.escape(str(d))}</pre></li>" for d in outcome.differences)
             parts.append(f"<ul>{items}</ul>")

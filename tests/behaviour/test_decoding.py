@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import html
-
 import numpy as np
 import pytest
 import torch
@@ -19,9 +17,8 @@ from probes.sampling import apply_temperature
 INPUTS = article_inputs()
 
 
-def _texts_html(generation: dc.Generation) -> str:
-    rows = "".join(f"<li><code>{html.escape(repr(t))}</code></li>" for t in generation.texts)
-    return f"<p>{html.escape(repr(generation.prompt))} with {html.escape(str(generation.settings))}</p><ol>{rows}</ol>"
+def _attach_texts(attach, generation: dc.Generation, summary: str) -> None:
+    attach.texts(generation.texts, caption=f"{generation.prompt!r} with {generation.settings}", summary=summary)
 
 
 # ------------------------------------------------------------------------- D1, D2
@@ -33,13 +30,9 @@ def test_top_next_token_is_what_greedy_generates_first(model_subject, attach):
     agree on the next token: the top of the D1 distribution is greedy's first choice."""
     result = next_token(model_subject)
     attach.png(plots.next_token_bars(result, model_subject.name), name="top-10 next tokens")
-    attach.html(
-        "<table border='1' cellpadding='3' style='border-collapse:collapse'><tr><th>id: token</th><th>p</th></tr>"
-        + "".join(
-            f"<tr><td>{html.escape(label)}</td><td>{p:.4f}</td></tr>"
-            for label, p in zip(result.labels(), result.top_probs)
-        )
-        + "</table>",
+    attach.table(
+        ["id: token", "p"],
+        [[label, f"{p:.4f}"] for label, p in zip(result.labels(), result.top_probs)],
         summary="Next token after the prompt (D1)",
     )
     first = dc.generate(model_subject.tokenizer, model_subject.model, result.prompt, max_new_tokens=1)
@@ -90,7 +83,7 @@ def test_own_temperature_matches_transformers(model_subject, attach):
 @pytest.mark.parametrize("bos", [True, False], ids=["bos", "no-bos"])
 def test_greedy_is_identical_across_runs(model_subject, bos, attach):
     result = greedy(model_subject, bos)
-    attach.html(_texts_html(result), summary=f"Greedy continuations ({'BOS on' if bos else 'BOS off'})")
+    _attach_texts(attach, result, summary=f"Greedy continuations ({'BOS on' if bos else 'BOS off'})")
     if not result.all_identical:
         first = result.new_ids[0]
         odd = next(i for i, ids in enumerate(result.new_ids) if ids != first)
@@ -178,7 +171,7 @@ def test_low_top_p_low_temperature_behaves_like_greedy(model_subject, attach):
     T = 0.2 (nearly always), the nucleus is that one token: sampling *is* greedy.
     Deterministic for a seed; the bound holds for seeds 0-19 (see README)."""
     samples = sampled(model_subject, "near-greedy")
-    attach.html(_texts_html(samples), summary="Sampling: top_p 0.2, T 0.2 (D6)")
+    _attach_texts(attach, samples, summary="Sampling: top_p 0.2, T 0.2 (D6)")
     reference = greedy_reference(model_subject).texts[0]
     agreement = sum(t == reference for t in samples.texts) / len(samples.texts)
     check_at_least(
@@ -193,7 +186,7 @@ def test_low_top_p_low_temperature_behaves_like_greedy(model_subject, attach):
 def test_low_top_p_high_temperature_varies_but_keeps_the_answer(model_subject, attach):
     card = model_subject.card
     samples = sampled(model_subject, "warm")
-    attach.html(_texts_html(samples), summary="Sampling: top_p 0.2, T 1.4 (D7)")
+    _attach_texts(attach, samples, summary="Sampling: top_p 0.2, T 1.4 (D7)")
     answer = card.expected("sampling.warm.answer")
     note = f"samples: {list(samples.texts)}"
     check_at_least(
@@ -209,7 +202,7 @@ def test_low_top_p_high_temperature_varies_but_keeps_the_answer(model_subject, a
 def test_high_top_p_high_temperature_is_diverse(model_subject, attach):
     card = model_subject.card
     samples = sampled(model_subject, "hot")
-    attach.html(_texts_html(samples), summary="Sampling: top_p 0.9, T 1.4 (D8)")
+    _attach_texts(attach, samples, summary="Sampling: top_p 0.9, T 1.4 (D8)")
     check_at_least(card, "sampling.hot.min_distinct", samples.distinct, note=f"samples: {list(samples.texts)}")
     if card.has_expectation("sampling.hot.min_distinct_2"):
         check_at_least(card, "sampling.hot.min_distinct_2", round(samples.distinct_n(2), 4))

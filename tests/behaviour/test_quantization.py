@@ -8,14 +8,13 @@ card were set from measurement (README, "Quantization drift")."""
 
 from __future__ import annotations
 
-import html
-
 import pytest
 
 from probes import plots
 from probes.expect import check_at_least, check_at_most, check_equal
 from probes.observations import drift, quantization
 from probes.quantization import Drift, drift_figures
+from probes.report import Cell
 
 
 @pytest.mark.observation("Q1", expects="quantization")
@@ -25,49 +24,50 @@ def test_layers_are_quantized_as_the_card_says(model_subject):
         check_equal(model_subject.card, f"quantization.{key}", loaded[key], note=f"loaded model: {loaded}")
 
 
-def _drift_table(d: Drift) -> str:
-    rows = "".join(
-        f"<tr><td><code>{html.escape(repr(p.prompt))}</code></td><td>{p.kl:.4f}</td>"
-        f"<td>{html.escape(repr(p.top_reference[0][1]))} {p.top_reference[0][2]:.3f}</td>"
-        f"<td>{html.escape(repr(p.top_quantized[0][1]))} {p.top_quantized[0][2]:.3f}</td>"
-        f"<td>{'yes' if p.top1_agrees else '<b>no</b>'}</td><td>{p.top10_overlap:.0%}</td></tr>"
-        for p in d.prompts
+def _attach_drift(attach, d: Drift, tokenizer) -> None:
+    """The per-prompt drift table, then the two greedy texts split where they part."""
+    attach.table(
+        ["prompt", "KL nats", "reference top-1", "quantized top-1", "same top-1", "top-10 overlap"],
+        [
+            [
+                Cell(repr(p.prompt), code=True),
+                f"{p.kl:.4f}",
+                f"{p.top_reference[0][1]!r} {p.top_reference[0][2]:.3f}",
+                f"{p.top_quantized[0][1]!r} {p.top_quantized[0][2]:.3f}",
+                "yes" if p.top1_agrees else Cell("no", strong=True),
+                f"{p.top10_overlap:.0%}",
+            ]
+            for p in d.prompts
+        ],
+        caption=(
+            f"{d.quantized} against its reference {d.reference}: worst KL {d.max_kl:.4f} nats, "
+            f"top-1 agreement {d.top1_agreement:.0%}, mean top-10 overlap {d.mean_top10_overlap:.0%}, "
+            f"greedy tokens until the first difference {d.greedy_agreeing_tokens}, memory footprint "
+            f"{d.footprint_quantized / 1e6:.0f} MB / {d.footprint_reference / 1e6:.0f} MB = {d.footprint_ratio:.2f}"
+        ),
+        summary="Quantization drift",
     )
-    return (
-        f"<p>{html.escape(d.quantized)} against its reference {html.escape(d.reference)}: "
-        f"worst KL {d.max_kl:.4f} nats, "
-        f"top-1 agreement {d.top1_agreement:.0%}, mean top-10 overlap {d.mean_top10_overlap:.0%}, "
-        f"greedy tokens until the first difference {d.greedy_agreeing_tokens}, "
-        f"memory footprint {d.footprint_quantized / 1e6:.0f} MB / {d.footprint_reference / 1e6:.0f} MB "
-        f"= {d.footprint_ratio:.2f}</p>"
-        "<table border='1' cellpadding='3' style='border-collapse:collapse'><tr><th>prompt</th><th>KL nats</th>"
-        "<th>reference top-1</th><th>quantized top-1</th><th>same top-1</th><th>top-10 overlap</th></tr>"
-        f"{rows}</table>"
-    )
-
-
-def _aligned_greedy_html(d: Drift, tokenizer) -> str:
-    """The two greedy continuations, split where they first differ."""
     n = d.greedy_agreeing_tokens
     shared = tokenizer.decode(list(d.greedy_reference.new_ids[0][:n]))
-    cells = []
-    for name, generation in ((d.reference, d.greedy_reference), (d.quantized, d.greedy_quantized)):
-        rest = tokenizer.decode(list(generation.new_ids[0][n:]))
-        cells.append(
-            f"<tr><td>{html.escape(name)}</td><td><code>{html.escape(repr(shared))}</code></td>"
-            f"<td style='background:#fff3cd'><code>{html.escape(repr(rest))}</code></td></tr>"
-        )
-    return (
-        f"<p>Greedy after {html.escape(repr(d.greedy_reference.prompt))}: the first {n} new tokens agree.</p>"
-        "<table border='1' cellpadding='3' style='border-collapse:collapse'><tr><th>card</th><th>shared</th>"
-        f"<th>from the first difference</th></tr>{''.join(cells)}</table>"
+    attach.table(
+        ["card", "shared", "from the first difference"],
+        [
+            [
+                name,
+                Cell(repr(shared), code=True),
+                Cell(repr(tokenizer.decode(list(g.new_ids[0][n:]))), code=True, highlight=True),
+            ]
+            for name, g in ((d.reference, d.greedy_reference), (d.quantized, d.greedy_quantized))
+        ],
+        caption=f"Greedy after {d.greedy_reference.prompt!r}: the first {n} new tokens agree.",
+        summary="Quantization drift",
     )
 
 
 @pytest.mark.observation("Q2", expects="drift.max_kl")
 def test_next_token_distributions_stay_close_to_the_reference(model_subject, reference_subject, attach):
     d = drift(model_subject, reference_subject)
-    attach.html(_drift_table(d) + _aligned_greedy_html(d, model_subject.tokenizer), summary="Quantization drift")
+    _attach_drift(attach, d, model_subject.tokenizer)
     attach.png(
         plots.drift_bars(d.prompts[0], reference_subject.name, model_subject.name),
         name="top-10 next tokens: reference and quantized",

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import html
-
 import pytest
 
 from probes import decoding as dc
 from probes.expect import check_at_least, mismatch_message
 from probes.observations import knowledge_answers, openings
+from probes.report import Cell
 
 
 @pytest.mark.observation("K1", expects="tasks.knowledge")
 def test_knowledge_answer(model_subject, case, attach):
     answer = knowledge_answers(model_subject)[case["id"]]
-    attach.html(
-        f"<p><b>{html.escape(case['id'])}</b>: prompt <code>{html.escape(repr(answer.prompt))}</code> "
-        f"({html.escape(str(answer.settings))})<br>answer <code>{html.escape(repr(answer.texts[0]))}</code></p>",
+    attach.table(
+        ["question", "prompt", "settings", "answer"],
+        [[case["id"], Cell(repr(answer.prompt), code=True), answer.settings, Cell(repr(answer.texts[0]), code=True)]],
         summary="Knowledge answers (K1)",
     )
     assert case["answer"] in answer.texts[0], mismatch_message(
@@ -28,19 +27,15 @@ def test_knowledge_answer(model_subject, case, attach):
     )
 
 
-def _openings_html(generations: list[dc.Generation]) -> str:
-    return "".join(
-        f"<p>{html.escape(repr(g.prompt))}</p><ol>"
-        + "".join(f"<li><code>{html.escape(repr(t))}</code></li>" for t in g.texts)
-        + "</ol>"
-        for g in generations
-    )
+def _attach_openings(attach, generations: list[dc.Generation], summary: str) -> None:
+    for g in generations:
+        attach.texts(g.texts, caption=repr(g.prompt), summary=summary)
 
 
 @pytest.mark.observation("K2", expects="tasks.creative.greedy_repeats")
 def test_story_openings_repeat_under_greedy(model_subject, attach):
     generations = openings(model_subject, sampling=False)
-    attach.html(_openings_html(generations), summary="Story openings, greedy (K2)")
+    _attach_openings(attach, generations, summary="Story openings, greedy (K2)")
     repeats = all(g.all_identical for g in generations)
     assert repeats == model_subject.card.expected("tasks.creative.greedy_repeats"), mismatch_message(
         model_subject.card,
@@ -54,7 +49,7 @@ def test_story_openings_repeat_under_greedy(model_subject, attach):
 @pytest.mark.observation("K2", expects="tasks.creative.min_distinct_samples")
 def test_story_openings_differ_under_sampling(model_subject, attach):
     generations = openings(model_subject, sampling=True)
-    attach.html(_openings_html(generations), summary="Story openings, top_p 0.9, T 1.4 (K2)")
+    _attach_openings(attach, generations, summary="Story openings, top_p 0.9, T 1.4 (K2)")
     distinct = {g.prompt: g.distinct for g in generations}
     check_at_least(
         model_subject.card,

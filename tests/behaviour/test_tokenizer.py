@@ -6,12 +6,11 @@ a field simply does not get that check (listed as not covered in the report).
 
 from __future__ import annotations
 
-import html
-
 import pytest
 
 from probes import tokenizer as tp
 from probes.expect import check_equal
+from probes.report import Cell
 
 
 @pytest.mark.observation("T4", expects="tokenizer.vocab_size")
@@ -48,7 +47,15 @@ def test_bos_prepended_by_default_and_absent_without_special_tokens(subject):
 @pytest.mark.observation("T1", "T2", "T3", expects="tokenizer.encode")
 def test_encode(subject, case, attach):
     encoding = tp.encode(subject.tokenizer, case["text"], case.get("add_special_tokens"))
-    attach.html(_id_table(encoding), summary="Token ids (id: piece, decode per id)")
+    attach.table(
+        ["id", "piece", "decode([id])"],
+        [
+            [Cell(i, code=True), repr(piece), repr(text)]
+            for i, piece, text in zip(encoding.ids, encoding.tokens, encoding.decoded_per_id)
+        ],
+        caption=f"{encoding.text!r} → {encoding.id_line()}",
+        summary="Token ids (id: piece, decode per id)",
+    )
     field = f"tokenizer.encode[{case['id']}]"
     check_equal(subject.card, f"{field}.ids", encoding.ids)
     for optional in ("tokens", "decoded", "decoded_per_id"):
@@ -85,7 +92,11 @@ def test_vocab_table(subject, attach):
     expected = subject.card.expected("tokenizer.vocab_table")
     table = tp.vocab_table(subject.tokenizer, [row["id"] for row in expected])
     head_tail = tp.vocab_table(subject.tokenizer, tp.head_and_tail_ids(subject.tokenizer))
-    attach.html(_vocab_html(head_tail), summary="Vocabulary head and tail")
+    attach.table(
+        ["id", "token", "decode([id])"],
+        [[e.id, repr(e.token), repr(e.decoded)] for e in head_tail],
+        summary="Vocabulary head and tail",
+    )
     check_equal(subject.card, "tokenizer.vocab_table", [entry.as_dict() for entry in table])
 
 
@@ -98,30 +109,4 @@ def test_duplicate_bos_detected(subject, case, attach):
     check_equal(subject.card, f"{field}.duplicated", found.duplicated, note=found.message())
     check_equal(
         subject.card, f"{field}.trailing_space_token", found.trailing_space_token, note=f"ids: {list(found.ids)}"
-    )
-
-
-# ---------------------------------------------------------------- report helpers
-
-
-def _id_table(encoding: tp.Encoding) -> str:
-    cells = "".join(
-        f"<td><code>{i}</code><br>{html.escape(repr(piece))}<br>{html.escape(repr(text))}</td>"
-        for i, piece, text in zip(encoding.ids, encoding.tokens, encoding.decoded_per_id)
-    )
-    return (
-        f"<p>{html.escape(repr(encoding.text))} &rarr; <code>{html.escape(encoding.id_line())}</code></p>"
-        "<table border='1' cellpadding='3' style='border-collapse:collapse'>"
-        f"<tr><th>id<br>piece<br>decode([id])</th>{cells}</tr></table>"
-    )
-
-
-def _vocab_html(entries: tuple[tp.VocabEntry, ...]) -> str:
-    rows = "".join(
-        f"<tr><td>{e.id}</td><td>{html.escape(repr(e.token))}</td><td>{html.escape(repr(e.decoded))}</td></tr>"
-        for e in entries
-    )
-    return (
-        "<table border='1' cellpadding='3' style='border-collapse:collapse'>"
-        f"<tr><th>id</th><th>token</th><th>decode([id])</th></tr>{rows}</table>"
     )
