@@ -13,7 +13,6 @@ the ``expects`` field (and a model, when the test uses ``model_subject``); with 
 
 from __future__ import annotations
 
-import html
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,7 +48,7 @@ SUMMARY_SECTIONS = pytest.StashKey[dict[str, dict[str, list[str]]]]()
 # (card, observation id) -> outcomes of the tests that check it
 OBSERVATION_OUTCOMES = pytest.StashKey[dict[tuple[str, str], list[str]]]()
 # card -> its row of the report's "Subjects" table, as sent by pytest-xdist workers
-WORKER_SUBJECT_ROWS = pytest.StashKey[dict[str, str]]()
+WORKER_SUBJECT_ROWS = pytest.StashKey[dict[str, dict[str, Any]]]()
 
 
 # ------------------------------------------------------------------------- options
@@ -494,12 +493,7 @@ class _Attachments:
         if self._extras is not None:
             self._extras.append(self._html.png(encoded, name=name))
         if summary:
-            figure = (
-                f"<figure style='display:inline-block;margin:4px'><img alt='{html.escape(name)}' "
-                f"src='data:image/png;base64,{encoded}' style='max-width:640px'>"
-                f"<figcaption>{html.escape(name)}</figcaption></figure>"
-            )
-            self._summary(summary, figure)
+            self._summary(summary, report.figure(encoded, name))
 
     def _summary(self, section: str, content: str) -> None:
         card = _card_of(self._request.node) or "-"
@@ -616,23 +610,26 @@ def pytest_html_report_title(report: Any) -> None:
 def pytest_html_results_summary(
     prefix: list[str], summary: list[str], postfix: list[str], session: pytest.Session
 ) -> None:
+    """The report's own sections, rendered from data by probes/report.py's template."""
     config = session.config
-    rows = {name: _subject_row(subject) for name, subject in config.stash.get(SUBJECTS, {}).items()}
-    prefix.extend(_subjects_html(rows | config.stash.get(WORKER_SUBJECT_ROWS, {})))
-    prefix.extend(_observations_html(config.stash.get(OBSERVATION_OUTCOMES, {})))
-    prefix.extend(_snapshot_html(config.stash.get(SNAPSHOT_RESULTS, {})))
-    prefix.extend(_benchmark_html(getattr(getattr(config, "_benchmarksession", None), "benchmarks", [])))
-    for section, by_card in config.stash.get(SUMMARY_SECTIONS, {}).items():
-        prefix.append(f"<h2>{html.escape(section)}</h2>")
-        for card, fragments in by_card.items():
-            prefix.append(f"<h3>{html.escape(card)}</h3>" + "".join(fragments))
+    subjects = {name: _subject_row(subject) for name, subject in config.stash.get(SUBJECTS, {}).items()}
+    subjects |= config.stash.get(WORKER_SUBJECT_ROWS, {})
+    prefix.append(
+        report.summary_html(
+            subjects=[subjects[name] for name in sorted(subjects)],
+            observations=config.stash.get(OBSERVATION_OUTCOMES, {}),
+            snapshots=config.stash.get(SNAPSHOT_RESULTS, {}),
+            benchmarks=_benchmark_table(getattr(getattr(config, "_benchmarksession", None), "benchmarks", [])),
+            sections=config.stash.get(SUMMARY_SECTIONS, {}),
+        )
+    )
 
 
 _RATES = ("tokens_per_s", "chars_per_s", "sequential_over_batched")
 
 
-def _benchmark_html(benchmarks: list[Any]) -> list[str]:
-    """The latest pytest-benchmark figures, with the rates from extra_info."""
+def _benchmark_table(benchmarks: list[Any]) -> tuple[list[str], list[list[object]]] | None:
+    """The latest pytest-benchmark figures, with the rates from extra_info: (headers, rows)."""
     rows = []
     for bench in benchmarks:
         if getattr(bench, "has_error", False) or not getattr(bench, "stats", None):
@@ -654,91 +651,14 @@ def _benchmark_html(benchmarks: list[Any]) -> list[str]:
             ]
         )
     if not rows:
-        return []
+        return None
     headers = ["benchmark", "mean ms", "min ms", "stddev ms", "rounds", "rate", "peak MB (GPU, else RSS)", "threads"]
-    return ["<h2>Benchmarks</h2>" + report.table(headers, rows)]
+    return headers, rows
 
 
-def _snapshot_html(outcomes: dict[str, SnapshotOutcome]) -> list[str]:
-    """'Changes since snapshot': the two provenances side by side, then what changed."""
-    if not outcomes:
-        return []
-    parts = ["<h2>Changes since snapshot</h2>"]
-    for card, outcome in outcomes.items():
-        parts.append(f"<h3>{html.escape(card)}: {html.escape(outcome.status)}</h3>")
-        if outcome.summary:
-            parts.append(f"<p><b>{html.escape(outcome.summary)}</b></p>")
-        recorded, current = outcome.recorded_provenance, outcome.current_provenance
-        if recorded or current:
-            keys = [k for k in current if k != "files"] or list(recorded)
-            changed = {k: recorded.get(k) != current.get(k) for k in keys}  # highlighted
-            rows = [
-                [report.Cell(value, highlight=changed[k]) for value in (k, recorded.get(k, "-"), current.get(k, "-"))]
-                for k in keys
-            ]
-            parts.append(report.table(["", "snapshot", "this run"], rows))
-        if outcome.differences:
-            items = "".join(f"<li><pre>{html.escape(str(d))}</pre></li>" for d in outcome.differences)
-            parts.append(f"<ul>{items}</ul>")
-        if outcome.not_compared:
-            parts.append(f"<p>Sampled texts not compared: {html.escape(', '.join(outcome.not_compared))}</p>")
-    return parts
-
-
-_WORST_FIRST = ("failed", "xpassed", "error", "skipped", "xfailed", "passed")
-
-
-def _observations_html(outcomes: dict[tuple[str, str], list[str]]) -> list[str]:
-    """One row per card, one column per observation id: the worst outcome of its tests."""
-    if not outcomes:
-        return []
-    cards = sorted({card for card, _ in outcomes})
-    observations = sorted({obs for _, obs in outcomes}, key=lambda o: (o[0], int(o[1:]) if o[1:].isdigit() else 0))
-    colours = {
-        "passed": "#c8e6c9",
-        "failed": "#ffcdd2",
-        "xfailed": "#fff9c4",
-        "skipped": "#eeeeee",
-        "xpassed": "#ffcdd2",
-    }
-    head = "".join(f"<th>{html.escape(o)}</th>" for o in observations)
-    rows = []
-    for card in cards:
-        cells = []
-        for obs in observations:
-            states = outcomes.get((card, obs))
-            if not states:
-                cells.append("<td>not covered</td>")
-                continue
-            worst = min(states, key=lambda s: _WORST_FIRST.index(s) if s in _WORST_FIRST else 0)
-            cells.append(f"<td style='background:{colours.get(worst, '#fff')}'>{worst} ({len(states)})</td>")
-        rows.append(f"<tr><td>{html.escape(card)}</td>{''.join(cells)}</tr>")
-    return [
-        "<h2>Observations per card</h2><p>Worst outcome of the tests checking each SPEC observation "
-        "(number of tests in brackets).</p><table class='observations' border='1' cellpadding='4' "
-        f"style='border-collapse:collapse'><tr><th>card</th>{head}</tr>{''.join(rows)}</table>"
-    ]
-
-
-def _subject_row(subject: Subject) -> str:
+def _subject_row(subject: Subject) -> dict[str, Any]:
+    """A loaded card's row of the Subjects table, as data (sent as JSON by an xdist worker)."""
     p = subject.provenance
-    files = "<br>".join(f"{html.escape(k)}: sha256 {v}…" for k, v in p.files.items()) or "-"
-    return (
-        "<tr>"
-        + "".join(
-            f"<td>{html.escape(str(v))}</td>"
-            for v in (p.card, p.model_source, p.device, p.dtype, p.quantization, p.revision or "-")
-        )
-        + f"<td>{files}</td></tr>"
-    )
-
-
-def _subjects_html(rows: dict[str, str]) -> list[str]:
-    """The "Subjects" table: one row per loaded card (``_subject_row``)."""
-    if not rows:
-        return []
-    return [
-        "<h2>Subjects</h2><table class='subjects' border='1' cellpadding='4' style='border-collapse:collapse'>"
-        "<tr><th>card</th><th>model source</th><th>device</th><th>dtype</th><th>quantization</th>"
-        "<th>revision</th><th>files</th></tr>" + "".join(rows[name] for name in sorted(rows)) + "</table>"
-    ]
+    row = {k: str(v) for k, v in (("card", p.card), ("model_source", p.model_source), ("device", p.device))}
+    row |= {"dtype": str(p.dtype), "quantization": str(p.quantization), "revision": str(p.revision or "-")}
+    return row | {"files": dict(p.files)}

@@ -6,6 +6,8 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 TABLE_ATTRIBUTES = "border='1' cellpadding='3' style='border-collapse:collapse'"
 HIGHLIGHT = "background:#fff3cd"  # a value that changed, or where two texts part
@@ -40,8 +42,99 @@ def table(headers: Sequence[object], rows: Iterable[Sequence[object]], caption: 
     return f"{above}<table {TABLE_ATTRIBUTES}><tr>{head}</tr>{body}</table>"
 
 
+def figure(png_base64: str, name: str) -> str:
+    """A PNG embedded in the page (self-contained), its name as alt text and caption."""
+    return (
+        f"<figure style='display:inline-block;margin:4px'><img alt='{html.escape(name)}' "
+        f"src='data:image/png;base64,{png_base64}' style='max-width:640px'>"
+        f"<figcaption>{html.escape(name)}</figcaption></figure>"
+    )
+
+
 def texts(items: Iterable[str], caption: str | None = None) -> str:
     """Numbered texts (generations), each shown as its repr in monospace, under a caption."""
     entries = "".join(f"<li><code>{html.escape(repr(item))}</code></li>" for item in items)
     above = f"<p>{html.escape(caption)}</p>" if caption else ""
     return f"{above}<ol>{entries}</ol>"
+
+
+# ------------------------------------------------------------------- summary sections
+
+_WORST_FIRST = ("failed", "xpassed", "error", "skipped", "xfailed", "passed")
+_OUTCOME_COLOURS = {
+    "passed": "#c8e6c9",
+    "failed": "#ffcdd2",
+    "xfailed": "#fff9c4",
+    "skipped": "#eeeeee",
+    "xpassed": "#ffcdd2",
+}
+
+
+def observation_grid(outcomes: dict[tuple[str, str], list[str]]) -> dict[str, Any] | None:
+    """One row per card, one column per observation id: the worst outcome of its tests
+    (None where no test of that card checks it)."""
+    if not outcomes:
+        return None
+    cards = sorted({card for card, _ in outcomes})
+    ids = sorted({obs for _, obs in outcomes}, key=lambda o: (o[0], int(o[1:]) if o[1:].isdigit() else 0))
+    rows = []
+    for card in cards:
+        cells = []
+        for obs in ids:
+            states = outcomes.get((card, obs))
+            if not states:
+                cells.append(None)
+                continue
+            worst = min(states, key=lambda s: _WORST_FIRST.index(s) if s in _WORST_FIRST else 0)
+            cells.append({"worst": worst, "count": len(states), "colour": _OUTCOME_COLOURS.get(worst, "#fff")})
+        rows.append((card, cells))
+    return {"ids": ids, "rows": rows}
+
+
+def provenance_table(recorded: dict[str, Any], current: dict[str, Any]) -> str:
+    """The two provenances side by side, the values that changed highlighted."""
+    keys = [k for k in current if k != "files"] or list(recorded)
+    return table(
+        ["", "snapshot", "this run"],
+        [
+            [
+                Cell(value, highlight=recorded.get(k) != current.get(k))
+                for value in (k, recorded.get(k, "-"), current.get(k, "-"))
+            ]
+            for k in keys
+        ],
+    )
+
+
+def summary_html(
+    *,
+    subjects: list[dict[str, Any]],
+    observations: dict[tuple[str, str], list[str]],
+    snapshots: dict[str, Any],
+    benchmarks: tuple[list[str], list[list[object]]] | None,
+    sections: dict[str, dict[str, list[str]]],
+) -> str:
+    """Every summary section of the report, rendered by templates/summary.html.j2."""
+    import jinja2
+    from markupsafe import Markup
+
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return environment.get_template("summary.html.j2").render(
+        subjects=subjects,
+        observations=observation_grid(observations),
+        snapshots=snapshots,
+        provenance_tables={
+            card: Markup(provenance_table(o.recorded_provenance, o.current_provenance)) for card, o in snapshots.items()
+        },
+        benchmarks=Markup(table(*benchmarks)) if benchmarks else None,
+        # already escaped by table() / texts() / the figure markup of the attach fixture
+        sections={
+            s: {card: [Markup(f) for f in fragments] for card, fragments in by_card.items()}
+            for s, by_card in sections.items()
+        },
+    )

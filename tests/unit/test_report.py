@@ -26,3 +26,30 @@ def test_the_behavioural_tests_pass_data_not_markup():
         source = path.read_text(encoding="utf-8")
         found = [markup for markup in ("<table", "<tr>", "<p>", "<ol>", "html.escape") if markup in source]
         assert not found, f"{path.name} writes {found}"
+
+
+def test_the_summary_template_escapes_data_once_and_keeps_the_fragments():
+    """templates/summary.html.j2 (autoescaped) renders the sections from data: a card
+    name is escaped, a test's table fragment is not escaped a second time."""
+    page = report.summary_html(
+        subjects=[
+            {
+                "card": "<x>",
+                "model_source": "m",
+                "device": "cpu",
+                "dtype": "float32",
+                "quantization": "none",
+                "revision": "-",
+                "files": {"m.gguf": "abc"},
+            }
+        ],
+        observations={("c", "D1"): ["passed", "failed"], ("d", "T1"): ["passed"]},
+        snapshots={},
+        benchmarks=None,
+        sections={"Figures": {"c": [report.table(["a"], [["<b>"]])]}},
+    )
+    assert "<tr><td>&lt;x&gt;</td><td>m</td>" in page and "m.gguf: sha256 abc…" in page
+    assert "failed (2)</td><td>not covered</td></tr>" in page  # card c: D1 worst of two, T1 unchecked
+    assert "<h2>Figures</h2>" in page and "<h3>c</h3>" in page
+    assert "<td>&lt;b&gt;</td>" in page and "&amp;lt;" not in page
+    assert "<h2>Changes since snapshot</h2>" not in page and "<h2>Benchmarks</h2>" not in page
