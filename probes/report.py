@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-TABLE_ATTRIBUTES = "border='1' cellpadding='3' style='border-collapse:collapse'"
-HIGHLIGHT = "background:#fff3cd"  # a value that changed, or where two texts part
+# The look lives in the stylesheet of templates/summary.html.j2 (classes lm and changed).
+TABLE_ATTRIBUTES = "class='lm'"
+HIGHLIGHT_CLASS = "changed"  # a value that changed, or where two texts part
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,8 @@ def _cell(value: object, tag: str) -> str:
         inner = f"<code>{inner}</code>"
     if cell.strong:
         inner = f"<b>{inner}</b>"
-    style = f" style='{HIGHLIGHT}'" if cell.highlight else ""
-    return f"<{tag}{style}>{inner}</{tag}>"
+    marked = f" class='{HIGHLIGHT_CLASS}'" if cell.highlight else ""
+    return f"<{tag}{marked}>{inner}</{tag}>"
 
 
 def table(headers: Sequence[object], rows: Iterable[Sequence[object]], caption: str | None = None) -> str:
