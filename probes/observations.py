@@ -90,6 +90,27 @@ def sampled(subject: Subject, regime: str) -> dc.Generation:
     )
 
 
+def top_k_samples(subject: Subject) -> dc.Generation:
+    """D9: first tokens drawn with top-k alone (top_p 1, T 1) for the session seed, one
+    batched call; keyed by the prompt, so another top-k prompt is drawn anew."""
+    spec = article_inputs()["top_k_sampling"]
+    return subject.cached(
+        ("top_k", spec["prompt"], spec["k"], spec["samples"], subject.seed),
+        lambda: dc.generate(
+            subject.tokenizer,
+            subject.model,
+            spec["prompt"],
+            max_new_tokens=1,
+            runs=spec["samples"],
+            do_sample=True,
+            top_k=spec["k"],
+            top_p=1.0,
+            temperature=1.0,
+            seed=subject.seed,
+        ),
+    )
+
+
 def greedy_reference(subject: Subject) -> dc.Generation:
     """Greedy on the sampling prompt as a plain call encodes it (D6 compares samples with
     its first text). Where the D3/D4 greedy runs already ran on that input (same prompt,

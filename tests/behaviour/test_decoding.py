@@ -11,7 +11,7 @@ from probes import plots
 from probes import sampling as sp
 from probes.expect import check_at_least, check_equal, mismatch_message
 from probes.inputs import article_inputs
-from probes.observations import greedy, greedy_reference, next_token, sampled, temperature_sweep
+from probes.observations import greedy, greedy_reference, next_token, sampled, temperature_sweep, top_k_samples
 from probes.sampling import apply_temperature
 
 INPUTS = article_inputs()
@@ -215,18 +215,7 @@ def test_high_top_p_high_temperature_is_diverse(model_subject, attach):
 def test_top_k_sampling_draws_only_from_the_k_most_likely(model_subject):
     """Every first sampled token is among the k most likely next tokens: exact, no statistics."""
     spec = INPUTS["top_k_sampling"]
-    samples = dc.generate(
-        model_subject.tokenizer,
-        model_subject.model,
-        spec["prompt"],
-        max_new_tokens=1,
-        runs=spec["samples"],
-        do_sample=True,
-        top_k=spec["k"],
-        top_p=1.0,
-        temperature=1.0,
-        seed=model_subject.seed,
-    )
+    samples = top_k_samples(model_subject)
     distribution = next_token(model_subject, spec["prompt"])  # the prompt the samples were drawn for
     allowed = sp.kept_ids(sp.top_k_filter(torch.as_tensor(distribution.logits), spec["k"]))
     drawn = {ids[0] for ids in samples.new_ids}

@@ -228,20 +228,6 @@ def test_top_k_check_takes_the_allowed_set_from_the_prompt_it_sampled(monkeypatc
     spec = behaviour.INPUTS["top_k_sampling"]
     monkeypatch.setitem(spec, "prompt", "Once upon a time,")
     behaviour.test_top_k_sampling_draws_only_from_the_k_most_likely(subject)
-    drawn = {
-        ids[0]
-        for ids in dc.generate(
-            subject.tokenizer,
-            subject.model,
-            spec["prompt"],
-            max_new_tokens=1,
-            runs=spec["samples"],
-            do_sample=True,
-            top_k=spec["k"],
-            top_p=1.0,
-            temperature=1.0,
-            seed=subject.seed,
-        ).new_ids
-    }
+    drawn = {ids[0] for ids in ob.top_k_samples(subject).new_ids}  # the draws the test just judged
     d1_top_k = sp.kept_ids(sp.top_k_filter(torch.as_tensor(ob.next_token(subject).logits), spec["k"]))
     assert not drawn <= d1_top_k, (drawn, d1_top_k)
