@@ -9,11 +9,15 @@ Layout of a card::
     name: smollm2-135m-instruct          # must match the file name
     description: ...
     marks: [gpu]                         # pytest marks every test of this card carries
-    tokenizer: {source: ..., ...}        # where the tokenizer comes from (see SOURCES)
+    tokenizer: {source: ..., ...}        # where the tokenizer comes from (probes/sources.py)
     model:     {source: ..., ...}        # where the weights come from; absent = tokenizer only
     load:      {device: cpu, dtype: float32, quantization: none}
     expect:                              # expected values, keyed by probe then field
       tokenizer: {...}
+
+The format is declared in ``probes/card_schema.py`` (a pydantic model per section) and
+``probes/sources.py`` (a class per ``source:``); fixtures/card.schema.json is generated
+from them for editors.
 
 A probe's tests run for a card only if the card has that probe's section under
 ``expect``: an absent section means "not checked for this model", shown in the report;
@@ -27,10 +31,18 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
+from pydantic import BaseModel, ValidationError
+
+from .card_schema import CardFile, Expect, ExpectSection, KnownFailure, SnapshotSettings
+from .sources import FollowModel, HubSource, LoadSettings, MistralCommonTokenizer
+from .sources import ModelSource as ModelSourceType
+from .sources import TokenizerSource as TokenizerSourceType
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
@@ -46,285 +58,193 @@ class CardError(ValueError):
 
 
 # --------------------------------------------------------------------------- schema
-# A schema is a dict (known keys -> sub-schema), a one-element list (each item matches
-# the element), a type or tuple of types, or ANY. Dicts whose only key is ``int`` map
-# integer keys (token ids) to the sub-schema.
+# The card format is declared in probes/card_schema.py (sections) and probes/sources.py
+# (where the tokenizer and weights come from). Here: what is derived from it.
 
-ANY = object()
-
-_ENCODE_CASE = {
-    "id": str,
-    "observation": str,
-    "text": str,
-    # None = the tokenizer's default (encode() without the argument)
-    "add_special_tokens": (bool, type(None)),
-    "ids": [int],
-    "tokens": [str],
-    "decoded": str,
-    "decoded_per_id": [str],
-    # decode(encode(text, add_special_tokens=False)) == text; default true
-    "round_trips": bool,
-}
-
-# decoding settings of a knowledge task (the card's, or one case's)
-_DECODING = {"do_sample": bool, "top_p": (int, float), "temperature": (int, float)}
-
-EXPECT_SCHEMA: dict[str, Any] = {
-    "tokenizer": {
-        "vocab_size": int,
-        "bos": {
-            "id": (int, type(None)),
-            "token": (str, type(None)),
-            "added_by_default": bool,
-            "probe_text": str,
-        },
-        "encode": [_ENCODE_CASE],
-        "first_token": [{"id": str, "text": str, "first_id": int, "first_token": str, "first_decoded": str}],
-        "vocab_table": [{"id": int, "token": str, "decoded": str}],
-        "duplicate_bos": [
-            {
-                "id": str,
-                "prompt": str,
-                "leading_bos": int,
-                "duplicated": bool,
-                "trailing_space_token": bool,
-            }
-        ],
-    },
-    "embedding": {
-        "coherent_groups": [str],  # intra-group cosine - inter-group cosine >= min_margin
-        "incoherent_groups": [str],  # ... < min_margin
-        "min_margin": (int, float),
-        "apart": [{"id": str, "pair": [str], "outsiders": [str]}],  # pair closer than to any outsider
-        "pca_explained_at_most": (int, float),  # two components explain little of the variance
-        "pca_nearer": [{"id": str, "group": str, "nearer": str, "than": str}],  # centroid distances in 2-D
-    },
-    "next_token": {"top1": str, "min_top1_prob": (int, float)},
-    "greedy": {
-        "with_bos_contains": [str],
-        "without_bos_contains": [str],
-        "bos_changes_continuation": bool,
-        "batch_invariant": bool,
-        "default_generate_is_greedy": bool,  # generate() without decoding arguments
-    },
-    "sampling": {
-        "near-greedy": {"min_greedy_agreement": (int, float)},
-        "warm": {"answer": str, "min_answer_share": (int, float), "min_distinct": int},
-        "hot": {"min_distinct": int, "min_distinct_2": (int, float)},
-    },
-    # at_least_greedy_logprob: beam's sequence log p >= greedy's (equality allowed: for a
-    # model whose greedy path is already best); min_gain_over_greedy: beam's log p exceeds
-    # greedy's by at least this many nats (a search that silently ran greedy gains 0)
-    "beam_search": {"at_least_greedy_logprob": bool, "min_gain_over_greedy": (int, float)},
-    "tasks": {
-        # "{question}" is replaced; "chat" applies the tokenizer's chat template
-        "prompt_format": str,
-        "decoding": _DECODING,
-        "max_new_tokens": int,
-        # question: an id of fixtures/inputs/article.yaml's knowledge list (default: id);
-        # prompt: the whole prompt instead; prompt_format and decoding override the card's
-        "knowledge": [
-            {"id": str, "question": str, "prompt": str, "prompt_format": str, "decoding": _DECODING, "answer": str}
-        ],
-        "creative": {"greedy_repeats": bool, "min_distinct_samples": int},
-    },
-    "model": {
-        "embedding_shape": [int],
-        "embedding_dtype": str,
-        "architecture": str,
-    },
-    # what the loaded model's layers are (probes/quantization.py inspect_quantization)
-    "quantization": {
-        "method": str,  # nf4, fp4, int8 or none
-        "linear_4bit": int,
-        "linear_8bit": int,
-        "full_precision_linear": [str],
-        "compute_dtype": str,
-        "embedding_class": str,
-        "embedding_dtype": str,
-    },
-    # against the card's full-precision `reference` card, on the article's prompts
-    "drift": {
-        "max_kl": (int, float),  # nats, KL(reference || this) of the next-token distributions, worst prompt
-        "min_top1_agreement": (int, float),  # share of prompts whose most likely next token is the reference's
-        "min_top10_overlap": (int, float),  # mean share of the reference's top 10 in this model's top 10
-        "min_greedy_agreeing_tokens": int,  # greedy tokens equal to the reference's before the first difference
-        "max_footprint_ratio": (int, float),  # memory footprint over the reference's
-    },
-}
-
-_SOURCE_SCHEMA = {
-    "source": str,
-    "id": str,  # hub id or local folder
-    "revision": str,
-    "gguf_file": str,
-    "package": str,  # python package holding a data file
-    "file": str,
-    "architecture": str,
-    "seed": int,
-    "config": {str: ANY},
-    "tokenizer_config": {str: ANY},
-    "trust_remote_code": bool,
-    "allow_pickle": bool,  # read .bin/.pt checkpoints (pickle can run code); off by default
-}
-
-CARD_SCHEMA: dict[str, Any] = {
-    "name": str,
-    "description": str,
-    "marks": [str],
-    "tokenizer": _SOURCE_SCHEMA,
-    "model": (dict, type(None)),  # checked against _SOURCE_SCHEMA below when present
-    "load": {
-        "device": str,
-        "device_map": str,
-        "dtype": str,
-        "quantization": str,
-    },
-    "expect": EXPECT_SCHEMA,
-    # a full-precision card of the same weights, for expect.drift (a quantized card)
-    "reference": str,
-    # sections left out of this card's snapshot (greedy, embedding, sampled): for a
-    # model too slow to decode them all in the default run
-    "snapshot": {"leave_out": [str]},
-    # snapshot comparison tolerances (probes/snapshots.py DEFAULT_TOLERANCES)
-    "tolerances": {
-        "prob_atol": (int, float),
-        "entropy_atol": (int, float),
-        "logit_tie": (int, float),
-        "cosine_atol": (int, float),
-        "norm_rtol": (int, float),
-    },
-    # known failures: a test (optionally one case) that this model fails, with why.
-    # Applied as a strict xfail, so a fix shows up as XPASS and fails the run.
-    "xfail": [{"test": str, "case": str, "reason": str}],
-    # tests this card does not run, with why (shown as skips in the report): for a card
-    # too slow for a generic check that its reference card already runs
-    "leave_out": [{"test": str, "case": str, "reason": str}],
-}
-
-REQUIRED = ("name", "description", "tokenizer")
-
-# Every expect section but these reads the model: derived, so a new section needs a model
-# unless it is added here.
-TOKENIZER_SECTIONS = ("tokenizer",)
-MODEL_SECTIONS = tuple(section for section in EXPECT_SCHEMA if section not in TOKENIZER_SECTIONS)
-
-# Fields an expect section must hold when a card has that section: its tests read them
-# unconditionally ("x[]" = every item of the list x). The rest of a section is optional.
-REQUIRED_EXPECT_FIELDS: dict[str, tuple[str, ...]] = {
-    "tokenizer.bos": ("id", "token", "added_by_default", "probe_text"),
-    "tokenizer.encode[]": ("id", "text", "ids"),
-    "tokenizer.first_token[]": ("id", "text", "first_id", "first_token", "first_decoded"),
-    "tokenizer.vocab_table[]": ("id", "token", "decoded"),
-    "tokenizer.duplicate_bos[]": ("id", "prompt", "leading_bos", "duplicated", "trailing_space_token"),
-    "embedding.apart[]": ("id", "pair", "outsiders"),
-    "embedding.pca_nearer[]": ("id", "group", "nearer", "than"),
-    "next_token": ("top1",),
-    "sampling.near-greedy": ("min_greedy_agreement",),
-    "sampling.warm": ("answer", "min_answer_share", "min_distinct"),
-    "sampling.hot": ("min_distinct",),
-    "beam_search": ("at_least_greedy_logprob",),
-    "tasks.knowledge[]": ("id", "answer"),
-}
-
-
-# ------------------------------------------------------------------- JSON Schema
+# the sections a card may leave out of its snapshot (snapshot.leave_out): a slow model
+# (NF4 on CPU decodes at ~0.2 s a token) records what it can afford
+LEAVABLE_SECTIONS: tuple[str, ...] = get_args(get_args(SnapshotSettings.model_fields["leave_out"].annotation)[0])
 
 CARD_SCHEMA_FILE = FIXTURES_DIR / "card.schema.json"
-_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null", dict: "object"}
-
-
-def _json_schema(schema: Any, path: str) -> dict[str, Any]:
-    """The JSON Schema of one node of the card schema notation above."""
-    if schema is ANY:
-        return {}
-    if isinstance(schema, dict):
-        key_types = [k for k in schema if isinstance(k, type)]
-        if key_types:
-            return {"type": "object", "additionalProperties": _json_schema(schema[key_types[0]], path + ".*")}
-        node: dict[str, Any] = {
-            "type": "object",
-            "properties": {k: _json_schema(v, f"{path}.{k}".lstrip(".")) for k, v in schema.items()},
-            "additionalProperties": False,
-        }
-        required = REQUIRED if path == "" else REQUIRED_EXPECT_FIELDS.get(path.removeprefix("expect."), ())
-        if required:
-            node["required"] = list(required)
-        return node
-    if isinstance(schema, list):
-        return {"type": "array", "items": _json_schema(schema[0], path + "[]")}
-    types = [_JSON_TYPES[t] for t in _as_tuple(schema)]
-    if "integer" in types and "number" in types:
-        types.remove("integer")  # JSON numbers include the integers
-    return {"type": types[0] if len(types) == 1 else types}
 
 
 def card_json_schema() -> dict[str, Any]:
     """The card format as a JSON Schema (draft 2020-12), for editors that validate YAML
-    (``# yaml-language-server: $schema=...``). Generated from CARD_SCHEMA, committed as
+    (``# yaml-language-server: $schema=...``). Generated from CardFile, committed as
     fixtures/card.schema.json (``python -m probes.cards > fixtures/card.schema.json``);
-    load_card remains the full check (file names, folders, sources' required fields)."""
-    schema = _json_schema(CARD_SCHEMA, "")
-    source = _json_schema(_SOURCE_SCHEMA, "source")
-    schema["properties"]["model"] = {"anyOf": [source, {"type": "null"}]}
-    properties = schema["properties"]
-    properties["tokenizer"]["properties"]["source"]["enum"] = list(TOKENIZER_SOURCES)
-    source["properties"]["source"]["enum"] = list(MODEL_SOURCES)
-    properties["load"]["properties"]["dtype"]["enum"] = list(DTYPES)
-    properties["load"]["properties"]["quantization"]["enum"] = list(QUANTIZATIONS)
-    properties["load"]["properties"]["device"]["pattern"] = DEVICES_RE.pattern
-    properties["marks"]["items"]["enum"] = list(KNOWN_MARKS)
-    for key in ("xfail", "leave_out"):
-        properties[key]["items"]["required"] = ["test", "reason"]
+    load_card remains the full check (file names, cross-field rules)."""
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **CardFile.model_json_schema(by_alias=True),
         "title": "lm-probes model card",
-        **schema,
     }
+
+
+def _type_at(root: Any, loc: Sequence[str | int]) -> Any:
+    """The declared type at a location of the card (pydantic's error ``loc``, or a dotted
+    path split into parts); None if the schema has nothing there. A discriminated
+    union's location carries the tag (``model.hf.id``), which picks the member."""
+    node = root
+    for part in loc:
+        node = _unwrap(node)
+        if node is None:
+            return None
+        origin = get_origin(node)
+        if origin in (Union, UnionType):
+            node = next((m for m in get_args(node) if part in _source_tags(m)), None)
+        elif origin is list:
+            node = get_args(node)[0] if isinstance(part, int) else None
+        elif origin is dict:
+            node = get_args(node)[1]
+        elif isinstance(node, type) and issubclass(node, BaseModel):
+            node = next(
+                (f.annotation for name, f in node.model_fields.items() if part in (name, f.alias)),
+                None,
+            )
+        else:
+            return None
+    return node
+
+
+def _unwrap(tp: Any) -> Any:
+    """``X | None`` -> X, ``Annotated[X, ...]`` -> X; a union of several stays."""
+    while True:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            tp = get_args(tp)[0]
+        elif origin in (Union, UnionType) and type(None) in get_args(tp):
+            rest = tuple(a for a in get_args(tp) if a is not type(None))
+            tp = rest[0] if len(rest) == 1 else Union[rest]  # noqa: UP007 (a runtime union)
+        else:
+            return tp
+
+
+def _source_tags(member: Any) -> tuple[str, ...]:
+    field = member.model_fields.get("source") if isinstance(member, type) and issubclass(member, BaseModel) else None
+    return get_args(field.annotation) if field else ()
+
+
+def _section_class(annotation: Any) -> type[ExpectSection]:
+    return _unwrap(annotation)
+
+
+def _field_names(tp: Any) -> list[str]:
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [f.alias or name for name, f in tp.model_fields.items()]
+    return []
+
+
+# Every expect section reads the model unless its class says otherwise: derived, so a
+# new section needs a model unless it declares needs_model = False.
+TOKENIZER_SECTIONS = tuple(
+    name for name, f in Expect.model_fields.items() if not _section_class(f.annotation).needs_model
+)
+MODEL_SECTIONS = tuple(name for name in Expect.model_fields if name not in TOKENIZER_SECTIONS)
 
 
 def unknown_expect_path(dotted: str) -> str | None:
     """Why ``dotted`` (a test's ``expects=``, e.g. ``tokenizer.encode``) is not a path of
-    EXPECT_SCHEMA, with the nearest known name; None when it is one."""
-    node: Any = EXPECT_SCHEMA
-    walked = []
+    the card's ``expect:``, with the nearest known name; None when it is one."""
+    walked: list[str] = []
+    node: Any = Expect
     for part in dotted.split("."):
         key = part.split("[", 1)[0]
-        if isinstance(node, list):
-            node = node[0]
-        if not isinstance(node, dict) or key not in node:
-            known = [str(k) for k in node] if isinstance(node, dict) else []
+        inner = _unwrap(node)
+        if get_origin(inner) is list:  # tokenizer.encode[x].ids: the item's fields
+            node = get_args(inner)[0]
+        known = _field_names(node)
+        if key not in known:
             near = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean '{'.'.join([*walked, near[0]])}'?" if near else ""
-            return f"'{dotted}' is not a field of the card schema (probes/cards.py EXPECT_SCHEMA){hint}"
+            return f"'{dotted}' is not a field of the card schema (probes/card_schema.py Expect){hint}"
         walked.append(key)
-        node = node[key]
+        node = _type_at(node, [key])
     return None
 
 
-def _missing_required(expect: dict[str, Any]) -> list[str]:
-    """``expect.<path>: required field is missing`` for each REQUIRED_EXPECT_FIELDS gap
-    (and min_margin, which the E4 group checks compare with)."""
-    problems = []
-    for path, fields in REQUIRED_EXPECT_FIELDS.items():
-        *parents, last = path.removesuffix("[]").split(".")
-        node: Any = expect
-        for part in parents:
+# pydantic's error types -> the type a card author reads in the message
+_TYPE_NAMES = {
+    "int_type": "int",
+    "float_type": "float",
+    "string_type": "str",
+    "bool_type": "bool",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
+
+
+def _where(loc: Sequence[str | int], raw: Any) -> str:
+    """A readable location: ``expect.tokenizer.encode[hello].ids[1]``. List items are
+    named by their ``id`` when they have one; a union's tag is left out."""
+    where = ""
+    node = raw
+    for part in loc:
+        if isinstance(part, int):
+            item = node[part] if isinstance(node, list) and part < len(node) else None
+            label = item.get("id", part) if isinstance(item, dict) else part
+            where += f"[{label}]"
+            node = item
+        elif isinstance(node, dict) and part not in node and node.get("source") == part:
+            continue  # the discriminated union's tag, not a field
+        else:
+            where += f".{part}"
             node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or last not in node:
-            continue  # the section is not in this card
-        items = node[last] if path.endswith("[]") else [node[last]]
-        for i, item in enumerate(items):
-            if not isinstance(item, dict):
-                continue  # a type problem, reported by the schema check
-            where = f"expect.{path.removesuffix('[]')}" + (f"[{item.get('id', i)}]" if path.endswith("[]") else "")
-            problems += [f"{where}.{name}: required field is missing" for name in fields if name not in item]
-    embedding = expect.get("embedding") or {}
-    if (
-        isinstance(embedding, dict)
-        and ({"coherent_groups", "incoherent_groups"} & embedding.keys())
-        and "min_margin" not in embedding
-    ):
+    return where.lstrip(".")
+
+
+def _describe_error(error: Any, raw: dict[str, Any]) -> str:
+    """One line for one pydantic error, in the card's words."""
+    loc, kind, value = error["loc"], error["type"], error.get("input")
+    where = _where(loc, raw)
+    if kind == "missing":
+        return f"{where}: required field is missing"
+    if kind == "extra_forbidden":
+        known = _field_names(_type_at(CardFile, loc[:-1]))
+        near = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f"; did you mean '{near[0]}'?" if near else f"; known: {', '.join(known)}"
+        return f"{where}: unknown field{hint}"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        tags = [tag for member in get_args(_unwrap(_type_at(CardFile, loc))) for tag in _source_tags(member)]
+        if kind == "union_tag_not_found":
+            return f"{where}.source: required field is missing (one of {', '.join(tags)})"
+        return f"{where}.source: {error['ctx']['tag']!r} is not one of {', '.join(tags)}"
+    if kind == "literal_error":
+        # the value is named, so a list item's index adds nothing: "marks: 'fast' ..."
+        shown = _where(loc[:-1], raw) if isinstance(loc[-1], int) else where
+        allowed = get_args(_unwrap(_type_at(CardFile, loc)))
+        return f"{shown}: {value!r} is not one of {', '.join(map(str, allowed))}"
+    if kind == "string_pattern_mismatch" and where == "load.device":
+        return f"load.device: {value!r} is not auto, cpu, cuda, cuda:N or mps"
+    if kind in _TYPE_NAMES:
+        return f"{where}: expected {_TYPE_NAMES[kind]}, got {type(value).__name__} {value!r}"
+    return f"{where}: {error['msg']}"
+
+
+def _cross_field_problems(raw: dict[str, Any], path: Path) -> list[str]:
+    """Rules between fields, checked on the raw mapping so that they are reported
+    together with the schema's problems."""
+
+    def mapping(value: Any) -> dict[str, Any]:
+        return value if isinstance(value, dict) else {}
+
+    problems = []
+    expect, model = mapping(raw.get("expect")), raw.get("model")
+    if "name" in raw and raw["name"] != path.stem:
+        problems.append(f"name: '{raw['name']}' differs from the file name '{path.stem}'")
+    if mapping(raw.get("tokenizer")).get("source") == "model" and not model:
+        problems.append("tokenizer.source: 'model' needs a model section")
+    for section in MODEL_SECTIONS:
+        if section in expect and not model:
+            problems.append(f"expect.{section}: this card has no model section to check")
+    if "drift" in expect and not raw.get("reference"):
+        problems.append("expect.drift: needs `reference:`, the full-precision card to compare with")
+    if "reference" in raw and raw.get("reference") == raw.get("name"):
+        problems.append("reference: a card cannot be its own reference")
+    embedding = mapping(expect.get("embedding"))
+    if {"coherent_groups", "incoherent_groups"} & embedding.keys() and "min_margin" not in embedding:
         problems.append(
             "expect.embedding.min_margin: required field is missing "
             "(coherent_groups and incoherent_groups are judged by it)"
@@ -332,99 +252,34 @@ def _missing_required(expect: dict[str, Any]) -> list[str]:
     return problems
 
 
-# tokenizer sources
-#   mistral-common   the SentencePiece file shipped in the mistral-common package
-#   hf               AutoTokenizer.from_pretrained(id) (hub id or folder, gguf_file optional)
-#   model            the same place as the model
-# model sources
-#   hf               AutoModelForCausalLM.from_pretrained(id)
-#   package-gguf     a GGUF file inside an installed python package, converted once
-#                    to a cached safetensors folder
-#   random-init      a randomly initialised architecture from `config`, seeded
-TOKENIZER_SOURCES = ("mistral-common", "hf", "model")
-MODEL_SOURCES = ("hf", "package-gguf", "random-init")
-DEVICES_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
-DTYPES = ("float32", "float16", "bfloat16", "auto")
-QUANTIZATIONS = ("none", "nf4", "int8")
-KNOWN_MARKS = ("gpu",)
-# the sections a card may leave out of its snapshot (snapshot.leave_out): a slow model
-# (NF4 on CPU decodes at ~0.2 s a token) records what it can afford
-LEAVABLE_SECTIONS = ("greedy", "embedding", "sampled")
-
-
-def _type_name(expected: Any) -> str:
-    if isinstance(expected, tuple):
-        return " or ".join(_type_name(e) for e in expected)
-    if expected is type(None):
-        return "null"
-    if isinstance(expected, dict):
-        return "a mapping"
-    if isinstance(expected, list):
-        return "a list"
-    return getattr(expected, "__name__", str(expected))
-
-
-def _check(value: Any, schema: Any, where: str, problems: list[str]) -> None:
-    if schema is ANY:
-        return
-    if isinstance(schema, dict):
-        if not isinstance(value, dict):
-            problems.append(f"{where}: expected a mapping, got {type(value).__name__}")
-            return
-        key_types = [k for k in schema if isinstance(k, type)]
-        if key_types:  # {int: str} style: free keys of one type
-            (key_type,) = key_types
-            for k, v in value.items():
-                if not isinstance(k, key_type) or isinstance(k, bool):
-                    problems.append(f"{where}: key {k!r} should be {key_type.__name__}")
-                _check(v, schema[key_type], f"{where}.{k}", problems)
-            return
-        for k, v in value.items():
-            if k not in schema:
-                near = difflib.get_close_matches(str(k), [str(s) for s in schema], n=1)
-                hint = f"; did you mean '{near[0]}'?" if near else f"; known: {', '.join(map(str, schema))}"
-                problems.append(f"{where}.{k}: unknown field{hint}")
-                continue
-            _check(v, schema[k], f"{where}.{k}", problems)
-        return
-    if isinstance(schema, list):
-        if not isinstance(value, list):
-            problems.append(f"{where}: expected a list, got {type(value).__name__}")
-            return
-        for i, item in enumerate(value):
-            label = item.get("id", i) if isinstance(item, dict) else i
-            _check(item, schema[0], f"{where}[{label}]", problems)
-        return
-    # bool is a subclass of int: `vocab_size: true` must not pass as an int
-    ok = isinstance(value, schema) and not (isinstance(value, bool) and bool not in _as_tuple(schema))
-    if not ok:
-        problems.append(f"{where}: expected {_type_name(schema)}, got {type(value).__name__} {value!r}")
-
-
-def _as_tuple(t: Any) -> tuple:
-    return t if isinstance(t, tuple) else (t,)
-
-
 # --------------------------------------------------------------------------- the Card
 
 
 @dataclass(frozen=True)
 class Card:
+    """A validated card. Sources and load settings are typed objects; ``expect`` is the
+    card's ``expect:`` as written (what tests walk by dotted path, and what decides which
+    tests run), ``expectations`` the same values typed, with defaults filled in."""
+
     name: str
     path: Path
     description: str
-    tokenizer: dict[str, Any]
-    model: dict[str, Any] | None
-    load: dict[str, Any]
+    tokenizer: TokenizerSourceType
+    model: ModelSourceType | None
+    load: LoadSettings = LoadSettings()
     marks: tuple[str, ...] = ()
     expect: dict[str, Any] = field(default_factory=dict)
-    xfail: tuple[dict[str, str], ...] = ()
-    leave_out: tuple[dict[str, str], ...] = ()
+    xfail: tuple[KnownFailure, ...] = ()
+    leave_out: tuple[KnownFailure, ...] = ()
     tolerances: dict[str, float] = field(default_factory=dict)
     reference: str | None = None
-    snapshot: dict[str, Any] = field(default_factory=dict)
+    snapshot: SnapshotSettings = SnapshotSettings()
     # set when --model replaced the card's own source (the expectations stay the card's)
     model_override: str | None = None
+
+    @cached_property
+    def expectations(self) -> Expect:
+        return Expect.model_validate(self.expect)
 
     @property
     def has_model(self) -> bool:
@@ -432,15 +287,15 @@ class Card:
 
     @property
     def device(self) -> str:
-        return self.load.get("device", "cpu")
+        return self.load.device
 
     @property
     def dtype(self) -> str:
-        return self.load.get("dtype", "float32")
+        return self.load.dtype
 
     @property
     def quantization(self) -> str:
-        return self.load.get("quantization", "none")
+        return self.load.quantization
 
     def has_expectation(self, dotted: str) -> bool:
         try:
@@ -484,13 +339,10 @@ class Card:
         The expectations stay: that is the point of ``--model`` (check another build
         of the model against the same card).
         """
-        source = {"source": "hf", "id": model_id}
-        gguf = _single_gguf(model_id)
-        if gguf:
-            source["gguf_file"] = gguf
-        model = dict(source) if self.has_model else None
-        tokenizer = {"source": "model"} if self.has_model else dict(source)
-        return replace(self, tokenizer=tokenizer, model=model, model_override=model_id)
+        source = HubSource(source="hf", id=model_id, gguf_file=_single_gguf(model_id))
+        if self.has_model:
+            return replace(self, tokenizer=FollowModel(source="model"), model=source, model_override=model_id)
+        return replace(self, tokenizer=source, model_override=model_id)
 
     def xfail_reason(self, test: str, case: str | None) -> str | None:
         """The recorded reason this card fails ``test`` (for ``case``), if any."""
@@ -503,17 +355,19 @@ class Card:
     def with_tokenizer_config(self, **overrides: Any) -> Card:
         """This card with some tokenizer_config entries changed (e.g. add_bos_token=False):
         how the library's own tests build a deliberately altered tokenizer."""
-        config = {**(self.tokenizer.get("tokenizer_config") or {}), **overrides}
-        return replace(self, tokenizer={**self.tokenizer, "tokenizer_config": config})
+        if not isinstance(self.tokenizer, MistralCommonTokenizer):
+            raise CardError(f"card '{self.name}': only a mistral-common tokenizer takes tokenizer_config")
+        config = {**self.tokenizer.tokenizer_config, **overrides}
+        return replace(self, tokenizer=self.tokenizer.model_copy(update={"tokenizer_config": config}))
 
     def field_location(self, dotted: str) -> str:
         return f"card '{self.name}' ({_display_path(self.path)}), field expect.{dotted}"
 
 
-def _reason(entries: tuple[dict[str, str], ...], test: str, case: str | None) -> str | None:
+def _reason(entries: tuple[KnownFailure, ...], test: str, case: str | None) -> str | None:
     for entry in entries:
-        if entry["test"] == test and entry.get("case") in (None, case):
-            return entry["reason"]
+        if entry.test == test and entry.case in (None, case):
+            return entry.reason
     return None
 
 
@@ -559,83 +413,31 @@ def load_card(path: str | Path) -> Card:
         raise CardError(f"card file {shown} must be a YAML mapping, got {type(raw).__name__}")
 
     problems: list[str] = []
-    for key in REQUIRED:
-        if key not in raw:
-            problems.append(f"{key}: required field is missing")
-    _check(raw, CARD_SCHEMA, "card", problems)
-    problems = [p.removeprefix("card.") for p in problems]
-    if isinstance(raw.get("model"), dict):
-        sub: list[str] = []
-        _check(raw["model"], _SOURCE_SCHEMA, "model", sub)
-        problems += sub
-    if not problems:
-        problems += _missing_required(raw.get("expect") or {}) + _check_values(raw, path)
+    try:
+        spec = CardFile.model_validate(raw)
+    except ValidationError as exc:
+        problems += [_describe_error(error, raw) for error in exc.errors()]
+    problems += _cross_field_problems(raw, path)
     if problems:
-        listing = "\n  - ".join(problems)
+        listing = "\n  - ".join(dict.fromkeys(problems))
         raise CardError(f"card file {shown} is invalid:\n  - {listing}")
 
-    load = dict(raw.get("load") or {})
     return Card(
-        name=raw["name"],
+        name=spec.name,
         path=path,
-        description=raw["description"],
-        tokenizer=dict(raw["tokenizer"]),
-        model=dict(raw["model"]) if raw.get("model") else None,
-        load=load,
-        marks=tuple(raw.get("marks") or ()),
-        expect=raw.get("expect") or {},
-        xfail=tuple(raw.get("xfail") or ()),
-        leave_out=tuple(raw.get("leave_out") or ()),
-        tolerances=dict(raw.get("tolerances") or {}),
-        reference=raw.get("reference"),
-        snapshot=dict(raw.get("snapshot") or {}),
+        description=spec.description,
+        tokenizer=spec.tokenizer,
+        model=spec.model,
+        load=spec.load,
+        marks=tuple(spec.marks),
+        # as written (exclude_unset): an absent field means "not checked", not a default
+        expect=spec.expect.model_dump(by_alias=True, exclude_unset=True),
+        xfail=tuple(spec.xfail),
+        leave_out=tuple(spec.leave_out),
+        tolerances=spec.tolerances.model_dump(exclude_none=True),
+        reference=spec.reference,
+        snapshot=spec.snapshot,
     )
-
-
-def _check_values(raw: dict[str, Any], path: Path) -> list[str]:
-    problems = []
-    if raw["name"] != path.stem:
-        problems.append(f"name: '{raw['name']}' differs from the file name '{path.stem}'")
-    tok_source = raw["tokenizer"].get("source")
-    if tok_source not in TOKENIZER_SOURCES:
-        problems.append(f"tokenizer.source: {tok_source!r} is not one of {', '.join(TOKENIZER_SOURCES)}")
-    if tok_source == "model" and not raw.get("model"):
-        problems.append("tokenizer.source: 'model' needs a model section")
-    model = raw.get("model")
-    if model:
-        if model.get("source") not in MODEL_SOURCES:
-            problems.append(f"model.source: {model.get('source')!r} is not one of {', '.join(MODEL_SOURCES)}")
-        for need in {"hf": ("id",), "package-gguf": ("package", "file"), "random-init": ("architecture", "config")}.get(
-            model.get("source"), ()
-        ):
-            if need not in model:
-                problems.append(f"model.{need}: required for source '{model['source']}'")
-    load = raw.get("load") or {}
-    if "device" in load and not DEVICES_RE.match(load["device"]):
-        problems.append(f"load.device: {load['device']!r} is not auto, cpu, cuda, cuda:N or mps")
-    if "dtype" in load and load["dtype"] not in DTYPES:
-        problems.append(f"load.dtype: {load['dtype']!r} is not one of {', '.join(DTYPES)}")
-    if "quantization" in load and load["quantization"] not in QUANTIZATIONS:
-        problems.append(f"load.quantization: {load['quantization']!r} is not one of {', '.join(QUANTIZATIONS)}")
-    for mark in raw.get("marks") or ():
-        if mark not in KNOWN_MARKS:
-            problems.append(f"marks: {mark!r} is not one of {', '.join(KNOWN_MARKS)}")
-    for section in MODEL_SECTIONS:
-        if section in (raw.get("expect") or {}) and not model:
-            problems.append(f"expect.{section}: this card has no model section to check")
-    if "drift" in (raw.get("expect") or {}) and not raw.get("reference"):
-        problems.append("expect.drift: needs `reference:`, the full-precision card to compare with")
-    if raw.get("reference") == raw["name"]:
-        problems.append("reference: a card cannot be its own reference")
-    for section in (raw.get("snapshot") or {}).get("leave_out") or ():
-        if section not in LEAVABLE_SECTIONS:
-            problems.append(f"snapshot.leave_out: {section!r} is not one of {', '.join(LEAVABLE_SECTIONS)}")
-    for key in ("xfail", "leave_out"):
-        for i, entry in enumerate(raw.get(key) or ()):
-            for need in ("test", "reason"):
-                if need not in entry:
-                    problems.append(f"{key}[{i}].{need}: required")
-    return problems
 
 
 def nearest(word: str, names: list[str]) -> str | None:

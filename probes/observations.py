@@ -7,8 +7,10 @@ bar chart, the temperature panels, the sampler checks and the snapshot).
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+from weakref import WeakKeyDictionary
 
 import numpy as np
 
@@ -18,7 +20,45 @@ from . import quantization as qz
 from .inputs import article_inputs, format_prompt, knowledge_question
 
 if TYPE_CHECKING:
+    from .card_schema import Decoding, KnowledgeCase
     from .subjects import Subject
+
+Result = TypeVar("Result")
+# What a result is kept under: the probe's name and what else it depends on (prompt,
+# seed, ...); results of one subject only.
+ResultKey = str | tuple[Hashable, ...]
+
+
+class SessionResults:
+    """Each probe result computed once per subject and session, and shared by the tests
+    that need it (the next-token logits feed the bar chart, the temperature panels, the
+    snapshot, ...). Held per Subject object, and gone with it: a test that builds its own
+    subject (a deliberately broken one) never sees the session's results."""
+
+    def __init__(self) -> None:
+        self._by_subject: WeakKeyDictionary[Subject, dict[ResultKey, Any]] = WeakKeyDictionary()
+
+    def get(self, subject: Subject, key: ResultKey, compute: Callable[[], Result]) -> Result:
+        results = self._by_subject.setdefault(subject, {})
+        if key not in results:
+            results[key] = compute()
+        return results[key]
+
+    def has(self, subject: Subject, key: ResultKey) -> bool:
+        return key in self._by_subject.get(subject, {})
+
+    @contextmanager
+    def set_aside(self, subject: Subject) -> Iterator[None]:
+        """Within the block, ``subject``'s results are computed anew (a test that edits
+        the loaded model in place); afterwards the session's results are back."""
+        kept = self._by_subject.pop(subject, {})
+        try:
+            yield
+        finally:
+            self._by_subject[subject] = kept
+
+
+RESULTS = SessionResults()
 
 
 def next_token(subject: Subject, prompt: str | None = None) -> dc.NextToken:
@@ -26,14 +66,17 @@ def next_token(subject: Subject, prompt: str | None = None) -> dc.NextToken:
     computed once per prompt: a check about another prompt asks for that prompt."""
     inputs = article_inputs()
     prompt, k = prompt or inputs["next_token_prompt"], inputs["top_k_shown"]
-    return subject.cached(("next_token", prompt), lambda: dc.next_token(subject.tokenizer, subject.model, prompt, k))
+    return RESULTS.get(
+        subject, ("next_token", prompt), lambda: dc.next_token(subject.tokenizer, subject.model, prompt, k)
+    )
 
 
 def temperature_sweep(subject: Subject) -> dc.TemperatureSweep:
     """softmax(z / T) of the next-token logits at the article's temperatures (D2): the
     panels and the snapshot's entropies."""
     inputs = article_inputs()
-    return subject.cached(
+    return RESULTS.get(
+        subject,
         "temperature",
         lambda: dc.temperature_sweep(next_token(subject).logits, inputs["temperatures"], k=inputs["top_k_shown"]),
     )
@@ -48,10 +91,10 @@ def greedy(subject: Subject, bos: bool) -> dc.Generation:
     the same input. Keyed by the prompt's ids, so the same input is never run twice."""
     spec = article_inputs()["greedy"]
     tokenizer = subject.tokenizer
-    force_bos = bos and tokenizer.bos_token_id is not None
-    ids = _greedy_ids(tokenizer, bos)
-    return subject.cached(
-        ("greedy", ids),
+    force_bos = _forces_bos(tokenizer, bos)
+    return RESULTS.get(
+        subject,
+        ("greedy", _greedy_ids(tokenizer, bos)),
         lambda: dc.greedy_runs(
             tokenizer,
             subject.model,
@@ -64,18 +107,22 @@ def greedy(subject: Subject, bos: bool) -> dc.Generation:
     )
 
 
+def _forces_bos(tokenizer, bos: bool) -> bool:
+    return bos and tokenizer.bos_token_id is not None
+
+
 def _greedy_ids(tokenizer, bos: bool) -> tuple[int, ...]:
     """The D3 (BOS on) or D4 (BOS off) greedy prompt's ids."""
     prompt = article_inputs()["greedy"]["prompt"]
-    force_bos = bos and tokenizer.bos_token_id is not None
-    return tuple(dc.prompt_ids(tokenizer, prompt, add_special_tokens=bos, force_bos=force_bos))
+    return tuple(dc.prompt_ids(tokenizer, prompt, add_special_tokens=bos, force_bos=_forces_bos(tokenizer, bos)))
 
 
 def sampled(subject: Subject, regime: str) -> dc.Generation:
     """The (top_p, temperature) regime's samples for the session seed, one batched call."""
     spec = article_inputs()["sampling"]
     seed = subject.seed
-    return subject.cached(
+    return RESULTS.get(
+        subject,
         ("sampling", regime, seed),
         lambda: dc.generate(
             subject.tokenizer,
@@ -94,7 +141,8 @@ def top_k_samples(subject: Subject) -> dc.Generation:
     """D9: first tokens drawn with top-k alone (top_p 1, T 1) for the session seed, one
     batched call; keyed by the prompt, so another top-k prompt is drawn anew."""
     spec = article_inputs()["top_k_sampling"]
-    return subject.cached(
+    return RESULTS.get(
+        subject,
         ("top_k", spec["prompt"], spec["k"], spec["samples"], subject.seed),
         lambda: dc.generate(
             subject.tokenizer,
@@ -120,9 +168,10 @@ def greedy_reference(subject: Subject) -> dc.Generation:
     if spec["prompt"] == greedy_spec["prompt"] and spec["max_new_tokens"] == greedy_spec["max_new_tokens"]:
         plain = tuple(dc.prompt_ids(subject.tokenizer, spec["prompt"]))
         for bos in (False, True):
-            if plain == _greedy_ids(subject.tokenizer, bos) and subject.has_cached(("greedy", plain)):
+            if plain == _greedy_ids(subject.tokenizer, bos) and RESULTS.has(subject, ("greedy", plain)):
                 return greedy(subject, bos)
-    return subject.cached(
+    return RESULTS.get(
+        subject,
         "sampling-greedy",
         lambda: dc.generate(subject.tokenizer, subject.model, spec["prompt"], max_new_tokens=spec["max_new_tokens"]),
     )
@@ -130,15 +179,15 @@ def greedy_reference(subject: Subject) -> dc.Generation:
 
 def word_vectors(subject: Subject) -> em.WordVectors:
     groups = article_inputs()["word_groups"]
-    return subject.cached("word_vectors", lambda: em.word_vectors(subject.tokenizer, subject.model, groups))
+    return RESULTS.get(subject, "word_vectors", lambda: em.word_vectors(subject.tokenizer, subject.model, groups))
 
 
 def cosine(subject: Subject) -> np.ndarray:
-    return subject.cached("cosine", lambda: em.cosine_matrix(word_vectors(subject).vectors))
+    return RESULTS.get(subject, "cosine", lambda: em.cosine_matrix(word_vectors(subject).vectors))
 
 
 def projection(subject: Subject) -> em.Projection:
-    return subject.cached("pca", lambda: em.pca_2d(word_vectors(subject).vectors))
+    return RESULTS.get(subject, "pca", lambda: em.pca_2d(word_vectors(subject).vectors))
 
 
 def knowledge_answers(subject: Subject) -> dict[str, dc.Generation]:
@@ -146,21 +195,19 @@ def knowledge_answers(subject: Subject) -> dict[str, dc.Generation]:
     decoding setting (a case may override the card's prompt format and decoding)."""
 
     def compute() -> dict[str, dc.Generation]:
-        tasks = subject.card.expected("tasks")
-        default_decoding = tasks.get("decoding", {"do_sample": False})
-        batches: dict[str, list[dict]] = {}
-        for case in tasks["knowledge"]:
-            decoding = case.get("decoding", default_decoding)
-            batches.setdefault(json.dumps(decoding, sort_keys=True), []).append(case)
+        tasks = subject.card.expectations.tasks
+        assert tasks is not None and tasks.knowledge is not None
+        batches: dict[Decoding, list[KnowledgeCase]] = {}
+        for case in tasks.knowledge:
+            batches.setdefault(case.decoding or tasks.decoding, []).append(case)
         answers: dict[str, dc.Generation] = {}
-        for key, cases in batches.items():
-            decoding = json.loads(key)
+        for decoding, cases in batches.items():
             prompts = [
-                case.get("prompt")
+                case.prompt
                 or format_prompt(
                     subject.tokenizer,
-                    case.get("prompt_format", tasks.get("prompt_format", "{question}")),
-                    knowledge_question(case.get("question", case["id"])),
+                    case.prompt_format or tasks.prompt_format,
+                    knowledge_question(case.question or case.id),
                 )
                 for case in cases
             ]
@@ -168,14 +215,14 @@ def knowledge_answers(subject: Subject) -> dict[str, dc.Generation]:
                 subject.tokenizer,
                 subject.model,
                 prompts,
-                max_new_tokens=tasks.get("max_new_tokens", 40),
-                seed=subject.seed if decoding.get("do_sample") else None,
-                **decoding,
+                max_new_tokens=tasks.max_new_tokens,
+                seed=subject.seed if decoding.do_sample else None,
+                **decoding.as_kwargs(),
             )
-            answers.update({case["id"]: g for case, g in zip(cases, generations)})
+            answers.update({case.id: g for case, g in zip(cases, generations)})
         return answers
 
-    return subject.cached("knowledge", compute)
+    return RESULTS.get(subject, "knowledge", compute)
 
 
 def openings(subject: Subject, sampling: bool) -> list[dc.Generation]:
@@ -185,13 +232,15 @@ def openings(subject: Subject, sampling: bool) -> list[dc.Generation]:
     spec = article_inputs()["creative"]
     tokenizer, model = subject.tokenizer, subject.model
     if not sampling:
-        return subject.cached(
+        return RESULTS.get(
+            subject,
             ("creative", False),
             lambda: dc.greedy_runs_many(
                 tokenizer, model, spec["openings"], runs=spec["runs"], max_new_tokens=spec["max_new_tokens"]
             ),
         )
-    return subject.cached(
+    return RESULTS.get(
+        subject,
         ("creative", True, subject.seed),
         lambda: dc.generate_many(
             tokenizer,
@@ -224,7 +273,8 @@ DRIFT_GREEDY_TOKENS = 12  # enough to see where greedy first differs (SmolLM2 NF
 def drift_greedy(subject: Subject) -> dc.Generation:
     """The article's greedy prompt, one call, DRIFT_GREEDY_TOKENS new tokens."""
     prompt = article_inputs()["greedy"]["prompt"]
-    return subject.cached(
+    return RESULTS.get(
+        subject,
         ("drift-greedy", prompt),
         lambda: dc.generate(subject.tokenizer, subject.model, prompt, max_new_tokens=DRIFT_GREEDY_TOKENS),
     )
@@ -238,7 +288,8 @@ def drift(subject: Subject, reference: Subject) -> qz.Drift:
 
     def compute() -> qz.Drift:
         prompts = drift_prompts()
-        reference_logits = reference.cached(
+        reference_logits = RESULTS.get(
+            reference,
             ("next_token_many", tuple(prompts)),
             lambda: dc.next_token_logits_many(reference.tokenizer, reference.model, prompts),
         )
@@ -257,4 +308,4 @@ def drift(subject: Subject, reference: Subject) -> qz.Drift:
             footprint_quantized=quantization(subject).footprint_bytes,
         )
 
-    return subject.cached(("drift", reference.name), compute)
+    return RESULTS.get(subject, ("drift", reference.name), compute)

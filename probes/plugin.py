@@ -14,6 +14,7 @@ the ``expects`` field (and a model, when the test uses ``model_subject``); with 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +22,6 @@ import pytest
 
 from . import report
 from .cards import (
-    DEVICES_RE,
-    DTYPES,
     Card,
     CardError,
     available_cards,
@@ -31,6 +30,7 @@ from .cards import (
     looks_like_local_path,
     unknown_expect_path,
 )
+from .sources import DEVICE_PATTERN, DTYPES
 from .subjects import Subject, SubjectLoadError, environment_info
 
 if TYPE_CHECKING:  # the snapshot module loads numpy and the probes: imported when used
@@ -55,7 +55,7 @@ WORKER_SUBJECT_ROWS = pytest.StashKey[dict[str, dict[str, Any]]]()
 
 
 def _device(value: str) -> str:
-    if not DEVICES_RE.match(value):
+    if not re.match(DEVICE_PATTERN, value):
         raise pytest.UsageError(f"--device {value!r}: use auto, cpu, cuda, cuda:N or mps")
     return value
 

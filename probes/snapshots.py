@@ -138,7 +138,7 @@ def observe(subject: Subject) -> dict[str, Any]:
     }
     sweep = ob.temperature_sweep(subject)
     observed["temperature"] = {"entropy": {str(t): _r(e, 6) for t, e in zip(sweep.temperatures, sweep.entropies)}}
-    leave_out = set((subject.card.snapshot or {}).get("leave_out", ()))
+    leave_out = set(subject.card.snapshot.leave_out)
     if "greedy" not in leave_out:
         observed["greedy"] = _observe_greedy(subject)
     if "embedding" not in leave_out:

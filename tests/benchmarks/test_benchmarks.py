@@ -197,7 +197,7 @@ def test_model_load_time(benchmark, source):
         load = lambda: AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)  # noqa: E731
         rounds = 1  # ~25 s each on 2 cores
     else:
-        folder = Subject(card)._model_location()["id"]  # converts once if not cached yet
+        folder = Subject(card).model_folder()  # converts once if not cached yet
         load = lambda: AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)  # noqa: E731
         rounds = 3
     benchmark.pedantic(load, rounds=rounds, warmup_rounds=0)
@@ -212,7 +212,7 @@ def test_load_float32_against_nf4(benchmark, card_name):
     from probes.cards import find_card
 
     card = find_card(card_name)
-    Subject(card)._model_location()  # the GGUF conversion is cached first, not timed
+    Subject(card).model_folder()  # the GGUF conversion is cached first, not timed
     loaded: list[Any] = []
 
     def load():

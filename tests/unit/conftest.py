@@ -31,7 +31,7 @@ def tiny_card(**config) -> Card:
     card = find_card("tiny-mistral")
     if not config:
         return card
-    return dataclasses.replace(card, model={**card.model, "config": {**card.model["config"], **config}})
+    return dataclasses.replace(card, model=card.model.model_copy(update={"config": {**card.model.config, **config}}))
 
 
 def tiny(**config) -> Subject:

@@ -12,9 +12,12 @@ import sys
 import pytest
 import torch
 
-from probes import subjects
+from probes import sources
 from probes.cards import find_card
+from probes.sources import HubSource, LoadOptions
 from probes.subjects import Subject, SubjectLoadError
+
+NF4 = LoadOptions(quantization="nf4")
 
 # ------------------------------------------------------------ missing dependencies
 
@@ -26,7 +29,7 @@ def test_missing_bitsandbytes_says_what_to_install(monkeypatch):
         match=r"quantization 'nf4' needs bitsandbytes: bitsandbytes is not installed: "
         r"`pip install 'bitsandbytes>=0\.46\.1'`",
     ):
-        subjects._quantization_kwargs("nf4", {})
+        NF4.placement_kwargs("cpu")
 
 
 def test_too_old_bitsandbytes_names_its_version_and_the_install_line(monkeypatch):
@@ -39,19 +42,19 @@ def test_too_old_bitsandbytes_names_its_version_and_the_install_line(monkeypatch
         match=r"bitsandbytes 0\.45\.5 is older than 0\.46\.1, the first whose CPU backend runs NF4: "
         r"`pip install 'bitsandbytes>=0\.46\.1'`",
     ):
-        subjects._quantization_kwargs("nf4", {})
+        NF4.placement_kwargs("cpu")
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.46.1" if name == "bitsandbytes" else real(name))
-    assert "quantization_config" in subjects._quantization_kwargs("nf4", {})  # the minimum itself is enough
+    assert "quantization_config" in NF4.placement_kwargs("cpu")  # the minimum itself is enough
 
 
 def test_missing_gguf_says_what_to_install(monkeypatch, tmp_path):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a))
-    monkeypatch.setenv(subjects.CACHE_ENV, str(tmp_path))  # an empty cache: conversion is needed
+    monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path))  # an empty cache: conversion is needed
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF")
     with pytest.raises(SubjectLoadError, match=r"reading model.gguf needs the gguf package: `pip install gguf`"):
-        subjects.converted_gguf_folder(gguf, "0" * 64)
+        sources.converted_gguf_folder(gguf, "0" * 64)
     assert not list((tmp_path / "gguf").glob("*"))  # nothing half-written left behind
 
 
@@ -60,7 +63,7 @@ def test_missing_mistral_common_says_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "mistral_common" else real(name, *a)
     )
-    monkeypatch.setenv(subjects.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path))
     with pytest.raises(
         SubjectLoadError,
         match=r"package 'mistral_common' is not installed: install it with `pip install mistral-common`",
@@ -121,16 +124,17 @@ def test_pickle_checkpoints_load_with_the_explicit_opt_in(pickle_only_folder):
 
 
 def test_trust_remote_code_is_off_unless_asked():
-    assert subjects._hub_kwargs({"source": "hf", "id": "x"})["trust_remote_code"] is False
-    assert subjects._hub_kwargs({"source": "hf", "id": "x", "trust_remote_code": True})["trust_remote_code"] is True
-    assert subjects._hub_kwargs({"source": "hf", "id": "x"}, trust_remote_code=True)["trust_remote_code"] is True
+    hub = HubSource(source="hf", id="x")
+    assert hub.hub_kwargs()["trust_remote_code"] is False
+    assert hub.model_copy(update={"trust_remote_code": True}).hub_kwargs()["trust_remote_code"] is True
+    assert hub.hub_kwargs(trust_remote_code=True)["trust_remote_code"] is True
 
 
 def test_hf_hub_offline_means_local_files_only(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert subjects._hub_kwargs({"source": "hf", "id": "x"})["local_files_only"] is True
+    assert HubSource(source="hf", id="x").hub_kwargs()["local_files_only"] is True
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    assert "local_files_only" not in subjects._hub_kwargs({"source": "hf", "id": "x"})
+    assert "local_files_only" not in HubSource(source="hf", id="x").hub_kwargs()
 
 
 def test_default_cards_load_without_touching_the_network(monkeypatch):

@@ -116,7 +116,7 @@ def saved_model_folder(subject: Subject, folder: Path, generation_config: dict) 
 def smollm2_folder(folder: Path, generation_config: dict) -> Path:
     """The SmolLM2 model folder (the cached conversion, files linked, not copied) with
     an edited generation_config.json."""
-    source = Path(Subject(find_card("smollm2-135m-instruct"))._model_location()["id"])
+    source = Path(Subject(find_card("smollm2-135m-instruct")).model_folder())
     folder.mkdir()
     for item in source.iterdir():
         (folder / item.name).symlink_to(item)

