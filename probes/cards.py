@@ -360,8 +360,11 @@ class Card:
         config = {**self.tokenizer.tokenizer_config, **overrides}
         return replace(self, tokenizer=self.tokenizer.model_copy(update={"tokenizer_config": config}))
 
+    def location(self) -> str:
+        return f"card '{self.name}' ({_display_path(self.path)})"
+
     def field_location(self, dotted: str) -> str:
-        return f"card '{self.name}' ({_display_path(self.path)}), field expect.{dotted}"
+        return f"{self.location()}, field expect.{dotted}"
 
 
 def _reason(entries: tuple[KnownFailure, ...], test: str, case: str | None) -> str | None:

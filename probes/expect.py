@@ -32,16 +32,47 @@ def _first_difference(expected: Any, obtained: Any) -> str:
     return ""
 
 
+def _model_source(card: Card) -> str:
+    return f"\n  model loaded from --model {card.model_override}" if card.model_override else ""
+
+
 def mismatch_message(card: Card, field: str, expected: Any, obtained: Any, note: str = "") -> str:
-    source = f"\n  model loaded from --model {card.model_override}" if card.model_override else ""
     return (
-        f"{card.field_location(field)}{source}\n"
+        f"{card.field_location(field)}{_model_source(card)}\n"
         f"  expected: {expected!r}\n"
         f"  obtained: {obtained!r}"
         f"{_first_difference(expected, obtained)}"
         f"{chr(10) + '  ' + note if note else ''}\n"
         f"If the obtained value is right for this model, update that field in {card.path.name}."
     )
+
+
+def property_message(card: Card, expected: str, obtained: Any, note: str = "") -> str:
+    """The failure of a property every model must have (no card field holds it), in the
+    shape of mismatch_message: card and file, expected, obtained, what to do."""
+    return (
+        f"{card.location()}, a property every model must have{_model_source(card)}\n"
+        f"  expected: {expected}\n"
+        f"  obtained: {obtained if isinstance(obtained, str) else repr(obtained)}"
+        f"{chr(10) + '  ' + note if note else ''}\n"
+        f"This is not a card value: if this model is known to fail it, record it under xfail: in "
+        f"{card.path.name}, with the reason."
+    )
+
+
+def check_that(
+    card: Card, holds: bool, *, expected: str, obtained: Any, field: str | None = None, note: str = ""
+) -> None:
+    """Assert ``holds``, for a comparison check_equal/at_least/at_most cannot express (a
+    substring, a strict inequality, an ordering). With ``field``, the expectation is the
+    card's and the message names that field; without, it is a property every model must
+    have (greedy is the argmax, beam search uses its beams) and the message says so."""
+    __tracebackhide__ = True
+    if holds:
+        return
+    if field is not None:
+        raise ExpectationMismatch(mismatch_message(card, field, expected, obtained, note))
+    raise ExpectationMismatch(property_message(card, expected, obtained, note))
 
 
 def check_equal(card: Card, field: str, obtained: Any, note: str = "") -> None:

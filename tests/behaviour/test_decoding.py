@@ -9,7 +9,7 @@ import torch
 from probes import decoding as dc
 from probes import plots
 from probes import sampling as sp
-from probes.expect import check_at_least, check_equal, mismatch_message
+from probes.expect import check_at_least, check_equal, check_that
 from probes.inputs import article_inputs
 from probes.observations import greedy, greedy_reference, next_token, sampled, temperature_sweep, top_k_samples
 from probes.sampling import apply_temperature
@@ -35,16 +35,23 @@ def test_top_next_token_is_what_greedy_generates_first(model_subject, attach):
         [[label, f"{p:.4f}"] for label, p in zip(result.labels(), result.top_probs)],
         summary="Next token after the prompt (D1)",
     )
+    card = model_subject.card
     first = dc.generate(model_subject.tokenizer, model_subject.model, result.prompt, max_new_tokens=1)
-    assert first.prompt_ids == result.input_ids, (
-        f"generate() got other prompt ids: {first.prompt_ids} vs {result.input_ids}"
+    check_that(
+        card,
+        first.prompt_ids == result.input_ids,
+        expected=f"generate() reads the forward pass's prompt ids {result.input_ids}",
+        obtained=f"generate() got other prompt ids: {first.prompt_ids}",
     )
     chosen = first.new_ids[0][0]
     # ties: any token sharing the top logit is a greedy choice
     tied = {int(i) for i in np.flatnonzero(result.logits == result.logits.max())}
-    assert chosen in tied, (
-        f"greedy generate() chose {chosen} {model_subject.tokenizer.decode([chosen])!r}, but the forward pass ranks "
-        f"{result.labels()[:3]} first (p {result.top_probs[:3]})"
+    check_that(
+        card,
+        chosen in tied,
+        expected=f"greedy generate()'s first token is the forward pass's top token, {result.labels()[0]}",
+        obtained=f"greedy generate() chose {chosen} {model_subject.tokenizer.decode([chosen])!r}, but the forward "
+        f"pass ranks {result.labels()[:3]} first (p {result.top_probs[:3]})",
     )
 
 
@@ -84,14 +91,14 @@ def test_own_temperature_matches_transformers(model_subject, attach):
 def test_greedy_is_identical_across_runs(model_subject, bos, attach):
     result = greedy(model_subject, bos)
     _attach_texts(attach, result, summary=f"Greedy continuations ({'BOS on' if bos else 'BOS off'})")
-    if not result.all_identical:
-        first = result.new_ids[0]
-        odd = next(i for i, ids in enumerate(result.new_ids) if ids != first)
-        pytest.fail(
-            f"greedy run {odd + 1} of {len(result.texts)} differs from run 1:\n"
-            f"  run 1: {result.texts[0]!r}\n  run {odd + 1}: {result.texts[odd]!r}",
-            pytrace=False,
-        )
+    odd = next((i for i, ids in enumerate(result.new_ids) if ids != result.new_ids[0]), None)
+    check_that(
+        model_subject.card,
+        odd is None,
+        expected=f"{len(result.texts)} greedy runs give the same text",
+        obtained=odd and f"greedy run {odd + 1} of {len(result.texts)} differs from run 1",
+        note=odd and f"run 1: {result.texts[0]!r}\n  run {odd + 1}: {result.texts[odd]!r}",
+    )
 
 
 @pytest.mark.observation("D3")
@@ -107,11 +114,15 @@ def test_greedy_picks_the_most_likely_token(model_subject, bos, attach):
             "\n".join(f"run {r + 1}, new token {i}: tied top logits {ids}" for r, i, ids in ties), name="greedy ties"
         )
     wrong = result.not_argmax()
-    assert not wrong, (
-        f"greedy decoding ({'BOS on' if bos else 'BOS off'}) picked tokens that are not the most likely "
-        f"({len(wrong)} of {sum(map(len, result.new_ids))} steps); "
-        f"first: {wrong[0].describe(model_subject.tokenizer)}. Settings used: {result.settings}; "
-        f"the model's generation_config: {model_subject.model.generation_config.to_diff_dict()}"
+    check_that(
+        model_subject.card,
+        not wrong,
+        expected="greedy decoding picks the most likely token at every step",
+        obtained=wrong
+        and f"greedy decoding ({'BOS on' if bos else 'BOS off'}) picked tokens that are not the most likely "
+        f"({len(wrong)} of {sum(map(len, result.new_ids))} steps); first: {wrong[0].describe(model_subject.tokenizer)}",
+        note=f"settings used: {result.settings}; "
+        f"the model's generation_config: {model_subject.model.generation_config.to_diff_dict()}",
     )
 
 
@@ -123,7 +134,9 @@ def test_greedy_continuation_contains(model_subject):
             continue
         text = greedy(model_subject, bos).texts[0]
         missing = [s for s in card.expected(field) if s not in text]
-        assert not missing, mismatch_message(card, field, card.expected(field), text, note=f"missing: {missing}")
+        check_that(
+            card, not missing, field=field, expected=card.expected(field), obtained=text, note=f"missing: {missing}"
+        )
 
 
 @pytest.mark.observation("D4", expects="greedy.bos_changes_continuation")
@@ -132,9 +145,11 @@ def test_bos_changes_the_continuation(model_subject):
     if bos is None:
         pytest.skip("does not apply: the tokenizer has no BOS token, so BOS on and off are the same input")
     with_bos, without = greedy(model_subject, True), greedy(model_subject, False)
-    assert with_bos.prompt_ids[0] == bos and without.prompt_ids[0] != bos, (
-        f"the BOS-on run must start with BOS {bos} and the BOS-off run must not: "
-        f"{list(with_bos.prompt_ids)} / {list(without.prompt_ids)}"
+    check_that(
+        model_subject.card,
+        with_bos.prompt_ids[0] == bos and without.prompt_ids[0] != bos,
+        expected=f"the BOS-on run starts with BOS {bos} and the BOS-off run does not",
+        obtained=f"{list(with_bos.prompt_ids)} / {list(without.prompt_ids)}",
     )
     check_equal(
         model_subject.card,
@@ -219,7 +234,12 @@ def test_top_k_sampling_draws_only_from_the_k_most_likely(model_subject):
     distribution = next_token(model_subject, spec["prompt"])  # the prompt the samples were drawn for
     allowed = sp.kept_ids(sp.top_k_filter(torch.as_tensor(distribution.logits), spec["k"]))
     drawn = {ids[0] for ids in samples.new_ids}
-    assert drawn <= allowed, f"top-{spec['k']} sampling drew {drawn - allowed}, outside the top {spec['k']} {allowed}"
+    check_that(
+        model_subject.card,
+        drawn <= allowed,
+        expected=f"top-{spec['k']} sampling draws only from the top {spec['k']} {sorted(allowed)}",
+        obtained=f"top-{spec['k']} sampling drew {sorted(drawn - allowed)}, outside the top {spec['k']}",
+    )
 
 
 @pytest.mark.observation("D9", expects="beam_search")
@@ -241,10 +261,18 @@ def test_beam_search_is_deterministic_and_beats_greedy(model_subject, attach):
         + f"\nbest log p = {beam_lp:.4f}\ngreedy: {greedy_run.texts[0]!r}  log p = {greedy_lp:.4f}",
         name="beam vs greedy",
     )
-    assert first.hypotheses == second.hypotheses, f"beam search differs between runs: {first.texts} vs {second.texts}"
-    assert first.distinct_hypotheses == beams, (
-        f"beam search with num_beams={beams} returned {first.distinct_hypotheses} distinct hypotheses: "
-        f"the beams were not used. Hypotheses: {list(first.texts)}"
+    check_that(
+        card,
+        first.hypotheses == second.hypotheses,
+        expected="beam search gives the same hypotheses in two runs",
+        obtained=f"beam search differs between runs: {first.texts} vs {second.texts}",
+    )
+    check_that(
+        card,
+        first.distinct_hypotheses == beams,
+        expected=f"num_beams={beams} returns {beams} distinct hypotheses",
+        obtained=f"{first.distinct_hypotheses} distinct hypotheses: the beams were not used",
+        note=f"hypotheses: {list(first.texts)}",
     )
     check_equal(card, "beam_search.at_least_greedy_logprob", beam_lp >= greedy_lp - 1e-4, note=note)
     if card.has_expectation("beam_search.min_gain_over_greedy"):

@@ -6,7 +6,7 @@ import pytest
 
 from probes import embedding as em
 from probes import plots
-from probes.expect import mismatch_message
+from probes.expect import check_at_most, check_that
 from probes.observations import cosine, projection, word_vectors
 
 
@@ -27,15 +27,29 @@ def test_word_vectors_come_from_sub_word_rows_without_bos(model_subject, attach)
         ),
         name="cosine heatmap",
     )
+    card = model_subject.card
     rows = model_subject.model.get_input_embeddings().weight.shape[0]
     for word, ids in zip(vectors.words, vectors.sub_ids):
-        assert model_subject.tokenizer.bos_token_id not in ids, f"{word!r} was encoded with BOS: {ids}"
-        assert all(0 <= i < rows for i in ids), f"{word!r} has ids outside the {rows}-row embedding: {ids}"
+        check_that(
+            card,
+            model_subject.tokenizer.bos_token_id not in ids,
+            expected="words are encoded without BOS (special tokens off)",
+            obtained=f"{word!r} was encoded with BOS: {ids}",
+        )
+        check_that(
+            card,
+            all(0 <= i < rows for i in ids),
+            expected=f"every id is a row of the {rows}-row embedding",
+            obtained=f"{word!r} has ids outside it: {ids}",
+        )
     seen: dict[bytes, str] = {}
     for word, ids, row in zip(vectors.words, vectors.sub_ids, vectors.vectors):
         other = seen.setdefault(row.tobytes(), word)
-        assert other == word or vectors.sub_ids[vectors.words.index(other)] == ids, (
-            f"{word!r} and {other!r} encode differently but have the same vector: embedding rows are duplicated"
+        check_that(
+            card,
+            other == word or vectors.sub_ids[vectors.words.index(other)] == ids,
+            expected="words that encode differently have different vectors",
+            obtained=f"{word!r} and {other!r} encode differently but have the same vector (duplicated rows)",
         )
 
 
@@ -51,11 +65,12 @@ def test_semantic_group_is_closer_inside_than_outside(model_subject, case, attac
     )
     margin = card.expected("embedding.min_margin")
     group = stats[case]
-    assert group.margin >= margin, mismatch_message(
+    check_that(
         card,
-        "embedding.coherent_groups",
-        f"{case}: intra - inter >= {margin}",
-        round(group.margin, 4),
+        group.margin >= margin,
+        field="embedding.coherent_groups",
+        expected=f"{case}: intra - inter >= {margin}",
+        obtained=round(group.margin, 4),
         note=f"intra {group.intra:.4f}, inter {group.inter:.4f}",
     )
 
@@ -65,8 +80,12 @@ def test_unrelated_group_is_not_coherent(model_subject, case):
     card = model_subject.card
     group = coherence(model_subject)[case]
     margin = card.expected("embedding.min_margin")
-    assert group.margin < margin, mismatch_message(
-        card, "embedding.incoherent_groups", f"{case}: intra - inter < {margin}", round(group.margin, 4)
+    check_that(
+        card,
+        group.margin < margin,
+        field="embedding.incoherent_groups",
+        expected=f"{case}: intra - inter < {margin}",
+        obtained=round(group.margin, 4),
     )
 
 
@@ -79,11 +98,13 @@ def test_pairs_sit_apart_from_outsiders(model_subject, case):
     a, b = case["pair"]
     inside = sims[index[a], index[b]]
     closest_outside = max((sims[index[p], index[o]], p, o) for p in (a, b) for o in case["outsiders"])
-    assert inside > closest_outside[0], mismatch_message(
+    check_that(
         model_subject.card,
-        f"embedding.apart[{case['id']}]",
-        f"cos({a}, {b}) above every pair with {case['outsiders']}",
-        f"cos({a}, {b}) = {inside:.4f} <= cos({closest_outside[1]}, {closest_outside[2]}) = {closest_outside[0]:.4f}",
+        inside > closest_outside[0],
+        field=f"embedding.apart[{case['id']}]",
+        expected=f"cos({a}, {b}) above every pair with {case['outsiders']}",
+        obtained=f"cos({a}, {b}) = {inside:.4f} <= cos({closest_outside[1]}, {closest_outside[2]}) = "
+        f"{closest_outside[0]:.4f}",
     )
 
 
@@ -93,11 +114,9 @@ def test_two_components_explain_little_variance(model_subject, attach):
     vectors = word_vectors(model_subject)
     proj = projection(model_subject)
     attach.png(plots.pca_scatter(proj, vectors.words, vectors.groups, f"{card.name}: 20 words"), name="PCA scatter")
-    bound = card.expected("embedding.pca_explained_at_most")
-    assert proj.explained <= bound, mismatch_message(
+    check_at_most(
         card,
         "embedding.pca_explained_at_most",
-        f"<= {bound}",
         round(proj.explained, 4),
         note=f"explained variance ratios {proj.explained_variance_ratio}",
     )
@@ -110,9 +129,10 @@ def test_projection_places_groups(model_subject, case):
     distances = em.centroid_distances(projection(model_subject).coords, vectors.groups)
     near = distances[(case["group"], case["nearer"])]
     far = distances[(case["group"], case["than"])]
-    assert near < far, mismatch_message(
+    check_that(
         model_subject.card,
-        f"embedding.pca_nearer[{case['id']}]",
-        f"{case['group']} nearer {case['nearer']} than {case['than']}",
-        f"distance to {case['nearer']} {near:.4f}, to {case['than']} {far:.4f}",
+        near < far,
+        field=f"embedding.pca_nearer[{case['id']}]",
+        expected=f"{case['group']} nearer {case['nearer']} than {case['than']}",
+        obtained=f"distance to {case['nearer']} {near:.4f}, to {case['than']} {far:.4f}",
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from probes.expect import check_equal
+from probes.expect import check_equal, check_that
 
 
 @pytest.mark.observation("E1", expects="model.architecture")
@@ -17,8 +17,11 @@ def test_embedding_shape(model_subject):
     weight = model_subject.model.get_input_embeddings().weight  # (vocab, hidden)
     check_equal(model_subject.card, "model.embedding_shape", list(weight.shape))
     # One row per token id: the embedding and the tokenizer must agree on the vocabulary.
-    assert weight.shape[0] >= len(model_subject.tokenizer), (
-        f"embedding has {weight.shape[0]} rows but the tokenizer has {len(model_subject.tokenizer)} ids"
+    check_that(
+        model_subject.card,
+        weight.shape[0] >= len(model_subject.tokenizer),
+        expected="one embedding row per token id at least",
+        obtained=f"embedding has {weight.shape[0]} rows but the tokenizer has {len(model_subject.tokenizer)} ids",
     )
 
 

@@ -8,6 +8,7 @@ import torch
 
 from probes import decoding as dc
 from probes import sampling as sp
+from probes.expect import check_that
 from probes.inputs import article_inputs
 from probes.observations import next_token
 
@@ -27,7 +28,12 @@ def logits_of(subject) -> torch.Tensor:
 def test_own_top_k_keeps_what_transformers_keeps(model_subject, min_keep):
     logits = logits_of(model_subject)
     mismatches = sp.top_k_mismatches(logits, [1, 2, 5, 10, 50, 1000, logits.shape[0]], min_keep=min_keep)
-    assert not mismatches, "\n".join(map(str, mismatches))
+    check_that(
+        model_subject.card,
+        not mismatches,
+        expected="the own top-k keeps the tokens transformers' TopKLogitsWarper keeps, at every k",
+        obtained="\n".join(map(str, mismatches)),
+    )
 
 
 @pytest.mark.observation("D5")
@@ -37,7 +43,12 @@ def test_own_top_p_keeps_what_transformers_keeps(model_subject, min_keep):
     mismatches = sp.top_p_mismatches(
         logits, [1e-9, 0.05, 0.2, 0.5, 0.7, 0.9, 0.95, 0.99, 1.0], [0.2, 0.4, 1.0, 1.4, 1.6], min_keep=min_keep
     )
-    assert not mismatches, "\n".join(map(str, mismatches))
+    check_that(
+        model_subject.card,
+        not mismatches,
+        expected="the own top-p keeps the tokens transformers' TopPLogitsWarper keeps, at every p and T",
+        obtained="\n".join(map(str, mismatches)),
+    )
 
 
 @pytest.mark.observation("D5")
@@ -50,9 +61,7 @@ def test_own_sampler_draws_from_the_nucleus(model_subject):
     generator = torch.Generator().manual_seed(model_subject.seed)
     filtered = sp.top_p_filter(sp.apply_temperature(logits, 1.4), 0.9)
     drawn = sp.sample(filtered, 20_000, generator)
-    fit = sp.goodness_of_fit(drawn, nucleus)
-    assert fit.bins >= 2, f"too few bins to test anything: {fit}"
-    assert not fit.rejects(ALPHA), f"draws do not fit the nucleus ({len(nucleus.ids)} tokens): {fit}"
+    _check_fit(model_subject.card, "the own sampler's draws", sp.goodness_of_fit(drawn, nucleus), nucleus)
 
 
 @pytest.mark.observation("D5", "D7")
@@ -73,5 +82,15 @@ def test_generate_samples_first_tokens_from_the_nucleus(model_subject):
         seed=model_subject.seed,
     )
     fit = sp.goodness_of_fit([ids[0] for ids in samples.new_ids], nucleus)
-    assert fit.bins >= 2, f"too few bins to test anything: {fit}"
-    assert not fit.rejects(ALPHA), f"generate's first tokens do not fit the nucleus ({len(nucleus.ids)} tokens): {fit}"
+    _check_fit(model_subject.card, "generate's first tokens", fit, nucleus)
+
+
+def _check_fit(card, what: str, fit: sp.GoodnessOfFit, nucleus: sp.Nucleus) -> None:
+    __tracebackhide__ = True
+    check_that(card, fit.bins >= 2, expected="at least 2 bins to test", obtained=f"too few bins: {fit}")
+    check_that(
+        card,
+        not fit.rejects(ALPHA),
+        expected=f"{what} fit the nucleus ({len(nucleus.ids)} tokens) at alpha {ALPHA}",
+        obtained=f"{what} do not fit the nucleus: {fit}",
+    )

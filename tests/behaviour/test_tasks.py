@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from probes import decoding as dc
-from probes.expect import check_at_least, mismatch_message
+from probes.expect import check_at_least, check_equal, check_that
 from probes.observations import knowledge_answers, openings
 from probes.report import Cell
 
@@ -18,11 +18,12 @@ def test_knowledge_answer(model_subject, case, attach):
         [[case["id"], Cell(repr(answer.prompt), code=True), answer.settings, Cell(repr(answer.texts[0]), code=True)]],
         summary="Knowledge answers (K1)",
     )
-    assert case["answer"] in answer.texts[0], mismatch_message(
+    check_that(
         model_subject.card,
-        f"tasks.knowledge[{case['id']}].answer",
-        f"an answer containing {case['answer']!r}",
-        answer.texts[0],
+        case["answer"] in answer.texts[0],
+        field=f"tasks.knowledge[{case['id']}].answer",
+        expected=f"an answer containing {case['answer']!r}",
+        obtained=answer.texts[0],
         note=f"prompt: {answer.prompt!r}",
     )
 
@@ -36,12 +37,10 @@ def _attach_openings(attach, generations: list[dc.Generation], summary: str) -> 
 def test_story_openings_repeat_under_greedy(model_subject, attach):
     generations = openings(model_subject, sampling=False)
     _attach_openings(attach, generations, summary="Story openings, greedy (K2)")
-    repeats = all(g.all_identical for g in generations)
-    assert repeats == model_subject.card.expected("tasks.creative.greedy_repeats"), mismatch_message(
+    check_equal(
         model_subject.card,
         "tasks.creative.greedy_repeats",
-        model_subject.card.expected("tasks.creative.greedy_repeats"),
-        repeats,
+        all(g.all_identical for g in generations),
         note=f"runs: {[list(g.texts) for g in generations]}",
     )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from probes import tokenizer as tp
-from probes.expect import check_equal
+from probes.expect import check_equal, check_that
 from probes.report import Cell
 
 
@@ -35,12 +35,18 @@ def test_bos_prepended_by_default_and_absent_without_special_tokens(subject):
         note=f"encode() gave {list(bos.default_ids)}",
     )
     # Whatever the default, these two must hold for any tokenizer:
-    assert bos.default_matches_special, (
-        f"encode(text) {list(bos.default_ids)} differs from encode(text, add_special_tokens=True) "
-        f"{list(bos.with_special_ids)}: the default is not 'special tokens on'"
+    check_that(
+        subject.card,
+        bos.default_matches_special,
+        expected="encode(text) is encode(text, add_special_tokens=True)",
+        obtained=f"encode(text) {list(bos.default_ids)} differs from encode(text, add_special_tokens=True) "
+        f"{list(bos.with_special_ids)}: the default is not 'special tokens on'",
     )
-    assert bos.absent_without_special, (
-        f"encode(text, add_special_tokens=False) still starts with BOS: {list(bos.without_special_ids)}"
+    check_that(
+        subject.card,
+        bos.absent_without_special,
+        expected="encode(text, add_special_tokens=False) has no BOS",
+        obtained=f"encode(text, add_special_tokens=False) still starts with BOS: {list(bos.without_special_ids)}",
     )
 
 
@@ -70,11 +76,13 @@ def test_decode_round_trip(subject, case):
     tokenizer = subject.tokenizer
     ids = tokenizer.encode(case["text"], add_special_tokens=False)
     decoded = tokenizer.decode(ids)
-    expected = case.get("round_trips", True)
-    field = f"tokenizer.encode[{case['id']}].round_trips"
-    assert (decoded == case["text"]) == expected, (
-        f"{subject.card.field_location(field)}: "
-        f"expected round_trips={expected}, but decode(encode({case['text']!r})) gave {decoded!r}"
+    expected = case.get("round_trips", True)  # the schema's default (EncodeCase.round_trips)
+    check_that(
+        subject.card,
+        (decoded == case["text"]) == expected,
+        field=f"tokenizer.encode[{case['id']}].round_trips",
+        expected=f"round_trips={expected}",
+        obtained=f"decode(encode({case['text']!r})) gave {decoded!r}",
     )
 
 

@@ -50,3 +50,41 @@ def test_at_least_passes_at_the_bound_and_fails_below_it():
     message = str(err.value)
     assert "field expect.next_token.min_top1_prob" in message
     assert "expected: '>= 0.6'" in message and "obtained: 0.59" in message and "top-10: ..." in message
+
+
+# ------------------------------------------------ one failure style (issue 12)
+
+
+def test_check_that_names_the_cards_field_or_says_it_is_a_property_of_every_model():
+    from probes.expect import check_that
+
+    card = find_card("smollm2-135m-instruct")
+    check_that(card, True, expected="anything", obtained="anything")  # holds: nothing raised
+    with pytest.raises(ExpectationMismatch) as err:
+        check_that(card, False, field="tasks.knowledge[japan].answer", expected="Tokyo", obtained="Kyoto")
+    assert "field expect.tasks.knowledge[japan].answer" in str(err.value)
+    assert "update that field in smollm2-135m-instruct.yaml" in str(err.value)
+    with pytest.raises(ExpectationMismatch) as err:
+        check_that(card, False, expected="greedy is the argmax", obtained="token 3 is not", note="settings: {}")
+    message = str(err.value)
+    assert message.startswith(
+        "card 'smollm2-135m-instruct' (fixtures/cards/smollm2-135m-instruct.yaml), a property every model must have"
+    )
+    assert "expected: greedy is the argmax\n  obtained: token 3 is not\n  settings: {}" in message
+    assert "record it under xfail: in smollm2-135m-instruct.yaml" in message
+
+
+def test_behavioural_tests_fail_only_through_the_check_helpers():
+    """One failure style: every behavioural test fails through probes.expect (card, file,
+    field or property, expected, obtained), never a bare assert with a message of its own
+    (the snapshot test fails with the snapshot's own comparison message)."""
+    import ast
+
+    from probes.cards import REPO_ROOT
+
+    bare = []
+    for path in sorted((REPO_ROOT / "tests" / "behaviour").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Assert):
+                bare.append(f"{path.name}:{node.lineno}")
+    assert not bare, f"bare asserts in tests/behaviour (use probes.expect's check_*): {bare}"
