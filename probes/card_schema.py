@@ -84,6 +84,18 @@ class DuplicateBos(Section):
     trailing_space_token: bool = Field(description="the ids end with a lone space token")
 
 
+class ChatExpect(Section):
+    """U1: the inputs' fixed conversation through the tokenizer's chat template."""
+
+    has_template: bool = Field(description="the tokenizer has a chat template (false: the card says it has none)")
+    leading_bos: int | None = Field(
+        None, description="BOS ids opening apply_chat_template(tokenize=True): 1 with a BOS token, never 2"
+    )
+    generation_prompt: str | None = Field(
+        None, description="how the rendered conversation ends (add_generation_prompt=True), e.g. '[/INST]'"
+    )
+
+
 class TokenizerExpect(ExpectSection):
     needs_model: ClassVar[bool] = False
 
@@ -93,6 +105,7 @@ class TokenizerExpect(ExpectSection):
     first_token: list[FirstToken] | None = None
     vocab_table: list[VocabEntry] | None = None
     duplicate_bos: list[DuplicateBos] | None = None
+    chat: ChatExpect | None = None
 
 
 # ------------------------------------------------------------------------ embedding
@@ -208,6 +221,37 @@ class TasksExpect(ExpectSection):
     creative: Creative | None = None
 
 
+# ---------------------------------------------------- U2-U4: inside generate() and the model
+
+
+class GenerateCall(Section):
+    id: str = Field(description="a call of the inputs' generate_calls: no-arguments, greedy, hot")
+    settings: dict[str, Any] = Field(
+        {}, description="settings the call must run with after the merge (probes/generation_settings.py SETTINGS)"
+    )
+    processors: list[str] = Field(description="the logits processors generate() builds for the call, in order")
+
+
+class GenerationExpect(ExpectSection):
+    """U2: what generate() inherits from the model's generation_config."""
+
+    calls: list[GenerateCall]
+
+
+class HiddenStatesExpect(ExpectSection):
+    """U3: the hidden-state fingerprint (its changes are judged by the snapshot)."""
+
+    layers: int = Field(description="hidden states per prompt: the embedding output plus one per decoder layer")
+
+
+class AttentionExpect(ExpectSection):
+    """U4: the model under two attention back-ends."""
+
+    backends: list[str] = Field(description="the two implementations compared, e.g. [eager, sdpa]")
+    max_prob_diff: Number = Field(description="largest |p_a - p_b| over every next token, single and batched")
+    greedy_agrees: bool = Field(description="greedy tokens are the same, alone and in a left-padded batch")
+
+
 # ------------------------------------------------------------- model, quantization
 
 
@@ -258,6 +302,9 @@ class Expect(Section):
     beam_search: BeamSearchExpect | None = None
     tasks: TasksExpect | None = None
     model: ModelExpect | None = None
+    generation: GenerationExpect | None = None
+    hidden_states: HiddenStatesExpect | None = None
+    attention: AttentionExpect | None = None
     quantization: QuantizationExpect | None = None
     drift: DriftExpect | None = None
 
@@ -285,6 +332,8 @@ class Tolerances(Section):
     logit_tie: Number | None = None
     cosine_atol: Number | None = None
     norm_rtol: Number | None = None
+    hidden_norm_rtol: Number | None = None
+    hidden_cosine_atol: Number | None = None
 
 
 class CardFile(Section):

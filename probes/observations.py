@@ -14,9 +14,13 @@ from weakref import WeakKeyDictionary
 
 import numpy as np
 
+from . import attention as at
 from . import decoding as dc
 from . import embedding as em
+from . import generation_settings as gs
+from . import hidden_states as hs
 from . import quantization as qz
+from . import tokenizer as tk
 from .inputs import article_inputs, format_prompt, knowledge_question
 
 if TYPE_CHECKING:
@@ -68,6 +72,44 @@ def next_token(subject: Subject, prompt: str | None = None) -> dc.NextToken:
     prompt, k = prompt or inputs["next_token_prompt"], inputs["top_k_shown"]
     return RESULTS.get(
         subject, ("next_token", prompt), lambda: dc.next_token(subject.tokenizer, subject.model, prompt, k)
+    )
+
+
+def chat_rendering(subject: Subject) -> tk.ChatRendering:
+    """U1: the inputs' conversation through the subject's chat template (tokenizer only)."""
+    return RESULTS.get(subject, "chat", lambda: tk.chat_rendering(subject.tokenizer, article_inputs()["chat"]))
+
+
+def generation_settings(subject: Subject, call: str) -> gs.InheritedSettings:
+    """U2: what ``generate(**generate_calls[call])`` runs with, once the model's
+    generation_config is merged in (no tokens generated)."""
+    arguments = article_inputs()["generate_calls"][call]
+    return RESULTS.get(subject, ("generation", call), lambda: gs.inherited_settings(subject.model, arguments))
+
+
+def fingerprints(subject: Subject) -> list[hs.Fingerprint]:
+    """U3: the hidden-state fingerprint of each internals prompt."""
+    prompts = article_inputs()["internals"]["prompts"]
+    return RESULTS.get(
+        subject, "fingerprints", lambda: [hs.fingerprint(subject.tokenizer, subject.model, p) for p in prompts]
+    )
+
+
+def attention_backends(subject: Subject, backends: tuple[str, str]) -> at.BackendAgreement:
+    """U4: the internals prompts under two attention back-ends."""
+    inputs = article_inputs()
+    spec = inputs["internals"]
+    return RESULTS.get(
+        subject,
+        ("attention", backends),
+        lambda: at.compare_backends(
+            subject.tokenizer,
+            subject.model,
+            backends,
+            spec["prompts"],
+            inputs["batch_invariance"]["others"],
+            spec["max_new_tokens"],
+        ),
     )
 
 

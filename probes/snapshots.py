@@ -26,6 +26,7 @@ from .inputs import article_inputs
 from .subjects import environment_info
 
 if TYPE_CHECKING:
+    from .hidden_states import Fingerprint
     from .subjects import Subject
 
 SNAPSHOT_DIR = FIXTURES_DIR / "snapshots"
@@ -48,6 +49,9 @@ DEFAULT_TOLERANCES: dict[str, float] = {
     "logit_tie": 0.01,  # a greedy flip whose two tokens' logits differ by at most this is a near-tie: warning
     "cosine_atol": 1e-5,  # per entry of the 20 x 20 cosine matrix
     "norm_rtol": 1e-5,  # per embedding row norm
+    "hidden_norm_rtol": 1e-4,  # per layer, the last token's hidden-state norm (relative)
+    "hidden_cosine_atol": 1e-5,  # per layer, 1 - cosine of the recorded and current projected state
+    "backend_prob_atol": 1e-4,  # attention back-ends: max |dp| between them may grow up to this (or 2x recorded)
 }
 
 # Sampled continuations are compared only when all of these match: otherwise another
@@ -122,6 +126,7 @@ def observe(subject: Subject) -> dict[str, Any]:
                 t: {"special": tokenizer.encode(t), "plain": tokenizer.encode(t, add_special_tokens=False)}
                 for t in texts
             },
+            "chat": _observe_chat(subject),
         }
     }
     if not subject.card.has_model:
@@ -138,6 +143,20 @@ def observe(subject: Subject) -> dict[str, Any]:
     }
     sweep = ob.temperature_sweep(subject)
     observed["temperature"] = {"entropy": {str(t): _r(e, 6) for t, e in zip(sweep.temperatures, sweep.entropies)}}
+    observed["generation"] = {
+        call: {"effective": found.effective, "processors": list(found.processors)}
+        for call in article_inputs()["generate_calls"]
+        for found in [ob.generation_settings(subject, call)]
+    }
+    observed["hidden_states"] = fingerprint_entries(ob.fingerprints(subject))
+    if subject.card.has_expectation("attention.backends"):
+        backends = tuple(subject.card.expected("attention.backends"))
+        agreement = ob.attention_backends(subject, backends)
+        observed["attention"] = {
+            "backends": list(backends),
+            "max_prob_diff": float(f"{agreement.max_prob_diff:.3g}"),
+            "greedy_agrees": agreement.greedy_agrees,
+        }
     leave_out = set(subject.card.snapshot.leave_out)
     if "greedy" not in leave_out:
         observed["greedy"] = _observe_greedy(subject)
@@ -146,6 +165,28 @@ def observe(subject: Subject) -> dict[str, Any]:
     if "sampled" not in leave_out:
         observed["sampled"] = _observe_sampled(subject)
     return observed
+
+
+def fingerprint_entries(fingerprints: list[Fingerprint]) -> list[dict[str, Any]]:
+    """The snapshot's hidden_states section: per prompt, the norms and projections per layer."""
+    return [
+        {
+            "prompt": f.prompt,
+            "prompt_ids": list(f.prompt_ids),
+            "norms": [_r(n, 6) for n in f.norms],
+            "projections": [[_r(x, 6) for x in row] for row in f.projections],
+        }
+        for f in fingerprints
+    ]
+
+
+def _observe_chat(subject: Subject) -> dict[str, Any]:
+    chat = ob.chat_rendering(subject)
+    return (
+        {"has_template": True, "text": chat.text, "ids": list(chat.ids)}
+        if chat.has_template
+        else {"has_template": False}
+    )
 
 
 def _observe_greedy(subject: Subject) -> dict[str, Any]:
@@ -270,6 +311,10 @@ def compare(
     tol = {**DEFAULT_TOLERANCES, **tolerances}
     out: list[Difference] = []
     _compare_tokenizer(recorded.get("tokenizer", {}), current.get("tokenizer", {}), out)
+    # U2-U4: each compared where both sides hold it (a snapshot from before them holds none)
+    _compare_generation(recorded.get("generation", {}), current.get("generation", {}), out)
+    _compare_hidden_states(recorded.get("hidden_states", []), current.get("hidden_states", []), tol, out)
+    _compare_attention(recorded.get("attention"), current.get("attention"), tol, out)
     if "next_token" in recorded or "next_token" in current:
         if "next_token" not in recorded or "next_token" not in current:
             out.append(Difference("error", "model", "the snapshot and this run disagree on whether there is a model"))
@@ -300,6 +345,7 @@ def _compare_tokenizer(rec: dict, cur: dict, out: list[Difference]) -> None:
     for key in ("vocab_size", "bos_token_id"):
         if rec.get(key) != cur.get(key):
             out.append(Difference("error", f"tokenizer.{key}", f"{rec.get(key)} -> {cur.get(key)}"))
+    _compare_chat(rec.get("chat"), cur.get("chat"), out)
     for text, modes in rec.get("ids", {}).items():
         now = cur.get("ids", {}).get(text)
         if now is None:
@@ -313,6 +359,121 @@ def _compare_tokenizer(rec: dict, cur: dict, out: list[Difference]) -> None:
                         "error", f"tokenizer.ids[{text!r}]", f"({label}) {a} -> {b}, first difference at position {i}"
                     )
                 )
+
+
+def _compare_chat(rec: dict | None, cur: dict | None, out: list[Difference]) -> None:
+    if rec is None or cur is None:
+        return  # a snapshot from before U1: nothing to compare with
+    if rec["has_template"] != cur["has_template"]:
+        had = "has" if rec["has_template"] else "has no"
+        now = "has" if cur["has_template"] else "has none"
+        out.append(
+            Difference("error", "tokenizer.chat", f"the snapshot's tokenizer {had} chat template, this run's {now}")
+        )
+        return
+    if not rec["has_template"]:
+        return
+    if rec["text"] != cur["text"]:
+        i = _first_diff(list(rec["text"]), list(cur["text"]))
+        out.append(
+            Difference(
+                "error",
+                "tokenizer.chat.text",
+                f"the rendered conversation changed at character {i}: {rec['text'][max(i - 20, 0) : i + 20]!r} -> "
+                f"{cur['text'][max(i - 20, 0) : i + 20]!r}",
+            )
+        )
+    if rec["ids"] != cur["ids"]:
+        i = _first_diff(rec["ids"], cur["ids"])
+        out.append(
+            Difference(
+                "error",
+                "tokenizer.chat.ids",
+                f"apply_chat_template(tokenize=True) changed at position {i}: {rec['ids'][max(i - 2, 0) : i + 3]} -> "
+                f"{cur['ids'][max(i - 2, 0) : i + 3]}",
+            )
+        )
+
+
+def _compare_generation(rec: dict, cur: dict, out: list[Difference]) -> None:
+    for call, was in rec.items():
+        now = cur.get(call)
+        if now is None:
+            continue  # a call this run does not make (the inputs changed)
+        if was["processors"] != now["processors"]:
+            added = [p for p in now["processors"] if p not in was["processors"]]
+            dropped = [p for p in was["processors"] if p not in now["processors"]]
+            out.append(
+                Difference(
+                    "error",
+                    f"generation.{call}.processors",
+                    f"{was['processors']} -> {now['processors']} (added {added}, dropped {dropped})",
+                )
+            )
+        changed = {k: (v, now["effective"].get(k)) for k, v in was["effective"].items() if now["effective"].get(k) != v}
+        if changed:
+            out.append(
+                Difference(
+                    "error",
+                    f"generation.{call}.settings",
+                    "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()),
+                )
+            )
+
+
+def _compare_hidden_states(rec: list, cur: list, tol: dict, out: list[Difference]) -> None:
+    from .hidden_states import first_moved_layer
+
+    now_by_prompt = {entry["prompt"]: entry for entry in cur}
+    for was in rec:
+        now = now_by_prompt.get(was["prompt"])
+        if now is None:
+            continue
+        where = f"hidden_states[{was['prompt']!r}]"
+        if was["prompt_ids"] != now["prompt_ids"]:
+            out.append(Difference("error", where, f"prompt ids {was['prompt_ids']} -> {now['prompt_ids']}"))
+            continue
+        if len(was["norms"]) != len(now["norms"]):
+            out.append(Difference("error", where, f"{len(was['norms'])} -> {len(now['norms'])} hidden states"))
+            continue
+        moved = first_moved_layer(
+            was["norms"],
+            was["projections"],
+            now["norms"],
+            now["projections"],
+            tol["hidden_norm_rtol"],
+            tol["hidden_cosine_atol"],
+        )
+        if moved is not None:
+            out.append(
+                Difference(
+                    "error",
+                    where,
+                    f"{moved.describe()} (hidden_norm_rtol {tol['hidden_norm_rtol']}, "
+                    f"hidden_cosine_atol {tol['hidden_cosine_atol']})",
+                )
+            )
+
+
+def _compare_attention(rec: dict | None, cur: dict | None, tol: dict, out: list[Difference]) -> None:
+    if rec is None or cur is None:
+        return  # the card compares no back-ends (or did not when recorded)
+    if rec["backends"] != cur["backends"]:
+        out.append(Difference("error", "attention", f"back-ends {rec['backends']} -> {cur['backends']}"))
+        return
+    if rec["greedy_agrees"] and not cur["greedy_agrees"]:
+        out.append(Difference("error", "attention.greedy", f"{' and '.join(cur['backends'])} no longer agree"))
+    # the gap between back-ends may move with rounding: an error once it is past both
+    # twice the recorded gap and the tolerance
+    bound = max(2 * rec["max_prob_diff"], tol["backend_prob_atol"])
+    if cur["max_prob_diff"] > bound:
+        out.append(
+            Difference(
+                "error",
+                "attention.max_prob_diff",
+                f"{rec['max_prob_diff']:.3g} -> {cur['max_prob_diff']:.3g} (allowed up to {bound:.3g})",
+            )
+        )
 
 
 def _compare_next_token(rec: dict, cur: dict, subject: Subject | None, tol: dict, out: list[Difference]) -> None:

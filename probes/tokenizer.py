@@ -157,15 +157,73 @@ class DuplicateBos:
         )
 
 
+def _leading(ids: tuple[int, ...], token_id: int | None) -> int:
+    """How many times ``token_id`` opens ``ids``."""
+    leading = 0
+    while token_id is not None and leading < len(ids) and ids[leading] == token_id:
+        leading += 1
+    return leading
+
+
 def duplicate_bos(tokenizer: PreTrainedTokenizerBase, prompt: str) -> DuplicateBos:
     ids = tuple(int(i) for i in tokenizer.encode(prompt))
     bos = tokenizer.bos_token_id
-    leading = 0
-    while bos is not None and leading < len(ids) and ids[leading] == bos:
-        leading += 1
     return DuplicateBos(
         prompt=prompt,
         ids=ids,
-        leading_bos=leading,
+        leading_bos=_leading(ids, bos),
         trailing_space_token=bool(ids) and ids[-1] != bos and tokenizer.decode([ids[-1]]).strip() == "",
+    )
+
+
+@dataclass(frozen=True)
+class ChatRendering:
+    """A fixed conversation through the tokenizer's chat template, both ways a user
+    gets ids from it: ``apply_chat_template(messages, tokenize=True)``, and rendering the
+    text first then ``encode(text, add_special_tokens=False)``. The two must agree; when
+    they do not, the tokenize path added (or dropped) tokens the template did not write:
+    the double BOS of transformers#37686 (gemma-3) and lm-evaluation-harness#3333."""
+
+    has_template: bool
+    text: str = ""  # apply_chat_template(tokenize=False)
+    ids: tuple[int, ...] = ()  # apply_chat_template(tokenize=True)
+    ids_from_text: tuple[int, ...] = ()  # encode(text, add_special_tokens=False)
+    bos_id: int | None = None
+
+    @property
+    def leading_bos(self) -> int:
+        """BOS ids opening the tokenized conversation: 1 for a tokenizer with BOS, 0 without."""
+        return _leading(self.ids, self.bos_id)
+
+    @property
+    def consistent(self) -> bool:
+        return self.ids == self.ids_from_text
+
+    def first_difference(self) -> str:
+        """Where the two id sequences part, for a failure message."""
+        at = next((i for i, (a, b) in enumerate(zip(self.ids, self.ids_from_text)) if a != b), None)
+        if at is None:
+            at = min(len(self.ids), len(self.ids_from_text))
+        return (
+            f"at position {at}: tokenize=True gives {list(self.ids[max(at - 2, 0) : at + 3])}, "
+            f"encode(text, add_special_tokens=False) gives {list(self.ids_from_text[max(at - 2, 0) : at + 3])} "
+            f"(lengths {len(self.ids)} and {len(self.ids_from_text)})"
+        )
+
+
+def chat_rendering(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], add_generation_prompt: bool = True
+) -> ChatRendering:
+    if not getattr(tokenizer, "chat_template", None):
+        return ChatRendering(has_template=False, bos_id=tokenizer.bos_token_id)
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    tokenized = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt)
+    # transformers 5 returns a BatchEncoding (return_dict=True), 4.x a list of ids
+    ids = tokenized["input_ids"] if hasattr(tokenized, "keys") else tokenized
+    return ChatRendering(
+        has_template=True,
+        text=text,
+        ids=tuple(int(i) for i in ids),
+        ids_from_text=tuple(int(i) for i in tokenizer.encode(text, add_special_tokens=False)),
+        bos_id=tokenizer.bos_token_id,
     )

@@ -10,6 +10,7 @@ import pytest
 
 from probes import tokenizer as tp
 from probes.expect import check_equal, check_that
+from probes.observations import chat_rendering
 from probes.report import Cell
 
 
@@ -118,3 +119,44 @@ def test_duplicate_bos_detected(subject, case, attach):
     check_equal(
         subject.card, f"{field}.trailing_space_token", found.trailing_space_token, note=f"ids: {list(found.ids)}"
     )
+
+
+# ---------------------------------------------------------------------- U1 (issue 13)
+
+
+@pytest.mark.observation("U1", expects="tokenizer.chat")
+def test_chat_template_is_there_when_the_card_says_so(subject, attach):
+    """A card without a template says so (has_template: false); a template that appears
+    or disappears with an upgrade (of the tokenizer files or transformers) fails here."""
+    chat = chat_rendering(subject)
+    if chat.has_template:
+        attach.table(
+            ["rendered text (tokenize=False)", "ids (tokenize=True)"],
+            [[Cell(repr(chat.text), code=True), Cell(" ".join(map(str, chat.ids)), code=True)]],
+            summary="Chat template: the inputs' conversation (U1)",
+        )
+    check_equal(subject.card, "tokenizer.chat.has_template", chat.has_template)
+
+
+@pytest.mark.observation("U1", expects="tokenizer.chat.leading_bos")
+def test_chat_template_ids_are_the_rendered_text_with_one_bos(subject):
+    """apply_chat_template(tokenize=True) gives exactly the ids of its own rendered text
+    (no special token added on top) and opens with the card's number of BOS ids."""
+    chat = chat_rendering(subject)
+    check_that(
+        subject.card,
+        chat.consistent,
+        expected="apply_chat_template(tokenize=True) == encode(apply_chat_template(tokenize=False), "
+        "add_special_tokens=False)",
+        obtained=chat.first_difference(),
+    )
+    check_equal(subject.card, "tokenizer.chat.leading_bos", chat.leading_bos, note=f"ids: {list(chat.ids[:6])}...")
+    if subject.card.has_expectation("tokenizer.chat.generation_prompt"):
+        prompt = subject.card.expected("tokenizer.chat.generation_prompt")
+        check_that(
+            subject.card,
+            chat.text.endswith(prompt),
+            field="tokenizer.chat.generation_prompt",
+            expected=f"the rendered text ends with {prompt!r}",
+            obtained=repr(chat.text[-40:]),
+        )

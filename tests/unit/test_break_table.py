@@ -60,6 +60,13 @@ class Check:
     # with advice that points the wrong way, is no catch)
     says: tuple[str, ...] = ()
     not_says: tuple[str, ...] = ()
+    # for a harmless change: snapshot sections whose errors it may cause (and why, below)
+    tolerates: tuple[str, ...] = ()
+
+    def only_tolerated(self, message: str) -> bool:
+        """Whether every error in a snapshot failure is in a section this check tolerates."""
+        errors = re.findall(r"\[error\] (\S+?):", message)
+        return bool(errors) and all(e.startswith(self.tolerates) for e in errors)
 
     def __str__(self) -> str:
         shown = ",".join(str(v["id"] if isinstance(v, dict) else v) for v in self.params.values())
@@ -113,16 +120,22 @@ def saved_model_folder(subject: Subject, folder: Path, generation_config: dict) 
     return folder
 
 
-def smollm2_folder(folder: Path, generation_config: dict) -> Path:
+def smollm2_folder(
+    folder: Path, generation_config: dict | None = None, chat_template: Callable[[str], str] | None = None
+) -> Path:
     """The SmolLM2 model folder (the cached conversion, files linked, not copied) with
-    an edited generation_config.json."""
+    an edited generation_config.json and/or chat_template.jinja."""
     source = Path(Subject(find_card("smollm2-135m-instruct")).model_folder())
     folder.mkdir()
     for item in source.iterdir():
         (folder / item.name).symlink_to(item)
-    (folder / "generation_config.json").unlink()
-    path = source / "generation_config.json"
-    (folder / "generation_config.json").write_text(json.dumps(json.loads(path.read_text()) | generation_config))
+    if generation_config is not None:
+        (folder / "generation_config.json").unlink()
+        path = source / "generation_config.json"
+        (folder / "generation_config.json").write_text(json.dumps(json.loads(path.read_text()) | generation_config))
+    if chat_template is not None:
+        (folder / "chat_template.jinja").unlink()
+        (folder / "chat_template.jinja").write_text(chat_template((source / "chat_template.jinja").read_text()))
     return folder
 
 
@@ -294,6 +307,36 @@ def bos_run_without_bos(monkeypatch):
 # ------------------------------------------------------------- breaks of weights
 
 
+def chat_template_tokenized_with_special_tokens(monkeypatch):
+    """apply_chat_template(tokenize=True) encodes the rendered text with the tokenizer's
+    special tokens on: a template that writes BOS gets a second one (transformers#37686)."""
+    from transformers import PreTrainedTokenizerBase
+
+    real = PreTrainedTokenizerBase.apply_chat_template
+
+    def adds_special_tokens(self, conversation, *args, tokenize=True, **kwargs):
+        if not tokenize:
+            return real(self, conversation, *args, tokenize=False, **kwargs)
+        kwargs.pop("return_dict", None)
+        return {"input_ids": self.encode(real(self, conversation, *args, tokenize=False, **kwargs))}
+
+    monkeypatch.setattr(PreTrainedTokenizerBase, "apply_chat_template", adds_special_tokens)
+
+
+def sdpa_that_scales_scores(monkeypatch, factor: float = 1.05):
+    """The sdpa attention back-end computes softmax(factor * QK^T / sqrt(d)): a kernel
+    whose scaling changed."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    real = ALL_ATTENTION_FUNCTIONS["sdpa"]
+
+    def scaled(module, query, key, value, attention_mask, scaling=None, **kwargs):
+        scaling = (scaling if scaling is not None else query.shape[-1] ** -0.5) * factor
+        return real(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "sdpa", scaled)
+
+
 def recorded_first_greedy_token(card_name: str = "tiny-mistral") -> int:
     """The first new token of the committed snapshot's BOS-on greedy run."""
     recorded = json.loads((SNAPSHOT_DIR / card_name / "cpu.json").read_text(encoding="utf-8"))
@@ -347,6 +390,9 @@ class Break:
 GREEDY_ARGMAX = Check("test_decoding.py::test_greedy_picks_the_most_likely_token", bos(True))
 GREEDY_REPEATS = Check("test_decoding.py::test_greedy_is_identical_across_runs", bos(True))
 DEFAULT_GREEDY = Check("test_decoding.py::test_default_generate_is_greedy")
+CHAT_IDS = "test_tokenizer.py::test_chat_template_ids_are_the_rendered_text_with_one_bos"
+GENERATE_SETTINGS = "test_internals.py::test_generate_runs_with_the_settings_the_card_expects"
+ATTENTION = Check("test_internals.py::test_attention_backends_agree")
 SNAPSHOT = Check("test_snapshot.py::test_matches_snapshot")
 
 
@@ -363,7 +409,14 @@ BREAKS = [
         "generation_config.json gains repetition_penalty: 1.3 (SmolLM2)",
         "model folder",
         lambda mp, tmp: from_folder("smollm2-135m-instruct", smollm2_folder(tmp / "m", {"repetition_penalty": 1.3})),
-        (DEFAULT_GREEDY,),
+        (
+            DEFAULT_GREEDY,
+            Check(
+                GENERATE_SETTINGS,
+                case("smollm2-135m-instruct", "generation.calls", "no-arguments"),
+                says=("unexpected: ['RepetitionPenaltyLogitsProcessor']", "'repetition_penalty': 1.3"),
+            ),
+        ),
     ),
     Break(
         "generation_config.json suppresses the first greedy token",
@@ -392,7 +445,37 @@ BREAKS = [
         lambda mp, tmp: from_folder(
             "tiny-mistral", saved_model_folder(tiny(), tmp / "m", {"do_sample": True, "temperature": 1.5})
         ),
-        (DEFAULT_GREEDY,),
+        (
+            DEFAULT_GREEDY,
+            Check(
+                GENERATE_SETTINGS,
+                case("tiny-mistral", "generation.calls", "no-arguments"),
+                says=("unexpected: ['TemperatureLogitsWarper'",),
+            ),
+        ),
+    ),
+    Break(
+        "chat_template.jinja writes BOS itself (SmolLM2)",
+        "model folder",
+        lambda mp, tmp: from_folder(
+            "smollm2-135m-instruct", smollm2_folder(tmp / "m", chat_template=lambda t: "{{ bos_token }}" + t)
+        ),
+        (Check(CHAT_IDS, says=("field expect.tokenizer.chat.leading_bos", "obtained: 2")),),
+    ),
+    Break(
+        "apply_chat_template(tokenize=True) adds special tokens",
+        "library",
+        patched(chat_template_tokenized_with_special_tokens, tiny),
+        (
+            Check(CHAT_IDS, says=("a property every model must have", "at position 1: tokenize=True gives [1, 1,")),
+            Check("test_snapshot.py::test_matches_snapshot", says=("[error] tokenizer.chat.ids",)),
+        ),
+    ),
+    Break(
+        "the sdpa attention back-end scales its scores by 1.05",
+        "library",
+        patched(sdpa_that_scales_scores, tiny),
+        (Check("test_internals.py::test_attention_backends_agree", says=("field expect.attention.max_prob_diff",)),),
     ),
     Break(
         "generate() samples with a fixed seed although do_sample=False",
@@ -563,7 +646,15 @@ HARMLESS = {
         tuple(c for c in TINY_CHECKS if c.test.startswith(("test_sampling.py", "test_snapshot.py", "test_tasks.py")))
         + (Check("test_decoding.py::test_top_k_sampling_draws_only_from_the_k_most_likely"),),
     ),
-    "logit noise of 1e-6": (lambda: logit_noise(tiny()), (GREEDY_ARGMAX, GREEDY_REPEATS, SNAPSHOT)),
+    # Sampled texts are compared exactly, and only under the same provenance. Logit noise
+    # is a numerical change a real run would show in its provenance (another kernel,
+    # device or thread count); on tiny-mistral's flat distribution (p ~ 3e-5 per token) it
+    # can move a draw: measured over 20 noise draws, 7 changed one of the 5 sampled texts
+    # ("hot"). Every other section must still match.
+    "logit noise of 1e-6": (
+        lambda: logit_noise(tiny()),
+        (GREEDY_ARGMAX, GREEDY_REPEATS, Check(SNAPSHOT.test, tolerates=("sampled.",))),
+    ),
 }
 
 
@@ -572,8 +663,30 @@ def test_harmless_changes_pass_the_same_tests(change):
     make, checks = HARMLESS[change]
     subject = make()
     outcomes = {str(check): check.run(subject) for check in checks}
-    failed = {name: message for name, (outcome, message) in outcomes.items() if outcome != "passed"}
+    tolerated = {str(check): check for check in checks}
+    failed = {
+        name: message
+        for name, (outcome, message) in outcomes.items()
+        if outcome != "passed" and not tolerated[name].only_tolerated(message)
+    }
     assert not failed, f"{change} failed: {failed}"
+
+
+def test_sdpa_on_its_math_kernel_passes_the_backend_check(monkeypatch):
+    """The harmless side of the scaled sdpa back-end: the same sdpa made to run its
+    reference (math) kernel still agrees with eager within the card's bound."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    real = ALL_ATTENTION_FUNCTIONS["sdpa"]
+
+    def on_math_kernel(*args, **kwargs):
+        with sdpa_kernel(SDPBackend.MATH):
+            return real(*args, **kwargs)
+
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "sdpa", on_math_kernel)
+    outcome, message = ATTENTION.run(tiny())
+    assert outcome == "passed", message
 
 
 def test_another_thread_count_passes_the_greedy_and_snapshot_tests():

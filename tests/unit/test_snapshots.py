@@ -647,7 +647,28 @@ def test_provenance_reads_versions_device_and_files_from_the_run():
 
 def test_observe_holds_every_probe_of_a_model_subject(tiny_recorded):
     recorded, _ = tiny_recorded
-    assert sorted(recorded) == ["embedding", "greedy", "next_token", "sampled", "temperature", "tokenizer"]
+    assert sorted(recorded) == [
+        "attention",
+        "embedding",
+        "generation",
+        "greedy",
+        "hidden_states",
+        "next_token",
+        "sampled",
+        "temperature",
+        "tokenizer",
+    ]
+    # U1-U4 (issue 13)
+    assert recorded["tokenizer"]["chat"]["has_template"] and recorded["tokenizer"]["chat"]["ids"][:2] == [1, 733]
+    assert sorted(recorded["generation"]) == ["greedy", "hot", "no-arguments"]
+    assert recorded["generation"]["hot"]["processors"] == [
+        "TemperatureLogitsWarper",
+        "TopKLogitsWarper",
+        "TopPLogitsWarper",
+    ]
+    assert [len(h["norms"]) for h in recorded["hidden_states"]] == [3, 3]
+    assert all(len(row) == 16 for h in recorded["hidden_states"] for row in h["projections"])
+    assert recorded["attention"]["backends"] == ["eager", "sdpa"] and recorded["attention"]["greedy_agrees"]
     tok = recorded["tokenizer"]
     assert (tok["vocab_size"], tok["bos_token_id"]) == (32000, 1)
     assert tok["ids"]["The capital of Japan is"] == {
@@ -750,3 +771,39 @@ def test_the_snapshot_fixture_records_then_compares_and_keeps_typed_outcomes(tmp
     assert check.outcomes == {"mistral-tokenizer": compared}
     for outcome in (missing, compared):
         assert snapshots.SnapshotOutcome.from_json(json.loads(json.dumps(outcome.as_json()))) == outcome
+
+
+# --------------------------------------------------------- U1-U4 sections (issue 13)
+
+
+def _changed(recorded: dict, path: list, value) -> dict:
+    changed = json.loads(json.dumps(recorded))
+    node = changed
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return changed
+
+
+def test_u_sections_compare_clean_and_name_what_changed(tiny_recorded):
+    recorded, _ = tiny_recorded
+    assert snapshots.compare(recorded, recorded) == []
+    chat_ids = recorded["tokenizer"]["chat"]["ids"]
+    cases = {
+        "tokenizer.chat.ids": _changed(recorded, ["tokenizer", "chat", "ids"], [1, *chat_ids]),
+        "tokenizer.chat": _changed(recorded, ["tokenizer", "chat"], {"has_template": False}),
+        "generation.no-arguments.processors": _changed(
+            recorded, ["generation", "no-arguments", "processors"], ["RepetitionPenaltyLogitsProcessor"]
+        ),
+        "generation.hot.settings": _changed(recorded, ["generation", "hot", "effective", "top_k"], 20),
+        "attention.greedy": _changed(recorded, ["attention", "greedy_agrees"], False),
+        "attention.max_prob_diff": _changed(recorded, ["attention", "max_prob_diff"], 1e-3),
+    }
+    for where, current in cases.items():
+        differences = snapshots.compare(recorded, current)
+        assert [d.where for d in differences] == [where], (where, differences)
+    top_k = snapshots.compare(recorded, cases["generation.hot.settings"])[0]
+    assert top_k.message == "top_k: 50 -> 20"
+    # the gap between back-ends may double from rounding without an error
+    doubled = recorded["attention"]["max_prob_diff"] * 2
+    assert snapshots.compare(recorded, _changed(recorded, ["attention", "max_prob_diff"], doubled)) == []

@@ -1,0 +1,102 @@
+"""Hidden-state fingerprints (U3): where inside the model a change happened.
+
+The article's probes see the input embedding and the final logits; a change in between
+(a kernel, a quantizer, a weight loader: bitsandbytes#1775, transformers#35286) shows up
+only at the end, and nothing says where. A fingerprint keeps, for each prompt and each
+layer's output (``output_hidden_states``: the embedding output, then one per decoder
+layer, the last after the final norm), the last token's state as two small numbers
+series: its L2 norm, and its projection on a few fixed random directions (seeded, so
+the same on every machine). Two fingerprints are compared layer by layer; the first
+layer whose norm or direction moved beyond tolerance is where to look.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+PROJECTION_DIMS = 16
+PROJECTION_SEED = 0
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    prompt: str
+    prompt_ids: tuple[int, ...]
+    norms: tuple[float, ...]  # per layer output, the last token's state's L2 norm
+    projections: tuple[tuple[float, ...], ...]  # per layer output, the state on PROJECTION_DIMS directions
+    final_matches_logits: bool  # lm_head(last layer output) == the model's logits: the last entry is what it decodes
+    finite: bool
+
+    @property
+    def layers(self) -> int:
+        return len(self.norms)
+
+
+def _directions(hidden_size: int) -> np.ndarray:
+    """Fixed unit directions: the same for a given hidden size on every machine."""
+    rng = np.random.default_rng(PROJECTION_SEED)
+    directions = rng.standard_normal((hidden_size, PROJECTION_DIMS))
+    return directions / np.linalg.norm(directions, axis=0, keepdims=True)
+
+
+def fingerprint(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, prompt: str) -> Fingerprint:
+    import torch
+
+    enc = tokenizer(prompt, return_tensors="pt").to(model.device)
+    with torch.no_grad():
+        out = model(**enc, output_hidden_states=True)
+    states = np.stack([h[0, -1].float().cpu().numpy() for h in out.hidden_states]).astype(np.float64)
+    with torch.no_grad():
+        head = model.get_output_embeddings()
+        from_last = head(out.hidden_states[-1][:, -1:].to(head.weight.dtype))[0, -1].float()
+    logits = out.logits[0, -1].float()
+    scale = float(logits.abs().max())
+    return Fingerprint(
+        prompt=prompt,
+        prompt_ids=tuple(int(i) for i in enc.input_ids[0]),
+        norms=tuple(float(n) for n in np.linalg.norm(states, axis=1)),
+        projections=tuple(tuple(float(x) for x in row) for row in states @ _directions(states.shape[1])),
+        # float32 logits of the same product: equal up to rounding, relative to their scale
+        final_matches_logits=bool(torch.allclose(from_last, logits, rtol=0, atol=1e-4 * max(scale, 1.0))),
+        finite=bool(np.isfinite(states).all()),
+    )
+
+
+@dataclass(frozen=True)
+class LayerMove:
+    layer: int  # index into the hidden states: 0 = embedding output, i = model.layers[i - 1]'s output
+    norm_recorded: float
+    norm_now: float
+    cosine: float  # between the recorded and the current projection
+
+    def describe(self) -> str:
+        where = "the embedding output" if self.layer == 0 else f"the output of model.layers[{self.layer - 1}]"
+        return (
+            f"first moved at hidden state {self.layer} ({where}): norm {self.norm_recorded:.6g} -> "
+            f"{self.norm_now:.6g}, cosine to the recorded direction {self.cosine:.7f}"
+        )
+
+
+def first_moved_layer(
+    recorded_norms: list[float],
+    recorded_projections: list[list[float]],
+    norms: list[float],
+    projections: list[list[float]],
+    norm_rtol: float,
+    cosine_atol: float,
+) -> LayerMove | None:
+    """The first layer whose norm moved by more than ``norm_rtol`` (relative) or whose
+    projected direction turned by more than ``cosine_atol`` (1 - cosine); None if none."""
+    for layer, (n0, n1, p0, p1) in enumerate(zip(recorded_norms, norms, recorded_projections, projections)):
+        a, b = np.asarray(p0, dtype=np.float64), np.asarray(p1, dtype=np.float64)
+        denominator = float(np.linalg.norm(a) * np.linalg.norm(b))
+        cosine = float(a @ b / denominator) if denominator > 0 else (1.0 if not a.any() and not b.any() else 0.0)
+        if abs(n1 - n0) > norm_rtol * max(abs(n0), 1e-12) or 1.0 - cosine > cosine_atol:
+            return LayerMove(layer, n0, n1, cosine)
+    return None
