@@ -96,6 +96,14 @@ class ChatExpect(Section):
     )
 
 
+class SpecialText(Section):
+    """U6: one text of the inputs' special_texts ({bos}/{eos} are the tokenizer's own)."""
+
+    id: str = Field(description="a key of fixtures/inputs/article.yaml's special_texts")
+    ids: list[int] = Field(description="encode(text, add_special_tokens=False)")
+    round_trips: bool = Field(True, description="decode(ids) gives the text back; false records that it does not")
+
+
 class TokenizerExpect(ExpectSection):
     needs_model: ClassVar[bool] = False
 
@@ -106,6 +114,7 @@ class TokenizerExpect(ExpectSection):
     vocab_table: list[VocabEntry] | None = None
     duplicate_bos: list[DuplicateBos] | None = None
     chat: ChatExpect | None = None
+    special_text: list[SpecialText] | None = None
 
 
 # ------------------------------------------------------------------------ embedding
@@ -150,6 +159,10 @@ class GreedyExpect(ExpectSection):
     without_bos_contains: list[str] | None = None
     bos_changes_continuation: bool | None = None
     batch_invariant: bool | None = None
+    batch_difference: Literal["none", "rounding", "real"] | None = Field(
+        None,
+        description="U5: what a batch difference is: none, rounding (gone one precision step up) or real",
+    )
     default_generate_is_greedy: bool | None = Field(None, description="generate() without decoding arguments")
 
 

@@ -113,6 +113,19 @@ def attention_backends(subject: Subject, backends: tuple[str, str]) -> at.Backen
     )
 
 
+def batch_diagnosis(subject: Subject) -> dc.BatchDiagnosis:
+    """D3/U5: the batch-invariance prompt alone and in a left-padded batch, diagnosed one
+    precision step up when the two differ."""
+    spec = article_inputs()["batch_invariance"]
+    return RESULTS.get(
+        subject,
+        "batch",
+        lambda: dc.diagnose_batch_invariance(
+            subject.tokenizer, subject.model, spec["prompt"], spec["others"], spec["max_new_tokens"]
+        ),
+    )
+
+
 def temperature_sweep(subject: Subject) -> dc.TemperatureSweep:
     """softmax(z / T) of the next-token logits at the article's temperatures (D2): the
     panels and the snapshot's entropies."""

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import observations as ob
+from . import tokenizer as tk
 from .cards import FIXTURES_DIR, LEAVABLE_SECTIONS
 from .decoding import softmax64
 from .inputs import article_inputs
@@ -117,7 +118,10 @@ def observe(subject: Subject) -> dict[str, Any]:
     """Everything a snapshot holds for this subject (computed once, shared with the tests)."""
     inputs = article_inputs()
     tokenizer = subject.tokenizer
-    texts = list(dict.fromkeys(inputs["snapshot_texts"] + [c["text"] for c in subject.card.cases("tokenizer.encode")]))
+    special = [tk.special_text(tokenizer, k, t).text for k, t in inputs["special_texts"].items()]  # U6
+    texts = list(
+        dict.fromkeys(inputs["snapshot_texts"] + [c["text"] for c in subject.card.cases("tokenizer.encode")] + special)
+    )
     observed: dict[str, Any] = {
         "tokenizer": {
             "vocab_size": tokenizer.vocab_size,

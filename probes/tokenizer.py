@@ -227,3 +227,28 @@ def chat_rendering(
         ids_from_text=tuple(int(i) for i in tokenizer.encode(text, add_special_tokens=False)),
         bos_id=tokenizer.bos_token_id,
     )
+
+
+@dataclass(frozen=True)
+class RoundTrip:
+    """A text holding special tokens or telling whitespace, encoded without added special
+    tokens and decoded back (U6). Where the text does not come back is a property of the
+    tokenizer (Mistral's legacy SentencePiece puts a space after ``<s>`` and drops a
+    leading one) that an upgrade must not change unnoticed (tokenizers#1448,
+    transformers#25073 / PR #24565: ``legacy`` and ``add_prefix_space``)."""
+
+    id: str
+    text: str
+    ids: tuple[int, ...]
+    decoded: str
+
+    @property
+    def round_trips(self) -> bool:
+        return self.decoded == self.text
+
+
+def special_text(tokenizer: PreTrainedTokenizerBase, case_id: str, template: str) -> RoundTrip:
+    """``template`` with {bos} and {eos} replaced by the tokenizer's own special tokens."""
+    text = template.replace("{bos}", tokenizer.bos_token or "").replace("{eos}", tokenizer.eos_token or "")
+    ids = tuple(int(i) for i in tokenizer.encode(text, add_special_tokens=False))
+    return RoundTrip(id=case_id, text=text, ids=ids, decoded=tokenizer.decode(list(ids)))

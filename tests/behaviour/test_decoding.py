@@ -11,7 +11,15 @@ from probes import plots
 from probes import sampling as sp
 from probes.expect import check_at_least, check_equal, check_that
 from probes.inputs import article_inputs
-from probes.observations import greedy, greedy_reference, next_token, sampled, temperature_sweep, top_k_samples
+from probes.observations import (
+    batch_diagnosis,
+    greedy,
+    greedy_reference,
+    next_token,
+    sampled,
+    temperature_sweep,
+    top_k_samples,
+)
 from probes.sampling import apply_temperature
 
 INPUTS = article_inputs()
@@ -168,13 +176,19 @@ def test_default_generate_is_greedy(model_subject):
 
 @pytest.mark.observation("D3", expects="greedy.batch_invariant")
 def test_greedy_is_batch_invariant(model_subject, attach):
-    spec = INPUTS["batch_invariance"]
-    result = dc.batch_invariance(
-        model_subject.tokenizer, model_subject.model, spec["prompt"], spec["others"], spec["max_new_tokens"]
-    )
-    if result.detail:
-        attach.text(result.detail, name="batch difference")
-    check_equal(model_subject.card, "greedy.batch_invariant", result.identical, note=result.detail)
+    diagnosis = batch_diagnosis(model_subject)
+    if not diagnosis.comparison.identical:
+        attach.text(diagnosis.describe(), name="batch difference")
+    check_equal(model_subject.card, "greedy.batch_invariant", diagnosis.comparison.identical, note=diagnosis.describe())
+
+
+@pytest.mark.observation("U5", expects="greedy.batch_difference")
+def test_a_batch_difference_is_what_the_card_says(model_subject):
+    """When the prompt's greedy ids differ inside a left-padded batch, the same comparison
+    one precision step up (float32 for half precision, float64 for float32) says whether it
+    is rounding or a real difference; a card records which it expects (none, rounding, real)."""
+    diagnosis = batch_diagnosis(model_subject)
+    check_equal(model_subject.card, "greedy.batch_difference", diagnosis.verdict, note=diagnosis.describe())
 
 
 # ------------------------------------------------------------------------- D6-D8

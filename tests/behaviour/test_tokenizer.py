@@ -10,8 +10,11 @@ import pytest
 
 from probes import tokenizer as tp
 from probes.expect import check_equal, check_that
+from probes.inputs import article_inputs
 from probes.observations import chat_rendering
 from probes.report import Cell
+
+INPUTS = article_inputs()
 
 
 @pytest.mark.observation("T4", expects="tokenizer.vocab_size")
@@ -160,3 +163,38 @@ def test_chat_template_ids_are_the_rendered_text_with_one_bos(subject):
             expected=f"the rendered text ends with {prompt!r}",
             obtained=repr(chat.text[-40:]),
         )
+
+
+# ---------------------------------------------------------------------- U6 (issue 13)
+
+
+@pytest.mark.observation("U6", expects="tokenizer.special_text")
+def test_special_tokens_and_whitespace_encode_and_round_trip(subject, case, attach):
+    """Special tokens written inside text (the tokenizer's own BOS/EOS), and leading,
+    trailing, doubled whitespace and newlines: the ids encode() gives with special tokens
+    off, and whether decode() gives the text back (a legacy SentencePiece does not, after
+    `<s>`; the card records which)."""
+    found = tp.special_text(subject.tokenizer, case["id"], INPUTS["special_texts"][case["id"]])
+    attach.table(
+        ["case", "text", "ids", "decode(ids)", "round trip"],
+        [
+            [
+                case["id"],
+                Cell(repr(found.text), code=True),
+                " ".join(map(str, found.ids)),
+                repr(found.decoded),
+                found.round_trips,
+            ]
+        ],
+        summary="Special tokens and whitespace (U6)",
+    )
+    field = f"tokenizer.special_text[{case['id']}]"
+    check_equal(subject.card, f"{field}.ids", found.ids, note=f"text {found.text!r}")
+    expected = case.get("round_trips", True)  # the schema's default (SpecialText.round_trips)
+    check_that(
+        subject.card,
+        found.round_trips == expected,
+        field=f"{field}.round_trips",
+        expected=f"round_trips={expected}",
+        obtained=f"decode(encode({found.text!r})) gave {found.decoded!r}",
+    )

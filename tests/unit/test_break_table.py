@@ -16,6 +16,7 @@ for each of ~20 rows.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import inspect
@@ -33,7 +34,9 @@ from probes import decoding as dc
 from probes import sampling as sp
 from probes import snapshots
 from probes.cards import REPO_ROOT, find_card
+from probes.inputs import article_inputs
 from probes.snapshots import SNAPSHOT_DIR
+from probes.sources import HubSource
 from probes.subjects import Subject
 from tests.unit.conftest import tiny, tiny_card
 
@@ -121,10 +124,13 @@ def saved_model_folder(subject: Subject, folder: Path, generation_config: dict) 
 
 
 def smollm2_folder(
-    folder: Path, generation_config: dict | None = None, chat_template: Callable[[str], str] | None = None
+    folder: Path,
+    generation_config: dict | None = None,
+    chat_template: Callable[[str], str] | None = None,
+    tokenizer_json: Callable[[dict], dict] | None = None,
 ) -> Path:
     """The SmolLM2 model folder (the cached conversion, files linked, not copied) with
-    an edited generation_config.json and/or chat_template.jinja."""
+    an edited generation_config.json, chat_template.jinja and/or tokenizer.json."""
     source = Path(Subject(find_card("smollm2-135m-instruct")).model_folder())
     folder.mkdir()
     for item in source.iterdir():
@@ -136,7 +142,18 @@ def smollm2_folder(
     if chat_template is not None:
         (folder / "chat_template.jinja").unlink()
         (folder / "chat_template.jinja").write_text(chat_template((source / "chat_template.jinja").read_text()))
+    if tokenizer_json is not None:
+        (folder / "tokenizer.json").unlink()
+        edited = tokenizer_json(json.loads((source / "tokenizer.json").read_text(encoding="utf-8")))
+        (folder / "tokenizer.json").write_text(json.dumps(edited), encoding="utf-8")
     return folder
+
+
+def add_prefix_space(tokenizer_json: dict) -> dict:
+    """A tokenizers release (or a re-saved tokenizer) whose byte-level pre-tokenizer adds
+    a space before the first word: every text's first piece changes."""
+    tokenizer_json["pre_tokenizer"]["add_prefix_space"] = True
+    return tokenizer_json
 
 
 @functools.lru_cache(maxsize=1)
@@ -323,6 +340,23 @@ def chat_template_tokenized_with_special_tokens(monkeypatch):
     monkeypatch.setattr(PreTrainedTokenizerBase, "apply_chat_template", adds_special_tokens)
 
 
+def padding_mask_ignored(monkeypatch):
+    """The causal mask is built without the attention mask: left-padded rows attend to
+    their padding (a masking regression), so a prompt's batched greedy run changes."""
+    from transformers.models.llama import modeling_llama
+    from transformers.models.mistral import modeling_mistral
+
+    for module in (modeling_mistral, modeling_llama):
+        for name in ("create_causal_mask", "create_sliding_window_causal_mask"):
+            real = getattr(module, name, None)
+            if real is not None:
+                monkeypatch.setattr(module, name, functools.partial(_without_padding_mask, real))
+
+
+def _without_padding_mask(real, *args, attention_mask=None, **kwargs):
+    return real(*args, attention_mask=None, **kwargs)
+
+
 def sdpa_that_scales_scores(monkeypatch, factor: float = 1.05):
     """The sdpa attention back-end computes softmax(factor * QK^T / sqrt(d)): a kernel
     whose scaling changed."""
@@ -390,6 +424,7 @@ class Break:
 GREEDY_ARGMAX = Check("test_decoding.py::test_greedy_picks_the_most_likely_token", bos(True))
 GREEDY_REPEATS = Check("test_decoding.py::test_greedy_is_identical_across_runs", bos(True))
 DEFAULT_GREEDY = Check("test_decoding.py::test_default_generate_is_greedy")
+SPECIAL_TEXT = "test_tokenizer.py::test_special_tokens_and_whitespace_encode_and_round_trip"
 CHAT_IDS = "test_tokenizer.py::test_chat_template_ids_are_the_rendered_text_with_one_bos"
 GENERATE_SETTINGS = "test_internals.py::test_generate_runs_with_the_settings_the_card_expects"
 ATTENTION = Check("test_internals.py::test_attention_backends_agree")
@@ -463,12 +498,35 @@ BREAKS = [
         (Check(CHAT_IDS, says=("field expect.tokenizer.chat.leading_bos", "obtained: 2")),),
     ),
     Break(
+        "tokenizer.json's pre-tokenizer gains add_prefix_space (SmolLM2)",
+        "model folder",
+        lambda mp, tmp: from_folder(
+            "smollm2-135m-instruct", smollm2_folder(tmp / "m", tokenizer_json=add_prefix_space)
+        ),
+        (
+            Check(
+                SPECIAL_TEXT,
+                case("smollm2-135m-instruct", "tokenizer.special_text", "eos-glued"),
+                says=("field expect.tokenizer.special_text[eos-glued].ids",),
+            ),
+        ),
+    ),
+    Break(
         "apply_chat_template(tokenize=True) adds special tokens",
         "library",
         patched(chat_template_tokenized_with_special_tokens, tiny),
         (
             Check(CHAT_IDS, says=("a property every model must have", "at position 1: tokenize=True gives [1, 1,")),
             Check("test_snapshot.py::test_matches_snapshot", says=("[error] tokenizer.chat.ids",)),
+        ),
+    ),
+    Break(
+        "the causal mask ignores the padding mask",
+        "library",
+        patched(padding_mask_ignored, tiny),
+        (
+            Check("test_decoding.py::test_greedy_is_batch_invariant", says=("still differ", ": real")),
+            Check("test_decoding.py::test_a_batch_difference_is_what_the_card_says", says=("obtained: 'real'",)),
         ),
     ),
     Break(
@@ -572,6 +630,7 @@ BREAKS = [
         lambda mp, tmp: Subject(find_card("mistral-tokenizer").with_tokenizer_config(legacy=False)),
         (
             Check("test_tokenizer.py::test_encode", case("mistral-tokenizer", "tokenizer.encode", "bos-text-inside")),
+            Check(SPECIAL_TEXT, case("mistral-tokenizer", "tokenizer.special_text", "bos-then-word")),
             SNAPSHOT,
         ),
     ),
@@ -687,6 +746,24 @@ def test_sdpa_on_its_math_kernel_passes_the_backend_check(monkeypatch):
     monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "sdpa", on_math_kernel)
     outcome, message = ATTENTION.run(tiny())
     assert outcome == "passed", message
+
+
+def test_a_resaved_tokenizer_passes_the_special_text_checks(tmp_path):
+    """The harmless side of the add_prefix_space row: SmolLM2's tokenizer saved anew by
+    this transformers (its own tokenizer.json written back) gives the same ids."""
+    tokenizer = Subject(find_card("smollm2-135m-instruct")).tokenizer
+    tokenizer.save_pretrained(tmp_path / "resaved")
+    subject = Subject(
+        dataclasses.replace(
+            find_card("smollm2-135m-instruct"),
+            tokenizer=HubSource(source="hf", id=str(tmp_path / "resaved")),
+            model=None,
+        )
+    )
+    for case_id in article_inputs()["special_texts"]:
+        check = Check(SPECIAL_TEXT, case("smollm2-135m-instruct", "tokenizer.special_text", case_id))
+        outcome, message = check.run(subject)
+        assert outcome == "passed", message
 
 
 def test_another_thread_count_passes_the_greedy_and_snapshot_tests():

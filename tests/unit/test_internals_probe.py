@@ -96,3 +96,56 @@ def test_the_fingerprint_names_the_first_layer_that_moved_and_ignores_rounding(c
         ), differences
     else:
         assert differences == [], differences
+
+
+# ------------------------------------------------------------------------------ U5
+
+
+def _batched_rows_rounded(subject: Subject, scale: float = 1e5) -> Subject:
+    """Logits of batched calls (more than one row) off by scale x the dtype's epsilon: a
+    difference that shrinks with precision, as a padded batch's reordered float sums do
+    (float32: 1.2e-2, enough to flip tiny-mistral's near-flat choices; float64: 2e-11)."""
+    noise = torch.Generator().manual_seed(0)
+
+    def rounded(module, inputs, out):
+        if out.shape[0] == 1:
+            return out
+        return out + torch.finfo(out.dtype).eps * scale * torch.randn(out.shape, generator=noise).to(out.dtype)
+
+    subject.model.lm_head.register_forward_hook(rounded)
+    return subject
+
+
+def test_the_diagnosis_tells_rounding_from_a_real_difference(monkeypatch):
+    """Rounding: batched logits off by an amount that scales with the dtype's epsilon; gone
+    in float64, so "rounding". Real: the padding mask dropped (padded rows attend to their
+    padding, as a masking regression would have it); still there in float64, so "real"."""
+    from probes import decoding as dc
+    from tests.unit.conftest import tiny
+    from tests.unit.test_break_table import padding_mask_ignored
+
+    spec = article_inputs()["batch_invariance"]
+
+    def diagnose(subject: Subject) -> dc.BatchDiagnosis:
+        return dc.diagnose_batch_invariance(
+            subject.tokenizer, subject.model, spec["prompt"], spec["others"], spec["max_new_tokens"]
+        )
+
+    assert diagnose(tiny()).verdict == "none"
+    rounding = diagnose(_batched_rows_rounded(tiny()))
+    assert (rounding.verdict, rounding.precision) == ("rounding", "float64"), rounding.describe()
+    padding_mask_ignored(monkeypatch)
+    real = diagnose(tiny())
+    assert real.verdict == "real", real.describe()
+    assert "in float64, alone and batched still differ" in real.describe()
+
+
+def test_higher_precision_is_undone_bit_for_bit():
+    from probes import decoding as dc
+    from tests.unit.conftest import tiny
+
+    model = tiny().model
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with dc.higher_precision(model) as precision:
+        assert precision == "float64" and model.lm_head.weight.dtype == torch.float64
+    assert all(torch.equal(before[name], p) and p.dtype == torch.float32 for name, p in model.named_parameters())
