@@ -748,9 +748,10 @@ def test_sdpa_on_its_math_kernel_passes_the_backend_check(monkeypatch):
     assert outcome == "passed", message
 
 
-def test_a_resaved_tokenizer_passes_the_special_text_checks(tmp_path):
-    """The harmless side of the add_prefix_space row: SmolLM2's tokenizer saved anew by
-    this transformers (its own tokenizer.json written back) gives the same ids."""
+def test_a_resaved_tokenizer_passes_the_special_text_and_chat_checks(tmp_path):
+    """The harmless side of the add_prefix_space and chat_template.jinja rows: SmolLM2's
+    tokenizer saved anew by this transformers (its own tokenizer.json and chat template
+    written back) gives the same ids and the same one-BOS conversation."""
     tokenizer = Subject(find_card("smollm2-135m-instruct")).tokenizer
     tokenizer.save_pretrained(tmp_path / "resaved")
     subject = Subject(
@@ -760,10 +761,26 @@ def test_a_resaved_tokenizer_passes_the_special_text_checks(tmp_path):
             model=None,
         )
     )
-    for case_id in article_inputs()["special_texts"]:
-        check = Check(SPECIAL_TEXT, case("smollm2-135m-instruct", "tokenizer.special_text", case_id))
+    checks = [
+        Check(SPECIAL_TEXT, case("smollm2-135m-instruct", "tokenizer.special_text", case_id))
+        for case_id in article_inputs()["special_texts"]
+    ]
+    checks.append(Check(CHAT_IDS))  # the chat template is saved with it (chat_template.jinja)
+    for check in checks:
         outcome, message = check.run(subject)
-        assert outcome == "passed", message
+        assert outcome == "passed", (str(check), message)
+
+
+def test_a_generation_config_restating_its_defaults_passes_the_settings_check(tmp_path):
+    """The harmless side of the generation_config.json rows: a release whose
+    generation_config.json spells out library defaults (do_sample false, temperature 1.0,
+    top_k 50, top_p 1.0, repetition_penalty 1.0) changes no setting and adds no processor."""
+    defaults = {"do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "repetition_penalty": 1.0}
+    subject = from_folder("tiny-mistral", saved_model_folder(tiny(), tmp_path / "m", defaults))
+    for call in article_inputs()["generate_calls"]:
+        check = Check(GENERATE_SETTINGS, case("tiny-mistral", "generation.calls", call))
+        outcome, message = check.run(subject)
+        assert outcome == "passed", (call, message)
 
 
 def test_another_thread_count_passes_the_greedy_and_snapshot_tests():

@@ -4,6 +4,7 @@ subprocess) and checks the outcome and the message."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -233,7 +234,8 @@ def test_report_shows_the_figures_and_texts_of_every_model_subject_run_by_two_wo
         "--snapshot-dir",
         str(snapshots.parent),
         "-k",
-        "top_next_token or own_temperature or vocab_table or (matches_snapshot and tok)",
+        "top_next_token or own_temperature or vocab_table or (matches_snapshot and tok) "
+        "or chat_template_is_there or settings_the_card_expects or one_per_layer or backends_agree",
     )
     assert result.returncode == 0, result.stdout
     ran = re.findall(r"\[(gw\d)\] \[ *\d+%\] PASSED tests/behaviour/\S+?\[(\S+)\]", result.stdout)
@@ -241,7 +243,8 @@ def test_report_shows_the_figures_and_texts_of_every_model_subject_run_by_two_wo
     workers_of = {card: {w for w, params in ran if card_of[params] == card} for card in cards}
     assert [len(workers) for workers in workers_of.values()] == [1, 1], (workers_of, result.stdout)
     assert workers_of["tiny-mistral"] != workers_of["tiny-mistral-tok"], (workers_of, result.stdout)
-    assert len(ran) == 5, result.stdout
+    # 5, plus U1 for both cards, U2 for 3 calls, U3 and U4 of the model card
+    assert len(ran) == 12, result.stdout
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     for figure in ("top-10 next tokens", "temperature panels"):
         assert page.count(f"<img alt='{figure}' src='data:image/png;base64,") == 1, figure
@@ -253,6 +256,14 @@ def test_report_shows_the_figures_and_texts_of_every_model_subject_run_by_two_wo
     assert [subjects.count(f"<tr><td>{card}</td>") for card in cards] == [1, 1]
     assert "random MistralForCausalLM (seed 0)" in subjects  # the model card's row, sent by its worker
     assert "<h2>Observations per card</h2>" in page and "<h3>tiny-mistral-tok: compared with cpu.json</h3>" in page
+    # issue 13's sections (U1-U4)
+    for section in (
+        "Chat template: the inputs' conversation (U1)",
+        "What generate() inherits (U2)",
+        "Hidden-state norms per layer, last token (U3)",
+        "Attention back-ends (U4)",
+    ):
+        assert html.unescape(page).count(f"<h2>{section}</h2>") == 1, section
 
 
 def test_benchmarks_save_json_compare_with_a_second_run_and_fill_the_report_table(run_suite, tmp_path):
