@@ -92,11 +92,13 @@ def observation_grid(outcomes: dict[tuple[str, str], list[str]]) -> dict[str, An
     return {"ids": ids, "rows": rows}
 
 
-def provenance_table(recorded: dict[str, Any], current: dict[str, Any]) -> str:
+def provenance_table(
+    recorded: dict[str, Any], current: dict[str, Any], labels: tuple[str, str] = ("snapshot", "this run")
+) -> str:
     """The two provenances side by side, the values that changed highlighted."""
     keys = [k for k in current if k != "files"] or list(recorded)
     return table(
-        ["", "snapshot", "this run"],
+        ["", *labels],
         [
             [
                 Cell(value, highlight=recorded.get(k) != current.get(k))

@@ -1,0 +1,284 @@
+"""Two recorded observation sets compared: the engine of ``lm-probes diff`` and
+``lm-probes upgrade-check``.
+
+An observation set is a snapshot folder (``<card>/<device class>.json``, what
+``--snapshot-update`` writes) or one snapshot file. Each card present on both sides is
+compared with the same rules and tolerances as the snapshot test (``snapshots.compare``),
+and the result is one self-contained HTML page and an exit code:
+
+- 0: no difference beyond tolerance (warnings, such as a near-tie greedy flip, allowed);
+- 1: at least one difference beyond tolerance;
+- 4: the inputs could not be compared (a missing or corrupt folder, no card in common).
+
+``upgrade-check`` adds 2: an environment could not be built or could not record.
+"""
+
+from __future__ import annotations
+
+import difflib
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import snapshots
+from .cards import CardError, find_card
+
+SAME, DIFFERENT, COULD_NOT_RUN, BAD_INPUT = 0, 1, 2, 4
+
+# the top-level sections of an observation set, in the order the report lists them
+SECTIONS = (
+    "tokenizer",
+    "next_token",
+    "temperature",
+    "greedy",
+    "embedding",
+    "sampled",
+    "generation",
+    "hidden_states",
+    "attention",
+)
+
+
+class DiffInputError(ValueError):
+    """An observation set is missing or unreadable; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class CardComparison:
+    card: str
+    device_a: str
+    device_b: str
+    provenance_a: dict[str, Any]
+    provenance_b: dict[str, Any]
+    differences: tuple[snapshots.Difference, ...]
+    sections: tuple[str, ...]  # the sections both sides hold
+    observed_a: dict[str, Any] = field(repr=False, default_factory=dict)
+    observed_b: dict[str, Any] = field(repr=False, default_factory=dict)
+    device_note: str = ""  # set when the two sides were recorded on different device classes
+
+    def section_of(self, difference: snapshots.Difference) -> str:
+        return difference.where.split(".", 1)[0].split("[", 1)[0]
+
+    def by_section(self) -> dict[str, list[snapshots.Difference]]:
+        found: dict[str, list[snapshots.Difference]] = {}
+        for d in self.differences:
+            found.setdefault(self.section_of(d), []).append(d)
+        return found
+
+    @property
+    def errors(self) -> int:
+        return sum(d.severity == "error" for d in self.differences)
+
+    @property
+    def unchanged(self) -> list[str]:
+        changed = self.by_section()
+        return [s for s in self.sections if s not in changed]
+
+    @property
+    def not_compared(self) -> list[str]:
+        """Why sampled texts were set aside (they are compared only under the same versions)."""
+        return snapshots.sampling_comparable(self.provenance_a, self.provenance_b) if "sampled" in self.sections else []
+
+
+def _snapshot_files(root: Path) -> dict[str, dict[str, Path]]:
+    """card -> device class -> file, for a folder of snapshots or a single snapshot file."""
+    if root.is_file():
+        return {root.parent.name: {root.stem: root}}
+    if not root.is_dir():
+        raise DiffInputError(f"{root} is neither a snapshot folder nor a snapshot file")
+    found: dict[str, dict[str, Path]] = {}
+    for path in sorted(root.glob("*/*.json")):
+        found.setdefault(path.parent.name, {})[path.stem] = path
+    if not found:
+        raise DiffInputError(
+            f"{root} holds no snapshots (<card>/<device class>.json); record some with "
+            "`pytest tests/behaviour/test_snapshot.py --snapshot-update --snapshot-dir " + str(root) + "`"
+        )
+    return found
+
+
+def pick_device_classes(a: list[str], b: list[str]) -> tuple[str, str, str]:
+    """The device classes to compare: the same class where both sides have it (cpu first),
+    else the nearest (cuda-sm90 against cuda-sm89 before cpu), saying which was used, as
+    transformers' ``Expectations`` falls back from an exact device to the nearest one."""
+    common = sorted(set(a) & set(b), key=lambda d: (d != "cpu", d))
+    if common:
+        return common[0], common[0], ""
+
+    def rank(x: str, y: str) -> tuple[int, int]:
+        same_family = x.split("-")[0] == y.split("-")[0]
+        digits = [int("".join(c for c in d if c.isdigit()) or 0) for d in (x, y)]
+        return (0 if same_family else 1, abs(digits[0] - digits[1]))
+
+    x, y = min(((x, y) for x in a for y in b), key=lambda pair: rank(*pair))
+    return x, y, f"no device class on both sides: compared {x} with {y} (the nearest)"
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return snapshots.load(path, "re-record it with --snapshot-update")
+    except snapshots.SnapshotError as exc:
+        raise DiffInputError(str(exc)) from None
+
+
+def _tolerances(card: str) -> dict[str, float]:
+    try:
+        return find_card(card).tolerances
+    except CardError:
+        return {}  # a card this installation does not know: the default tolerances
+
+
+def compare_sets(a: Path, b: Path, cards: list[str] | None = None) -> list[CardComparison]:
+    """Every card both sets hold (or the ``cards`` asked for), compared A -> B."""
+    files_a, files_b = _snapshot_files(Path(a)), _snapshot_files(Path(b))
+    if Path(a).is_file() and Path(b).is_file():
+        files_b = {next(iter(files_a)): next(iter(files_b.values()))}  # two files: compare them, whatever the card
+    common = [c for c in files_a if c in files_b]
+    if cards:
+        missing = [c for c in cards if c not in common]
+        if missing:
+            raise DiffInputError(f"card(s) {', '.join(missing)} not on both sides; both have: {', '.join(common)}")
+        common = [c for c in common if c in cards]
+    if not common:
+        raise DiffInputError(f"no card in common: {a} has {', '.join(files_a)}; {b} has {', '.join(files_b)}")
+    comparisons = []
+    for card in common:
+        device_a, device_b, note = pick_device_classes(list(files_a[card]), list(files_b[card]))
+        recorded, current = _read(files_a[card][device_a]), _read(files_b[card][device_b])
+        differences = snapshots.compare(
+            recorded["observed"],
+            current["observed"],
+            tolerances=_tolerances(card),
+            recorded_provenance=recorded["provenance"],
+            current_provenance=current["provenance"],
+        )
+        comparisons.append(
+            CardComparison(
+                card=card,
+                device_a=device_a,
+                device_b=device_b,
+                provenance_a=recorded["provenance"],
+                provenance_b=current["provenance"],
+                differences=tuple(differences),
+                sections=tuple(s for s in SECTIONS if s in recorded["observed"] and s in current["observed"]),
+                observed_a=recorded["observed"],
+                observed_b=current["observed"],
+                device_note=note,
+            )
+        )
+    return comparisons
+
+
+def exit_code(comparisons: list[CardComparison]) -> int:
+    return DIFFERENT if any(c.errors for c in comparisons) else SAME
+
+
+# ------------------------------------------------------------------------- the report
+
+
+def word_diff(a: str, b: str) -> str:
+    """Two texts as one line of words, removed words struck through and added ones marked
+    (escaped HTML)."""
+    words_a, words_b = a.split(" "), b.split(" ")
+    out = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=words_a, b=words_b, autojunk=False).get_opcodes():
+        if op == "equal":
+            out.append(html.escape(" ".join(words_a[i1:i2])))
+            continue
+        if i2 > i1:
+            out.append(f"<del>{html.escape(' '.join(words_a[i1:i2]))}</del>")
+        if j2 > j1:
+            out.append(f"<ins>{html.escape(' '.join(words_b[j1:j2]))}</ins>")
+    return " ".join(out)
+
+
+def _greedy_details(c: CardComparison) -> list[dict[str, Any]]:
+    """Per greedy run that changed: both texts as a word diff, where they part, and each
+    side's recorded margin (top-1 minus top-2 logit) at that step."""
+    details = []
+    for label, was in c.observed_a.get("greedy", {}).items():
+        now = c.observed_b.get("greedy", {}).get(label)
+        if now is None or was["ids"] == now["ids"]:
+            continue
+        i = next((k for k, (x, y) in enumerate(zip(was["ids"], now["ids"])) if x != y), None)
+        margins = [side.get("margins", []) for side in (was, now)]
+        details.append(
+            {
+                "run": label,
+                "step": i,
+                "tokens": (was["ids"][i], now["ids"][i]) if i is not None else None,
+                "margins": tuple(m[i] if i is not None and i < len(m) else None for m in margins),
+                "diff": word_diff(was["text"], now["text"]),
+            }
+        )
+    return details
+
+
+def render(comparisons: list[CardComparison], label_a: str, label_b: str) -> str:
+    import jinja2
+    from markupsafe import Markup
+
+    from .report import provenance_table
+
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("probes", "templates"), autoescape=True, trim_blocks=True, lstrip_blocks=True
+    )
+    cards = []
+    for c in comparisons:
+        by_section = c.by_section()
+        cards.append(
+            {
+                "comparison": c,
+                "rows": [
+                    {
+                        "section": section,
+                        "count": len(found),
+                        "worst": "error" if any(d.severity == "error" for d in found) else "warning",
+                    }
+                    for section, found in by_section.items()
+                ],
+                "provenance": Markup(provenance_table(c.provenance_a, c.provenance_b, labels=(label_a, label_b))),
+                "greedy": [{**g, "diff": Markup(g["diff"])} for g in _greedy_details(c)],
+            }
+        )
+    verdict = exit_code(comparisons)
+    return environment.get_template("diff.html.j2").render(
+        cards=cards, label_a=label_a, label_b=label_b, verdict=verdict, DIFFERENT=DIFFERENT
+    )
+
+
+def write_report(comparisons: list[CardComparison], label_a: str, label_b: str, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(comparisons, label_a, label_b), encoding="utf-8")
+    return path
+
+
+def summary_lines(comparisons: list[CardComparison]) -> list[str]:
+    """One line per card, for the terminal."""
+    lines = []
+    for c in comparisons:
+        head = snapshots.summary_line(c.provenance_a, c.provenance_b, list(c.differences))
+        device = f" [{c.device_note}]" if c.device_note else ""
+        lines.append(f"{c.card}: {head}{device}")
+    return lines
+
+
+def as_json(comparisons: list[CardComparison]) -> str:
+    """The differences as data, for CI that wants more than the exit code."""
+    return json.dumps(
+        [
+            {
+                "card": c.card,
+                "devices": [c.device_a, c.device_b],
+                "differences": [
+                    {"severity": d.severity, "where": d.where, "message": d.message} for d in c.differences
+                ],
+                "unchanged": c.unchanged,
+            }
+            for c in comparisons
+        ],
+        indent=1,
+    )

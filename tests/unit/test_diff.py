@@ -1,0 +1,158 @@
+"""`lm-probes diff` and `lm-probes upgrade-check` (issue 14): two recorded observation
+sets compared, one report, an exit code. Recorded sets stand in for the two
+environments, so CI builds none."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from probes import cli, diff, snapshots
+from probes.cards import REPO_ROOT
+from tests.unit.conftest import tiny, tokenizer_subject
+
+COMMITTED = REPO_ROOT / "fixtures" / "snapshots"
+
+
+def _set_of(tmp_path: Path, name: str, *subjects) -> Path:
+    """An observation set recorded from the given subjects, as --snapshot-update writes it."""
+    folder = tmp_path / name
+    for subject in subjects:
+        snapshots.record(subject, folder)
+    return folder
+
+
+def _copy(tmp_path: Path, card: str, name: str) -> Path:
+    folder = tmp_path / name / card
+    folder.mkdir(parents=True)
+    shutil.copy(COMMITTED / card / "cpu.json", folder / "cpu.json")
+    return folder.parent
+
+
+def test_the_committed_set_against_itself_exits_0_and_counts_every_section_unchanged(tmp_path):
+    """Two equal versions: the comparison logic on two recorded sets finds nothing."""
+    report = tmp_path / "diff.html"
+    assert cli.main(["diff", str(COMMITTED), str(COMMITTED), "--html", str(report)]) == diff.SAME
+    page = report.read_text(encoding="utf-8")
+    assert "No difference beyond tolerance: exit code 0." in page
+    assert "9 section(s): tokenizer, next_token, temperature, greedy, embedding, sampled, generation" in page
+
+
+def test_a_recorded_tokenizer_break_exits_1_and_the_report_names_card_section_and_both_values(tmp_path, capsys):
+    """The break: the Mistral tokenizer with legacy flipped, recorded. The harmless change:
+    the same tokenizer recorded again under another thread count (exit 0)."""
+    before = _copy(tmp_path, "mistral-tokenizer", "before")
+    broken = _set_of(tmp_path, "broken", _renamed(tokenizer_subject(legacy=False), "mistral-tokenizer"))
+    report = tmp_path / "broken.html"
+    code = cli.main(["diff", str(before), str(broken), "--html", str(report), "--json", str(tmp_path / "d.json")])
+    assert code == diff.DIFFERENT
+    summary = capsys.readouterr().out  # (this process's thread count may differ from the recording's)
+    assert summary.startswith("mistral-tokenizer: ") and ": 6 error(s) in tokenizer.ids['<s>Hello']" in summary
+    page = report.read_text(encoding="utf-8")
+    assert '<td>mistral-tokenizer</td><td>tokenizer</td><td>6</td><td class="error">error</td>' in page
+    assert "[1, 22557, 28705, 1, 1526] -&gt; [1, 22557, 28705, 1, 9471], first difference at position 4" in page
+    data = json.loads((tmp_path / "d.json").read_text(encoding="utf-8"))
+    assert data[0]["card"] == "mistral-tokenizer" and len(data[0]["differences"]) == 6
+
+    harmless = tmp_path / "harmless" / "mistral-tokenizer"
+    harmless.mkdir(parents=True)
+    snapshot = json.loads((before / "mistral-tokenizer" / "cpu.json").read_text(encoding="utf-8"))
+    snapshot["provenance"]["cpu threads"], snapshot["provenance"]["recorded"] = "2", "2026-11-25 00:00 UTC"
+    (harmless / "cpu.json").write_text(json.dumps(snapshot), encoding="utf-8")
+    assert cli.main(["diff", str(before), str(harmless.parent), "--html", str(report)]) == diff.SAME
+    assert "<td class='changed'>cpu threads</td>" in report.read_text(encoding="utf-8")  # shown, not a difference
+
+
+def _renamed(subject, name: str):
+    import dataclasses
+
+    subject.card = dataclasses.replace(subject.card, name=name)
+    return subject
+
+
+def test_a_recorded_greedy_flip_shows_where_the_texts_part_as_a_word_diff(tmp_path):
+    """The break: a weight change that flips tiny-mistral's first greedy token, recorded."""
+    from tests.unit.test_break_table import flip_first_greedy_token
+
+    before = _copy(tmp_path, "tiny-mistral", "before")
+    broken = _set_of(tmp_path, "broken", flip_first_greedy_token(tiny()))
+    report = tmp_path / "diff.html"
+    assert cli.main(["diff", str(before), str(broken), "--html", str(report)]) == diff.DIFFERENT
+    page = report.read_text(encoding="utf-8")
+    assert "<h3>Greedy (bos): the texts part at new token 0</h3>" in page
+    assert "<del>" in page and "<ins>" in page
+    assert "top-1 minus top-2 logit at that step:" in page
+
+
+def test_word_diff_marks_removed_and_added_words():
+    assert diff.word_diff("Tokyo. The Alps are tall", "Tokyo. The Alps are a range") == (
+        "Tokyo. The Alps are <del>tall</del> <ins>a range</ins>"
+    )
+
+
+def test_device_classes_fall_back_to_the_nearest_and_say_so():
+    assert diff.pick_device_classes(["cpu", "cuda-sm90"], ["cuda-sm90", "cpu"]) == ("cpu", "cpu", "")
+    a, b, note = diff.pick_device_classes(["cuda-sm90"], ["cuda-sm80", "cuda-sm89", "cpu"])
+    assert (a, b) == ("cuda-sm90", "cuda-sm89") and "the nearest" in note
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["/no/such/folder", str(COMMITTED)], "/no/such/folder is neither a snapshot folder nor a snapshot file"),
+        ([str(COMMITTED), str(COMMITTED), "--card", "gpt-9"], "card(s) gpt-9 not on both sides"),
+    ],
+)
+def test_bad_input_exits_4_with_the_reason(arguments, message, capsys, tmp_path):
+    assert cli.main(["diff", *arguments, "--html", str(tmp_path / "r.html")]) == diff.BAD_INPUT
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists()  # nothing written for a comparison that did not happen
+
+
+def test_a_usage_error_exits_4(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["diff", str(COMMITTED)])
+    assert exit_.value.code == diff.BAD_INPUT and "required: b" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- upgrade-check
+
+
+def test_the_plan_pins_torch_first_and_everything_but_the_moved_package(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("LM_PROBES_CACHE", str(tmp_path / "cache"))
+    code = cli.main(["upgrade-check", "--from", "transformers==4.57.6", "--to", "transformers==5.23.0", "--dry-run"])
+    assert code == diff.SAME
+    out = capsys.readouterr().out
+    lines = [line.strip() for line in out.splitlines()]
+    first_install = next(line for line in lines if " pip install " in line)
+    assert first_install.endswith("torch==2.13.0")
+    assert "transformers==4.57.6" in out and "constraints-side.txt" in out and "--snapshot-update" in out
+    side = cli.Side("from", ("transformers==4.57.6",))
+    env = cli.environment_dir(side, "torch==2.13.0")
+    env.mkdir(parents=True)
+    kept = cli.side_constraints(side, env).read_text(encoding="utf-8")
+    assert "transformers==" not in kept and "tokenizers==" in kept and "pydantic==" in kept
+
+
+def test_a_side_that_cannot_be_built_exits_2_saying_why(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("LM_PROBES_CACHE", str(tmp_path / "cache"))
+
+    def failing(command, what):
+        raise cli.SideFailed(f"{what} failed (exit 1): pip install transformers==0.0.0\nNo matching distribution")
+
+    monkeypatch.setattr(cli, "_run", failing)
+    code = cli.main(
+        ["upgrade-check", "--from", "transformers==0.0.0", "--to", "transformers==5.23.0", "--output", str(tmp_path)]
+    )
+    assert code == diff.COULD_NOT_RUN
+    assert "creating the 'from' environment failed" in capsys.readouterr().err
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_upgrade_check_outside_a_source_checkout_exits_4(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(cli, "REPO_ROOT", tmp_path)
+    assert cli.main(["upgrade-check", "--from", "a==1", "--to", "a==2"]) == diff.BAD_INPUT
+    assert "needs a source checkout" in capsys.readouterr().err
