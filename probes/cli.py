@@ -80,9 +80,10 @@ def _torch_pin() -> str:
 
 
 def environment_dir(side: Side, torch_pin: str) -> Path:
-    """One cached virtual environment per set of requirements (and Python and torch):
-    built once, reused by every later check that asks for the same."""
-    key = json.dumps([platform.python_version(), torch_pin, sorted(side.requirements)])
+    """One cached virtual environment per set of requirements (and Python, torch and the
+    checkout it installs, editable): built once, reused by every later check that asks for
+    the same from the same checkout."""
+    key = json.dumps([platform.python_version(), torch_pin, sorted(side.requirements), str(REPO_ROOT)])
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return cache_dir() / "envs" / f"{'-'.join(r.replace('==', '') for r in side.requirements)[:60]}-{digest}"
 

@@ -169,6 +169,17 @@ class Generation:
             margins.append(float(step[token] - others.max()))
         return tuple(margins)
 
+    def step_runners_up(self) -> tuple[int, ...]:
+        """Per new token of row 0: the best token other than the one chosen."""
+        if self.step_logits is None:
+            return ()
+        runners_up = []
+        for step, token in zip(self.step_logits[0], self.new_ids[0]):
+            masked = np.array(step, dtype=np.float64)
+            masked[token] = -np.inf
+            runners_up.append(int(np.argmax(masked)))
+        return tuple(runners_up)
+
     def not_argmax(self) -> tuple[NotArgmax, ...]:
         """Every (row, step) whose token is not the highest raw logit at that step.
 

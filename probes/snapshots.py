@@ -202,6 +202,9 @@ def _observe_greedy(subject: Subject) -> dict[str, Any]:
             "ids": list(g.new_ids[0]),
             "text": g.texts[0],
             "margins": [_r(m, 4) for m in g.step_margins()],
+            # the second-best token per step: lets two recorded sets judge a flip as a
+            # near-tie without a model (lm-probes diff)
+            "runners_up": list(g.step_runners_up()),
         }
     return observed
 
@@ -310,7 +313,8 @@ def compare(
     """Every difference between two observation dicts, judged by the tolerances.
 
     ``subject`` gives access to the current run's logits (to judge a greedy flip);
-    without it a flip is always an error."""
+    without it (two recorded sets) a flip is judged from both sides' recorded margins
+    and runners-up."""
     tolerances = tolerances or {}
     tol = {**DEFAULT_TOLERANCES, **tolerances}
     out: list[Difference] = []
@@ -535,7 +539,9 @@ def _compare_greedy(rec: dict, cur: dict, subject: Subject | None, tol: dict, ou
         was, now = r["ids"][i], c["ids"][i]
         detail = f"continuation changed at new token {i}: recorded {was} -> now {now}"
         severity = "error"
-        if subject is not None:
+        if subject is None:
+            severity, detail = _judge_recorded_flip(r, c, i, tol["logit_tie"])
+        else:
             g = ob.greedy(subject, label == "bos")
             severity, detail = _judge_greedy_flip(
                 g.step_logits[0][i], i, was, now, r.get("margins", []), tol["logit_tie"], subject.tokenizer
@@ -545,6 +551,27 @@ def _compare_greedy(rec: dict, cur: dict, subject: Subject | None, tol: dict, ou
                 severity, f"greedy.{label}", f"{detail}\n      recorded: {r['text']!r}\n      now:      {c['text']!r}"
             )
         )
+
+
+def _judge_recorded_flip(r: dict, c: dict, i: int, logit_tie: float) -> tuple[str, str]:
+    """A greedy flip between two recorded sets (no model at hand): a near-tie (warning) only
+    where each side's token is the other side's runner-up at that step and both sides chose
+    by at most ``logit_tie``; otherwise an error saying which part failed."""
+    was, now = r["ids"][i], c["ids"][i]
+    detail = f"continuation changed at new token {i}: recorded {was} -> now {now}"
+    if "runners_up" not in r or "runners_up" not in c:
+        return "error", f"{detail} (a snapshot without runners-up: no near-tie judgement)"
+    margins = (r["margins"][i], c["margins"][i])
+    swapped = r["runners_up"][i] == now and c["runners_up"][i] == was
+    detail += f"; runners-up {r['runners_up'][i]} / {c['runners_up'][i]}, margins {margins[0]} / {margins[1]}"
+    if swapped and max(margins) <= logit_tie:
+        return (
+            "warning",
+            f"{detail}: the two top tokens swapped places, a near-tie on both sides (logit_tie {logit_tie})",
+        )
+    if not swapped:
+        return "error", f"{detail}: the new token was not the other side's runner-up, so no swap of a near-tie"
+    return "error", f"{detail}: a side chose by more than logit_tie {logit_tie}, which is no tie"
 
 
 def _judge_greedy_flip(

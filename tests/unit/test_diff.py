@@ -156,3 +156,34 @@ def test_upgrade_check_outside_a_source_checkout_exits_4(monkeypatch, tmp_path, 
     monkeypatch.setattr(cli, "REPO_ROOT", tmp_path)
     assert cli.main(["upgrade-check", "--from", "a==1", "--to", "a==2"]) == diff.BAD_INPUT
     assert "needs a source checkout" in capsys.readouterr().err
+
+
+# ------------------------------------------- a greedy flip between two recorded sets
+
+
+def _greedy(ids, margins, runners_up):
+    """A model's observation set holding a greedy run (and the next-token entry a model's
+    set always has, equal on both sides here)."""
+    return {
+        "next_token": {"prompt": "p", "prompt_ids": [1], "top_ids": [5, 7], "top_probs": [0.5, 0.4]},
+        "temperature": {"entropy": {}},
+        "greedy": {"bos": {"prompt_ids": [1], "ids": ids, "text": "", "margins": margins, "runners_up": runners_up}},
+    }
+
+
+@pytest.mark.parametrize(
+    "current, severity, says",
+    [
+        # each side's token is the other's runner-up, both chose by <= logit_tie (0.01)
+        (_greedy([7, 9], [0.004, 1.0], [5, 3]), "warning", "a near-tie on both sides"),
+        # the new token 8 was nobody's runner-up: not a swap of two near-equal tokens
+        (_greedy([8, 9], [0.004, 1.0], [5, 3]), "error", "was not the other side's runner-up"),
+        # a swap, but this side chose by 0.5: the scores changed
+        (_greedy([7, 9], [0.5, 1.0], [5, 3]), "error", "which is no tie"),
+    ],
+)
+def test_a_recorded_greedy_flip_is_a_near_tie_only_when_both_sides_say_so(current, severity, says):
+    recorded = _greedy([5, 9], [0.003, 1.0], [7, 3])
+    [difference] = snapshots.compare(recorded, current)
+    assert (difference.severity, difference.where) == (severity, "greedy.bos")
+    assert says in difference.message
