@@ -222,10 +222,8 @@ def test_report_shows_the_figures_and_texts_of_every_model_subject_run_by_two_wo
     snapshots.mkdir(parents=True)
     shutil.copy(REPO_ROOT / "fixtures" / "snapshots" / "mistral-tokenizer" / "cpu.json", snapshots / "cpu.json")
     cards = ("tiny-mistral-tok", "tiny-mistral")  # longest first, as the plugin matches
-    result = run_suite(
+    selection = (
         "tests/behaviour",
-        "-n",
-        "2",
         "-v",
         "--card",
         str(tmp_path / "tiny-mistral.yaml"),
@@ -237,7 +235,15 @@ def test_report_shows_the_figures_and_texts_of_every_model_subject_run_by_two_wo
         "top_next_token or own_temperature or vocab_table or (matches_snapshot and tok) "
         "or chat_template_is_there or settings_the_card_expects or one_per_layer or backends_agree",
     )
+    result = run_suite(*selection, "-n", "2")
     assert result.returncode == 0, result.stdout
+    # the same verdicts as one process (issue 14): every test id with the same outcome
+    one_process = run_suite(*selection)
+    verdicts = re.compile(r"(tests/behaviour/\S+) (PASSED|FAILED|SKIPPED|XFAIL|XPASS|ERROR)")
+    verdicts_of_workers = re.compile(r"(PASSED|FAILED|SKIPPED|XFAIL|XPASS|ERROR) (tests/behaviour/\S+)")
+    alone = {test: outcome for test, outcome in verdicts.findall(one_process.stdout)}
+    shared = {test: outcome for outcome, test in verdicts_of_workers.findall(result.stdout)}
+    assert len(alone) == 12 and alone == shared, (alone, shared)
     ran = re.findall(r"\[(gw\d)\] \[ *\d+%\] PASSED tests/behaviour/\S+?\[(\S+)\]", result.stdout)
     card_of = {params: next(c for c in cards if params == c or params.startswith(c + "-")) for _, params in ran}
     workers_of = {card: {w for w, params in ran if card_of[params] == card} for card in cards}
