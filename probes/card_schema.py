@@ -49,11 +49,11 @@ class Bos(Section):
 class EncodeCase(Section):
     id: str = Field(description="names the case in test ids and messages")
     observation: str | None = Field(None, description="the SPEC observation id this case stands for (T1, ...)")
-    text: str
+    text: str = Field(description="the text encoded")
     add_special_tokens: bool | None = Field(
         None, description="passed to encode(); null or absent = the tokenizer's default (the argument left out)"
     )
-    ids: list[int]
+    ids: list[int] = Field(description="encode(text, add_special_tokens=...) ids")
     tokens: list[str] | None = Field(None, description="convert_ids_to_tokens of the ids (SentencePiece '▁' kept)")
     decoded: str | None = Field(None, description="decode(ids)")
     decoded_per_id: list[str] | None = Field(None, description="decode([id]) for each id")
@@ -63,21 +63,21 @@ class EncodeCase(Section):
 
 
 class FirstToken(Section):
-    id: str
-    text: str
-    first_id: int
-    first_token: str
-    first_decoded: str
+    id: str = Field(description="names the case")
+    text: str = Field(description="a text encoded without special tokens")
+    first_id: int = Field(description="its first id")
+    first_token: str = Field(description="that id's vocabulary piece, e.g. '▁The'")
+    first_decoded: str = Field(description="decode([first_id])")
 
 
 class VocabEntry(Section):
-    id: int
-    token: str
-    decoded: str
+    id: int = Field(description="a token id")
+    token: str = Field(description="its vocabulary piece")
+    decoded: str = Field(description="decode([id])")
 
 
 class DuplicateBos(Section):
-    id: str
+    id: str = Field(description="names the case")
     prompt: str = Field(description="a prompt that may already start with the BOS text")
     leading_bos: int = Field(description="how many BOS ids encode(prompt) starts with")
     duplicated: bool = Field(description="encode(prompt) starts with two BOS ids")
@@ -107,30 +107,34 @@ class SpecialText(Section):
 class TokenizerExpect(ExpectSection):
     needs_model: ClassVar[bool] = False
 
-    vocab_size: int | None = None
-    bos: Bos | None = None
-    encode: list[EncodeCase] | None = None
-    first_token: list[FirstToken] | None = None
-    vocab_table: list[VocabEntry] | None = None
-    duplicate_bos: list[DuplicateBos] | None = None
-    chat: ChatExpect | None = None
-    special_text: list[SpecialText] | None = None
+    vocab_size: int | None = Field(None, description="tokenizer.vocab_size (T4)")
+    bos: Bos | None = Field(None, description="the BOS token and whether encode() adds it (T3)")
+    encode: list[EncodeCase] | None = Field(
+        None, description="texts with their expected ids, pieces and decodings (T1-T3)"
+    )
+    first_token: list[FirstToken] | None = Field(None, description="how the first word of a text is marked (T2)")
+    vocab_table: list[VocabEntry] | None = Field(None, description="id -> piece -> decode rows (T5)")
+    duplicate_bos: list[DuplicateBos] | None = Field(None, description="prompts that already hold the BOS text (T6)")
+    chat: ChatExpect | None = Field(None, description="the chat template (U1)")
+    special_text: list[SpecialText] | None = Field(
+        None, description="special tokens and whitespace through encode/decode (U6)"
+    )
 
 
 # ------------------------------------------------------------------------ embedding
 
 
 class Apart(Section):
-    id: str
-    pair: list[str]
+    id: str = Field(description="names the case")
+    pair: list[str] = Field(description="two words expected close (e.g. [dog, cat])")
     outsiders: list[str] = Field(description="words each farther from both of the pair than they are from each other")
 
 
 class PcaNearer(Section):
-    id: str
-    group: str
-    nearer: str
-    than: str
+    id: str = Field(description="names the case")
+    group: str = Field(description="a word group of the inputs")
+    nearer: str = Field(description="the group its 2-D centroid is nearer to")
+    than: str = Field(description="... than to this group")
 
 
 class EmbeddingExpect(ExpectSection):
@@ -138,8 +142,10 @@ class EmbeddingExpect(ExpectSection):
         None, description="groups whose intra-group cosine exceeds the inter-group cosine by at least min_margin"
     )
     incoherent_groups: list[str] | None = Field(None, description="groups that fall short of min_margin")
-    min_margin: Number | None = None
-    apart: list[Apart] | None = None
+    min_margin: Number | None = Field(
+        None, description="the margin coherent_groups reach and incoherent_groups do not (E4)"
+    )
+    apart: list[Apart] | None = Field(None, description="pairs closer to each other than to outsiders (E4)")
     pca_explained_at_most: Number | None = Field(
         None, description="the two principal components explain at most this share of the variance"
     )
@@ -151,14 +157,18 @@ class EmbeddingExpect(ExpectSection):
 
 class NextTokenExpect(ExpectSection):
     top1: str = Field(description="the most likely next token's text")
-    min_top1_prob: Number | None = None
+    min_top1_prob: Number | None = Field(None, description="the top-1 token's probability is at least this (D1)")
 
 
 class GreedyExpect(ExpectSection):
-    with_bos_contains: list[str] | None = None
-    without_bos_contains: list[str] | None = None
-    bos_changes_continuation: bool | None = None
-    batch_invariant: bool | None = None
+    with_bos_contains: list[str] | None = Field(None, description="substrings of the greedy continuation with BOS (D3)")
+    without_bos_contains: list[str] | None = Field(
+        None, description="substrings of the greedy continuation without BOS (D4)"
+    )
+    bos_changes_continuation: bool | None = Field(None, description="BOS on and off give different greedy texts (D4)")
+    batch_invariant: bool | None = Field(
+        None, description="the prompt's greedy ids are the same alone and in a left-padded batch (D3)"
+    )
     batch_difference: Literal["none", "rounding", "real"] | None = Field(
         None,
         description="U5: what a batch difference is: none, rounding (gone one precision step up) or real",
@@ -167,24 +177,26 @@ class GreedyExpect(ExpectSection):
 
 
 class NearGreedy(Section):
-    min_greedy_agreement: Number
+    min_greedy_agreement: Number = Field(description="share of the 5 samples equal to greedy (D6)")
 
 
 class Warm(Section):
-    answer: str
-    min_answer_share: Number
-    min_distinct: int
+    answer: str = Field(description="the answer the samples should name (D7)")
+    min_answer_share: Number = Field(description="share of samples naming it")
+    min_distinct: int = Field(description="distinct samples, at least")
 
 
 class Hot(Section):
-    min_distinct: int
-    min_distinct_2: Number | None = None
+    min_distinct: int = Field(description="distinct samples, at least (D8)")
+    min_distinct_2: Number | None = Field(None, description="share of distinct token bigrams, at least")
 
 
 class SamplingExpect(ExpectSection):
-    near_greedy: NearGreedy | None = Field(None, alias="near-greedy")
-    warm: Warm | None = None
-    hot: Hot | None = None
+    near_greedy: NearGreedy | None = Field(
+        None, alias="near-greedy", description="(top_p 0.2, T 0.2): sampling that behaves like greedy (D6)"
+    )
+    warm: Warm | None = Field(None, description="(top_p 0.2, T 1.4): varied but on the answer (D7)")
+    hot: Hot | None = Field(None, description="(top_p 0.9, T 1.4): diverse (D8)")
 
 
 class BeamSearchExpect(ExpectSection):
@@ -200,38 +212,40 @@ class BeamSearchExpect(ExpectSection):
 
 
 class Decoding(Section):
-    do_sample: bool = False
-    top_p: Number | None = None
-    temperature: Number | None = None
+    do_sample: bool = Field(False, description="sample (true) or greedy (false)")
+    top_p: Number | None = Field(None, description="nucleus size when sampling")
+    temperature: Number | None = Field(None, description="temperature when sampling")
 
     def as_kwargs(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
 
 
 class KnowledgeCase(Section):
-    id: str
+    id: str = Field(description="names the case (and the question, unless `question` is given)")
     question: str | None = Field(
         None, description="an id of fixtures/inputs/article.yaml's knowledge list (default: the case id)"
     )
     prompt: str | None = Field(None, description="the whole prompt instead of a formatted question")
     prompt_format: str | None = Field(None, description="overrides the card's")
     decoding: Decoding | None = Field(None, description="overrides the card's")
-    answer: str
+    answer: str = Field(description="a substring the answer must contain (K1)")
 
 
 class Creative(Section):
-    greedy_repeats: bool | None = None
-    min_distinct_samples: int | None = None
+    greedy_repeats: bool | None = Field(None, description="separate greedy calls give the same openings (K2)")
+    min_distinct_samples: int | None = Field(
+        None, description="distinct sampled continuations per opening, at least (K2)"
+    )
 
 
 class TasksExpect(ExpectSection):
     prompt_format: str = Field(
         "{question}", description='"{question}" is replaced; "chat" applies the tokenizer\'s chat template'
     )
-    decoding: Decoding = Decoding()
-    max_new_tokens: int = 40
-    knowledge: list[KnowledgeCase] | None = None
-    creative: Creative | None = None
+    decoding: Decoding = Field(Decoding(), description="the knowledge questions' decoding (default: greedy)")
+    max_new_tokens: int = Field(40, description="tokens generated per answer")
+    knowledge: list[KnowledgeCase] | None = Field(None, description="knowledge questions and expected answers (K1)")
+    creative: Creative | None = Field(None, description="story openings (K2)")
 
 
 # ---------------------------------------------------- U2-U4: inside generate() and the model
@@ -248,7 +262,7 @@ class GenerateCall(Section):
 class GenerationExpect(ExpectSection):
     """U2: what generate() inherits from the model's generation_config."""
 
-    calls: list[GenerateCall]
+    calls: list[GenerateCall] = Field(description="one entry per call of the inputs' generate_calls")
 
 
 class HiddenStatesExpect(ExpectSection):
@@ -269,21 +283,23 @@ class AttentionExpect(ExpectSection):
 
 
 class ModelExpect(ExpectSection):
-    embedding_shape: list[int] | None = None
-    embedding_dtype: str | None = None
-    architecture: str | None = None
+    embedding_shape: list[int] | None = Field(None, description="the input embedding's (vocab, hidden) (E1)")
+    embedding_dtype: str | None = Field(None, description="its dtype, e.g. float32 (E1)")
+    architecture: str | None = Field(None, description="the loaded model's class, e.g. MistralForCausalLM (E1)")
 
 
 class QuantizationExpect(ExpectSection):
     """What the loaded model's layers are (probes/quantization.py inspect_quantization)."""
 
     method: str | None = Field(None, description="nf4, fp4, int8 or none")
-    linear_4bit: int | None = None
-    linear_8bit: int | None = None
-    full_precision_linear: list[str] | None = None
-    compute_dtype: str | None = None
-    embedding_class: str | None = None
-    embedding_dtype: str | None = None
+    linear_4bit: int | None = Field(None, description="bitsandbytes Linear4bit layers (Q1)")
+    linear_8bit: int | None = Field(None, description="bitsandbytes Linear8bitLt layers (Q1)")
+    full_precision_linear: list[str] | None = Field(
+        None, description="Linear layers left in full precision, e.g. [lm_head] (Q1)"
+    )
+    compute_dtype: str | None = Field(None, description="the 4-bit layers' compute dtype (Q1)")
+    embedding_class: str | None = Field(None, description="the input embedding's class (Q1)")
+    embedding_dtype: str | None = Field(None, description="the input embedding's dtype (Q1)")
 
 
 class DriftExpect(ExpectSection):
@@ -307,19 +323,19 @@ class DriftExpect(ExpectSection):
 class Expect(Section):
     """Expected values, keyed by probe: an absent section is not checked for this model."""
 
-    tokenizer: TokenizerExpect | None = None
-    embedding: EmbeddingExpect | None = None
-    next_token: NextTokenExpect | None = None
-    greedy: GreedyExpect | None = None
-    sampling: SamplingExpect | None = None
-    beam_search: BeamSearchExpect | None = None
-    tasks: TasksExpect | None = None
-    model: ModelExpect | None = None
-    generation: GenerationExpect | None = None
-    hidden_states: HiddenStatesExpect | None = None
-    attention: AttentionExpect | None = None
-    quantization: QuantizationExpect | None = None
-    drift: DriftExpect | None = None
+    tokenizer: TokenizerExpect | None = Field(None, description="tokenizer checks (T1-T6, U1, U6); need no model")
+    embedding: EmbeddingExpect | None = Field(None, description="word vectors, cosines, PCA (E2-E5)")
+    next_token: NextTokenExpect | None = Field(None, description="the next token after the article's prompt (D1)")
+    greedy: GreedyExpect | None = Field(None, description="greedy decoding (D3, D4, U5)")
+    sampling: SamplingExpect | None = Field(None, description="the article's three sampling regimes (D6-D8)")
+    beam_search: BeamSearchExpect | None = Field(None, description="beam search against greedy (D9)")
+    tasks: TasksExpect | None = Field(None, description="knowledge questions and story openings (K1, K2)")
+    model: ModelExpect | None = Field(None, description="the loaded model and its embedding matrix (E1)")
+    generation: GenerationExpect | None = Field(None, description="what generate() inherits (U2)")
+    hidden_states: HiddenStatesExpect | None = Field(None, description="hidden-state fingerprint (U3)")
+    attention: AttentionExpect | None = Field(None, description="attention back-ends (U4)")
+    quantization: QuantizationExpect | None = Field(None, description="the loaded layers' quantization (Q1)")
+    drift: DriftExpect | None = Field(None, description="drift from the full-precision reference card (Q2-Q5)")
 
 
 # ----------------------------------------------------------------------- the card
@@ -328,7 +344,7 @@ class Expect(Section):
 class KnownFailure(Section):
     test: str = Field(description="the test function's name")
     case: str | None = Field(None, description="one case (parameter id) of the test; absent = every case")
-    reason: str
+    reason: str = Field(description="why: shown in the report")
 
 
 class SnapshotSettings(Section):
@@ -340,28 +356,38 @@ class SnapshotSettings(Section):
 class Tolerances(Section):
     """Snapshot comparison tolerances (probes/snapshots.py DEFAULT_TOLERANCES)."""
 
-    prob_atol: Number | None = None
-    entropy_atol: Number | None = None
-    logit_tie: Number | None = None
-    cosine_atol: Number | None = None
-    norm_rtol: Number | None = None
-    hidden_norm_rtol: Number | None = None
-    hidden_cosine_atol: Number | None = None
+    prob_atol: Number | None = Field(
+        None, description="max |p_now - p_recorded| over the recorded top-20 next tokens (default 1e-4)"
+    )
+    entropy_atol: Number | None = Field(None, description="nats, per temperature (default 1e-3)")
+    logit_tie: Number | None = Field(
+        None, description="a greedy flip within this logit gap is a near-tie warning (default 0.01)"
+    )
+    cosine_atol: Number | None = Field(None, description="per entry of the 20 x 20 cosine matrix (default 1e-5)")
+    norm_rtol: Number | None = Field(None, description="per embedding row norm (default 1e-5)")
+    hidden_norm_rtol: Number | None = Field(
+        None, description="per layer, the last token's hidden-state norm (default 1e-4)"
+    )
+    hidden_cosine_atol: Number | None = Field(
+        None, description="per layer, 1 - cosine to the recorded direction (default 1e-5)"
+    )
 
 
 class CardFile(Section):
     """One model card: what to load, how, and what to expect (fixtures/cards/<name>.yaml)."""
 
     name: str = Field(description="must match the file name")
-    description: str
+    description: str = Field(description="what the model is and where its expected values came from")
     marks: list[Literal["gpu"]] = Field([], description="pytest marks every test of this card carries")
-    tokenizer: TokenizerSource
+    tokenizer: TokenizerSource = Field(description="where the tokenizer comes from (a source: see below)")
     model: ModelSource | None = Field(None, description="where the weights come from; absent = tokenizer only")
-    load: LoadSettings = LoadSettings()
-    expect: Expect = Expect()
+    load: LoadSettings = Field(LoadSettings(), description="device, dtype and quantization of the model")
+    expect: Expect = Field(
+        Expect(), description="expected values, keyed by probe: only the sections present are checked"
+    )
     reference: str | None = Field(None, description="a full-precision card of the same weights, for expect.drift")
-    snapshot: SnapshotSettings = SnapshotSettings()
-    tolerances: Tolerances = Tolerances()
+    snapshot: SnapshotSettings = Field(SnapshotSettings(), description="what the card's snapshot leaves out")
+    tolerances: Tolerances = Field(Tolerances(), description="snapshot comparison tolerances, overriding the defaults")
     xfail: list[KnownFailure] = Field(
         [],
         description="known failures, applied as strict xfails: a fix shows up as XPASS and fails the run",

@@ -199,7 +199,7 @@ class LoadSettings(BaseModel):
 
     device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = Field("cpu", description="auto, cpu, cuda, cuda:N or mps")
     device_map: str | None = Field(None, description="accelerate's device_map (e.g. auto); wins over device")
-    dtype: Literal[DTYPES] = "float32"  # type: ignore[valid-type] (the tuple's values)
+    dtype: Literal[DTYPES] = Field("float32", description="the weights' dtype")  # type: ignore[valid-type]
     quantization: Literal[QUANTIZATIONS] = Field(  # type: ignore[valid-type]
         "none", description="bitsandbytes quantization on load"
     )
@@ -369,7 +369,7 @@ class RandomInitSource(Source):
     source: Literal["random-init"]
     architecture: str = Field(description="a transformers model class, e.g. MistralForCausalLM")
     config: dict[str, Any] = Field(description="keyword arguments of the architecture's config class")
-    seed: int = 0
+    seed: int = Field(0, description="torch.manual_seed before the weights are drawn")
 
     def describe(self) -> str:
         return f"random {self.architecture} (seed {self.seed})"

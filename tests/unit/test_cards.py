@@ -365,3 +365,38 @@ def test_a_loaded_card_is_read_only(tmp_path):
         card.name = "other"  # type: ignore[misc]
     with pytest.raises(pydantic.ValidationError, match="frozen"):
         card.model.seed = 1  # type: ignore[misc]
+
+
+# ------------------------------------------ issue 15: every field documented where users look
+
+
+def test_the_committed_card_reference_is_the_generated_one():
+    """docs/cards.md lists every card field with its type, default, meaning and the
+    observations whose tests read it: regenerate it with
+    `python -m probes.cards --reference > docs/cards.md` when the schema changes."""
+    from probes.cards import CARD_REFERENCE_FILE, card_reference
+
+    assert CARD_REFERENCE_FILE.read_text(encoding="utf-8") == card_reference(), (
+        "docs/cards.md is out of date: run `python -m probes.cards --reference > docs/cards.md`"
+    )
+
+
+def test_every_card_field_says_what_it_means():
+    from probes.cards import card_reference
+
+    tables = card_reference().split("## Sources")
+    fields = [[c.strip() for c in line.strip("|").split(" | ")] for line in tables[0].splitlines() if line[:3] == "| `"]
+    sources = [
+        [c.strip() for c in line.strip("|").split(" | ")] for line in tables[1].splitlines() if line[:3] == "| `"
+    ]
+    assert len(fields) > 100 and {len(row) for row in fields} == {5} and {len(row) for row in sources} == {6}
+    undocumented = [row[0] for row in fields if not row[3]] + [f"{row[0]} {row[2]}" for row in sources if not row[5]]
+    assert undocumented == [], f"fields without a description (Field(description=...)): {undocumented}"
+
+
+def test_the_reference_names_the_observations_a_field_drives():
+    from probes.cards import card_reference
+
+    reference = card_reference()
+    assert "| `expect.next_token.top1` | text | required | the most likely next token's text | D1 |" in reference
+    assert "| `expect.tokenizer.special_text[].ids` |" in reference and "| U6 |" in reference
