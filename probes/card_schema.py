@@ -378,7 +378,11 @@ class CardFile(Section):
 
     name: str = Field(description="must match the file name")
     description: str = Field(description="what the model is and where its expected values came from")
-    marks: list[Literal["gpu"]] = Field([], description="pytest marks every test of this card carries")
+    marks: list[Literal["gpu", "slow"]] = Field(
+        [],
+        description="pytest marks every test of this card carries: gpu (runs with -m gpu), slow (an opt-in "
+        "card: runs only with -m slow)",
+    )
     tokenizer: TokenizerSource = Field(description="where the tokenizer comes from (a source: see below)")
     model: ModelSource | None = Field(None, description="where the weights come from; absent = tokenizer only")
     load: LoadSettings = Field(LoadSettings(), description="device, dtype and quantization of the model")

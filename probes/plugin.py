@@ -152,6 +152,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs CUDA; runs only with `-m gpu` (the GPU cards)")
+    config.addinivalue_line("markers", "slow: an opt-in card (`marks: [slow]`); runs only with `-m slow`")
     config.addinivalue_line("markers", "benchmark: timing benchmark; runs only with `-m benchmark`")
     config.addinivalue_line(
         "markers",
@@ -377,7 +378,12 @@ def _loaded(request: pytest.FixtureRequest, what: str) -> Subject:
         message = f"lm-probes: {exc}"
     else:
         return subject
-    # One message for the session instead of a traceback in every test.
+    if subject.card.model_override is None:
+        # The card's own files: its tests fail with the message, the other cards still run
+        # (the subject remembers the failure, so each of its tests reports it, none retries).
+        pytest.fail(message, pytrace=False)
+    # --model named something that cannot be loaded: a usage error, one message for the
+    # session instead of a traceback in every test.
     if hasattr(request.config, "workerinput"):
         # pytest.exit inside a pytest-xdist worker ends in an INTERNALERROR: fail this
         # test with the message and stop the worker; the controller then stops the

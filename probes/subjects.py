@@ -143,6 +143,7 @@ class Subject:
         self._files: FileDigests = {}  # what the loads read, for provenance
         self._revision: str | None = None
         self._quantization: QuantizationInfo | None = None
+        self._failures: dict[str, SubjectLoadError] = {}  # a load that failed is not retried
 
     @property
     def name(self) -> str:
@@ -156,10 +157,19 @@ class Subject:
         return f"Subject({self.card.name!r})"
 
     # -- tokenizer
+    def _once(self, what: str, load):
+        if what in self._failures:
+            raise self._failures[what]
+        try:
+            return load()
+        except SubjectLoadError as exc:
+            self._failures[what] = exc
+            raise
+
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
         if self._tokenizer is None:
-            self._tokenizer = self._load_tokenizer()
+            self._tokenizer = self._once("tokenizer", self._load_tokenizer)
         return self._tokenizer
 
     def _load_tokenizer(self) -> PreTrainedTokenizerBase:
@@ -191,7 +201,7 @@ class Subject:
         if self._model is None:
             if not self.card.has_model:
                 raise SubjectLoadError(f"card '{self.card.name}' has no model (tokenizer only)")
-            self._model = self._load_model()
+            self._model = self._once("model", self._load_model)
         return self._model
 
     def _load_model(self) -> PreTrainedModel:

