@@ -192,6 +192,29 @@ def sampled(subject: Subject, regime: str) -> dc.Generation:
     )
 
 
+FIRST_TOKEN_DRAWS = 400  # generate()'s sampled first tokens at (top_p 0.9, T 1.4): D5's fit, the snapshot
+
+
+def first_token_samples(subject: Subject) -> dc.Generation:
+    """D5: 400 first tokens sampled by generate() at (top_p 0.9, T 1.4), no top-k, for the
+    session seed, in one call: the goodness-of-fit test and the snapshot read the same draws."""
+    prompt = article_inputs()["next_token_prompt"]
+    return RESULTS.get(
+        subject,
+        ("first_tokens", prompt, subject.seed),
+        lambda: dc.sample_first_tokens(
+            subject.tokenizer,
+            subject.model,
+            prompt,
+            runs=FIRST_TOKEN_DRAWS,
+            top_p=0.9,
+            temperature=1.4,
+            top_k=0,
+            seed=subject.seed,
+        ),
+    )
+
+
 def top_k_samples(subject: Subject) -> dc.Generation:
     """D9: first tokens drawn with top-k alone (top_p 1, T 1) for the session seed, one
     batched call; keyed by the prompt, so another top-k prompt is drawn anew."""

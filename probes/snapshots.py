@@ -224,7 +224,13 @@ def _observe_embedding(subject: Subject) -> dict[str, Any]:
 
 
 def _observe_sampled(subject: Subject) -> dict[str, Any]:
-    observed: dict[str, Any] = {"seed": subject.seed}
+    draws = ob.first_token_samples(subject)
+    observed: dict[str, Any] = {
+        "seed": subject.seed,
+        # generate()'s first-token draws, sorted (one line in the file): compared exactly
+        # under the same provenance, by a homogeneity test across versions (FIRST_TOKEN_ALPHA)
+        "first_tokens": {"settings": {"top_p": 0.9, "temperature": 1.4}, "ids": sorted(i[0] for i in draws.new_ids)},
+    }
     for regime in article_inputs()["sampling"]["regimes"]:
         s = ob.sampled(subject, regime)
         observed[regime] = {"ids": [list(r) for r in s.new_ids], "texts": list(s.texts)}
@@ -644,13 +650,75 @@ def sampling_comparable(recorded: dict[str, Any], current: dict[str, Any]) -> li
     ]
 
 
+# A first-token distribution judged changed when a chi-square test of homogeneity rejects at
+# this level: the rate at which two runs of an unchanged sampler are called different.
+FIRST_TOKEN_ALPHA = 1e-3
+
+
+def first_tokens_homogeneity(recorded: dict[str, int], current: dict[str, int]) -> tuple[float, int]:
+    """(p-value, degrees of freedom) of a chi-square test that two sets of first-token
+    counts come from one distribution. Tokens expected fewer than 5 times in either set are
+    pooled into one bin, as the test needs."""
+    from scipy.stats import chi2_contingency
+
+    n_a, n_b = sum(recorded.values()), sum(current.values())
+    tokens = sorted(set(recorded) | set(current))
+    kept = [t for t in tokens if min(n_a, n_b) * (recorded.get(t, 0) + current.get(t, 0)) / (n_a + n_b) >= 5]
+    pooled = [t for t in tokens if t not in kept]
+    rows = [[recorded.get(t, 0) for t in kept], [current.get(t, 0) for t in kept]]
+    if pooled:
+        rows[0].append(sum(recorded.get(t, 0) for t in pooled))
+        rows[1].append(sum(current.get(t, 0) for t in pooled))
+    columns = [i for i in range(len(rows[0])) if rows[0][i] + rows[1][i] > 0]
+    if len(columns) < 2:
+        return 1.0, 0  # one token only, on both sides: nothing to test
+    result = chi2_contingency([[row[i] for i in columns] for row in rows])
+    return float(result.pvalue), int(result.dof)
+
+
+def _counts(ids: list[int]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for i in ids:
+        counts[str(i)] = counts.get(str(i), 0) + 1
+    return counts
+
+
+def _compare_first_tokens(rec: dict, cur: dict, comparable: bool, out: list[Difference]) -> None:
+    was, now = rec.get("first_tokens"), cur.get("first_tokens")
+    if was is None or now is None or was["settings"] != now["settings"]:
+        return  # a snapshot from before the first-token record
+    if comparable:  # same seed and provenance: the same draws
+        if was["ids"] != now["ids"]:
+            out.append(
+                Difference(
+                    "error", "sampled.first_tokens", "the first-token draws changed with the same seed and provenance"
+                )
+            )
+        return
+    p, dof = first_tokens_homogeneity(_counts(was["ids"]), _counts(now["ids"]))
+    if p < FIRST_TOKEN_ALPHA:
+        out.append(
+            Difference(
+                "error",
+                "sampled.first_tokens",
+                f"generate()'s first-token distribution changed: chi-square homogeneity p = {p:.2e} "
+                f"< {FIRST_TOKEN_ALPHA} ({dof} degrees of freedom, {len(was['ids'])} and {len(now['ids'])} draws)",
+            )
+        )
+
+
 def _compare_sampled(rec: dict, cur: dict, rec_prov: dict, cur_prov: dict, out: list[Difference]) -> None:
+    differs = sampling_comparable(rec_prov, cur_prov)
+    # across versions (or seeds) the draws differ; their distribution must not
+    _compare_first_tokens(
+        rec["sampled"], cur["sampled"], not differs and rec["sampled"]["seed"] == cur["sampled"]["seed"], out
+    )
     if rec["sampled"]["seed"] != cur["sampled"]["seed"]:
         return  # another --seed: other samples are expected
-    if sampling_comparable(rec_prov, cur_prov):
+    if differs:
         return  # reported as "not compared" in the summary, not as a difference
     for regime, r in rec["sampled"].items():
-        if regime == "seed" or regime not in cur["sampled"]:
+        if regime in ("seed", "first_tokens") or regime not in cur["sampled"]:
             continue
         if r["ids"] != cur["sampled"][regime]["ids"]:
             changed = sum(a != b for a, b in zip(r["ids"], cur["sampled"][regime]["ids"]))

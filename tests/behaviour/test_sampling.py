@@ -6,11 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from probes import decoding as dc
 from probes import sampling as sp
 from probes.expect import check_that
 from probes.inputs import article_inputs
-from probes.observations import next_token
+from probes.observations import first_token_samples, next_token
 
 INPUTS = article_inputs()
 # Each goodness-of-fit test rejects a correct sampler with probability ALPHA (its
@@ -71,16 +70,7 @@ def test_generate_samples_first_tokens_from_the_nucleus(model_subject):
     definition (code generate() does not share). False-positive rate: ALPHA."""
     logits = logits_of(model_subject)
     nucleus = sp.nucleus(logits, 0.9, 1.4)
-    samples = dc.sample_first_tokens(
-        model_subject.tokenizer,
-        model_subject.model,
-        INPUTS["next_token_prompt"],
-        runs=400,
-        top_p=0.9,
-        temperature=1.4,
-        top_k=0,
-        seed=model_subject.seed,
-    )
+    samples = first_token_samples(model_subject)  # the snapshot records the same draws
     fit = sp.goodness_of_fit([ids[0] for ids in samples.new_ids], nucleus)
     _check_fit(model_subject.card, "generate's first tokens", fit, nucleus)
 

@@ -187,3 +187,55 @@ def test_a_recorded_greedy_flip_is_a_near_tie_only_when_both_sides_say_so(curren
     [difference] = snapshots.compare(recorded, current)
     assert (difference.severity, difference.where) == (severity, "greedy.bos")
     assert says in difference.message
+
+
+# ------------------------------- sampled first tokens across versions: a homogeneity test
+
+
+def _draws(probs: list[float], n: int, seed: int) -> dict[str, int]:
+    import numpy as np
+
+    ids = np.random.default_rng(seed).choice(len(probs), size=n, p=probs)
+    return {str(i): int((ids == i).sum()) for i in sorted(set(ids.tolist()))}
+
+
+# a next-token distribution of SmolLM2's kind after T 1.4 and top-p 0.9: a few likely
+# tokens, then a tail
+NUCLEUS = [0.45, 0.2, 0.1, 0.06, 0.04, *([0.15 / 30] * 30)]
+
+
+def test_a_changed_first_token_distribution_is_caught_across_versions_and_a_new_seed_is_not():
+    """Across versions the 400 draws differ; their distribution must not. The break: a
+    sampler whose temperature is ignored (the head of the distribution sharper: 0.62 in
+    place of 0.45 for the top token). The harmless change: the same distribution drawn with
+    20 other seeds, of which none is rejected (false-positive rate FIRST_TOKEN_ALPHA, 1e-3)."""
+    recorded = _draws(NUCLEUS, 400, seed=0)
+    sharper = [0.62, 0.18, 0.07, 0.04, 0.02, *([0.07 / 30] * 30)]
+    p, _ = snapshots.first_tokens_homogeneity(recorded, _draws(sharper, 400, seed=1))
+    assert p < snapshots.FIRST_TOKEN_ALPHA, p
+    p_values = [snapshots.first_tokens_homogeneity(recorded, _draws(NUCLEUS, 400, seed=s))[0] for s in range(1, 21)]
+    assert min(p_values) > snapshots.FIRST_TOKEN_ALPHA, p_values
+
+
+def test_the_first_token_check_runs_only_where_the_draws_cannot_simply_be_compared():
+    def sampled(counts, seed=0):
+        settings = {"top_p": 0.9, "temperature": 1.4}
+        ids = sorted(int(token) for token, n in counts.items() for _ in range(n))
+        return {"sampled": {"seed": seed, "first_tokens": {"settings": settings, "ids": ids}}}
+
+    recorded = sampled(_draws(NUCLEUS, 400, seed=0))
+    sharper = sampled(_draws([0.62, 0.18, 0.07, 0.04, 0.02, *([0.07 / 30] * 30)], 400, seed=1))
+    same, upgraded = {"transformers": "5.23.0"}, {"transformers": "4.57.6"}
+    base = {
+        "next_token": {"prompt": "p", "prompt_ids": [1], "top_ids": [5], "top_probs": [0.5]},
+        "temperature": {"entropy": {}},
+    }
+
+    def compare(a, b, provenance_b):
+        return snapshots.compare(base | a, base | b, recorded_provenance=same, current_provenance=provenance_b)
+
+    [changed] = compare(recorded, sharper, upgraded)
+    assert changed.where == "sampled.first_tokens" and "chi-square homogeneity p = " in changed.message
+    assert compare(recorded, sampled(_draws(NUCLEUS, 400, seed=5)), upgraded) == []  # a new version, same distribution
+    [exact] = compare(recorded, sampled(_draws(NUCLEUS, 400, seed=5)), same)  # same provenance: must be the same draws
+    assert "changed with the same seed and provenance" in exact.message
