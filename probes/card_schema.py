@@ -348,7 +348,7 @@ class KnownFailure(Section):
 
 
 class SnapshotSettings(Section):
-    leave_out: list[Literal["greedy", "embedding", "sampled"]] = Field(
+    leave_out: list[Literal["greedy", "embedding", "sampled", "first_tokens"]] = Field(
         [], description="sections left out of this card's snapshot: for a model too slow to decode them all"
     )
 

@@ -35,6 +35,7 @@ SECTIONS = (
     "greedy",
     "embedding",
     "sampled",
+    "first_tokens",
     "generation",
     "hidden_states",
     "attention",

@@ -168,6 +168,15 @@ def observe(subject: Subject) -> dict[str, Any]:
         observed["embedding"] = _observe_embedding(subject)
     if "sampled" not in leave_out:
         observed["sampled"] = _observe_sampled(subject)
+    if "first_tokens" not in leave_out:
+        # generate()'s first-token draws, sorted (one line in the file): compared exactly
+        # under the same provenance, by a homogeneity test across versions (FIRST_TOKEN_ALPHA)
+        draws = ob.first_token_samples(subject)
+        observed["first_tokens"] = {
+            "seed": subject.seed,
+            "settings": {"top_p": 0.9, "temperature": 1.4},
+            "ids": sorted(ids[0] for ids in draws.new_ids),
+        }
     return observed
 
 
@@ -224,13 +233,7 @@ def _observe_embedding(subject: Subject) -> dict[str, Any]:
 
 
 def _observe_sampled(subject: Subject) -> dict[str, Any]:
-    draws = ob.first_token_samples(subject)
-    observed: dict[str, Any] = {
-        "seed": subject.seed,
-        # generate()'s first-token draws, sorted (one line in the file): compared exactly
-        # under the same provenance, by a homogeneity test across versions (FIRST_TOKEN_ALPHA)
-        "first_tokens": {"settings": {"top_p": 0.9, "temperature": 1.4}, "ids": sorted(i[0] for i in draws.new_ids)},
-    }
+    observed: dict[str, Any] = {"seed": subject.seed}
     for regime in article_inputs()["sampling"]["regimes"]:
         s = ob.sampled(subject, regime)
         observed[regime] = {"ids": [list(r) for r in s.new_ids], "texts": list(s.texts)}
@@ -352,6 +355,14 @@ def compare(
             _compare_embedding(recorded["embedding"], current["embedding"], tol, out)
         if "sampled" in recorded and "sampled" in current:
             _compare_sampled(recorded, current, recorded_provenance or {}, current_provenance or {}, out)
+        if "first_tokens" in recorded and "first_tokens" in current:
+            _compare_first_tokens(
+                recorded["first_tokens"],
+                current["first_tokens"],
+                recorded_provenance or {},
+                current_provenance or {},
+                out,
+            )
     return out
 
 
@@ -683,16 +694,15 @@ def _counts(ids: list[int]) -> dict[str, int]:
     return counts
 
 
-def _compare_first_tokens(rec: dict, cur: dict, comparable: bool, out: list[Difference]) -> None:
-    was, now = rec.get("first_tokens"), cur.get("first_tokens")
-    if was is None or now is None or was["settings"] != now["settings"]:
-        return  # a snapshot from before the first-token record
-    if comparable:  # same seed and provenance: the same draws
+def _compare_first_tokens(was: dict, now: dict, rec_prov: dict, cur_prov: dict, out: list[Difference]) -> None:
+    """Under the same seed and provenance, the same draws; across versions (or seeds) the
+    draws differ, their distribution must not."""
+    if was["settings"] != now["settings"]:
+        return  # other sampling settings: nothing to compare
+    if was["seed"] == now["seed"] and not sampling_comparable(rec_prov, cur_prov):
         if was["ids"] != now["ids"]:
             out.append(
-                Difference(
-                    "error", "sampled.first_tokens", "the first-token draws changed with the same seed and provenance"
-                )
+                Difference("error", "first_tokens", "the first-token draws changed with the same seed and provenance")
             )
         return
     p, dof = first_tokens_homogeneity(_counts(was["ids"]), _counts(now["ids"]))
@@ -700,7 +710,7 @@ def _compare_first_tokens(rec: dict, cur: dict, comparable: bool, out: list[Diff
         out.append(
             Difference(
                 "error",
-                "sampled.first_tokens",
+                "first_tokens",
                 f"generate()'s first-token distribution changed: chi-square homogeneity p = {p:.2e} "
                 f"< {FIRST_TOKEN_ALPHA} ({dof} degrees of freedom, {len(was['ids'])} and {len(now['ids'])} draws)",
             )
@@ -708,17 +718,12 @@ def _compare_first_tokens(rec: dict, cur: dict, comparable: bool, out: list[Diff
 
 
 def _compare_sampled(rec: dict, cur: dict, rec_prov: dict, cur_prov: dict, out: list[Difference]) -> None:
-    differs = sampling_comparable(rec_prov, cur_prov)
-    # across versions (or seeds) the draws differ; their distribution must not
-    _compare_first_tokens(
-        rec["sampled"], cur["sampled"], not differs and rec["sampled"]["seed"] == cur["sampled"]["seed"], out
-    )
     if rec["sampled"]["seed"] != cur["sampled"]["seed"]:
         return  # another --seed: other samples are expected
-    if differs:
+    if sampling_comparable(rec_prov, cur_prov):
         return  # reported as "not compared" in the summary, not as a difference
     for regime, r in rec["sampled"].items():
-        if regime in ("seed", "first_tokens") or regime not in cur["sampled"]:
+        if regime == "seed" or regime not in cur["sampled"]:
             continue
         if r["ids"] != cur["sampled"][regime]["ids"]:
             changed = sum(a != b for a, b in zip(r["ids"], cur["sampled"][regime]["ids"]))

@@ -221,7 +221,7 @@ def test_the_first_token_check_runs_only_where_the_draws_cannot_simply_be_compar
     def sampled(counts, seed=0):
         settings = {"top_p": 0.9, "temperature": 1.4}
         ids = sorted(int(token) for token, n in counts.items() for _ in range(n))
-        return {"sampled": {"seed": seed, "first_tokens": {"settings": settings, "ids": ids}}}
+        return {"first_tokens": {"seed": seed, "settings": settings, "ids": ids}}
 
     recorded = sampled(_draws(NUCLEUS, 400, seed=0))
     sharper = sampled(_draws([0.62, 0.18, 0.07, 0.04, 0.02, *([0.07 / 30] * 30)], 400, seed=1))
@@ -235,7 +235,7 @@ def test_the_first_token_check_runs_only_where_the_draws_cannot_simply_be_compar
         return snapshots.compare(base | a, base | b, recorded_provenance=same, current_provenance=provenance_b)
 
     [changed] = compare(recorded, sharper, upgraded)
-    assert changed.where == "sampled.first_tokens" and "chi-square homogeneity p = " in changed.message
+    assert changed.where == "first_tokens" and "chi-square homogeneity p = " in changed.message
     assert compare(recorded, sampled(_draws(NUCLEUS, 400, seed=5)), upgraded) == []  # a new version, same distribution
     [exact] = compare(recorded, sampled(_draws(NUCLEUS, 400, seed=5)), same)  # same provenance: must be the same draws
     assert "changed with the same seed and provenance" in exact.message

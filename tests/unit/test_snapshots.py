@@ -698,8 +698,7 @@ def test_observe_holds_every_probe_of_a_model_subject(tiny_recorded):
         len(row) == 20 and row[i] == pytest.approx(1.0) for i, row in enumerate(emb["cosine"])
     )
     assert recorded["sampled"]["seed"] == 0
-    assert sorted(k for k in recorded["sampled"] if k != "seed") == ["first_tokens", "hot", "near-greedy", "warm"]
-    assert len(recorded["sampled"]["first_tokens"]["ids"]) == 400
+    assert sorted(k for k in recorded["sampled"] if k != "seed") == ["hot", "near-greedy", "warm"]
     assert all(
         len(recorded["sampled"][r]["ids"]) == len(recorded["sampled"][r]["texts"]) == 5
         for r in ("hot", "near-greedy", "warm")
