@@ -1,0 +1,135 @@
+"""The card reference (docs/cards.md): every card field with its type, whether it is
+required or its default, its meaning (the schema's descriptions) and the observations
+whose behavioural tests read it (their ``@pytest.mark.observation(..., expects=...)``).
+
+    python -m probes.card_reference > docs/cards.md
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel
+
+from .card_schema import CardFile
+from .cards import REPO_ROOT, _source_tags, _unwrap
+
+CARD_REFERENCE_FILE = REPO_ROOT / "docs" / "cards.md"
+
+
+def _readable(annotation: Any) -> str:
+    """A declared type in a card author's words: 'list of int', 'one of none, nf4, int8'."""
+    tp = _unwrap(annotation)
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, get_args(tp)))
+    if origin in (Union, UnionType):
+        tags = [tag for member in get_args(tp) for tag in _source_tags(member)]
+        return "a source: " + ", ".join(tags) if tags else " or ".join(_readable(a) for a in get_args(tp))
+    if origin is list:
+        return "list of " + _readable(get_args(tp)[0])
+    if origin is dict:
+        return "mapping"
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return "mapping"
+    return {float: "number", int: "int", str: "text", bool: "true/false", Any: "any"}.get(tp, str(tp))
+
+
+def observations_by_field(tests_dir: Path | None = None) -> dict[str, set[str]]:
+    """expects= path -> the observation ids of the behavioural tests that read it (from
+    their @pytest.mark.observation markers)."""
+    import ast
+
+    found: dict[str, set[str]] = {}
+    folder = tests_dir or REPO_ROOT / "tests" / "behaviour"
+    for path in sorted(folder.glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "observation"):
+                continue
+            ids = {a.value for a in node.args if isinstance(a, ast.Constant)}
+            for keyword in node.keywords:
+                if keyword.arg == "expects":
+                    values = keyword.value.elts if isinstance(keyword.value, ast.Tuple) else [keyword.value]
+                    for value in values:
+                        if isinstance(value, ast.Constant):
+                            found.setdefault(value.value, set()).update(ids)
+    return found
+
+
+def _rows(model: type[BaseModel], prefix: str, by_field: dict[str, set[str]], out: list[list[str]]) -> None:
+    for name, f in model.model_fields.items():
+        key = f.alias or name
+        path = f"{prefix}{key}"
+        tp = _unwrap(f.annotation)
+        item = get_args(tp)[0] if get_origin(tp) is list else tp
+        plain_default = f.default not in (None, [], {}) and not isinstance(f.default, BaseModel)
+        required = "required" if f.is_required() else f"default {f.default!r}" if plain_default else ""
+        expects = path.removeprefix("expect.").replace("[]", "")
+        ids = (
+            sorted(
+                {
+                    o
+                    for e, obs in by_field.items()
+                    if expects == e or expects.startswith(e + ".") or e.startswith(expects + ".")
+                    for o in obs
+                }
+            )
+            if path.startswith("expect.")
+            else []
+        )
+        out.append([f"`{path}`", _readable(f.annotation), required, f.description or "", ", ".join(ids)])
+        if isinstance(item, type) and issubclass(item, BaseModel):
+            _rows(item, f"{path}[]." if get_origin(tp) is list else f"{path}.", by_field, out)
+
+
+def _table_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def card_reference() -> str:
+    """Every card field: type, required or default, meaning, and the observations whose
+    tests read it. Generated into docs/cards.md (``python -m probes.card_reference > docs/cards.md``)."""
+    from .sources import Source
+
+    by_field = observations_by_field()
+    rows: list[list[str]] = []
+    _rows(CardFile, "", by_field, rows)
+    lines = [
+        "# Card reference",
+        "",
+        "Generated from `probes/card_schema.py` and `probes/sources.py` by "
+        "`python -m probes.card_reference > docs/cards.md` (a test keeps it current). "
+        "`[]` marks the fields of each item of a list; an expect section left out is not checked. "
+        'Observations are the ids of the behavioural tests that read the field (README, "What is checked").',
+        "",
+        "| field | type | required / default | meaning | observations |",
+        "|---|---|---|---|---|",
+        *("| " + " | ".join(_table_cell(cell) for cell in row) + " |" for row in rows),
+        "",
+        "## Sources (`tokenizer:` and `model:`)",
+        "",
+        "| source | class | field | type | required / default | meaning |",
+        "|---|---|---|---|---|---|",
+    ]
+    for source in sorted(Source.__subclasses__(), key=lambda c: _source_tags(c)):
+        if list(source.model_fields) == ["source"]:
+            summary = _table_cell(" ".join((source.__doc__ or "").split()))
+            lines.append(f"| `{_source_tags(source)[0]}` | {source.__name__} | - | - | - | {summary} |")
+        for name, f in source.model_fields.items():
+            if name == "source":
+                continue
+            required = "required" if f.is_required() else f"default {f.default!r}"
+            meaning = _table_cell(f.description or "")
+            lines.append(
+                f"| `{_source_tags(source)[0]}` | {source.__name__} | `{name}` | {_readable(f.annotation)} | "
+                f"{required} | {meaning} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(card_reference())
