@@ -14,19 +14,19 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 
 from .card_schema import CardFile
-from .cards import REPO_ROOT, _source_tags, _unwrap
+from .cards import REPO_ROOT, source_tags, unwrap_type
 
 CARD_REFERENCE_FILE = REPO_ROOT / "docs" / "cards.md"
 
 
 def _readable(annotation: Any) -> str:
     """A declared type in a card author's words: 'list of int', 'one of none, nf4, int8'."""
-    tp = _unwrap(annotation)
+    tp = unwrap_type(annotation)
     origin = get_origin(tp)
     if origin is Literal:
         return "one of " + ", ".join(map(str, get_args(tp)))
     if origin in (Union, UnionType):
-        tags = [tag for member in get_args(tp) for tag in _source_tags(member)]
+        tags = [tag for member in get_args(tp) for tag in source_tags(member)]
         return "a source: " + ", ".join(tags) if tags else " or ".join(_readable(a) for a in get_args(tp))
     if origin is list:
         return "list of " + _readable(get_args(tp)[0])
@@ -62,7 +62,7 @@ def _rows(model: type[BaseModel], prefix: str, by_field: dict[str, set[str]], ou
     for name, f in model.model_fields.items():
         key = f.alias or name
         path = f"{prefix}{key}"
-        tp = _unwrap(f.annotation)
+        tp = unwrap_type(f.annotation)
         item = get_args(tp)[0] if get_origin(tp) is list else tp
         plain_default = f.default not in (None, [], {}) and not isinstance(f.default, BaseModel)
         required = "required" if f.is_required() else f"default {f.default!r}" if plain_default else ""
@@ -113,17 +113,17 @@ def card_reference() -> str:
         "| source | class | field | type | required / default | meaning |",
         "|---|---|---|---|---|---|",
     ]
-    for source in sorted(Source.__subclasses__(), key=lambda c: _source_tags(c)):
+    for source in sorted(Source.__subclasses__(), key=lambda c: source_tags(c)):
         if list(source.model_fields) == ["source"]:
             summary = _table_cell(" ".join((source.__doc__ or "").split()))
-            lines.append(f"| `{_source_tags(source)[0]}` | {source.__name__} | - | - | - | {summary} |")
+            lines.append(f"| `{source_tags(source)[0]}` | {source.__name__} | - | - | - | {summary} |")
         for name, f in source.model_fields.items():
             if name == "source":
                 continue
             required = "required" if f.is_required() else f"default {f.default!r}"
             meaning = _table_cell(f.description or "")
             lines.append(
-                f"| `{_source_tags(source)[0]}` | {source.__name__} | `{name}` | {_readable(f.annotation)} | "
+                f"| `{source_tags(source)[0]}` | {source.__name__} | `{name}` | {_readable(f.annotation)} | "
                 f"{required} | {meaning} |"
             )
     return "\n".join(lines) + "\n"

@@ -86,12 +86,12 @@ def _type_at(root: Any, loc: Sequence[str | int]) -> Any:
     union's location carries the tag (``model.hf.id``), which picks the member."""
     node = root
     for part in loc:
-        node = _unwrap(node)
+        node = unwrap_type(node)
         if node is None:
             return None
         origin = get_origin(node)
         if origin in (Union, UnionType):
-            node = next((m for m in get_args(node) if part in _source_tags(m)), None)
+            node = next((m for m in get_args(node) if part in source_tags(m)), None)
         elif origin is list:
             node = get_args(node)[0] if isinstance(part, int) else None
         elif origin is dict:
@@ -106,7 +106,7 @@ def _type_at(root: Any, loc: Sequence[str | int]) -> Any:
     return node
 
 
-def _unwrap(tp: Any) -> Any:
+def unwrap_type(tp: Any) -> Any:
     """``X | None`` -> X, ``Annotated[X, ...]`` -> X; a union of several stays."""
     while True:
         origin = get_origin(tp)
@@ -119,17 +119,17 @@ def _unwrap(tp: Any) -> Any:
             return tp
 
 
-def _source_tags(member: Any) -> tuple[str, ...]:
+def source_tags(member: Any) -> tuple[str, ...]:
     field = member.model_fields.get("source") if isinstance(member, type) and issubclass(member, BaseModel) else None
     return get_args(field.annotation) if field else ()
 
 
 def _section_class(annotation: Any) -> type[ExpectSection]:
-    return _unwrap(annotation)
+    return unwrap_type(annotation)
 
 
 def _field_names(tp: Any) -> list[str]:
-    tp = _unwrap(tp)
+    tp = unwrap_type(tp)
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return [f.alias or name for name, f in tp.model_fields.items()]
     return []
@@ -150,7 +150,7 @@ def unknown_expect_path(dotted: str) -> str | None:
     node: Any = Expect
     for part in dotted.split("."):
         key = part.split("[", 1)[0]
-        inner = _unwrap(node)
+        inner = unwrap_type(node)
         if get_origin(inner) is list:  # tokenizer.encode[x].ids: the item's fields
             node = get_args(inner)[0]
         known = _field_names(node)
@@ -207,14 +207,14 @@ def _describe_error(error: Any, raw: dict[str, Any]) -> str:
         hint = f"; did you mean '{near[0]}'?" if near else f"; known: {', '.join(known)}"
         return f"{where}: unknown field{hint}"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
-        tags = [tag for member in get_args(_unwrap(_type_at(CardFile, loc))) for tag in _source_tags(member)]
+        tags = [tag for member in get_args(unwrap_type(_type_at(CardFile, loc))) for tag in source_tags(member)]
         if kind == "union_tag_not_found":
             return f"{where}.source: required field is missing (one of {', '.join(tags)})"
         return f"{where}.source: {error['ctx']['tag']!r} is not one of {', '.join(tags)}"
     if kind == "literal_error":
         # the value is named, so a list item's index adds nothing: "marks: 'fast' ..."
         shown = _where(loc[:-1], raw) if isinstance(loc[-1], int) else where
-        allowed = get_args(_unwrap(_type_at(CardFile, loc)))
+        allowed = get_args(unwrap_type(_type_at(CardFile, loc)))
         return f"{shown}: {value!r} is not one of {', '.join(map(str, allowed))}"
     if kind == "string_pattern_mismatch" and where == "load.device":
         return f"load.device: {value!r} is not auto, cpu, cuda, cuda:N or mps"

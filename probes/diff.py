@@ -163,13 +163,20 @@ def compare_sets(a: Path, b: Path, cards: list[str] | None = None) -> list[CardC
                 provenance_a=recorded["provenance"],
                 provenance_b=current["provenance"],
                 differences=tuple(differences),
-                sections=tuple(s for s in SECTIONS if s in recorded["observed"] and s in current["observed"]),
+                sections=_common_sections(recorded["observed"], current["observed"]),
                 observed_a=recorded["observed"],
                 observed_b=current["observed"],
                 device_note=note,
             )
         )
     return comparisons
+
+
+def _common_sections(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, ...]:
+    """The sections both sets hold, in the report's order; one this list does not know yet
+    (a newer snapshot's) is listed after them rather than left out of the count."""
+    common = [s for s in a if s in b]
+    return tuple(s for s in SECTIONS if s in common) + tuple(sorted(s for s in common if s not in SECTIONS))
 
 
 def exit_code(comparisons: list[CardComparison]) -> int:

@@ -284,7 +284,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         params = [
             pytest.param(card.name, case, id=f"{card.name}-{_case_id(case)}", marks=_card_marks(card))
             for card in cards
-            for case in card.cases(expects)
+            for case in card.cases(alternatives[0])
         ]
         metafunc.parametrize(
             (fixture, "case"), params or [_not_covered(expects, needs_model, None)], indirect=[fixture]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -688,10 +689,7 @@ def first_tokens_homogeneity(recorded: dict[str, int], current: dict[str, int]) 
 
 
 def _counts(ids: list[int]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for i in ids:
-        counts[str(i)] = counts.get(str(i), 0) + 1
-    return counts
+    return dict(Counter(str(i) for i in ids))
 
 
 def _compare_first_tokens(was: dict, now: dict, rec_prov: dict, cur_prov: dict, out: list[Difference]) -> None:

@@ -483,5 +483,3 @@ ModelSource = Annotated[
     HubSource | PackageGgufSource | GgufFileSource | RandomInitSource, Field(discriminator="source")
 ]
 TokenizerSource = Annotated[MistralCommonTokenizer | HubSource | FollowModel, Field(discriminator="source")]
-MODEL_SOURCES = ("hf", "package-gguf", "gguf-file", "random-init")
-TOKENIZER_SOURCES = ("mistral-common", "hf", "model")

@@ -52,6 +52,18 @@ def _info(benchmark, device_type: str, **extra) -> None:
 # --------------------------------------------------------------------- tokenizer
 
 
+def _benchmark_throughput(benchmark, fn, ids: list[int]) -> None:
+    """Time ``fn`` (encode or decode of MULTILINGUAL) and record characters per second."""
+    benchmark(fn)
+    _info(
+        benchmark,
+        "cpu",
+        chars=len(MULTILINGUAL),
+        tokens=len(ids),
+        chars_per_s=round(len(MULTILINGUAL) / benchmark.stats.stats.mean),
+    )
+
+
 @pytest.mark.observation(expects="tokenizer.vocab_size")
 @pytest.mark.parametrize("direction", ["encode", "decode"])
 def test_tokenizer_throughput_transformers(benchmark, subject, direction):
@@ -62,14 +74,7 @@ def test_tokenizer_throughput_transformers(benchmark, subject, direction):
         if direction == "encode"
         else (lambda: tokenizer.decode(ids))
     )
-    benchmark(fn)
-    _info(
-        benchmark,
-        "cpu",
-        chars=len(MULTILINGUAL),
-        tokens=len(ids),
-        chars_per_s=round(len(MULTILINGUAL) / benchmark.stats.stats.mean),
-    )
+    _benchmark_throughput(benchmark, fn, ids)
 
 
 @pytest.mark.parametrize("direction", ["encode", "decode"])
@@ -82,14 +87,7 @@ def test_tokenizer_throughput_sentencepiece(benchmark, direction):
     )
     ids = processor.encode(MULTILINGUAL)
     fn = (lambda: processor.encode(MULTILINGUAL)) if direction == "encode" else (lambda: processor.decode(ids))
-    benchmark(fn)
-    _info(
-        benchmark,
-        "cpu",
-        chars=len(MULTILINGUAL),
-        tokens=len(ids),
-        chars_per_s=round(len(MULTILINGUAL) / benchmark.stats.stats.mean),
-    )
+    _benchmark_throughput(benchmark, fn, ids)
 
 
 # ------------------------------------------------------------------ model timing
