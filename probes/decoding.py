@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -208,6 +208,14 @@ class Generation:
                 if len(top) > 1:
                     out.append((run, i, tuple(int(t) for t in top)))
         return tuple(out)
+
+    def groups(self, size: int) -> tuple[Generation, ...]:
+        """The rows split into consecutive groups of ``size``: one big sampled call read as
+        many independent calls of ``size`` samples (the draft's bounds over many draws)."""
+        return tuple(
+            replace(self, new_ids=self.new_ids[i : i + size], texts=self.texts[i : i + size], step_logits=None)
+            for i in range(0, len(self.new_ids), size)
+        )
 
     @property
     def all_identical(self) -> bool:

@@ -24,7 +24,7 @@ from . import tokenizer as tk
 from .inputs import article_inputs, format_prompt, knowledge_question
 
 if TYPE_CHECKING:
-    from .card_schema import Decoding, KnowledgeCase
+    from .card_schema import Decoding, KnowledgeCase, TasksExpect
     from .subjects import Subject
 
 Result = TypeVar("Result")
@@ -172,10 +172,11 @@ def _greedy_ids(tokenizer, bos: bool) -> tuple[int, ...]:
     return tuple(dc.prompt_ids(tokenizer, prompt, add_special_tokens=bos, force_bos=_forces_bos(tokenizer, bos)))
 
 
-def sampled(subject: Subject, regime: str) -> dc.Generation:
-    """The (top_p, temperature) regime's samples for the session seed, one batched call."""
+def sampled(subject: Subject, regime: str, seed: int | None = None) -> dc.Generation:
+    """The (top_p, temperature) regime's samples for the session seed (or ``seed``: the
+    draft's seed sweep), one batched call."""
     spec = article_inputs()["sampling"]
-    seed = subject.seed
+    seed = subject.seed if seed is None else seed
     return RESULTS.get(
         subject,
         ("sampling", regime, seed),
@@ -271,43 +272,49 @@ def projection(subject: Subject) -> em.Projection:
 def knowledge_answers(subject: Subject) -> dict[str, dc.Generation]:
     """Every knowledge question of the card, answered in one batched generate call per
     decoding setting (a case may override the card's prompt format and decoding)."""
+    tasks = subject.card.expectations.tasks
+    assert tasks is not None and tasks.knowledge is not None
+    return RESULTS.get(subject, "knowledge", lambda: answer_questions(subject, tasks))
 
-    def compute() -> dict[str, dc.Generation]:
-        tasks = subject.card.expectations.tasks
-        assert tasks is not None and tasks.knowledge is not None
-        batches: dict[Decoding, list[KnowledgeCase]] = {}
-        for case in tasks.knowledge:
-            batches.setdefault(case.decoding or tasks.decoding, []).append(case)
-        answers: dict[str, dc.Generation] = {}
-        for decoding, cases in batches.items():
-            prompts = [
-                case.prompt
-                or format_prompt(
-                    subject.tokenizer,
-                    case.prompt_format or tasks.prompt_format,
-                    knowledge_question(case.question or case.id),
-                )
-                for case in cases
-            ]
-            generations = dc.generate_many(
+
+def answer_questions(subject: Subject, tasks: TasksExpect) -> dict[str, dc.Generation]:
+    """``tasks``' knowledge cases answered as the suite answers them: one batched call per
+    decoding setting. (Batch membership changes left padding, and with it the answers, so
+    the draft of a card asks here too, with the cases it is about to write.)"""
+    assert tasks.knowledge is not None
+    batches: dict[Decoding, list[KnowledgeCase]] = {}
+    for case in tasks.knowledge:
+        batches.setdefault(case.decoding or tasks.decoding, []).append(case)
+    answers: dict[str, dc.Generation] = {}
+    for decoding, cases in batches.items():
+        prompts = [
+            case.prompt
+            or format_prompt(
                 subject.tokenizer,
-                subject.model,
-                prompts,
-                max_new_tokens=tasks.max_new_tokens,
-                seed=subject.seed if decoding.do_sample else None,
-                **decoding.as_kwargs(),
+                case.prompt_format or tasks.prompt_format,
+                knowledge_question(case.question or case.id),
             )
-            answers.update({case.id: g for case, g in zip(cases, generations)})
-        return answers
+            for case in cases
+        ]
+        generations = dc.generate_many(
+            subject.tokenizer,
+            subject.model,
+            prompts,
+            max_new_tokens=tasks.max_new_tokens,
+            seed=subject.seed if decoding.do_sample else None,
+            **decoding.as_kwargs(),
+        )
+        answers.update({case.id: g for case, g in zip(cases, generations)})
+    return answers
 
-    return RESULTS.get(subject, "knowledge", compute)
 
-
-def openings(subject: Subject, sampling: bool) -> list[dc.Generation]:
+def openings(subject: Subject, sampling: bool, seed: int | None = None) -> list[dc.Generation]:
     """The story openings, each run several times (K2). Sampled: one batched call with
-    num_return_sequences. Greedy: one call per run (each a batch over the openings), so
-    a run-to-run difference is not hidden by identical rows of one batch."""
+    num_return_sequences, for the session seed (or ``seed``). Greedy: one call per run
+    (each a batch over the openings), so a run-to-run difference is not hidden by
+    identical rows of one batch."""
     spec = article_inputs()["creative"]
+    seed = subject.seed if seed is None else seed
     tokenizer, model = subject.tokenizer, subject.model
     if not sampling:
         return RESULTS.get(
@@ -319,14 +326,14 @@ def openings(subject: Subject, sampling: bool) -> list[dc.Generation]:
         )
     return RESULTS.get(
         subject,
-        ("creative", True, subject.seed),
+        ("creative", True, seed),
         lambda: dc.generate_many(
             tokenizer,
             model,
             spec["openings"],
             max_new_tokens=spec["max_new_tokens"],
             runs=spec["runs"],
-            seed=subject.seed,
+            seed=seed,
             do_sample=True,
             **spec["sampling"],
         ),

@@ -1,0 +1,629 @@
+"""Draft a card from measurement: what does this model do with the article's inputs?
+
+``draft_card(subject, settings)`` runs every probe once on a loaded subject (the same
+functions the behavioural tests call, through ``probes.observations``, so the same
+batches and seeds) and returns the card's sections with the measured values:
+
+- exact observations (ids, pieces, BOS behaviour, architecture, processors, greedy
+  texts, verdicts) are written as measured;
+- bounds (a top-1 probability, sampling shares over many draws, an attention
+  back-end difference, PCA variance, beam's gain, drift figures) keep a stated margin
+  from the measured value, and a bound that could no longer fail is not written: the
+  comment says what was measured and why the field is absent;
+- what the model gets wrong (a knowledge answer, a word group no more coherent than a
+  random embedding) is a strict xfail whose reason is the obtained value.
+
+Every value carries a comment saying what was measured. The suite then passes on the
+card by construction, and fails when the model, its files or a library changes what
+they do (tests/unit/test_draft.py shows both). The user reviews the card and commits it.
+``lm-probes draft-card`` (probes/cli.py) is the command.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import decoding as dc
+from . import embedding as em
+from . import observations as ob
+from . import quantization as qz
+from . import tokenizer as tp
+from .card_schema import TasksExpect
+from .card_writer import Block, Commented, strip, write_card
+from .inputs import article_inputs
+
+if TYPE_CHECKING:
+    from .subjects import Subject
+
+DEFAULT_PROMPT_FORMAT = "Question: {question}\nAnswer:"
+DEFAULT_DRAWS = 10  # groups of samples the sampling bounds hold for
+NOISE_DRAWS = 200  # random embeddings the embedding bound is set against
+NOISE_RATE = 0.01  # ... which may pass all the coherent groups together at most this often
+UNRELATED = "unrelated"  # the inputs' word group of deliberately unrelated words
+
+
+@dataclass(frozen=True)
+class DraftSettings:
+    """What the draft measures beyond the model: how many draws of samples, how knowledge
+    questions are asked, and the full-precision card a quantized model is compared with."""
+
+    draws: int = DEFAULT_DRAWS
+    prompt_format: str = DEFAULT_PROMPT_FORMAT
+    reference: Subject | None = None
+
+
+@dataclass
+class Draft:
+    """The measured ``expect:`` sections, the known failures, and what was not drafted."""
+
+    expect: dict[str, Any] = field(default_factory=dict)
+    xfail: list[dict[str, Any]] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)  # "field: why", for the header
+
+    def fails(self, test: str, reason: str, case: str | None = None) -> None:
+        entry = {"test": test, **({"case": case} if case is not None else {}), "reason": reason}
+        self.xfail.append(entry)
+
+    def skip(self, what: str, why: str) -> None:
+        self.left_out.append(f"{what}: {why}")
+
+
+# ------------------------------------------------------------------------ rounding
+
+
+def floor_to(value: float, step: float) -> float:
+    """``value`` rounded down to a multiple of ``step`` (bounds from below)."""
+    return round(math.floor(value / step + 1e-9) * step, 10)
+
+
+def ceil_to(value: float, step: float) -> float:
+    """``value`` rounded up to a multiple of ``step`` (bounds from above)."""
+    return round(math.ceil(value / step - 1e-9) * step, 10)
+
+
+def power_of_ten_above(value: float) -> float:
+    """The smallest power of ten >= value (a tolerance stated to one digit)."""
+    return float(10.0 ** math.ceil(math.log10(value)))
+
+
+def _short(text: str, width: int = 60) -> str:
+    return repr(text if len(text) <= width else text[: width - 1] + "…")
+
+
+# ---------------------------------------------------------------------- tokenizer
+
+
+def draft_tokenizer(tokenizer: Any, draft: Draft) -> dict[str, Any]:
+    """T1-T6, U1, U6: every value exact. Texts with special tokens use this tokenizer's
+    own (a card copied from another model carries that model's '<s>' or '<|im_start|>')."""
+    inputs = article_inputs()
+    bos_text = tokenizer.bos_token
+    section: dict[str, Any] = {"vocab_size": tokenizer.vocab_size}
+
+    probe_text = "Hello world"
+    bos = tp.bos_behaviour(tokenizer, probe_text)
+    section["bos"] = Commented(
+        {"id": bos.bos_id, "token": bos.bos_token, "added_by_default": bos.added_by_default, "probe_text": probe_text},
+        f"encode({probe_text!r}) gave {list(bos.default_ids)}",
+    )
+    if not (bos.default_matches_special and bos.absent_without_special):
+        draft.fails(
+            "test_bos_prepended_by_default_and_absent_without_special_tokens",
+            f"encode(text) {list(bos.default_ids)}, with special tokens {list(bos.with_special_ids)}, "
+            f"without {list(bos.without_special_ids)} (measured by lm-probes draft-card)",
+        )
+
+    cases = [
+        ("english", "T1", inputs["next_token_prompt"], None),
+        ("japanese", "T2", "日本の首都は", None),
+        ("hello-special-on", "T3", probe_text, True),
+        ("hello-default", "T3", probe_text, None),
+        ("hello-special-off", "T3", probe_text, False),
+    ]
+    if bos_text:
+        cases.append(("bos-text-inside", "T3", f"Hello {bos_text}world", None))
+    section["encode"] = [_encode_case(tokenizer, *case) for case in cases]
+
+    section["first_token"] = [
+        {"id": case_id, "text": text, **_first(tokenizer, text)}
+        for case_id, text in (("japanese", "日本の首都は"), ("english", inputs["next_token_prompt"]))
+    ]
+    section["vocab_table"] = [entry.as_dict() for entry in tp.vocab_table(tokenizer, tp.head_and_tail_ids(tokenizer))]
+
+    prompts = [("plain-prompt", "What is the capital of United States?")]
+    if bos_text:
+        prompts.insert(0, ("knowledge-prompt", f"{bos_text} What is the capital of United States? "))
+    section["duplicate_bos"] = []
+    for case_id, prompt in prompts:
+        found = tp.duplicate_bos(tokenizer, prompt)
+        section["duplicate_bos"].append(
+            {
+                "id": case_id,
+                "prompt": prompt,
+                "leading_bos": found.leading_bos,
+                "duplicated": found.duplicated,
+                "trailing_space_token": found.trailing_space_token,
+            }
+        )
+
+    section["chat"] = _chat(tokenizer, inputs["chat"], draft)
+    section["special_text"] = []
+    for case_id, template in inputs["special_texts"].items():
+        found = tp.special_text(tokenizer, case_id, template)
+        entry: dict[str, Any] = {"id": case_id, "ids": list(found.ids)}
+        if not found.round_trips:
+            entry["round_trips"] = False
+            entry = Commented(entry, f"decode gives {found.decoded!r} for {found.text!r}")
+        section["special_text"].append(entry)
+    return section
+
+
+def _encode_case(tokenizer: Any, case_id: str, observation: str, text: str, special: bool | None) -> Any:
+    encoding = tp.encode(tokenizer, text, special)
+    case: dict[str, Any] = {"id": case_id, "observation": observation, "text": text}
+    if special is not None:
+        case["add_special_tokens"] = special
+    case.update(
+        ids=list(encoding.ids),
+        tokens=list(encoding.tokens),
+        decoded=encoding.decoded,
+        decoded_per_id=list(encoding.decoded_per_id),
+    )
+    decoded = tokenizer.decode(tokenizer.encode(text, add_special_tokens=False))
+    if decoded != text:
+        case["round_trips"] = False
+        return Commented(case, f"decode(encode(text, add_special_tokens=False)) gives {decoded!r}")
+    return case
+
+
+def _first(tokenizer: Any, text: str) -> dict[str, Any]:
+    first = tp.first_token(tokenizer, text)
+    return {"first_id": first.first_id, "first_token": first.first_token, "first_decoded": first.first_decoded}
+
+
+def _chat(tokenizer: Any, messages: list[dict[str, str]], draft: Draft) -> Any:
+    rendering = tp.chat_rendering(tokenizer, messages)
+    if not rendering.has_template:
+        return Commented({"has_template": False}, "the tokenizer has no chat template")
+    chat: dict[str, Any] = {"has_template": True, "leading_bos": rendering.leading_bos}
+    # what add_generation_prompt=True appends: the rendered text without it is a prefix
+    bare = tp.chat_rendering(tokenizer, messages, add_generation_prompt=False)
+    if rendering.text.startswith(bare.text) and len(rendering.text) > len(bare.text):
+        chat["generation_prompt"] = rendering.text[len(bare.text) :]
+    if not rendering.consistent:
+        draft.fails(
+            "test_chat_template_ids_are_the_rendered_text_with_one_bos",
+            f"{rendering.first_difference()} (measured by lm-probes draft-card)",
+        )
+    return Commented(chat, f"renders {_short(rendering.text)}")
+
+
+# -------------------------------------------------------------------------- model
+
+
+def draft_model(subject: Subject, draft: Draft) -> dict[str, Any]:
+    model = subject.model
+    weight = model.get_input_embeddings().weight
+    return {
+        "architecture": type(model).__name__,
+        "embedding_shape": list(weight.shape),
+        "embedding_dtype": str(weight.dtype).removeprefix("torch."),
+    }
+
+
+def draft_quantization(subject: Subject) -> dict[str, Any]:
+    info = subject.quantization
+    found = info.as_dict()
+    keys = (
+        "method",
+        "linear_4bit",
+        "linear_8bit",
+        "full_precision_linear",
+        "compute_dtype",
+        "embedding_class",
+        "embedding_dtype",
+    )
+    return {k: list(found[k]) if isinstance(found[k], tuple) else found[k] for k in keys}
+
+
+def draft_generation(subject: Subject) -> dict[str, Any]:
+    """U2: every setting generate() resolves for each call, and its processors."""
+    calls = []
+    for call in article_inputs()["generate_calls"]:
+        found = ob.generation_settings(subject, call)
+        calls.append({"id": call, "settings": dict(found.effective), "processors": list(found.processors)})
+    return Commented({"calls": calls}, "U2: what generate() runs with once the model's generation_config is merged in")
+
+
+def draft_internals(subject: Subject, draft: Draft) -> tuple[dict[str, Any], Any]:
+    """U3 (the layer count; the fingerprint itself goes into the snapshot) and U4."""
+    layers = ob.fingerprints(subject)[0].layers
+    hidden = Commented({"layers": layers}, "U3: the embedding output plus one per decoder layer")
+    backends = ("eager", "sdpa")
+    try:
+        agreement = ob.attention_backends(subject, backends)
+    except Exception as exc:  # a model without one of the back-ends: the section is left out
+        draft.skip("attention", f"{backends} could not both run ({type(exc).__name__}: {exc})")
+        return hidden, None
+    measured = agreement.max_prob_diff
+    # 10x the measured difference, to a power of ten: kernels' rounding moves with the
+    # thread count and the CPU; a back-end that computes something else moves far more
+    bound = power_of_ten_above(10 * measured) if measured > 0 else 1e-9
+    attention = Commented(
+        {"backends": list(backends), "max_prob_diff": bound, "greedy_agrees": agreement.greedy_agrees},
+        f"U4: measured max |dp| {measured:.2g}; bound 10x that, up to a power of ten",
+    )
+    return hidden, attention
+
+
+# ---------------------------------------------------------------------- embedding
+
+
+def draft_embedding(subject: Subject, draft: Draft) -> dict[str, Any]:
+    """E2-E5. The margin every coherent group must reach is set against random
+    embeddings with this tokenizer's sub-word ids (NOISE_DRAWS draws, seeded): the
+    smallest bound, in steps of 0.01, that noise passes for all the claimed groups
+    together in at most NOISE_RATE of draws. A group of the article's semantic groups
+    below it is a strict xfail: it is not told apart from noise."""
+    vectors = ob.word_vectors(subject)
+    cosine = ob.cosine(subject)
+    measured = {g: c.margin for g, c in em.group_coherence(cosine, vectors.groups).items()}
+    semantic = [g for g in measured if g != UNRELATED]
+    hidden = subject.model.get_input_embeddings().weight.shape[1]
+    noise = [
+        {g: c.margin for g, c in em.group_coherence(em.cosine_matrix(v), vectors.groups).items()}
+        for v in (em.noise_word_vectors(vectors.sub_ids, hidden, seed) for seed in range(NOISE_DRAWS))
+    ]
+    bound, rate = _noise_bound(measured, noise, semantic)
+    section: dict[str, Any] = {
+        "coherent_groups": Commented(
+            semantic, "measured margins " + ", ".join(f"{g} {measured[g]:.3f}" for g in semantic)
+        ),
+    }
+    if UNRELATED in measured:
+        section["incoherent_groups"] = Commented([UNRELATED], f"measured margin {measured[UNRELATED]:.3f}")
+    section["min_margin"] = Commented(
+        bound,
+        f"random embeddings ({NOISE_DRAWS} seeded draws, hidden {hidden}) pass it for the groups above it "
+        f"together in {rate:.1%} of draws",
+    )
+    for g in semantic:
+        if measured[g] < bound:
+            share = np.mean([n[g] >= measured[g] for n in noise])
+            draft.fails(
+                "test_semantic_group_is_closer_inside_than_outside",
+                f"margin {measured[g]:.3f} (intra - inter cosine) is below {bound}; a random embedding "
+                f"reaches {measured[g]:.3f} for this group in {share:.0%} of draws (measured by lm-probes draft-card)",
+                case=g,
+            )
+    if UNRELATED in measured and measured[UNRELATED] >= bound:
+        draft.fails(
+            "test_unrelated_group_is_not_coherent",
+            f"margin {measured[UNRELATED]:.3f} reaches {bound} (measured by lm-probes draft-card)",
+            case=UNRELATED,
+        )
+
+    words = {w: i for i, w in enumerate(vectors.words)}
+    if all(w in words for w in ("dog", "cat", "fish", "cow")):
+        inside = float(cosine[words["dog"], words["cat"]])
+        outside = max(float(cosine[words[p], words[o]]) for p in ("dog", "cat") for o in ("fish", "cow"))
+        section["apart"] = [
+            Commented(
+                {"id": "dog-cat-vs-fish-cow", "pair": ["dog", "cat"], "outsiders": ["fish", "cow"]},
+                f"cos(dog, cat) {inside:.3f}, closest outsider pair {outside:.3f}",
+            )
+        ]
+        if inside <= outside:
+            draft.fails(
+                "test_pairs_sit_apart_from_outsiders",
+                f"cos(dog, cat) {inside:.3f} <= {outside:.3f} (measured by lm-probes draft-card)",
+                case="dog-cat-vs-fish-cow",
+            )
+
+    projection = ob.projection(subject)
+    section["pca_explained_at_most"] = Commented(
+        min(0.95, ceil_to(projection.explained + 0.05, 0.05)),
+        f"measured {projection.explained:.3f}, +0.05 rounded up; a collapsed embedding gives ~1",
+    )
+    distances = em.centroid_distances(projection.coords, vectors.groups)
+    nearer = []
+    for g in semantic:
+        others = sorted((d, b) for (a, b), d in distances.items() if a == g)
+        (near, near_group), (far, far_group) = others[0], others[-1]
+        if near < 0.8 * far:  # only a clear ordering: PCA of 20 points moves with rounding
+            nearer.append(
+                Commented(
+                    {"id": g, "group": g, "nearer": near_group, "than": far_group},
+                    f"centroid distances {near:.3f} and {far:.3f}",
+                )
+            )
+    if nearer:
+        section["pca_nearer"] = nearer
+    return section
+
+
+def _noise_bound(measured: dict[str, float], noise: list[dict[str, float]], semantic: list[str]) -> tuple[float, float]:
+    for step in range(1, 100):
+        bound = step / 100
+        claimed = [g for g in semantic if measured[g] >= bound] or semantic
+        rate = float(np.mean([all(n[g] >= bound for g in claimed) for n in noise]))
+        if rate <= NOISE_RATE:
+            return bound, rate
+    return 1.0, 0.0
+
+
+# ----------------------------------------------------------------------- decoding
+
+
+def draft_next_token(subject: Subject) -> Any:
+    result = ob.next_token(subject)
+    p = result.top1_prob
+    section: dict[str, Any] = {"top1": result.top1_token}
+    bound = floor_to(p - 0.1, 0.05)
+    if bound > 0:
+        section["min_top1_prob"] = bound
+    top3 = ", ".join(f"{t!r} {q:.3f}" for t, q in zip(result.top_tokens[:3], result.top_probs[:3]))
+    return Commented(section, f"D1: measured {top3}; the bound is 0.1 below, rounded down to 0.05")
+
+
+def _opening(text: str) -> str | None:
+    """A substring the greedy text must keep: its first line (first non-empty one), at
+    most 5 words; None for a text of whitespace only."""
+    line = next((line for line in text.split("\n") if line.strip()), "")
+    if not line.strip():
+        return None
+    start = text.index(line)
+    words = line.split(" ")
+    kept = " ".join(words[: 5 + (1 if words[0] == "" else 0)])
+    return text[start : start + len(kept)]
+
+
+def draft_greedy(subject: Subject) -> Any:
+    with_bos, without = ob.greedy(subject, True), ob.greedy(subject, False)
+    section: dict[str, Any] = {}
+    for name, run in (("with_bos_contains", with_bos), ("without_bos_contains", without)):
+        opening = _opening(run.texts[0])
+        if opening:
+            section[name] = Commented([opening], _short(run.texts[0]))
+    if subject.tokenizer.bos_token_id is not None:
+        section["bos_changes_continuation"] = with_bos.texts[0] != without.texts[0]
+    diagnosis = ob.batch_diagnosis(subject)
+    section["batch_invariant"] = diagnosis.comparison.identical
+    section["batch_difference"] = Commented(diagnosis.verdict, diagnosis.describe())
+    prompt = article_inputs()["greedy"]["prompt"]
+    section["default_generate_is_greedy"] = dc.default_decoding(subject.tokenizer, subject.model, prompt).greedy
+    return Commented(section, "D3, D4, U5: greedy texts as measured (the first line, at most 5 words)")
+
+
+def sample_groups(subject: Subject, regime: str, draws: int) -> list[dc.Generation]:
+    """``draws`` groups of the regime's samples: the suite's own call (the session seed,
+    0 by default, so the suite sees exactly the first group), then draws - 1 more groups
+    from one batched call with the next seed, read group by group (rows of one call are
+    independent samples: the same draws as draws - 1 calls, at a fraction of the time)."""
+    spec = article_inputs()["sampling"]
+    first = ob.sampled(subject, regime)
+    if draws <= 1:
+        return [first]
+    more = dc.generate(
+        subject.tokenizer,
+        subject.model,
+        spec["prompt"],
+        max_new_tokens=spec["max_new_tokens"],
+        runs=spec["samples"] * (draws - 1),
+        do_sample=True,
+        seed=subject.seed + 1,
+        **spec["regimes"][regime],
+    )
+    return [first, *more.groups(spec["samples"])]
+
+
+def opening_groups(subject: Subject, draws: int) -> list[int]:
+    """K2: distinct sampled continuations of the least varied opening, per group of runs
+    (the suite's call first, then draws - 1 groups from one batched call)."""
+    spec = article_inputs()["creative"]
+    counts = [min(g.distinct for g in ob.openings(subject, sampling=True))]
+    if draws > 1:
+        more = dc.generate_many(
+            subject.tokenizer,
+            subject.model,
+            spec["openings"],
+            max_new_tokens=spec["max_new_tokens"],
+            runs=spec["runs"] * (draws - 1),
+            seed=subject.seed + 1,
+            do_sample=True,
+            **spec["sampling"],
+        )
+        per_opening = [g.groups(spec["runs"]) for g in more]
+        counts += [min(groups[i].distinct for groups in per_opening) for i in range(draws - 1)]
+    return counts
+
+
+def draft_sampling(subject: Subject, settings: DraftSettings, draft: Draft) -> Any:
+    """D6-D8 over ``settings.draws`` groups of samples: each bound is the smallest value
+    over the groups less one sample's worth (or 1 for a count), and only written where it
+    can still fail."""
+    spec = article_inputs()["sampling"]
+    n = spec["samples"]
+    reference = ob.greedy_reference(subject).texts[0]
+    runs = {regime: sample_groups(subject, regime, settings.draws) for regime in spec["regimes"]}
+    over = f"over {settings.draws} draws of {n}"
+    section: dict[str, Any] = {}
+
+    agreement = min(sum(t == reference for t in g.texts) / n for g in runs["near-greedy"])
+    bound = round(agreement - 1 / n, 4)
+    if bound > 0:
+        section["near-greedy"] = Commented(
+            {"min_greedy_agreement": bound}, f"smallest share equal to greedy {over}: {agreement:.2f}"
+        )
+    else:
+        draft.skip("sampling.near-greedy", f"smallest share equal to greedy {over} is {agreement:.2f}")
+
+    answer = spec["answer"]
+    share = min(g.share_containing(answer) for g in runs["warm"])
+    distinct = min(g.distinct for g in runs["warm"])
+    if share - 1 / n > 0 and distinct - 1 >= 2:
+        section["warm"] = Commented(
+            {"answer": answer, "min_answer_share": round(share - 1 / n, 4), "min_distinct": distinct - 1},
+            f"smallest {over}: share naming {answer!r} {share:.2f}, distinct {distinct}",
+        )
+    else:
+        draft.skip("sampling.warm", f"smallest {over}: share naming {answer!r} {share:.2f}, distinct {distinct}")
+
+    distinct = min(g.distinct for g in runs["hot"])
+    bigrams = min(g.distinct_n(2) for g in runs["hot"])
+    if distinct - 1 >= 2:
+        hot: dict[str, Any] = {"min_distinct": distinct - 1}
+        if floor_to(bigrams - 0.1, 0.05) > 0:
+            hot["min_distinct_2"] = floor_to(bigrams - 0.1, 0.05)
+        section["hot"] = Commented(hot, f"smallest {over}: distinct {distinct}, distinct bigrams {bigrams:.3f}")
+    else:
+        draft.skip("sampling.hot", f"smallest distinct samples {over} is {distinct}")
+    if not section:
+        return None
+    return Commented(section, f"D6-D8: bounds over {settings.draws} draws of {n} samples (the first is the suite's)")
+
+
+def draft_beam_search(subject: Subject, draft: Draft) -> Any:
+    spec = article_inputs()["beam_search"]
+    tokenizer, model = subject.tokenizer, subject.model
+    n, beams = spec["max_new_tokens"], spec["num_beams"]
+    first = dc.beam_search(tokenizer, model, spec["prompt"], num_beams=beams, max_new_tokens=n)
+    greedy = dc.generate(tokenizer, model, spec["prompt"], max_new_tokens=n, min_new_tokens=n)
+    gain = dc.continuation_logprob(model, first.prompt_ids, first.best) - dc.continuation_logprob(
+        model, greedy.prompt_ids, greedy.new_ids[0]
+    )
+    if first.distinct_hypotheses != beams:
+        draft.fails(
+            "test_beam_search_is_deterministic_and_beats_greedy",
+            f"{first.distinct_hypotheses} distinct hypotheses of {beams} (measured by lm-probes draft-card)",
+        )
+    section: dict[str, Any] = {"at_least_greedy_logprob": gain >= -1e-4}
+    if floor_to(gain / 2, 0.1) > 0:
+        section["min_gain_over_greedy"] = floor_to(gain / 2, 0.1)
+    return Commented(section, f"D9: beam's log p exceeds greedy's by {gain:.2f} nats; the bound keeps half")
+
+
+def draft_tasks(subject: Subject, settings: DraftSettings, draft: Draft) -> Any:
+    """K1: the inputs' questions in the chosen prompt format (and through the chat
+    template where there is one), greedy; a wrong answer is a strict xfail naming what the
+    model said. K2: the openings, greedy and over the draws."""
+    questions = article_inputs()["knowledge"]
+    cases: list[dict[str, Any]] = [{"id": q["id"], "answer": q["answer"]} for q in questions]
+    if getattr(subject.tokenizer, "chat_template", None):
+        cases += [
+            {"id": f"{q['id']}-chat", "question": q["id"], "prompt_format": "chat", "answer": q["answer"]}
+            for q in questions
+        ]
+    tasks = {"prompt_format": settings.prompt_format, "decoding": {"do_sample": False}, "max_new_tokens": 40}
+    answers = ob.answer_questions(subject, TasksExpect.model_validate({**tasks, "knowledge": cases}))
+    knowledge = []
+    for case in cases:
+        said = answers[case["id"]].texts[0]
+        if case["answer"] not in said:
+            draft.fails(
+                "test_knowledge_answer",
+                f"it answers {said.strip()[:120]!r} (measured by lm-probes draft-card)",
+                case=case["id"],
+            )
+        knowledge.append(Commented(case, _short(said)))
+    tasks["knowledge"] = knowledge
+
+    greedy_runs = ob.openings(subject, sampling=False)
+    creative: dict[str, Any] = {"greedy_repeats": all(g.all_identical for g in greedy_runs)}
+    distinct = min(opening_groups(subject, settings.draws))
+    over = f"over {settings.draws} draws"
+    if distinct - 1 >= 2:
+        creative["min_distinct_samples"] = distinct - 1
+    else:
+        draft.skip("tasks.creative.min_distinct_samples", f"smallest distinct continuations {over}: {distinct}")
+    tasks["creative"] = Commented(creative, f"smallest distinct sampled continuations {over}: {distinct}")
+    return tasks
+
+
+def draft_drift(subject: Subject, reference: Subject) -> Any:
+    """Q2-Q5 against the reference card: each figure with a margin (KL +25% to 2 digits,
+    shares less 0.1, greedy tokens less 2, footprint ratio +0.05)."""
+    figures = qz.drift_figures(ob.drift(subject, reference))
+    section: dict[str, Any] = {"max_kl": ceil_to(figures["max_kl"] * 1.25, 0.01)}
+    if floor_to(figures["min_top1_agreement"] - 0.1, 0.05) > 0:
+        section["min_top1_agreement"] = floor_to(figures["min_top1_agreement"] - 0.1, 0.05)
+    if floor_to(figures["min_top10_overlap"] - 0.1, 0.05) > 0:
+        section["min_top10_overlap"] = floor_to(figures["min_top10_overlap"] - 0.1, 0.05)
+    if figures["min_greedy_agreeing_tokens"] - 2 > 0:
+        section["min_greedy_agreeing_tokens"] = int(figures["min_greedy_agreeing_tokens"] - 2)
+    section["max_footprint_ratio"] = ceil_to(figures["max_footprint_ratio"] + 0.05, 0.05)
+    measured = ", ".join(f"{k} {v:.3g}" for k, v in figures.items())
+    return Commented(section, f"against {reference.name}, measured {measured}")
+
+
+# -------------------------------------------------------------------------- card
+
+
+def draft_card(subject: Subject, settings: DraftSettings = DraftSettings()) -> Draft:
+    """Every probe on ``subject``: the tokenizer's always, the model's when it has one."""
+    draft = Draft()
+    expect = draft.expect
+    expect["tokenizer"] = draft_tokenizer(subject.tokenizer, draft)
+    if not subject.card.has_model:
+        return draft
+    expect["model"] = draft_model(subject, draft)
+    if subject.options.quantization != "none":
+        expect["quantization"] = draft_quantization(subject)
+    expect["generation"] = draft_generation(subject)
+    expect["hidden_states"], attention = draft_internals(subject, draft)
+    if attention is not None:
+        expect["attention"] = attention
+    expect["embedding"] = draft_embedding(subject, draft)
+    expect["next_token"] = draft_next_token(subject)
+    expect["greedy"] = draft_greedy(subject)
+    sampling = draft_sampling(subject, settings, draft)
+    if sampling is not None:
+        expect["sampling"] = sampling
+    expect["beam_search"] = draft_beam_search(subject, draft)
+    expect["tasks"] = draft_tasks(subject, settings, draft)
+    if settings.reference is not None:
+        expect["drift"] = draft_drift(subject, settings.reference)
+    return draft
+
+
+def card_text(
+    name: str,
+    sources: dict[str, Any],
+    draft: Draft,
+    versions: dict[str, str],
+    settings: DraftSettings,
+    description: str | None = None,
+) -> str:
+    """The drafted card's YAML: a header saying how it was made, the sources as given,
+    the measured expectations and the known failures."""
+    made = ", ".join(f"{k} {v}" for k, v in versions.items())
+    header = [
+        f"Drafted by `lm-probes draft-card` on {date.today().isoformat()} ({made}):",
+        "every value below was measured on this model; bounds keep the margin their comment states.",
+        f"Sampling bounds hold for {settings.draws} draws (the first is the suite's seed 0).",
+        "Review it, then commit it.",
+    ]
+    if draft.left_out:
+        header.append("Not drafted (a bound there could not fail):")
+        header += [f"  {line}" for line in draft.left_out]
+    card: dict[str, Any] = {
+        "name": name,
+        "description": Block(description or f"{name}: drafted from measurement ({made}). Say what the model is.\n"),
+        **sources,
+    }
+    if settings.reference is not None:
+        card["reference"] = settings.reference.name
+    card["expect"] = draft.expect
+    if draft.xfail:
+        card["xfail"] = draft.xfail
+    return write_card(card, header)
+
+
+def expectations_only(draft: Draft) -> dict[str, Any]:
+    """The drafted ``expect:`` without comments (what a test compares)."""
+    return strip(draft.expect)
