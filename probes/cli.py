@@ -273,6 +273,7 @@ def run_draft_card(args: argparse.Namespace) -> int:
     if output is None:
         sys.stdout.write(text)
     else:
+        output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text, encoding="utf-8")
         print(
             f"wrote {output} ({len(draft.xfail)} known failures, {len(draft.left_out)} fields not drafted)",

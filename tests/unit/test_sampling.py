@@ -313,3 +313,26 @@ def test_top_p_among_many_equal_tokens_keeps_the_highest_ids():
 def test_a_keep_set_mismatch_shows_at_most_ten_ids_a_side():
     text = str(sp.KeepSetMismatch("k=1", tuple(range(12)), tuple(range(20, 32))))
     assert text == f"k=1: kept only by ours {list(range(10))}, only by transformers {list(range(20, 30))}"
+
+
+def test_the_float32_sampler_checks_hold_at_a_262144_token_vocabulary():
+    """Issue 15, friction 4: a check comparing float32 results with a fixed relative
+    tolerance breaks as the vocabulary grows (the float32 sum over 262144 logits is off
+    from float64 by ~2.6e-5 relative). The behavioural sampler checks compare keep sets
+    and float32 with float32 by the same formula, so they hold at Gemma 3's vocabulary
+    size: seeded logits with a peaked head and a long tail, as a real model gives."""
+    from transformers import TemperatureLogitsWarper
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(262_144, generator=generator) * 2.0
+    logits[:5] += torch.tensor([12.0, 11.0, 10.5, 9.0, 8.0])  # a few likely tokens
+    assert not sp.top_k_mismatches(logits, [1, 2, 5, 10, 50, 1000, logits.shape[0]], min_keep=1)
+    assert not sp.top_p_mismatches(logits, [0.05, 0.5, 0.9, 0.99, 1.0], [0.4, 1.6])
+    for t in (0.4, 1.0, 1.6):  # test_own_temperature_matches_transformers's tolerance
+        ours = sp.apply_temperature(logits[None, :], t).softmax(-1)
+        theirs = TemperatureLogitsWarper(t)(None, logits[None, :].clone()).softmax(-1)
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-7)
+    # the fixed relative tolerance the issue met would not hold here: the evidence it was wrong
+    p32 = logits.softmax(-1)
+    p64 = logits.double().softmax(-1)
+    assert ((p32.double() - p64).abs() / p64).max() > 1e-7
