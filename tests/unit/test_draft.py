@@ -144,3 +144,17 @@ def test_a_drafted_card_passes_the_suite_unchanged_and_an_edited_config_fails_it
     assert "field expect.next_token.top1" in failed.stdout, failed.stdout[-3000:]
     assert "field expect.greedy.with_bos_contains" in failed.stdout, failed.stdout[-3000:]
     assert "2 failed" in failed.stdout
+
+
+def test_a_gguf_file_under_home_is_drafted_as_a_portable_path(tmp_path, monkeypatch):
+    """Friction 2: the card names the file as ~/... (every user's home), with the cached
+    conversion and sha256 provenance of the gguf-file source; no model is loaded here."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    gguf = tmp_path / "models" / "x.gguf"
+    gguf.parent.mkdir()
+    gguf.write_bytes(b"GGUF")
+    args = cli.parser().parse_args(["draft-card", "--gguf-file", str(gguf), "--name", "x", "--dtype", "float16"])
+    base = cli._draft_base(args, find_card)
+    assert base.model.model_dump(exclude_unset=True) == {"source": "gguf-file", "path": "~/models/x.gguf"}
+    assert cli._sources_yaml(base)["load"] == {"device": "cpu", "dtype": "float16", "quantization": "none"}
+    assert cli._sources_yaml(base)["tokenizer"] == {"source": "model"}
