@@ -57,7 +57,8 @@ class SuiteRun:
 
 @pytest.fixture
 def run_suite(monkeypatch: pytest.MonkeyPatch, tmp_path):
-    """``run_suite(*args, env=None)``: ``pytest -p no:cacheprovider --html=<tmp>/report.html *args``
+    """``run_suite(*args, env=None)``: ``pytest -p no:cacheprovider -p no:unraisableexception
+    --html=<tmp>/report.html *args``
     from the repository root; returns the exit code and what it printed. ``env`` is set
     for the run and put back after the test."""
     monkeypatch.chdir(REPO_ROOT)
@@ -71,8 +72,12 @@ def run_suite(monkeypatch: pytest.MonkeyPatch, tmp_path):
         for name, value in (env or {}).items():
             monkeypatch.setenv(name, value)
         stdout, stderr = io.StringIO(), io.StringIO()
+        # no:unraisableexception: that plugin's gc.collect() twice at the end of each run
+        # costs ~0.2 s in a process holding torch and transformers (x ~30 runs)
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            returncode = pytest.main(["-p", "no:cacheprovider", f"--html={tmp_path / 'report.html'}", *args])
+            returncode = pytest.main(
+                ["-p", "no:cacheprovider", "-p", "no:unraisableexception", f"--html={tmp_path / 'report.html'}", *args]
+            )
         return SuiteRun(int(returncode), stdout.getvalue(), stderr.getvalue())
 
     return run
