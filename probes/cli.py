@@ -235,7 +235,7 @@ def run_draft_card(args: argparse.Namespace) -> int:
     import dataclasses
 
     from .cards import CardError, find_card, load_card
-    from .draft import DraftSettings, card_text, draft_card
+    from .draft import DraftSettings, card_text, draft_card, kept_entries
     from .snapshots import record
     from .sources import SubjectLoadError
     from .subjects import Subject, environment_info
@@ -263,7 +263,16 @@ def run_draft_card(args: argparse.Namespace) -> int:
     versions["device"] = str(subject.model.device) if card.has_model else "cpu"
     if info.get("bitsandbytes") != "not installed" and subject.options.quantization != "none":
         versions["bitsandbytes"] = info["bitsandbytes"]
-    text = card_text(name, sources, draft, versions, settings, description=args.description)
+    text = card_text(
+        name,
+        sources,
+        draft,
+        versions,
+        settings,
+        description=args.description or base.description or None,
+        kept_xfail=kept_entries(base.xfail),
+        kept_leave_out=kept_entries(base.leave_out),
+    )
 
     # The card must read back as a valid card before anything is written.
     with tempfile.TemporaryDirectory() as folder:

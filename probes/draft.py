@@ -34,7 +34,7 @@ from . import observations as ob
 from . import quantization as qz
 from . import tokenizer as tp
 from .card_schema import TasksExpect
-from .card_writer import Block, Commented, strip, write_card
+from .card_writer import Block, Commented, write_card
 from .inputs import article_inputs
 
 if TYPE_CHECKING:
@@ -525,11 +525,8 @@ def draft_tasks(subject: Subject, settings: DraftSettings, draft: Draft) -> Any:
     for case in cases:
         said = answers[case["id"]].texts[0]
         if case["answer"] not in said:
-            draft.fails(
-                "test_knowledge_answer",
-                f"it answers {said.strip()[:120]!r} (measured by lm-probes draft-card)",
-                case=case["id"],
-            )
+            answer = f"it answers {said.strip()[:120]!r}" if said.strip() else f"it answers nothing ({said!r})"
+            draft.fails("test_knowledge_answer", f"{answer} (measured by lm-probes draft-card)", case=case["id"])
         knowledge.append(Commented(case, _short(said)))
     tasks["knowledge"] = knowledge
 
@@ -591,6 +588,32 @@ def draft_card(subject: Subject, settings: DraftSettings = DraftSettings()) -> D
     return draft
 
 
+# The tests whose known failures the draft decides (it measures them); a re-measured
+# card's other xfail entries (a finding on a check every model must pass, recorded by
+# hand) and its leave_out entries are decisions, not measurements: they are kept.
+DRAFTED_TESTS = frozenset(
+    {
+        "test_bos_prepended_by_default_and_absent_without_special_tokens",
+        "test_chat_template_ids_are_the_rendered_text_with_one_bos",
+        "test_semantic_group_is_closer_inside_than_outside",
+        "test_unrelated_group_is_not_coherent",
+        "test_pairs_sit_apart_from_outsiders",
+        "test_beam_search_is_deterministic_and_beats_greedy",
+        "test_knowledge_answer",
+    }
+)
+
+
+def kept_entries(entries: Any) -> list[Any]:
+    """A re-measured card's known failures and left-out tests that the draft does not
+    decide, each marked as kept (``KnownFailure`` objects, as the card holds them)."""
+    return [
+        Commented(entry.model_dump(exclude_none=True), "kept from the card the draft re-measured")
+        for entry in entries
+        if entry.test not in DRAFTED_TESTS
+    ]
+
+
 def card_text(
     name: str,
     sources: dict[str, Any],
@@ -598,9 +621,12 @@ def card_text(
     versions: dict[str, str],
     settings: DraftSettings,
     description: str | None = None,
+    kept_xfail: list[Any] = (),
+    kept_leave_out: list[Any] = (),
 ) -> str:
     """The drafted card's YAML: a header saying how it was made, the sources as given,
-    the measured expectations and the known failures."""
+    the measured expectations and the known failures (with those kept from a re-measured
+    card)."""
     made = ", ".join(f"{k} {v}" for k, v in versions.items())
     header = [
         f"Drafted by `lm-probes draft-card` on {date.today().isoformat()} ({made}):",
@@ -619,11 +645,8 @@ def card_text(
     if settings.reference is not None:
         card["reference"] = settings.reference.name
     card["expect"] = draft.expect
-    if draft.xfail:
-        card["xfail"] = draft.xfail
+    if draft.xfail or kept_xfail:
+        card["xfail"] = [*kept_xfail, *draft.xfail]
+    if kept_leave_out:
+        card["leave_out"] = list(kept_leave_out)
     return write_card(card, header)
-
-
-def expectations_only(draft: Draft) -> dict[str, Any]:
-    """The drafted ``expect:`` without comments (what a test compares)."""
-    return strip(draft.expect)

@@ -11,7 +11,7 @@ import yaml
 from probes import cli
 from probes.card_writer import Block, Commented, write_card
 from probes.cards import find_card, load_card
-from probes.draft import Draft, _noise_bound, _opening, draft_tokenizer
+from probes.draft import Draft, _noise_bound, _opening, draft_tokenizer, kept_entries
 from probes.subjects import Subject
 
 from .conftest import tokenizer_subject
@@ -158,3 +158,14 @@ def test_a_gguf_file_under_home_is_drafted_as_a_portable_path(tmp_path, monkeypa
     assert base.model.model_dump(exclude_unset=True) == {"source": "gguf-file", "path": "~/models/x.gguf"}
     assert cli._sources_yaml(base)["load"] == {"device": "cpu", "dtype": "float16", "quantization": "none"}
     assert cli._sources_yaml(base)["tokenizer"] == {"source": "model"}
+
+
+def test_re_measuring_a_card_keeps_its_decisions_and_replaces_its_measurements():
+    """--card: a known failure the draft measures (a knowledge answer, a word group) is
+    measured anew; one it does not (the NF4 card's top-p tie, a check every model must
+    pass) and the left-out tests are the card's decisions, and stay."""
+    nf4 = find_card("smollm2-135m-instruct-nf4")
+    kept = [entry.value["test"] for entry in kept_entries(nf4.xfail)]
+    assert kept == ["test_own_top_p_keeps_what_transformers_keeps"]
+    assert len(kept_entries(nf4.leave_out)) == len(nf4.leave_out) == 3
+    assert kept_entries(find_card("smollm2-135m-instruct").xfail) == []  # knowledge and embedding: measured
