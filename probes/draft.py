@@ -206,7 +206,7 @@ def _chat(tokenizer: Any, messages: list[dict[str, str]], draft: Draft) -> Any:
 # -------------------------------------------------------------------------- model
 
 
-def draft_model(subject: Subject, draft: Draft) -> dict[str, Any]:
+def draft_model(subject: Subject) -> dict[str, Any]:
     model = subject.model
     weight = model.get_input_embeddings().weight
     return {
@@ -568,7 +568,7 @@ def draft_card(subject: Subject, settings: DraftSettings = DraftSettings()) -> D
     expect["tokenizer"] = draft_tokenizer(subject.tokenizer, draft)
     if not subject.card.has_model:
         return draft
-    expect["model"] = draft_model(subject, draft)
+    expect["model"] = draft_model(subject)
     if subject.options.quantization != "none":
         expect["quantization"] = draft_quantization(subject)
     expect["generation"] = draft_generation(subject)
