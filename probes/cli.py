@@ -232,8 +232,6 @@ def run_upgrade_check(args: argparse.Namespace) -> int:
 
 def run_draft_card(args: argparse.Namespace) -> int:
     """Load the model once, run every probe, write the card (and its snapshot)."""
-    import dataclasses
-
     from .cards import CardError, find_card, load_card
     from .draft import DraftSettings, card_text, draft_card, kept_entries
     from .snapshots import record
@@ -244,14 +242,16 @@ def run_draft_card(args: argparse.Namespace) -> int:
     if output is not None and output.exists() and not args.force:
         return _bad_input(f"{output} exists; pass --force to overwrite it, or choose another --output")
     try:
-        base = _draft_base(args, find_card)
+        base = _draft_base(args)
         reference = Subject(find_card(args.reference, args.cards_dir)) if args.reference else None
     except (CardError, ValueError) as exc:
         return _bad_input(str(exc))
     name = args.name or base.name
+    if output is not None and output.stem != name:
+        return _bad_input(f"a card named {name} must be written to {name}.yaml, not {output.name}")
     sources = _sources_yaml(base)
     card = dataclasses.replace(base, name=name, expect={}, xfail=(), leave_out=())
-    subject = Subject(card, device=args.device, dtype=args.dtype, seed=0)
+    subject = Subject(card, seed=0)  # seed 0: the suite's default, so its sampled calls are the first draw
     settings = DraftSettings(draws=args.draws, prompt_format=args.prompt_format, reference=reference)
     started = time.monotonic()
     try:
@@ -302,20 +302,22 @@ def _bad_input(message: str) -> int:
     return diff.BAD_INPUT
 
 
-def _draft_base(args: argparse.Namespace, find_card) -> Card:
-    """The card whose sources the draft loads: --card as it is, or one built from --model
-    / --gguf-file with the tokenizer from the model."""
-    from .cards import Card
+def _draft_base(args: argparse.Namespace) -> Card:
+    """The card whose sources the draft loads and writes: --card as it is, or one built
+    from --model / --gguf-file with the tokenizer from the model; --device, --dtype and
+    --quantization change its load section (what is measured is what the card says)."""
+    from .cards import Card, find_card
     from .sources import FollowModel, GgufFileSource, HubSource, LoadSettings
 
     given = [x for x in (args.card, args.model, args.gguf_file) if x]
     if len(given) != 1:
         raise ValueError("give exactly one of --card NAME|PATH, --model ID|FOLDER, --gguf-file PATH")
+    asked = {
+        k: v for k, v in (("device", args.device), ("dtype", args.dtype), ("quantization", args.quantization)) if v
+    }
     if args.card:
         base = find_card(args.card, args.cards_dir)
-        if args.quantization:
-            base = dataclasses.replace(base, load=base.load.model_copy(update={"quantization": args.quantization}))
-        return base
+        return dataclasses.replace(base, load=LoadSettings.model_validate({**base.load.model_dump(), **asked}))
     if not args.name:
         raise ValueError("--name is required with --model or --gguf-file: the card's file name")
     if args.model:
@@ -325,9 +327,7 @@ def _draft_base(args: argparse.Namespace, find_card) -> Card:
         if not gguf.is_file():
             raise ValueError(f"--gguf-file {args.gguf_file}: no such file")
         model = GgufFileSource(source="gguf-file", path=_home_relative(args.gguf_file))
-    load = LoadSettings.model_validate(
-        {k: v for k, v in (("device", args.device), ("dtype", args.dtype), ("quantization", args.quantization)) if v}
-    )
+    load = LoadSettings.model_validate(asked)
     return Card(
         name=args.name,
         path=Path(f"{args.name}.yaml"),
@@ -433,7 +433,9 @@ def parser() -> argparse.ArgumentParser:
         help='how knowledge questions are asked ({question} is replaced; "chat" = the chat template)',
     )
     c.add_argument("--device", help="cpu, cuda, ... (default: the card's, or cpu)")
-    c.add_argument("--dtype", help="float32, float16, bfloat16 (default: the card's, or float32)")
+    c.add_argument(
+        "--dtype", choices=["float32", "float16", "bfloat16", "auto"], help="(default: the card's, or float32)"
+    )
     c.add_argument("--quantization", choices=["none", "nf4", "int8"], help="bitsandbytes quantization on load")
     c.add_argument("--reference", help="a full-precision card of the same weights: drafts expect.drift")
     c.add_argument("--cards-dir", action="append", default=[], help="a folder of your own cards (repeatable)")

@@ -105,6 +105,17 @@ def test_draft_card_refuses_to_overwrite_and_names_what_is_missing(tmp_path, cap
     assert "--name is required" in capsys.readouterr().err
     assert cli.main(["draft-card", "--card", "tiny-mistral", "--model", "x"]) == 4
     assert "exactly one of" in capsys.readouterr().err
+    assert cli.main(["draft-card", "--card", "tiny-mistral", "-o", str(tmp_path / "other.yaml")]) == 4
+    assert "must be written to tiny-mistral.yaml, not other.yaml" in capsys.readouterr().err
+    assert not (tmp_path / "other.yaml").exists()
+
+
+def test_load_options_of_the_command_line_are_written_into_the_card():
+    """--dtype on a re-measured card changes what is loaded and what the card says alike."""
+    args = cli.parser().parse_args(["draft-card", "--card", "smollm2-135m-instruct", "--dtype", "bfloat16"])
+    base = cli._draft_base(args)
+    assert base.load.dtype == "bfloat16" and cli._sources_yaml(base)["load"]["dtype"] == "bfloat16"
+    assert cli._sources_yaml(base)["model"]["source"] == "package-gguf"
 
 
 # drafted fields a change of weights moves (that the snapshot catches it too is a row of
@@ -182,7 +193,7 @@ def test_a_gguf_file_under_home_is_drafted_as_a_portable_path(tmp_path, monkeypa
     gguf.parent.mkdir()
     gguf.write_bytes(b"GGUF")
     args = cli.parser().parse_args(["draft-card", "--gguf-file", str(gguf), "--name", "x", "--dtype", "float16"])
-    base = cli._draft_base(args, find_card)
+    base = cli._draft_base(args)
     assert base.model.model_dump(exclude_unset=True) == {"source": "gguf-file", "path": "~/models/x.gguf"}
     assert cli._sources_yaml(base)["load"] == {"device": "cpu", "dtype": "float16", "quantization": "none"}
     assert cli._sources_yaml(base)["tokenizer"] == {"source": "model"}
