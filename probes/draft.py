@@ -405,40 +405,23 @@ def sample_groups(subject: Subject, regime: str, draws: int) -> list[dc.Generati
     0 by default, so the suite sees exactly the first group), then draws - 1 more groups
     from one batched call with the next seed, read group by group (rows of one call are
     independent samples: the same draws as draws - 1 calls, at a fraction of the time)."""
-    spec = article_inputs()["sampling"]
     first = ob.sampled(subject, regime)
     if draws <= 1:
         return [first]
-    more = dc.generate(
-        subject.tokenizer,
-        subject.model,
-        spec["prompt"],
-        max_new_tokens=spec["max_new_tokens"],
-        runs=spec["samples"] * (draws - 1),
-        do_sample=True,
-        seed=subject.seed + 1,
-        **spec["regimes"][regime],
-    )
-    return [first, *more.groups(spec["samples"])]
+    n = len(first.texts)
+    more = ob.sampled(subject, regime, seed=subject.seed + 1, runs=n * (draws - 1))
+    return [first, *more.groups(n)]
 
 
 def opening_groups(subject: Subject, draws: int) -> list[int]:
     """K2: distinct sampled continuations of the least varied opening, per group of runs
     (the suite's call first, then draws - 1 groups from one batched call)."""
-    spec = article_inputs()["creative"]
-    counts = [min(g.distinct for g in ob.openings(subject, sampling=True))]
+    first = ob.openings(subject, sampling=True)
+    counts = [min(g.distinct for g in first)]
     if draws > 1:
-        more = dc.generate_many(
-            subject.tokenizer,
-            subject.model,
-            spec["openings"],
-            max_new_tokens=spec["max_new_tokens"],
-            runs=spec["runs"] * (draws - 1),
-            seed=subject.seed + 1,
-            do_sample=True,
-            **spec["sampling"],
-        )
-        per_opening = [g.groups(spec["runs"]) for g in more]
+        runs = len(first[0].texts)
+        more = ob.openings(subject, sampling=True, seed=subject.seed + 1, runs=runs * (draws - 1))
+        per_opening = [g.groups(runs) for g in more]
         counts += [min(groups[i].distinct for groups in per_opening) for i in range(draws - 1)]
     return counts
 

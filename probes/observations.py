@@ -172,20 +172,21 @@ def _greedy_ids(tokenizer, bos: bool) -> tuple[int, ...]:
     return tuple(dc.prompt_ids(tokenizer, prompt, add_special_tokens=bos, force_bos=_forces_bos(tokenizer, bos)))
 
 
-def sampled(subject: Subject, regime: str, seed: int | None = None) -> dc.Generation:
-    """The (top_p, temperature) regime's samples for the session seed (or ``seed``: the
-    draft's seed sweep), one batched call."""
+def sampled(subject: Subject, regime: str, *, seed: int | None = None, runs: int | None = None) -> dc.Generation:
+    """The (top_p, temperature) regime's samples for the session seed, one batched call.
+    ``seed`` and ``runs`` draw more of the same (the draft's bounds over many draws)."""
     spec = article_inputs()["sampling"]
     seed = subject.seed if seed is None else seed
+    runs = spec["samples"] if runs is None else runs
     return RESULTS.get(
         subject,
-        ("sampling", regime, seed),
+        ("sampling", regime, seed, runs),
         lambda: dc.generate(
             subject.tokenizer,
             subject.model,
             spec["prompt"],
             max_new_tokens=spec["max_new_tokens"],
-            runs=spec["samples"],
+            runs=runs,
             do_sample=True,
             seed=seed,
             **spec["regimes"][regime],
@@ -308,13 +309,14 @@ def answer_questions(subject: Subject, tasks: TasksExpect) -> dict[str, dc.Gener
     return answers
 
 
-def openings(subject: Subject, sampling: bool, seed: int | None = None) -> list[dc.Generation]:
+def openings(
+    subject: Subject, sampling: bool, *, seed: int | None = None, runs: int | None = None
+) -> list[dc.Generation]:
     """The story openings, each run several times (K2). Sampled: one batched call with
-    num_return_sequences, for the session seed (or ``seed``). Greedy: one call per run
-    (each a batch over the openings), so a run-to-run difference is not hidden by
-    identical rows of one batch."""
+    num_return_sequences, for the session seed (``seed`` and ``runs`` draw more of the
+    same, for the draft). Greedy: one call per run (each a batch over the openings), so a
+    run-to-run difference is not hidden by identical rows of one batch."""
     spec = article_inputs()["creative"]
-    seed = subject.seed if seed is None else seed
     tokenizer, model = subject.tokenizer, subject.model
     if not sampling:
         return RESULTS.get(
@@ -324,15 +326,17 @@ def openings(subject: Subject, sampling: bool, seed: int | None = None) -> list[
                 tokenizer, model, spec["openings"], runs=spec["runs"], max_new_tokens=spec["max_new_tokens"]
             ),
         )
+    seed = subject.seed if seed is None else seed
+    runs = spec["runs"] if runs is None else runs
     return RESULTS.get(
         subject,
-        ("creative", True, seed),
+        ("creative", True, seed, runs),
         lambda: dc.generate_many(
             tokenizer,
             model,
             spec["openings"],
             max_new_tokens=spec["max_new_tokens"],
-            runs=spec["runs"],
+            runs=runs,
             seed=seed,
             do_sample=True,
             **spec["sampling"],
