@@ -774,6 +774,36 @@ def continuation_logprob(model: PreTrainedModel, prompt_ids: tuple[int, ...], ne
     return float(sum(logprobs[start - 1 + i, tok] for i, tok in enumerate(new_ids)))
 
 
+@dataclass(frozen=True)
+class BeamAgainstGreedy:
+    """D9: a beam search and greedy decoding of the same length on the same prompt, each
+    scored by the model's summed log-probability of its new tokens."""
+
+    beam: BeamSearch
+    greedy: Generation
+    beam_logprob: float
+    greedy_logprob: float
+
+    @property
+    def gain(self) -> float:
+        """Nats by which beam's best sequence beats greedy's (0 for a search that ran greedy)."""
+        return self.beam_logprob - self.greedy_logprob
+
+
+def beam_against_greedy(
+    tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, prompt: str, *, num_beams: int, max_new_tokens: int
+) -> BeamAgainstGreedy:
+    beam = beam_search(tokenizer, model, prompt, num_beams=num_beams, max_new_tokens=max_new_tokens)
+    # min_new_tokens: greedy as long as the beams, so the two log-probabilities compare
+    greedy = generate(tokenizer, model, prompt, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens)
+    return BeamAgainstGreedy(
+        beam=beam,
+        greedy=greedy,
+        beam_logprob=continuation_logprob(model, beam.prompt_ids, beam.best),
+        greedy_logprob=continuation_logprob(model, greedy.prompt_ids, greedy.new_ids[0]),
+    )
+
+
 def next_token_logits_many(
     tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, prompts: list[str]
 ) -> np.ndarray:

@@ -472,14 +472,9 @@ def draft_sampling(subject: Subject, settings: DraftSettings, draft: Draft) -> A
 
 
 def draft_beam_search(subject: Subject, draft: Draft) -> Any:
-    spec = article_inputs()["beam_search"]
-    tokenizer, model = subject.tokenizer, subject.model
-    n, beams = spec["max_new_tokens"], spec["num_beams"]
-    first = dc.beam_search(tokenizer, model, spec["prompt"], num_beams=beams, max_new_tokens=n)
-    greedy = dc.generate(tokenizer, model, spec["prompt"], max_new_tokens=n, min_new_tokens=n)
-    gain = dc.continuation_logprob(model, first.prompt_ids, first.best) - dc.continuation_logprob(
-        model, greedy.prompt_ids, greedy.new_ids[0]
-    )
+    beams = article_inputs()["beam_search"]["num_beams"]
+    result = ob.beam_against_greedy(subject)
+    first, gain = result.beam, result.gain
     if first.distinct_hypotheses != beams:
         draft.fails(
             "test_beam_search_is_deterministic_and_beats_greedy",

@@ -257,6 +257,22 @@ def greedy_reference(subject: Subject) -> dc.Generation:
     )
 
 
+def beam_against_greedy(subject: Subject) -> dc.BeamAgainstGreedy:
+    """D9: the inputs' beam search against greedy of the same length, both scored."""
+    spec = article_inputs()["beam_search"]
+    return RESULTS.get(
+        subject,
+        "beam",
+        lambda: dc.beam_against_greedy(
+            subject.tokenizer,
+            subject.model,
+            spec["prompt"],
+            num_beams=spec["num_beams"],
+            max_new_tokens=spec["max_new_tokens"],
+        ),
+    )
+
+
 def word_vectors(subject: Subject) -> em.WordVectors:
     groups = article_inputs()["word_groups"]
     return RESULTS.get(subject, "word_vectors", lambda: em.word_vectors(subject.tokenizer, subject.model, groups))

@@ -13,6 +13,7 @@ from probes.expect import check_at_least, check_equal, check_that
 from probes.inputs import article_inputs
 from probes.observations import (
     batch_diagnosis,
+    beam_against_greedy,
     greedy,
     greedy_reference,
     next_token,
@@ -264,11 +265,9 @@ def test_beam_search_is_deterministic_and_beats_greedy(model_subject, attach):
     spec = INPUTS["beam_search"]
     card, tokenizer, model = model_subject.card, model_subject.tokenizer, model_subject.model
     n, beams = spec["max_new_tokens"], spec["num_beams"]
-    first = dc.beam_search(tokenizer, model, spec["prompt"], num_beams=beams, max_new_tokens=n)
+    result = beam_against_greedy(model_subject)
+    first, greedy_run, beam_lp, greedy_lp = result.beam, result.greedy, result.beam_logprob, result.greedy_logprob
     second = dc.beam_search(tokenizer, model, spec["prompt"], num_beams=beams, max_new_tokens=n)
-    greedy_run = dc.generate(tokenizer, model, spec["prompt"], max_new_tokens=n, min_new_tokens=n)
-    beam_lp = dc.continuation_logprob(model, first.prompt_ids, first.best)
-    greedy_lp = dc.continuation_logprob(model, greedy_run.prompt_ids, greedy_run.new_ids[0])
     note = f"beam log p {beam_lp:.4f} ({first.texts[0]!r}), greedy log p {greedy_lp:.4f} ({greedy_run.texts[0]!r})"
     attach.text(
         "\n".join(f"beam {i + 1}: {t!r}" for i, t in enumerate(first.texts))
