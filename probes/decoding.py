@@ -468,12 +468,16 @@ def greedy_runs(
     max_new_tokens: int,
     add_special_tokens: bool = True,
     force_bos: bool = False,
+    first: Generation | None = None,
 ) -> Generation:
     """``runs`` separate greedy calls, each keeping its logits: determinism across calls
     is what is in question (a batch of identical rows would hide a run-to-run
-    difference), and every chosen token can be checked to be the argmax."""
-    single = [
-        generate(
+    difference), and every chosen token can be checked to be the argmax. ``first``: a
+    call already made with these same arguments (a run 1 that other checks read alone),
+    which then counts as run 1."""
+
+    def call() -> Generation:
+        return generate(
             tokenizer,
             model,
             prompt,
@@ -482,8 +486,8 @@ def greedy_runs(
             force_bos=force_bos,
             keep_logits=True,
         )
-        for _ in range(runs)
-    ]
+
+    single = [first if first is not None else call()] + [call() for _ in range(runs - 1)]
     return _separate_runs(prompt, single)
 
 

@@ -384,7 +384,7 @@ def _opening(text: str) -> str | None:
 
 
 def draft_greedy(subject: Subject) -> Any:
-    with_bos, without = ob.greedy(subject, True), ob.greedy(subject, False)
+    with_bos, without = ob.greedy_first_run(subject, True), ob.greedy_first_run(subject, False)
     section: dict[str, Any] = {}
     for name, run in (("with_bos_contains", with_bos), ("without_bos_contains", without)):
         opening = _opening(run.texts[0])

@@ -139,14 +139,13 @@ def temperature_sweep(subject: Subject) -> dc.TemperatureSweep:
 
 def greedy(subject: Subject, bos: bool) -> dc.Generation:
     """The article's greedy prompt, run in separate calls (D3/D4), keeping every run's
-    logits (the argmax check, step margins).
+    logits (the argmax check, step margins). Run 1 is ``greedy_first_run``'s call.
 
     BOS on means the BOS token really leads the prompt: a tokenizer that adds none by
     itself (SmolLM2) gets it put in front explicitly, or "BOS on" and "BOS off" would be
     the same input. Keyed by the prompt's ids, so the same input is never run twice."""
     spec = article_inputs()["greedy"]
     tokenizer = subject.tokenizer
-    force_bos = _forces_bos(tokenizer, bos)
     return RESULTS.get(
         subject,
         ("greedy", _greedy_ids(tokenizer, bos)),
@@ -157,7 +156,29 @@ def greedy(subject: Subject, bos: bool) -> dc.Generation:
             runs=spec["runs"],
             max_new_tokens=spec["max_new_tokens"],
             add_special_tokens=bos,
-            force_bos=force_bos,
+            force_bos=_forces_bos(tokenizer, bos),
+            first=greedy_first_run(subject, bos),
+        ),
+    )
+
+
+def greedy_first_run(subject: Subject, bos: bool) -> dc.Generation:
+    """Run 1 of ``greedy``, alone: what reads one greedy text (the card's substrings, BOS
+    on against off, the snapshot) needs no more. A check of a freshly built subject (a
+    break, a draft) then makes 1 call instead of 5; the repeat checks add runs 2 to 5."""
+    spec = article_inputs()["greedy"]
+    tokenizer = subject.tokenizer
+    return RESULTS.get(
+        subject,
+        ("greedy-run-1", _greedy_ids(tokenizer, bos)),
+        lambda: dc.generate(
+            tokenizer,
+            subject.model,
+            spec["prompt"],
+            max_new_tokens=spec["max_new_tokens"],
+            add_special_tokens=bos,
+            force_bos=_forces_bos(tokenizer, bos),
+            keep_logits=True,
         ),
     )
 
@@ -241,15 +262,14 @@ def top_k_samples(subject: Subject) -> dc.Generation:
 
 def greedy_reference(subject: Subject) -> dc.Generation:
     """Greedy on the sampling prompt as a plain call encodes it (D6 compares samples with
-    its first text). Where the D3/D4 greedy runs already ran on that input (same prompt,
-    ids and length: the article's case, in a full run), their first run is reused; else
-    one call, not five."""
+    its first text). Where that is the D3/D4 greedy input (same prompt, ids and length:
+    the article's case), it is their run 1; else a call of its own."""
     spec, greedy_spec = article_inputs()["sampling"], article_inputs()["greedy"]
     if spec["prompt"] == greedy_spec["prompt"] and spec["max_new_tokens"] == greedy_spec["max_new_tokens"]:
         plain = tuple(dc.prompt_ids(subject.tokenizer, spec["prompt"]))
         for bos in (False, True):
-            if plain == _greedy_ids(subject.tokenizer, bos) and RESULTS.has(subject, ("greedy", plain)):
-                return greedy(subject, bos)
+            if plain == _greedy_ids(subject.tokenizer, bos):
+                return greedy_first_run(subject, bos)
     return RESULTS.get(
         subject,
         "sampling-greedy",

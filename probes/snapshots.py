@@ -206,7 +206,7 @@ def _observe_chat(subject: Subject) -> dict[str, Any]:
 def _observe_greedy(subject: Subject) -> dict[str, Any]:
     observed: dict[str, Any] = {}
     for label, bos in (("bos", True), ("no-bos", False)):
-        g = ob.greedy(subject, bos)
+        g = ob.greedy_first_run(subject, bos)
         observed[label] = {
             "prompt_ids": list(g.prompt_ids),
             "ids": list(g.new_ids[0]),
@@ -560,7 +560,7 @@ def _compare_greedy(rec: dict, cur: dict, subject: Subject | None, tol: dict, ou
         if subject is None:
             severity, detail = _judge_recorded_flip(r, c, i, tol["logit_tie"])
         else:
-            g = ob.greedy(subject, label == "bos")
+            g = ob.greedy_first_run(subject, label == "bos")
             severity, detail = _judge_greedy_flip(
                 g.step_logits[0][i], i, was, now, r.get("margins", []), tol["logit_tie"], subject.tokenizer
             )

@@ -15,6 +15,7 @@ from probes.observations import (
     batch_diagnosis,
     beam_against_greedy,
     greedy,
+    greedy_first_run,
     greedy_reference,
     next_token,
     sampled,
@@ -141,7 +142,7 @@ def test_greedy_continuation_contains(model_subject):
     for bos, field in ((True, "greedy.with_bos_contains"), (False, "greedy.without_bos_contains")):
         if not card.has_expectation(field):
             continue
-        text = greedy(model_subject, bos).texts[0]
+        text = greedy_first_run(model_subject, bos).texts[0]
         missing = [s for s in card.expected(field) if s not in text]
         check_that(
             card, not missing, field=field, expected=card.expected(field), obtained=text, note=f"missing: {missing}"
@@ -153,7 +154,7 @@ def test_bos_changes_the_continuation(model_subject):
     bos = model_subject.tokenizer.bos_token_id
     if bos is None:
         pytest.skip("does not apply: the tokenizer has no BOS token, so BOS on and off are the same input")
-    with_bos, without = greedy(model_subject, True), greedy(model_subject, False)
+    with_bos, without = greedy_first_run(model_subject, True), greedy_first_run(model_subject, False)
     check_that(
         model_subject.card,
         with_bos.prompt_ids[0] == bos and without.prompt_ids[0] != bos,

@@ -534,7 +534,7 @@ def test_a_flip_within_the_logit_tie_tolerance_is_a_warning(tiny_recorded, tiny_
     current = snapshots.observe(subject)
     # Pretend the recording chose the runner-up at step 0 by a hair: this run's logit gap
     # between the two is then the step's margin, which a generous logit_tie calls a near-tie.
-    step = ob.greedy(subject, True).step_logits[0][0]
+    step = ob.greedy_first_run(subject, True).step_logits[0][0]
     runner_up = int(torch.topk(torch.as_tensor(step), 2).indices[1])
     doctored["greedy"]["bos"]["ids"][0] = runner_up
     doctored["greedy"]["bos"]["margins"][0] = 0.001
@@ -549,7 +549,7 @@ def test_a_flip_the_recording_made_by_a_wide_margin_is_no_tie(tiny_recorded, tin
     recorded, _ = tiny_recorded
     subject = tiny_unchanged
     doctored = json.loads(json.dumps(recorded))
-    step = ob.greedy(subject, True).step_logits[0][0]
+    step = ob.greedy_first_run(subject, True).step_logits[0][0]
     doctored["greedy"]["bos"]["ids"][0] = int(torch.topk(torch.as_tensor(step), 2).indices[1])
     doctored["greedy"]["bos"]["margins"][0] = 5.0
     flips = [
@@ -566,7 +566,7 @@ def test_a_recording_without_margins_is_judged_on_this_runs_gap_alone(tiny_recor
     recorded, _ = tiny_recorded
     subject = tiny_unchanged
     doctored = json.loads(json.dumps(recorded))
-    step = ob.greedy(subject, True).step_logits[0][0]
+    step = ob.greedy_first_run(subject, True).step_logits[0][0]
     doctored["greedy"]["bos"]["ids"][0] = int(torch.topk(torch.as_tensor(step), 2).indices[1])
     del doctored["greedy"]["bos"]["margins"]
     flips = [
