@@ -402,6 +402,11 @@ def _display_path(path: Path) -> str:
         return str(path)
 
 
+# libyaml's safe loader where PyYAML has it: the same documents, ~7x faster than the pure
+# Python one (each pytest session reads every card; make test runs ~40 sessions).
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_card(path: str | Path) -> Card:
     """Read and validate one card file (YAML, safe loader)."""
     path = Path(path)
@@ -409,7 +414,7 @@ def load_card(path: str | Path) -> Card:
     if not path.is_file():
         raise CardError(f"card file {shown} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_SAFE_LOADER)
     except yaml.YAMLError as exc:
         raise CardError(f"card file {shown} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):

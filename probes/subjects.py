@@ -8,6 +8,7 @@ clear message for the whole session.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ class Provenance:
         }
 
 
+@functools.cache  # installed versions do not change within a process; each lookup scans sys.path
 def _version(distribution: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
