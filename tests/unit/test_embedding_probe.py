@@ -54,6 +54,17 @@ def test_pca_explains_a_line_fully():
     assert proj.coords.shape == (4, 2)
 
 
+def test_pca_ratios_are_the_covariances_top_eigenvalues_and_axes_keep_one_orientation():
+    """Exact PCA at a SmolLM2-sized width (576 > 500, where scikit-learn's randomized SVD
+    was an approximation): the ratios are the covariance's two largest eigenvalues over
+    its trace, and negating every vector mirrors the points, not the axes."""
+    vectors = np.random.default_rng(0).standard_normal((20, 576)) @ np.diag(np.linspace(3, 1, 576))
+    proj = em.pca_2d(vectors)
+    eigenvalues = np.linalg.eigvalsh(np.cov(vectors, rowvar=False))[::-1]
+    assert proj.explained_variance_ratio == pytest.approx(tuple(eigenvalues[:2] / eigenvalues.sum()), rel=1e-9)
+    np.testing.assert_allclose(em.pca_2d(-vectors).coords, -proj.coords, atol=1e-9)
+
+
 def test_centroid_distances():
     coords = np.array([[0.0, 0.0], [0.0, 2.0], [3.0, 1.0]])
     d = em.centroid_distances(coords, ("a", "a", "b"))
