@@ -31,7 +31,7 @@ from .cards import (
     unknown_expect_path,
 )
 from .sources import DEVICE_PATTERN, DTYPES
-from .subjects import Subject, SubjectLoadError, environment_info
+from .subjects import TORCH_RUNTIME_KEYS, Subject, SubjectLoadError, environment_info, torch_runtime_info
 
 if TYPE_CHECKING:  # the snapshot module loads numpy and the probes: imported when used
     from .snapshots import SnapshotCheck, SnapshotOutcome
@@ -49,6 +49,8 @@ SUMMARY_SECTIONS = pytest.StashKey[dict[str, dict[str, list[str]]]]()
 OBSERVATION_OUTCOMES = pytest.StashKey[dict[tuple[str, str], list[str]]]()
 # card -> its row of the report's "Subjects" table, as sent by pytest-xdist workers
 WORKER_SUBJECT_ROWS = pytest.StashKey[dict[str, dict[str, Any]]]()
+# the torch version, threads, CUDA and GPUs the first finished pytest-xdist worker ran with
+WORKER_TORCH_RUNTIME = pytest.StashKey[dict[str, str]]()
 
 
 # ------------------------------------------------------------------------- options
@@ -218,16 +220,25 @@ def _select_cards(config: pytest.Config) -> list[Card]:
     return cards
 
 
-def _add_environment_metadata(config: pytest.Config) -> None:
+def _add_environment_metadata(config: pytest.Config, runtime: dict[str, str] | None = None) -> None:
+    """The report's environment table. The controller of a pytest-xdist run runs no test
+    and loads no torch: its torch entries say so until the first worker that finishes
+    sends its own (``runtime``), which are what the tests ran with."""
     try:
         from pytest_metadata.plugin import metadata_key
     except ImportError:  # pytest-html not installed: no report to fill
         return
-    metadata = config.stash[metadata_key]
+    metadata = config.stash[metadata_key]  # pytest-html renders this same dict at the end
     for noisy in ("Plugins", "Packages", "JAVA_HOME"):
         metadata.pop(noisy, None)
+    if runtime is None and _is_xdist_controller(config):
+        runtime = dict.fromkeys(TORCH_RUNTIME_KEYS, "(not reported by a worker)")
     # pytest-metadata already shows Python and Platform
-    metadata.update({k: v for k, v in environment_info().items() if k not in ("python", "platform")})
+    metadata.update({k: v for k, v in environment_info(runtime).items() if k not in ("python", "platform")})
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    return config.pluginmanager.has_plugin("dsession")
 
 
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
@@ -577,6 +588,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
     config.workeroutput["lm_probes"] = json.dumps(
         {
+            "torch_runtime": torch_runtime_info(),
             "subject_rows": {name: _subject_row(subject) for name, subject in config.stash[SUBJECTS].items()},
             "sections": config.stash[SUMMARY_SECTIONS],
             "outcomes": [[card, obs, states] for (card, obs), states in config.stash[OBSERVATION_OUTCOMES].items()],
@@ -595,6 +607,9 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     if not sent:
         return
     data, stash = json.loads(sent), node.config.stash
+    if not stash.get(WORKER_TORCH_RUNTIME, None):  # the first worker down tells the report
+        stash[WORKER_TORCH_RUNTIME] = data["torch_runtime"]
+        _add_environment_metadata(node.config, data["torch_runtime"])
     stash[WORKER_SUBJECT_ROWS].update(data["subject_rows"])
     for section, by_card in data["sections"].items():
         for card, fragments in by_card.items():

@@ -70,30 +70,46 @@ def _version(distribution: str) -> str:
         return "not installed"
 
 
-def environment_info() -> dict[str, str]:
-    """Library versions and the machine: the first thing to compare across runs.
-    (Versions come from package metadata, so nothing heavy is imported for them.)"""
-    import torch
+# what environment_info() reads from an imported torch (the rest comes from package metadata)
+TORCH_RUNTIME_KEYS = ("torch", "cpu threads", "cuda", "gpu")
 
+
+def environment_info(runtime: dict[str, str] | None = None) -> dict[str, str]:
+    """Library versions and the machine: the first thing to compare across runs.
+
+    Versions come from package metadata, so nothing heavy is imported for them.
+    ``runtime``: the TORCH_RUNTIME_KEYS as another process read them (the report of a
+    pytest-xdist run, whose controller runs no test: it need not load torch for them)."""
+    runtime = torch_runtime_info() if runtime is None else runtime
     info = {
         "python": platform.python_version(),
-        "torch": str(torch.__version__),  # a str subclass that pickle-free transports (xdist) refuse
+        "torch": runtime["torch"],
         "transformers": _version("transformers"),
         "tokenizers": _version("tokenizers"),
         "platform": platform.platform(),
-        "cpu threads": str(torch.get_num_threads()),
-        "cuda": torch.version.cuda or "none",
+        **{key: runtime[key] for key in TORCH_RUNTIME_KEYS[1:]},
     }
-    if torch.cuda.is_available():
-        info["gpu"] = ", ".join(
-            f"{torch.cuda.get_device_name(i)} (sm_{''.join(map(str, torch.cuda.get_device_capability(i)))})"
-            for i in range(torch.cuda.device_count())
-        )
-    else:
-        info["gpu"] = "none"
     for extra in ("bitsandbytes", "gguf", "mistral-common", "sentencepiece", "accelerate"):
         info[extra] = _version(extra)
     return info
+
+
+def torch_runtime_info() -> dict[str, str]:
+    """This process's torch version, threads, CUDA build and GPUs (imports torch)."""
+    import torch
+
+    gpus = "none"
+    if torch.cuda.is_available():
+        gpus = ", ".join(
+            f"{torch.cuda.get_device_name(i)} (sm_{''.join(map(str, torch.cuda.get_device_capability(i)))})"
+            for i in range(torch.cuda.device_count())
+        )
+    return {
+        "torch": str(torch.__version__),  # a str subclass that pickle-free transports (xdist) refuse
+        "cpu threads": str(torch.get_num_threads()),
+        "cuda": torch.version.cuda or "none",
+        "gpu": gpus,
+    }
 
 
 def _describe_missing(source_id: str) -> str:

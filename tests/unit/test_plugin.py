@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 from probes.cards import REPO_ROOT
@@ -238,7 +240,7 @@ def test_report_shows_the_figures_and_texts_of_every_model_subject_run_by_two_wo
     result = run_suite(*selection, "-n", "2")
     assert result.returncode == 0, result.stdout
     # the same verdicts as one process (issue 14): every test id with the same outcome
-    one_process = run_suite(*selection)
+    one_process = run_suite(*selection, f"--html={tmp_path / 'one-process.html'}")  # report.html stays the workers'
     verdicts = re.compile(r"(tests/behaviour/\S+) (PASSED|FAILED|SKIPPED|XFAIL|XPASS|ERROR)")
     verdicts_of_workers = re.compile(r"(PASSED|FAILED|SKIPPED|XFAIL|XPASS|ERROR) (tests/behaviour/\S+)")
     alone = {test: outcome for test, outcome in verdicts.findall(one_process.stdout)}
@@ -270,6 +272,11 @@ def test_report_shows_the_figures_and_texts_of_every_model_subject_run_by_two_wo
         "Attention back-ends (U4)",
     ):
         assert html.unescape(page).count(f"<h2>{section}</h2>") == 1, section
+    # the environment table's torch entries come from a worker (the controller loads no torch)
+    environment = json.loads(html.unescape(re.search(r'data-jsonblob="([^"]*)"', page).group(1)))["environment"]
+    workers_threads = os.environ.get("OMP_NUM_THREADS", "1")  # what the plugin gives a worker
+    assert environment["torch"] == str(torch.__version__) and environment["cpu threads"] == workers_threads
+    assert environment["cuda"] == (torch.version.cuda or "none"), environment
 
 
 def test_benchmarks_save_json_compare_with_a_second_run_and_fill_the_report_table(run_suite, tmp_path):
