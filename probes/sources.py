@@ -339,7 +339,21 @@ def _converted(gguf: Path, files: FileDigests) -> HubSource:
     """A GGUF file's cached safetensors conversion, its sha256 recorded for provenance."""
     digest = sha256_of(gguf)
     files[gguf.name] = digest[:16]
-    return HubSource(source="hf", id=str(converted_gguf_folder(gguf, digest)))
+    return _ConvertedFolder(source="hf", id=str(converted_gguf_folder(gguf, digest)))
+
+
+class _ConvertedFolder(HubSource):
+    """A conversion in the cache: written once, keyed by the file's hash and the
+    transformers version, never changed after. Its tokenizer is read once per process
+    (SmolLM2's tokenizer.json, 2 MB, takes ~0.35 s to read; make test builds SmolLM2
+    subjects in ~10 places) and shared, as the converted SentencePiece tokenizers are."""
+
+    def load_tokenizer(self, options: LoadOptions, files: FileDigests) -> PreTrainedTokenizerBase:
+        folder = Path(self.location)
+        tokenizer = _CONVERTED_TOKENIZERS.get(folder)
+        if tokenizer is None:
+            tokenizer = _CONVERTED_TOKENIZERS[folder] = super().load_tokenizer(options, files)
+        return tokenizer
 
 
 class GgufFileSource(Source):
@@ -416,7 +430,8 @@ class RandomInitSource(Source):
 # (~0.3 s, most of it rebuilding the merges), and a session builds many subjects over the
 # same file and config: the break table, the snapshot tests, the plugin's in-process
 # runs. Nothing in the suite changes a tokenizer after loading, so one converted
-# tokenizer per cache folder (file digest + config) is shared within the process.
+# tokenizer per cache folder (file digest + config; a GGUF conversion's folder) is
+# shared within the process.
 _CONVERTED_TOKENIZERS: dict[Path, PreTrainedTokenizerBase] = {}
 
 

@@ -95,3 +95,15 @@ def test_subjects_share_one_converted_tokenizer_per_file_and_config():
     changed = Subject(card.with_tokenizer_config(legacy=False)).tokenizer
     assert changed is not Subject(card).tokenizer
     assert changed.encode("Hello <s>world") != Subject(card).tokenizer.encode("Hello <s>world")
+
+
+def test_subjects_of_a_gguf_share_its_converted_tokenizer_and_a_folder_is_read_anew(tmp_path):
+    """A GGUF conversion in the cache never changes, so its tokenizer is read once per
+    process; a model folder (which a user or a break test may edit) is read each time."""
+    card = find_card("smollm2-135m-instruct")
+    first = Subject(card).tokenizer
+    assert Subject(card).tokenizer is first
+    folder = tmp_path / "saved"
+    first.save_pretrained(folder)
+    copy = card.with_model(str(folder))
+    assert Subject(copy).tokenizer is not Subject(copy).tokenizer
