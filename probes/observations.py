@@ -144,20 +144,15 @@ def greedy(subject: Subject, bos: bool) -> dc.Generation:
     BOS on means the BOS token really leads the prompt: a tokenizer that adds none by
     itself (SmolLM2) gets it put in front explicitly, or "BOS on" and "BOS off" would be
     the same input. Keyed by the prompt's ids, so the same input is never run twice."""
-    spec = article_inputs()["greedy"]
-    tokenizer = subject.tokenizer
     return RESULTS.get(
         subject,
-        ("greedy", _greedy_ids(tokenizer, bos)),
+        ("greedy", _greedy_ids(subject.tokenizer, bos)),
         lambda: dc.greedy_runs(
-            tokenizer,
+            subject.tokenizer,
             subject.model,
-            spec["prompt"],
-            runs=spec["runs"],
-            max_new_tokens=spec["max_new_tokens"],
-            add_special_tokens=bos,
-            force_bos=_forces_bos(tokenizer, bos),
+            runs=article_inputs()["greedy"]["runs"],
             first=greedy_first_run(subject, bos),
+            **_greedy_call(subject, bos),
         ),
     )
 
@@ -166,21 +161,22 @@ def greedy_first_run(subject: Subject, bos: bool) -> dc.Generation:
     """Run 1 of ``greedy``, alone: what reads one greedy text (the card's substrings, BOS
     on against off, the snapshot) needs no more. A check of a freshly built subject (a
     break, a draft) then makes 1 call instead of 5; the repeat checks add runs 2 to 5."""
-    spec = article_inputs()["greedy"]
-    tokenizer = subject.tokenizer
     return RESULTS.get(
         subject,
-        ("greedy-run-1", _greedy_ids(tokenizer, bos)),
-        lambda: dc.generate(
-            tokenizer,
-            subject.model,
-            spec["prompt"],
-            max_new_tokens=spec["max_new_tokens"],
-            add_special_tokens=bos,
-            force_bos=_forces_bos(tokenizer, bos),
-            keep_logits=True,
-        ),
+        ("greedy-run-1", _greedy_ids(subject.tokenizer, bos)),
+        lambda: dc.generate(subject.tokenizer, subject.model, keep_logits=True, **_greedy_call(subject, bos)),
     )
+
+
+def _greedy_call(subject: Subject, bos: bool) -> dict[str, Any]:
+    """The D3 (BOS on) or D4 (BOS off) greedy call's arguments: every run is this call."""
+    spec = article_inputs()["greedy"]
+    return {
+        "prompt": spec["prompt"],
+        "max_new_tokens": spec["max_new_tokens"],
+        "add_special_tokens": bos,
+        "force_bos": _forces_bos(subject.tokenizer, bos),
+    }
 
 
 def _forces_bos(tokenizer, bos: bool) -> bool:
