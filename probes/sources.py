@@ -349,11 +349,7 @@ class _ConvertedFolder(HubSource):
     subjects in ~10 places) and shared, as the converted SentencePiece tokenizers are."""
 
     def load_tokenizer(self, options: LoadOptions, files: FileDigests) -> PreTrainedTokenizerBase:
-        folder = Path(self.location)
-        tokenizer = _CONVERTED_TOKENIZERS.get(folder)
-        if tokenizer is None:
-            tokenizer = _CONVERTED_TOKENIZERS[folder] = super().load_tokenizer(options, files)
-        return tokenizer
+        return _shared_tokenizer(Path(self.location), lambda: HubSource.load_tokenizer(self, options, files))
 
 
 class GgufFileSource(Source):
@@ -435,6 +431,13 @@ class RandomInitSource(Source):
 _CONVERTED_TOKENIZERS: dict[Path, PreTrainedTokenizerBase] = {}
 
 
+def _shared_tokenizer(folder: Path, load: Callable[[], PreTrainedTokenizerBase]) -> PreTrainedTokenizerBase:
+    """The tokenizer of a cache folder that never changes, loaded on first use."""
+    if folder not in _CONVERTED_TOKENIZERS:
+        _CONVERTED_TOKENIZERS[folder] = load()
+    return _CONVERTED_TOKENIZERS[folder]
+
+
 class MistralCommonTokenizer(Source):
     """transformers' LlamaTokenizer over the SentencePiece file mistral-common ships
     (Mistral-7B's tokenizer, no download)."""
@@ -477,10 +480,7 @@ class MistralCommonTokenizer(Source):
                     (tmp / "tokenizer_config.json").write_text(config_blob),
                 ),
             )
-        tokenizer = _CONVERTED_TOKENIZERS.get(folder)
-        if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-            _CONVERTED_TOKENIZERS[folder] = tokenizer
+        tokenizer = _shared_tokenizer(folder, lambda: AutoTokenizer.from_pretrained(str(folder), local_files_only=True))
         files[sp_file.name] = digest[:16]
         return tokenizer
 
