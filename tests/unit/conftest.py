@@ -32,8 +32,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     workers take work in this order, so the run ends on short tests; one of them taken
     last kept its worker busy ~8 s after the other had finished (measured)."""
     unit = [i for i in items if "tests/unit/" in i.nodeid]
-    first = [i for i in unit if "run_suite" in getattr(i, "fixturenames", ())]
-    rest = [i for i in unit if i not in first]
+    runs_a_session = {i.nodeid: "run_suite" in getattr(i, "fixturenames", ()) for i in unit}
+    first = [i for i in unit if runs_a_session[i.nodeid]]
+    rest = [i for i in unit if not runs_a_session[i.nodeid]]
     position = items.index(unit[0]) if unit else len(items)
     items[position : position + len(unit)] = first + rest
 
