@@ -49,8 +49,6 @@ SUMMARY_SECTIONS = pytest.StashKey[dict[str, dict[str, list[str]]]]()
 OBSERVATION_OUTCOMES = pytest.StashKey[dict[tuple[str, str], list[str]]]()
 # card -> its row of the report's "Subjects" table, as sent by pytest-xdist workers
 WORKER_SUBJECT_ROWS = pytest.StashKey[dict[str, dict[str, Any]]]()
-# the torch version, threads, CUDA and GPUs the first finished pytest-xdist worker ran with
-WORKER_TORCH_RUNTIME = pytest.StashKey[dict[str, str]]()
 
 
 # ------------------------------------------------------------------------- options
@@ -222,8 +220,8 @@ def _select_cards(config: pytest.Config) -> list[Card]:
 
 def _add_environment_metadata(config: pytest.Config, runtime: dict[str, str] | None = None) -> None:
     """The report's environment table. The controller of a pytest-xdist run runs no test
-    and loads no torch: its torch entries say so until the first worker that finishes
-    sends its own (``runtime``), which are what the tests ran with."""
+    and loads no torch: its torch entries say so until a worker that finishes sends its
+    own (``runtime``), which are what the tests ran with."""
     try:
         from pytest_metadata.plugin import metadata_key
     except ImportError:  # pytest-html not installed: no report to fill
@@ -607,9 +605,7 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     if not sent:
         return
     data, stash = json.loads(sent), node.config.stash
-    if not stash.get(WORKER_TORCH_RUNTIME, None):  # the first worker down tells the report
-        stash[WORKER_TORCH_RUNTIME] = data["torch_runtime"]
-        _add_environment_metadata(node.config, data["torch_runtime"])
+    _add_environment_metadata(node.config, data["torch_runtime"])  # the workers share one machine
     stash[WORKER_SUBJECT_ROWS].update(data["subject_rows"])
     for section, by_card in data["sections"].items():
         for card, fragments in by_card.items():
