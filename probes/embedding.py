@@ -101,7 +101,8 @@ def pca_2d(vectors: np.ndarray) -> Projection:
     the scatter does not mirror from run to run. (scikit-learn's PCA picks a randomized
     SVD for over 500 dimensions: explained ratios then move in the 6th decimal, and its
     import cost each worker ~1.2 s.)"""
-    centred = vectors.astype(np.float64) - vectors.astype(np.float64).mean(axis=0)
+    rows = vectors.astype(np.float64)
+    centred = rows - rows.mean(axis=0)
     _, singular, axes = np.linalg.svd(centred, full_matrices=False)
     axes = axes[:2] * np.sign(axes[:2][np.arange(2), np.abs(axes[:2]).argmax(axis=1)])[:, None]
     variance = singular**2
