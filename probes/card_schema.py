@@ -297,7 +297,12 @@ class QuantizationExpect(ExpectSection):
     full_precision_linear: list[str] | None = Field(
         None, description="Linear layers left in full precision, e.g. [lm_head] (Q1)"
     )
-    compute_dtype: str | None = Field(None, description="the 4-bit layers' compute dtype (Q1)")
+    compute_dtype: str | None = Field(None, description="the 4-bit layers' compute dtype, as asked (Q1)")
+    computed_dtype: dict[str, str] | None = Field(
+        None,
+        description="the dtype the 4-bit kernels computed in, per machine class (probes/numerics.py), "
+        "with `default` for any other class: e.g. {default: float16, cpu-bnb-packed-bfloat16: bfloat16} (Q1)",
+    )
     embedding_class: str | None = Field(None, description="the input embedding's class (Q1)")
     embedding_dtype: str | None = Field(None, description="the input embedding's dtype (Q1)")
 
@@ -353,6 +358,21 @@ class SnapshotSettings(Section):
     )
 
 
+class CrossClassTolerances(Section):
+    """Bounds for comparing with a snapshot of another machine class (probes/cross_class.py),
+    measured between two recorded classes; absent ones default to CROSS_CLASS_UNITS x the
+    compute dtype's resolution."""
+
+    prob_atol: Number | None = Field(None, description="max |dp| over the recorded top-20 next tokens")
+    kl_max: Number | None = Field(None, description="nats, KL of the two recorded top-20 distributions")
+    entropy_atol: Number | None = Field(None, description="nats, per temperature")
+    hidden_norm_rtol: Number | None = Field(None, description="per layer, relative hidden-state norm change")
+    hidden_cosine_atol: Number | None = Field(None, description="per layer, 1 - cosine of the projected state")
+    cosine_atol: Number | None = Field(None, description="per entry of the embedding cosine matrix")
+    norm_rtol: Number | None = Field(None, description="per embedding row norm, relative")
+    backend_prob_atol: Number | None = Field(None, description="attention back-ends' max |dp| may grow up to this")
+
+
 class Tolerances(Section):
     """Snapshot comparison tolerances (probes/snapshots.py DEFAULT_TOLERANCES)."""
 
@@ -370,6 +390,9 @@ class Tolerances(Section):
     )
     hidden_cosine_atol: Number | None = Field(
         None, description="per layer, 1 - cosine to the recorded direction (default 1e-5)"
+    )
+    cross_class: CrossClassTolerances | None = Field(
+        None, description="bounds against a snapshot of another machine class, measured (probes/cross_class.py)"
     )
 
 

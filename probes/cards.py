@@ -271,7 +271,7 @@ class Card:
     expect: dict[str, Any] = field(default_factory=dict)
     xfail: tuple[KnownFailure, ...] = ()
     leave_out: tuple[KnownFailure, ...] = ()
-    tolerances: dict[str, float] = field(default_factory=dict)
+    tolerances: dict[str, Any] = field(default_factory=dict)  # cross_class: a dict of its own
     reference: str | None = None
     snapshot: SnapshotSettings = SnapshotSettings()
     # set when --model replaced the card's own source (the expectations stay the card's)

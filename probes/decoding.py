@@ -180,6 +180,16 @@ class Generation:
             runners_up.append(int(np.argmax(masked)))
         return tuple(runners_up)
 
+    def step_top_ids(self, k: int) -> tuple[tuple[int, ...], ...]:
+        """Per new token of row 0: the k highest-scoring ids of its step, best first (stable
+        order at ties): what another machine class's token must be among (vLLM's rule)."""
+        if self.step_logits is None:
+            return ()
+        return tuple(
+            tuple(int(i) for i in np.argsort(-np.asarray(step, dtype=np.float64), kind="stable")[:k])
+            for step in self.step_logits[0]
+        )
+
     def not_argmax(self) -> tuple[NotArgmax, ...]:
         """Every (row, step) whose token is not the highest raw logit at that step.
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from . import snapshots
 from .cards import CardError, find_card
+from .numerics import Numerics, class_distance
 
 SAME, DIFFERENT, COULD_NOT_RUN, BAD_INPUT = 0, 1, 2, 4
 
@@ -101,20 +102,15 @@ def _snapshot_files(root: Path) -> dict[str, dict[str, Path]]:
 
 
 def pick_device_classes(a: list[str], b: list[str]) -> tuple[str, str, str]:
-    """The device classes to compare: the same class where both sides have it (cpu first),
-    else the nearest (cuda-sm90 against cuda-sm89 before cpu), saying which was used, as
+    """The machine classes to compare: the same class where both sides have it (cpu first),
+    else the nearest pair (probes/numerics.py nearest_class: cuda-sm90 against cuda-sm89
+    before cpu), saying which was used and that the cross-class rules apply, as
     transformers' ``Expectations`` falls back from an exact device to the nearest one."""
     common = sorted(set(a) & set(b), key=lambda d: (d != "cpu", d))
     if common:
         return common[0], common[0], ""
-
-    def rank(x: str, y: str) -> tuple[int, int]:
-        same_family = x.split("-")[0] == y.split("-")[0]
-        digits = [int("".join(c for c in d if c.isdigit()) or 0) for d in (x, y)]
-        return (0 if same_family else 1, abs(digits[0] - digits[1]))
-
-    x, y = min(((x, y) for x in a for y in b), key=lambda pair: rank(*pair))
-    return x, y, f"no device class on both sides: compared {x} with {y} (the nearest)"
+    x, y = min(((x, y) for x in a for y in b), key=lambda pair: (class_distance(*pair), pair))
+    return x, y, f"no machine class on both sides: compared {x} with {y} (the nearest) under the cross-class rules"
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -154,6 +150,7 @@ def compare_sets(a: Path, b: Path, cards: list[str] | None = None) -> list[CardC
             tolerances=_tolerances(card),
             recorded_provenance=recorded["provenance"],
             current_provenance=current["provenance"],
+            classes=(device_a, device_b),
         )
         comparisons.append(
             CardComparison(
@@ -249,6 +246,7 @@ def render(comparisons: list[CardComparison], label_a: str, label_b: str) -> str
                 ],
                 "provenance": Markup(provenance_table(c.provenance_a, c.provenance_b, labels=(label_a, label_b))),
                 "greedy": [{**g, "diff": Markup(g["diff"])} for g in _greedy_details(c)],
+                "fingerprints": (fingerprint_line(c.provenance_a), fingerprint_line(c.provenance_b)),
             }
         )
     verdict = exit_code(comparisons)
@@ -264,13 +262,26 @@ def write_report(comparisons: list[CardComparison], label_a: str, label_b: str, 
     return path
 
 
+def fingerprint_line(provenance: dict[str, Any]) -> str:
+    """A recorded side's numerics fingerprint as one line, or what a set from before
+    fingerprints says of its device."""
+    if isinstance(provenance.get("numerics"), dict):
+        return Numerics.from_dict(provenance["numerics"]).describe()
+    device, dtype = provenance.get("device", "?"), provenance.get("dtype", "?")
+    return f"no numerics fingerprint recorded (device {device}, dtype {dtype})"
+
+
 def summary_lines(comparisons: list[CardComparison]) -> list[str]:
     """One line per card, for the terminal."""
     lines = []
     for c in comparisons:
-        head = snapshots.summary_line(c.provenance_a, c.provenance_b, list(c.differences))
+        head = snapshots.summary_line(
+            c.provenance_a, c.provenance_b, list(c.differences), classes=(c.device_a, c.device_b)
+        )
         device = f" [{c.device_note}]" if c.device_note else ""
         lines.append(f"{c.card}: {head}{device}")
+        for side, provenance in (("A", c.provenance_a), ("B", c.provenance_b)):
+            lines.append(f"  {side} {c.device_a if side == 'A' else c.device_b}: {fingerprint_line(provenance)}")
     return lines
 
 

@@ -129,6 +129,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="allow pickle checkpoints (.bin/.pt), which can run code when loaded. Default: safetensors and GGUF only.",
     )
     group.addoption(
+        "--no-bnb-packed-cpu",
+        action="store_true",
+        help="keep bitsandbytes' 4-bit layers on their dequantize-then-matmul CPU path (in the compute "
+        "dtype) where the CPU would take the packed AVX512-BF16 kernel: another machine class on this "
+        "machine. Default: the kernels bitsandbytes picks.",
+    )
+    group.addoption(
+        "--no-onednn",
+        action="store_true",
+        help="switch oneDNN off (torch.backends.mkldnn.enabled = False): another machine class for "
+        "half-precision cards on CPUs with AVX512-FP16/AMX. Default: on where torch uses it.",
+    )
+    group.addoption(
         "--snapshot-update",
         action="store_true",
         help="record the snapshots of the selected cards, overwriting existing ones. "
@@ -180,6 +193,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     # At session start, not configure: a usage error then exits before torch is imported.
     # (tryfirst: pytest-html reads the metadata in its own sessionstart.)
     _add_environment_metadata(session.config)
+    if session.config.getoption("no_onednn"):
+        import torch
+
+        torch.backends.mkldnn.enabled = False  # read back into every subject's numerics fingerprint
 
 
 def _user_cards_dirs(config: pytest.Config) -> list[Path]:
@@ -370,6 +387,7 @@ def _subject_for(request: pytest.FixtureRequest, name: str) -> Subject:
             seed=request.config.getoption("seed"),
             trust_remote_code=request.config.getoption("trust_remote_code"),
             allow_pickle=request.config.getoption("allow_pickle"),
+            bnb_cpu_packed=not request.config.getoption("no_bnb_packed_cpu"),
         )
     return subjects[name]
 
@@ -678,4 +696,10 @@ def _subject_row(subject: Subject) -> dict[str, Any]:
     p = subject.provenance
     row = {k: str(v) for k, v in (("card", p.card), ("model_source", p.model_source), ("device", p.device))}
     row |= {"dtype": str(p.dtype), "quantization": str(p.quantization), "revision": str(p.revision or "-")}
+    # the numerics fingerprint once the model is loaded (reading it never loads one)
+    numerics = subject.loaded_numerics
+    row |= {
+        "machine_class": subject.machine_class if numerics else "-",
+        "numerics": numerics.describe() if numerics else "-",
+    }
     return row | {"files": dict(p.files)}

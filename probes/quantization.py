@@ -71,6 +71,11 @@ class QuantizationInfo:
     embedding_class: str
     embedding_dtype: str
     footprint_bytes: int  # model.get_memory_footprint(): parameters and buffers
+    # read after a forward (run_4bit_kernels): the bitsandbytes path that ran
+    # (probes/numerics.py BNB_*) and the dtype its matmuls computed in, which on a CPU with
+    # AVX512-BF16 is bfloat16 whatever compute_dtype asked
+    kernel_path: str | None = None
+    computed_dtype: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +84,8 @@ class QuantizationInfo:
             "linear_8bit": self.linear_8bit,
             "full_precision_linear": list(self.full_precision_linear),
             "compute_dtype": self.compute_dtype,
+            "computed_dtype": self.computed_dtype,
+            "kernel_path": self.kernel_path,
             "embedding_class": self.embedding_class,
             "embedding_dtype": self.embedding_dtype,
         }
@@ -120,6 +127,31 @@ def inspect_quantization(model: PreTrainedModel) -> QuantizationInfo:
         embedding_dtype=_dtype_name(embedding.weight.dtype) or "-",
         footprint_bytes=int(model.get_memory_footprint()),
     )
+
+
+def run_4bit_kernels(model: PreTrainedModel, info: QuantizationInfo, packed_cpu: bool = True) -> QuantizationInfo:
+    """Run one forward of one token, so bitsandbytes picks its kernel path (on a CPU with
+    AVX512-BF16 it repacks every 4-bit weight for its fused bfloat16 kernel at the first
+    inference forward), and read back which path that was. ``packed_cpu=False`` keeps
+    the dequantize-then-matmul path in the compute dtype (another machine class here)."""
+    import dataclasses
+
+    import torch
+
+    from .numerics import bnb_kernel_path
+
+    if not packed_cpu:
+        for module in model.modules():
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
+    model.eval()  # the packed path is taken for inference only
+    token = model.config.bos_token_id if model.config.bos_token_id is not None else 0
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[token]], device=model.device), use_cache=False)
+    path = bnb_kernel_path(model)
+    if path is None:
+        return info
+    return dataclasses.replace(info, kernel_path=path[0], computed_dtype=path[2])
 
 
 def loaded_as_asked(asked: str, info: QuantizationInfo) -> str | None:

@@ -97,12 +97,21 @@ def provenance_table(
 ) -> str:
     """The two provenances side by side, the values that changed highlighted."""
     keys = [k for k in current if k != "files"] or list(recorded)
+
+    def shown(side: dict[str, Any], key: str) -> Any:
+        value = side.get(key, "-")
+        if key == "numerics" and isinstance(value, dict):  # the fingerprint, as one line
+            from .numerics import Numerics
+
+            return Numerics.from_dict(value).describe()
+        return value
+
     return table(
         ["", *labels],
         [
             [
-                Cell(value, highlight=recorded.get(k) != current.get(k))
-                for value in (k, recorded.get(k, "-"), current.get(k, "-"))
+                Cell(value, highlight=shown(recorded, k) != shown(current, k))
+                for value in (k, shown(recorded, k), shown(current, k))
             ]
             for k in keys
         ],

@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import cross_class
 from . import observations as ob
 from . import tokenizer as tk
 from .cards import FIXTURES_DIR, LEAVABLE_SECTIONS
 from .decoding import softmax64
 from .inputs import article_inputs
+from .numerics import nearest_class
 from .subjects import environment_info
 
 if TYPE_CHECKING:
@@ -42,6 +44,7 @@ class SnapshotWarning(UserWarning):
 
 FORMAT = 1
 TOP_N = 20  # next-token ids kept in a snapshot
+GREEDY_TOP_K = 5  # per greedy step, the ids kept for the cross-class rule (vLLM's tests use 5)
 
 # What counts as "the same" when comparing with a snapshot; a card can override any
 # of these under `tolerances:`.
@@ -58,7 +61,7 @@ DEFAULT_TOLERANCES: dict[str, float] = {
 
 # Sampled continuations are compared only when all of these match: otherwise another
 # random stream or kernel makes a difference meaningless.
-SAMPLING_PROVENANCE = ("torch", "transformers", "bitsandbytes", "device", "dtype", "cpu threads")
+SAMPLING_PROVENANCE = ("torch", "transformers", "bitsandbytes", "device", "class", "dtype", "cpu threads")
 
 
 class SnapshotError(ValueError):
@@ -69,16 +72,9 @@ class SnapshotError(ValueError):
 
 
 def device_class(subject: Subject) -> str:
-    """'cpu' or 'cuda-sm90': snapshots from different hardware legitimately differ."""
-    import torch
-
-    if not subject.card.has_model:
-        return "cpu"
-    device = subject.model.device
-    if device.type == "cuda":
-        major, minor = torch.cuda.get_device_capability(device)
-        return f"cuda-sm{major}{minor}"
-    return device.type
+    """The subject's machine class ('cpu', 'cpu-bnb-packed-bfloat16', 'cuda-sm90'): the
+    machines on which this card's numbers are the same (probes/numerics.py)."""
+    return subject.machine_class
 
 
 def snapshot_path(subject: Subject, root: Path = SNAPSHOT_DIR) -> Path:
@@ -97,7 +93,9 @@ def provenance(subject: Subject) -> dict[str, Any]:
         "torch": env["torch"],
         "transformers": env["transformers"],
         "tokenizers": env["tokenizers"],
-        "device": device_class(subject),
+        "device": subject.numerics.device
+        if subject.numerics.device == "cpu"
+        else device_class(subject),  # (cuda-sm90: as before classes)
         "gpu": env["gpu"],
         "cpu threads": env["cpu threads"],
         "dtype": p["dtype"],
@@ -107,6 +105,9 @@ def provenance(subject: Subject) -> dict[str, Any]:
         "revision": p["revision"],
         # only for a model with bitsandbytes layers: its kernels produced the numbers
         **({"bitsandbytes": env["bitsandbytes"]} if p["quantizer"] else {}),
+        # what chose the kernels, and the class that follows from it (the file's name)
+        "class": subject.machine_class,
+        "numerics": subject.numerics.as_dict(),
         "recorded": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
@@ -215,6 +216,9 @@ def _observe_greedy(subject: Subject) -> dict[str, Any]:
             # the second-best token per step: lets two recorded sets judge a flip as a
             # near-tie without a model (lm-probes diff)
             "runners_up": list(g.step_runners_up()),
+            # the top GREEDY_TOP_K ids per step: across machine classes, a divergence is
+            # allowed where each side's token is in the other's (vLLM's check_logprobs_close)
+            "top_ids": [list(ids) for ids in g.step_top_ids(GREEDY_TOP_K)],
         }
     return observed
 
@@ -266,16 +270,19 @@ def record(subject: Subject, root: Path = SNAPSHOT_DIR) -> Path:
     return path
 
 
-def unrecorded_device_class(path: Path) -> str | None:
-    """Why a missing GPU snapshot is a first run, not a failure (None when it is not).
+def recorded_classes(card_dir: Path) -> list[str]:
+    """The machine classes a card's snapshot folder holds (its files' names)."""
+    return sorted(p.stem for p in Path(card_dir).glob("*.json"))
 
-    CUDA kernels legitimately give other numbers than the CPU, so comparing a first run
-    on a new GPU class with cpu.json would fail on noise: the test skips, naming the
-    classes that are recorded. A missing cpu.json stays a failure (CI records on CPU)."""
-    if path.is_file() or path.stem == "cpu":
+
+def unrecorded_device_class(path: Path) -> str | None:
+    """Why a first run on a GPU is a skip, not a failure, when *no* class of the card is
+    recorded (None otherwise: a recorded class of its own is compared strictly, another
+    one under the cross-class rules, and a CPU run with nothing recorded fails, as CI
+    records on CPU)."""
+    if path.is_file() or path.stem.startswith("cpu") or recorded_classes(path.parent):
         return None
-    recorded = sorted(p.stem for p in path.parent.glob("*.json")) or ["none"]
-    return f"no snapshot for device class {path.stem} yet (recorded: {', '.join(recorded)})"
+    return f"no snapshot for device class {path.stem} yet (recorded: none)"
 
 
 def load(path: Path, update_hint: str) -> dict[str, Any]:
@@ -315,18 +322,26 @@ def compare(
     recorded: dict[str, Any],
     current: dict[str, Any],
     *,
-    tolerances: dict[str, float] | None = None,
+    tolerances: dict[str, Any] | None = None,
     subject: Subject | None = None,
     recorded_provenance: dict[str, Any] | None = None,
     current_provenance: dict[str, Any] | None = None,
+    classes: tuple[str, str] | None = None,
 ) -> list[Difference]:
     """Every difference between two observation dicts, judged by the tolerances.
 
     ``subject`` gives access to the current run's logits (to judge a greedy flip);
     without it (two recorded sets) a flip is judged from both sides' recorded margins
-    and runners-up."""
-    tolerances = tolerances or {}
-    tol = {**DEFAULT_TOLERANCES, **tolerances}
+    and runners-up. ``classes``: the (recorded, current) machine classes; where they
+    differ, the cross-class rules apply (probes/cross_class.py) with the card's measured
+    ``tolerances.cross_class`` bounds."""
+    tolerances = dict(tolerances or {})
+    measured = tolerances.pop("cross_class", None) or {}
+    recorded_provenance, current_provenance = recorded_provenance or {}, current_provenance or {}
+    tol: dict[str, Any] = {**DEFAULT_TOLERANCES, **tolerances}
+    across = classes is not None and classes[0] != classes[1]
+    if across:
+        tol = cross_class.tolerances(tol, measured, recorded_provenance, current_provenance)
     out: list[Difference] = []
     _compare_tokenizer(recorded.get("tokenizer", {}), current.get("tokenizer", {}), out)
     # U2-U4: each compared where both sides hold it (a snapshot from before them holds none)
@@ -337,7 +352,10 @@ def compare(
         if "next_token" not in recorded or "next_token" not in current:
             out.append(Difference("error", "model", "the snapshot and this run disagree on whether there is a model"))
             return out
-        _compare_next_token(recorded["next_token"], current["next_token"], subject, tol, out)
+        if across:
+            _compare_next_token_across(recorded["next_token"], current["next_token"], tol, out)
+        else:
+            _compare_next_token(recorded["next_token"], current["next_token"], subject, tol, out)
         if recorded["next_token"]["prompt_ids"] == current["next_token"]["prompt_ids"]:
             # (another prompt encoding changes every entropy: reported once, as prompt_ids)
             _compare_temperature(recorded["temperature"], current["temperature"], tol, out)
@@ -351,20 +369,77 @@ def compare(
                     )
                 )
         if "greedy" in recorded and "greedy" in current:
-            _compare_greedy(recorded["greedy"], current["greedy"], subject, tol, out)
+            if across:
+                _compare_greedy_across(recorded["greedy"], current["greedy"], out)
+            else:
+                _compare_greedy(recorded["greedy"], current["greedy"], subject, tol, out)
         if "embedding" in recorded and "embedding" in current:
             _compare_embedding(recorded["embedding"], current["embedding"], tol, out)
-        if "sampled" in recorded and "sampled" in current:
-            _compare_sampled(recorded, current, recorded_provenance or {}, current_provenance or {}, out)
+        # sampled texts: only under the same provenance, which includes the class
+        if "sampled" in recorded and "sampled" in current and not across:
+            _compare_sampled(recorded, current, recorded_provenance, current_provenance, out)
         if "first_tokens" in recorded and "first_tokens" in current:
             _compare_first_tokens(
                 recorded["first_tokens"],
                 current["first_tokens"],
-                recorded_provenance or {},
-                current_provenance or {},
+                recorded_provenance,
+                current_provenance,
                 out,
+                same_draws_expected=not across,
             )
     return out
+
+
+def _compare_next_token_across(rec: dict, cur: dict, tol: dict, out: list[Difference]) -> None:
+    """Across machine classes: KL, max |dp| and the top-1, within the cross-class bounds."""
+    if rec["prompt_ids"] != cur["prompt_ids"]:
+        out.append(Difference("error", "next_token.prompt_ids", f"{rec['prompt_ids']} -> {cur['prompt_ids']}"))
+        return
+    found = cross_class.next_token_statistics(rec, cur)
+    if found["kl"] > tol["kl_max"]:
+        out.append(
+            Difference(
+                "error", "next_token.kl", f"KL {found['kl']:.3g} nats exceeds the cross-class bound {tol['kl_max']:.3g}"
+            )
+        )
+    if found["max_prob_diff"] > tol["prob_atol"]:
+        out.append(
+            Difference(
+                "error",
+                "next_token.probs",
+                f"max |delta p| {found['max_prob_diff']:.2e} at id {found['worst_id']} exceeds the cross-class "
+                f"bound {tol['prob_atol']:.2e} ({tol['dtype']} compute)",
+            )
+        )
+    was, now = found["top1"]
+    if was != now:
+        severity = "warning" if found["top2_gap"] <= tol["prob_atol"] else "error"
+        out.append(
+            Difference(severity, "next_token.top1", f"{was} -> {now} (recorded top-2 gap {found['top2_gap']:.2e})")
+        )
+
+
+def _compare_greedy_across(rec: dict, cur: dict, out: list[Difference]) -> None:
+    """Across machine classes: equal ids up to the first divergence, where each side's token
+    must be in the other's recorded top-k; past it nothing is compared."""
+    for label, r in rec.items():
+        c = cur[label]
+        if r["prompt_ids"] != c["prompt_ids"]:
+            out.append(Difference("error", f"greedy.{label}", f"prompt ids {r['prompt_ids']} -> {c['prompt_ids']}"))
+            continue
+        i = _first_diff(r["ids"], c["ids"])
+        if i >= min(len(r["ids"]), len(c["ids"])):
+            if len(r["ids"]) != len(c["ids"]):
+                out.append(
+                    Difference("error", f"greedy.{label}", f"length {len(r['ids'])} -> {len(c['ids'])} new tokens")
+                )
+            continue
+        severity, detail = cross_class.judge_greedy_divergence(r, c, i)
+        out.append(
+            Difference(
+                severity, f"greedy.{label}", f"{detail}\n      recorded: {r['text']!r}\n      now:      {c['text']!r}"
+            )
+        )
 
 
 def _compare_tokenizer(rec: dict, cur: dict, out: list[Difference]) -> None:
@@ -692,12 +767,14 @@ def _counts(ids: list[int]) -> dict[str, int]:
     return dict(Counter(str(i) for i in ids))
 
 
-def _compare_first_tokens(was: dict, now: dict, rec_prov: dict, cur_prov: dict, out: list[Difference]) -> None:
-    """Under the same seed and provenance, the same draws; across versions (or seeds) the
-    draws differ, their distribution must not."""
+def _compare_first_tokens(
+    was: dict, now: dict, rec_prov: dict, cur_prov: dict, out: list[Difference], same_draws_expected: bool = True
+) -> None:
+    """Under the same seed and provenance, the same draws; across versions, seeds or machine
+    classes the draws differ, their distribution must not."""
     if was["settings"] != now["settings"]:
         return  # other sampling settings: nothing to compare
-    if was["seed"] == now["seed"] and not sampling_comparable(rec_prov, cur_prov):
+    if same_draws_expected and was["seed"] == now["seed"] and not sampling_comparable(rec_prov, cur_prov):
         if was["ids"] != now["ids"]:
             out.append(
                 Difference("error", "first_tokens", "the first-token draws changed with the same seed and provenance")
@@ -734,8 +811,14 @@ def _compare_sampled(rec: dict, cur: dict, rec_prov: dict, cur_prov: dict, out: 
             )
 
 
-def summary_line(recorded_prov: dict[str, Any], current_prov: dict[str, Any], differences: list[Difference]) -> str:
-    """'transformers 4.57.6 -> 5.23.0: 1 error, 2 warnings (greedy.bos near-tie)'."""
+def summary_line(
+    recorded_prov: dict[str, Any],
+    current_prov: dict[str, Any],
+    differences: list[Difference],
+    classes: tuple[str, str] | None = None,
+) -> str:
+    """'transformers 4.57.6 -> 5.23.0: 1 error, 2 warnings (greedy.bos near-tie)'; across
+    machine classes it starts 'machine class A -> B (cross-class rules)'."""
     changed = [
         f"{k} {recorded_prov.get(k)} -> {current_prov.get(k)}"
         for k in (
@@ -750,7 +833,9 @@ def summary_line(recorded_prov: dict[str, Any], current_prov: dict[str, Any], di
         )
         if recorded_prov.get(k) != current_prov.get(k)
     ]
-    head = ", ".join(changed) if changed else "same versions and device"
+    if classes is not None and classes[0] != classes[1]:
+        changed.insert(0, f"machine class {classes[0]} -> {classes[1]} (cross-class rules)")
+    head = ", ".join(changed) if changed else "same versions and machine class"
     errors = [d for d in differences if d.severity == "error"]
     warnings_ = [d for d in differences if d.severity == "warning"]
     if not differences:
@@ -835,6 +920,13 @@ class SnapshotCheck:
             record(subject, self.directory)
             return SnapshotOutcome(subject.name, "recorded", f"recorded {path}")
         hint = self.record_command(subject)
+        own_class = path.stem
+        if not path.is_file():
+            # this machine class is not recorded: compare with the nearest one that is,
+            # under the cross-class rules (strict again once its own class is recorded)
+            nearest = nearest_class(own_class, recorded_classes(path.parent))
+            if nearest is not None:
+                path = path.parent / f"{nearest}.json"
         unrecorded = unrecorded_device_class(path)
         if unrecorded:
             return SnapshotOutcome(
@@ -849,6 +941,7 @@ class SnapshotCheck:
         except SnapshotError as exc:
             return SnapshotOutcome(subject.name, "failed", "no usable snapshot", message=str(exc), summary=str(exc))
         current_prov = provenance(subject)
+        classes = (path.stem, own_class)
         differences = tuple(
             compare(
                 recorded["observed"],
@@ -857,9 +950,10 @@ class SnapshotCheck:
                 subject=subject,
                 recorded_provenance=recorded["provenance"],
                 current_provenance=current_prov,
+                classes=classes,
             )
         )
-        summary = summary_line(recorded["provenance"], current_prov, list(differences))
+        summary = summary_line(recorded["provenance"], current_prov, list(differences), classes=classes)
         errors = [d for d in differences if d.severity == "error"]
         message = ""
         if errors:
@@ -868,10 +962,11 @@ class SnapshotCheck:
                 + "\n".join(f"  {d}" for d in errors)
                 + f"\nIf the change is intended, re-record with: {hint}"
             )
+        across = f" (cross-class rules: this run is {own_class})" if classes[0] != classes[1] else ""
         return SnapshotOutcome(
             subject.name,
             "failed" if errors else "passed",
-            f"compared with {path.name}",
+            f"compared with {path.name}{across}",
             message=message,
             summary=summary,
             recorded_provenance=recorded["provenance"],

@@ -219,6 +219,10 @@ class LoadOptions:
     seed: int = 0
     trust_remote_code: bool = False  # remote code is arbitrary Python: off unless asked
     allow_pickle: bool = False  # pickle checkpoints (.bin, .pt) can run code when read
+    # bitsandbytes' packed AVX512-BF16 CPU kernel where the CPU has it (its default); False
+    # keeps the dequantize-then-matmul path in the compute dtype (--no-bnb-packed-cpu):
+    # another machine class on the same machine (probes/numerics.py)
+    bnb_cpu_packed: bool = True
 
     def placement_kwargs(self, device: str) -> dict[str, Any]:
         """from_pretrained arguments for the quantized load and the placement.

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .cards import Card, looks_like_local_path
-from .quantization import QuantizationInfo, inspect_quantization, loaded_as_asked
+from .numerics import Numerics, fingerprint, machine_class
+from .quantization import QuantizationInfo, inspect_quantization, loaded_as_asked, run_4bit_kernels
 from .sources import (  # noqa: F401 (SubjectLoadError, package_file and cache_dir are this module's API too)
     FileDigests,
     LoadOptions,
@@ -144,6 +145,7 @@ class Subject:
         seed: int = 0,
         trust_remote_code: bool = False,
         allow_pickle: bool = False,
+        bnb_cpu_packed: bool = True,
     ):
         self.card = card
         self.options = LoadOptions(
@@ -155,12 +157,14 @@ class Subject:
             seed=seed,
             trust_remote_code=trust_remote_code,
             allow_pickle=allow_pickle or bool(getattr(card.model, "allow_pickle", False)),
+            bnb_cpu_packed=bnb_cpu_packed,
         )
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._model: PreTrainedModel | None = None
         self._files: FileDigests = {}  # what the loads read, for provenance
         self._revision: str | None = None
         self._quantization: QuantizationInfo | None = None
+        self._numerics: Numerics | None = None
         self._failures: dict[str, SubjectLoadError] = {}  # a load that failed is not retried
 
     @property
@@ -261,6 +265,11 @@ class Subject:
         # Read back what was loaded: a card that asks for NF4 and gets a full-precision
         # model would otherwise pass every test as the wrong subject.
         self._quantization = inspect_quantization(model)
+        if self._quantization.linear_4bit:
+            # one forward, so the numerics fingerprint reads the kernel path that runs
+            # (bitsandbytes chooses it at the first forward), not the one asked for
+            self._quantization = run_4bit_kernels(model, self._quantization, packed_cpu=options.bnb_cpu_packed)
+        self._numerics = fingerprint(model)
         if options.quantization != "none":
             wrong = loaded_as_asked(options.quantization, self._quantization)
             if wrong:
@@ -274,6 +283,30 @@ class Subject:
         self.model  # noqa: B018
         assert self._quantization is not None
         return self._quantization
+
+    @property
+    def numerics(self) -> Numerics:
+        """The numerics fingerprint: the machine's kernel-selecting features and, for a
+        model, the kernels that ran (loads the model)."""
+        if not self.card.has_model:
+            if self._numerics is None:
+                self._numerics = fingerprint(None)
+            return self._numerics
+        self.model  # noqa: B018
+        assert self._numerics is not None
+        return self._numerics
+
+    @property
+    def loaded_numerics(self) -> Numerics | None:
+        """The fingerprint if the model is loaded (or there is none), else None: never loads."""
+        if self.card.has_model and self._model is None:
+            return None
+        return self.numerics
+
+    @property
+    def machine_class(self) -> str:
+        """The class of machines that give this card the same numbers (its snapshot's file name)."""
+        return machine_class(self.numerics, self.card.has_model)
 
     @property
     def provenance(self) -> Provenance:

@@ -11,6 +11,7 @@ from probes import plots
 from probes import sampling as sp
 from probes.expect import check_at_least, check_equal, check_that
 from probes.inputs import article_inputs
+from probes.numerics import resolution
 from probes.observations import (
     batch_diagnosis,
     beam_against_greedy,
@@ -89,8 +90,9 @@ def test_own_temperature_matches_transformers(model_subject, attach):
     for t in INPUTS["temperatures"]:
         ours = apply_temperature(logits, t).softmax(-1)
         theirs = TemperatureLogitsWarper(t)(None, logits.clone()).softmax(-1)
-        # same formula in float32: only rounding may differ
-        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-7)
+        # the same formula in the same dtype: only rounding may differ, at most one unit of
+        # the dtype's resolution (probabilities are at most 1; float32: 1.2e-7)
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=resolution(ours.dtype))
 
 
 # ------------------------------------------------------------------------- D3, D4

@@ -11,17 +11,41 @@ from __future__ import annotations
 import pytest
 
 from probes import plots
-from probes.expect import check_at_least, check_at_most, check_equal
+from probes.expect import check_at_least, check_at_most, check_equal, check_that
 from probes.observations import drift, quantization
 from probes.quantization import Drift, drift_figures
 from probes.report import Cell
 
 
 @pytest.mark.observation("Q1", expects="quantization")
-def test_layers_are_quantized_as_the_card_says(model_subject):
+def test_layers_are_quantized_as_the_card_says(model_subject, attach):
+    """The layers as loaded, and the dtype their kernels computed in, read after a forward:
+    on a CPU with AVX512-BF16, bitsandbytes computes 4-bit layers in bfloat16 whatever
+    bnb_4bit_compute_dtype asks. A card states what it expects per machine class."""
+    card = model_subject.card
     loaded = quantization(model_subject).as_dict()
-    for key in model_subject.card.expected("quantization"):
-        check_equal(model_subject.card, f"quantization.{key}", loaded[key], note=f"loaded model: {loaded}")
+    numerics, machine_class = model_subject.numerics, model_subject.machine_class
+    attach.table(
+        ["machine class", "compute dtype asked", "computed in", "kernel path"],
+        [[machine_class, loaded["compute_dtype"], loaded["computed_dtype"], numerics.compute_note() or "-"]],
+        summary="Quantization: what the kernels computed in (Q1)",
+    )
+    for key in card.expected("quantization"):
+        if key == "computed_dtype":
+            by_class = card.expected("quantization.computed_dtype")
+            expected = by_class.get(machine_class, by_class.get("default"))
+            check_that(
+                card,
+                loaded["computed_dtype"] == expected,
+                field="quantization.computed_dtype",
+                expected=f"{expected} on machine class {machine_class}"
+                + ("" if machine_class in by_class else " (the card's default)"),
+                obtained=numerics.compute_note(),
+                note=f"{numerics.describe()}. If this machine class is meant to compute so, add "
+                f"'{machine_class}: {loaded['computed_dtype']}' under expect.quantization.computed_dtype",
+            )
+            continue
+        check_equal(card, f"quantization.{key}", loaded[key], note=f"loaded model: {loaded}")
 
 
 def _attach_drift(attach, d: Drift, tokenizer) -> None:

@@ -4,6 +4,7 @@ harmless changes (a re-run, another thread count, noise below tolerance) must no
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -372,14 +373,14 @@ def test_summary_line_lists_every_change_and_place():
     )
 
 
-def test_a_cuda_subject_is_classed_by_compute_capability(monkeypatch):
-    from types import SimpleNamespace
+def test_a_cuda_subject_is_classed_by_compute_capability():
+    from probes.numerics import Numerics, machine_class
 
-    device = torch.device("cuda", 0)
-    asked = []
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d: asked.append(d) or (9, 0))
-    subject = SimpleNamespace(card=SimpleNamespace(has_model=True), model=SimpleNamespace(device=device))
-    assert snapshots.device_class(subject) == "cuda-sm90" and asked == [device]
+    cuda = Numerics(device="cuda", device_name="NVIDIA H100", architecture="x86_64", cuda_capability="9.0")
+    assert machine_class(cuda) == "cuda-sm90"
+    assert machine_class(replace(cuda, model_dtype="float16", bnb_kernel="cuda", compute_dtype_ran="float16")) == (
+        "cuda-sm90"  # the CUDA kernels are named by the capability alone
+    )
 
 
 # ------------------------------------------------------------------- snapshot files
@@ -459,7 +460,7 @@ def test_summary_line_names_each_provenance_change(key):
     before = {k: "1" for k in ("torch", "transformers", "tokenizers", "device", "dtype", "cpu threads")}
     after = before | {key: "2"}
     assert snapshots.summary_line(before, after, []) == f"{key} 1 -> 2: no change beyond tolerance"
-    assert snapshots.summary_line(before, before, []) == "same versions and device: no change beyond tolerance"
+    assert snapshots.summary_line(before, before, []) == "same versions and machine class: no change beyond tolerance"
     two = after | {"torch": "3"} if key != "torch" else after | {"dtype": "3"}
     assert ", " in snapshots.summary_line(before, two, [])
 
@@ -635,6 +636,8 @@ def test_provenance_reads_versions_device_and_files_from_the_run():
             "transformers",
             "tokenizers",
             "device",
+            "class",
+            "numerics",
             "gpu",
             "cpu threads",
             "dtype",
@@ -648,11 +651,13 @@ def test_provenance_reads_versions_device_and_files_from_the_run():
     for key in ("python", "torch", "transformers", "tokenizers", "gpu", "cpu threads"):
         assert prov[key] == env[key], key
     assert (prov["device"], prov["dtype"], prov["quantization"], prov["revision"]) == ("cpu", "-", "none", None)
+    assert prov["class"] == "cpu" and prov["numerics"]["model_dtype"] == "-"  # no kernels: one class
     assert prov["model source"] == "mistral_common/data/tokenizer.model.v1"
     assert list(prov["files"]) == ["tokenizer.model.v1"] and len(prov["files"]["tokenizer.model.v1"]) == 16
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", prov["recorded"])
     model_prov = snapshots.provenance(tiny())
-    assert (model_prov["device"], model_prov["dtype"]) == ("cpu", "float32")
+    assert (model_prov["device"], model_prov["dtype"], model_prov["class"]) == ("cpu", "float32", "cpu")
+    assert model_prov["numerics"]["model_dtype"] == "float32" and model_prov["numerics"]["bnb_kernel"] is None
     assert model_prov["model source"] == "random MistralForCausalLM (seed 0)"
 
 
@@ -741,19 +746,18 @@ def test_a_bitsandbytes_upgrade_is_named_in_the_summary_and_stops_sampled_compar
     assert snapshots.sampling_comparable(rec, cur) == ["bitsandbytes 0.49.2 -> 0.50.2"]
 
 
-def test_a_first_run_on_an_unrecorded_gpu_class_is_named_but_a_missing_cpu_snapshot_is_not_excused(tmp_path):
+def test_a_first_gpu_run_skips_only_where_no_class_is_recorded_and_a_missing_cpu_snapshot_is_not_excused(tmp_path):
     card_dir = tmp_path / "mistral-7b-v0.1"
     card_dir.mkdir()
-    (card_dir / "cpu.json").write_text("{}", encoding="utf-8")
     assert snapshots.unrecorded_device_class(card_dir / "cuda-sm90.json") == (
-        "no snapshot for device class cuda-sm90 yet (recorded: cpu)"
+        "no snapshot for device class cuda-sm90 yet (recorded: none)"
     )
-    (card_dir / "cuda-sm90.json").write_text("{}", encoding="utf-8")
-    assert snapshots.unrecorded_device_class(card_dir / "cuda-sm90.json") is None  # recorded: compared
+    (card_dir / "cpu-bnb-float16.json").write_text("{}", encoding="utf-8")
+    # another class recorded: compared with it under the cross-class rules, not skipped
+    assert snapshots.unrecorded_device_class(card_dir / "cuda-sm90.json") is None
+    assert snapshots.recorded_classes(card_dir) == ["cpu-bnb-float16"]
     assert snapshots.unrecorded_device_class(tmp_path / "other" / "cpu.json") is None  # load() fails it
-    assert snapshots.unrecorded_device_class(tmp_path / "other" / "cuda-sm80.json") == (
-        "no snapshot for device class cuda-sm80 yet (recorded: none)"
-    )
+    assert snapshots.unrecorded_device_class(tmp_path / "other" / "cpu-bnb-float16.json") is None
 
 
 def test_snapshot_warning_is_importable_from_the_package_and_compare_takes_keywords():
