@@ -1,0 +1,373 @@
+"""One verdict on every machine (issue 24): numerics fingerprints, machine classes, and the
+cross-class comparison that still catches regressions.
+
+Three kinds of proof:
+- the fingerprint gives each recorded machine its class (the Intel Xeon's recorded
+  capabilities give the name its committed file has; this machine's NF4 load reads the
+  bitsandbytes path that ran);
+- the recorded classes compared with each other: strict comparison fails between them
+  (they really differ), the cross-class rules pass (the differences are rounding), and the
+  float32 and tokenizer cards agree strictly across the two CPUs (so they share one class);
+- breaks recorded on one class and run on another still fail, naming the right section,
+  while the unbroken model run on another class passes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from probes import cross_class, snapshots
+from probes import observations as ob
+from probes.cards import FIXTURES_DIR, find_card
+from probes.numerics import (
+    BNB_CPU_DEQUANTIZE,
+    BNB_CPU_PACKED,
+    Numerics,
+    machine_class,
+    machine_numerics_from_record,
+    nearest_class,
+)
+from probes.snapshots import SNAPSHOT_DIR
+from probes.subjects import Subject
+
+XEON = FIXTURES_DIR / "machines" / "xeon-avx512bf16-amx"
+NF4 = "smollm2-135m-instruct-nf4"
+TINY_NF4 = "tiny-mistral-nf4-cuda"
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _nf4(numerics: Numerics, packed: bool) -> Numerics:
+    return dataclasses.replace(
+        numerics,
+        model_dtype="float16",
+        bnb_kernel=BNB_CPU_PACKED if packed else BNB_CPU_DEQUANTIZE,
+        compute_dtype_asked="float16",
+        compute_dtype_ran="bfloat16" if packed else "float16",
+    )
+
+
+# ---------------------------------------------------------------- fingerprint -> class
+
+AMD_EPYC = Numerics(
+    device="cpu",
+    device_name="AMD EPYC",
+    architecture="x86_64",
+    cpu_features=("avx2", "avx512_f", "avx512_bf16", "avx512_vnni", "avx_vnni"),
+    aten_capability="AVX512",
+    onednn=True,
+    onednn_bf16=True,
+    onednn_fp16=False,
+)
+
+
+def test_the_xeons_recorded_capabilities_give_the_class_its_committed_file_is_named_by():
+    xeon = machine_numerics_from_record(_load(XEON / "machine.json"))
+    assert "avx512_fp16" in xeon.cpu_features and "amx_bf16" in xeon.cpu_features and xeon.onednn_fp16
+    nf4_class = machine_class(_nf4(xeon, packed=True))
+    assert nf4_class == "cpu-avx512fp16-bnb-packed-bfloat16-onednn-float16"
+    assert (SNAPSHOT_DIR / NF4 / f"{nf4_class}.json").is_file()
+    recorded = _load(SNAPSHOT_DIR / NF4 / f"{nf4_class}.json")["provenance"]
+    assert recorded["class"] == nf4_class and Numerics.from_dict(recorded["numerics"]) == _nf4(xeon, packed=True)
+    # its variants: what each switch takes away from the name
+    assert machine_class(_nf4(xeon, packed=False)) == "cpu-avx512fp16-bnb-float16-onednn-float16"
+    assert machine_class(_nf4(dataclasses.replace(xeon, onednn=False), packed=False)) == "cpu-avx512fp16-bnb-float16"
+    # float32 and tokenizer cards: one class on both CPUs (measured below)
+    assert machine_class(dataclasses.replace(xeon, model_dtype="float32")) == "cpu"
+    assert machine_class(dataclasses.replace(AMD_EPYC, model_dtype="float32")) == "cpu"
+    assert machine_class(xeon, has_model=False) == machine_class(AMD_EPYC, has_model=False) == "cpu"
+
+
+def test_classes_name_only_what_changes_a_cards_numbers():
+    assert machine_class(_nf4(AMD_EPYC, packed=True)) == "cpu-bnb-packed-bfloat16"
+    assert machine_class(_nf4(AMD_EPYC, packed=False)) == "cpu-bnb-float16"
+    # a float16 model without 4-bit layers: oneDNN's float16 GEMM only where the CPU runs it
+    half = dataclasses.replace(AMD_EPYC, model_dtype="float16")
+    assert machine_class(half) == "cpu"
+    assert machine_class(dataclasses.replace(half, onednn_fp16=True)) == "cpu-onednn-float16"
+    assert machine_class(dataclasses.replace(half, model_dtype="bfloat16")) == "cpu-onednn-bfloat16"
+    assert machine_class(dataclasses.replace(AMD_EPYC, architecture="aarch64", model_dtype="float32")) == "cpu-aarch64"
+    cuda = Numerics(device="cuda", device_name="NVIDIA H100", architecture="x86_64", cuda_capability="9.0")
+    assert machine_class(cuda) == "cuda-sm90"
+
+
+def test_the_nearest_recorded_class_is_the_same_family_then_the_most_alike():
+    recorded = ["cpu-avx512fp16-bnb-packed-bfloat16-onednn-float16", "cpu-bnb-float16", "cpu-bnb-packed-bfloat16"]
+    assert nearest_class("cpu-bnb-packed-bfloat16", recorded) == "cpu-bnb-packed-bfloat16"
+    assert nearest_class("cpu-avx512fp16-bnb-float16", recorded) == "cpu-bnb-float16"
+    assert nearest_class("cuda-sm90", recorded + ["cuda-sm80", "cuda-sm89"]) == "cuda-sm89"
+    assert nearest_class("cuda-sm90", recorded) in recorded  # a first GPU run: the CPU's
+    assert nearest_class("cuda-sm90", []) is None
+
+
+def test_the_fingerprint_reads_the_bitsandbytes_path_that_ran():
+    """tiny-mistral in NF4 on this CPU: with the packed path switched off the kernels
+    compute in the asked float16 on any CPU; left to bitsandbytes, they compute in bfloat16
+    exactly where its AVX512-BF16 check says so (this CPU's answer is part of the verdict)."""
+    import bitsandbytes.functional as bnb_functional
+
+    off = Subject(find_card(TINY_NF4), device="cpu", bnb_cpu_packed=False)
+    assert (off.numerics.bnb_kernel, off.numerics.compute_dtype_ran) == (BNB_CPU_DEQUANTIZE, "float16")
+    assert off.machine_class.endswith("bnb-float16") and off.quantization.computed_dtype == "float16"
+    chosen = Subject(find_card(TINY_NF4), device="cpu")
+    packed = bool(bnb_functional.has_avx512bf16())
+    assert chosen.numerics.compute_dtype_ran == ("bfloat16" if packed else "float16")
+    assert ("bnb-packed-bfloat16" in chosen.machine_class) == packed
+    assert chosen.numerics.compute_dtype_asked == "float16"  # what the config asked, unchanged
+    if packed:
+        assert chosen.numerics.compute_note().startswith("asked float16, computed bfloat16: bitsandbytes' AVX512-BF16")
+
+
+# --------------------------------------------------------- the recorded classes compared
+
+
+def _nf4_sets() -> dict[str, dict]:
+    """Every recorded class of the NF4 card: the committed ones and the Xeon's variants."""
+    sets = {path.stem: _load(path) for path in sorted((SNAPSHOT_DIR / NF4).glob("*.json"))}
+    for variant in ("bnb_packed_off", "bnb_packed_off_onednn_off"):
+        sets[f"xeon {variant}"] = _load(XEON / "variants" / variant / NF4 / "cpu.json")
+    return sets
+
+
+def _compare(a: dict, b: dict, classes: tuple[str, str], card: str = NF4) -> list[snapshots.Difference]:
+    return snapshots.compare(
+        a["observed"],
+        b["observed"],
+        tolerances=find_card(card).tolerances,
+        recorded_provenance=a["provenance"],
+        current_provenance=b["provenance"],
+        classes=classes,
+    )
+
+
+def test_recorded_nf4_classes_differ_strictly_and_agree_under_the_cross_class_rules():
+    sets = _nf4_sets()
+    assert len(sets) == 5
+    for (name_a, a), (name_b, b) in itertools.permutations(sets.items(), 2):
+        strict = [d.where for d in _compare(a, b, (name_a, name_a)) if d.severity == "error"]
+        assert "next_token.probs" in strict, (name_a, name_b, strict)  # not one class
+        across = [str(d) for d in _compare(a, b, (name_a, name_b)) if d.severity == "error"]
+        assert across == [], (name_a, name_b, across)
+
+
+def test_the_cards_cross_class_bounds_are_above_every_measured_difference_and_not_far_above():
+    """The NF4 card's tolerances.cross_class were set at about twice the largest figure
+    measured between its recorded classes: a bound below a measured figure would fail a
+    machine, one far above it would stop catching."""
+    sets = list(_nf4_sets().values())
+    worst: dict[str, float] = {}
+    for a, b in itertools.combinations(sets, 2):
+        for key, value in cross_class.statistics(a["observed"], b["observed"]).items():
+            worst[key] = max(worst.get(key, 0.0), value)
+    bounds = find_card(NF4).tolerances["cross_class"]
+    for figure, bound in (
+        ("max_prob_diff", "prob_atol"),
+        ("kl", "kl_max"),
+        ("entropy_diff", "entropy_atol"),
+        ("hidden_norm_rel", "hidden_norm_rtol"),
+        ("hidden_one_minus_cosine", "hidden_cosine_atol"),
+    ):
+        assert worst[figure] < bounds[bound] <= 3 * worst[figure], (figure, worst[figure], bound, bounds[bound])
+
+
+@pytest.mark.parametrize("card", ["mistral-tokenizer", "smollm2-135m-instruct", "tiny-mistral"])
+def test_float32_and_tokenizer_cards_agree_strictly_across_the_two_cpus(card):
+    """The measurement behind one class for them on x86: the Xeon's recording against this
+    project's, compared strictly (same-class rules), with no error and no warning."""
+    ours, xeon = _load(SNAPSHOT_DIR / card / "cpu.json"), _load(XEON / "snapshots" / card / "cpu.json")
+    assert _compare(ours, xeon, ("cpu", "cpu"), card) == []
+
+
+def test_a_broken_snapshot_of_another_class_fails_across_classes():
+    """The Xeon's NF4 snapshot with 0.02 of its top token's probability moved to the second
+    (4x the largest difference between recorded classes), and with one layer's norm moved
+    by 2%: each still fails against this project's classes, naming that section."""
+    xeon_class = "cpu-avx512fp16-bnb-packed-bfloat16-onednn-float16"
+    xeon = _load(SNAPSHOT_DIR / NF4 / f"{xeon_class}.json")
+    ours = _load(SNAPSHOT_DIR / NF4 / "cpu-bnb-packed-bfloat16.json")
+    surer = json.loads(json.dumps(xeon))
+    probs = surer["observed"]["next_token"]["top_probs"]
+    probs[0], probs[1] = probs[0] - 0.02, probs[1] + 0.02
+    moved = json.loads(json.dumps(xeon))
+    moved["observed"]["hidden_states"][0]["norms"][5] *= 1.02
+    for broken, section in ((surer, "next_token.probs"), (moved, "hidden_states['The capital of Japan is']")):
+        errors = [d for d in _compare(ours, broken, ("cpu-bnb-packed-bfloat16", xeon_class)) if d.severity == "error"]
+        assert section in [d.where for d in errors], errors
+    assert "hidden state 5" in str(_compare(ours, moved, ("cpu-bnb-packed-bfloat16", xeon_class))[0])
+
+
+# ------------------------------------------------ breaks recorded on one class, run on another
+
+
+@pytest.fixture(scope="module")
+def other_class_dir(tmp_path_factory) -> tuple[Path, str]:
+    """A snapshot folder holding only a committed tiny NF4 class that is *not* the one this
+    machine runs in, so the snapshot check must compare across classes on any CPU."""
+    subject = _tiny_nf4()
+    own = subject.machine_class
+    other = next(p for p in sorted((SNAPSHOT_DIR / TINY_NF4).glob("*.json")) if p.stem != own)
+    folder = tmp_path_factory.mktemp("snapshots")
+    (folder / TINY_NF4).mkdir()
+    shutil.copy(other, folder / TINY_NF4 / other.name)
+    return folder, other.stem
+
+
+_SUBJECT: list[Subject] = []
+
+
+def _tiny_nf4() -> Subject:
+    """One tiny-mistral NF4 subject on CPU for this module (loaded once, edited in place and
+    put back by each break)."""
+    if not _SUBJECT:
+        _SUBJECT.append(Subject(find_card(TINY_NF4), device="cpu"))
+    return _SUBJECT[0]
+
+
+def _check(folder: Path) -> snapshots.SnapshotOutcome:
+    subject = _tiny_nf4()
+    with ob.RESULTS.set_aside(subject):  # every probe anew, on the model as it is now
+        return snapshots.SnapshotCheck(folder).check(subject)
+
+
+def test_the_unbroken_model_on_another_class_passes_naming_both_classes(other_class_dir):
+    folder, other = other_class_dir
+    outcome = _check(folder)
+    own = _tiny_nf4().machine_class
+    assert outcome.verdict == "passed", outcome.message
+    assert outcome.status == f"compared with {other}.json (cross-class rules: this run is {own})"
+    assert outcome.summary.startswith(f"machine class {other} -> {own} (cross-class rules)")
+
+
+def _scale_4bit(layers, factor: float):
+    scales = [m.weight.quant_state.absmax.clone() for m in layers]
+    for layer in layers:
+        layer.weight.quant_state.absmax.mul_(factor)
+    return lambda: [m.weight.quant_state.absmax.copy_(s) for m, s in zip(layers, scales)]
+
+
+def _linear4bit(module) -> list:
+    return [m for m in module.modules() if type(m).__name__ == "Linear4bit"]
+
+
+def _every_4bit_scale_25_percent_off(subject, monkeypatch):
+    return _scale_4bit(_linear4bit(subject.model), 1.25)
+
+
+def _layer_1_moved(subject, monkeypatch):
+    """model.layers[1] only: its 4-bit scales 10% off (a loader that got one layer wrong)."""
+    return _scale_4bit(_linear4bit(subject.model.model.layers[1]), 1.1)
+
+
+def _chat_template_tokenized_with_special_tokens(subject, monkeypatch):
+    from tests.unit.test_break_table import chat_template_tokenized_with_special_tokens
+
+    chat_template_tokenized_with_special_tokens(monkeypatch)
+    return lambda: None
+
+
+def _chat_template_edited(subject, monkeypatch):
+    """A model release whose chat template lost a space: the rendered text and ids change."""
+    template = subject.tokenizer.chat_template
+    monkeypatch.setattr(subject.tokenizer, "chat_template", template.replace("'[INST] '", "'[INST]'"))
+    return lambda: None
+
+
+def _inherited_repetition_penalty(subject, monkeypatch):
+    """generation_config gains repetition_penalty 1.3, as a model release that edits
+    generation_config.json would give it."""
+    monkeypatch.setattr(subject.model.generation_config, "repetition_penalty", 1.3)
+    return lambda: None
+
+
+def _first_greedy_token_pushed_down(subject, monkeypatch):
+    first = _load(next((SNAPSHOT_DIR / TINY_NF4).glob("*.json")))["observed"]["greedy"]["bos"]["ids"][0]
+    head = subject.model.lm_head.weight
+    kept = head[first].detach().clone()
+    with torch.no_grad():
+        head[first] *= -3
+    return lambda: head[first].copy_(kept)
+
+
+CROSS_CLASS_BREAKS = {
+    # (tiny-mistral's random weights give a near-flat next-token distribution, p ~ 3e-5 a
+    # token: the scales move its states and its greedy choices, not a probability by 1e-4)
+    "every 4-bit scale 25% off": (_every_4bit_scale_25_percent_off, ("hidden_states[", "greedy.bos")),
+    "model.layers[1]'s 4-bit scales 10% off": (_layer_1_moved, ("hidden_states[",)),
+    "apply_chat_template(tokenize=True) adds special tokens": (
+        _chat_template_tokenized_with_special_tokens,
+        ("tokenizer.chat.ids",),
+    ),
+    "the chat template edited (no space after [INST])": (_chat_template_edited, ("tokenizer.chat.text",)),
+    "an inherited repetition_penalty": (_inherited_repetition_penalty, ("generation.no-arguments.processors",)),
+    "a weight change pushes the first greedy token down": (_first_greedy_token_pushed_down, ("greedy.bos",)),
+}
+
+
+@pytest.mark.parametrize("name", list(CROSS_CLASS_BREAKS))
+def test_a_break_run_on_another_class_than_the_recording_still_fails_naming_its_section(
+    name, other_class_dir, monkeypatch
+):
+    folder, _ = other_class_dir
+    subject = _tiny_nf4()
+    breaking, sections = CROSS_CLASS_BREAKS[name]
+    undo = breaking(subject, monkeypatch)
+    try:
+        outcome = _check(folder)
+    finally:
+        with torch.no_grad():
+            undo()
+        monkeypatch.undo()
+    assert outcome.verdict == "failed", f"{name}: not caught across classes: {outcome.summary}"
+    found = [d.where for d in outcome.errors]
+    for section in sections:
+        assert any(w.startswith(section) for w in found), (name, section, found)
+    if name == "model.layers[1]'s 4-bit scales 10% off":  # named where it happened, not before
+        assert all("first moved at hidden state 2" in d.message for d in outcome.errors if "hidden" in d.where)
+    if name == "a weight change pushes the first greedy token down":
+        greedy = next(d for d in outcome.errors if d.where == "greedy.bos")
+        assert "diverged at new token 0" in greedy.message and "which rounding does not explain" in greedy.message
+
+
+# ------------------------------------------------------------ dtype-scaled tolerances
+
+
+def test_the_head_check_allows_the_dtypes_rounding_and_catches_a_pre_norm_last_state():
+    """U3's premise on tiny-mistral: the last hidden state is what the head decodes. Rounding
+    of a few float16 units at the logits' scale is allowed (oneDNN's shape-dependent GEMM on
+    AVX512-FP16); a last state returned before the final norm is not."""
+    from probes.hidden_states import fingerprint, head_tolerance
+
+    logits = torch.linspace(-30, 30, 1000)
+    rounded = (logits.half() + torch.tensor(4 * 2.0**-10 * 30).half()).float()  # 4 units at the scale
+    assert (rounded - logits).abs().max() <= head_tolerance(logits, torch.float16, 576)
+    assert not (rounded - logits).abs().max() <= head_tolerance(logits, torch.float32, 576)
+
+    from tests.unit.conftest import tiny
+
+    subject = tiny()
+    assert fingerprint(subject.tokenizer, subject.model, "The capital of Japan is").final_matches_logits
+    base, captured = subject.model.model, {}
+
+    def last_state_before_the_norm(module, inputs, out):
+        if out.hidden_states:
+            out.hidden_states = (*out.hidden_states[:-1], captured["pre_norm"])
+        return out
+
+    handles = [
+        base.norm.register_forward_hook(lambda m, i, out: captured.__setitem__("pre_norm", i[0])),
+        base.register_forward_hook(last_state_before_the_norm),
+    ]
+    try:
+        assert not fingerprint(subject.tokenizer, subject.model, "The capital of Japan is").final_matches_logits
+    finally:
+        for handle in handles:
+            handle.remove()
