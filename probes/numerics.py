@@ -103,8 +103,8 @@ class Numerics:
         else:
             parts = [f"cpu {self.device_name} ({self.architecture}, ATen {self.aten_capability})"]
             parts.append(", ".join(self.cpu_features) or "no AVX2")
-            half = [h for h, ok in (("bf16", self.onednn_bf16), ("fp16", self.onednn_fp16)) if ok]
-            parts.append(f"oneDNN {'on' if self.onednn else 'off'}" + (f" (half: {'+'.join(half)})" if half else ""))
+            half = "+".join(h for h, ok in (("bf16", self.onednn_bf16), ("fp16", self.onednn_fp16)) if ok)
+            parts.append(f"oneDNN {'on' if self.onednn else 'off'} (half-precision kernels here: {half or 'none'})")
         if self.model_dtype != "-":
             parts.append(f"model {self.model_dtype}")
         if self.bnb_kernel:
@@ -247,12 +247,20 @@ def coarsest(*dtypes: str | None) -> str:
     return max(known, key=RESOLUTION.__getitem__) if known else "float32"
 
 
+def class_parts(name: str) -> list[str]:
+    """A class name's parts as machine_class builds them: cpu-bnb-packed-bfloat16-onednn-float16
+    -> [cpu, bnb-packed-bfloat16, onednn-float16]."""
+    import re
+
+    return re.findall(r"bnb-packed-[a-z0-9]+|bnb-[a-z0-9]+|onednn-[a-z0-9]+|[^-]+", name)
+
+
 def class_distance(wanted: str, other: str) -> tuple[int, float, int, str]:
     """How far machine class ``other`` is from ``wanted`` (smaller is nearer): the same device
     family first (cuda-sm89 for cuda-sm90, before any cpu), then the most shared parts of
     the name (cpu-bnb-packed-bfloat16 is nearer cpu-avx512fp16-bnb-packed-bfloat16-onednn-float16
     than cpu-bnb-float16), then the nearest compute capability, then the name."""
-    parts, theirs = set(wanted.split("-")), set(other.split("-"))
+    parts, theirs = set(class_parts(wanted)), set(class_parts(other))
     same_family = other.split("-")[0] == wanted.split("-")[0]
     shared = len(parts & theirs) / len(parts | theirs)
     digits = [int("".join(c for c in d if c.isdigit()) or 0) for d in (wanted, other)]

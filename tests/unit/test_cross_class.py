@@ -371,3 +371,36 @@ def test_the_head_check_allows_the_dtypes_rounding_and_catches_a_pre_norm_last_s
     finally:
         for handle in handles:
             handle.remove()
+
+
+# ------------------------------------------------------------------------- README
+
+README_FIGURES = ("max_prob_diff", "kl", "entropy_diff", "hidden_norm_rel", "hidden_one_minus_cosine")
+
+
+def _measured_row(card: str, ours: Path, theirs: Path) -> str:
+    found = cross_class.statistics(_load(ours)["observed"], _load(theirs)["observed"])
+    return " / ".join(f"{found[k]:.3g}" for k in README_FIGURES)
+
+
+def test_the_readme_lists_the_measured_cross_class_figures():
+    """The README's per-card table of cross-class figures is what the recorded sets give."""
+    from probes.cards import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8").split("Per default card, the same-class", 1)[1]
+    nf4 = SNAPSHOT_DIR / NF4
+    rows = {
+        "| `smollm2-135m-instruct` |": ("smollm2-135m-instruct", None),
+        "| `tiny-mistral` |": ("tiny-mistral", None),
+        "| `smollm2-135m-instruct-nf4` vs the Xeon |": (NF4, "cpu-avx512fp16-bnb-packed-bfloat16-onednn-float16"),
+        "| `smollm2-135m-instruct-nf4` vs `cpu-bnb-float16` |": (NF4, "cpu-bnb-float16"),
+    }
+    for start, (card, other) in rows.items():
+        line = next(line for line in readme.splitlines() if line.startswith(start))
+        if other is None:
+            measured = _measured_row(card, SNAPSHOT_DIR / card / "cpu.json", XEON / "snapshots" / card / "cpu.json")
+        else:
+            measured = _measured_row(card, nf4 / "cpu-bnb-packed-bfloat16.json", nf4 / f"{other}.json")
+        assert line.rstrip(" |").endswith(measured), (line, measured)
+    tokenizer = _load(SNAPSHOT_DIR / "mistral-tokenizer" / "cpu.json")["observed"]
+    assert tokenizer == _load(XEON / "snapshots" / "mistral-tokenizer" / "cpu.json")["observed"]  # "ids equal"

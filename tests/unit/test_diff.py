@@ -96,7 +96,32 @@ def test_word_diff_marks_removed_and_added_words():
 def test_device_classes_fall_back_to_the_nearest_and_say_so():
     assert diff.pick_device_classes(["cpu", "cuda-sm90"], ["cuda-sm90", "cpu"]) == ("cpu", "cpu", "")
     a, b, note = diff.pick_device_classes(["cuda-sm90"], ["cuda-sm80", "cuda-sm89", "cpu"])
-    assert (a, b) == ("cuda-sm90", "cuda-sm89") and "the nearest" in note
+    assert (a, b) == ("cuda-sm90", "cuda-sm89") and "the nearest" in note and "cross-class rules" in note
+    a, b, _ = diff.pick_device_classes(
+        ["cpu-bnb-float16"], ["cpu-avx512fp16-bnb-packed-bfloat16-onednn-float16", "cpu-bnb-packed-bfloat16"]
+    )
+    assert (a, b) == ("cpu-bnb-float16", "cpu-bnb-packed-bfloat16")
+
+
+def test_two_machine_classes_are_compared_across_naming_both_and_showing_both_fingerprints(tmp_path, capsys):
+    """The NF4 card's set of this project's AMD EPYC against the Intel Xeon's: the verdict
+    names both classes, both fingerprints are shown (terminal and page), the cross-class
+    rules pass; the same two files forced into one class fail strictly."""
+    card = "smollm2-135m-instruct-nf4"
+    ours, xeon = "cpu-bnb-packed-bfloat16", "cpu-avx512fp16-bnb-packed-bfloat16-onednn-float16"
+    for side, name in (("a", ours), ("b", xeon)):
+        (tmp_path / side / card).mkdir(parents=True)
+        shutil.copy(COMMITTED / card / f"{name}.json", tmp_path / side / card / f"{name}.json")
+    report = tmp_path / "diff.html"
+    assert cli.main(["diff", str(tmp_path / "a"), str(tmp_path / "b"), "--html", str(report)]) == diff.SAME
+    out = capsys.readouterr().out
+    assert f"machine class {ours} -> {xeon} (cross-class rules): no change beyond tolerance" in out
+    assert "asked float16, computed bfloat16: bitsandbytes' AVX512-BF16 CPU kernel" in out
+    assert "Intel(R) Xeon(R) Processor" in out and "oneDNN on (half-precision kernels here: bf16+fp16)" in out
+    page = report.read_text(encoding="utf-8")
+    assert "<h3>Numerics fingerprints</h3>" in page and "The machine classes differ" in page
+    shutil.move(tmp_path / "b" / card / f"{xeon}.json", tmp_path / "b" / card / f"{ours}.json")
+    assert cli.main(["diff", str(tmp_path / "a"), str(tmp_path / "b"), "--html", str(report)]) == diff.DIFFERENT
 
 
 @pytest.mark.parametrize(

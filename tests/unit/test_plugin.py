@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 
+from probes import numerics
 from probes.cards import REPO_ROOT
 from probes.subjects import package_file
 
@@ -260,6 +261,11 @@ def test_report_shows_the_figures_and_texts_of_every_model_subject_run_by_two_wo
     assert page.count("<h2>Next token after the prompt (D1)</h2>") == 1
     vocabulary = page.split("<h2>Vocabulary head and tail</h2>", 1)[1].split("<h2>", 1)[0]
     assert "<h3>tiny-mistral</h3>" in vocabulary and "<h3>tiny-mistral-tok</h3>" in vocabulary  # one from each worker
+    # the Subjects table: each loaded card's machine class and numerics fingerprint, as the
+    # workers read them (this CPU's name and ATen capability)
+    subjects_table = page.split("<h2>Subjects</h2>", 1)[1].split("</table>", 1)[0]
+    assert "<th>machine class</th><th>numerics fingerprint</th>" in subjects_table
+    assert f"<td>cpu</td><td>cpu {numerics.cpu_name()} (" in subjects_table and "model float32" in subjects_table
     subjects = page.split("<table class='subjects'", 1)[1].split("</table>", 1)[0]
     assert [subjects.count(f"<tr><td>{card}</td>") for card in cards] == [1, 1]
     assert "random MistralForCausalLM (seed 0)" in subjects  # the model card's row, sent by its worker
