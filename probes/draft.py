@@ -228,7 +228,14 @@ def draft_quantization(subject: Subject) -> dict[str, Any]:
         "embedding_class",
         "embedding_dtype",
     )
-    return {k: list(found[k]) if isinstance(found[k], tuple) else found[k] for k in keys}
+    drafted = {k: list(found[k]) if isinstance(found[k], tuple) else found[k] for k in keys}
+    if info.computed_dtype is not None:
+        # what the kernels computed in here, by machine class; any other class is expected
+        # to compute in the asked dtype until measured there (Q1 says what to add)
+        drafted["computed_dtype"] = {"default": info.compute_dtype}
+        if info.computed_dtype != info.compute_dtype:
+            drafted["computed_dtype"][subject.machine_class] = info.computed_dtype
+    return drafted
 
 
 def draft_generation(subject: Subject) -> dict[str, Any]:

@@ -118,7 +118,7 @@ def test_the_fingerprint_reads_the_bitsandbytes_path_that_ran():
     off = Subject(find_card(TINY_NF4), device="cpu", bnb_cpu_packed=False)
     assert (off.numerics.bnb_kernel, off.numerics.compute_dtype_ran) == (BNB_CPU_DEQUANTIZE, "float16")
     assert off.machine_class.endswith("bnb-float16") and off.quantization.computed_dtype == "float16"
-    chosen = Subject(find_card(TINY_NF4), device="cpu")
+    chosen = _tiny_nf4()
     packed = bool(bnb_functional.has_avx512bf16())
     assert chosen.numerics.compute_dtype_ran == ("bfloat16" if packed else "float16")
     assert ("bnb-packed-bfloat16" in chosen.machine_class) == packed
@@ -404,3 +404,20 @@ def test_the_readme_lists_the_measured_cross_class_figures():
         assert line.rstrip(" |").endswith(measured), (line, measured)
     tokenizer = _load(SNAPSHOT_DIR / "mistral-tokenizer" / "cpu.json")["observed"]
     assert tokenizer == _load(XEON / "snapshots" / "mistral-tokenizer" / "cpu.json")["observed"]  # "ids equal"
+
+
+def test_a_drafted_card_states_the_computed_dtype_of_the_class_it_was_measured_on():
+    """draft-card writes expect.quantization.computed_dtype: the asked dtype as the default,
+    and this class's own where its kernels computed another (valid against the card schema)."""
+    from probes.card_schema import QuantizationExpect
+    from probes.draft import draft_quantization
+
+    subject = _tiny_nf4()
+    drafted = draft_quantization(subject)
+    QuantizationExpect(**drafted)  # a field the schema refuses would make the drafted card unreadable
+    expected = {"default": "float16"}
+    if subject.quantization.computed_dtype != "float16":
+        expected[subject.machine_class] = subject.quantization.computed_dtype
+    assert drafted["computed_dtype"] == expected
+    off = draft_quantization(Subject(find_card(TINY_NF4), device="cpu", bnb_cpu_packed=False))
+    assert off["computed_dtype"] == {"default": "float16"}
