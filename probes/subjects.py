@@ -47,6 +47,10 @@ class Provenance:
     revision: str | None = None
     # "bitsandbytes 0.50.2" when the loaded model has bitsandbytes layers, else None
     quantizer: str | None = None
+    # the numerics fingerprint and the machine class it gives, once the model is loaded
+    # (probes/numerics.py); None before
+    machine_class: str | None = None
+    numerics: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +62,8 @@ class Provenance:
             "files": dict(self.files),
             "revision": self.revision,
             "quantizer": self.quantizer,
+            "machine_class": self.machine_class,
+            "numerics": self.numerics,
         }
 
 
@@ -313,6 +319,7 @@ class Subject:
         card = self.card
         model_source = card.model_override or (card.model or card.tokenizer).describe()
         loaded = self._model
+        numerics = self.loaded_numerics
         return Provenance(
             card=card.name,
             model_source=model_source,
@@ -331,6 +338,8 @@ class Subject:
                 if self._quantization and (self._quantization.linear_4bit or self._quantization.linear_8bit)
                 else None
             ),
+            machine_class=self.machine_class if numerics else None,
+            numerics=numerics.as_dict() if numerics else None,
         )
 
 

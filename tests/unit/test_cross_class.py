@@ -421,3 +421,12 @@ def test_a_drafted_card_states_the_computed_dtype_of_the_class_it_was_measured_o
     assert drafted["computed_dtype"] == expected
     off = draft_quantization(Subject(find_card(TINY_NF4), device="cpu", bnb_cpu_packed=False))
     assert off["computed_dtype"] == {"default": "float16"}
+
+
+def test_a_subjects_provenance_carries_its_fingerprint_once_loaded():
+    subject = Subject(find_card("tiny-mistral"))
+    assert subject.provenance.machine_class is None and subject.loaded_numerics is None  # reading loads nothing
+    subject.model  # noqa: B018
+    provenance = subject.provenance
+    assert provenance.machine_class == "cpu" and provenance.numerics["model_dtype"] == "float32"
+    assert Numerics.from_dict(provenance.numerics) == subject.numerics
