@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,13 +245,25 @@ def _observe_sampled(subject: Subject) -> dict[str, Any]:
 
 
 def dumps(snapshot: dict[str, Any]) -> str:
-    """Stable, diff-friendly JSON: sorted keys, one level per line, short number lists inline."""
-    text = json.dumps(snapshot, sort_keys=True, indent=1, ensure_ascii=False)
-    # keep lists of numbers on one line, so a 20 x 20 matrix is 20 lines, not 400
-    return (
-        re.sub(r"\[\s*([-0-9.e,\s]+?)\s*\]", lambda m: "[" + re.sub(r",\s*", ", ", m.group(1).strip()) + "]", text)
-        + "\n"
-    )
+    """Stable, diff-friendly JSON: sorted keys, one level per line, lists of numbers inline
+    (a 20 x 20 matrix is 20 lines, not 400). Written value by value, so a string is never
+    touched: a generated text holding "[1,2,3]" is recorded as the model said it."""
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    def write(value: Any, depth: int) -> str:
+        inner, outer = " " * (depth + 1), " " * depth
+        if isinstance(value, dict) and value:
+            items = (f"{inner}{json.dumps(k, ensure_ascii=False)}: {write(value[k], depth + 1)}" for k in sorted(value))
+            return "{\n" + ",\n".join(items) + f"\n{outer}}}"
+        if isinstance(value, list) and value and not all(number(v) for v in value):
+            return "[\n" + ",\n".join(f"{inner}{write(v, depth + 1)}" for v in value) + f"\n{outer}]"
+        if isinstance(value, list):
+            return "[" + ", ".join(json.dumps(v) for v in value) + "]"
+        return json.dumps(value, ensure_ascii=False)
+
+    return write(snapshot, 0) + "\n"
 
 
 def record(subject: Subject, root: Path = SNAPSHOT_DIR) -> Path:

@@ -431,6 +431,23 @@ def test_dumps_is_sorted_indented_unicode_with_number_lists_inline():
     )
 
 
+def test_dumps_never_rewrites_a_string_that_holds_a_number_list():
+    """A generated text holding code or JSON ("ids [1,2,3]") is written as the model said it;
+    the regular expression over the JSON text that dumps used to be wrote "ids [1, 2, 3]"."""
+    observed = {"texts": ["ids [1,2,3]", "[ 4 ,5 ]"], "ids": [1, 2, 3]}
+    text = snapshots.dumps(observed)
+    assert json.loads(text) == observed
+    assert '"ids [1,2,3]"' in text and '"[ 4 ,5 ]"' in text and '"ids": [1, 2, 3]' in text
+
+
+@pytest.mark.parametrize(
+    "path", sorted(p.relative_to(snapshots.SNAPSHOT_DIR).as_posix() for p in snapshots.SNAPSHOT_DIR.glob("*/*.json"))
+)
+def test_dumps_writes_every_committed_snapshot_back_byte_for_byte(path):
+    text = (snapshots.SNAPSHOT_DIR / path).read_text(encoding="utf-8")
+    assert snapshots.dumps(json.loads(text)) == text
+
+
 def test_record_creates_missing_folders_and_writes_a_loadable_snapshot(tmp_path):
     root = tmp_path / "new" / "snapshots"  # neither folder exists yet
     path = snapshots.record(tokenizer_subject(), root)
