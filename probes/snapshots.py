@@ -741,8 +741,8 @@ def _compare_embedding(rec: dict, cur: dict, tol: dict, out: list[Difference]) -
         )
 
 
-def sampling_comparable(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """The provenance fields that differ and make sampled texts incomparable."""
+def why_samples_not_comparable(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Why sampled texts cannot be compared: the provenance fields that differ (none: comparable)."""
     return [
         f"{k} {recorded.get(k)} -> {current.get(k)}" for k in SAMPLING_PROVENANCE if recorded.get(k) != current.get(k)
     ]
@@ -785,7 +785,7 @@ def _compare_first_tokens(
     classes the draws differ, their distribution must not."""
     if was["settings"] != now["settings"]:
         return  # other sampling settings: nothing to compare
-    if same_draws_expected and was["seed"] == now["seed"] and not sampling_comparable(rec_prov, cur_prov):
+    if same_draws_expected and was["seed"] == now["seed"] and not why_samples_not_comparable(rec_prov, cur_prov):
         if was["ids"] != now["ids"]:
             out.append(
                 Difference("error", "first_tokens", "the first-token draws changed with the same seed and provenance")
@@ -806,7 +806,7 @@ def _compare_first_tokens(
 def _compare_sampled(rec: dict, cur: dict, rec_prov: dict, cur_prov: dict, out: list[Difference]) -> None:
     if rec["sampled"]["seed"] != cur["sampled"]["seed"]:
         return  # another --seed: other samples are expected
-    if sampling_comparable(rec_prov, cur_prov):
+    if why_samples_not_comparable(rec_prov, cur_prov):
         return  # reported as "not compared" in the summary, not as a difference
     for regime, r in rec["sampled"].items():
         if regime == "seed" or regime not in cur["sampled"]:
@@ -983,5 +983,5 @@ class SnapshotCheck:
             recorded_provenance=recorded["provenance"],
             current_provenance=current_prov,
             differences=differences,
-            not_compared=tuple(sampling_comparable(recorded["provenance"], current_prov)),
+            not_compared=tuple(why_samples_not_comparable(recorded["provenance"], current_prov)),
         )

@@ -288,7 +288,7 @@ def test_sampled_texts_are_compared_only_under_the_same_provenance():
     for key in ("torch", "transformers", "device", "dtype", "cpu threads"):
         other = prov | {key: "other"}
         assert diffs_of(current, rec_prov=prov, cur_prov=other) == []
-        assert snapshots.sampling_comparable(prov, other) == [f"{key} {prov[key]} -> other"]
+        assert snapshots.why_samples_not_comparable(prov, other) == [f"{key} {prov[key]} -> other"]
     current["sampled"].pop("hot")  # a regime this run does not have: nothing to compare
     assert diffs_of(current, rec_prov=prov, cur_prov=prov) == []
 
@@ -760,7 +760,7 @@ def test_a_bitsandbytes_upgrade_is_named_in_the_summary_and_stops_sampled_compar
     rec = {"torch": "2.13.0", "transformers": "5.23.0", "bitsandbytes": "0.49.2", "quantization": "nf4"}
     cur = {**rec, "bitsandbytes": "0.50.2"}
     assert snapshots.summary_line(rec, cur, []) == "bitsandbytes 0.49.2 -> 0.50.2: no change beyond tolerance"
-    assert snapshots.sampling_comparable(rec, cur) == ["bitsandbytes 0.49.2 -> 0.50.2"]
+    assert snapshots.why_samples_not_comparable(rec, cur) == ["bitsandbytes 0.49.2 -> 0.50.2"]
 
 
 def test_a_first_gpu_run_skips_only_where_no_class_is_recorded_and_a_missing_cpu_snapshot_is_not_excused(tmp_path):
