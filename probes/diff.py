@@ -81,7 +81,9 @@ class CardComparison:
     @property
     def not_compared(self) -> list[str]:
         """Why sampled texts were set aside (they are compared only under the same versions)."""
-        return snapshots.why_samples_not_comparable(self.provenance_a, self.provenance_b) if "sampled" in self.sections else []
+        if "sampled" not in self.sections:
+            return []
+        return snapshots.why_samples_not_comparable(self.provenance_a, self.provenance_b)
 
 
 def _snapshot_files(root: Path) -> dict[str, dict[str, Path]]:
