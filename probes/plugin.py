@@ -13,6 +13,7 @@ the ``expects`` field (and a model, when the test uses ``model_subject``); with 
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -38,6 +39,9 @@ if TYPE_CHECKING:  # the snapshot module loads numpy and the probes: imported wh
 
 SELECTED_CARDS = pytest.StashKey[list[Card]]()
 SUBJECTS = pytest.StashKey[dict[str, Subject]]()
+# whether this session uses lm-probes (one of its options, or a collected test that uses
+# its fixtures): until then the plugin reads no card and imports no torch
+IN_USE = pytest.StashKey[bool]()
 
 # the fixtures lm-probes parametrizes over cards (model_subject: cards with a model only)
 SUBJECT_FIXTURES = ("subject", "model_subject", "loaded_subject")
@@ -185,18 +189,69 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[OBSERVATION_OUTCOMES] = {}
     config.stash[SNAPSHOT_RESULTS] = {}
     config.stash[WORKER_SUBJECT_ROWS] = {}
-    config.stash[SELECTED_CARDS] = _select_cards(config)
+    config.stash[IN_USE] = _options_given(config)
+    if config.stash[IN_USE]:
+        # selected now, so a bad --card is a usage error before anything runs; otherwise
+        # on first use (_selected_cards), and not at all in a session that never uses them
+        config.stash[SELECTED_CARDS] = _select_cards(config)
+
+
+# the options whose use makes a session an lm-probes session at once, with their defaults
+_OPTION_DEFAULTS = {
+    "card": None,
+    "cards_dir": [],
+    "model": None,
+    "device": None,
+    "dtype": None,
+    "seed": 0,
+    "trust_remote_code": False,
+    "allow_pickle": False,
+    "no_bnb_packed_cpu": False,
+    "no_onednn": False,
+    "snapshot_update": False,
+    "snapshot_dir": None,
+    "list_cards": False,
+}
+
+
+def _options_given(config: pytest.Config) -> bool:
+    given = any(config.getoption(name) != default for name, default in _OPTION_DEFAULTS.items())
+    return given or bool(config.getini("lm_probes_cards_dirs"))
+
+
+def _selected_cards(config: pytest.Config) -> list[Card]:
+    """The session's cards, read and validated the first time something needs them."""
+    if SELECTED_CARDS not in config.stash:
+        config.stash[SELECTED_CARDS] = _select_cards(config)
+    return config.stash[SELECTED_CARDS]
+
+
+def _uses_lm_probes(item: pytest.Item) -> bool:
+    fixtures = getattr(item, "fixturenames", ())
+    return any(f in fixtures for f in (*SUBJECT_FIXTURES, "snapshot")) or item.get_closest_marker("observation")
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
     # At session start, not configure: a usage error then exits before torch is imported.
-    # (tryfirst: pytest-html reads the metadata in its own sessionstart.)
-    _add_environment_metadata(session.config)
-    if session.config.getoption("no_onednn"):
+    # (tryfirst: pytest-html reads the metadata in its own sessionstart.) The controller of
+    # a pytest-xdist run loads no torch for it (the workers send theirs); a session not yet
+    # known to use lm-probes fills it in once its collected tests say so.
+    config = session.config
+    if config.stash[IN_USE] or _is_xdist_controller(config):
+        _add_environment_metadata(config)
+    if config.getoption("no_onednn"):
         import torch
 
         torch.backends.mkldnn.enabled = False  # read back into every subject's numerics fingerprint
+
+
+@pytest.hookimpl(tryfirst=True)  # before the terminal reporter asks for the collection report lines
+def pytest_collection_finish(session: pytest.Session) -> None:
+    config = session.config
+    if not config.stash[IN_USE] and any(_uses_lm_probes(item) for item in session.items):
+        config.stash[IN_USE] = True
+        _add_environment_metadata(config)  # the same dict pytest-html renders at the end
 
 
 def _user_cards_dirs(config: pytest.Config) -> list[Path]:
@@ -271,8 +326,12 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     return None
 
 
-def pytest_report_header(config: pytest.Config) -> list[str]:
-    cards = config.stash.get(SELECTED_CARDS, [])
+def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+    """The selected cards, once collection has shown that the session uses them (before,
+    pytest_report_header, nothing is read: a session that never uses lm-probes)."""
+    if config.get_verbosity() < 0 or not config.stash.get(IN_USE, False) or SELECTED_CARDS not in config.stash:
+        return []  # (-q hides it, as it hides the session header)
+    cards = config.stash[SELECTED_CARDS]
     lines = [
         f"lm-probes cards: {', '.join(c.name + ('[' + ','.join(c.marks) + ']' if c.marks else '') for c in cards)}"
     ]
@@ -299,7 +358,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     needs_model = fixture == "model_subject"
     cards = [
         c
-        for c in metafunc.config.stash[SELECTED_CARDS]
+        for c in _selected_cards(metafunc.config)
         if (c.has_model or not needs_model) and (not alternatives or any(c.has_expectation(p) for p in alternatives))
     ]
     if "case" in metafunc.fixturenames:
@@ -340,7 +399,9 @@ def _card_marks(card: Card) -> list[pytest.MarkDecorator]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    cards = {c.name: c for c in config.stash[SELECTED_CARDS]}
+    if not any(_uses_lm_probes(item) for item in items):
+        return  # no test of ours: nothing to mark, no card to read
+    cards = {c.name: c for c in _selected_cards(config)}
     for item in items:
         card = cards.get(_card_of(item) or "")
         if card is None:
@@ -377,7 +438,7 @@ def _subject_for(request: pytest.FixtureRequest, name: str) -> Subject:
     subjects = request.config.stash[SUBJECTS]
     if name not in subjects:
         # a selected card, or one that a selected card names as its reference
-        card = next((c for c in request.config.stash[SELECTED_CARDS] if c.name == name), None) or find_card(
+        card = next((c for c in _selected_cards(request.config) if c.name == name), None) or find_card(
             name, _user_cards_dirs(request.config)
         )
         subjects[name] = Subject(
@@ -579,17 +640,23 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         return None
     from xdist.scheduler import LoadScopeScheduling
 
-    # longest first: a card whose name starts with another card's name is matched whole
-    selected = {c.name: c for c in config.stash[SELECTED_CARDS]}
-    names = sorted(selected, key=len, reverse=True)
-    # a quantized card runs beside its selected reference: the drift probe then reuses
-    # the reference's loaded model and results instead of loading it in a second worker
-    unit = {n: (c.reference if c.reference in selected else n) for n, c in selected.items()}
+    @functools.cache
+    def cards() -> tuple[list[str], dict[str, str]]:
+        # read on the first parametrized test id: a session without one reads no card
+        selected = {c.name: c for c in _selected_cards(config)}
+        # longest first: a card whose name starts with another card's name is matched whole
+        names = sorted(selected, key=len, reverse=True)
+        # a quantized card runs beside its selected reference: the drift probe then reuses
+        # the reference's loaded model and results instead of loading it in a second worker
+        return names, {n: (c.reference if c.reference in selected else n) for n, c in selected.items()}
 
     class OneWorkerPerCard(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             # a behaviour test's id starts with its card: test_x[smollm2-135m-instruct-bos]
             params = nodeid.partition("[")[2]
+            if not params:
+                return nodeid
+            names, unit = cards()
             card = next((n for n in names if params.startswith((n + "-", n + "]"))), None)
             return f"card {unit[card]}" if card else nodeid
 
@@ -598,7 +665,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
-    if not hasattr(config, "workeroutput"):  # not an xdist worker
+    if not hasattr(config, "workeroutput") or not config.stash[IN_USE]:  # not an xdist worker of ours
         return
     import json
 
@@ -623,6 +690,7 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     if not sent:
         return
     data, stash = json.loads(sent), node.config.stash
+    stash[IN_USE] = True  # a worker ran tests of ours: the controller's report shows them
     _add_environment_metadata(node.config, data["torch_runtime"])  # the workers share one machine
     stash[WORKER_SUBJECT_ROWS].update(data["subject_rows"])
     for section, by_card in data["sections"].items():
@@ -647,6 +715,8 @@ def pytest_html_results_summary(
 ) -> None:
     """The report's own sections, rendered from data by probes/report.py's template."""
     config = session.config
+    if not config.stash.get(IN_USE, False):
+        return  # another project's session: its report stays its own
     subjects = {name: _subject_row(subject) for name, subject in config.stash.get(SUBJECTS, {}).items()}
     subjects |= config.stash.get(WORKER_SUBJECT_ROWS, {})
     prefix.append(

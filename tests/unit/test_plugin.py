@@ -444,3 +444,40 @@ def test_an_opt_in_card_runs_only_with_m_slow(run_suite, tmp_path):
     assert "test_vocab_size[slow-tok]" not in default.stdout and "deselected" in default.stdout, default.stdout
     opted_in = run_suite(*args, "-q", "-m", "slow")
     assert "test_vocab_size[slow-tok]" in opted_in.stdout, opted_in.stdout
+
+
+_IDLE_PROBE = """
+import sys
+
+
+def pytest_sessionfinish(session):
+    from probes.plugin import SELECTED_CARDS
+
+    if not hasattr(session.config, "workerinput"):
+        print("CARDS-READ", SELECTED_CARDS in session.config.stash, "TORCH", "torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    "extra, busy",
+    [
+        ((), False),  # another project's tests: the plugin stays idle
+        (("-n", "2"), False),  # the same under pytest-xdist (the controller and the workers)
+        (("--card", "mistral-tokenizer"), True),  # asked for by an option: cards read, torch for the report
+    ],
+    ids=["plain", "xdist", "an-option"],
+)
+def test_the_plugin_costs_nothing_until_a_session_uses_it(tmp_path, extra, busy):
+    """Installed in an environment, the plugin reads no card and imports no torch in a
+    session that uses none of its options, fixtures or test paths (issue 25)."""
+    (tmp_path / "conftest.py").write_text(_IDLE_PROBE, encoding="utf-8")
+    (tmp_path / "test_other.py").write_text("def test_one():\n    assert 1 + 1 == 2\n", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", *extra, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"CARDS-READ {busy} TORCH {busy}" in result.stdout, result.stdout
