@@ -173,6 +173,29 @@ class Subject:
         self._numerics: Numerics | None = None
         self._failures: dict[str, SubjectLoadError] = {}  # a load that failed is not retried
 
+    @classmethod
+    def sharing_loaded(cls, loaded: Subject) -> Subject:
+        """A subject of the same card with no probe results of its own that uses ``loaded``'s
+        tokenizer and model (loading them first): for a test that patches a library, not
+        the weights, and needs every probe run anew without loading the model again."""
+        loaded.tokenizer  # noqa: B018
+        if loaded.card.has_model:
+            loaded.model  # noqa: B018
+        fresh = cls(loaded.card, seed=loaded.seed)
+        fresh.options = loaded.options
+        fresh._tokenizer, fresh._model, fresh._files = loaded._tokenizer, loaded._model, dict(loaded._files)
+        fresh._revision, fresh._quantization, fresh._numerics = (
+            loaded._revision,
+            loaded._quantization,
+            loaded._numerics,
+        )
+        return fresh
+
+    def load_model_anew(self) -> PreTrainedModel:
+        """The model loaded again from the card, not kept by this subject (what a benchmark
+        of the load times)."""
+        return self._load_model()
+
     @property
     def name(self) -> str:
         return self.card.name

@@ -190,7 +190,7 @@ def test_model_load_time(benchmark, source):
     from probes.cards import find_card
 
     card = find_card("smollm2-135m-instruct")
-    gguf = package_file(card.model["package"], card.model["file"])
+    gguf = package_file(card.model.package, card.model.file)
     if source == "gguf":
         load = lambda: AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)  # noqa: E731
         rounds = 1  # ~25 s each on 2 cores
@@ -216,7 +216,7 @@ def test_load_float32_against_nf4(benchmark, card_name):
     def load():
         loaded.clear()  # the previous round's model is freed before the next load
         before = current_rss_mb()
-        loaded.append((Subject(card)._load_model(), before, current_rss_mb()))
+        loaded.append((Subject(card).load_model_anew(), before, current_rss_mb()))
 
     benchmark.pedantic(load, rounds=3, warmup_rounds=1)
     model, before, after = loaded[0]
@@ -241,5 +241,5 @@ def test_nf4_load_time(benchmark, request):
     if model:
         card = card.with_model(model)
     reset_peak("cuda")
-    benchmark.pedantic(synchronized(lambda: Subject(card)._load_model(), "cuda"), rounds=1, warmup_rounds=0)
+    benchmark.pedantic(synchronized(lambda: Subject(card).load_model_anew(), "cuda"), rounds=1, warmup_rounds=0)
     _info(benchmark, "cuda", quantization="nf4")

@@ -168,10 +168,7 @@ def _loaded_smollm2() -> Subject:
 def smollm2() -> Subject:
     """A SmolLM2 subject with no cached probe results, sharing one loaded model: for the
     rows that patch a library, not the weights."""
-    loaded = _loaded_smollm2()
-    fresh = Subject(loaded.card)
-    fresh._tokenizer, fresh._model, fresh._files = loaded._tokenizer, loaded._model, dict(loaded._files)
-    return fresh
+    return Subject.sharing_loaded(_loaded_smollm2())
 
 
 def from_folder(card_name: str, folder: Path) -> Subject:

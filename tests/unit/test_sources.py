@@ -197,3 +197,17 @@ def test_a_failed_load_is_remembered_and_not_retried(monkeypatch):
         with pytest.raises(SubjectLoadError, match="has no file 'Other.Q8_0.gguf'"):
             subject.tokenizer
     assert len(calls) == 1
+
+
+def test_a_subject_sharing_a_loaded_one_reuses_its_model_and_computes_its_own_results():
+    """The public seam for tests that patch a library: the same loaded tokenizer and model
+    (no second load), the same fingerprint, none of the other subject's probe results."""
+    from tests.unit.conftest import tiny
+
+    loaded = tiny()
+    first = ob.next_token(loaded)
+    fresh = Subject.sharing_loaded(loaded)
+    assert fresh.model is loaded.model and fresh.tokenizer is loaded.tokenizer
+    assert fresh.numerics == loaded.numerics and fresh.machine_class == "cpu"
+    assert ob.next_token(fresh) is not first  # computed anew for this subject
+    assert fresh.provenance.files == loaded.provenance.files
