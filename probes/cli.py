@@ -97,10 +97,11 @@ def environment_dir(side: Side, torch_pin: str) -> Path:
 
 
 def _name(requirement: str) -> str:
-    """'Transformers==4.57.6' -> 'transformers' (pip's normalised project name)."""
-    for sep in ("==", ">=", "<=", "~=", "!=", ">", "<", "[", ";", " "):
-        requirement = requirement.split(sep, 1)[0]
-    return requirement.strip().lower().replace("_", "-").replace(".", "-")
+    """'Transformers==4.57.6' -> 'transformers' (pip's normalised project name, PEP 503)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    return canonicalize_name(Requirement(requirement).name)
 
 
 def side_constraints(side: Side, env: Path) -> Path:

@@ -30,7 +30,7 @@ def resource_info(device_type: str) -> dict[str, Any]:
     info: dict[str, Any] = {"device": device_type, "torch_threads": torch.get_num_threads()}
     if device_type == "cuda":
         info["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    # ru_maxrss is KiB on Linux, bytes on macOS
+    # the peak: psutil has none on Linux, getrusage does (ru_maxrss: KiB on Linux, bytes on macOS)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     info["peak_rss_mb"] = round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)
     return info
@@ -43,13 +43,8 @@ def reset_peak(device_type: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def current_rss_mb() -> float | None:
-    """This process's resident memory now (Linux /proc), or None elsewhere."""
-    try:
-        with open("/proc/self/statm") as fh:
-            pages = int(fh.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    import os
+def current_rss_mb() -> float:
+    """This process's resident memory now, in MiB (psutil: Linux, macOS, Windows)."""
+    import psutil
 
-    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    return round(psutil.Process().memory_info().rss / 2**20, 1)

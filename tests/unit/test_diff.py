@@ -264,3 +264,16 @@ def test_the_first_token_check_runs_only_where_the_draws_cannot_simply_be_compar
     assert compare(recorded, sampled(_draws(NUCLEUS, 400, seed=5)), upgraded) == []  # a new version, same distribution
     [exact] = compare(recorded, sampled(_draws(NUCLEUS, 400, seed=5)), same)  # same provenance: must be the same draws
     assert "changed with the same seed and provenance" in exact.message
+
+
+@pytest.mark.parametrize(
+    "requirement, name",
+    [
+        ("Transformers==4.57.6", "transformers"),
+        ("mistral_common[opencv]>=1.5", "mistral-common"),
+        ('zope.interface ; python_version > "3"', "zope-interface"),
+    ],
+)
+def test_a_requirements_project_name_is_read_by_packaging(requirement, name):
+    """upgrade-check matches a moved package to the pinned ones by pip's normalised name."""
+    assert cli._name(requirement) == name
