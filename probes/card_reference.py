@@ -7,7 +7,6 @@ whose behavioural tests read it (their ``@pytest.mark.observation(..., expects=.
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
@@ -37,24 +36,28 @@ def _readable(annotation: Any) -> str:
     return {float: "number", int: "int", str: "text", bool: "true/false", Any: "any"}.get(tp, str(tp))
 
 
-def observations_by_field(tests_dir: Path | None = None) -> dict[str, set[str]]:
-    """expects= path -> the observation ids of the behavioural tests that read it (from
-    their @pytest.mark.observation markers)."""
-    import ast
+def observations_by_field() -> dict[str, set[str]]:
+    """expects= path -> the observation ids of the behavioural tests that read it, from
+    their @pytest.mark.observation markers as the installed suite (``probes.suite``, the
+    repository's tests/behaviour) carries them: no source path is read."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import probes.suite
 
     found: dict[str, set[str]] = {}
-    folder = tests_dir or REPO_ROOT / "tests" / "behaviour"
-    for path in sorted(folder.glob("test_*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if not (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "observation"):
-                continue
-            ids = {a.value for a in node.args if isinstance(a, ast.Constant)}
-            for keyword in node.keywords:
-                if keyword.arg == "expects":
-                    values = keyword.value.elts if isinstance(keyword.value, ast.Tuple) else [keyword.value]
-                    for value in values:
-                        if isinstance(value, ast.Constant):
-                            found.setdefault(value.value, set()).update(ids)
+    for info in sorted(pkgutil.iter_modules(probes.suite.__path__), key=lambda m: m.name):
+        if not info.name.startswith("test_"):
+            continue
+        module = importlib.import_module(f"probes.suite.{info.name}")
+        for _, function in inspect.getmembers(module, inspect.isfunction):
+            for mark in getattr(function, "pytestmark", []):
+                if mark.name != "observation":
+                    continue
+                expects = mark.kwargs.get("expects")
+                for path in (expects,) if isinstance(expects, str) else tuple(expects or ()):
+                    found.setdefault(path, set()).update(mark.args)
     return found
 
 
