@@ -224,14 +224,10 @@ def _greedy_details(c: CardComparison) -> list[dict[str, Any]]:
 
 
 def render(comparisons: list[CardComparison], label_a: str, label_b: str) -> str:
-    import jinja2
     from markupsafe import Markup
 
-    from .report import provenance_table
+    from .report import provenance_table, templates
 
-    environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("probes", "templates"), autoescape=True, trim_blocks=True, lstrip_blocks=True
-    )
     cards = []
     for c in comparisons:
         by_section = c.by_section()
@@ -252,8 +248,10 @@ def render(comparisons: list[CardComparison], label_a: str, label_b: str) -> str
             }
         )
     verdict = exit_code(comparisons)
-    return environment.get_template("diff.html.j2").render(
-        cards=cards, label_a=label_a, label_b=label_b, verdict=verdict, DIFFERENT=DIFFERENT
+    return (
+        templates()
+        .get_template("diff.html.j2")
+        .render(cards=cards, label_a=label_a, label_b=label_b, verdict=verdict, DIFFERENT=DIFFERENT)
     )
 
 

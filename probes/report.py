@@ -3,6 +3,7 @@ and every value is escaped here, in one table style."""
 
 from __future__ import annotations
 
+import functools
 import html
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -118,6 +119,20 @@ def provenance_table(
     )
 
 
+@functools.cache
+def templates() -> Any:
+    """The one Jinja2 environment of probes/templates (the report's summary, the diff page):
+    autoescaped, so a value is escaped once, where it is rendered."""
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
 def summary_html(
     *,
     subjects: list[dict[str, Any]],
@@ -127,26 +142,24 @@ def summary_html(
     sections: dict[str, dict[str, list[str]]],
 ) -> str:
     """Every summary section of the report, rendered by templates/summary.html.j2."""
-    import jinja2
     from markupsafe import Markup
 
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    return environment.get_template("summary.html.j2").render(
-        subjects=subjects,
-        observations=observation_grid(observations),
-        snapshots=snapshots,
-        provenance_tables={
-            card: Markup(provenance_table(o.recorded_provenance, o.current_provenance)) for card, o in snapshots.items()
-        },
-        benchmarks=Markup(table(*benchmarks)) if benchmarks else None,
-        # already escaped by table() / texts() / the figure markup of the attach fixture
-        sections={
-            s: {card: [Markup(f) for f in fragments] for card, fragments in by_card.items()}
-            for s, by_card in sections.items()
-        },
+    return (
+        templates()
+        .get_template("summary.html.j2")
+        .render(
+            subjects=subjects,
+            observations=observation_grid(observations),
+            snapshots=snapshots,
+            provenance_tables={
+                card: Markup(provenance_table(o.recorded_provenance, o.current_provenance))
+                for card, o in snapshots.items()
+            },
+            benchmarks=Markup(table(*benchmarks)) if benchmarks else None,
+            # already escaped by table() / texts() / the figure markup of the attach fixture
+            sections={
+                s: {card: [Markup(f) for f in fragments] for card, fragments in by_card.items()}
+                for s, by_card in sections.items()
+            },
+        )
     )
