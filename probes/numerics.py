@@ -23,7 +23,7 @@ and 4-bit cards split by kernel path. Snapshots are kept per class
 from __future__ import annotations
 
 import platform
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -178,13 +178,22 @@ def machine_numerics() -> Numerics:
     )
 
 
+def is_bitsandbytes(module: Any, kind: str) -> bool:
+    """Whether ``module`` is bitsandbytes' ``kind`` layer (Linear4bit, Linear8bitLt), told by
+    its class, so nothing imports bitsandbytes to ask."""
+    return type(module).__name__ == kind and type(module).__module__.startswith("bitsandbytes")
+
+
+def linear_4bit_layers(model: Any) -> list[Any]:
+    """The model's bitsandbytes Linear4bit layers, in module order."""
+    return [m for m in model.modules() if is_bitsandbytes(m, "Linear4bit")]
+
+
 def bnb_kernel_path(model: PreTrainedModel) -> tuple[str, str | None, str] | None:
     """(path, compute dtype asked, dtype it computed in) of the model's 4-bit layers, as they
     ran: read after a forward (bitsandbytes repacks for its CPU kernel on the first one).
     None without bitsandbytes 4-bit layers."""
-    layers = [
-        m for m in model.modules() if type(m).__name__ == "Linear4bit" and type(m).__module__.startswith("bitsandbytes")
-    ]
+    layers = linear_4bit_layers(model)
     if not layers:
         return None
     layer = layers[0]
@@ -218,7 +227,7 @@ def fingerprint(model: PreTrainedModel | None) -> Numerics:
     path = bnb_kernel_path(model)
     if path is not None:
         fields |= dict(zip(("bnb_kernel", "compute_dtype_asked", "compute_dtype_ran"), path))
-    return Numerics(**{**machine.as_dict(), "cpu_features": machine.cpu_features, **fields})
+    return replace(machine, **fields)
 
 
 def _dtype_name(dtype: Any) -> str | None:

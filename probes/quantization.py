@@ -71,9 +71,9 @@ class QuantizationInfo:
     embedding_class: str
     embedding_dtype: str
     footprint_bytes: int  # model.get_memory_footprint(): parameters and buffers
-    # read after a forward (run_4bit_kernels): the bitsandbytes path that ran
-    # (probes/numerics.py BNB_*) and the dtype its matmuls computed in, which on a CPU with
-    # AVX512-BF16 is bfloat16 whatever compute_dtype asked
+    # the numerics fingerprint's, read after a forward (run_4bit_kernels): the bitsandbytes
+    # path that ran (probes/numerics.py BNB_*) and the dtype its matmuls computed in, which on
+    # a CPU with AVX512-BF16 is bfloat16 whatever compute_dtype asked
     kernel_path: str | None = None
     computed_dtype: str | None = None
 
@@ -98,13 +98,13 @@ def _dtype_name(dtype: Any) -> str | None:
 def inspect_quantization(model: PreTrainedModel) -> QuantizationInfo:
     import torch
 
+    from .numerics import is_bitsandbytes
+
     four_bit, eight_bit, full = [], [], []
     for name, module in model.named_modules():
-        kind = type(module).__name__
-        from_bnb = type(module).__module__.startswith("bitsandbytes")
-        if from_bnb and kind == "Linear4bit":
+        if is_bitsandbytes(module, "Linear4bit"):
             four_bit.append(module)
-        elif from_bnb and kind == "Linear8bitLt":
+        elif is_bitsandbytes(module, "Linear8bitLt"):
             eight_bit.append(module)
         elif isinstance(module, torch.nn.Linear):
             full.append(name)
@@ -129,29 +129,22 @@ def inspect_quantization(model: PreTrainedModel) -> QuantizationInfo:
     )
 
 
-def run_4bit_kernels(model: PreTrainedModel, info: QuantizationInfo, packed_cpu: bool = True) -> QuantizationInfo:
+def run_4bit_kernels(model: PreTrainedModel, packed_cpu: bool = True) -> None:
     """Run one forward of one token, so bitsandbytes picks its kernel path (on a CPU with
     AVX512-BF16 it repacks every 4-bit weight for its fused bfloat16 kernel at the first
-    inference forward), and read back which path that was. ``packed_cpu=False`` keeps
+    inference forward) before the numerics fingerprint reads it. ``packed_cpu=False`` keeps
     the dequantize-then-matmul path in the compute dtype (another machine class here)."""
-    import dataclasses
-
     import torch
 
-    from .numerics import bnb_kernel_path
+    from .numerics import linear_4bit_layers
 
     if not packed_cpu:
-        for module in model.modules():
-            if hasattr(module, "support_avx512bf16_for_cpu"):
-                module.support_avx512bf16_for_cpu = False
+        for layer in linear_4bit_layers(model):
+            layer.support_avx512bf16_for_cpu = False
     model.eval()  # the packed path is taken for inference only
     token = model.config.bos_token_id if model.config.bos_token_id is not None else 0
     with torch.no_grad():
         model(input_ids=torch.tensor([[token]], device=model.device), use_cache=False)
-    path = bnb_kernel_path(model)
-    if path is None:
-        return info
-    return dataclasses.replace(info, kernel_path=path[0], computed_dtype=path[2])
 
 
 def loaded_as_asked(asked: str, info: QuantizationInfo) -> str | None:

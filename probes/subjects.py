@@ -8,6 +8,7 @@ clear message for the whole session.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import platform
@@ -297,8 +298,11 @@ class Subject:
         if self._quantization.linear_4bit:
             # one forward, so the numerics fingerprint reads the kernel path that runs
             # (bitsandbytes chooses it at the first forward), not the one asked for
-            self._quantization = run_4bit_kernels(model, self._quantization, packed_cpu=options.bnb_cpu_packed)
+            run_4bit_kernels(model, packed_cpu=options.bnb_cpu_packed)
         self._numerics = fingerprint(model)
+        self._quantization = dataclasses.replace(
+            self._quantization, kernel_path=self._numerics.bnb_kernel, computed_dtype=self._numerics.compute_dtype_ran
+        )
         if options.quantization != "none":
             wrong = loaded_as_asked(options.quantization, self._quantization)
             if wrong:

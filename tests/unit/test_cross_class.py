@@ -30,6 +30,7 @@ from probes.numerics import (
     BNB_CPU_DEQUANTIZE,
     BNB_CPU_PACKED,
     Numerics,
+    linear_4bit_layers,
     machine_class,
     machine_numerics_from_record,
     nearest_class,
@@ -254,17 +255,13 @@ def _scale_4bit(layers, factor: float):
     return lambda: [m.weight.quant_state.absmax.copy_(s) for m, s in zip(layers, scales)]
 
 
-def _linear4bit(module) -> list:
-    return [m for m in module.modules() if type(m).__name__ == "Linear4bit"]
-
-
 def _every_4bit_scale_25_percent_off(subject, monkeypatch):
-    return _scale_4bit(_linear4bit(subject.model), 1.25)
+    return _scale_4bit(linear_4bit_layers(subject.model), 1.25)
 
 
 def _layer_1_moved(subject, monkeypatch):
     """model.layers[1] only: its 4-bit scales 10% off (a loader that got one layer wrong)."""
-    return _scale_4bit(_linear4bit(subject.model.model.layers[1]), 1.1)
+    return _scale_4bit(linear_4bit_layers(subject.model.model.layers[1]), 1.1)
 
 
 def _chat_template_tokenized_with_special_tokens(subject, monkeypatch):

@@ -18,6 +18,7 @@ from probes import observations as ob
 from probes import quantization as qz
 from probes.cards import find_card
 from probes.expect import ExpectationMismatch, check_at_least, check_at_most, check_equal
+from probes.numerics import linear_4bit_layers
 from probes.sources import LoadOptions, LoadSettings
 from probes.subjects import Subject, SubjectLoadError
 
@@ -166,7 +167,7 @@ def test_drift_checks_catch_wrong_dequantization_scales_and_pass_float32_compute
     (absmax) 25% too large. Harmless: float32 in place of float16 compute, what a
     BitsAndBytesConfig without bnb_4bit_compute_dtype gives (bfloat16 passes too, README,
     at twice the CPU time). Both are applied to the loaded layers in place and undone."""
-    card, layers = model_subject.card, [m for m in model_subject.model.modules() if type(m).__name__ == "Linear4bit"]
+    card, layers = model_subject.card, linear_4bit_layers(model_subject.model)
     scales = [m.weight.quant_state.absmax.clone() for m in layers]
     try:
         for layer, absmax in zip(layers, scales):
