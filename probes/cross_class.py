@@ -25,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from .hidden_states import layer_change
 from .numerics import coarsest, resolution
+from .quantization import kl_divergence
 
 # Default cross-class bounds, in units of the coarser side's compute-dtype resolution
 # (torch.finfo(dtype).eps: float32 1.2e-7, float16 9.8e-4, bfloat16 7.8e-3), never below the
@@ -71,7 +73,7 @@ def tolerances(
 def next_token_statistics(recorded: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
     """KL(recorded || current) over the ids either side recorded (the rest of each side's
     mass pooled into one bin: a lower bound of the full KL), max |dp| over those ids (an id
-    one side did not record counts as 0 there: an upper bound), and the top-1 ids."""
+    one side did not record counts as 0 there: an upper bound), and the two top-1 ids."""
     p_rec = dict(zip(recorded["top_ids"], recorded["top_probs"]))
     p_cur = dict(zip(current["top_ids"], current["top_probs"]))
     ids = sorted(set(p_rec) | set(p_cur))
@@ -80,9 +82,7 @@ def next_token_statistics(recorded: dict[str, Any], current: dict[str, Any]) -> 
     a = np.array([p_rec.get(i, floor_rec) for i in ids] + [0.0])
     b = np.array([p_cur.get(i, floor_cur) for i in ids] + [0.0])
     a[-1], b[-1] = max(1.0 - a[:-1].sum(), 0.0), max(1.0 - b[:-1].sum(), 0.0)
-    a, b = a / a.sum(), b / b.sum()
-    mask = a > 0
-    kl = float(np.sum(a[mask] * (np.log(a[mask]) - np.log(np.maximum(b[mask], 1e-300)))))
+    kl = kl_divergence(a / a.sum(), b / b.sum())
     deltas = {i: abs(p_rec.get(i, 0.0) - p_cur.get(i, 0.0)) for i in ids}
     worst = max(deltas, key=deltas.get)
     return {
@@ -90,7 +90,6 @@ def next_token_statistics(recorded: dict[str, Any], current: dict[str, Any]) -> 
         "max_prob_diff": float(deltas[worst]),
         "worst_id": int(worst),
         "top1": (int(recorded["top_ids"][0]), int(current["top_ids"][0])),
-        "top2_gap": float(recorded["top_probs"][0] - recorded["top_probs"][1]),
     }
 
 
@@ -104,11 +103,8 @@ def hidden_state_statistics(recorded: list[dict[str, Any]], current: list[dict[s
         if now is None or now["prompt_ids"] != was["prompt_ids"] or len(now["norms"]) != len(was["norms"]):
             continue
         for n0, n1, p0, p1 in zip(was["norms"], now["norms"], was["projections"], now["projections"]):
-            worst_norm = max(worst_norm, abs(n1 - n0) / max(abs(n0), 1e-12))
-            a, b = np.asarray(p0, dtype=np.float64), np.asarray(p1, dtype=np.float64)
-            denominator = float(np.linalg.norm(a) * np.linalg.norm(b))
-            if denominator > 0:
-                worst_cosine = max(worst_cosine, 1.0 - float(a @ b / denominator))
+            relative_norm, cosine = layer_change(n0, n1, p0, p1)
+            worst_norm, worst_cosine = max(worst_norm, relative_norm), max(worst_cosine, 1.0 - cosine)
     return {"hidden_norm_rel": worst_norm, "hidden_one_minus_cosine": worst_cosine}
 
 

@@ -113,9 +113,18 @@ def first_moved_layer(
     """The first layer whose norm moved by more than ``norm_rtol`` (relative) or whose
     projected direction turned by more than ``cosine_atol`` (1 - cosine); None if none."""
     for layer, (n0, n1, p0, p1) in enumerate(zip(recorded_norms, norms, recorded_projections, projections)):
-        a, b = np.asarray(p0, dtype=np.float64), np.asarray(p1, dtype=np.float64)
-        denominator = float(np.linalg.norm(a) * np.linalg.norm(b))
-        cosine = float(a @ b / denominator) if denominator > 0 else (1.0 if not a.any() and not b.any() else 0.0)
-        if abs(n1 - n0) > norm_rtol * max(abs(n0), 1e-12) or 1.0 - cosine > cosine_atol:
+        relative_norm, cosine = layer_change(n0, n1, p0, p1)
+        if relative_norm > norm_rtol or 1.0 - cosine > cosine_atol:
             return LayerMove(layer, n0, n1, cosine)
     return None
+
+
+def layer_change(
+    norm_recorded: float, norm_now: float, projection_recorded: list[float], projection_now: list[float]
+) -> tuple[float, float]:
+    """(relative norm change, cosine between the projected states) of one layer: what the
+    same-class check (first_moved_layer) and the cross-class statistics both judge."""
+    a, b = np.asarray(projection_recorded, dtype=np.float64), np.asarray(projection_now, dtype=np.float64)
+    denominator = float(np.linalg.norm(a) * np.linalg.norm(b))
+    cosine = float(a @ b / denominator) if denominator > 0 else (1.0 if not a.any() and not b.any() else 0.0)
+    return abs(norm_now - norm_recorded) / max(abs(norm_recorded), 1e-12), cosine
