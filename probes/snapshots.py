@@ -92,9 +92,8 @@ def provenance(subject: Subject) -> dict[str, Any]:
         "torch": env["torch"],
         "transformers": env["transformers"],
         "tokenizers": env["tokenizers"],
-        "device": subject.numerics.device
-        if subject.numerics.device == "cpu"
-        else device_class(subject),  # (cuda-sm90: as before classes)
+        # "cpu", or the GPU's class ("cuda-sm90"), as before machine classes
+        "device": "cpu" if subject.numerics.device == "cpu" else device_class(subject),
         "gpu": env["gpu"],
         "cpu threads": env["cpu threads"],
         "dtype": p["dtype"],
@@ -422,12 +421,7 @@ def _compare_next_token_across(rec: dict, cur: dict, tol: dict, out: list[Differ
                 f"bound {tol['prob_atol']:.2e} ({tol['dtype']} compute)",
             )
         )
-    was, now = found["top1"]
-    if was != now:
-        severity = "warning" if found["top2_gap"] <= tol["prob_atol"] else "error"
-        out.append(
-            Difference(severity, "next_token.top1", f"{was} -> {now} (recorded top-2 gap {found['top2_gap']:.2e})")
-        )
+    _compare_top1(rec, cur, tol["prob_atol"], out)
 
 
 def _compare_greedy_across(rec: dict, cur: dict, out: list[Difference]) -> None:
@@ -607,9 +601,15 @@ def _compare_next_token(rec: dict, cur: dict, subject: Subject | None, tol: dict
                 f"max |delta p| {deltas[worst]:.2e} at id {worst} exceeds prob_atol {tol['prob_atol']:.0e}",
             )
         )
+    _compare_top1(rec, cur, tol["prob_atol"], out)
+
+
+def _compare_top1(rec: dict, cur: dict, prob_atol: float, out: list[Difference]) -> None:
+    """Another most likely next token: a warning where the recording's top two were within
+    ``prob_atol`` of each other (a near-tie), an error otherwise."""
     if rec["top_ids"][0] != cur["top_ids"][0]:
         gap = rec["top_probs"][0] - rec["top_probs"][1]
-        severity = "warning" if gap <= tol["prob_atol"] else "error"
+        severity = "warning" if gap <= prob_atol else "error"
         out.append(
             Difference(
                 severity,
