@@ -162,6 +162,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="list the known cards and exit.",
     )
+    _OWN_OPTIONS.update({option.dest: option.attrs().get("default") for option in group.options})
 
 
 # ----------------------------------------------------------------------- configure
@@ -196,26 +197,13 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[SELECTED_CARDS] = _select_cards(config)
 
 
-# the options whose use makes a session an lm-probes session at once, with their defaults
-_OPTION_DEFAULTS = {
-    "card": None,
-    "cards_dir": [],
-    "model": None,
-    "device": None,
-    "dtype": None,
-    "seed": 0,
-    "trust_remote_code": False,
-    "allow_pickle": False,
-    "no_bnb_packed_cpu": False,
-    "no_onednn": False,
-    "snapshot_update": False,
-    "snapshot_dir": None,
-    "list_cards": False,
-}
+# lm-probes' own options (dest -> default), read from its option group as declared in
+# pytest_addoption: one that differs from its default makes a session an lm-probes one at once
+_OWN_OPTIONS: dict[str, Any] = {}
 
 
 def _options_given(config: pytest.Config) -> bool:
-    given = any(config.getoption(name) != default for name, default in _OPTION_DEFAULTS.items())
+    given = any(config.getoption(name) != default for name, default in _OWN_OPTIONS.items())
     return given or bool(config.getini("lm_probes_cards_dirs"))
 
 
