@@ -427,3 +427,24 @@ def test_a_subjects_provenance_carries_its_fingerprint_once_loaded():
     provenance = subject.provenance
     assert provenance.machine_class == "cpu" and provenance.numerics["model_dtype"] == "float32"
     assert Numerics.from_dict(provenance.numerics) == subject.numerics
+
+
+def test_q1_fails_a_computed_dtype_the_card_does_not_expect_for_the_class_and_passes_the_stated_one():
+    """Q1 on tiny-mistral in NF4 with the packed path off (float16 compute on any CPU).
+    Break: a card expecting bfloat16 for this class fails, saying what ran and what to add.
+    Harmless: the card's own mapping (float16 by default) passes."""
+    from tests.behaviour.test_quantization import test_layers_are_quantized_as_the_card_says
+    from tests.unit.test_break_table import _NoAttachments
+
+    card = find_card(TINY_NF4)
+    subject = Subject(card, device="cpu", bnb_cpu_packed=False)
+    test_layers_are_quantized_as_the_card_says(subject, _NoAttachments())  # passes as the card says
+    expect = json.loads(json.dumps(card.expect))
+    expect["quantization"]["computed_dtype"] = {"default": "float16", subject.machine_class: "bfloat16"}
+    wrong = Subject(dataclasses.replace(card, expect=expect), device="cpu", bnb_cpu_packed=False)
+    with pytest.raises(AssertionError) as failure:
+        test_layers_are_quantized_as_the_card_says(wrong, _NoAttachments())
+    message = str(failure.value)
+    assert f"expected: 'bfloat16 on machine class {subject.machine_class}'" in message
+    assert 'obtained: "asked float16, computed float16: bitsandbytes\' CPU dequantize-then-matmul path"' in message
+    assert f"add '{subject.machine_class}: float16' under expect.quantization.computed_dtype" in message
