@@ -1,17 +1,14 @@
 """lm-probes: behavioural tests of causal language models.
 
-Data flows one way: card (fixtures/cards/*.yaml) -> subject (loaded tokenizer/model)
--> probe (pure function) -> result (frozen dataclass) -> assertion / figure / snapshot.
+Data flows one way: card (fixtures/cards/*.yaml) -> source -> subject (loaded tokenizer and
+model) -> probe (a pure function) -> result (a frozen dataclass) -> check, snapshot, report.
+Each stage is a package (README, "Layout"); the probes themselves are the modules here.
 """
 
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
-    # SnapshotWarning lives with the snapshots; imported on first use, so that loading
-    # the plugin (this package) stays light.
-    if name == "SnapshotWarning":
-        from .snapshots import SnapshotWarning
-
-        return SnapshotWarning
-    raise AttributeError(f"module 'probes' has no attribute {name!r}")
+class SnapshotWarning(UserWarning):
+    """A snapshot difference within tolerance of a real one (a near-tie flip): shown, not
+    failed. Filter it, or turn it into an error, as ``-W error::probes.SnapshotWarning``.
+    (Defined here, not with the snapshots, so that naming it imports nothing.)"""

@@ -26,15 +26,6 @@ def _check_prompt(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, pr
         raise ValueError(f"the prompt is {len(ids)} tokens, but the model's context is {limit}; shorten the prompt")
 
 
-def softmax64(logits: np.ndarray) -> np.ndarray:
-    """softmax in float64 (stable: the maximum is subtracted first), for comparing two
-    distributions without float32 rounding in the way."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max()
-    e = np.exp(z)
-    return e / e.sum()
-
-
 def encode_prompt(
     tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, prompt: str, add_special_tokens: bool = True
 ):
@@ -107,7 +98,7 @@ def temperature_sweep(logits: np.ndarray, temperatures: list[float], k: int = 10
     """softmax(z / T) for each T, via the own ``apply_temperature``."""
     import torch
 
-    from .sampling import apply_temperature
+    from probes.sampling import apply_temperature
 
     z = torch.as_tensor(logits, dtype=torch.float64)  # float64: entropies differ by little at large T
     top_ids = tuple(int(i) for i in torch.topk(z, k).indices)

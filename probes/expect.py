@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cards import Card
+from probes.cards.card import Card
 
 
 class ExpectationMismatch(AssertionError):

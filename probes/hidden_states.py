@@ -81,7 +81,7 @@ HEAD_UNITS = 2.0
 
 def head_tolerance(logits, dtype, hidden_size: int) -> float:
     """The largest |head(last state) - logits| that is rounding, for this dtype and size."""
-    from .numerics import resolution
+    from probes.numerics import resolution
 
     scale = max(float(logits.abs().max()), 1.0)
     return HEAD_UNITS * hidden_size**0.5 * resolution(dtype) * scale

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .decoding import softmax64
+from probes.maths import kl_divergence, softmax64
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-    from .decoding import Generation
+    from probes.decoding import Generation
 
 # The first bitsandbytes whose CPU backend runs NF4 (transformers 5 also refuses older
 # ones for 4-bit loads). Measured: 0.45.5 and 0.46.0 are refused, 0.46.1 ... 0.50.2 load
@@ -98,7 +98,7 @@ def _dtype_name(dtype: Any) -> str | None:
 def inspect_quantization(model: PreTrainedModel) -> QuantizationInfo:
     import torch
 
-    from .numerics import is_bitsandbytes
+    from probes.numerics import is_bitsandbytes
 
     four_bit, eight_bit, full = [], [], []
     for name, module in model.named_modules():
@@ -136,7 +136,7 @@ def run_4bit_kernels(model: PreTrainedModel, packed_cpu: bool = True) -> None:
     the dequantize-then-matmul path in the compute dtype (another machine class here)."""
     import torch
 
-    from .numerics import linear_4bit_layers
+    from probes.numerics import linear_4bit_layers
 
     if not packed_cpu:
         for layer in linear_4bit_layers(model):
@@ -227,12 +227,6 @@ def drift_figures(d: Drift) -> dict[str, float]:
         "min_greedy_agreeing_tokens": d.greedy_agreeing_tokens,
         "max_footprint_ratio": round(d.footprint_ratio, 4),
     }
-
-
-def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
-    """KL(p || q) in nats; terms where p is 0 contribute nothing."""
-    mask = p > 0
-    return float(np.sum(p[mask] * (np.log(p[mask]) - np.log(np.maximum(q[mask], 1e-300)))))
 
 
 def prompt_drift(

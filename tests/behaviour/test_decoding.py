@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from probes import decoding as dc
-from probes import plots
 from probes import sampling as sp
 from probes.expect import check_at_least, check_equal, check_that
-from probes.inputs import article_inputs
 from probes.numerics import resolution
-from probes.observations import (
+from probes.report import plots
+from probes.sampling import apply_temperature
+from probes.subjects.inputs import article_inputs
+from probes.subjects.results import (
     batch_diagnosis,
     beam_against_greedy,
     greedy,
@@ -23,7 +24,6 @@ from probes.observations import (
     temperature_sweep,
     top_k_samples,
 )
-from probes.sampling import apply_temperature
 
 INPUTS = article_inputs()
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from probes import embedding as em
-from probes import plots
 from probes.expect import check_at_most, check_that
-from probes.observations import cosine, projection, word_vectors
+from probes.report import plots
+from probes.subjects.results import cosine, projection, word_vectors
 
 
 def coherence(subject) -> dict[str, em.GroupCoherence]:

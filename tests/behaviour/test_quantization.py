@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import pytest
 
-from probes import plots
 from probes.expect import check_at_least, check_at_most, check_equal, check_that
-from probes.observations import drift, quantization
 from probes.quantization import Drift, drift_figures
-from probes.report import Cell
+from probes.report import plots
+from probes.report.html import Cell
+from probes.subjects.results import drift, quantization
 
 
 @pytest.mark.observation("Q1", expects="quantization")

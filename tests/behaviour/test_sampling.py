@@ -8,8 +8,8 @@ import torch
 
 from probes import sampling as sp
 from probes.expect import check_that
-from probes.inputs import article_inputs
-from probes.observations import first_token_samples, next_token
+from probes.subjects.inputs import article_inputs
+from probes.subjects.results import first_token_samples, next_token
 
 INPUTS = article_inputs()
 # Each goodness-of-fit test rejects a correct sampler with probability ALPHA (its

@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from probes.snapshots import SnapshotWarning
+from probes import SnapshotWarning
 
 
 def test_matches_snapshot(loaded_subject, snapshot, attach):

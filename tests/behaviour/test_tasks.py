@@ -6,8 +6,8 @@ import pytest
 
 from probes import decoding as dc
 from probes.expect import check_at_least, check_equal, check_that
-from probes.observations import knowledge_answers, openings
-from probes.report import Cell
+from probes.report.html import Cell
+from probes.subjects.results import knowledge_answers, openings
 
 
 @pytest.mark.observation("K1", expects="tasks.knowledge")

@@ -10,9 +10,9 @@ import pytest
 
 from probes import tokenizer as tp
 from probes.expect import check_equal, check_that
-from probes.inputs import article_inputs
-from probes.observations import chat_rendering
-from probes.report import Cell
+from probes.report.html import Cell
+from probes.subjects.inputs import article_inputs
+from probes.subjects.results import chat_rendering
 
 INPUTS = article_inputs()
 

@@ -12,7 +12,7 @@ import torch
 
 from probes import decoding as dc
 from probes import sampling as sp
-from probes.subjects import Subject, package_file
+from probes.subjects.subject import Subject, package_file
 from probes.timing import current_rss_mb, reset_peak, resource_info, synchronized
 
 pytestmark = pytest.mark.benchmark
@@ -187,7 +187,7 @@ def test_model_load_time(benchmark, source):
     """SmolLM2 from its GGUF (de-quantised on every load) against the cached copy."""
     from transformers import AutoModelForCausalLM
 
-    from probes.cards import find_card
+    from probes.cards.card import find_card
 
     card = find_card("smollm2-135m-instruct")
     gguf = package_file(card.model.package, card.model.file)
@@ -207,7 +207,7 @@ def test_load_float32_against_nf4(benchmark, card_name):
     """The same SmolLM2 weights loaded in float32 and in the article's NF4 (bitsandbytes
     on CPU), side by side: load time, the model's footprint and the memory the load
     added to the process. Decode speed of both: test_decode_tokens_per_second."""
-    from probes.cards import find_card
+    from probes.cards.card import find_card
 
     card = find_card(card_name)
     Subject(card).model_folder()  # the GGUF conversion is cached first, not timed
@@ -234,7 +234,7 @@ def test_nf4_load_time(benchmark, request):
     """4-bit NF4 load of the GPU card's model (CUDA and bitsandbytes only)."""
     if not torch.cuda.is_available():
         pytest.skip("requires CUDA; none found (torch.cuda.is_available() is False)")
-    from probes.cards import find_card
+    from probes.cards.card import find_card
 
     card = find_card("mistral-7b-v0.1")
     model = request.config.getoption("model")

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from probes.cards import REPO_ROOT, Card, find_card
-from probes.subjects import Subject
+from probes.cards.card import Card, find_card
+from probes.paths import REPO_ROOT
+from probes.subjects.subject import Subject
 
 # ----------------------------------------------------------------------- ordering
 

@@ -12,10 +12,10 @@ import sys
 import pytest
 import torch
 
-from probes import sources
-from probes.cards import find_card
-from probes.sources import HubSource, LoadOptions
-from probes.subjects import Subject, SubjectLoadError
+from probes.cards import sources
+from probes.cards.card import find_card
+from probes.cards.sources import HubSource, LoadOptions
+from probes.subjects.subject import Subject, SubjectLoadError
 
 NF4 = LoadOptions(quantization="nf4")
 

@@ -34,12 +34,13 @@ import torch
 
 from probes import decoding as dc
 from probes import sampling as sp
-from probes import snapshots
-from probes.cards import REPO_ROOT, find_card
-from probes.inputs import article_inputs
-from probes.snapshots import SNAPSHOT_DIR
-from probes.sources import HubSource
-from probes.subjects import Subject
+from probes.cards.card import find_card
+from probes.cards.sources import HubSource
+from probes.paths import REPO_ROOT, SNAPSHOT_DIR
+from probes.snapshots import record as recording
+from probes.snapshots.check import SnapshotCheck
+from probes.subjects.inputs import article_inputs
+from probes.subjects.subject import Subject
 from tests.unit.conftest import tiny, tiny_card
 
 # ------------------------------------------------------------------ running a test
@@ -89,7 +90,7 @@ class Check:
             elif name == "attach":
                 kwargs[name] = _NoAttachments()
             elif name == "snapshot":
-                kwargs[name] = snapshots.SnapshotCheck(SNAPSHOT_DIR)
+                kwargs[name] = SnapshotCheck(SNAPSHOT_DIR)
             else:
                 kwargs[name] = self.params[name]
         try:
@@ -806,7 +807,7 @@ def test_another_thread_count_passes_the_greedy_and_snapshot_tests():
     try:
         subject = tiny()
         outcomes = {str(c): c.run(subject) for c in (GREEDY_ARGMAX, GREEDY_REPEATS, SNAPSHOT)}
-        read_threads = snapshots.provenance(subject)["cpu threads"]
+        read_threads = recording.provenance(subject)["cpu threads"]
     finally:
         torch.set_num_threads(threads)
     assert all(outcome == "passed" for outcome, _ in outcomes.values()), outcomes

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from probes.cards import CardError, available_cards, find_card, load_card
-from probes.sources import FollowModel, HubSource
+from probes.cards.card import CardError, available_cards, find_card, load_card
+from probes.cards.sources import FollowModel, HubSource
 
 MINIMAL = """\
 name: {name}
@@ -249,7 +249,8 @@ def test_a_users_cards_folder_adds_to_the_shipped_cards_and_wins_on_a_name(tmp_p
 )
 def test_one_rule_tells_a_local_path_from_a_hub_id(source_id, local, monkeypatch):
     """--model and the load error messages used two different rules (issue 12)."""
-    from probes.cards import REPO_ROOT, looks_like_local_path
+    from probes.cards.card import looks_like_local_path
+    from probes.paths import REPO_ROOT
 
     monkeypatch.chdir(REPO_ROOT)
     assert looks_like_local_path(source_id) is local
@@ -260,13 +261,14 @@ def test_one_rule_tells_a_local_path_from_a_hub_id(source_id, local, monkeypatch
 
 def test_the_committed_json_schema_is_the_generated_one():
     """fixtures/card.schema.json is what editors validate card files with: regenerate it
-    with `python -m probes.cards > fixtures/card.schema.json` when the schema changes."""
+    with `python -m probes.cards.card > fixtures/card.schema.json` when the schema changes."""
     import json
 
-    from probes.cards import CARD_SCHEMA_FILE, card_json_schema
+    from probes.cards.card import card_json_schema
+    from probes.paths import CARD_SCHEMA_FILE
 
     assert json.loads(CARD_SCHEMA_FILE.read_text(encoding="utf-8")) == card_json_schema(), (
-        "fixtures/card.schema.json is out of date: run `python -m probes.cards > fixtures/card.schema.json`"
+        "fixtures/card.schema.json is out of date: run `python -m probes.cards.card > fixtures/card.schema.json`"
     )
 
 
@@ -274,7 +276,7 @@ def test_the_json_schema_accepts_the_shipped_cards_and_rejects_what_load_card_re
     import jsonschema
     import yaml
 
-    from probes.cards import card_json_schema
+    from probes.cards.card import card_json_schema
 
     validator = jsonschema.Draft202012Validator(card_json_schema())
     for name, path in available_cards().items():
@@ -324,8 +326,8 @@ def test_each_model_source_declares_its_own_fields(tmp_path, model, message):
 def test_sections_needing_a_model_are_derived_from_the_schema(tmp_path):
     """Only the tokenizer section declares it can be checked without a model; every other
     section of Expect (a new one too) is refused on a tokenizer-only card."""
-    from probes.card_schema import Expect
-    from probes.cards import MODEL_SECTIONS, TOKENIZER_SECTIONS
+    from probes.cards.card import MODEL_SECTIONS, TOKENIZER_SECTIONS
+    from probes.cards.schema import Expect
 
     assert TOKENIZER_SECTIONS == ("tokenizer",)
     assert set(MODEL_SECTIONS) == set(Expect.model_fields) - {"tokenizer"}
@@ -373,16 +375,16 @@ def test_a_loaded_card_is_read_only(tmp_path):
 def test_the_committed_card_reference_is_the_generated_one():
     """docs/cards.md lists every card field with its type, default, meaning and the
     observations whose tests read it: regenerate it with
-    `python -m probes.card_reference > docs/cards.md` when the schema changes."""
-    from probes.card_reference import CARD_REFERENCE_FILE, card_reference
+    `python -m probes.cards.reference > docs/cards.md` when the schema changes."""
+    from probes.cards.reference import CARD_REFERENCE_FILE, card_reference
 
     assert CARD_REFERENCE_FILE.read_text(encoding="utf-8") == card_reference(), (
-        "docs/cards.md is out of date: run `python -m probes.card_reference > docs/cards.md`"
+        "docs/cards.md is out of date: run `python -m probes.cards.reference > docs/cards.md`"
     )
 
 
 def test_every_card_field_says_what_it_means():
-    from probes.card_reference import card_reference
+    from probes.cards.reference import card_reference
 
     tables = card_reference().split("## Sources")
     fields = [[c.strip() for c in line.strip("|").split(" | ")] for line in tables[0].splitlines() if line[:3] == "| `"]
@@ -395,7 +397,7 @@ def test_every_card_field_says_what_it_means():
 
 
 def test_the_reference_names_the_observations_a_field_drives():
-    from probes.card_reference import card_reference
+    from probes.cards.reference import card_reference
 
     reference = card_reference()
     assert "| `expect.next_token.top1` | text | required | the most likely next token's text | D1 |" in reference

@@ -23,9 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from probes import cross_class, snapshots
-from probes import observations as ob
-from probes.cards import FIXTURES_DIR, find_card
+from probes.cards.card import find_card
 from probes.numerics import (
     BNB_CPU_DEQUANTIZE,
     BNB_CPU_PACKED,
@@ -35,8 +33,13 @@ from probes.numerics import (
     machine_numerics_from_record,
     nearest_class,
 )
-from probes.snapshots import SNAPSHOT_DIR
-from probes.subjects import Subject
+from probes.paths import FIXTURES_DIR, SNAPSHOT_DIR
+from probes.snapshots import compare as comparing
+from probes.snapshots import cross_class
+from probes.snapshots.check import SnapshotCheck, SnapshotOutcome
+from probes.snapshots.differences import Difference
+from probes.subjects import results as ob
+from probes.subjects.subject import Subject
 
 XEON = FIXTURES_DIR / "machines" / "xeon-avx512bf16-amx"
 NF4 = "smollm2-135m-instruct-nf4"
@@ -139,8 +142,8 @@ def _nf4_sets() -> dict[str, dict]:
     return sets
 
 
-def _compare(a: dict, b: dict, classes: tuple[str, str], card: str = NF4) -> list[snapshots.Difference]:
-    return snapshots.compare(
+def _compare(a: dict, b: dict, classes: tuple[str, str], card: str = NF4) -> list[Difference]:
+    return comparing.compare(
         a["observed"],
         b["observed"],
         tolerances=find_card(card).tolerances,
@@ -233,10 +236,10 @@ def _tiny_nf4() -> Subject:
     return _SUBJECT[0]
 
 
-def _check(folder: Path) -> snapshots.SnapshotOutcome:
+def _check(folder: Path) -> SnapshotOutcome:
     subject = _tiny_nf4()
     with ob.RESULTS.set_aside(subject):  # every probe anew, on the model as it is now
-        return snapshots.SnapshotCheck(folder).check(subject)
+        return SnapshotCheck(folder).check(subject)
 
 
 def test_the_unbroken_model_on_another_class_passes_naming_both_classes(other_class_dir):
@@ -382,7 +385,7 @@ def _measured_row(card: str, ours: Path, theirs: Path) -> str:
 
 def test_the_readme_lists_the_measured_cross_class_figures():
     """The README's per-card table of cross-class figures is what the recorded sets give."""
-    from probes.cards import REPO_ROOT
+    from probes.paths import REPO_ROOT
 
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8").split("Per default card, the same-class", 1)[1]
     nf4 = SNAPSHOT_DIR / NF4
@@ -406,8 +409,8 @@ def test_the_readme_lists_the_measured_cross_class_figures():
 def test_a_drafted_card_states_the_computed_dtype_of_the_class_it_was_measured_on():
     """draft-card writes expect.quantization.computed_dtype: the asked dtype as the default,
     and this class's own where its kernels computed another (valid against the card schema)."""
-    from probes.card_schema import QuantizationExpect
-    from probes.draft import draft_quantization
+    from probes.cards.schema import QuantizationExpect
+    from probes.draft.measure import draft_quantization
 
     subject = _tiny_nf4()
     drafted = draft_quantization(subject)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from probes import decoding as dc
-from probes.cards import find_card
-from probes.subjects import Subject
+from probes.cards.card import find_card
+from probes.subjects.subject import Subject
 
 
 @pytest.fixture(scope="module")
@@ -220,8 +220,8 @@ def test_top_k_check_takes_the_allowed_set_from_the_prompt_it_sampled(monkeypatc
     outside the D1 prompt's top k, so the old comparison would have failed it."""
     import torch
 
-    from probes import observations as ob
     from probes import sampling as sp
+    from probes.subjects import results as ob
     from tests.behaviour import test_decoding as behaviour
 
     subject = Subject(find_card("tiny-mistral"))

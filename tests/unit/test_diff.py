@@ -10,8 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from probes import cli, diff, snapshots
-from probes.cards import REPO_ROOT
+from probes.cli import main as cli
+from probes.paths import REPO_ROOT
+from probes.snapshots import compare as comparing
+from probes.snapshots import record as recording
+from probes.snapshots import sets as diff
+from probes.snapshots import token_rules
+from probes.snapshots.render import word_diff
 from tests.unit.conftest import tiny, tokenizer_subject
 
 COMMITTED = REPO_ROOT / "fixtures" / "snapshots"
@@ -21,7 +26,7 @@ def _set_of(tmp_path: Path, name: str, *subjects) -> Path:
     """An observation set recorded from the given subjects, as --snapshot-update writes it."""
     folder = tmp_path / name
     for subject in subjects:
-        snapshots.record(subject, folder)
+        recording.record(subject, folder)
     return folder
 
 
@@ -88,7 +93,7 @@ def test_a_recorded_greedy_flip_shows_where_the_texts_part_as_a_word_diff(tmp_pa
 
 
 def test_word_diff_marks_removed_and_added_words():
-    assert diff.word_diff("Tokyo. The Alps are tall", "Tokyo. The Alps are a range") == (
+    assert word_diff("Tokyo. The Alps are tall", "Tokyo. The Alps are a range") == (
         "Tokyo. The Alps are <del>tall</del> <ins>a range</ins>"
     )
 
@@ -209,7 +214,7 @@ def _greedy(ids, margins, runners_up):
 )
 def test_a_recorded_greedy_flip_is_a_near_tie_only_when_both_sides_say_so(current, severity, says):
     recorded = _greedy([5, 9], [0.003, 1.0], [7, 3])
-    [difference] = snapshots.compare(recorded, current)
+    [difference] = comparing.compare(recorded, current)
     assert (difference.severity, difference.where) == (severity, "greedy.bos")
     assert says in difference.message
 
@@ -236,10 +241,10 @@ def test_a_changed_first_token_distribution_is_caught_across_versions_and_a_new_
     20 other seeds, of which none is rejected (false-positive rate FIRST_TOKEN_ALPHA, 1e-3)."""
     recorded = _draws(NUCLEUS, 400, seed=0)
     sharper = [0.62, 0.18, 0.07, 0.04, 0.02, *([0.07 / 30] * 30)]
-    p, _ = snapshots.first_tokens_homogeneity(recorded, _draws(sharper, 400, seed=1))
-    assert p < snapshots.FIRST_TOKEN_ALPHA, p
-    p_values = [snapshots.first_tokens_homogeneity(recorded, _draws(NUCLEUS, 400, seed=s))[0] for s in range(1, 21)]
-    assert min(p_values) > snapshots.FIRST_TOKEN_ALPHA, p_values
+    p, _ = token_rules.first_tokens_homogeneity(recorded, _draws(sharper, 400, seed=1))
+    assert p < token_rules.FIRST_TOKEN_ALPHA, p
+    p_values = [token_rules.first_tokens_homogeneity(recorded, _draws(NUCLEUS, 400, seed=s))[0] for s in range(1, 21)]
+    assert min(p_values) > token_rules.FIRST_TOKEN_ALPHA, p_values
 
 
 def test_the_first_token_check_runs_only_where_the_draws_cannot_simply_be_compared():
@@ -257,7 +262,7 @@ def test_the_first_token_check_runs_only_where_the_draws_cannot_simply_be_compar
     }
 
     def compare(a, b, provenance_b):
-        return snapshots.compare(base | a, base | b, recorded_provenance=same, current_provenance=provenance_b)
+        return comparing.compare(base | a, base | b, recorded_provenance=same, current_provenance=provenance_b)
 
     [changed] = compare(recorded, sharper, upgraded)
     assert changed.where == "first_tokens" and "chi-square homogeneity p = " in changed.message

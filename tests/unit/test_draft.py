@@ -9,11 +9,11 @@ import pytest
 import torch
 import yaml
 
-from probes import cli
-from probes.card_writer import Block, Commented, write_card
-from probes.cards import find_card, load_card
-from probes.draft import Draft, _noise_bound, _opening, draft_tokenizer, kept_entries
-from probes.subjects import Subject
+from probes.cards.card import find_card, load_card
+from probes.cli import main as cli
+from probes.draft.measure import Draft, _noise_bound, _opening, draft_tokenizer, kept_entries
+from probes.draft.writer import Block, Commented, write_card
+from probes.subjects.subject import Subject
 
 from .conftest import tokenizer_subject
 

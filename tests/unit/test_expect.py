@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from probes.cards import find_card
+from probes.cards.card import find_card
 from probes.expect import ExpectationMismatch, check_equal
 
 
@@ -80,7 +80,7 @@ def test_behavioural_tests_fail_only_through_the_check_helpers():
     (the snapshot test fails with the snapshot's own comparison message)."""
     import ast
 
-    from probes.cards import REPO_ROOT
+    from probes.paths import REPO_ROOT
 
     bare = []
     for path in sorted((REPO_ROOT / "tests" / "behaviour").glob("test_*.py")):

@@ -10,11 +10,13 @@ import pytest
 import torch
 
 from probes import hidden_states as hs
-from probes import snapshots
 from probes import tokenizer as tk
-from probes.cards import find_card
-from probes.inputs import article_inputs
-from probes.subjects import Subject
+from probes.cards.card import find_card
+from probes.snapshots import compare as comparing
+from probes.snapshots import observe as observing
+from probes.snapshots import record as recording
+from probes.subjects.inputs import article_inputs
+from probes.subjects.subject import Subject
 from tests.unit.conftest import tokenizer_subject
 
 # ------------------------------------------------------------------------------ U1
@@ -58,10 +60,10 @@ def _smollm2() -> Subject:
 
 def _hidden_state_differences(subject: Subject) -> list[str]:
     """The model's fingerprints now against the committed CPU snapshot's."""
-    recorded = snapshots.load(snapshots.snapshot_path(subject), "re-record the CPU snapshots")["observed"]
+    recorded = recording.load(recording.snapshot_path(subject), "re-record the CPU snapshots")["observed"]
     prompts = article_inputs()["internals"]["prompts"]
-    current = snapshots.fingerprint_entries([hs.fingerprint(subject.tokenizer, subject.model, p) for p in prompts])
-    return [str(d) for d in snapshots.compare({"hidden_states": recorded["hidden_states"]}, {"hidden_states": current})]
+    current = observing.fingerprint_entries([hs.fingerprint(subject.tokenizer, subject.model, p) for p in prompts])
+    return [str(d) for d in comparing.compare({"hidden_states": recorded["hidden_states"]}, {"hidden_states": current})]
 
 
 @pytest.mark.parametrize(

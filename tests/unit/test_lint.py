@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from probes.cards import REPO_ROOT
+from probes.paths import REPO_ROOT
 
 
 @pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["lint", "format"])

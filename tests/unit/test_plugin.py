@@ -17,8 +17,8 @@ import torch
 import yaml
 
 from probes import numerics
-from probes.cards import REPO_ROOT
-from probes.subjects import package_file
+from probes.paths import REPO_ROOT
+from probes.subjects.subject import package_file
 
 
 @pytest.fixture
@@ -451,7 +451,7 @@ import sys
 
 
 def pytest_sessionfinish(session):
-    from probes.plugin import SELECTED_CARDS
+    from probes.plugin.hooks import SELECTED_CARDS
 
     if not hasattr(session.config, "workerinput"):
         print("CARDS-READ", SELECTED_CARDS in session.config.stash, "TORCH", "torch" in sys.modules)

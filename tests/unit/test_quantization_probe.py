@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from probes import observations as ob
 from probes import quantization as qz
-from probes.cards import find_card
+from probes.cards.card import find_card
+from probes.cards.sources import LoadOptions, LoadSettings
 from probes.expect import ExpectationMismatch, check_at_least, check_at_most, check_equal
+from probes.maths import kl_divergence
 from probes.numerics import linear_4bit_layers
-from probes.sources import LoadOptions, LoadSettings
-from probes.subjects import Subject, SubjectLoadError
+from probes.subjects import results as ob
+from probes.subjects.subject import Subject, SubjectLoadError
 
 
 def _tiny(quantization: str = "nf4", **load) -> Subject:
@@ -134,8 +135,8 @@ def test_device_option_places_a_quantized_model(monkeypatch):
 
 def test_kl_divergence_of_known_distributions():
     p, q = np.array([0.5, 0.5, 0.0]), np.array([0.25, 0.25, 0.5])
-    assert qz.kl_divergence(p, p) == 0.0
-    assert qz.kl_divergence(p, q) == pytest.approx(np.log(2))  # 0.5 ln2 + 0.5 ln2
+    assert kl_divergence(p, p) == 0.0
+    assert kl_divergence(p, q) == pytest.approx(np.log(2))  # 0.5 ln2 + 0.5 ln2
 
 
 # --------------------------------------------------- Q2-Q5 on the SmolLM2 NF4 card

@@ -10,9 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from probes import observations as ob
-from probes import snapshots
-from probes.subjects import Subject
+from probes.maths import softmax64
+from probes.paths import SNAPSHOT_DIR
+from probes.snapshots import compare as comparing
+from probes.snapshots import observe as observing
+from probes.snapshots import record as recording
+from probes.snapshots import token_rules
+from probes.snapshots.check import SnapshotCheck, SnapshotOutcome
+from probes.snapshots.differences import Difference, first_diff
+from probes.subjects import results as ob
+from probes.subjects.subject import Subject
 from tests.unit.conftest import tiny, tokenizer_subject
 
 
@@ -25,7 +32,7 @@ def tiny_unchanged() -> Subject:
 
 @pytest.fixture(scope="module")
 def tiny_recorded(tiny_unchanged):
-    return snapshots.observe(tiny_unchanged), snapshots.provenance(tiny_unchanged)
+    return recording.observe(tiny_unchanged), recording.provenance(tiny_unchanged)
 
 
 def errors(diffs):
@@ -33,12 +40,12 @@ def errors(diffs):
 
 
 def compare_with(subject, recorded, recorded_prov=None):
-    return snapshots.compare(
+    return comparing.compare(
         recorded,
-        snapshots.observe(subject),
+        recording.observe(subject),
         subject=subject,
         recorded_provenance=recorded_prov or {},
-        current_provenance=snapshots.provenance(subject),
+        current_provenance=recording.provenance(subject),
     )
 
 
@@ -75,7 +82,7 @@ def changed(path: str, value) -> dict:
 def diffs_of(current, recorded=None, tolerances=None, rec_prov=None, cur_prov=None) -> list[str]:
     return [
         str(d)
-        for d in snapshots.compare(
+        for d in comparing.compare(
             recorded or observed(),
             current,
             tolerances=tolerances or {},
@@ -181,9 +188,9 @@ def test_a_probability_change_exactly_at_the_tolerance_passes():
 
 
 def test_two_observation_sets_without_any_section_have_no_difference():
-    assert snapshots.compare({}, {}) == []
+    assert comparing.compare({}, {}) == []
     only_recorded = {"tokenizer": {"ids": {"hi": {"special": [1, 5], "plain": [5]}}}}
-    assert snapshots.compare(only_recorded, {"tokenizer": {}}) == []  # no text probed now
+    assert comparing.compare(only_recorded, {"tokenizer": {}}) == []  # no text probed now
 
 
 def test_a_text_this_run_does_not_probe_leaves_the_others_compared():
@@ -288,13 +295,13 @@ def test_sampled_texts_are_compared_only_under_the_same_provenance():
     for key in ("torch", "transformers", "device", "dtype", "cpu threads"):
         other = prov | {key: "other"}
         assert diffs_of(current, rec_prov=prov, cur_prov=other) == []
-        assert snapshots.why_samples_not_comparable(prov, other) == [f"{key} {prov[key]} -> other"]
+        assert token_rules.why_samples_not_comparable(prov, other) == [f"{key} {prov[key]} -> other"]
     current["sampled"].pop("hot")  # a regime this run does not have: nothing to compare
     assert diffs_of(current, rec_prov=prov, cur_prov=prov) == []
 
 
 def test_softmax64_is_a_stable_distribution():
-    p = snapshots.softmax64(np.array([1000.0, 1000.0, 0.0]))
+    p = softmax64(np.array([1000.0, 1000.0, 0.0]))
     assert (
         p.dtype == np.float64
         and p[0] == pytest.approx(0.5)
@@ -304,9 +311,9 @@ def test_softmax64_is_a_stable_distribution():
 
 
 def test_first_diff_is_the_first_unequal_position_or_the_shorter_length():
-    assert snapshots._first_diff([1, 2, 3], [1, 9, 3]) == 1
-    assert snapshots._first_diff([1, 2], [1, 2, 3]) == 2
-    assert snapshots._first_diff([], [1]) == 0
+    assert first_diff([1, 2, 3], [1, 9, 3]) == 1
+    assert first_diff([1, 2], [1, 2, 3]) == 2
+    assert first_diff([], [1]) == 0
 
 
 # ------------------------------------- the near-tie judgement, with a stand-in tokenizer
@@ -324,21 +331,21 @@ def test_a_token_that_is_not_this_runs_argmax_is_an_error_naming_the_cause():
     choice); the gap is negative, which the old check took for a near-tie."""
 
     step = np.array([0.0, 3.0, 1.2, 1.0], dtype=np.float32)  # argmax 1; the run chose 2; recorded 1
-    severity, message = snapshots._judge_greedy_flip(step, 3, 1, 2, [0.5, 0.5, 0.5, 2.0], 0.01, ShowId())
+    severity, message = token_rules.judge_greedy_flip(step, 3, 1, 2, [0.5, 0.5, 0.5, 2.0], 0.01, ShowId())
     assert severity == "error"
     assert "did not pick the highest-scoring token: 1 '<1>' scored 1.8000 more" in message
     assert "repetition_penalty" in message and "near-tie" not in message
     # a real near-tie: the run took its argmax, the recorded token is within logit_tie, and
     # the recording's own margin was within it too
     tie = np.array([0.0, 2.0, 2.005, 1.0], dtype=np.float32)
-    assert snapshots._judge_greedy_flip(tie, 0, 1, 2, [0.004], 0.01, ShowId())[0] == "warning"
+    assert token_rules.judge_greedy_flip(tie, 0, 1, 2, [0.004], 0.01, ShowId())[0] == "warning"
     # gap above logit_tie: the scores changed
-    assert "the scores changed" in snapshots._judge_greedy_flip(tie, 0, 1, 2, [0.004], 0.001, ShowId())[1]
+    assert "the scores changed" in token_rules.judge_greedy_flip(tie, 0, 1, 2, [0.004], 0.001, ShowId())[1]
 
 
 def test_near_tie_rules_at_their_boundaries():
     step = np.array([0.0, 2.0, 2.5], dtype=np.float32)  # the run took 2 (argmax); recorded 1; gap 0.5
-    judge = snapshots._judge_greedy_flip
+    judge = token_rules.judge_greedy_flip
     assert judge(step, 0, 1, 2, [0.5], 0.5, ShowId())[0] == "warning"  # gap and margin exactly at logit_tie
     assert judge(step, 0, 1, 2, [], 0.5, ShowId())[0] == "warning"  # no recorded margin for that step
     assert judge(step, 1, 1, 2, [0.5], 0.5, ShowId())[0] == "warning"
@@ -355,7 +362,7 @@ def test_an_entropy_change_exactly_at_the_tolerance_passes():
 
 def test_softmax64_works_in_float64_whatever_the_input():
     z = np.array([0.0, 20.0], dtype=np.float32)
-    p = snapshots.softmax64(z)
+    p = softmax64(z)
     assert p.dtype == np.float64 and p[0] == np.exp(-20.0) / (1 + np.exp(-20.0))
 
 
@@ -363,12 +370,12 @@ def test_summary_line_lists_every_change_and_place():
     before = {"torch": "1", "transformers": "1"}
     after = {"torch": "2", "transformers": "2"}
     diffs = [
-        snapshots.Difference("error", "b", "x"),
-        snapshots.Difference("error", "a", "y"),
-        snapshots.Difference("warning", "d", "z"),
-        snapshots.Difference("warning", "c", "w"),
+        Difference("error", "b", "x"),
+        Difference("error", "a", "y"),
+        Difference("warning", "d", "z"),
+        Difference("warning", "c", "w"),
     ]
-    assert snapshots.summary_line(before, after, diffs) == (
+    assert comparing.summary_line(before, after, diffs) == (
         "torch 1 -> 2, transformers 1 -> 2: 2 error(s) in a, b; 2 warning(s) in c, d"
     )
 
@@ -388,10 +395,10 @@ def test_a_cuda_subject_is_classed_by_compute_capability():
 
 def test_record_writes_stable_readable_json(tmp_path):
     subject = tokenizer_subject()
-    path = snapshots.record(subject, tmp_path)
+    path = recording.record(subject, tmp_path)
     assert path == tmp_path / "mistral-tokenizer" / "cpu.json"
     first = path.read_text(encoding="utf-8")
-    snapshots.record(subject, tmp_path)
+    recording.record(subject, tmp_path)
     second = path.read_text(encoding="utf-8")
     strip = lambda text: [line for line in text.splitlines() if '"recorded"' not in line]  # noqa: E731
     assert strip(first) == strip(second)  # same content, same order: a clean diff
@@ -401,21 +408,21 @@ def test_record_writes_stable_readable_json(tmp_path):
 
 def test_missing_corrupt_and_foreign_snapshots_say_how_to_fix(tmp_path):
     hint = "pytest tests/behaviour/test_snapshot.py --card x --snapshot-update"
-    with pytest.raises(snapshots.SnapshotError, match="no snapshot at .*Record one with: pytest"):
-        snapshots.load(tmp_path / "none.json", hint)
+    with pytest.raises(recording.SnapshotError, match="no snapshot at .*Record one with: pytest"):
+        recording.load(tmp_path / "none.json", hint)
     truncated = tmp_path / "truncated.json"
     truncated.write_text('{"format": 1, "observed": {"tok', encoding="utf-8")
-    with pytest.raises(snapshots.SnapshotError, match="corrupt or truncated .*Re-record it with"):
-        snapshots.load(truncated, hint)
+    with pytest.raises(recording.SnapshotError, match="corrupt or truncated .*Re-record it with"):
+        recording.load(truncated, hint)
     foreign = tmp_path / "foreign.json"
     foreign.write_text('{"hello": 1}', encoding="utf-8")
-    with pytest.raises(snapshots.SnapshotError, match="not a format-1 lm-probes snapshot"):
-        snapshots.load(foreign, hint)
+    with pytest.raises(recording.SnapshotError, match="not a format-1 lm-probes snapshot"):
+        recording.load(foreign, hint)
 
 
 def test_summary_line_names_what_changed():
-    diffs = [snapshots.Difference("warning", "greedy.bos", "x"), snapshots.Difference("error", "next_token.probs", "y")]
-    line = snapshots.summary_line(
+    diffs = [Difference("warning", "greedy.bos", "x"), Difference("error", "next_token.probs", "y")]
+    line = comparing.summary_line(
         {"transformers": "4.57.6", "torch": "2.13.0"}, {"transformers": "5.23.0", "torch": "2.13.0"}, diffs
     )
     assert line == "transformers 4.57.6 -> 5.23.0: 1 error(s) in next_token.probs; 1 warning(s) in greedy.bos"
@@ -425,7 +432,7 @@ def test_summary_line_names_what_changed():
 
 
 def test_dumps_is_sorted_indented_unicode_with_number_lists_inline():
-    text = snapshots.dumps({"b": [1e-05, -2.5, 3], "a": {"テキスト": [[1, 2], ["x"]]}})
+    text = recording.dumps({"b": [1e-05, -2.5, 3], "a": {"テキスト": [[1, 2], ["x"]]}})
     assert text == (
         '{\n "a": {\n  "テキスト": [\n   [1, 2],\n   [\n    "x"\n   ]\n  ]\n },\n "b": [1e-05, -2.5, 3]\n}\n'
     )
@@ -435,25 +442,23 @@ def test_dumps_never_rewrites_a_string_that_holds_a_number_list():
     """A generated text holding code or JSON ("ids [1,2,3]") is written as the model said it;
     the regular expression over the JSON text that dumps used to be wrote "ids [1, 2, 3]"."""
     observed = {"texts": ["ids [1,2,3]", "[ 4 ,5 ]"], "ids": [1, 2, 3]}
-    text = snapshots.dumps(observed)
+    text = recording.dumps(observed)
     assert json.loads(text) == observed
     assert '"ids [1,2,3]"' in text and '"[ 4 ,5 ]"' in text and '"ids": [1, 2, 3]' in text
 
 
-@pytest.mark.parametrize(
-    "path", sorted(p.relative_to(snapshots.SNAPSHOT_DIR).as_posix() for p in snapshots.SNAPSHOT_DIR.glob("*/*.json"))
-)
+@pytest.mark.parametrize("path", sorted(p.relative_to(SNAPSHOT_DIR).as_posix() for p in SNAPSHOT_DIR.glob("*/*.json")))
 def test_dumps_writes_every_committed_snapshot_back_byte_for_byte(path):
-    text = (snapshots.SNAPSHOT_DIR / path).read_text(encoding="utf-8")
-    assert snapshots.dumps(json.loads(text)) == text
+    text = (SNAPSHOT_DIR / path).read_text(encoding="utf-8")
+    assert recording.dumps(json.loads(text)) == text
 
 
 def test_record_creates_missing_folders_and_writes_a_loadable_snapshot(tmp_path):
     root = tmp_path / "new" / "snapshots"  # neither folder exists yet
-    path = snapshots.record(tokenizer_subject(), root)
-    snapshot = snapshots.load(path, "hint")
+    path = recording.record(tokenizer_subject(), root)
+    snapshot = recording.load(path, "hint")
     assert sorted(snapshot) == ["card", "format", "observed", "provenance"]
-    assert snapshot["card"] == "mistral-tokenizer" and snapshot["format"] == snapshots.FORMAT
+    assert snapshot["card"] == "mistral-tokenizer" and snapshot["format"] == recording.FORMAT
     assert snapshot["provenance"]["device"] == "cpu" and "vocab_size" in snapshot["observed"]["tokenizer"]
     assert [p.name for p in path.parent.iterdir()] == ["cpu.json"]  # no temporary file left
 
@@ -466,20 +471,20 @@ def test_record_creates_missing_folders_and_writes_a_loadable_snapshot(tmp_path)
 def test_a_snapshot_of_another_shape_is_refused(tmp_path, content):
     path = tmp_path / "s.json"
     path.write_text(content, encoding="utf-8")
-    with pytest.raises(snapshots.SnapshotError, match="not a format-1 lm-probes snapshot"):
-        snapshots.load(path, "hint")
+    with pytest.raises(recording.SnapshotError, match="not a format-1 lm-probes snapshot"):
+        recording.load(path, "hint")
     path.write_text('{"format": 1, "observed": {}}', encoding="utf-8")
-    assert snapshots.load(path, "hint") == {"format": 1, "observed": {}}
+    assert recording.load(path, "hint") == {"format": 1, "observed": {}}
 
 
 @pytest.mark.parametrize("key", ["torch", "transformers", "tokenizers", "device", "dtype", "cpu threads"])
 def test_summary_line_names_each_provenance_change(key):
     before = {k: "1" for k in ("torch", "transformers", "tokenizers", "device", "dtype", "cpu threads")}
     after = before | {key: "2"}
-    assert snapshots.summary_line(before, after, []) == f"{key} 1 -> 2: no change beyond tolerance"
-    assert snapshots.summary_line(before, before, []) == "same versions and machine class: no change beyond tolerance"
+    assert comparing.summary_line(before, after, []) == f"{key} 1 -> 2: no change beyond tolerance"
+    assert comparing.summary_line(before, before, []) == "same versions and machine class: no change beyond tolerance"
     two = after | {"torch": "3"} if key != "torch" else after | {"dtype": "3"}
-    assert ", " in snapshots.summary_line(before, two, [])
+    assert ", " in comparing.summary_line(before, two, [])
 
 
 # ====================================================================== model-backed
@@ -491,7 +496,7 @@ def test_summary_line_names_each_provenance_change(key):
 
 
 def test_legacy_flag_is_caught_on_the_text_it_changes():
-    recorded = snapshots.observe(tokenizer_subject())
+    recorded = recording.observe(tokenizer_subject())
     diffs = compare_with(tokenizer_subject(legacy=False), recorded)
     # the article's text, and two of U6's special texts (BOS and EOS glued to a word)
     assert [d.where for d in diffs] == [
@@ -504,7 +509,7 @@ def test_legacy_flag_is_caught_on_the_text_it_changes():
 
 
 def test_add_bos_token_flag_is_caught():
-    recorded = snapshots.observe(tokenizer_subject())
+    recorded = recording.observe(tokenizer_subject())
     diffs = compare_with(tokenizer_subject(add_bos_token=False), recorded)
     assert diffs and all(d.severity == "error" for d in diffs)
     assert any(
@@ -522,8 +527,8 @@ def embedding_diffs(subject, recorded):
     """compare() of the recording against itself with only its embedding section observed
     anew from ``subject``: an embedding edit changes nothing else the snapshot holds, and
     the other sections' generate() calls (~1 s on tiny-mistral) would show nothing here."""
-    current = dict(recorded, embedding=snapshots._observe_embedding(subject))
-    return errors(snapshots.compare(recorded, current, subject=subject))
+    current = dict(recorded, embedding=observing.observe_embedding(subject, ob))
+    return errors(comparing.compare(recorded, current, subject=subject))
 
 
 def test_a_permuted_embedding_row_is_caught_by_the_cosines(tiny_recorded):
@@ -557,14 +562,14 @@ def test_a_flip_within_the_logit_tie_tolerance_is_a_warning(tiny_recorded, tiny_
     recorded, _ = tiny_recorded
     subject = tiny_unchanged
     doctored = json.loads(json.dumps(recorded))
-    current = snapshots.observe(subject)
+    current = recording.observe(subject)
     # Pretend the recording chose the runner-up at step 0 by a hair: this run's logit gap
     # between the two is then the step's margin, which a generous logit_tie calls a near-tie.
     step = ob.greedy_first_run(subject, True).step_logits[0][0]
     runner_up = int(torch.topk(torch.as_tensor(step), 2).indices[1])
     doctored["greedy"]["bos"]["ids"][0] = runner_up
     doctored["greedy"]["bos"]["margins"][0] = 0.001
-    diffs = snapshots.compare(doctored, current, tolerances={"logit_tie": 1.0}, subject=subject)
+    diffs = comparing.compare(doctored, current, tolerances={"logit_tie": 1.0}, subject=subject)
     flips = [d for d in diffs if d.where == "greedy.bos"]
     assert [d.severity for d in flips] == ["warning"] and "near-tie" in flips[0].message
 
@@ -580,7 +585,7 @@ def test_a_flip_the_recording_made_by_a_wide_margin_is_no_tie(tiny_recorded, tin
     doctored["greedy"]["bos"]["margins"][0] = 5.0
     flips = [
         d
-        for d in snapshots.compare(doctored, snapshots.observe(subject), tolerances={"logit_tie": 1.0}, subject=subject)
+        for d in comparing.compare(doctored, recording.observe(subject), tolerances={"logit_tie": 1.0}, subject=subject)
         if d.where == "greedy.bos"
     ]
     assert [d.severity for d in flips] == ["error"] and "which is no tie" in flips[0].message
@@ -597,7 +602,7 @@ def test_a_recording_without_margins_is_judged_on_this_runs_gap_alone(tiny_recor
     del doctored["greedy"]["bos"]["margins"]
     flips = [
         d
-        for d in snapshots.compare(doctored, snapshots.observe(subject), tolerances={"logit_tie": 1e3}, subject=subject)
+        for d in comparing.compare(doctored, recording.observe(subject), tolerances={"logit_tie": 1e3}, subject=subject)
         if d.where == "greedy.bos"
     ]
     assert [d.severity for d in flips] == ["warning"] and "a near-tie" in flips[0].message
@@ -611,12 +616,12 @@ def test_a_recorded_top_token_outside_this_runs_top_20_is_read_from_the_full_dis
     unchanged probability is no difference."""
     recorded, _ = tiny_recorded
     subject = tiny_unchanged
-    probs = snapshots.softmax64(ob.next_token(subject).logits)
+    probs = softmax64(ob.next_token(subject).logits)
     outside = int(np.argsort(-probs, kind="stable")[25])  # not among the top 20 this run keeps
     doctored = json.loads(json.dumps(recorded))
     doctored["next_token"]["top_ids"][-1] = outside
     doctored["next_token"]["top_probs"][-1] = float(probs[outside])  # ~3e-5 on this flat distribution
-    diffs = snapshots.compare(doctored, snapshots.observe(subject), tolerances={"prob_atol": 1e-6}, subject=subject)
+    diffs = comparing.compare(doctored, recording.observe(subject), tolerances={"prob_atol": 1e-6}, subject=subject)
     assert not [d for d in diffs if d.where == "next_token.probs"], diffs
 
 
@@ -642,10 +647,10 @@ def test_a_rerun_in_the_same_environment_matches(tiny_recorded):
 def test_provenance_reads_versions_device_and_files_from_the_run():
     import re
 
-    from probes.subjects import environment_info
+    from probes.environment import environment_info
 
     env = environment_info()
-    prov = snapshots.provenance(tokenizer_subject())
+    prov = recording.provenance(tokenizer_subject())
     assert sorted(prov) == sorted(
         [
             "python",
@@ -672,7 +677,7 @@ def test_provenance_reads_versions_device_and_files_from_the_run():
     assert prov["model source"] == "mistral_common/data/tokenizer.model.v1"
     assert list(prov["files"]) == ["tokenizer.model.v1"] and len(prov["files"]["tokenizer.model.v1"]) == 16
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", prov["recorded"])
-    model_prov = snapshots.provenance(tiny())
+    model_prov = recording.provenance(tiny())
     assert (model_prov["device"], model_prov["dtype"], model_prov["class"]) == ("cpu", "float32", "cpu")
     assert model_prov["numerics"]["model_dtype"] == "float32" and model_prov["numerics"]["bnb_kernel"] is None
     assert model_prov["model source"] == "random MistralForCausalLM (seed 0)"
@@ -710,7 +715,7 @@ def test_observe_holds_every_probe_of_a_model_subject(tiny_recorded):
     }
     nt = recorded["next_token"]
     assert nt["prompt"] == "The capital of Japan is" and nt["prompt_ids"] == [1, 415, 5565, 302, 4720, 349]
-    assert len(nt["top_ids"]) == len(set(nt["top_ids"])) == len(nt["top_probs"]) == snapshots.TOP_N
+    assert len(nt["top_ids"]) == len(set(nt["top_ids"])) == len(nt["top_probs"]) == observing.TOP_N
     assert nt["top_probs"] == sorted(nt["top_probs"], reverse=True) and 0 < nt["top_probs"][0] < 1
     assert all(p == round(p, 7) for p in nt["top_probs"])
     assert sorted(recorded["temperature"]["entropy"]) == ["0.4", "1.0", "1.6"]
@@ -737,9 +742,9 @@ def test_observe_holds_every_probe_of_a_model_subject(tiny_recorded):
 
 def test_a_tokenizer_only_subject_has_the_cpu_class_and_only_tokenizer_observations(tmp_path):
     subject = tokenizer_subject()
-    assert snapshots.device_class(subject) == "cpu"
-    assert snapshots.snapshot_path(subject, tmp_path) == tmp_path / "mistral-tokenizer" / "cpu.json"
-    assert list(snapshots.observe(subject)) == ["tokenizer"]
+    assert subject.machine_class == "cpu"
+    assert recording.snapshot_path(subject, tmp_path) == tmp_path / "mistral-tokenizer" / "cpu.json"
+    assert list(recording.observe(subject)) == ["tokenizer"]
 
 
 def test_sections_a_card_leaves_out_are_not_compared_but_a_changed_leave_out_is_an_error():
@@ -759,22 +764,22 @@ def test_sections_a_card_leaves_out_are_not_compared_but_a_changed_leave_out_is_
 def test_a_bitsandbytes_upgrade_is_named_in_the_summary_and_stops_sampled_comparison():
     rec = {"torch": "2.13.0", "transformers": "5.23.0", "bitsandbytes": "0.49.2", "quantization": "nf4"}
     cur = {**rec, "bitsandbytes": "0.50.2"}
-    assert snapshots.summary_line(rec, cur, []) == "bitsandbytes 0.49.2 -> 0.50.2: no change beyond tolerance"
-    assert snapshots.why_samples_not_comparable(rec, cur) == ["bitsandbytes 0.49.2 -> 0.50.2"]
+    assert comparing.summary_line(rec, cur, []) == "bitsandbytes 0.49.2 -> 0.50.2: no change beyond tolerance"
+    assert token_rules.why_samples_not_comparable(rec, cur) == ["bitsandbytes 0.49.2 -> 0.50.2"]
 
 
 def test_a_first_gpu_run_skips_only_where_no_class_is_recorded_and_a_missing_cpu_snapshot_is_not_excused(tmp_path):
     card_dir = tmp_path / "mistral-7b-v0.1"
     card_dir.mkdir()
-    assert snapshots.unrecorded_device_class(card_dir / "cuda-sm90.json") == (
+    assert recording.unrecorded_device_class(card_dir / "cuda-sm90.json") == (
         "no snapshot for device class cuda-sm90 yet (recorded: none)"
     )
     (card_dir / "cpu-bnb-float16.json").write_text("{}", encoding="utf-8")
     # another class recorded: compared with it under the cross-class rules, not skipped
-    assert snapshots.unrecorded_device_class(card_dir / "cuda-sm90.json") is None
-    assert snapshots.recorded_classes(card_dir) == ["cpu-bnb-float16"]
-    assert snapshots.unrecorded_device_class(tmp_path / "other" / "cpu.json") is None  # load() fails it
-    assert snapshots.unrecorded_device_class(tmp_path / "other" / "cpu-bnb-float16.json") is None
+    assert recording.unrecorded_device_class(card_dir / "cuda-sm90.json") is None
+    assert recording.recorded_classes(card_dir) == ["cpu-bnb-float16"]
+    assert recording.unrecorded_device_class(tmp_path / "other" / "cpu.json") is None  # load() fails it
+    assert recording.unrecorded_device_class(tmp_path / "other" / "cpu-bnb-float16.json") is None
 
 
 def test_snapshot_warning_is_importable_from_the_package_and_compare_takes_keywords():
@@ -783,10 +788,10 @@ def test_snapshot_warning_is_importable_from_the_package_and_compare_takes_keywo
     the two provenances."""
     import probes
 
-    assert probes.SnapshotWarning is snapshots.SnapshotWarning
+    assert probes.SnapshotWarning.__module__ == "probes"  # defined there: naming it imports nothing else
     assert issubclass(probes.SnapshotWarning, UserWarning)
     with pytest.raises(TypeError):
-        snapshots.compare({}, {}, {})  # tolerances positionally
+        comparing.compare({}, {}, {})  # tolerances positionally
 
 
 def test_the_snapshot_fixture_records_then_compares_and_keeps_typed_outcomes(tmp_path):
@@ -794,15 +799,15 @@ def test_the_snapshot_fixture_records_then_compares_and_keeps_typed_outcomes(tmp
     missing -> failed with the record command; --snapshot-update -> recorded; then a
     compare -> passed. Each outcome survives the JSON trip from an xdist worker."""
     subject = tokenizer_subject()
-    check = snapshots.SnapshotCheck(tmp_path, dir_option=f" --snapshot-dir {tmp_path}")
+    check = SnapshotCheck(tmp_path, dir_option=f" --snapshot-dir {tmp_path}")
     missing = check.check(subject)
     assert missing.verdict == "failed" and "--snapshot-update --snapshot-dir" in missing.message
-    assert snapshots.SnapshotCheck(tmp_path, update=True).check(subject).verdict == "recorded"
+    assert SnapshotCheck(tmp_path, update=True).check(subject).verdict == "recorded"
     compared = check.check(subject)
     assert (compared.verdict, compared.status, compared.errors) == ("passed", "compared with cpu.json", ())
     assert check.outcomes == {"mistral-tokenizer": compared}
     for outcome in (missing, compared):
-        assert snapshots.SnapshotOutcome.from_json(json.loads(json.dumps(outcome.as_json()))) == outcome
+        assert SnapshotOutcome.from_json(json.loads(json.dumps(outcome.as_json()))) == outcome
 
 
 # --------------------------------------------------------- U1-U4 sections (issue 13)
@@ -819,7 +824,7 @@ def _changed(recorded: dict, path: list, value) -> dict:
 
 def test_u_sections_compare_clean_and_name_what_changed(tiny_recorded):
     recorded, _ = tiny_recorded
-    assert snapshots.compare(recorded, recorded) == []
+    assert comparing.compare(recorded, recorded) == []
     chat_ids = recorded["tokenizer"]["chat"]["ids"]
     cases = {
         "tokenizer.chat.ids": _changed(recorded, ["tokenizer", "chat", "ids"], [1, *chat_ids]),
@@ -832,10 +837,10 @@ def test_u_sections_compare_clean_and_name_what_changed(tiny_recorded):
         "attention.max_prob_diff": _changed(recorded, ["attention", "max_prob_diff"], 1e-3),
     }
     for where, current in cases.items():
-        differences = snapshots.compare(recorded, current)
+        differences = comparing.compare(recorded, current)
         assert [d.where for d in differences] == [where], (where, differences)
-    top_k = snapshots.compare(recorded, cases["generation.hot.settings"])[0]
+    top_k = comparing.compare(recorded, cases["generation.hot.settings"])[0]
     assert top_k.message == "top_k: 50 -> 20"
     # the gap between back-ends may double from rounding without an error
     doubled = recorded["attention"]["max_prob_diff"] * 2
-    assert snapshots.compare(recorded, _changed(recorded, ["attention", "max_prob_diff"], doubled)) == []
+    assert comparing.compare(recorded, _changed(recorded, ["attention", "max_prob_diff"], doubled)) == []

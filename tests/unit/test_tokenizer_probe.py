@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from probes import tokenizer as tp
-from probes.cards import find_card
-from probes.subjects import Subject
+from probes.cards.card import find_card
+from probes.subjects.subject import Subject
 
 
 def mistral_tokenizer(**config):

@@ -14,18 +14,18 @@ from weakref import WeakKeyDictionary
 
 import numpy as np
 
-from . import attention as at
-from . import decoding as dc
-from . import embedding as em
-from . import generation_settings as gs
-from . import hidden_states as hs
-from . import quantization as qz
-from . import tokenizer as tk
-from .inputs import article_inputs, format_prompt, knowledge_question
+from probes import attention as at
+from probes import decoding as dc
+from probes import embedding as em
+from probes import generation_settings as gs
+from probes import hidden_states as hs
+from probes import quantization as qz
+from probes import tokenizer as tk
+from probes.subjects.inputs import article_inputs, format_prompt, knowledge_question
 
 if TYPE_CHECKING:
-    from .card_schema import Decoding, KnowledgeCase, TasksExpect
-    from .subjects import Subject
+    from probes.cards.schema import Decoding, KnowledgeCase, TasksExpect
+    from probes.subjects.subject import Subject
 
 Result = TypeVar("Result")
 # What a result is kept under: the probe's name and what else it depends on (prompt,

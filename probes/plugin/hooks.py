@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import report
-from .cards import (
+from probes.cards.card import (
     Card,
     CardError,
     available_cards,
@@ -31,11 +30,13 @@ from .cards import (
     looks_like_local_path,
     unknown_expect_path,
 )
-from .sources import DEVICE_PATTERN, DTYPES
-from .subjects import TORCH_RUNTIME_KEYS, Subject, SubjectLoadError, environment_info, torch_runtime_info
+from probes.cards.sources import DEVICE_PATTERN, DTYPES
+from probes.environment import TORCH_RUNTIME_KEYS, environment_info, torch_runtime_info
+from probes.report import html as report
+from probes.subjects.subject import Subject, SubjectLoadError
 
 if TYPE_CHECKING:  # the snapshot module loads numpy and the probes: imported when used
-    from .snapshots import SnapshotCheck, SnapshotOutcome
+    from probes.snapshots.check import SnapshotCheck, SnapshotOutcome
 
 SELECTED_CARDS = pytest.StashKey[list[Card]]()
 SUBJECTS = pytest.StashKey[dict[str, Subject]]()
@@ -517,7 +518,8 @@ def reference_subject(request: pytest.FixtureRequest, model_subject: Subject) ->
 def snapshot(request: pytest.FixtureRequest) -> SnapshotCheck:
     """Records (--snapshot-update) or compares a subject's observations with its snapshot
     (--snapshot-dir, default fixtures/snapshots); the outcomes feed the report."""
-    from .snapshots import SNAPSHOT_DIR, SnapshotCheck
+    from probes.paths import SNAPSHOT_DIR
+    from probes.snapshots.check import SnapshotCheck
 
     directory = request.config.getoption("snapshot_dir")
     return SnapshotCheck(
@@ -554,13 +556,13 @@ class _Attachments:
 
     def table(self, headers: list, rows: list, caption: str | None = None, summary: str | None = None) -> None:
         """A table from data (cells are escaped; ``probes.report.Cell`` for emphasis)."""
-        from .report import table
+        from probes.report.html import table
 
         self.html(table(headers, rows, caption), summary=summary)
 
     def texts(self, items: list[str], caption: str | None = None, summary: str | None = None) -> None:
         """Numbered texts (e.g. the runs of a generation) under a caption."""
-        from .report import texts
+        from probes.report.html import texts
 
         self.html(texts(items, caption), summary=summary)
 
@@ -686,7 +688,7 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
             stash[SUMMARY_SECTIONS].setdefault(section, {}).setdefault(card, []).extend(fragments)
     for card, obs, states in data["outcomes"]:
         stash[OBSERVATION_OUTCOMES].setdefault((card, obs), []).extend(states)
-    from .snapshots import SnapshotOutcome
+    from probes.snapshots.check import SnapshotOutcome
 
     stash[SNAPSHOT_RESULTS].update({card: SnapshotOutcome.from_json(o) for card, o in data["snapshots"].items()})
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import yaml
 
-from .cards import FIXTURES_DIR
+from probes.paths import INPUTS_DIR
 
-INPUTS_FILE = FIXTURES_DIR / "inputs" / "article.yaml"
+INPUTS_FILE = INPUTS_DIR / "article.yaml"
 
 
 @cache

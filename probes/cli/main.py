@@ -28,13 +28,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import diff
-from .cards import REPO_ROOT
-from .draft import DEFAULT_DRAWS, DEFAULT_PROMPT_FORMAT, DraftSettings, card_text, draft_card, kept_entries
-from .sources import cache_dir
+from probes.cards.sources import cache_dir
+from probes.draft.measure import (
+    DEFAULT_DRAWS,
+    DEFAULT_PROMPT_FORMAT,
+    DraftSettings,
+    card_text,
+    draft_card,
+    kept_entries,
+)
+from probes.paths import REPO_ROOT
+from probes.report.diff import write_report
+from probes.snapshots import sets as diff
 
 if TYPE_CHECKING:
-    from .cards import Card
+    from probes.cards.card import Card
 
 DEFAULT_OUTPUT = Path("reports") / "upgrade-check"
 # installed into every side's environment without its dependencies, as scripts/setup.sh does
@@ -59,7 +67,7 @@ def _report(
 ) -> int:
     for line in diff.summary_lines(comparisons):
         print(line)
-    written = diff.write_report(comparisons, label_a, label_b, html)
+    written = write_report(comparisons, label_a, label_b, html)
     if json_path:
         Path(json_path).write_text(diff.as_json(comparisons), encoding="utf-8")
     code = diff.exit_code(comparisons)
@@ -233,10 +241,11 @@ def run_upgrade_check(args: argparse.Namespace) -> int:
 
 def run_draft_card(args: argparse.Namespace) -> int:
     """Load the model once, run every probe, write the card (and its snapshot)."""
-    from .cards import CardError, find_card, load_card
-    from .snapshots import record
-    from .sources import SubjectLoadError
-    from .subjects import Subject, environment_info
+    from probes.cards.card import CardError, find_card, load_card
+    from probes.cards.sources import SubjectLoadError
+    from probes.environment import environment_info
+    from probes.snapshots.record import record
+    from probes.subjects.subject import Subject
 
     output = Path(args.output) if args.output else None
     if output is not None and output.exists() and not args.force:
@@ -306,8 +315,8 @@ def _draft_base(args: argparse.Namespace) -> Card:
     """The card whose sources the draft loads and writes: --card as it is, or one built
     from --model / --gguf-file with the tokenizer from the model; --device, --dtype and
     --quantization change its load section (what is measured is what the card says)."""
-    from .cards import Card, find_card
-    from .sources import FollowModel, GgufFileSource, HubSource, LoadSettings
+    from probes.cards.card import Card, find_card
+    from probes.cards.sources import FollowModel, GgufFileSource, HubSource, LoadSettings
 
     given = [x for x in (args.card, args.model, args.gguf_file) if x]
     if len(given) != 1:

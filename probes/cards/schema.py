@@ -1,6 +1,6 @@
 """The card format, declared: what a card file may hold, with types, defaults and meanings.
 
-A card file is validated against ``CardFile`` when it is read (``probes/cards.py``
+A card file is validated against ``CardFile`` when it is read (``probes/cards/card.py``
 turns pydantic's errors into one message naming the file and each field). Every model
 forbids unknown fields and is strict (``vocab_size: true`` is not an int, ``"3"`` is not
 a number). A field without a default is required whenever its section is present: the
@@ -8,16 +8,17 @@ tests read it unconditionally. The JSON Schema that editors validate card files 
 (fixtures/card.schema.json) is generated from these classes.
 
 Where the tokenizer and weights come from (``tokenizer:``/``model:``) is declared by the
-source classes in ``probes/sources.py``, a union told apart by ``source:``.
+source classes in ``probes/cards/sources.py``, a union told apart by ``source:``.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from .sources import LoadSettings, ModelSource, TokenizerSource
+from probes.cards.sources import LoadSettings, ModelSource, TokenizerSource
+from probes.snapshots.sections import LEAVABLE, TOLERANCES
 
 Number = float  # strict mode still takes an int where a float is declared
 
@@ -352,48 +353,45 @@ class KnownFailure(Section):
     reason: str = Field(description="why: shown in the report")
 
 
+# The snapshot's settings come from its section list (probes/snapshots/sections.py): the
+# names a card may leave out and every tolerance, with its default and meaning, are declared
+# once there, with the section that uses them.
 class SnapshotSettings(Section):
-    leave_out: list[Literal["greedy", "embedding", "sampled", "first_tokens"]] = Field(
+    leave_out: list[Literal[LEAVABLE]] = Field(  # type: ignore[valid-type]
         [], description="sections left out of this card's snapshot: for a model too slow to decode them all"
     )
 
 
-class CrossClassTolerances(Section):
-    """Bounds for comparing with a snapshot of another machine class (probes/cross_class.py),
-    measured between two recorded classes; absent ones default to CROSS_CLASS_UNITS x the
-    compute dtype's resolution."""
+CrossClassTolerances = create_model(
+    "CrossClassTolerances",
+    __base__=Section,
+    __doc__="Bounds for comparing with a snapshot of another machine class "
+    "(probes/snapshots/cross_class.py), measured between two recorded classes; absent ones default "
+    "to the section's cross_class_units x the compute dtype's resolution.",
+    **{
+        name: (Number | None, Field(None, description=t.meaning))
+        for name, t in TOLERANCES.items()
+        if t.cross_class_units is not None
+    },
+)
 
-    prob_atol: Number | None = Field(None, description="max |dp| over the recorded top-20 next tokens")
-    kl_max: Number | None = Field(None, description="nats, KL of the two recorded top-20 distributions")
-    entropy_atol: Number | None = Field(None, description="nats, per temperature")
-    hidden_norm_rtol: Number | None = Field(None, description="per layer, relative hidden-state norm change")
-    hidden_cosine_atol: Number | None = Field(None, description="per layer, 1 - cosine of the projected state")
-    cosine_atol: Number | None = Field(None, description="per entry of the embedding cosine matrix")
-    norm_rtol: Number | None = Field(None, description="per embedding row norm, relative")
-    backend_prob_atol: Number | None = Field(None, description="attention back-ends' max |dp| may grow up to this")
-
-
-class Tolerances(Section):
-    """Snapshot comparison tolerances (probes/snapshots.py DEFAULT_TOLERANCES)."""
-
-    prob_atol: Number | None = Field(
-        None, description="max |p_now - p_recorded| over the recorded top-20 next tokens (default 1e-4)"
-    )
-    entropy_atol: Number | None = Field(None, description="nats, per temperature (default 1e-3)")
-    logit_tie: Number | None = Field(
-        None, description="a greedy flip within this logit gap is a near-tie warning (default 0.01)"
-    )
-    cosine_atol: Number | None = Field(None, description="per entry of the 20 x 20 cosine matrix (default 1e-5)")
-    norm_rtol: Number | None = Field(None, description="per embedding row norm (default 1e-5)")
-    hidden_norm_rtol: Number | None = Field(
-        None, description="per layer, the last token's hidden-state norm (default 1e-4)"
-    )
-    hidden_cosine_atol: Number | None = Field(
-        None, description="per layer, 1 - cosine to the recorded direction (default 1e-5)"
-    )
-    cross_class: CrossClassTolerances | None = Field(
-        None, description="bounds against a snapshot of another machine class, measured (probes/cross_class.py)"
-    )
+Tolerances = create_model(
+    "Tolerances",
+    __base__=Section,
+    __doc__="Snapshot comparison tolerances (probes/snapshots/sections.py), overriding the defaults.",
+    **{
+        name: (Number | None, Field(None, description=f"{t.meaning} (default {t.default:.0e})".replace("e-0", "e-")))
+        for name, t in TOLERANCES.items()
+        if t.default is not None
+    },
+    cross_class=(
+        CrossClassTolerances | None,
+        Field(
+            None,
+            description="bounds against a snapshot of another machine class, measured (probes/snapshots/cross_class.py)",
+        ),
+    ),
+)
 
 
 class CardFile(Section):

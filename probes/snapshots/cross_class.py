@@ -25,49 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .hidden_states import layer_change
-from .numerics import coarsest, resolution
-from .quantization import kl_divergence
-
-# Default cross-class bounds, in units of the coarser side's compute-dtype resolution
-# (torch.finfo(dtype).eps: float32 1.2e-7, float16 9.8e-4, bfloat16 7.8e-3), never below the
-# same-class tolerance. Set from the NF4 card, whose five recorded classes (float16
-# dequantize, bfloat16 packed, each with and without oneDNN's float16 GEMM and AVX512-FP16;
-# docs/machine-classes.md) differ by at most: max |dp| 5.0e-3 (0.64 units of bfloat16),
-# KL 2.3e-4 nats, entropies 0.062 nats (7.9 units), hidden-state norms 4.4e-3 relative
-# (0.56 units), 1 - cosine 1.1e-4 (0.014 units), embedding cosines 0. Each default is about
-# twice the largest measured.
-CROSS_CLASS_UNITS: dict[str, float] = {
-    "prob_atol": 1.3,  # max |dp| over the recorded top-20 next tokens
-    "kl_max": 0.06,  # nats, KL of the two top-20 distributions (rest of the mass pooled)
-    "entropy_atol": 16.0,  # nats, per temperature
-    "hidden_norm_rtol": 1.2,  # per layer, relative
-    "hidden_cosine_atol": 0.03,  # per layer, 1 - cosine
-    "cosine_atol": 0.01,  # per entry of the embedding cosine matrix
-    "norm_rtol": 0.01,  # per embedding row norm
-    "backend_prob_atol": 1.3,  # attention back-ends' max |dp| may grow up to this
-}
-
-
-def compute_dtype(provenance: dict[str, Any]) -> str:
-    """The dtype a recorded side's kernels computed in: the numerics fingerprint's (which
-    knows bitsandbytes' packed bfloat16 path), else the provenance's model dtype."""
-    numerics = provenance.get("numerics") or {}
-    return numerics.get("compute_dtype_ran") or numerics.get("model_dtype") or provenance.get("dtype") or "float32"
-
-
-def tolerances(
-    same_class: dict[str, float], measured: dict[str, float], provenance_a: dict[str, Any], provenance_b: dict[str, Any]
-) -> dict[str, float]:
-    """The cross-class bounds for two sides: the card's measured ones where it states them,
-    else CROSS_CLASS_UNITS x the coarser compute dtype's resolution, never below ``same_class``."""
-    dtype = coarsest(compute_dtype(provenance_a), compute_dtype(provenance_b))
-    unit = resolution(dtype)
-    out = dict(same_class)
-    for key, units in CROSS_CLASS_UNITS.items():
-        out[key] = float(measured[key]) if key in measured else max(same_class.get(key, 0.0), units * unit)
-    out["dtype"] = dtype  # type: ignore[assignment]  # named in the verdict
-    return out
+from probes.hidden_states import layer_change
+from probes.maths import kl_divergence
 
 
 def next_token_statistics(recorded: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:

@@ -102,7 +102,7 @@ def provenance_table(
     def shown(side: dict[str, Any], key: str) -> Any:
         value = side.get(key, "-")
         if key == "numerics" and isinstance(value, dict):  # the fingerprint, as one line
-            from .numerics import Numerics
+            from probes.numerics import Numerics
 
             return Numerics.from_dict(value).describe()
         return value

@@ -28,17 +28,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import decoding as dc
-from . import embedding as em
-from . import observations as ob
-from . import quantization as qz
-from . import tokenizer as tp
-from .card_schema import TasksExpect
-from .card_writer import Block, Commented, write_card
-from .inputs import article_inputs
+from probes import decoding as dc
+from probes import embedding as em
+from probes import quantization as qz
+from probes import tokenizer as tp
+from probes.cards.schema import TasksExpect
+from probes.draft.writer import Block, Commented, write_card
+from probes.subjects import results as ob
+from probes.subjects.inputs import article_inputs
 
 if TYPE_CHECKING:
-    from .subjects import Subject
+    from probes.subjects.subject import Subject
 
 DEFAULT_PROMPT_FORMAT = "Question: {question}\nAnswer:"
 DEFAULT_DRAWS = 10  # groups of samples the sampling bounds hold for

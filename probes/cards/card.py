@@ -39,18 +39,11 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .card_schema import CardFile, Expect, ExpectSection, KnownFailure, SnapshotSettings
-from .sources import FollowModel, HubSource, LoadSettings, MistralCommonTokenizer
-from .sources import ModelSource as ModelSourceType
-from .sources import TokenizerSource as TokenizerSourceType
-
-PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_ROOT = PACKAGE_DIR.parent
-# The shipped cards, probe inputs and CPU snapshots: fixtures/ of a source checkout (and
-# of an editable install), probes/fixtures/ inside a non-editable one (pyproject.toml
-# installs fixtures/ there as the package probes.fixtures).
-FIXTURES_DIR = REPO_ROOT / "fixtures" if (REPO_ROOT / "fixtures" / "cards").is_dir() else PACKAGE_DIR / "fixtures"
-CARDS_DIR = FIXTURES_DIR / "cards"
+from probes.cards.schema import CardFile, Expect, ExpectSection, KnownFailure, SnapshotSettings
+from probes.cards.sources import FollowModel, HubSource, LoadSettings, MistralCommonTokenizer
+from probes.cards.sources import ModelSource as ModelSourceType
+from probes.cards.sources import TokenizerSource as TokenizerSourceType
+from probes.paths import CARDS_DIR, REPO_ROOT
 
 
 class CardError(ValueError):
@@ -61,17 +54,11 @@ class CardError(ValueError):
 # The card format is declared in probes/card_schema.py (sections) and probes/sources.py
 # (where the tokenizer and weights come from). Here: what is derived from it.
 
-# the sections a card may leave out of its snapshot (snapshot.leave_out): a slow model
-# (NF4 on CPU decodes at ~0.2 s a token) records what it can afford
-LEAVABLE_SECTIONS: tuple[str, ...] = get_args(get_args(SnapshotSettings.model_fields["leave_out"].annotation)[0])
-
-CARD_SCHEMA_FILE = FIXTURES_DIR / "card.schema.json"
-
 
 def card_json_schema() -> dict[str, Any]:
     """The card format as a JSON Schema (draft 2020-12), for editors that validate YAML
     (``# yaml-language-server: $schema=...``). Generated from CardFile, committed as
-    fixtures/card.schema.json (``python -m probes.cards > fixtures/card.schema.json``);
+    fixtures/card.schema.json (``python -m probes.cards.card > fixtures/card.schema.json``);
     load_card remains the full check (file names, cross-field rules)."""
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -494,7 +481,7 @@ def find_card(name_or_path: str, extra_dirs: Sequence[str | Path] = ()) -> Card:
     )
 
 
-if __name__ == "__main__":  # python -m probes.cards > fixtures/card.schema.json
+if __name__ == "__main__":  # python -m probes.cards.card > fixtures/card.schema.json
     import json
     import sys
 

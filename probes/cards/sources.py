@@ -235,7 +235,7 @@ class LoadOptions:
             kwargs["device_map"] = self.device_map
         if self.quantization == "none":
             return kwargs
-        from .quantization import bitsandbytes_problem
+        from probes.quantization import bitsandbytes_problem
 
         problem = bitsandbytes_problem()
         if problem:

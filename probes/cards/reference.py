@@ -2,7 +2,7 @@
 required or its default, its meaning (the schema's descriptions) and the observations
 whose behavioural tests read it (their ``@pytest.mark.observation(..., expects=...)``).
 
-    python -m probes.card_reference > docs/cards.md
+    python -m probes.cards.reference > docs/cards.md
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-from .card_schema import CardFile
-from .cards import REPO_ROOT, source_tags, unwrap_type
+from probes.cards.card import source_tags, unwrap_type
+from probes.cards.schema import CardFile
+from probes.paths import REPO_ROOT
 
 CARD_REFERENCE_FILE = REPO_ROOT / "docs" / "cards.md"
 
@@ -93,8 +94,8 @@ def _table_cell(text: str) -> str:
 
 def card_reference() -> str:
     """Every card field: type, required or default, meaning, and the observations whose
-    tests read it. Generated into docs/cards.md (``python -m probes.card_reference > docs/cards.md``)."""
-    from .sources import Source
+    tests read it. Generated into docs/cards.md (``python -m probes.cards.reference > docs/cards.md``)."""
+    from probes.cards.sources import Source
 
     by_field = observations_by_field()
     rows: list[list[str]] = []
@@ -103,7 +104,7 @@ def card_reference() -> str:
         "# Card reference",
         "",
         "Generated from `probes/card_schema.py` and `probes/sources.py` by "
-        "`python -m probes.card_reference > docs/cards.md` (a test keeps it current). "
+        "`python -m probes.cards.reference > docs/cards.md` (a test keeps it current). "
         "`[]` marks the fields of each item of a list; an expect section left out is not checked. "
         'Observations are the ids of the behavioural tests that read the field (README, "What is checked").',
         "",

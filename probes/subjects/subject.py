@@ -9,17 +9,13 @@ clear message for the whole session.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cards import Card, looks_like_local_path
-from .numerics import Numerics, fingerprint, machine_class
-from .quantization import QuantizationInfo, inspect_quantization, loaded_as_asked, run_4bit_kernels
-from .sources import (  # noqa: F401 (SubjectLoadError, package_file and cache_dir are this module's API too)
+from probes.cards.card import Card, looks_like_local_path
+from probes.cards.sources import (  # noqa: F401 (SubjectLoadError, package_file and cache_dir are this module's API too)
     FileDigests,
     LoadOptions,
     SubjectLoadError,
@@ -27,6 +23,9 @@ from .sources import (  # noqa: F401 (SubjectLoadError, package_file and cache_d
     package_file,
     resolve_device,
 )
+from probes.environment import installed_version
+from probes.numerics import Numerics, fingerprint, machine_class
+from probes.quantization import QuantizationInfo, inspect_quantization, loaded_as_asked, run_4bit_kernels
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -66,58 +65,6 @@ class Provenance:
             "machine_class": self.machine_class,
             "numerics": self.numerics,
         }
-
-
-@functools.cache  # installed versions do not change within a process; each lookup scans sys.path
-def _version(distribution: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(distribution)
-    except PackageNotFoundError:
-        return "not installed"
-
-
-# what environment_info() reads from an imported torch (the rest comes from package metadata)
-TORCH_RUNTIME_KEYS = ("torch", "cpu threads", "cuda", "gpu")
-
-
-def environment_info(runtime: dict[str, str] | None = None) -> dict[str, str]:
-    """Library versions and the machine: the first thing to compare across runs.
-
-    Versions come from package metadata, so nothing heavy is imported for them.
-    ``runtime``: the TORCH_RUNTIME_KEYS as another process read them (the report of a
-    pytest-xdist run, whose controller runs no test: it need not load torch for them)."""
-    runtime = torch_runtime_info() if runtime is None else runtime
-    info = {
-        "python": platform.python_version(),
-        "torch": runtime["torch"],
-        "transformers": _version("transformers"),
-        "tokenizers": _version("tokenizers"),
-        "platform": platform.platform(),
-        **{key: runtime[key] for key in TORCH_RUNTIME_KEYS[1:]},
-    }
-    for extra in ("bitsandbytes", "gguf", "mistral-common", "sentencepiece", "accelerate"):
-        info[extra] = _version(extra)
-    return info
-
-
-def torch_runtime_info() -> dict[str, str]:
-    """This process's torch version, threads, CUDA build and GPUs (imports torch)."""
-    import torch
-
-    gpus = "none"
-    if torch.cuda.is_available():
-        gpus = ", ".join(
-            f"{torch.cuda.get_device_name(i)} (sm_{''.join(map(str, torch.cuda.get_device_capability(i)))})"
-            for i in range(torch.cuda.device_count())
-        )
-    return {
-        "torch": str(torch.__version__),  # a str subclass that pickle-free transports (xdist) refuse
-        "cpu threads": str(torch.get_num_threads()),
-        "cuda": torch.version.cuda or "none",
-        "gpu": gpus,
-    }
 
 
 def _describe_missing(source_id: str) -> str:
@@ -361,7 +308,7 @@ class Subject:
             files=dict(self._files),
             revision=self._revision,
             quantizer=(
-                f"bitsandbytes {_version('bitsandbytes')}"
+                f"bitsandbytes {installed_version('bitsandbytes')}"
                 if self._quantization and (self._quantization.linear_4bit or self._quantization.linear_8bit)
                 else None
             ),

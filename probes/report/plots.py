@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .decoding import NextToken, TemperatureSweep
-    from .embedding import Projection
-    from .quantization import PromptDrift
+    from probes.decoding import NextToken, TemperatureSweep
+    from probes.embedding import Projection
+    from probes.quantization import PromptDrift
 
 
 def _figure(width: float, height: float, ncols: int = 1, **kwargs):

@@ -3,7 +3,7 @@
 
 An observation set is a snapshot folder (``<card>/<device class>.json``, what
 ``--snapshot-update`` writes) or one snapshot file. Each card present on both sides is
-compared with the same rules and tolerances as the snapshot test (``snapshots.compare``),
+compared with the same rules and tolerances as the snapshot test (``comparing.compare``),
 and the result is one self-contained HTML page and an exit code:
 
 - 0: no difference beyond tolerance (warnings, such as a near-tie greedy flip, allowed);
@@ -15,32 +15,20 @@ and the result is one self-contained HTML page and an exit code:
 
 from __future__ import annotations
 
-import difflib
-import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import snapshots
-from .cards import CardError, find_card
-from .numerics import Numerics, class_distance
+from probes.cards.card import CardError, find_card
+from probes.numerics import Numerics, class_distance
+from probes.snapshots import compare as comparing
+from probes.snapshots import record as recording
+from probes.snapshots import token_rules
+from probes.snapshots.differences import Difference
+from probes.snapshots.sections import BY_NAME, SECTIONS
 
 SAME, DIFFERENT, COULD_NOT_RUN, BAD_INPUT = 0, 1, 2, 4
-
-# the top-level sections of an observation set, in the order the report lists them
-SECTIONS = (
-    "tokenizer",
-    "next_token",
-    "temperature",
-    "greedy",
-    "embedding",
-    "sampled",
-    "first_tokens",
-    "generation",
-    "hidden_states",
-    "attention",
-)
 
 
 class DiffInputError(ValueError):
@@ -54,17 +42,17 @@ class CardComparison:
     device_b: str
     provenance_a: dict[str, Any]
     provenance_b: dict[str, Any]
-    differences: tuple[snapshots.Difference, ...]
+    differences: tuple[Difference, ...]
     sections: tuple[str, ...]  # the sections both sides hold
     observed_a: dict[str, Any] = field(repr=False, default_factory=dict)
     observed_b: dict[str, Any] = field(repr=False, default_factory=dict)
     device_note: str = ""  # set when the two sides were recorded on different device classes
 
-    def section_of(self, difference: snapshots.Difference) -> str:
+    def section_of(self, difference: Difference) -> str:
         return difference.where.split(".", 1)[0].split("[", 1)[0]
 
-    def by_section(self) -> dict[str, list[snapshots.Difference]]:
-        found: dict[str, list[snapshots.Difference]] = {}
+    def by_section(self) -> dict[str, list[Difference]]:
+        found: dict[str, list[Difference]] = {}
         for d in self.differences:
             found.setdefault(self.section_of(d), []).append(d)
         return found
@@ -83,7 +71,7 @@ class CardComparison:
         """Why sampled texts were set aside (they are compared only under the same versions)."""
         if "sampled" not in self.sections:
             return []
-        return snapshots.why_samples_not_comparable(self.provenance_a, self.provenance_b)
+        return token_rules.why_samples_not_comparable(self.provenance_a, self.provenance_b)
 
 
 def _snapshot_files(root: Path) -> dict[str, dict[str, Path]]:
@@ -117,8 +105,8 @@ def pick_device_classes(a: list[str], b: list[str]) -> tuple[str, str, str]:
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        return snapshots.load(path, "re-record it with --snapshot-update")
-    except snapshots.SnapshotError as exc:
+        return recording.load(path, "re-record it with --snapshot-update")
+    except recording.SnapshotError as exc:
         raise DiffInputError(str(exc)) from None
 
 
@@ -146,7 +134,7 @@ def compare_sets(a: Path, b: Path, cards: list[str] | None = None) -> list[CardC
     for card in common:
         device_a, device_b, note = pick_device_classes(list(files_a[card]), list(files_b[card]))
         recorded, current = _read(files_a[card][device_a]), _read(files_b[card][device_b])
-        differences = snapshots.compare(
+        differences = comparing.compare(
             recorded["observed"],
             current["observed"],
             tolerances=_tolerances(card),
@@ -175,91 +163,11 @@ def _common_sections(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, ...]:
     """The sections both sets hold, in the report's order; one this list does not know yet
     (a newer snapshot's) is listed after them rather than left out of the count."""
     common = [s for s in a if s in b]
-    return tuple(s for s in SECTIONS if s in common) + tuple(sorted(s for s in common if s not in SECTIONS))
+    return tuple(s.name for s in SECTIONS if s.name in common) + tuple(sorted(s for s in common if s not in BY_NAME))
 
 
 def exit_code(comparisons: list[CardComparison]) -> int:
     return DIFFERENT if any(c.errors for c in comparisons) else SAME
-
-
-# ------------------------------------------------------------------------- the report
-
-
-def word_diff(a: str, b: str) -> str:
-    """Two texts as one line of words, removed words struck through and added ones marked
-    (escaped HTML)."""
-    words_a, words_b = a.split(" "), b.split(" ")
-    out = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=words_a, b=words_b, autojunk=False).get_opcodes():
-        if op == "equal":
-            out.append(html.escape(" ".join(words_a[i1:i2])))
-            continue
-        if i2 > i1:
-            out.append(f"<del>{html.escape(' '.join(words_a[i1:i2]))}</del>")
-        if j2 > j1:
-            out.append(f"<ins>{html.escape(' '.join(words_b[j1:j2]))}</ins>")
-    return " ".join(out)
-
-
-def _greedy_details(c: CardComparison) -> list[dict[str, Any]]:
-    """Per greedy run that changed: both texts as a word diff, where they part, and each
-    side's recorded margin (top-1 minus top-2 logit) at that step."""
-    details = []
-    for label, was in c.observed_a.get("greedy", {}).items():
-        now = c.observed_b.get("greedy", {}).get(label)
-        if now is None or was["ids"] == now["ids"]:
-            continue
-        i = next((k for k, (x, y) in enumerate(zip(was["ids"], now["ids"])) if x != y), None)
-        margins = [side.get("margins", []) for side in (was, now)]
-        details.append(
-            {
-                "run": label,
-                "step": i,
-                "tokens": (was["ids"][i], now["ids"][i]) if i is not None else None,
-                "margins": tuple(m[i] if i is not None and i < len(m) else None for m in margins),
-                "diff": word_diff(was["text"], now["text"]),
-            }
-        )
-    return details
-
-
-def render(comparisons: list[CardComparison], label_a: str, label_b: str) -> str:
-    from markupsafe import Markup
-
-    from .report import provenance_table, templates
-
-    cards = []
-    for c in comparisons:
-        by_section = c.by_section()
-        cards.append(
-            {
-                "comparison": c,
-                "rows": [
-                    {
-                        "section": section,
-                        "count": len(found),
-                        "worst": "error" if any(d.severity == "error" for d in found) else "warning",
-                    }
-                    for section, found in by_section.items()
-                ],
-                "provenance": Markup(provenance_table(c.provenance_a, c.provenance_b, labels=(label_a, label_b))),
-                "greedy": [{**g, "diff": Markup(g["diff"])} for g in _greedy_details(c)],
-                "fingerprints": (fingerprint_line(c.provenance_a), fingerprint_line(c.provenance_b)),
-            }
-        )
-    verdict = exit_code(comparisons)
-    return (
-        templates()
-        .get_template("diff.html.j2")
-        .render(cards=cards, label_a=label_a, label_b=label_b, verdict=verdict, DIFFERENT=DIFFERENT)
-    )
-
-
-def write_report(comparisons: list[CardComparison], label_a: str, label_b: str, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(comparisons, label_a, label_b), encoding="utf-8")
-    return path
 
 
 def fingerprint_line(provenance: dict[str, Any]) -> str:
@@ -275,7 +183,7 @@ def summary_lines(comparisons: list[CardComparison]) -> list[str]:
     """One line per card, for the terminal."""
     lines = []
     for c in comparisons:
-        head = snapshots.summary_line(
+        head = comparing.summary_line(
             c.provenance_a, c.provenance_b, list(c.differences), classes=(c.device_a, c.device_b)
         )
         device = f" [{c.device_note}]" if c.device_note else ""

@@ -1,0 +1,154 @@
+"""The snapshot check behind the ``snapshot`` fixture: record, or compare with the nearest
+recorded machine class, and keep each card's outcome for the report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from probes.numerics import nearest_class
+from probes.paths import SNAPSHOT_DIR
+from probes.snapshots.compare import compare, summary_line
+from probes.snapshots.differences import Difference
+from probes.snapshots.record import (
+    SnapshotError,
+    load,
+    observe,
+    provenance,
+    record,
+    recorded_classes,
+    snapshot_path,
+    unrecorded_device_class,
+)
+from probes.snapshots.token_rules import why_samples_not_comparable
+from probes.subjects import results
+
+if TYPE_CHECKING:
+    from probes.subjects.subject import Subject
+
+
+@dataclass(frozen=True)
+class SnapshotOutcome:
+    """What the snapshot check of one card found. The test turns it into a pass, a skip
+    or a failure; the report's "Changes since snapshot" reads it (sent from an xdist
+    worker to the controller as JSON: ``as_json`` / ``from_json``)."""
+
+    card: str
+    verdict: str  # "recorded", "passed", "skipped" (no snapshot for this device class yet), "failed"
+    status: str  # the report's heading: "recorded <path>", "compared with cpu.json", ...
+    message: str = ""  # why it was skipped or failed, with the command that records it
+    summary: str = ""
+    recorded_provenance: dict[str, Any] = field(default_factory=dict)
+    current_provenance: dict[str, Any] = field(default_factory=dict)
+    differences: tuple[Difference, ...] = ()
+    not_compared: tuple[str, ...] = ()  # provenance changes that set the sampled texts aside
+
+    @property
+    def errors(self) -> tuple[Difference, ...]:
+        return tuple(d for d in self.differences if d.severity == "error")
+
+    @property
+    def warnings(self) -> tuple[Difference, ...]:
+        return tuple(d for d in self.differences if d.severity == "warning")
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **{k: getattr(self, k) for k in ("card", "verdict", "status", "message", "summary")},
+            "recorded_provenance": self.recorded_provenance,
+            "current_provenance": self.current_provenance,
+            "differences": [[d.severity, d.where, d.message] for d in self.differences],
+            "not_compared": list(self.not_compared),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SnapshotOutcome:
+        return cls(
+            **{k: data[k] for k in ("card", "verdict", "status", "message", "summary")},
+            recorded_provenance=data["recorded_provenance"],
+            current_provenance=data["current_provenance"],
+            differences=tuple(Difference(*d) for d in data["differences"]),
+            not_compared=tuple(data["not_compared"]),
+        )
+
+
+@dataclass
+class SnapshotCheck:
+    """The ``snapshot`` fixture: records (``--snapshot-update``) or compares a subject's
+    observations with its snapshot under ``directory``, and keeps each card's outcome for
+    the report (as ``data_regression.check`` and syrupy's ``snapshot`` own theirs)."""
+
+    directory: Path = SNAPSHOT_DIR
+    update: bool = False
+    dir_option: str = ""  # " --snapshot-dir DIR" when not the default, for the record command
+    outcomes: dict[str, SnapshotOutcome] = field(default_factory=dict)
+
+    def record_command(self, subject: Subject) -> str:
+        return f"pytest tests/behaviour/test_snapshot.py --card {subject.name} --snapshot-update{self.dir_option}"
+
+    def check(self, subject: Subject) -> SnapshotOutcome:
+        outcome = self._check(subject)
+        self.outcomes[subject.name] = outcome
+        return outcome
+
+    def _check(self, subject: Subject) -> SnapshotOutcome:
+        path = snapshot_path(subject, self.directory)
+        if self.update:
+            record(subject, self.directory)
+            return SnapshotOutcome(subject.name, "recorded", f"recorded {path}")
+        hint = self.record_command(subject)
+        own_class = path.stem
+        if not path.is_file():
+            # this machine class is not recorded: compare with the nearest one that is,
+            # under the cross-class rules (strict again once its own class is recorded)
+            nearest = nearest_class(own_class, recorded_classes(path.parent))
+            if nearest is not None:
+                path = path.parent / f"{nearest}.json"
+        unrecorded = unrecorded_device_class(path)
+        if unrecorded:
+            return SnapshotOutcome(
+                subject.name,
+                "skipped",
+                "no snapshot for this device class yet",
+                message=f"{subject.name}: {unrecorded}. Record one on this machine with: {hint}",
+                summary=unrecorded,
+            )
+        try:
+            recorded = load(path, hint)
+        except SnapshotError as exc:
+            return SnapshotOutcome(subject.name, "failed", "no usable snapshot", message=str(exc), summary=str(exc))
+        current_prov = provenance(subject)
+        classes = (path.stem, own_class)
+        differences = tuple(
+            compare(
+                recorded["observed"],
+                observe(subject),
+                tolerances=subject.card.tolerances,
+                subject=subject,
+                results=results,
+                recorded_provenance=recorded["provenance"],
+                current_provenance=current_prov,
+                classes=classes,
+            )
+        )
+        summary = summary_line(recorded["provenance"], current_prov, list(differences), classes=classes)
+        errors = [d for d in differences if d.severity == "error"]
+        message = ""
+        if errors:
+            message = (
+                f"{subject.name} differs from its snapshot {path}\n  {summary}\n"
+                + "\n".join(f"  {d}" for d in errors)
+                + f"\nIf the change is intended, re-record with: {hint}"
+            )
+        across = f" (cross-class rules: this run is {own_class})" if classes[0] != classes[1] else ""
+        return SnapshotOutcome(
+            subject.name,
+            "failed" if errors else "passed",
+            f"compared with {path.name}{across}",
+            message=message,
+            summary=summary,
+            recorded_provenance=recorded["provenance"],
+            current_provenance=current_prov,
+            differences=differences,
+            not_compared=tuple(why_samples_not_comparable(recorded["provenance"], current_prov)),
+        )

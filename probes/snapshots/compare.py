@@ -1,0 +1,123 @@
+"""One comparison of two observation sets, section by section (snapshots/sections.py):
+the snapshot test's (a recording against this run) and ``lm-probes diff``'s (two recordings).
+Within one machine class every section is compared strictly; across classes by the
+cross-class rules (snapshots/cross_class.py), with the card's measured bounds."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from probes.numerics import coarsest, resolution
+from probes.snapshots.differences import Context, Difference
+from probes.snapshots.sections import CROSS_CLASS_UNITS, DEFAULT_TOLERANCES, LEAVABLE, SECTIONS
+
+if TYPE_CHECKING:
+    from probes.subjects.subject import Subject
+
+
+def compare(
+    recorded: dict[str, Any],
+    current: dict[str, Any],
+    *,
+    tolerances: dict[str, Any] | None = None,
+    subject: Subject | None = None,
+    results: Any = None,
+    recorded_provenance: dict[str, Any] | None = None,
+    current_provenance: dict[str, Any] | None = None,
+    classes: tuple[str, str] | None = None,
+) -> list[Difference]:
+    """Every difference between two observation sets, judged by the tolerances, in the
+    order of SECTIONS.
+
+    ``subject`` (with ``results``, the session's results of it) gives access to the current
+    run's logits, to judge a greedy flip; without it (two recorded sets) a flip is judged
+    from both sides' recorded margins and runners-up. ``classes``: the (recorded, current)
+    machine classes; where they differ, the cross-class rules apply with the card's
+    measured ``tolerances.cross_class`` bounds."""
+    tolerances = dict(tolerances or {})
+    measured = tolerances.pop("cross_class", None) or {}
+    recorded_provenance, current_provenance = recorded_provenance or {}, current_provenance or {}
+    tol: dict[str, Any] = {**DEFAULT_TOLERANCES, **tolerances}
+    across = classes is not None and classes[0] != classes[1]
+    if across:
+        tol = cross_class_tolerances(tol, measured, recorded_provenance, current_provenance)
+    if subject is not None and results is None:
+        from probes.subjects import results
+    context = Context(tol, across, subject, results, recorded, current, recorded_provenance, current_provenance)
+    out: list[Difference] = []
+    has_model = ("next_token" in recorded, "next_token" in current)
+    for section in SECTIONS:
+        name = section.name
+        if section.needs_model and has_model[0] != has_model[1]:
+            continue  # reported once below
+        if name in LEAVABLE and all(has_model) and (name in recorded) != (name in current):
+            had, has = ("has it", "leaves it out") if name in recorded else ("leaves it out", "has it")
+            out.append(
+                Difference(
+                    "error", name, f"the snapshot {had}, this run {has} (the card's snapshot.leave_out changed?)"
+                )
+            )
+        # each section is compared where both sides hold it (a snapshot from before U2-U4 holds none of those)
+        elif name in recorded and name in current:
+            out += section.compare(recorded[name], current[name], context)
+    if has_model[0] != has_model[1]:
+        out.append(Difference("error", "model", "the snapshot and this run disagree on whether there is a model"))
+    return out
+
+
+def compute_dtype(provenance: dict[str, Any]) -> str:
+    """The dtype a recorded side's kernels computed in: the numerics fingerprint's (which
+    knows bitsandbytes' packed bfloat16 path), else the provenance's model dtype."""
+    numerics = provenance.get("numerics") or {}
+    return numerics.get("compute_dtype_ran") or numerics.get("model_dtype") or provenance.get("dtype") or "float32"
+
+
+def cross_class_tolerances(
+    same_class: dict[str, float], measured: dict[str, float], provenance_a: dict[str, Any], provenance_b: dict[str, Any]
+) -> dict[str, float]:
+    """The cross-class bounds for two sides: the card's measured ones where it states them,
+    else CROSS_CLASS_UNITS x the coarser compute dtype's resolution, never below ``same_class``."""
+    dtype = coarsest(compute_dtype(provenance_a), compute_dtype(provenance_b))
+    unit = resolution(dtype)
+    out = dict(same_class)
+    for key, units in CROSS_CLASS_UNITS.items():
+        out[key] = float(measured[key]) if key in measured else max(same_class.get(key, 0.0), units * unit)
+    out["dtype"] = dtype  # type: ignore[assignment]  # named in the verdict
+    return out
+
+
+def summary_line(
+    recorded_prov: dict[str, Any],
+    current_prov: dict[str, Any],
+    differences: list[Difference],
+    classes: tuple[str, str] | None = None,
+) -> str:
+    """'transformers 4.57.6 -> 5.23.0: 1 error, 2 warnings (greedy.bos near-tie)'; across
+    machine classes it starts 'machine class A -> B (cross-class rules)'."""
+    changed = [
+        f"{k} {recorded_prov.get(k)} -> {current_prov.get(k)}"
+        for k in (
+            "torch",
+            "transformers",
+            "tokenizers",
+            "bitsandbytes",
+            "device",
+            "dtype",
+            "quantization",
+            "cpu threads",
+        )
+        if recorded_prov.get(k) != current_prov.get(k)
+    ]
+    if classes is not None and classes[0] != classes[1]:
+        changed.insert(0, f"machine class {classes[0]} -> {classes[1]} (cross-class rules)")
+    head = ", ".join(changed) if changed else "same versions and machine class"
+    errors = [d for d in differences if d.severity == "error"]
+    warnings_ = [d for d in differences if d.severity == "warning"]
+    if not differences:
+        return f"{head}: no change beyond tolerance"
+    parts = []
+    if errors:
+        parts.append(f"{len(errors)} error(s) in {', '.join(sorted({d.where for d in errors}))}")
+    if warnings_:
+        parts.append(f"{len(warnings_)} warning(s) in {', '.join(sorted({d.where for d in warnings_}))}")
+    return f"{head}: " + "; ".join(parts)

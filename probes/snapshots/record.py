@@ -1,0 +1,139 @@
+"""Recording a snapshot: what the sections observe of a subject, with provenance, written
+as readable JSON (``fixtures/snapshots/<card>/<machine class>.json``), and read back."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from probes.environment import environment_info
+from probes.paths import SNAPSHOT_DIR
+from probes.snapshots.sections import SECTIONS
+from probes.subjects import results
+
+if TYPE_CHECKING:
+    from probes.subjects.subject import Subject
+
+FORMAT = 1
+
+
+class SnapshotError(ValueError):
+    """A snapshot file is missing, corrupt or of another format; the message says how to fix it."""
+
+
+def snapshot_path(subject: Subject, root: Path = SNAPSHOT_DIR) -> Path:
+    """Where a subject's snapshot lives: one file per card and machine class (probes/numerics.py)."""
+    return Path(root) / subject.card.name / f"{subject.machine_class}.json"
+
+
+def provenance(subject: Subject) -> dict[str, Any]:
+    # load first: loading fills in the file hashes, the device and the dtype
+    subject.tokenizer  # noqa: B018
+    if subject.card.has_model:
+        subject.model  # noqa: B018
+    env = environment_info()
+    p = subject.provenance.as_dict()
+    return {
+        "python": env["python"],
+        "torch": env["torch"],
+        "transformers": env["transformers"],
+        "tokenizers": env["tokenizers"],
+        # "cpu", or the GPU's class ("cuda-sm90"), as before machine classes
+        "device": "cpu" if subject.numerics.device == "cpu" else subject.machine_class,
+        "gpu": env["gpu"],
+        "cpu threads": env["cpu threads"],
+        "dtype": p["dtype"],
+        "quantization": p["quantization"],
+        "model source": p["model_source"],
+        "files": p["files"],
+        "revision": p["revision"],
+        # only for a model with bitsandbytes layers: its kernels produced the numbers
+        **({"bitsandbytes": env["bitsandbytes"]} if p["quantizer"] else {}),
+        # what chose the kernels, and the class that follows from it (the file's name)
+        "class": subject.machine_class,
+        "numerics": subject.numerics.as_dict(),
+        "recorded": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def observe(subject: Subject) -> dict[str, Any]:
+    """Every section the subject's card records (computed once, shared with the tests)."""
+    observed: dict[str, Any] = {}
+    left_out = set(subject.card.snapshot.leave_out)
+    for section in SECTIONS:
+        if (section.needs_model and not subject.card.has_model) or section.name in left_out:
+            continue
+        data = section.observe(subject, results)
+        if data is not None:
+            observed[section.name] = data
+    return observed
+
+
+def dumps(snapshot: dict[str, Any]) -> str:
+    """Stable, diff-friendly JSON: sorted keys, one level per line, lists of numbers inline
+    (a 20 x 20 matrix is 20 lines, not 400). Written value by value, so a string is never
+    touched: a generated text holding "[1,2,3]" is recorded as the model said it."""
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    def write(value: Any, depth: int) -> str:
+        inner, outer = " " * (depth + 1), " " * depth
+        if isinstance(value, dict) and value:
+            items = (f"{inner}{json.dumps(k, ensure_ascii=False)}: {write(value[k], depth + 1)}" for k in sorted(value))
+            return "{\n" + ",\n".join(items) + f"\n{outer}}}"
+        if isinstance(value, list) and value and not all(number(v) for v in value):
+            return "[\n" + ",\n".join(f"{inner}{write(v, depth + 1)}" for v in value) + f"\n{outer}]"
+        if isinstance(value, list):
+            return "[" + ", ".join(json.dumps(v) for v in value) + "]"
+        return json.dumps(value, ensure_ascii=False)
+
+    return write(snapshot, 0) + "\n"
+
+
+def record(subject: Subject, root: Path = SNAPSHOT_DIR) -> Path:
+    path = snapshot_path(subject, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    snapshot = {
+        "format": FORMAT,
+        "card": subject.card.name,
+        "provenance": provenance(subject),
+        "observed": observe(subject),
+    }
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(dumps(snapshot), encoding="utf-8")
+    tmp.replace(path)  # atomic: an interrupted write never leaves half a snapshot
+    return path
+
+
+def recorded_classes(card_dir: Path) -> list[str]:
+    """The machine classes a card's snapshot folder holds (its files' names)."""
+    return sorted(p.stem for p in Path(card_dir).glob("*.json"))
+
+
+def unrecorded_device_class(path: Path) -> str | None:
+    """Why a first run on a GPU is a skip, not a failure, when *no* class of the card is
+    recorded (None otherwise: a recorded class of its own is compared strictly, another
+    one under the cross-class rules, and a CPU run with nothing recorded fails, as CI
+    records on CPU)."""
+    if path.is_file() or path.stem.startswith("cpu") or recorded_classes(path.parent):
+        return None
+    return f"no snapshot for device class {path.stem} yet (recorded: none)"
+
+
+def load(path: Path, update_hint: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise SnapshotError(f"no snapshot at {path}. Record one with: {update_hint}")
+    try:
+        snapshot = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SnapshotError(
+            f"snapshot {path} is corrupt or truncated ({exc}). Re-record it with: {update_hint}"
+        ) from None
+    if not isinstance(snapshot, dict) or snapshot.get("format") != FORMAT or "observed" not in snapshot:
+        raise SnapshotError(
+            f"snapshot {path} is not a format-{FORMAT} lm-probes snapshot. Re-record it with: {update_hint}"
+        )
+    return snapshot
