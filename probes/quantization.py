@@ -25,7 +25,7 @@ from probes.maths import kl_divergence, softmax64
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-    from probes.decoding import Generation
+    from probes.generation import Generation
 
 # The first bitsandbytes whose CPU backend runs NF4 (transformers 5 also refuses older
 # ones for 4-bit loads). Measured: 0.45.5 and 0.46.0 are refused, 0.46.1 ... 0.50.2 load

@@ -388,7 +388,7 @@ Tolerances = create_model(
         CrossClassTolerances | None,
         Field(
             None,
-            description="bounds against a snapshot of another machine class, measured (probes/snapshots/cross_class.py)",
+            description="bounds against a snapshot of another machine class, measured (snapshots/cross_class.py)",
         ),
     ),
 )

@@ -30,6 +30,7 @@ import numpy as np
 
 from probes import decoding as dc
 from probes import embedding as em
+from probes import generation
 from probes import quantization as qz
 from probes import tokenizer as tp
 from probes.cards.schema import TasksExpect
@@ -407,7 +408,7 @@ def draft_greedy(subject: Subject) -> Any:
     return Commented(section, "D3, D4, U5: greedy texts as measured (the first line, at most 5 words)")
 
 
-def sample_groups(subject: Subject, regime: str, draws: int) -> list[dc.Generation]:
+def sample_groups(subject: Subject, regime: str, draws: int) -> list[generation.Generation]:
     """``draws`` groups of the regime's samples: the suite's own call (the session seed,
     0 by default, so the suite sees exactly the first group), then draws - 1 more groups
     from one batched call with the next seed, read group by group (rows of one call are

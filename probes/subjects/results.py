@@ -15,6 +15,7 @@ from weakref import WeakKeyDictionary
 import numpy as np
 
 from probes import attention as at
+from probes import batching, engine, generation
 from probes import decoding as dc
 from probes import embedding as em
 from probes import generation_settings as gs
@@ -113,14 +114,14 @@ def attention_backends(subject: Subject, backends: tuple[str, str]) -> at.Backen
     )
 
 
-def batch_diagnosis(subject: Subject) -> dc.BatchDiagnosis:
+def batch_diagnosis(subject: Subject) -> batching.BatchDiagnosis:
     """D3/U5: the batch-invariance prompt alone and in a left-padded batch, diagnosed one
     precision step up when the two differ."""
     spec = article_inputs()["batch_invariance"]
     return RESULTS.get(
         subject,
         "batch",
-        lambda: dc.diagnose_batch_invariance(
+        lambda: batching.diagnose_batch_invariance(
             subject.tokenizer, subject.model, spec["prompt"], spec["others"], spec["max_new_tokens"]
         ),
     )
@@ -137,7 +138,7 @@ def temperature_sweep(subject: Subject) -> dc.TemperatureSweep:
     )
 
 
-def greedy(subject: Subject, bos: bool) -> dc.Generation:
+def greedy(subject: Subject, bos: bool) -> generation.Generation:
     """The article's greedy prompt, run in separate calls (D3/D4), keeping every run's
     logits (the argmax check, step margins). Run 1 is ``greedy_first_run``'s call.
 
@@ -147,7 +148,7 @@ def greedy(subject: Subject, bos: bool) -> dc.Generation:
     return RESULTS.get(
         subject,
         ("greedy", _greedy_ids(subject.tokenizer, bos)),
-        lambda: dc.greedy_runs(
+        lambda: engine.greedy_runs(
             subject.tokenizer,
             subject.model,
             runs=article_inputs()["greedy"]["runs"],
@@ -157,14 +158,14 @@ def greedy(subject: Subject, bos: bool) -> dc.Generation:
     )
 
 
-def greedy_first_run(subject: Subject, bos: bool) -> dc.Generation:
+def greedy_first_run(subject: Subject, bos: bool) -> generation.Generation:
     """Run 1 of ``greedy``, alone: what reads one greedy text (the card's substrings, BOS
     on against off, the snapshot) needs no more. A check of a freshly built subject (a
     break, a draft) then makes 1 call instead of 5; the repeat checks add runs 2 to 5."""
     return RESULTS.get(
         subject,
         ("greedy-run-1", _greedy_ids(subject.tokenizer, bos)),
-        lambda: dc.generate(subject.tokenizer, subject.model, keep_logits=True, **_greedy_call(subject, bos)),
+        lambda: engine.generate(subject.tokenizer, subject.model, keep_logits=True, **_greedy_call(subject, bos)),
     )
 
 
@@ -186,10 +187,12 @@ def _forces_bos(tokenizer, bos: bool) -> bool:
 def _greedy_ids(tokenizer, bos: bool) -> tuple[int, ...]:
     """The D3 (BOS on) or D4 (BOS off) greedy prompt's ids."""
     prompt = article_inputs()["greedy"]["prompt"]
-    return tuple(dc.prompt_ids(tokenizer, prompt, add_special_tokens=bos, force_bos=_forces_bos(tokenizer, bos)))
+    return tuple(engine.prompt_ids(tokenizer, prompt, add_special_tokens=bos, force_bos=_forces_bos(tokenizer, bos)))
 
 
-def sampled(subject: Subject, regime: str, *, seed: int | None = None, runs: int | None = None) -> dc.Generation:
+def sampled(
+    subject: Subject, regime: str, *, seed: int | None = None, runs: int | None = None
+) -> generation.Generation:
     """The (top_p, temperature) regime's samples for the session seed, one batched call.
     ``seed`` and ``runs`` draw more of the same (the draft's bounds over many draws)."""
     spec = article_inputs()["sampling"]
@@ -198,7 +201,7 @@ def sampled(subject: Subject, regime: str, *, seed: int | None = None, runs: int
     return RESULTS.get(
         subject,
         ("sampling", regime, seed, runs),
-        lambda: dc.generate(
+        lambda: engine.generate(
             subject.tokenizer,
             subject.model,
             spec["prompt"],
@@ -214,14 +217,14 @@ def sampled(subject: Subject, regime: str, *, seed: int | None = None, runs: int
 FIRST_TOKEN_DRAWS = 400  # generate()'s sampled first tokens at (top_p 0.9, T 1.4): D5's fit, the snapshot
 
 
-def first_token_samples(subject: Subject) -> dc.Generation:
+def first_token_samples(subject: Subject) -> generation.Generation:
     """D5: 400 first tokens sampled by generate() at (top_p 0.9, T 1.4), no top-k, for the
     session seed, in one call: the goodness-of-fit test and the snapshot read the same draws."""
     prompt = article_inputs()["next_token_prompt"]
     return RESULTS.get(
         subject,
         ("first_tokens", prompt, subject.seed),
-        lambda: dc.sample_first_tokens(
+        lambda: engine.sample_first_tokens(
             subject.tokenizer,
             subject.model,
             prompt,
@@ -234,14 +237,14 @@ def first_token_samples(subject: Subject) -> dc.Generation:
     )
 
 
-def top_k_samples(subject: Subject) -> dc.Generation:
+def top_k_samples(subject: Subject) -> generation.Generation:
     """D9: first tokens drawn with top-k alone (top_p 1, T 1) for the session seed, one
     batched call; keyed by the prompt, so another top-k prompt is drawn anew."""
     spec = article_inputs()["top_k_sampling"]
     return RESULTS.get(
         subject,
         ("top_k", spec["prompt"], spec["k"], spec["samples"], subject.seed),
-        lambda: dc.generate(
+        lambda: engine.generate(
             subject.tokenizer,
             subject.model,
             spec["prompt"],
@@ -256,20 +259,22 @@ def top_k_samples(subject: Subject) -> dc.Generation:
     )
 
 
-def greedy_reference(subject: Subject) -> dc.Generation:
+def greedy_reference(subject: Subject) -> generation.Generation:
     """Greedy on the sampling prompt as a plain call encodes it (D6 compares samples with
     its first text). Where that is the D3/D4 greedy input (same prompt, ids and length:
     the article's case), it is their run 1; else a call of its own."""
     spec, greedy_spec = article_inputs()["sampling"], article_inputs()["greedy"]
     if spec["prompt"] == greedy_spec["prompt"] and spec["max_new_tokens"] == greedy_spec["max_new_tokens"]:
-        plain = tuple(dc.prompt_ids(subject.tokenizer, spec["prompt"]))
+        plain = tuple(engine.prompt_ids(subject.tokenizer, spec["prompt"]))
         for bos in (False, True):
             if plain == _greedy_ids(subject.tokenizer, bos):
                 return greedy_first_run(subject, bos)
     return RESULTS.get(
         subject,
         "sampling-greedy",
-        lambda: dc.generate(subject.tokenizer, subject.model, spec["prompt"], max_new_tokens=spec["max_new_tokens"]),
+        lambda: engine.generate(
+            subject.tokenizer, subject.model, spec["prompt"], max_new_tokens=spec["max_new_tokens"]
+        ),
     )
 
 
@@ -302,7 +307,7 @@ def projection(subject: Subject) -> em.Projection:
     return RESULTS.get(subject, "pca", lambda: em.pca_2d(word_vectors(subject).vectors))
 
 
-def knowledge_answers(subject: Subject) -> dict[str, dc.Generation]:
+def knowledge_answers(subject: Subject) -> dict[str, generation.Generation]:
     """Every knowledge question of the card, answered in one batched generate call per
     decoding setting (a case may override the card's prompt format and decoding)."""
     tasks = subject.card.expectations.tasks
@@ -310,7 +315,7 @@ def knowledge_answers(subject: Subject) -> dict[str, dc.Generation]:
     return RESULTS.get(subject, "knowledge", lambda: answer_questions(subject, tasks))
 
 
-def answer_questions(subject: Subject, tasks: TasksExpect) -> dict[str, dc.Generation]:
+def answer_questions(subject: Subject, tasks: TasksExpect) -> dict[str, generation.Generation]:
     """``tasks``' knowledge cases answered as the suite answers them: one batched call per
     decoding setting. (Batch membership changes left padding, and with it the answers, so
     the draft of a card asks here too, with the cases it is about to write.)"""
@@ -318,7 +323,7 @@ def answer_questions(subject: Subject, tasks: TasksExpect) -> dict[str, dc.Gener
     batches: dict[Decoding, list[KnowledgeCase]] = {}
     for case in tasks.knowledge:
         batches.setdefault(case.decoding or tasks.decoding, []).append(case)
-    answers: dict[str, dc.Generation] = {}
+    answers: dict[str, generation.Generation] = {}
     for decoding, cases in batches.items():
         prompts = [
             case.prompt
@@ -329,7 +334,7 @@ def answer_questions(subject: Subject, tasks: TasksExpect) -> dict[str, dc.Gener
             )
             for case in cases
         ]
-        generations = dc.generate_many(
+        generations = engine.generate_many(
             subject.tokenizer,
             subject.model,
             prompts,
@@ -343,7 +348,7 @@ def answer_questions(subject: Subject, tasks: TasksExpect) -> dict[str, dc.Gener
 
 def openings(
     subject: Subject, sampling: bool, *, seed: int | None = None, runs: int | None = None
-) -> list[dc.Generation]:
+) -> list[generation.Generation]:
     """The story openings, each run several times (K2). Sampled: one batched call with
     num_return_sequences, for the session seed (``seed`` and ``runs`` draw more of the
     same, for the draft). Greedy: one call per run (each a batch over the openings), so a
@@ -354,7 +359,7 @@ def openings(
         return RESULTS.get(
             subject,
             ("creative", False),
-            lambda: dc.greedy_runs_many(
+            lambda: engine.greedy_runs_many(
                 tokenizer, model, spec["openings"], runs=spec["runs"], max_new_tokens=spec["max_new_tokens"]
             ),
         )
@@ -363,7 +368,7 @@ def openings(
     return RESULTS.get(
         subject,
         ("creative", True, seed, runs),
-        lambda: dc.generate_many(
+        lambda: engine.generate_many(
             tokenizer,
             model,
             spec["openings"],
@@ -391,13 +396,13 @@ def drift_prompts() -> list[str]:
 DRIFT_GREEDY_TOKENS = 12  # enough to see where greedy first differs (SmolLM2 NF4: after 8)
 
 
-def drift_greedy(subject: Subject) -> dc.Generation:
+def drift_greedy(subject: Subject) -> generation.Generation:
     """The article's greedy prompt, one call, DRIFT_GREEDY_TOKENS new tokens."""
     prompt = article_inputs()["greedy"]["prompt"]
     return RESULTS.get(
         subject,
         ("drift-greedy", prompt),
-        lambda: dc.generate(subject.tokenizer, subject.model, prompt, max_new_tokens=DRIFT_GREEDY_TOKENS),
+        lambda: engine.generate(subject.tokenizer, subject.model, prompt, max_new_tokens=DRIFT_GREEDY_TOKENS),
     )
 
 
@@ -412,9 +417,9 @@ def drift(subject: Subject, reference: Subject) -> qz.Drift:
         reference_logits = RESULTS.get(
             reference,
             ("next_token_many", tuple(prompts)),
-            lambda: dc.next_token_logits_many(reference.tokenizer, reference.model, prompts),
+            lambda: engine.next_token_logits_many(reference.tokenizer, reference.model, prompts),
         )
-        quantized_logits = dc.next_token_logits_many(subject.tokenizer, subject.model, prompts)
+        quantized_logits = engine.next_token_logits_many(subject.tokenizer, subject.model, prompts)
         per_prompt = tuple(
             qz.prompt_drift(subject.tokenizer, prompt, ref, quant)
             for prompt, ref, quant in zip(prompts, reference_logits, quantized_logits)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from probes import decoding as dc
+from probes import generation
 from probes.expect import check_at_least, check_equal, check_that
 from probes.report.html import Cell
 from probes.subjects.results import knowledge_answers, openings
@@ -28,7 +28,7 @@ def test_knowledge_answer(model_subject, case, attach):
     )
 
 
-def _attach_openings(attach, generations: list[dc.Generation], summary: str) -> None:
+def _attach_openings(attach, generations: list[generation.Generation], summary: str) -> None:
     for g in generations:
         attach.texts(g.texts, caption=repr(g.prompt), summary=summary)
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from probes import decoding as dc
+from probes import engine
 from probes import sampling as sp
 from probes.subjects.subject import Subject, package_file
 from probes.timing import current_rss_mb, reset_peak, resource_info, synchronized
@@ -116,7 +116,7 @@ def test_decode_tokens_per_second(benchmark, model_subject, strategy, batch):
 
     def decode():
         # min_new_tokens: every row makes exactly NEW_TOKENS tokens, so tokens/s is exact
-        return dc.generate_many(
+        return engine.generate_many(
             tokenizer, model, prompts, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, seed=0, **settings
         )
 
@@ -140,11 +140,11 @@ def test_batched_against_sequential_sampling(benchmark, model_subject):
     def sequential() -> float:
         start = time.perf_counter()
         for seed in range(BATCH):
-            dc.generate(tokenizer, model, "The capital of Japan is", runs=1, seed=seed, **settings)
+            engine.generate(tokenizer, model, "The capital of Japan is", runs=1, seed=seed, **settings)
         return time.perf_counter() - start
 
     batched = benchmark.pedantic(
-        lambda: dc.generate(tokenizer, model, "The capital of Japan is", runs=BATCH, seed=0, **settings),
+        lambda: engine.generate(tokenizer, model, "The capital of Japan is", runs=BATCH, seed=0, **settings),
         rounds=3,
         warmup_rounds=1,
     )

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from probes import decoding as dc
+from probes import engine
 from probes import sampling as sp
 from probes.cards.card import find_card
 from probes.cards.sources import HubSource
@@ -313,9 +313,9 @@ def own_temperature_ignored(monkeypatch):
 def bos_run_without_bos(monkeypatch):
     """The BOS-on greedy run no longer puts BOS in front (the probe as it was before
     issue 10): with a tokenizer that adds none, BOS on and off are the same input."""
-    real = dc.prompt_ids
+    real = engine.prompt_ids
     monkeypatch.setattr(
-        dc,
+        engine,
         "prompt_ids",
         lambda tok, prompt, add_special_tokens=True, force_bos=False: real(tok, prompt, add_special_tokens),
     )

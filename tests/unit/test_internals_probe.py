@@ -9,6 +9,7 @@ import functools
 import pytest
 import torch
 
+from probes import batching
 from probes import hidden_states as hs
 from probes import tokenizer as tk
 from probes.cards.card import find_card
@@ -122,14 +123,14 @@ def test_the_diagnosis_tells_rounding_from_a_real_difference(monkeypatch):
     """Rounding: batched logits off by an amount that scales with the dtype's epsilon; gone
     in float64, so "rounding". Real: the padding mask dropped (padded rows attend to their
     padding, as a masking regression would have it); still there in float64, so "real"."""
-    from probes import decoding as dc
+    from probes import batching
     from tests.unit.conftest import tiny
     from tests.unit.test_break_table import padding_mask_ignored
 
     spec = article_inputs()["batch_invariance"]
 
-    def diagnose(subject: Subject) -> dc.BatchDiagnosis:
-        return dc.diagnose_batch_invariance(
+    def diagnose(subject: Subject) -> batching.BatchDiagnosis:
+        return batching.diagnose_batch_invariance(
             subject.tokenizer, subject.model, spec["prompt"], spec["others"], spec["max_new_tokens"]
         )
 
@@ -143,11 +144,10 @@ def test_the_diagnosis_tells_rounding_from_a_real_difference(monkeypatch):
 
 
 def test_higher_precision_is_undone_bit_for_bit():
-    from probes import decoding as dc
     from tests.unit.conftest import tiny
 
     model = tiny().model
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    with dc.higher_precision(model) as precision:
+    with batching.higher_precision(model) as precision:
         assert precision == "float64" and model.lm_head.weight.dtype == torch.float64
     assert all(torch.equal(before[name], p) and p.dtype == torch.float32 for name, p in model.named_parameters())
