@@ -451,10 +451,11 @@ import sys
 
 
 def pytest_sessionfinish(session):
-    from probes.plugin.hooks import SELECTED_CARDS
+    from probes.plugin.session import RECORD
 
     if not hasattr(session.config, "workerinput"):
-        print("CARDS-READ", SELECTED_CARDS in session.config.stash, "TORCH", "torch" in sys.modules)
+        cards_read = session.config.stash[RECORD].cards is not None
+        print("CARDS-READ", cards_read, "TORCH", "torch" in sys.modules)
 """
 
 

@@ -1,0 +1,127 @@
+"""lm-probes' options, and whether a session asked for lm-probes through one of them."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from probes.cards.sources import DEVICE_PATTERN, DTYPES
+
+# lm-probes' own options (dest -> default), read from its option group as declared in
+# add_options: one that differs from its default makes a session an lm-probes one at once
+OWN_OPTIONS: dict[str, Any] = {}
+
+
+def _device(value: str) -> str:
+    if not re.match(DEVICE_PATTERN, value):
+        raise pytest.UsageError(f"--device {value!r}: use auto, cpu, cuda, cuda:N or mps")
+    return value
+
+
+def _seed(value: str) -> int:
+    try:
+        seed = int(value)
+    except ValueError:
+        raise pytest.UsageError(f"--seed {value!r}: give a non-negative integer") from None
+    if seed < 0:
+        raise pytest.UsageError(f"--seed {value!r}: give a non-negative integer")
+    return seed
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """lm-probes' command-line options (one group) and its ini option."""
+    group = parser.getgroup("lm-probes", "behavioural tests of language models")
+    group.addoption(
+        "--card",
+        action="append",
+        metavar="NAME|PATH",
+        help="run against this card (a name in a cards folder, or a YAML path); repeatable. "
+        "Default: every card (GPU cards only with -m gpu).",
+    )
+    group.addoption(
+        "--cards-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder of your own cards, looked up by name before the shipped ones; repeatable. "
+        "Default: the lm_probes_cards_dirs ini option, then the shipped cards only.",
+    )
+    parser.addini(
+        "lm_probes_cards_dirs",
+        type="paths",
+        default=[],
+        help="folders of your own cards (relative to the ini file), looked up before the shipped ones",
+    )
+    group.addoption(
+        "--model",
+        metavar="ID|PATH",
+        help="load the single selected card's tokenizer and model from this hub id or local "
+        "folder instead, keeping the card's expectations. Default: the card's own source.",
+    )
+    group.addoption(
+        "--device",
+        type=_device,
+        metavar="auto|cpu|cuda|cuda:N|mps",
+        help="device for every model. Default: each card's load.device.",
+    )
+    group.addoption(
+        "--dtype",
+        choices=DTYPES,
+        help="dtype for every model. Default: each card's load.dtype.",
+    )
+    group.addoption(
+        "--seed",
+        type=_seed,
+        default=0,
+        metavar="N",
+        help="seed for the sampling probes (a random-init card keeps its own seed). Default: 0.",
+    )
+    group.addoption(
+        "--trust-remote-code",
+        action="store_true",
+        help="let transformers run model code from the hub or the model folder. Default: off "
+        "(a card can turn it on for itself with trust_remote_code: true).",
+    )
+    group.addoption(
+        "--allow-pickle",
+        action="store_true",
+        help="allow pickle checkpoints (.bin/.pt), which can run code when loaded. Default: safetensors and GGUF only.",
+    )
+    group.addoption(
+        "--no-bnb-packed-cpu",
+        action="store_true",
+        help="keep bitsandbytes' 4-bit layers on their dequantize-then-matmul CPU path (in the compute "
+        "dtype) where the CPU would take the packed AVX512-BF16 kernel: another machine class on this "
+        "machine. Default: the kernels bitsandbytes picks.",
+    )
+    group.addoption(
+        "--no-onednn",
+        action="store_true",
+        help="switch oneDNN off (torch.backends.mkldnn.enabled = False): another machine class for "
+        "half-precision cards on CPUs with AVX512-FP16/AMX. Default: on where torch uses it.",
+    )
+    group.addoption(
+        "--snapshot-update",
+        action="store_true",
+        help="record the snapshots of the selected cards, overwriting existing ones. "
+        "Default: compare with them (a missing snapshot fails).",
+    )
+    group.addoption(
+        "--snapshot-dir",
+        metavar="DIR",
+        default=None,
+        help="where snapshots are read and written. Default: fixtures/snapshots.",
+    )
+    group.addoption(
+        "--list-cards",
+        action="store_true",
+        help="list the known cards and exit.",
+    )
+    OWN_OPTIONS.update({option.dest: option.attrs().get("default") for option in group.options})
+
+
+def options_given(config: pytest.Config) -> bool:
+    given = any(config.getoption(name) != default for name, default in OWN_OPTIONS.items())
+    return given or bool(config.getini("lm_probes_cards_dirs"))

@@ -1,0 +1,161 @@
+"""Which cards a session runs, and the tests they turn into: card selection (--card,
+--cards-dir, --model), the parametrization of the subject fixtures over the cards, and the
+marks a card adds (strict xfails, skips, the GPU cards' skip without CUDA)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from probes.cards.card import Card, CardError, available_cards, find_card, looks_like_local_path, unknown_expect_path
+from probes.plugin.session import record_of
+
+# the fixtures lm-probes parametrizes over cards (model_subject: cards with a model only)
+SUBJECT_FIXTURES = ("subject", "model_subject", "loaded_subject")
+
+
+def selected_cards(config: pytest.Config) -> list[Card]:
+    """The session's cards, read and validated the first time something needs them."""
+    record = record_of(config)
+    if record.cards is None:
+        record.cards = select_cards(config)
+    return record.cards
+
+
+def uses_lm_probes(item: pytest.Item) -> bool:
+    fixtures = getattr(item, "fixturenames", ())
+    return any(f in fixtures for f in (*SUBJECT_FIXTURES, "snapshot")) or bool(item.get_closest_marker("observation"))
+
+
+def user_cards_dirs(config: pytest.Config) -> list[Path]:
+    """The user's card folders: --cards-dir, then the ini option; each must exist."""
+    folders = [Path(d).expanduser() for d in config.getoption("cards_dir")] + list(
+        config.getini("lm_probes_cards_dirs")
+    )
+    for folder in folders:
+        if not folder.is_dir():
+            raise pytest.UsageError(
+                f"cards folder {folder}: no such folder. Give a folder holding <name>.yaml card files."
+            )
+    return folders
+
+
+def select_cards(config: pytest.Config) -> list[Card]:
+    folders = user_cards_dirs(config)
+    names = config.getoption("card") or list(available_cards(folders))
+    try:
+        cards = [find_card(name, folders) for name in names]
+    except CardError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    model = config.getoption("model")
+    if model:
+        if len(cards) != 1:
+            raise pytest.UsageError(
+                f"--model {model}: replaces the model of exactly one card, but {len(cards)} are selected "
+                f"({', '.join(c.name for c in cards)}). Add --card NAME."
+            )
+        looks_local = looks_like_local_path(model)
+        if looks_local and not Path(model).expanduser().is_dir():
+            raise pytest.UsageError(
+                f"--model {model}: no such folder. Give a folder holding a model or tokenizer, or a hub id."
+            )
+        cards = [cards[0].with_model(str(Path(model).expanduser()) if looks_local else model)]
+    return cards
+
+
+def parametrize(metafunc: pytest.Metafunc) -> None:
+    """``subject``/``model_subject``/``loaded_subject`` over the selected cards that have the
+    test's ``expects`` field (and ``case`` over that field's items)."""
+    fixture = next((f for f in SUBJECT_FIXTURES if f in metafunc.fixturenames), None)
+    if fixture is None:
+        return
+    marker = metafunc.definition.get_closest_marker("observation")
+    expects = marker.kwargs.get("expects") if marker else None
+    # expects: one card field, or a tuple of fields of which a card needs any one
+    alternatives = (expects,) if isinstance(expects, str) else tuple(expects or ())
+    for path in alternatives:
+        problem = unknown_expect_path(path)
+        if problem:  # the test's mistake, not the cards': fail its collection
+            raise pytest.Collector.CollectError(f"{metafunc.definition.nodeid}: @observation(expects=...): {problem}")
+    needs_model = fixture == "model_subject"
+    cards = [
+        c
+        for c in selected_cards(metafunc.config)
+        if (c.has_model or not needs_model) and (not alternatives or any(c.has_expectation(p) for p in alternatives))
+    ]
+    if "case" in metafunc.fixturenames:
+        if len(alternatives) != 1:
+            raise pytest.UsageError(
+                f"{metafunc.definition.nodeid}: a test with `case` needs @observation(expects=...) naming one list"
+            )
+        params = [
+            pytest.param(card.name, case, id=f"{card.name}-{case_id(case)}", marks=card_marks(card))
+            for card in cards
+            for case in card.cases(alternatives[0])
+        ]
+        metafunc.parametrize((fixture, "case"), params or [not_covered(expects, needs_model, None)], indirect=[fixture])
+    else:
+        params = [pytest.param(card.name, id=card.name, marks=card_marks(card)) for card in cards]
+        metafunc.parametrize(fixture, params or [not_covered(expects, needs_model)], indirect=True)
+
+
+def case_id(case: Any) -> str:
+    """A case is a mapping with an ``id`` or a plain value (a group name) that is its own id."""
+    return str(case["id"]) if isinstance(case, dict) else str(case)
+
+
+def not_covered(expects: str | None, needs_model: bool, *extra: Any) -> Any:
+    """One skipped item saying why no selected card runs this test."""
+    fields = (expects,) if isinstance(expects, str) else tuple(expects or ())
+    wanted = " or ".join(f"`expect.{f}`" for f in fields) if fields else "a model"
+    if expects and needs_model:
+        wanted += " and a model"
+    reason = f"no selected card has {wanted}; add it to a card (fixtures/cards/) to run this check"
+    return pytest.param(None, *extra, id="no-card", marks=pytest.mark.skip(reason=reason))
+
+
+def card_marks(card: Card) -> list[pytest.MarkDecorator]:
+    return [getattr(pytest.mark, mark) for mark in card.marks]
+
+
+def card_of(item: pytest.Item) -> str | None:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    # an empty parameter set (no selected card has the field) leaves a non-str NOTSET here
+    return next((params[f] for f in SUBJECT_FIXTURES if isinstance(params.get(f), str)), None)
+
+
+def mark_items(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The cards' known failures (strict xfails) and left-out tests (skips), and the GPU
+    cards' tests skipped where there is no CUDA."""
+    if not any(uses_lm_probes(item) for item in items):
+        return  # no test of ours: nothing to mark, no card to read
+    cards = {c.name: c for c in selected_cards(config)}
+    for item in items:
+        card = cards.get(card_of(item) or "")
+        if card is None:
+            continue
+        case = getattr(item, "callspec", None) and item.callspec.params.get("case")
+        test, case_name = getattr(item, "originalname", item.name), case_id(case) if case is not None else None
+        reason = card.xfail_reason(test, case_name)
+        if reason:
+            item.add_marker(pytest.mark.xfail(reason=f"{card.name}: {reason}", strict=True))
+        left_out = card.leave_out_reason(test, case_name)
+        if left_out:
+            item.add_marker(pytest.mark.skip(reason=f"{card.name} leaves this out: {left_out}"))
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    device = config.getoption("device")
+    if device and not device.startswith("cuda"):
+        return  # `pytest -m gpu --device cpu`: a GPU card's checks run on the CPU (slowly)
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(
+            reason="requires CUDA; none found (torch.cuda.is_available() is False). "
+            "`--device cpu` runs a GPU card on the CPU instead"
+        )
+        for item in gpu_items:
+            item.add_marker(skip)

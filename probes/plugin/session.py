@@ -1,0 +1,115 @@
+"""What lm-probes keeps of one pytest session, in one object (``SessionRecord``), as
+pytest-benchmark and syrupy keep theirs: the selected cards, the loaded subjects, what the
+tests put in the report, the observations' outcomes and the snapshot outcomes. Under
+pytest-xdist each worker sends its record to the controller as JSON (``to_json``), and the
+controller merges them (``merge``) before it writes the report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from probes.cards.card import Card
+    from probes.snapshots.check import SnapshotOutcome
+    from probes.subjects.subject import Subject
+
+
+@dataclass
+class SessionRecord:
+    # whether this session uses lm-probes (one of its options, or a collected test that uses
+    # its fixtures): until then the plugin reads no card and imports no torch
+    in_use: bool = False
+    cards: list[Card] | None = None  # the selected cards, read and validated on first use
+    subjects: dict[str, Subject] = field(default_factory=dict)  # card -> its subject, loaded once
+    # section -> card -> HTML fragments that tests put in the report's summary
+    sections: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    # (card, observation id) -> outcomes of the tests that check it
+    outcomes: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    # card -> what its snapshot test found, for the report's "Changes since snapshot"
+    snapshots: dict[str, SnapshotOutcome] = field(default_factory=dict)
+    # card -> its row of the report's "Subjects" table, as sent by pytest-xdist workers
+    worker_subject_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add_fragment(self, section: str, card: str, content: str) -> None:
+        self.sections.setdefault(section, {}).setdefault(card, []).append(content)
+
+    def add_outcome(self, card: str, observation: str, state: str) -> None:
+        self.outcomes.setdefault((card, observation), []).append(state)
+
+    def add_test_outcome(self, item: pytest.Item, report: pytest.TestReport, card: str) -> None:
+        """A behaviour test's outcome, under each observation its marker (or its case) names."""
+        marker = item.get_closest_marker("observation")
+        # the call phase decides, unless setup already failed or skipped
+        if marker is None or not (report.when == "call" or (report.when == "setup" and not report.passed)):
+            return
+        state = "xfailed" if hasattr(report, "wasxfail") and report.skipped else report.outcome
+        if hasattr(report, "wasxfail") and report.passed:
+            state = "xpassed"
+        # a case may name its own observation (encode cases: T1, T2 or T3)
+        case = getattr(getattr(item, "callspec", None), "params", {}).get("case")
+        observations = [case["observation"]] if isinstance(case, dict) and case.get("observation") else marker.args
+        for observation in observations:
+            self.add_outcome(card, observation, state)
+
+    def subject_rows(self) -> list[dict[str, Any]]:
+        """The Subjects table: this process's subjects and those the workers sent, by card."""
+        rows = {name: subject_row(subject) for name, subject in self.subjects.items()} | self.worker_subject_rows
+        return [rows[name] for name in sorted(rows)]
+
+    def to_json(self, torch_runtime: dict[str, str]) -> str:
+        """What a pytest-xdist worker sends the controller (execnet carries plain data only)."""
+        return json.dumps(
+            {
+                "torch_runtime": torch_runtime,
+                "subject_rows": {name: subject_row(subject) for name, subject in self.subjects.items()},
+                "sections": self.sections,
+                "outcomes": [[card, obs, states] for (card, obs), states in self.outcomes.items()],
+                "snapshots": {card: outcome.as_json() for card, outcome in self.snapshots.items()},
+            },
+            default=str,
+        )
+
+    def merge(self, sent: str) -> dict[str, str]:
+        """A worker's record merged into this (the controller's); returns the torch figures
+        the worker ran with, for the report's environment table."""
+        from probes.snapshots.check import SnapshotOutcome
+
+        data = json.loads(sent)
+        self.in_use = True  # a worker ran tests of ours: the controller's report shows them
+        self.worker_subject_rows.update(data["subject_rows"])
+        for section, by_card in data["sections"].items():
+            for card, fragments in by_card.items():
+                self.sections.setdefault(section, {}).setdefault(card, []).extend(fragments)
+        for card, obs, states in data["outcomes"]:
+            self.outcomes.setdefault((card, obs), []).extend(states)
+        self.snapshots.update({card: SnapshotOutcome.from_json(o) for card, o in data["snapshots"].items()})
+        return data["torch_runtime"]
+
+
+RECORD = pytest.StashKey[SessionRecord]()
+
+
+def record_of(config: pytest.Config) -> SessionRecord:
+    return config.stash[RECORD]
+
+
+def is_xdist_controller(config: pytest.Config) -> bool:
+    return config.pluginmanager.has_plugin("dsession")
+
+
+def subject_row(subject: Subject) -> dict[str, Any]:
+    """A loaded card's row of the Subjects table, as data (sent as JSON by an xdist worker)."""
+    p = subject.provenance
+    row = {k: str(v) for k, v in (("card", p.card), ("model_source", p.model_source), ("device", p.device))}
+    row |= {"dtype": str(p.dtype), "quantization": str(p.quantization), "revision": str(p.revision or "-")}
+    # the numerics fingerprint once the model is loaded (reading it never loads one)
+    numerics = subject.loaded_numerics
+    row |= {
+        "machine_class": subject.machine_class if numerics else "-",
+        "numerics": numerics.describe() if numerics else "-",
+    }
+    return row | {"files": dict(p.files)}
