@@ -12,8 +12,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-from probes.cards.card import source_tags, unwrap_type
 from probes.cards.schema import CardFile
+from probes.cards.validation import source_tags, unwrap_type
 from probes.paths import REPO_ROOT
 
 CARD_REFERENCE_FILE = REPO_ROOT / "docs" / "cards.md"

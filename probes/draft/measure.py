@@ -21,187 +21,28 @@ they do (tests/unit/test_draft.py shows both). The user reviews the card and com
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from datetime import date
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from probes import decoding as dc
-from probes import embedding as em
 from probes import generation
 from probes import quantization as qz
-from probes import tokenizer as tp
 from probes.cards.schema import TasksExpect
-from probes.draft.writer import Block, Commented, write_card
+from probes.draft.embedding import draft_embedding
+from probes.draft.margins import ceil_to, floor_to, power_of_ten_above
+from probes.draft.settings import Draft, DraftSettings, short_text
+from probes.draft.tokenizer import draft_tokenizer
+from probes.draft.writer import Commented
 from probes.subjects import results as ob
 from probes.subjects.inputs import article_inputs
 
 if TYPE_CHECKING:
     from probes.subjects.subject import Subject
 
-DEFAULT_PROMPT_FORMAT = "Question: {question}\nAnswer:"
-DEFAULT_DRAWS = 10  # groups of samples the sampling bounds hold for
-NOISE_DRAWS = 200  # random embeddings the embedding bound is set against
-NOISE_RATE = 0.01  # ... which may pass all the coherent groups together at most this often
-UNRELATED = "unrelated"  # the inputs' word group of deliberately unrelated words
-
-
-@dataclass(frozen=True)
-class DraftSettings:
-    """What the draft measures beyond the model: how many draws of samples, how knowledge
-    questions are asked, and the full-precision card a quantized model is compared with."""
-
-    draws: int = DEFAULT_DRAWS
-    prompt_format: str = DEFAULT_PROMPT_FORMAT
-    reference: Subject | None = None
-
-
-@dataclass
-class Draft:
-    """The measured ``expect:`` sections, the known failures, and what was not drafted."""
-
-    expect: dict[str, Any] = field(default_factory=dict)
-    xfail: list[dict[str, Any]] = field(default_factory=list)
-    left_out: list[str] = field(default_factory=list)  # "field: why", for the header
-
-    def fails(self, test: str, reason: str, case: str | None = None) -> None:
-        entry = {"test": test, **({"case": case} if case is not None else {}), "reason": reason}
-        self.xfail.append(entry)
-
-    def skip(self, what: str, why: str) -> None:
-        self.left_out.append(f"{what}: {why}")
-
 
 # ------------------------------------------------------------------------ rounding
 
 
-def floor_to(value: float, step: float) -> float:
-    """``value`` rounded down to a multiple of ``step`` (bounds from below)."""
-    return round(math.floor(value / step + 1e-9) * step, 10)
-
-
-def ceil_to(value: float, step: float) -> float:
-    """``value`` rounded up to a multiple of ``step`` (bounds from above)."""
-    return round(math.ceil(value / step - 1e-9) * step, 10)
-
-
-def power_of_ten_above(value: float) -> float:
-    """The smallest power of ten >= value (a tolerance stated to one digit)."""
-    return float(10.0 ** math.ceil(math.log10(value)))
-
-
-def _short(text: str, width: int = 60) -> str:
-    return repr(text if len(text) <= width else text[: width - 1] + "…")
-
-
 # ---------------------------------------------------------------------- tokenizer
-
-
-def draft_tokenizer(tokenizer: Any, draft: Draft) -> dict[str, Any]:
-    """T1-T6, U1, U6: every value exact. Texts with special tokens use this tokenizer's
-    own (a card copied from another model carries that model's '<s>' or '<|im_start|>')."""
-    inputs = article_inputs()
-    bos_text = tokenizer.bos_token
-    section: dict[str, Any] = {"vocab_size": tokenizer.vocab_size}
-
-    probe_text = "Hello world"
-    bos = tp.bos_behaviour(tokenizer, probe_text)
-    section["bos"] = Commented(
-        {"id": bos.bos_id, "token": bos.bos_token, "added_by_default": bos.added_by_default, "probe_text": probe_text},
-        f"encode({probe_text!r}) gave {list(bos.default_ids)}",
-    )
-    if not (bos.default_matches_special and bos.absent_without_special):
-        draft.fails(
-            "test_bos_prepended_by_default_and_absent_without_special_tokens",
-            f"encode(text) {list(bos.default_ids)}, with special tokens {list(bos.with_special_ids)}, "
-            f"without {list(bos.without_special_ids)} (measured by lm-probes draft-card)",
-        )
-
-    cases = [
-        ("english", "T1", inputs["next_token_prompt"], None),
-        ("japanese", "T2", "日本の首都は", None),
-        ("hello-special-on", "T3", probe_text, True),
-        ("hello-default", "T3", probe_text, None),
-        ("hello-special-off", "T3", probe_text, False),
-    ]
-    if bos_text:
-        cases.append(("bos-text-inside", "T3", f"Hello {bos_text}world", None))
-    section["encode"] = [_encode_case(tokenizer, *case) for case in cases]
-
-    section["first_token"] = [
-        {"id": case_id, "text": text, **_first(tokenizer, text)}
-        for case_id, text in (("japanese", "日本の首都は"), ("english", inputs["next_token_prompt"]))
-    ]
-    section["vocab_table"] = [entry.as_dict() for entry in tp.vocab_table(tokenizer, tp.head_and_tail_ids(tokenizer))]
-
-    prompts = [("plain-prompt", "What is the capital of United States?")]
-    if bos_text:
-        prompts.insert(0, ("knowledge-prompt", f"{bos_text} What is the capital of United States? "))
-    section["duplicate_bos"] = []
-    for case_id, prompt in prompts:
-        found = tp.duplicate_bos(tokenizer, prompt)
-        section["duplicate_bos"].append(
-            {
-                "id": case_id,
-                "prompt": prompt,
-                "leading_bos": found.leading_bos,
-                "duplicated": found.duplicated,
-                "trailing_space_token": found.trailing_space_token,
-            }
-        )
-
-    section["chat"] = _chat(tokenizer, inputs["chat"], draft)
-    section["special_text"] = []
-    for case_id, template in inputs["special_texts"].items():
-        found = tp.special_text(tokenizer, case_id, template)
-        entry: dict[str, Any] = {"id": case_id, "ids": list(found.ids)}
-        if not found.round_trips:
-            entry["round_trips"] = False
-            entry = Commented(entry, f"decode gives {found.decoded!r} for {found.text!r}")
-        section["special_text"].append(entry)
-    return section
-
-
-def _encode_case(tokenizer: Any, case_id: str, observation: str, text: str, special: bool | None) -> Any:
-    encoding = tp.encode(tokenizer, text, special)
-    case: dict[str, Any] = {"id": case_id, "observation": observation, "text": text}
-    if special is not None:
-        case["add_special_tokens"] = special
-    case.update(
-        ids=list(encoding.ids),
-        tokens=list(encoding.tokens),
-        decoded=encoding.decoded,
-        decoded_per_id=list(encoding.decoded_per_id),
-    )
-    decoded = tokenizer.decode(tokenizer.encode(text, add_special_tokens=False))
-    if decoded != text:
-        case["round_trips"] = False
-        return Commented(case, f"decode(encode(text, add_special_tokens=False)) gives {decoded!r}")
-    return case
-
-
-def _first(tokenizer: Any, text: str) -> dict[str, Any]:
-    first = tp.first_token(tokenizer, text)
-    return {"first_id": first.first_id, "first_token": first.first_token, "first_decoded": first.first_decoded}
-
-
-def _chat(tokenizer: Any, messages: list[dict[str, str]], draft: Draft) -> Any:
-    rendering = tp.chat_rendering(tokenizer, messages)
-    if not rendering.has_template:
-        return Commented({"has_template": False}, "the tokenizer has no chat template")
-    chat: dict[str, Any] = {"has_template": True, "leading_bos": rendering.leading_bos}
-    # what add_generation_prompt=True appends: the rendered text without it is a prefix
-    bare = tp.chat_rendering(tokenizer, messages, add_generation_prompt=False)
-    if rendering.text.startswith(bare.text) and len(rendering.text) > len(bare.text):
-        chat["generation_prompt"] = rendering.text[len(bare.text) :]
-    if not rendering.consistent:
-        draft.fails(
-            "test_chat_template_ids_are_the_rendered_text_with_one_bos",
-            f"{rendering.first_difference()} (measured by lm-probes draft-card)",
-        )
-    return Commented(chat, f"renders {_short(rendering.text)}")
 
 
 # -------------------------------------------------------------------------- model
@@ -272,99 +113,6 @@ def draft_internals(subject: Subject, draft: Draft) -> tuple[dict[str, Any], Any
 # ---------------------------------------------------------------------- embedding
 
 
-def draft_embedding(subject: Subject, draft: Draft) -> dict[str, Any]:
-    """E2-E5. The margin every coherent group must reach is set against random
-    embeddings with this tokenizer's sub-word ids (NOISE_DRAWS draws, seeded): the
-    smallest bound, in steps of 0.01, that noise passes for all the claimed groups
-    together in at most NOISE_RATE of draws. A group of the article's semantic groups
-    below it is a strict xfail: it is not told apart from noise."""
-    vectors = ob.word_vectors(subject)
-    cosine = ob.cosine(subject)
-    measured = {g: c.margin for g, c in em.group_coherence(cosine, vectors.groups).items()}
-    semantic = [g for g in measured if g != UNRELATED]
-    hidden = subject.model.get_input_embeddings().weight.shape[1]
-    noise = [
-        {g: c.margin for g, c in em.group_coherence(em.cosine_matrix(v), vectors.groups).items()}
-        for v in (em.noise_word_vectors(vectors.sub_ids, hidden, seed) for seed in range(NOISE_DRAWS))
-    ]
-    bound, rate = _noise_bound(measured, noise, semantic)
-    section: dict[str, Any] = {
-        "coherent_groups": Commented(
-            semantic, "measured margins " + ", ".join(f"{g} {measured[g]:.3f}" for g in semantic)
-        ),
-    }
-    if UNRELATED in measured:
-        section["incoherent_groups"] = Commented([UNRELATED], f"measured margin {measured[UNRELATED]:.3f}")
-    section["min_margin"] = Commented(
-        bound,
-        f"random embeddings ({NOISE_DRAWS} seeded draws, hidden {hidden}) pass it for the groups above it "
-        f"together in {rate:.1%} of draws",
-    )
-    for g in semantic:
-        if measured[g] < bound:
-            share = np.mean([n[g] >= measured[g] for n in noise])
-            draft.fails(
-                "test_semantic_group_is_closer_inside_than_outside",
-                f"margin {measured[g]:.3f} (intra - inter cosine) is below {bound}; a random embedding "
-                f"reaches {measured[g]:.3f} for this group in {share:.0%} of draws (measured by lm-probes draft-card)",
-                case=g,
-            )
-    if UNRELATED in measured and measured[UNRELATED] >= bound:
-        draft.fails(
-            "test_unrelated_group_is_not_coherent",
-            f"margin {measured[UNRELATED]:.3f} reaches {bound} (measured by lm-probes draft-card)",
-            case=UNRELATED,
-        )
-
-    words = {w: i for i, w in enumerate(vectors.words)}
-    if all(w in words for w in ("dog", "cat", "fish", "cow")):
-        inside = float(cosine[words["dog"], words["cat"]])
-        outside = max(float(cosine[words[p], words[o]]) for p in ("dog", "cat") for o in ("fish", "cow"))
-        section["apart"] = [
-            Commented(
-                {"id": "dog-cat-vs-fish-cow", "pair": ["dog", "cat"], "outsiders": ["fish", "cow"]},
-                f"cos(dog, cat) {inside:.3f}, closest outsider pair {outside:.3f}",
-            )
-        ]
-        if inside <= outside:
-            draft.fails(
-                "test_pairs_sit_apart_from_outsiders",
-                f"cos(dog, cat) {inside:.3f} <= {outside:.3f} (measured by lm-probes draft-card)",
-                case="dog-cat-vs-fish-cow",
-            )
-
-    projection = ob.projection(subject)
-    section["pca_explained_at_most"] = Commented(
-        min(0.95, ceil_to(projection.explained + 0.05, 0.05)),
-        f"measured {projection.explained:.3f}, +0.05 rounded up; a collapsed embedding gives ~1",
-    )
-    distances = em.centroid_distances(projection.coords, vectors.groups)
-    nearer = []
-    for g in semantic:
-        others = sorted((d, b) for (a, b), d in distances.items() if a == g)
-        (near, near_group), (far, far_group) = others[0], others[-1]
-        if near < 0.8 * far:  # only a clear ordering: PCA of 20 points moves with rounding
-            nearer.append(
-                Commented(
-                    {"id": g, "group": g, "nearer": near_group, "than": far_group},
-                    f"centroid distances {near:.3f} and {far:.3f}",
-                )
-            )
-    if nearer:
-        section["pca_nearer"] = nearer
-    return section
-
-
-def _noise_bound(measured: dict[str, float], noise: list[dict[str, float]], semantic: list[str]) -> tuple[float, float]:
-    for step in range(1, 100):
-        bound = step / 100
-        claimed = [g for g in semantic if measured[g] >= bound] or semantic
-        rate = float(np.mean([all(n[g] >= bound for g in claimed) for n in noise]))
-        if rate <= NOISE_RATE:
-            return bound, rate
-    return 1.0, 0.0
-
-
 # ----------------------------------------------------------------------- decoding
 
 
@@ -397,7 +145,7 @@ def draft_greedy(subject: Subject) -> Any:
     for name, run in (("with_bos_contains", with_bos), ("without_bos_contains", without)):
         opening = _opening(run.texts[0])
         if opening:
-            section[name] = Commented([opening], _short(run.texts[0]))
+            section[name] = Commented([opening], short_text(run.texts[0]))
     if subject.tokenizer.bos_token_id is not None:
         section["bos_changes_continuation"] = with_bos.texts[0] != without.texts[0]
     diagnosis = ob.batch_diagnosis(subject)
@@ -513,7 +261,7 @@ def draft_tasks(subject: Subject, settings: DraftSettings, draft: Draft) -> Any:
         if case["answer"] not in said:
             answer = f"it answers {said.strip()[:120]!r}" if said.strip() else f"it answers nothing ({said!r})"
             draft.fails("test_knowledge_answer", f"{answer} (measured by lm-probes draft-card)", case=case["id"])
-        knowledge.append(Commented(case, _short(said)))
+        knowledge.append(Commented(case, short_text(said)))
     tasks["knowledge"] = knowledge
 
     greedy_runs = ob.openings(subject, sampling=False)
@@ -547,8 +295,9 @@ def draft_drift(subject: Subject, reference: Subject) -> Any:
 # -------------------------------------------------------------------------- card
 
 
-def draft_card(subject: Subject, settings: DraftSettings = DraftSettings()) -> Draft:
+def draft_card(subject: Subject, settings: DraftSettings | None = None) -> Draft:
     """Every probe on ``subject``: the tokenizer's always, the model's when it has one."""
+    settings = settings or DraftSettings()
     draft = Draft()
     expect = draft.expect
     expect["tokenizer"] = draft_tokenizer(subject.tokenizer, draft)
@@ -572,67 +321,3 @@ def draft_card(subject: Subject, settings: DraftSettings = DraftSettings()) -> D
     if settings.reference is not None:
         expect["drift"] = draft_drift(subject, settings.reference)
     return draft
-
-
-# The tests whose known failures the draft decides (it measures them); a re-measured
-# card's other xfail entries (a finding on a check every model must pass, recorded by
-# hand) and its leave_out entries are decisions, not measurements: they are kept.
-DRAFTED_TESTS = frozenset(
-    {
-        "test_bos_prepended_by_default_and_absent_without_special_tokens",
-        "test_chat_template_ids_are_the_rendered_text_with_one_bos",
-        "test_semantic_group_is_closer_inside_than_outside",
-        "test_unrelated_group_is_not_coherent",
-        "test_pairs_sit_apart_from_outsiders",
-        "test_beam_search_is_deterministic_and_beats_greedy",
-        "test_knowledge_answer",
-    }
-)
-
-
-def kept_entries(entries: Any) -> list[Any]:
-    """A re-measured card's known failures and left-out tests that the draft does not
-    decide, each marked as kept (``KnownFailure`` objects, as the card holds them)."""
-    return [
-        Commented(entry.model_dump(exclude_none=True), "kept from the card the draft re-measured")
-        for entry in entries
-        if entry.test not in DRAFTED_TESTS
-    ]
-
-
-def card_text(
-    name: str,
-    sources: dict[str, Any],
-    draft: Draft,
-    versions: dict[str, str],
-    settings: DraftSettings,
-    description: str | None = None,
-    kept_xfail: list[Any] = (),
-    kept_leave_out: list[Any] = (),
-) -> str:
-    """The drafted card's YAML: a header saying how it was made, the sources as given,
-    the measured expectations and the known failures (with those kept from a re-measured
-    card)."""
-    made = ", ".join(f"{k} {v}" for k, v in versions.items())
-    header = [
-        f"Drafted by `lm-probes draft-card` on {date.today().isoformat()} ({made}):",
-        "every value below was measured on this model; bounds keep the margin their comment states.",
-        f"Sampling bounds hold for {settings.draws} draws (the first is the suite's seed 0).",
-        "Review it, then commit it.",
-    ]
-    if draft.left_out:
-        header.append("Not drafted (a bound there could not fail):")
-        header += [f"  {line}" for line in draft.left_out]
-    card: dict[str, Any] = {
-        "name": name,
-        "description": Block(description or f"{name}: drafted from measurement ({made}). Say what the model is.\n"),
-        **sources,
-    }
-    if settings.reference is not None:
-        card["reference"] = settings.reference.name
-    card["expect"] = draft.expect
-    if draft.xfail or kept_xfail:
-        card["xfail"] = [*kept_xfail, *draft.xfail]
-    if kept_leave_out:
-        card["leave_out"] = list(kept_leave_out)
-    return write_card(card, header)

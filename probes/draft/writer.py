@@ -15,9 +15,12 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import yaml
+
+from probes.draft.settings import Draft, DraftSettings
 
 
 @dataclass(frozen=True)
@@ -168,3 +171,67 @@ def write_card(card: dict[str, Any], header: list[str] = ()) -> str:
     if parsed != strip(card):
         raise AssertionError("the card text does not read back as the data written (a card_writer bug)")
     return text
+
+
+# The tests whose known failures the draft decides (it measures them); a re-measured
+# card's other xfail entries (a finding on a check every model must pass, recorded by
+# hand) and its leave_out entries are decisions, not measurements: they are kept.
+DRAFTED_TESTS = frozenset(
+    {
+        "test_bos_prepended_by_default_and_absent_without_special_tokens",
+        "test_chat_template_ids_are_the_rendered_text_with_one_bos",
+        "test_semantic_group_is_closer_inside_than_outside",
+        "test_unrelated_group_is_not_coherent",
+        "test_pairs_sit_apart_from_outsiders",
+        "test_beam_search_is_deterministic_and_beats_greedy",
+        "test_knowledge_answer",
+    }
+)
+
+
+def kept_entries(entries: Any) -> list[Any]:
+    """A re-measured card's known failures and left-out tests that the draft does not
+    decide, each marked as kept (``KnownFailure`` objects, as the card holds them)."""
+    return [
+        Commented(entry.model_dump(exclude_none=True), "kept from the card the draft re-measured")
+        for entry in entries
+        if entry.test not in DRAFTED_TESTS
+    ]
+
+
+def card_text(
+    name: str,
+    sources: dict[str, Any],
+    draft: Draft,
+    versions: dict[str, str],
+    settings: DraftSettings,
+    description: str | None = None,
+    kept_xfail: list[Any] = (),
+    kept_leave_out: list[Any] = (),
+) -> str:
+    """The drafted card's YAML: a header saying how it was made, the sources as given,
+    the measured expectations and the known failures (with those kept from a re-measured
+    card)."""
+    made = ", ".join(f"{k} {v}" for k, v in versions.items())
+    header = [
+        f"Drafted by `lm-probes draft-card` on {date.today().isoformat()} ({made}):",
+        "every value below was measured on this model; bounds keep the margin their comment states.",
+        f"Sampling bounds hold for {settings.draws} draws (the first is the suite's seed 0).",
+        "Review it, then commit it.",
+    ]
+    if draft.left_out:
+        header.append("Not drafted (a bound there could not fail):")
+        header += [f"  {line}" for line in draft.left_out]
+    card: dict[str, Any] = {
+        "name": name,
+        "description": Block(description or f"{name}: drafted from measurement ({made}). Say what the model is.\n"),
+        **sources,
+    }
+    if settings.reference is not None:
+        card["reference"] = settings.reference.name
+    card["expect"] = draft.expect
+    if draft.xfail or kept_xfail:
+        card["xfail"] = [*kept_xfail, *draft.xfail]
+    if kept_leave_out:
+        card["leave_out"] = list(kept_leave_out)
+    return write_card(card, header)

@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 from probes.cards.card import CardError, find_card
+from probes.cards.files import SubjectLoadError
 from probes.paths import SNAPSHOT_DIR
 from probes.plugin.selection import card_of, selected_cards, user_cards_dirs
 from probes.plugin.session import record_of
 from probes.report import html as report
-from probes.subjects.subject import Subject, SubjectLoadError
+from probes.subjects.subject import Subject
 
 if TYPE_CHECKING:  # the snapshot modules load numpy and the probes: imported when used
     from probes.snapshots.check import SnapshotCheck

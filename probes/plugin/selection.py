@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from probes.cards.card import Card, CardError, available_cards, find_card, looks_like_local_path, unknown_expect_path
+from probes.cards.card import Card, CardError, available_cards, find_card, looks_like_local_path
+from probes.cards.validation import unknown_expect_path
 from probes.plugin.session import record_of
 
 # the fixtures lm-probes parametrizes over cards (model_subject: cards with a model only)

@@ -11,7 +11,7 @@ from markupsafe import Markup
 
 from probes.report.html import provenance_table, templates
 from probes.snapshots.sections import BY_NAME
-from probes.snapshots.sets import DIFFERENT, CardComparison, exit_code, fingerprint_line
+from probes.snapshots.sets import DIFFERENT, CardComparison, as_json, exit_code, fingerprint_line, summary_lines
 
 
 def section_details(c: CardComparison, labels: tuple[str, str]) -> list[dict[str, Any]]:
@@ -59,3 +59,17 @@ def write_report(comparisons: list[CardComparison], label_a: str, label_b: str, 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render(comparisons, label_a, label_b), encoding="utf-8")
     return path
+
+
+def report_comparisons(
+    comparisons: list[CardComparison], label_a: str, label_b: str, html: Path, json_path: str | None
+) -> int:
+    """The terminal lines, the page (and JSON if asked) of a comparison; returns the exit code."""
+    for line in summary_lines(comparisons):
+        print(line)
+    written = write_report(comparisons, label_a, label_b, html)
+    if json_path:
+        Path(json_path).write_text(as_json(comparisons), encoding="utf-8")
+    code = exit_code(comparisons)
+    print(f"report: {written}  (exit {code}: {'differences' if code else 'no difference beyond tolerance'})")
+    return code

@@ -25,8 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from probes.hidden_states import layer_change
-from probes.maths import kl_divergence
+from probes.maths import kl_divergence, layer_change
 
 
 def next_token_statistics(recorded: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:

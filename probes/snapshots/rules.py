@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from probes.hidden_states import first_moved_layer
+from probes.maths import first_moved_layer
 from probes.snapshots.differences import Context, Difference, first_diff
 
 

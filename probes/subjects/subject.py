@@ -15,14 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from probes.cards.card import Card, looks_like_local_path
-from probes.cards.sources import (  # noqa: F401 (SubjectLoadError, package_file and cache_dir are this module's API too)
-    FileDigests,
-    LoadOptions,
-    SubjectLoadError,
-    cache_dir,
-    package_file,
-    resolve_device,
-)
+from probes.cards.files import FileDigests, SubjectLoadError
+from probes.cards.loading import LoadOptions, resolve_device
 from probes.environment import installed_version
 from probes.numerics import Numerics, fingerprint, machine_class
 from probes.quantization import QuantizationInfo, inspect_quantization, loaded_as_asked, run_4bit_kernels

@@ -12,7 +12,8 @@ import torch
 
 from probes import engine
 from probes import sampling as sp
-from probes.subjects.subject import Subject, package_file
+from probes.cards.files import package_file
+from probes.subjects.subject import Subject
 from probes.timing import current_rss_mb, reset_peak, resource_info, synchronized
 
 pytestmark = pytest.mark.benchmark

@@ -12,10 +12,12 @@ import sys
 import pytest
 import torch
 
-from probes.cards import sources
+from probes.cards import files
 from probes.cards.card import find_card
-from probes.cards.sources import HubSource, LoadOptions
-from probes.subjects.subject import Subject, SubjectLoadError
+from probes.cards.files import SubjectLoadError
+from probes.cards.loading import LoadOptions
+from probes.cards.sources import HubSource
+from probes.subjects.subject import Subject
 
 NF4 = LoadOptions(quantization="nf4")
 
@@ -50,11 +52,11 @@ def test_too_old_bitsandbytes_names_its_version_and_the_install_line(monkeypatch
 def test_missing_gguf_says_what_to_install(monkeypatch, tmp_path):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a))
-    monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path))  # an empty cache: conversion is needed
+    monkeypatch.setenv(files.CACHE_ENV, str(tmp_path))  # an empty cache: conversion is needed
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF")
     with pytest.raises(SubjectLoadError, match=r"reading model.gguf needs the gguf package: `pip install gguf`"):
-        sources.converted_gguf_folder(gguf, "0" * 64)
+        files.converted_gguf_folder(gguf, "0" * 64)
     assert not list((tmp_path / "gguf").glob("*"))  # nothing half-written left behind
 
 
@@ -63,7 +65,7 @@ def test_missing_mistral_common_says_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "mistral_common" else real(name, *a)
     )
-    monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(files.CACHE_ENV, str(tmp_path))
     with pytest.raises(
         SubjectLoadError,
         match=r"package 'mistral_common' is not installed: install it with `pip install mistral-common`",

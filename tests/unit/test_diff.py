@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from probes.cli import main as cli
+from probes.cli import upgrade_check
 from probes.paths import REPO_ROOT
 from probes.snapshots import compare as comparing
 from probes.snapshots import record as recording
@@ -160,10 +161,10 @@ def test_the_plan_pins_torch_first_and_everything_but_the_moved_package(capsys, 
     first_install = next(line for line in lines if " pip install " in line)
     assert first_install.endswith("torch==2.13.0")
     assert "transformers==4.57.6" in out and "constraints-side.txt" in out and "--snapshot-update" in out
-    side = cli.Side("from", ("transformers==4.57.6",))
-    env = cli.environment_dir(side, "torch==2.13.0")
+    side = upgrade_check.Side("from", ("transformers==4.57.6",))
+    env = upgrade_check.environment_dir(side, "torch==2.13.0")
     env.mkdir(parents=True)
-    kept = cli.side_constraints(side, env).read_text(encoding="utf-8")
+    kept = upgrade_check.side_constraints(side, env).read_text(encoding="utf-8")
     assert "transformers==" not in kept and "tokenizers==" in kept and "pydantic==" in kept
 
 
@@ -171,9 +172,11 @@ def test_a_side_that_cannot_be_built_exits_2_saying_why(monkeypatch, tmp_path, c
     monkeypatch.setenv("LM_PROBES_CACHE", str(tmp_path / "cache"))
 
     def failing(command, what):
-        raise cli.SideFailed(f"{what} failed (exit 1): pip install transformers==0.0.0\nNo matching distribution")
+        raise upgrade_check.SideFailed(
+            f"{what} failed (exit 1): pip install transformers==0.0.0\nNo matching distribution"
+        )
 
-    monkeypatch.setattr(cli, "_run", failing)
+    monkeypatch.setattr(upgrade_check, "_run", failing)
     code = cli.main(
         ["upgrade-check", "--from", "transformers==0.0.0", "--to", "transformers==5.23.0", "--output", str(tmp_path)]
     )
@@ -183,7 +186,7 @@ def test_a_side_that_cannot_be_built_exits_2_saying_why(monkeypatch, tmp_path, c
 
 
 def test_upgrade_check_outside_a_source_checkout_exits_4(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(cli, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(upgrade_check, "REPO_ROOT", tmp_path)
     assert cli.main(["upgrade-check", "--from", "a==1", "--to", "a==2"]) == diff.BAD_INPUT
     assert "needs a source checkout" in capsys.readouterr().err
 
@@ -281,4 +284,4 @@ def test_the_first_token_check_runs_only_where_the_draws_cannot_simply_be_compar
 )
 def test_a_requirements_project_name_is_read_by_packaging(requirement, name):
     """upgrade-check matches a moved package to the pinned ones by pip's normalised name."""
-    assert cli._name(requirement) == name
+    assert upgrade_check._name(requirement) == name

@@ -10,9 +10,13 @@ import torch
 import yaml
 
 from probes.cards.card import find_card, load_card
+from probes.cli import draft_card
 from probes.cli import main as cli
-from probes.draft.measure import Draft, _noise_bound, _opening, draft_tokenizer, kept_entries
-from probes.draft.writer import Block, Commented, write_card
+from probes.draft.margins import _noise_bound
+from probes.draft.measure import _opening
+from probes.draft.settings import Draft
+from probes.draft.tokenizer import draft_tokenizer
+from probes.draft.writer import Block, Commented, kept_entries, write_card
 from probes.subjects.subject import Subject
 
 from .conftest import tokenizer_subject
@@ -113,9 +117,9 @@ def test_draft_card_refuses_to_overwrite_and_names_what_is_missing(tmp_path, cap
 def test_load_options_of_the_command_line_are_written_into_the_card():
     """--dtype on a re-measured card changes what is loaded and what the card says alike."""
     args = cli.parser().parse_args(["draft-card", "--card", "smollm2-135m-instruct", "--dtype", "bfloat16"])
-    base = cli._draft_base(args)
-    assert base.load.dtype == "bfloat16" and cli._sources_yaml(base)["load"]["dtype"] == "bfloat16"
-    assert cli._sources_yaml(base)["model"]["source"] == "package-gguf"
+    base = draft_card._draft_base(args)
+    assert base.load.dtype == "bfloat16" and draft_card._sources_yaml(base)["load"]["dtype"] == "bfloat16"
+    assert draft_card._sources_yaml(base)["model"]["source"] == "package-gguf"
 
 
 # drafted fields a change of weights moves (that the snapshot catches it too is a row of
@@ -193,10 +197,10 @@ def test_a_gguf_file_under_home_is_drafted_as_a_portable_path(tmp_path, monkeypa
     gguf.parent.mkdir()
     gguf.write_bytes(b"GGUF")
     args = cli.parser().parse_args(["draft-card", "--gguf-file", str(gguf), "--name", "x", "--dtype", "float16"])
-    base = cli._draft_base(args)
+    base = draft_card._draft_base(args)
     assert base.model.model_dump(exclude_unset=True) == {"source": "gguf-file", "path": "~/models/x.gguf"}
-    assert cli._sources_yaml(base)["load"] == {"device": "cpu", "dtype": "float16", "quantization": "none"}
-    assert cli._sources_yaml(base)["tokenizer"] == {"source": "model"}
+    assert draft_card._sources_yaml(base)["load"] == {"device": "cpu", "dtype": "float16", "quantization": "none"}
+    assert draft_card._sources_yaml(base)["tokenizer"] == {"source": "model"}
 
 
 def test_re_measuring_a_card_keeps_its_decisions_and_replaces_its_measurements():

@@ -13,6 +13,7 @@ from probes import batching
 from probes import hidden_states as hs
 from probes import tokenizer as tk
 from probes.cards.card import find_card
+from probes.maths import first_moved_layer
 from probes.snapshots import compare as comparing
 from probes.snapshots import observe as observing
 from probes.snapshots import record as recording
@@ -45,12 +46,12 @@ def test_first_difference_points_at_the_extra_bos():
 
 def test_first_moved_layer_by_norm_and_by_direction():
     norms, projections = [1.0, 2.0, 3.0], [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]
-    assert hs.first_moved_layer(norms, projections, norms, projections, 1e-4, 1e-5) is None
-    longer = hs.first_moved_layer(norms, projections, [1.0, 2.001, 3.5], projections, 1e-4, 1e-5)
+    assert first_moved_layer(norms, projections, norms, projections, 1e-4, 1e-5) is None
+    longer = first_moved_layer(norms, projections, [1.0, 2.001, 3.5], projections, 1e-4, 1e-5)
     assert longer.layer == 1 and longer.describe().startswith(
         "first moved at hidden state 1 (the output of model.layers[0])"
     )
-    turned = hs.first_moved_layer(norms, projections, norms, [[1.0, 0.0], [0.0, 1.0], [1.0, 0.9]], 1e-4, 1e-5)
+    turned = first_moved_layer(norms, projections, norms, [[1.0, 0.0], [0.0, 1.0], [1.0, 0.9]], 1e-4, 1e-5)
     assert turned.layer == 2 and turned.cosine < 1 - 1e-5
 
 

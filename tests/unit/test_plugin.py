@@ -17,8 +17,8 @@ import torch
 import yaml
 
 from probes import numerics
+from probes.cards.files import package_file
 from probes.paths import REPO_ROOT
-from probes.subjects.subject import package_file
 
 
 @pytest.fixture

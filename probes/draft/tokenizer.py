@@ -1,0 +1,119 @@
+"""The tokenizer part of a drafted card: BOS, the encode cases, first tokens, vocabulary entries,
+the chat template, all read from the tokenizer alone."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from probes import tokenizer as tp
+from probes.draft.settings import Draft, short_text
+from probes.draft.writer import Commented
+from probes.subjects.inputs import article_inputs
+
+if TYPE_CHECKING:
+    pass
+
+
+def draft_tokenizer(tokenizer: Any, draft: Draft) -> dict[str, Any]:
+    """T1-T6, U1, U6: every value exact. Texts with special tokens use this tokenizer's
+    own (a card copied from another model carries that model's '<s>' or '<|im_start|>')."""
+    inputs = article_inputs()
+    bos_text = tokenizer.bos_token
+    section: dict[str, Any] = {"vocab_size": tokenizer.vocab_size}
+
+    probe_text = "Hello world"
+    bos = tp.bos_behaviour(tokenizer, probe_text)
+    section["bos"] = Commented(
+        {"id": bos.bos_id, "token": bos.bos_token, "added_by_default": bos.added_by_default, "probe_text": probe_text},
+        f"encode({probe_text!r}) gave {list(bos.default_ids)}",
+    )
+    if not (bos.default_matches_special and bos.absent_without_special):
+        draft.fails(
+            "test_bos_prepended_by_default_and_absent_without_special_tokens",
+            f"encode(text) {list(bos.default_ids)}, with special tokens {list(bos.with_special_ids)}, "
+            f"without {list(bos.without_special_ids)} (measured by lm-probes draft-card)",
+        )
+
+    cases = [
+        ("english", "T1", inputs["next_token_prompt"], None),
+        ("japanese", "T2", "日本の首都は", None),
+        ("hello-special-on", "T3", probe_text, True),
+        ("hello-default", "T3", probe_text, None),
+        ("hello-special-off", "T3", probe_text, False),
+    ]
+    if bos_text:
+        cases.append(("bos-text-inside", "T3", f"Hello {bos_text}world", None))
+    section["encode"] = [_encode_case(tokenizer, *case) for case in cases]
+
+    section["first_token"] = [
+        {"id": case_id, "text": text, **_first(tokenizer, text)}
+        for case_id, text in (("japanese", "日本の首都は"), ("english", inputs["next_token_prompt"]))
+    ]
+    section["vocab_table"] = [entry.as_dict() for entry in tp.vocab_table(tokenizer, tp.head_and_tail_ids(tokenizer))]
+
+    prompts = [("plain-prompt", "What is the capital of United States?")]
+    if bos_text:
+        prompts.insert(0, ("knowledge-prompt", f"{bos_text} What is the capital of United States? "))
+    section["duplicate_bos"] = []
+    for case_id, prompt in prompts:
+        found = tp.duplicate_bos(tokenizer, prompt)
+        section["duplicate_bos"].append(
+            {
+                "id": case_id,
+                "prompt": prompt,
+                "leading_bos": found.leading_bos,
+                "duplicated": found.duplicated,
+                "trailing_space_token": found.trailing_space_token,
+            }
+        )
+
+    section["chat"] = _chat(tokenizer, inputs["chat"], draft)
+    section["special_text"] = []
+    for case_id, template in inputs["special_texts"].items():
+        found = tp.special_text(tokenizer, case_id, template)
+        entry: dict[str, Any] = {"id": case_id, "ids": list(found.ids)}
+        if not found.round_trips:
+            entry["round_trips"] = False
+            entry = Commented(entry, f"decode gives {found.decoded!r} for {found.text!r}")
+        section["special_text"].append(entry)
+    return section
+
+
+def _encode_case(tokenizer: Any, case_id: str, observation: str, text: str, special: bool | None) -> Any:
+    encoding = tp.encode(tokenizer, text, special)
+    case: dict[str, Any] = {"id": case_id, "observation": observation, "text": text}
+    if special is not None:
+        case["add_special_tokens"] = special
+    case.update(
+        ids=list(encoding.ids),
+        tokens=list(encoding.tokens),
+        decoded=encoding.decoded,
+        decoded_per_id=list(encoding.decoded_per_id),
+    )
+    decoded = tokenizer.decode(tokenizer.encode(text, add_special_tokens=False))
+    if decoded != text:
+        case["round_trips"] = False
+        return Commented(case, f"decode(encode(text, add_special_tokens=False)) gives {decoded!r}")
+    return case
+
+
+def _first(tokenizer: Any, text: str) -> dict[str, Any]:
+    first = tp.first_token(tokenizer, text)
+    return {"first_id": first.first_id, "first_token": first.first_token, "first_decoded": first.first_decoded}
+
+
+def _chat(tokenizer: Any, messages: list[dict[str, str]], draft: Draft) -> Any:
+    rendering = tp.chat_rendering(tokenizer, messages)
+    if not rendering.has_template:
+        return Commented({"has_template": False}, "the tokenizer has no chat template")
+    chat: dict[str, Any] = {"has_template": True, "leading_bos": rendering.leading_bos}
+    # what add_generation_prompt=True appends: the rendered text without it is a prefix
+    bare = tp.chat_rendering(tokenizer, messages, add_generation_prompt=False)
+    if rendering.text.startswith(bare.text) and len(rendering.text) > len(bare.text):
+        chat["generation_prompt"] = rendering.text[len(bare.text) :]
+    if not rendering.consistent:
+        draft.fails(
+            "test_chat_template_ids_are_the_rendered_text_with_one_bos",
+            f"{rendering.first_difference()} (measured by lm-probes draft-card)",
+        )
+    return Commented(chat, f"renders {short_text(rendering.text)}")
