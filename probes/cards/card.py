@@ -38,8 +38,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from probes.cards.expect_schema import Expect
 from probes.cards.loading import LoadSettings
-from probes.cards.schema import CardFile, Expect, KnownFailure, SnapshotSettings
+from probes.cards.schema import CardFile, KnownFailure, SnapshotSettings
 from probes.cards.sources import FollowModel, HubSource, MistralCommonTokenizer
 from probes.cards.sources import ModelSource as ModelSourceType
 from probes.cards.sources import TokenizerSource as TokenizerSourceType

@@ -12,7 +12,8 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-from probes.cards.schema import CardFile, Expect, ExpectSection
+from probes.cards.expect_schema import Expect, ExpectSection
+from probes.cards.schema import CardFile
 
 
 def card_json_schema() -> dict[str, Any]:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from probes import decoding as dc
 from probes import generation
 from probes import quantization as qz
-from probes.cards.schema import TasksExpect
+from probes.cards.expect_schema import TasksExpect
 from probes.draft.embedding import draft_embedding
 from probes.draft.margins import ceil_to, floor_to, power_of_ten_above
 from probes.draft.settings import Draft, DraftSettings, short_text

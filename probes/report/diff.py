@@ -10,7 +10,7 @@ from typing import Any
 from markupsafe import Markup
 
 from probes.report.html import provenance_table, templates
-from probes.snapshots.sections import BY_NAME
+from probes.snapshots import sections
 from probes.snapshots.sets import DIFFERENT, CardComparison, as_json, exit_code, fingerprint_line, summary_lines
 
 
@@ -18,7 +18,7 @@ def section_details(c: CardComparison, labels: tuple[str, str]) -> list[dict[str
     """Per changed section both sides hold, what its renderer shows of the change."""
     details = []
     for name in c.by_section():
-        section = BY_NAME.get(name)
+        section = sections.find(name)
         if section is None or name not in c.observed_a or name not in c.observed_b:
             continue
         for d in section.render(name, c.observed_a[name], c.observed_b[name], labels):

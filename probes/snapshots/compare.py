@@ -8,8 +8,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from probes.numerics import coarsest, resolution
+from probes.snapshots import sections
 from probes.snapshots.differences import Context, Difference
-from probes.snapshots.sections import CROSS_CLASS_UNITS, DEFAULT_TOLERANCES, LEAVABLE, SECTIONS
+from probes.snapshots.sections import CROSS_CLASS_UNITS, DEFAULT_TOLERANCES
 
 if TYPE_CHECKING:
     from probes.subjects.subject import Subject
@@ -27,7 +28,7 @@ def compare(
     classes: tuple[str, str] | None = None,
 ) -> list[Difference]:
     """Every difference between two observation sets, judged by the tolerances, in the
-    order of SECTIONS.
+    order of snapshots/sections.py.
 
     ``subject`` (with ``results``, the session's results of it) gives access to the current
     run's logits, to judge a greedy flip; without it (two recorded sets) a flip is judged
@@ -46,11 +47,11 @@ def compare(
     context = Context(tol, across, subject, results, recorded, current, recorded_provenance, current_provenance)
     out: list[Difference] = []
     has_model = ("next_token" in recorded, "next_token" in current)
-    for section in SECTIONS:
+    for section in sections.SECTIONS:
         name = section.name
         if section.needs_model and has_model[0] != has_model[1]:
             continue  # reported once below
-        if name in LEAVABLE and all(has_model) and (name in recorded) != (name in current):
+        if section.leavable and all(has_model) and (name in recorded) != (name in current):
             had, has = ("has it", "leaves it out") if name in recorded else ("leaves it out", "has it")
             out.append(
                 Difference(

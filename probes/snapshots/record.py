@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from probes.environment import environment_info
 from probes.paths import SNAPSHOT_DIR
-from probes.snapshots.sections import SECTIONS
+from probes.snapshots import sections
 from probes.subjects import results
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def observe(subject: Subject) -> dict[str, Any]:
     """Every section the subject's card records (computed once, shared with the tests)."""
     observed: dict[str, Any] = {}
     left_out = set(subject.card.snapshot.leave_out)
-    for section in SECTIONS:
+    for section in sections.SECTIONS:
         if (section.needs_model and not subject.card.has_model) or section.name in left_out:
             continue
         data = section.observe(subject, results)

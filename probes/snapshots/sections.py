@@ -153,7 +153,14 @@ SECTIONS: tuple[Section, ...] = (
     ),
 )
 
-BY_NAME: dict[str, Section] = {section.name: section for section in SECTIONS}
+
+def find(name: str) -> Section | None:
+    """The entry of a section (None: a section this version does not know, e.g. a newer snapshot's)."""
+    return next((section for section in SECTIONS if section.name == name), None)
+
+
+# Derived once, for the card schema (which is built at import): the consumers of a snapshot
+# read SECTIONS itself, so an entry added there is all they need.
 # the sections a card may leave out of its snapshot (snapshot.leave_out)
 LEAVABLE: tuple[str, ...] = tuple(s.name for s in SECTIONS if s.leavable)
 TOLERANCES: dict[str, Tolerance] = {name: t for s in SECTIONS for name, t in s.tolerances.items()}

@@ -24,9 +24,8 @@ from probes.cards.card import CardError, find_card
 from probes.numerics import Numerics, class_distance
 from probes.snapshots import compare as comparing
 from probes.snapshots import record as recording
-from probes.snapshots import token_rules
+from probes.snapshots import sections, token_rules
 from probes.snapshots.differences import Difference
-from probes.snapshots.sections import BY_NAME, SECTIONS
 
 SAME, DIFFERENT, COULD_NOT_RUN, BAD_INPUT = 0, 1, 2, 4
 
@@ -163,7 +162,8 @@ def _common_sections(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, ...]:
     """The sections both sets hold, in the report's order; one this list does not know yet
     (a newer snapshot's) is listed after them rather than left out of the count."""
     common = [s for s in a if s in b]
-    return tuple(s.name for s in SECTIONS if s.name in common) + tuple(sorted(s for s in common if s not in BY_NAME))
+    known = [s.name for s in sections.SECTIONS]
+    return tuple(s for s in known if s in common) + tuple(sorted(s for s in common if s not in known))
 
 
 def exit_code(comparisons: list[CardComparison]) -> int:

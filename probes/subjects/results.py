@@ -7,10 +7,7 @@ bar chart, the temperature panels, the sampler checks and the snapshot).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
-from weakref import WeakKeyDictionary
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,47 +20,11 @@ from probes import hidden_states as hs
 from probes import quantization as qz
 from probes import tokenizer as tk
 from probes.subjects.inputs import article_inputs, format_prompt, knowledge_question
+from probes.subjects.memo import RESULTS
 
 if TYPE_CHECKING:
-    from probes.cards.schema import Decoding, KnowledgeCase, TasksExpect
+    from probes.cards.expect_schema import Decoding, KnowledgeCase, TasksExpect
     from probes.subjects.subject import Subject
-
-Result = TypeVar("Result")
-# What a result is kept under: the probe's name and what else it depends on (prompt,
-# seed, ...); results of one subject only.
-ResultKey = str | tuple[Hashable, ...]
-
-
-class SessionResults:
-    """Each probe result computed once per subject and session, and shared by the tests
-    that need it (the next-token logits feed the bar chart, the temperature panels, the
-    snapshot, ...). Held per Subject object, and gone with it: a test that builds its own
-    subject (a deliberately broken one) never sees the session's results."""
-
-    def __init__(self) -> None:
-        self._by_subject: WeakKeyDictionary[Subject, dict[ResultKey, Any]] = WeakKeyDictionary()
-
-    def get(self, subject: Subject, key: ResultKey, compute: Callable[[], Result]) -> Result:
-        results = self._by_subject.setdefault(subject, {})
-        if key not in results:
-            results[key] = compute()
-        return results[key]
-
-    def has(self, subject: Subject, key: ResultKey) -> bool:
-        return key in self._by_subject.get(subject, {})
-
-    @contextmanager
-    def set_aside(self, subject: Subject) -> Iterator[None]:
-        """Within the block, ``subject``'s results are computed anew (a test that edits
-        the loaded model in place); afterwards the session's results are back."""
-        kept = self._by_subject.pop(subject, {})
-        try:
-            yield
-        finally:
-            self._by_subject[subject] = kept
-
-
-RESULTS = SessionResults()
 
 
 def next_token(subject: Subject, prompt: str | None = None) -> dc.NextToken:

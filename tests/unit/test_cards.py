@@ -326,7 +326,7 @@ def test_each_model_source_declares_its_own_fields(tmp_path, model, message):
 def test_sections_needing_a_model_are_derived_from_the_schema(tmp_path):
     """Only the tokenizer section declares it can be checked without a model; every other
     section of Expect (a new one too) is refused on a tokenizer-only card."""
-    from probes.cards.schema import Expect
+    from probes.cards.expect_schema import Expect
     from probes.cards.validation import MODEL_SECTIONS, TOKENIZER_SECTIONS
 
     assert TOKENIZER_SECTIONS == ("tokenizer",)

@@ -409,7 +409,7 @@ def test_the_readme_lists_the_measured_cross_class_figures():
 def test_a_drafted_card_states_the_computed_dtype_of_the_class_it_was_measured_on():
     """draft-card writes expect.quantization.computed_dtype: the asked dtype as the default,
     and this class's own where its kernels computed another (valid against the card schema)."""
-    from probes.cards.schema import QuantizationExpect
+    from probes.cards.expect_schema import QuantizationExpect
     from probes.draft.measure import draft_quantization
 
     subject = _tiny_nf4()

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from probes.paths import REPO_ROOT
+from tests.unit import import_graph
 
 
 @pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["lint", "format"])
@@ -22,6 +23,46 @@ def test_ruff_is_clean(command):
     if "No module named ruff" in result.stderr:
         pytest.fail("ruff is not installed: it comes with the dev extra (`make setup` installs it)", pytrace=False)
     assert result.returncode == 0, f"ruff {' '.join(command)} found:\n{result.stdout}{result.stderr}"
+
+
+# The layout's measures (issue 25): fewer import levels than the flat package's 11, no cycle,
+# and modules short enough to read in one sitting.
+MAX_IMPORT_LEVELS = 10
+MAX_MODULE_LINES = 400
+
+
+def test_the_import_graph_has_no_cycle_and_at_most_10_levels():
+    graph = import_graph.imports(import_graph.module_files(REPO_ROOT / "probes"))
+    level, cycles = import_graph.levels(graph)
+    assert not cycles, f"import cycles: {cycles}"
+    deepest = max(level, key=level.get)
+    assert level[deepest] <= MAX_IMPORT_LEVELS, f"{deepest} is at import level {level[deepest]}"
+
+
+def test_the_import_graph_measure_sees_a_cycle_and_counts_levels(tmp_path):
+    """The measure can fail: a cycle through a function-level import is found, an import
+    under TYPE_CHECKING is not one, and a chain of three modules is three levels."""
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from pkg import b\n")
+    (package / "b.py").write_text("def f():\n    from pkg.c import g\n")
+    (package / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import a\ng = 1\n")
+    graph = import_graph.imports(import_graph.module_files(package))
+    level, cycles = import_graph.levels(graph)
+    assert (level["pkg.a"], level["pkg.b"], level["pkg.c"], cycles) == (3, 2, 1, [])
+    (package / "c.py").write_text("from pkg.a import b\n")
+    _, cycles = import_graph.levels(import_graph.imports(import_graph.module_files(package)))
+    assert cycles, "a -> b -> c -> a was not seen"
+
+
+def test_no_module_is_over_400_lines():
+    lengths = {
+        str(p.relative_to(REPO_ROOT)): len(p.read_text(encoding="utf-8").splitlines())
+        for p in (REPO_ROOT / "probes").rglob("*.py")
+    }
+    too_long = {path: n for path, n in lengths.items() if n > MAX_MODULE_LINES}
+    assert not too_long, f"over {MAX_MODULE_LINES} lines: {too_long}"
 
 
 def test_readme_layout_matches_the_tree():

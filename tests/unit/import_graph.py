@@ -1,0 +1,74 @@
+"""The import graph of a package, as Python runs it: every import of a project module, at the
+top of a module or inside a function, except those under ``if TYPE_CHECKING:`` (annotations
+only, never executed). Used by test_lint.py to hold the layout to its measures."""
+
+from __future__ import annotations
+
+import ast
+from functools import cache
+from pathlib import Path
+
+
+def module_files(package_dir: Path) -> dict[str, Path]:
+    """Dotted module name -> file, for a package folder (``probes`` -> ``probes/...``)."""
+    found = {}
+    for path in sorted(package_dir.rglob("*.py")):
+        parts = list(path.relative_to(package_dir.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found[".".join(parts)] = path
+    return found
+
+
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    skipped = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped |= {id(n) for statement in node.body for n in ast.walk(statement)}
+    return skipped
+
+
+def _owner(name: str, modules: dict[str, Path]) -> str | None:
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def imports(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """Module -> the project modules it imports at run time."""
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        skipped = _type_checking_nodes(tree)
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        found: set[str] = set()
+        for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
+            if isinstance(node, ast.Import):
+                found |= {_owner(a.name, modules) for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(anchor + ([base] if base else []))
+                for alias in node.names:
+                    target = f"{base}.{alias.name}"
+                    found.add(target if target in modules else _owner(base, modules))
+        graph[module] = {m for m in found if m and m != module}
+    return graph
+
+
+def levels(graph: dict[str, set[str]]) -> tuple[dict[str, int], list[tuple[str, ...]]]:
+    """Each module's level (1: imports no project module; else one more than the deepest
+    module it imports) and the import cycles found on the way."""
+    cycles: list[tuple[str, ...]] = []
+
+    @cache
+    def level(module: str, path: tuple[str, ...] = ()) -> int:
+        if module in path:
+            cycles.append(path[path.index(module) :] + (module,))
+            return 0
+        return 1 + max((level(d, path + (module,)) for d in graph[module]), default=0)
+
+    return {m: level(m) for m in graph}, cycles
