@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from probes import embedding as em
-from probes.draft.margins import _noise_bound, ceil_to
+from probes.draft.margins import PCA_EXPLAINED, noise_bound
 from probes.draft.settings import NOISE_DRAWS, UNRELATED, Draft
 from probes.draft.writer import Commented
 from probes.subjects import results as ob
+from probes.subjects.inputs import article_inputs
 
 if TYPE_CHECKING:
     from probes.subjects.subject import Subject
@@ -32,7 +33,7 @@ def draft_embedding(subject: Subject, draft: Draft) -> dict[str, Any]:
         {g: c.margin for g, c in em.group_coherence(em.cosine_matrix(v), vectors.groups).items()}
         for v in (em.noise_word_vectors(vectors.sub_ids, hidden, seed) for seed in range(NOISE_DRAWS))
     ]
-    bound, rate = _noise_bound(measured, noise, semantic)
+    bound, rate = noise_bound(measured, noise, semantic)
     section: dict[str, Any] = {
         "coherent_groups": Commented(
             semantic, "measured margins " + ", ".join(f"{g} {measured[g]:.3f}" for g in semantic)
@@ -62,26 +63,29 @@ def draft_embedding(subject: Subject, draft: Draft) -> dict[str, Any]:
         )
 
     words = {w: i for i, w in enumerate(vectors.words)}
-    if all(w in words for w in ("dog", "cat", "fish", "cow")):
-        inside = float(cosine[words["dog"], words["cat"]])
-        outside = max(float(cosine[words[p], words[o]]) for p in ("dog", "cat") for o in ("fish", "cow"))
+    apart = article_inputs()["draft"]["apart"]  # a pair and two outsiders from the word groups
+    (a, b), outsiders = apart["pair"], apart["outsiders"]
+    if all(w in words for w in (a, b, *outsiders)):
+        inside = float(cosine[words[a], words[b]])
+        outside = max(float(cosine[words[p], words[o]]) for p in (a, b) for o in outsiders)
         section["apart"] = [
             Commented(
-                {"id": "dog-cat-vs-fish-cow", "pair": ["dog", "cat"], "outsiders": ["fish", "cow"]},
-                f"cos(dog, cat) {inside:.3f}, closest outsider pair {outside:.3f}",
+                {"id": apart["id"], "pair": [a, b], "outsiders": list(outsiders)},
+                f"cos({a}, {b}) {inside:.3f}, closest outsider pair {outside:.3f}",
             )
         ]
         if inside <= outside:
             draft.fails(
                 "test_pairs_sit_apart_from_outsiders",
-                f"cos(dog, cat) {inside:.3f} <= {outside:.3f} (measured by lm-probes draft-card)",
-                case="dog-cat-vs-fish-cow",
+                f"cos({a}, {b}) {inside:.3f} <= {outside:.3f} (measured by lm-probes draft-card)",
+                case=apart["id"],
             )
 
     projection = ob.projection(subject)
     section["pca_explained_at_most"] = Commented(
-        min(0.95, ceil_to(projection.explained + 0.05, 0.05)),
-        f"measured {projection.explained:.3f}, +0.05 rounded up; a collapsed embedding gives ~1",
+        PCA_EXPLAINED.bound(projection.explained),
+        f"measured {projection.explained:.3f}; the bound is {PCA_EXPLAINED.describe()} "
+        "(a collapsed embedding gives ~1)",
     )
     distances = em.centroid_distances(projection.coords, vectors.groups)
     nearer = []

@@ -28,7 +28,7 @@ from probes import generation
 from probes import quantization as qz
 from probes.cards.expect_schema import TasksExpect
 from probes.draft.embedding import draft_embedding
-from probes.draft.margins import ceil_to, floor_to, power_of_ten_above
+from probes.draft.margins import BACKENDS, BEAM_GAIN, DISTINCT, DRIFT_MARGINS, SHARE, TOP1_PROB, sample_share
 from probes.draft.settings import Draft, DraftSettings, short_text
 from probes.draft.tokenizer import draft_tokenizer
 from probes.draft.writer import Commented
@@ -100,12 +100,15 @@ def draft_internals(subject: Subject, draft: Draft) -> tuple[dict[str, Any], Any
         draft.skip("attention", f"{backends} could not both run ({type(exc).__name__}: {exc})")
         return hidden, None
     measured = agreement.max_prob_diff
-    # 10x the measured difference, to a power of ten: kernels' rounding moves with the
-    # thread count and the CPU; a back-end that computes something else moves far more
-    bound = power_of_ten_above(10 * measured) if measured > 0 else 1e-9
+    # kernels' rounding moves with the thread count and the CPU; a back-end that computes
+    # something else moves far more
     attention = Commented(
-        {"backends": list(backends), "max_prob_diff": bound, "greedy_agrees": agreement.greedy_agrees},
-        f"U4: measured max |dp| {measured:.2g}; bound 10x that, up to a power of ten",
+        {
+            "backends": list(backends),
+            "max_prob_diff": BACKENDS.bound(measured),
+            "greedy_agrees": agreement.greedy_agrees,
+        },
+        f"U4: measured max |dp| {measured:.2g}; the bound is {BACKENDS.describe()}",
     )
     return hidden, attention
 
@@ -120,11 +123,10 @@ def draft_next_token(subject: Subject) -> Any:
     result = ob.next_token(subject)
     p = result.top1_prob
     section: dict[str, Any] = {"top1": result.top1_token}
-    bound = floor_to(p - 0.1, 0.05)
-    if bound > 0:
-        section["min_top1_prob"] = bound
+    if TOP1_PROB.can_fail(p):
+        section["min_top1_prob"] = TOP1_PROB.bound(p)
     top3 = ", ".join(f"{t!r} {q:.3f}" for t, q in zip(result.top_tokens[:3], result.top_probs[:3]))
-    return Commented(section, f"D1: measured {top3}; the bound is 0.1 below, rounded down to 0.05")
+    return Commented(section, f"D1: measured {top3}; the bound is {TOP1_PROB.describe()}")
 
 
 def _opening(text: str) -> str | None:
@@ -193,11 +195,12 @@ def draft_sampling(subject: Subject, settings: DraftSettings, draft: Draft) -> A
     over = f"over {settings.draws} draws of {n}"
     section: dict[str, Any] = {}
 
+    share_margin = sample_share(n)
     agreement = min(sum(t == reference for t in g.texts) / n for g in runs["near-greedy"])
-    bound = round(agreement - 1 / n, 4)
-    if bound > 0:
+    if share_margin.can_fail(agreement):
         section["near-greedy"] = Commented(
-            {"min_greedy_agreement": bound}, f"smallest share equal to greedy {over}: {agreement:.2f}"
+            {"min_greedy_agreement": share_margin.bound(agreement)},
+            f"smallest share equal to greedy {over}: {agreement:.2f}; the bound is {share_margin.describe()}",
         )
     else:
         draft.skip("sampling.near-greedy", f"smallest share equal to greedy {over} is {agreement:.2f}")
@@ -205,21 +208,26 @@ def draft_sampling(subject: Subject, settings: DraftSettings, draft: Draft) -> A
     answer = spec["answer"]
     share = min(g.share_containing(answer) for g in runs["warm"])
     distinct = min(g.distinct for g in runs["warm"])
-    if share - 1 / n > 0 and distinct - 1 >= 2:
+    if share_margin.can_fail(share) and DISTINCT.can_fail(distinct):
         section["warm"] = Commented(
-            {"answer": answer, "min_answer_share": round(share - 1 / n, 4), "min_distinct": distinct - 1},
-            f"smallest {over}: share naming {answer!r} {share:.2f}, distinct {distinct}",
+            {"answer": answer, "min_answer_share": share_margin.bound(share), "min_distinct": DISTINCT.bound(distinct)},
+            f"smallest {over}: share naming {answer!r} {share:.2f}, distinct {distinct}; the share's bound is "
+            f"{share_margin.describe()}, the count's {DISTINCT.describe()}",
         )
     else:
         draft.skip("sampling.warm", f"smallest {over}: share naming {answer!r} {share:.2f}, distinct {distinct}")
 
     distinct = min(g.distinct for g in runs["hot"])
     bigrams = min(g.distinct_n(2) for g in runs["hot"])
-    if distinct - 1 >= 2:
-        hot: dict[str, Any] = {"min_distinct": distinct - 1}
-        if floor_to(bigrams - 0.1, 0.05) > 0:
-            hot["min_distinct_2"] = floor_to(bigrams - 0.1, 0.05)
-        section["hot"] = Commented(hot, f"smallest {over}: distinct {distinct}, distinct bigrams {bigrams:.3f}")
+    if DISTINCT.can_fail(distinct):
+        hot: dict[str, Any] = {"min_distinct": DISTINCT.bound(distinct)}
+        if SHARE.can_fail(bigrams):
+            hot["min_distinct_2"] = SHARE.bound(bigrams)
+        section["hot"] = Commented(
+            hot,
+            f"smallest {over}: distinct {distinct}, distinct bigrams {bigrams:.3f}; bounds: the count "
+            f"{DISTINCT.describe()}, the share {SHARE.describe()}",
+        )
     else:
         draft.skip("sampling.hot", f"smallest distinct samples {over} is {distinct}")
     if not section:
@@ -237,9 +245,11 @@ def draft_beam_search(subject: Subject, draft: Draft) -> Any:
             f"{first.distinct_hypotheses} distinct hypotheses of {beams} (measured by lm-probes draft-card)",
         )
     section: dict[str, Any] = {"at_least_greedy_logprob": gain >= -1e-4}
-    if floor_to(gain / 2, 0.1) > 0:
-        section["min_gain_over_greedy"] = floor_to(gain / 2, 0.1)
-    return Commented(section, f"D9: beam's log p exceeds greedy's by {gain:.2f} nats; the bound keeps half")
+    if BEAM_GAIN.can_fail(gain):
+        section["min_gain_over_greedy"] = BEAM_GAIN.bound(gain)
+    return Commented(
+        section, f"D9: beam's log p exceeds greedy's by {gain:.2f} nats; the bound is {BEAM_GAIN.describe()}"
+    )
 
 
 def draft_tasks(subject: Subject, settings: DraftSettings, draft: Draft) -> Any:
@@ -268,8 +278,8 @@ def draft_tasks(subject: Subject, settings: DraftSettings, draft: Draft) -> Any:
     creative: dict[str, Any] = {"greedy_repeats": all(g.all_identical for g in greedy_runs)}
     distinct = min(opening_groups(subject, settings.draws))
     over = f"over {settings.draws} draws"
-    if distinct - 1 >= 2:
-        creative["min_distinct_samples"] = distinct - 1
+    if DISTINCT.can_fail(distinct):
+        creative["min_distinct_samples"] = DISTINCT.bound(distinct)
     else:
         draft.skip("tasks.creative.min_distinct_samples", f"smallest distinct continuations {over}: {distinct}")
     tasks["creative"] = Commented(creative, f"smallest distinct sampled continuations {over}: {distinct}")
@@ -277,19 +287,16 @@ def draft_tasks(subject: Subject, settings: DraftSettings, draft: Draft) -> Any:
 
 
 def draft_drift(subject: Subject, reference: Subject) -> Any:
-    """Q2-Q5 against the reference card: each figure with a margin (KL +25% to 2 digits,
-    shares less 0.1, greedy tokens less 2, footprint ratio +0.05)."""
+    """Q2-Q5 against the reference card: each figure with its margin (DRIFT_MARGINS)."""
     figures = qz.drift_figures(ob.drift(subject, reference))
-    section: dict[str, Any] = {"max_kl": ceil_to(figures["max_kl"] * 1.25, 0.01)}
-    if floor_to(figures["min_top1_agreement"] - 0.1, 0.05) > 0:
-        section["min_top1_agreement"] = floor_to(figures["min_top1_agreement"] - 0.1, 0.05)
-    if floor_to(figures["min_top10_overlap"] - 0.1, 0.05) > 0:
-        section["min_top10_overlap"] = floor_to(figures["min_top10_overlap"] - 0.1, 0.05)
-    if figures["min_greedy_agreeing_tokens"] - 2 > 0:
-        section["min_greedy_agreeing_tokens"] = int(figures["min_greedy_agreeing_tokens"] - 2)
-    section["max_footprint_ratio"] = ceil_to(figures["max_footprint_ratio"] + 0.05, 0.05)
+    section: dict[str, Any] = {}
+    rules = []
+    for field, (figure, margin) in DRIFT_MARGINS.items():
+        if margin.can_fail(figures[figure]):
+            section[field] = margin.bound(figures[figure])
+            rules.append(f"{field} {margin.describe()}")
     measured = ", ".join(f"{k} {v:.3g}" for k, v in figures.items())
-    return Commented(section, f"against {reference.name}, measured {measured}")
+    return Commented(section, f"against {reference.name}, measured {measured}; bounds: {'; '.join(rules)}")
 
 
 # -------------------------------------------------------------------------- card

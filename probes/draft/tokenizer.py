@@ -21,7 +21,8 @@ def draft_tokenizer(tokenizer: Any, draft: Draft) -> dict[str, Any]:
     bos_text = tokenizer.bos_token
     section: dict[str, Any] = {"vocab_size": tokenizer.vocab_size}
 
-    probe_text = "Hello world"
+    drafted = inputs["draft"]
+    probe_text = drafted["bos_probe_text"]
     bos = tp.bos_behaviour(tokenizer, probe_text)
     section["bos"] = Commented(
         {"id": bos.bos_id, "token": bos.bos_token, "added_by_default": bos.added_by_default, "probe_text": probe_text},
@@ -34,26 +35,22 @@ def draft_tokenizer(tokenizer: Any, draft: Draft) -> dict[str, Any]:
             f"without {list(bos.without_special_ids)} (measured by lm-probes draft-card)",
         )
 
-    cases = [
-        ("english", "T1", inputs["next_token_prompt"], None),
-        ("japanese", "T2", "日本の首都は", None),
-        ("hello-special-on", "T3", probe_text, True),
-        ("hello-default", "T3", probe_text, None),
-        ("hello-special-off", "T3", probe_text, False),
+    # the inputs' texts; one naming {bos} only for a tokenizer that has a BOS, with its own
+    section["encode"] = [
+        _encode_case(tokenizer, c["id"], c["observation"], c["text"].replace("{bos}", bos_text or ""), c.get("special"))
+        for c in drafted["encode"]
+        if bos_text or "{bos}" not in c["text"]
     ]
-    if bos_text:
-        cases.append(("bos-text-inside", "T3", f"Hello {bos_text}world", None))
-    section["encode"] = [_encode_case(tokenizer, *case) for case in cases]
-
     section["first_token"] = [
-        {"id": case_id, "text": text, **_first(tokenizer, text)}
-        for case_id, text in (("japanese", "日本の首都は"), ("english", inputs["next_token_prompt"]))
+        {"id": c["id"], "text": c["text"], **_first(tokenizer, c["text"])} for c in drafted["first_token"]
     ]
     section["vocab_table"] = [entry.as_dict() for entry in tp.vocab_table(tokenizer, tp.head_and_tail_ids(tokenizer))]
 
-    prompts = [("plain-prompt", "What is the capital of United States?")]
-    if bos_text:
-        prompts.insert(0, ("knowledge-prompt", f"{bos_text} What is the capital of United States? "))
+    prompts = [
+        (c["id"], c["prompt"].replace("{bos}", bos_text or ""))
+        for c in drafted["duplicate_bos"]
+        if bos_text or "{bos}" not in c["prompt"]
+    ]
     section["duplicate_bos"] = []
     for case_id, prompt in prompts:
         found = tp.duplicate_bos(tokenizer, prompt)

@@ -12,7 +12,8 @@ import yaml
 from probes.cards.card import find_card, load_card
 from probes.cli import draft_card
 from probes.cli import main as cli
-from probes.draft.margins import _noise_bound
+from probes.draft import margins
+from probes.draft.margins import noise_bound
 from probes.draft.measure import _opening
 from probes.draft.settings import Draft
 from probes.draft.tokenizer import draft_tokenizer
@@ -87,11 +88,11 @@ def test_the_embedding_bound_is_the_smallest_that_noise_passes_rarely():
     most 1% of draws; a group the model does not reach stops being claimed."""
     measured = {"a": 0.3, "b": 0.02}
     noise = [{"a": 0.1 * (i % 3), "b": 0.05} for i in range(300)]  # a reaches 0.2 in a third of draws
-    bound, rate = _noise_bound(measured, noise, ["a", "b"])
+    bound, rate = noise_bound(measured, noise, ["a", "b"])
     # up to 0.02 both are claimed and noise passes both in 2 of 3 draws; from 0.03 only 'a'
     # is, and noise passes it in a third of draws up to 0.2
     assert bound == 0.21 and rate == 0.0
-    assert _noise_bound({"a": 0.3}, [{"a": 0.0}] * 10, ["a"]) == (0.01, 0.0)
+    assert noise_bound({"a": 0.3}, [{"a": 0.0}] * 10, ["a"]) == (0.01, 0.0)
 
 
 # --------------------------------------------------------------------- the command
@@ -212,3 +213,28 @@ def test_re_measuring_a_card_keeps_its_decisions_and_replaces_its_measurements()
     assert kept == ["test_own_top_p_keeps_what_transformers_keeps"]
     assert len(kept_entries(nf4.leave_out)) == len(nf4.leave_out) == 3
     assert kept_entries(find_card("smollm2-135m-instruct").xfail) == []  # knowledge and embedding: measured
+
+
+@pytest.mark.parametrize(
+    "margin, measured, bound, words",
+    [
+        (margins.TOP1_PROB, 0.703, 0.6, "0.1 below, rounded down to 0.05"),
+        (margins.KL, 0.0123, 0.02, "1.25x the measured value, rounded up to 0.01"),
+        (margins.BEAM_GAIN, 0.95, 0.4, "half the measured value, rounded down to 0.1"),
+        (margins.PCA_EXPLAINED, 0.93, 0.95, "0.05 above, rounded up to 0.05, at most 0.95"),
+        (margins.BACKENDS, 3.2e-7, 1e-5, "10x the measured value, up to a power of ten"),
+        (margins.DISTINCT, 5, 4, "the smallest measured less 1, kept from 2 up"),
+        (margins.sample_share(5), 0.8, 0.6, "0.2 below, to 4 decimals"),
+    ],
+)
+def test_a_margin_computes_its_bound_and_says_how(margin, measured, bound, words):
+    """Each drafted bound is an object that sets the value and writes the words of its
+    comment (so a comment never disagrees with the value it explains)."""
+    assert margin.bound(measured) == pytest.approx(bound)
+    assert margin.describe() == words
+
+
+def test_a_margin_that_cannot_fail_is_not_written():
+    assert not margins.TOP1_PROB.can_fail(0.12)  # 0.02 rounds down to 0: a bound nothing fails
+    assert not margins.DISTINCT.can_fail(2)  # 1 distinct sample: greedy would pass it
+    assert margins.KL.can_fail(0.0)  # an upper bound always says something
