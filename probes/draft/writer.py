@@ -1,16 +1,21 @@
-"""Card files written with comments: the YAML a drafted card is (``probes/draft.py``).
+"""Card files written with comments: the YAML a drafted card is (probes/draft).
 
 PyYAML writes no comments, and a drafted card's comments are half its value (what was
-measured, what margin a bound keeps), so cards are written here: block mappings for
-sections, one flow line per list item or short mapping, a comment after the line it is
-about. Every string is double-quoted as JSON quotes it (valid YAML), with every
-character that is not printable escaped, so a token piece such as U+2028 cannot become a
-line break. ``write_card`` reads its own output back and refuses to return text that
-does not parse to the data it was given.
+measured, what margin a bound keeps), so cards are emitted with ruamel.yaml, which writes
+comments where they belong and round-trips them: block mappings for sections, one flow line
+per list item or short mapping, a comment after the line it is about (or above a block list
+item). The cards are read with PyYAML (YAML 1.1), so two things are decided here rather than
+by ruamel's YAML 1.2 rules: a string is written plain only where 1.1 reads it back as the
+same string (not ``yes``, ``null``, ``1945``), else double-quoted with every character that
+is not printable escaped (a token piece such as U+2028 cannot become a line break); and a
+float always has a dot in its mantissa (PyYAML reads ``1e-05`` as a string). ``write_card``
+reads its own output back and refuses to return text that does not parse to the data it
+was given.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
@@ -19,6 +24,10 @@ from datetime import date
 from typing import Any
 
 import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.representer import RoundTripRepresenter
+from ruamel.yaml.scalarstring import LiteralScalarString
 
 from probes.draft.settings import Draft, DraftSettings
 
@@ -42,18 +51,7 @@ _PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9_\-]*")
 # words YAML 1.1 (PyYAML) reads as booleans or null, which must stay quoted
 _RESERVED = {"y", "n", "yes", "no", "on", "off", "true", "false", "null", "none"}
 FLOW_WIDTH = 100  # a list item or mapping longer than this is written as a block
-
-
-def _string(text: str) -> str:
-    if _PLAIN.fullmatch(text) and text.lower() not in _RESERVED:
-        return text
-    quoted = json.dumps(text, ensure_ascii=False)
-    return "".join(c if c.isprintable() or c == " " else _escape(c) for c in quoted)
-
-
-def _escape(char: str) -> str:
-    code = ord(char)
-    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+INDENT = 2  # a mapping's keys, and a list's dashes, two columns in from their parent
 
 
 def _float(number: float) -> str:
@@ -67,38 +65,35 @@ def _float(number: float) -> str:
     return text
 
 
-def flow(value: Any) -> str:
-    """One value on one line."""
-    if isinstance(value, Commented):
-        raise TypeError("a comment inside a flow value cannot be written")
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return _float(value)
-    if isinstance(value, str):
-        return _string(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(flow(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_string(str(k))}: {flow(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {type(value).__name__} into a card")
+class _CardRepresenter(RoundTripRepresenter):
+    """ruamel's round-trip representer with the two YAML 1.1 decisions above."""
+
+    def represent_str(self, text: str) -> Any:
+        plain = _PLAIN.fullmatch(text) and text.lower() not in _RESERVED
+        return self.represent_scalar("tag:yaml.org,2002:str", text, style=None if plain else '"')
+
+    def represent_float(self, number: float) -> Any:
+        return self.represent_scalar("tag:yaml.org,2002:float", _float(number))
 
 
-def _with_comment(line: str, comment: str | None) -> str:
-    if not comment:
-        return line
-    return f"{line}  # {comment}"
+_CardRepresenter.add_representer(str, _CardRepresenter.represent_str)
+_CardRepresenter.add_representer(float, _CardRepresenter.represent_float)
+
+
+def _emitter() -> YAML:
+    emitter = YAML()
+    emitter.Representer = _CardRepresenter
+    emitter.width = 4096  # a flow line is never folded: FLOW_WIDTH decides what is a block
+    emitter.allow_unicode = True  # token pieces stay readable; non-printables are escaped
+    emitter.indent(mapping=INDENT, sequence=2 * INDENT, offset=INDENT)
+    return emitter
 
 
 def _is_section(value: Any) -> bool:
-    """Written as a block: a mapping or list holding a comment, a mapping or list too long
-    for one line, a list of mappings."""
+    """Written as a block: a mapping or list holding a comment, a mapping too long for one
+    line, a list of mappings."""
     if isinstance(value, dict):
-        return _holds_comment(value) or len(flow(strip(value))) > FLOW_WIDTH
+        return _holds_comment(value) or len(json.dumps(strip(value), ensure_ascii=False)) > FLOW_WIDTH
     if isinstance(value, list):
         return _holds_comment(value) or any(isinstance(strip(v), dict) for v in value)
     return False
@@ -114,39 +109,38 @@ def _holds_comment(value: Any) -> bool:
     return False
 
 
-def _mapping(node: dict[str, Any], indent: int) -> list[str]:
-    pad = " " * indent
-    lines: list[str] = []
-    for key, entry in node.items():
-        comment = entry.comment if isinstance(entry, Commented) else None
-        value = entry.value if isinstance(entry, Commented) else entry
-        head = f"{pad}{_string(str(key))}:"
-        if isinstance(value, Block):
-            lines.append(_with_comment(f"{head} |", comment))
-            lines += [f"{pad}  {line}" if line else "" for line in value.text.rstrip("\n").split("\n")]
-        elif _is_section(value):
-            lines.append(_with_comment(head, comment))
-            lines += _mapping(value, indent + 2) if isinstance(value, dict) else _sequence(value, indent + 2)
-        else:
-            lines.append(_with_comment(f"{head} {flow(value)}", comment))
-    return lines
-
-
-def _sequence(items: list[Any], indent: int) -> list[str]:
-    pad = " " * indent
-    lines: list[str] = []
-    for entry in items:
-        comment = entry.comment if isinstance(entry, Commented) else None
-        value = entry.value if isinstance(entry, Commented) else entry
-        if isinstance(value, dict) and _is_section(value):
-            if comment:  # on a line of its own, above the item
-                lines.append(f"{pad}# {comment}")
-            block = _mapping(value, indent + 2)
-            lines.append(f"{pad}- {block[0][indent + 2 :]}")
-            lines += block[1:]
-        else:
-            lines.append(_with_comment(f"{pad}- {flow(value)}", comment))
-    return lines
+def _node(value: Any, column: int) -> Any:
+    """``value`` as ruamel's commented nodes; ``column``: where its keys or dashes start."""
+    if isinstance(value, Commented):
+        raise TypeError("a comment can only follow a mapping key or a list item")
+    if isinstance(value, Block):
+        return LiteralScalarString(value.text.rstrip("\n") + "\n")
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dict):
+        node = CommentedMap()
+        for key, entry in value.items():
+            inner = entry.value if isinstance(entry, Commented) else entry
+            node[str(key)] = _node(inner, column + INDENT)
+            if isinstance(entry, Commented):
+                node.yaml_add_eol_comment(entry.comment, str(key))
+        if not _is_section(value):
+            node.fa.set_flow_style()
+        return node
+    if isinstance(value, (list, tuple)):
+        node = CommentedSeq()
+        for i, entry in enumerate(value):
+            inner = entry.value if isinstance(entry, Commented) else entry
+            node.append(_node(inner, column + INDENT))
+            if isinstance(entry, Commented):
+                if isinstance(inner, dict) and _is_section(inner):  # on a line of its own, above the item
+                    node.yaml_set_comment_before_after_key(i, before=entry.comment, indent=column)
+                else:
+                    node.yaml_add_eol_comment(entry.comment, i)
+        if not _is_section(list(value)):
+            node.fa.set_flow_style()
+        return node
+    raise TypeError(f"cannot write {type(value).__name__} into a card")
 
 
 def strip(value: Any) -> Any:
@@ -164,11 +158,14 @@ def strip(value: Any) -> Any:
 
 def write_card(card: dict[str, Any], header: list[str] = ()) -> str:
     """The card as YAML text: ``header`` lines as comments on top, then the sections."""
-    lines = [f"# {line}" if line else "#" for line in header]
-    lines += _mapping(card, 0)
-    text = "\n".join(lines) + "\n"
-    parsed = yaml.safe_load(text)
-    if parsed != strip(card):
+    root = _node(card, 0)
+    root.fa.set_block_style()
+    if header:
+        root.yaml_set_start_comment("\n".join(header))
+    out = io.StringIO()
+    _emitter().dump(root, out)
+    text = out.getvalue()
+    if yaml.safe_load(text) != strip(card):
         raise AssertionError("the card text does not read back as the data written (a card_writer bug)")
     return text
 
