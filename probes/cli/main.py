@@ -65,6 +65,20 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--dry-run", action="store_true", help="print what would be built and run, and stop")
     u.set_defaults(run="probes.cli.upgrade_check:run_upgrade_check")
 
+    w = commands.add_parser(
+        "run-with",
+        help="run the suite under other package versions (in the environment upgrade-check builds for them)",
+        description="e.g. `lm-probes run-with transformers==4.57.6 -- tests/behaviour/test_snapshot.py`: what "
+        "follows -- goes to pytest (default: tests/behaviour); the environment is built once and cached; pytest's "
+        "exit code is returned.",
+    )
+    w.add_argument(
+        "requirements", nargs="+", metavar="REQ", help="the versions to run under, e.g. transformers==4.57.6"
+    )
+    w.add_argument("--rebuild", action="store_true", help="build the environment anew")
+    w.add_argument("--dry-run", action="store_true", help="print what would be built and run, and stop")
+    w.set_defaults(run="probes.cli.run_with:run_with")
+
     c = commands.add_parser(
         "draft-card",
         help="load a model once, run every probe, and write a card of what it measured",
@@ -107,7 +121,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # what follows "--" is pytest's (run-with), never lm-probes' own options
+    forwarded = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = parser().parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    if forwarded and args.command != "run-with":
+        parser().error(f"{args.command} takes no arguments after --")
+    args.pytest_args = forwarded
     # each command's module is imported when it runs, as pip does its commands: the parser
     # (and --help) loads neither torch nor the snapshot machinery
     module, _, function = args.run.partition(":")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from probes.cli import environments, upgrade_check
 from probes.cli import main as cli
-from probes.cli import upgrade_check
 from probes.paths import REPO_ROOT
 from probes.snapshots import compare as comparing
 from probes.snapshots import record as recording
@@ -161,10 +161,10 @@ def test_the_plan_pins_torch_first_and_everything_but_the_moved_package(capsys, 
     first_install = next(line for line in lines if " pip install " in line)
     assert first_install.endswith("torch==2.13.0")
     assert "transformers==4.57.6" in out and "constraints-side.txt" in out and "--snapshot-update" in out
-    side = upgrade_check.Side("from", ("transformers==4.57.6",))
-    env = upgrade_check.environment_dir(side, "torch==2.13.0")
+    side = environments.Side("from", ("transformers==4.57.6",))
+    env = environments.environment_dir(side, "torch==2.13.0")
     env.mkdir(parents=True)
-    kept = upgrade_check.side_constraints(side, env).read_text(encoding="utf-8")
+    kept = environments.side_constraints(side, env).read_text(encoding="utf-8")
     assert "transformers==" not in kept and "tokenizers==" in kept and "pydantic==" in kept
 
 
@@ -172,17 +172,43 @@ def test_a_side_that_cannot_be_built_exits_2_saying_why(monkeypatch, tmp_path, c
     monkeypatch.setenv("LM_PROBES_CACHE", str(tmp_path / "cache"))
 
     def failing(command, what):
-        raise upgrade_check.SideFailed(
+        raise environments.SideFailed(
             f"{what} failed (exit 1): pip install transformers==0.0.0\nNo matching distribution"
         )
 
-    monkeypatch.setattr(upgrade_check, "_run", failing)
+    monkeypatch.setattr(environments, "run", failing)
     code = cli.main(
         ["upgrade-check", "--from", "transformers==0.0.0", "--to", "transformers==5.23.0", "--output", str(tmp_path)]
     )
     assert code == diff.COULD_NOT_RUN
     assert "creating the 'from' environment failed" in capsys.readouterr().err
     assert not (tmp_path / "report.html").exists()
+
+
+def test_run_with_builds_the_upgrade_check_environment_and_forwards_what_follows_the_dashes(
+    capsys, tmp_path, monkeypatch
+):
+    """One builder for both commands (tox.ini is gone): run-with plans the same cached
+    environment upgrade-check would build for those requirements, and hands pytest only what
+    follows ``--``; another command given arguments after ``--`` is a usage error."""
+    monkeypatch.setenv("LM_PROBES_CACHE", str(tmp_path / "cache"))
+    code = cli.main(["run-with", "transformers==4.57.6", "--dry-run", "--", "tests/behaviour/test_snapshot.py", "-q"])
+    assert code == diff.SAME
+    out = capsys.readouterr().out
+    env = environments.environment_dir(environments.Side("from", ("transformers==4.57.6",)), "torch==2.13.0")
+    assert f"environment {env}" in out  # the very folder the upgrade check's "from" side uses
+    assert (
+        out.strip()
+        .splitlines()[-1]
+        .endswith(
+            "-m pytest --html="
+            + str(REPO_ROOT / "reports" / f"report-{env.name}.html")
+            + " tests/behaviour/test_snapshot.py -q"
+        )
+    )
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["diff", "a", "b", "--", "-q"])
+    assert exit_.value.code == diff.BAD_INPUT and "takes no arguments after --" in capsys.readouterr().err
 
 
 def test_upgrade_check_outside_a_source_checkout_exits_4(monkeypatch, tmp_path, capsys):
@@ -284,4 +310,4 @@ def test_the_first_token_check_runs_only_where_the_draws_cannot_simply_be_compar
 )
 def test_a_requirements_project_name_is_read_by_packaging(requirement, name):
     """upgrade-check matches a moved package to the pinned ones by pip's normalised name."""
-    assert upgrade_check._name(requirement) == name
+    assert environments.project_name(requirement) == name
