@@ -8,19 +8,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from probes.cards.choices import DEVICE_PATTERN, DTYPES, QUANTIZATIONS
 from probes.cards.files import SubjectLoadError
 
 if TYPE_CHECKING:
     import torch
-
-
-DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?|mps)$"
-
-
-DTYPES = ("float32", "float16", "bfloat16", "auto")
-
-
-QUANTIZATIONS = ("none", "nf4", "int8")
 
 
 def torch_dtype(name: str) -> torch.dtype | str:

@@ -1,0 +1,1 @@
+"""The lm-probes command: one module per subcommand, imported when it runs."""

@@ -1,8 +1,8 @@
-"""``lm-probes``: the upgrade check in one command, and the comparison of any two recorded
-observation sets.
+"""``lm-probes``: the command-line parser; each subcommand's module is imported when it runs.
 
     lm-probes diff A B [--card NAME] [--html PATH] [--json PATH]
     lm-probes upgrade-check --from transformers==4.57.6 --to transformers==5.23.0 [--card NAME]
+    lm-probes run-with transformers==4.57.6 [-- PYTEST ARGS]
     lm-probes draft-card --gguf-file ~/models/x.gguf --name my-model -o my_cards/my-model.yaml
 
 Exit codes: 0 no difference beyond tolerance, 1 differences, 2 an environment could not

@@ -9,19 +9,21 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from probes.cards.card import CardError, find_card
-from probes.cards.files import SubjectLoadError
-from probes.paths import SNAPSHOT_DIR
-from probes.plugin.selection import card_of, selected_cards, user_cards_dirs
+from probes.plugin.items import card_of
 from probes.plugin.session import record_of
-from probes.report import html as report
-from probes.subjects.subject import Subject
 
-if TYPE_CHECKING:  # the snapshot modules load numpy and the probes: imported when used
+# The cards, subjects and snapshots load pydantic, numpy and torch: each fixture imports
+# what it uses, so that registering the fixtures (every pytest session) costs nothing.
+if TYPE_CHECKING:
     from probes.snapshots.check import SnapshotCheck
+    from probes.subjects.subject import Subject
 
 
 def _subject_for(request: pytest.FixtureRequest, name: str) -> Subject:
+    from probes.cards.card import find_card
+    from probes.plugin.selection import selected_cards, user_cards_dirs
+    from probes.subjects.subject import Subject
+
     subjects = record_of(request.config).subjects
     if name not in subjects:
         # a selected card, or one that a selected card names as its reference
@@ -41,6 +43,8 @@ def _subject_for(request: pytest.FixtureRequest, name: str) -> Subject:
 
 
 def _loaded(request: pytest.FixtureRequest, what: str) -> Subject:
+    from probes.cards.files import SubjectLoadError
+
     if not hasattr(request, "param"):  # e.g. request.getfixturevalue("subject") in a test of its own
         pytest.fail(
             f"`{request.fixturename}` is parametrized by lm-probes; use it in a test under tests/behaviour",
@@ -92,6 +96,9 @@ def loaded_subject(request: pytest.FixtureRequest) -> Subject:
 def reference_subject(request: pytest.FixtureRequest, model_subject: Subject) -> Subject:
     """The full-precision card that ``model_subject``'s card names as its `reference`,
     loaded once per session like any subject (shared with its own tests when selected)."""
+    from probes.cards.card import CardError
+    from probes.cards.files import SubjectLoadError
+
     name = model_subject.card.reference
     if not name:
         pytest.fail(f"card '{model_subject.name}' names no `reference` card to compare with", pytrace=False)
@@ -116,6 +123,7 @@ def reference_subject(request: pytest.FixtureRequest, model_subject: Subject) ->
 def snapshot(request: pytest.FixtureRequest) -> SnapshotCheck:
     """Records (--snapshot-update) or compares a subject's observations with its snapshot
     (--snapshot-dir, default fixtures/snapshots); the outcomes feed the report."""
+    from probes.paths import SNAPSHOT_DIR
     from probes.snapshots.check import SnapshotCheck
 
     directory = request.config.getoption("snapshot_dir")
@@ -169,6 +177,8 @@ class _Attachments:
 
     def png(self, data: bytes, name: str = "", summary: str | None = "Figures") -> None:
         import base64
+
+        from probes.report import html as report
 
         encoded = base64.b64encode(data).decode("ascii")
         if self._extras is not None:

@@ -20,9 +20,10 @@ from typing import Any
 
 import pytest
 
-from probes.cards.card import CardError, available_cards, cards_dirs, find_card
-from probes.environment import torch_runtime_info
-from probes.plugin import html, options, selection
+# Only light modules here: installed, the plugin loads in every pytest session of the
+# environment, and one that never uses lm-probes must not pay for the cards or torch
+# (tests/unit/test_plugin.py). The rest is imported by the hooks that need it.
+from probes.plugin import html, items, options
 from probes.plugin.fixtures import attach, loaded_subject, model_subject, reference_subject, snapshot, subject
 from probes.plugin.session import RECORD, SessionRecord, is_xdist_controller, record_of
 
@@ -55,6 +56,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.stash[RECORD].in_use:
         # selected now, so a bad --card is a usage error before anything runs; otherwise
         # on first use, and not at all in a session that never uses them
+        from probes.plugin import selection
+
         selection.selected_cards(config)
 
 
@@ -76,13 +79,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 @pytest.hookimpl(tryfirst=True)  # before the terminal reporter asks for the collection report lines
 def pytest_collection_finish(session: pytest.Session) -> None:
     record = record_of(session.config)
-    if not record.in_use and any(selection.uses_lm_probes(item) for item in session.items):
+    if not record.in_use and any(items.uses_lm_probes(item) for item in session.items):
         record.in_use = True
         html.add_environment_metadata(session.config)  # the same dict pytest-html renders at the end
 
 
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
     if config.getoption("list_cards"):
+        from probes.cards.card import CardError, available_cards, cards_dirs, find_card
+        from probes.plugin import selection
+
         folders = selection.user_cards_dirs(config)
         for name, path in available_cards(folders).items():
             try:
@@ -112,18 +118,25 @@ def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Ite
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    selection.parametrize(metafunc)
+    if any(f in metafunc.fixturenames for f in items.SUBJECT_FIXTURES):
+        from probes.plugin import selection
+
+        selection.parametrize(metafunc)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if any(selection.uses_lm_probes(item) for item in items):  # else no test of ours: no card to read
+    from probes.plugin import items as item_info
+
+    if any(item_info.uses_lm_probes(item) for item in items):  # else no test of ours: no card to read
+        from probes.plugin import selection
+
         selection.mark_items(config, items)
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
-    card = selection.card_of(item)
+    card = items.card_of(item)
     if card is not None:
         record_of(item.config).add_test_outcome(item, outcome.get_result(), card)
 
@@ -145,6 +158,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     if hasattr(config, "workeroutput") and record_of(config).in_use:  # an xdist worker of ours
+        from probes.environment import torch_runtime_info
+
         config.workeroutput["lm_probes"] = record_of(config).to_json(torch_runtime_info())
 
 

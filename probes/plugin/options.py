@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from probes.cards.loading import DEVICE_PATTERN, DTYPES
+from probes.cards.choices import DEVICE_PATTERN, DTYPES
 
 # lm-probes' own options (dest -> default), read from its option group as declared in
 # add_options: one that differs from its default makes a session an lm-probes one at once

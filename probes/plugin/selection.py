@@ -11,10 +11,8 @@ import pytest
 
 from probes.cards.card import Card, CardError, available_cards, find_card, looks_like_local_path
 from probes.cards.validation import unknown_expect_path
+from probes.plugin.items import SUBJECT_FIXTURES, card_of, case_id, uses_lm_probes
 from probes.plugin.session import record_of
-
-# the fixtures lm-probes parametrizes over cards (model_subject: cards with a model only)
-SUBJECT_FIXTURES = ("subject", "model_subject", "loaded_subject")
 
 
 def selected_cards(config: pytest.Config) -> list[Card]:
@@ -23,11 +21,6 @@ def selected_cards(config: pytest.Config) -> list[Card]:
     if record.cards is None:
         record.cards = select_cards(config)
     return record.cards
-
-
-def uses_lm_probes(item: pytest.Item) -> bool:
-    fixtures = getattr(item, "fixturenames", ())
-    return any(f in fixtures for f in (*SUBJECT_FIXTURES, "snapshot")) or bool(item.get_closest_marker("observation"))
 
 
 def user_cards_dirs(config: pytest.Config) -> list[Path]:
@@ -102,11 +95,6 @@ def parametrize(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize(fixture, params or [not_covered(expects, needs_model)], indirect=True)
 
 
-def case_id(case: Any) -> str:
-    """A case is a mapping with an ``id`` or a plain value (a group name) that is its own id."""
-    return str(case["id"]) if isinstance(case, dict) else str(case)
-
-
 def not_covered(expects: str | None, needs_model: bool, *extra: Any) -> Any:
     """One skipped item saying why no selected card runs this test."""
     fields = (expects,) if isinstance(expects, str) else tuple(expects or ())
@@ -119,12 +107,6 @@ def not_covered(expects: str | None, needs_model: bool, *extra: Any) -> Any:
 
 def card_marks(card: Card) -> list[pytest.MarkDecorator]:
     return [getattr(pytest.mark, mark) for mark in card.marks]
-
-
-def card_of(item: pytest.Item) -> str | None:
-    params = getattr(getattr(item, "callspec", None), "params", {})
-    # an empty parameter set (no selected card has the field) leaves a non-str NOTSET here
-    return next((params[f] for f in SUBJECT_FIXTURES if isinstance(params.get(f), str)), None)
 
 
 def mark_items(config: pytest.Config, items: list[pytest.Item]) -> None:

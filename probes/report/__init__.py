@@ -1,0 +1,1 @@
+"""Stage 5, the report: the HTML summary of a pytest run, its figures, and the diff page."""
