@@ -9,14 +9,14 @@ Layout of a card::
     name: smollm2-135m-instruct          # must match the file name
     description: ...
     marks: [gpu]                         # pytest marks every test of this card carries
-    tokenizer: {source: ..., ...}        # where the tokenizer comes from (probes/sources.py)
+    tokenizer: {source: ..., ...}        # where the tokenizer comes from (probes/cards/sources.py)
     model:     {source: ..., ...}        # where the weights come from; absent = tokenizer only
     load:      {device: cpu, dtype: float32, quantization: none}
     expect:                              # expected values, keyed by probe then field
       tokenizer: {...}
 
-The format is declared in ``probes/card_schema.py`` (a pydantic model per section) and
-``probes/sources.py`` (a class per ``source:``); fixtures/card.schema.json is generated
+The format is declared in ``probes/cards/expect_schema.py`` (a pydantic model per section) and
+``probes/cards/sources.py`` (a class per ``source:``); fixtures/card.schema.json is generated
 from them for editors.
 
 A probe's tests run for a card only if the card has that probe's section under
@@ -53,7 +53,7 @@ class CardError(ValueError):
 
 
 # --------------------------------------------------------------------------- schema
-# The card format is declared in probes/card_schema.py (sections) and probes/sources.py
+# The card format is declared in probes/cards/expect_schema.py (sections) and probes/cards/sources.py
 # (where the tokenizer and weights come from). Here: what is derived from it.
 
 

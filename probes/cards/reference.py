@@ -103,10 +103,10 @@ def card_reference() -> str:
     lines = [
         "# Card reference",
         "",
-        "Generated from `probes/card_schema.py` and `probes/sources.py` by "
+        "Generated from `probes/cards/schema.py`, `probes/cards/expect_schema.py` and `probes/cards/sources.py` by "
         "`python -m probes.cards.reference > docs/cards.md` (a test keeps it current). "
         "`[]` marks the fields of each item of a list; an expect section left out is not checked. "
-        'Observations are the ids of the behavioural tests that read the field (README, "What is checked").',
+        "Observations are the ids of the behavioural tests that read the field (docs/observations.md).",
         "",
         "| field | type | required / default | meaning | observations |",
         "|---|---|---|---|---|",

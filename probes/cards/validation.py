@@ -107,7 +107,7 @@ def unknown_expect_path(dotted: str) -> str | None:
         if key not in known:
             near = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean '{'.'.join([*walked, near[0]])}'?" if near else ""
-            return f"'{dotted}' is not a field of the card schema (probes/card_schema.py Expect){hint}"
+            return f"'{dotted}' is not a field of the card schema (probes/cards/expect_schema.py Expect){hint}"
         walked.append(key)
         node = _type_at(node, [key])
     return None

@@ -89,7 +89,7 @@ class SideFailed(RuntimeError):
 
 
 def run(command: list[str], what: str) -> None:
-    # one torch thread, as the committed snapshots are recorded (README, "Snapshots")
+    # one torch thread, as the committed snapshots are recorded (docs/snapshots.md)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
     if result.returncode != 0:

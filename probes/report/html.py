@@ -121,7 +121,7 @@ def provenance_table(
 
 @functools.cache
 def templates() -> Any:
-    """The one Jinja2 environment of probes/templates (the report's summary, the diff page):
+    """The one Jinja2 environment of probes/report/templates (the report's summary, the diff page):
     autoescaped, so a value is escaped once, where it is rendered."""
     import jinja2
 

@@ -67,7 +67,7 @@ def hidden_state_statistics(recorded: list[dict[str, Any]], current: list[dict[s
 
 
 def statistics(recorded: dict[str, Any], current: dict[str, Any]) -> dict[str, float]:
-    """The cross-class figures between two observation sets (the README's per-card table,
+    """The cross-class figures between two observation sets (docs/machine-classes.md's per-card table,
     and what a card's measured ``tolerances.cross_class`` is set from)."""
     out: dict[str, float] = {}
     if "next_token" in recorded and "next_token" in current:

@@ -203,7 +203,7 @@ def test_a_batch_difference_is_what_the_card_says(model_subject):
 def test_low_top_p_low_temperature_behaves_like_greedy(model_subject, attach):
     """(top_p 0.2, T 0.2): whenever the top token holds more than 20% of the mass after
     T = 0.2 (nearly always), the nucleus is that one token: sampling *is* greedy.
-    Deterministic for a seed; the bound holds for seeds 0-19 (see README)."""
+    Deterministic for a seed; the bound holds for seeds 0-19 (docs/observations.md, "Statistical tests")."""
     samples = sampled(model_subject, "near-greedy")
     _attach_texts(attach, samples, summary="Sampling: top_p 0.2, T 0.2 (D6)")
     reference = greedy_reference(model_subject).texts[0]

@@ -57,7 +57,7 @@ def test_word_vectors_come_from_sub_word_rows_without_bos(model_subject, attach)
 def test_semantic_group_is_closer_inside_than_outside(model_subject, case, attach):
     """One item per group the card calls coherent: mean intra-group cosine minus mean
     cosine to the other words >= the card's min_margin. (How often a random embedding
-    passes each group's bound is in the README, "What the suite is known to catch".)"""
+    passes each group's bound is in docs/reliability.md, "What the suite is known to catch".)"""
     card = model_subject.card
     stats = coherence(model_subject)
     attach.text(

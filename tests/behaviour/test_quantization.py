@@ -4,7 +4,7 @@ weights move it from the full-precision reference of the same weights (Q2-Q5)?
 Q1 reads the layers themselves (bitsandbytes Linear4bit, their quant type and compute
 dtype), so a quantization config that an upgrade stops applying fails here and at load.
 Q2-Q5 compare with the card's `reference` on the article's prompts; the bounds in the
-card were set from measurement (README, "Quantization drift")."""
+card were set from measurement (docs/observations.md, "Quantization drift, measured")."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from probes.subjects.results import first_token_samples, next_token
 INPUTS = article_inputs()
 # Each goodness-of-fit test rejects a correct sampler with probability ALPHA (its
 # false-positive rate). The draws are seeded (--seed), so a given seed always gives the
-# same verdict; seeds 0-19 all pass (README, "Statistical tests").
+# same verdict; seeds 0-19 all pass (docs/observations.md, "Statistical tests").
 ALPHA = 1e-3
 
 

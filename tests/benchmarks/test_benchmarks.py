@@ -1,6 +1,6 @@
 """Timing benchmarks (pytest-benchmark), run with `pytest -m benchmark`; never part of
 the default run, never timed assertions. Each records tokens/s or chars/s, peak memory
-and threads in extra_info; see README "Benchmarks" for saving and comparing runs."""
+and threads in extra_info; see docs/benchmarks.md for saving and comparing runs."""
 
 from __future__ import annotations
 

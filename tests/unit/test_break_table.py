@@ -7,7 +7,7 @@ way an edit of our own probes would, then calls the behavioural test functions n
 the row on the broken subject: each must fail. The harmless changes (another seed,
 another thread count, logit noise of 1e-6) call the same tests, which must pass; the
 plainest one, a re-run, is the default suite's own run of tiny-mistral
-(``test_the_default_suite_re_runs_every_tiny_mistral_check``). The README's "What the
+(``test_the_default_suite_re_runs_every_tiny_mistral_check``). docs/reliability.md's "What the
 suite is known to catch" table lists the same rows (``test_readme_lists_every_break``
 keeps the two in step).
 
@@ -415,7 +415,7 @@ def noise_embedding(subject: Subject) -> Subject:
 
 @dataclass(frozen=True)
 class Break:
-    name: str  # as in the README's table
+    name: str  # as in docs/reliability.md's table
     kind: str  # library | model folder | tokenizer config | weights | own probe
     make: Callable  # (monkeypatch, tmp_path) -> the broken Subject
     caught_by: tuple[Check, ...]
@@ -814,12 +814,12 @@ def test_another_thread_count_passes_the_greedy_and_snapshot_tests():
     assert str(read_threads) == str(other)  # provenance reads the run's own thread count
 
 
-# ------------------------------------------------------------------------- README
+# -------------------------------------------------------------------- the docs
 
 
 def test_readme_lists_every_break():
-    """The README's "known to catch" table has one row per break, naming its tests."""
-    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    """docs/reliability.md's "known to catch" table has one row per break, naming its tests."""
+    readme = (REPO_ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
     section = readme.split("**What the suite is known to catch**", 1)[1].split("\n\n", 2)[1]
     rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| regression")]
     assert len(rows) == len(BREAKS), f"README has {len(rows)} rows, the table {len(BREAKS)}"

@@ -402,3 +402,15 @@ def test_the_reference_names_the_observations_a_field_drives():
     reference = card_reference()
     assert "| `expect.next_token.top1` | text | required | the most likely next token's text | D1 |" in reference
     assert "| `expect.tokenizer.special_text[].ids` |" in reference and "| U6 |" in reference
+
+
+def test_the_readme_card_is_a_valid_card(tmp_path):
+    """The README's example card reads and validates as it is written there."""
+    from probes.paths import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    text = readme.split("## A card", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "my-smollm2.yaml"
+    path.write_text(text, encoding="utf-8")
+    card = load_card(path)
+    assert card.has_expectation("next_token.top1") and card.expected("greedy.with_bos_contains") == ["Tokyo"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -65,18 +66,38 @@ def test_no_module_is_over_400_lines():
     assert not too_long, f"over {MAX_MODULE_LINES} lines: {too_long}"
 
 
-def test_readme_layout_matches_the_tree():
-    """The README's Layout section names every module of probes/ and every unit test file,
-    and everything it names exists (a renamed or removed file shows up here)."""
-    import re
-
+def test_readme_layout_names_every_package_and_nothing_else():
+    """The README's Layout is a short table of folders: every package of probes/ and each
+    folder it names exist (a renamed or removed one shows up here)."""
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    layout = readme.split("## Layout", 1)[1].split("```", 2)[1]
-    named_modules = set(re.findall(r"^  (\w+\.py) ", layout, flags=re.MULTILINE))
-    modules = {p.name for p in (REPO_ROOT / "probes").glob("*.py")} - {"__init__.py"}
-    assert named_modules == modules, f"README layout: missing {modules - named_modules}, gone {named_modules - modules}"
+    table = readme.split("## Layout", 1)[1].split("\n\n", 2)[2]
+    named = re.findall(r"^\| `([\w./-]+)/` \|", table, flags=re.MULTILINE)
+    packages = {str(p.parent.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "probes").glob("*/__init__.py")}
+    assert packages <= set(named), f"README layout: missing {packages - set(named)}"
+    for folder in named:
+        assert (REPO_ROOT / folder).is_dir(), f"README layout names {folder}/, which is not in the tree"
+
+
+def test_the_development_page_names_every_module_and_unit_test_file():
+    """docs/development.md's layout names every module of probes/ under its package, and
+    every unit test file; everything it names exists."""
+    page = (REPO_ROOT / "docs" / "development.md").read_text(encoding="utf-8")
+    layout = page.split("## Layout", 1)[1].split("```", 2)[1]
+    named, package = set(), ""
+    for line in layout.splitlines():
+        folder = re.match(r"^  (\w+)/", line)
+        if folder:
+            package = folder.group(1) + "/"
+        for module in re.findall(r"(?:^  |^    |, )(\w+\.py)\b", line):
+            named.add(("" if line.startswith("  ") and not line.startswith("    ") else package) + module)
+    modules = {str(p.relative_to(REPO_ROOT / "probes")) for p in (REPO_ROOT / "probes").rglob("*.py")}
+    modules = {m for m in modules if not m.endswith("__init__.py")}
+    assert named == modules, f"docs/development.md: missing {modules - named}, gone {named - modules}"
     unit_tests = {p.name for p in (REPO_ROOT / "tests" / "unit").glob("test_*.py")}
-    named_tests = set(re.findall(r"\b(test_\w+\.py)\b", readme))
-    assert not unit_tests - named_tests, f"README does not name {unit_tests - named_tests}"
-    for path in re.findall(r"^([\w./-]+/?)\s", layout, flags=re.MULTILINE):
-        assert (REPO_ROOT / path).exists(), f"README layout names {path}, which is not in the tree"
+    assert not unit_tests - set(re.findall(r"\b(test_\w+\.py)\b", page)), "a unit test file is not named"
+
+
+def test_the_readme_stays_a_page_for_users():
+    """About 200 lines: the rest lives in docs/ and CHANGELOG.md."""
+    lines = (REPO_ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 220, f"README.md has {len(lines)} lines; move the details to docs/"

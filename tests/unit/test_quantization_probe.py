@@ -167,7 +167,7 @@ def _fresh_drift(subject: Subject, reference: Subject) -> qz.Drift:
 def test_drift_checks_catch_wrong_dequantization_scales_and_pass_float32_compute(model_subject, reference_subject):
     """Break (a bitsandbytes whose dequantization is off): every 4-bit block's scale
     (absmax) 25% too large. Harmless: float32 in place of float16 compute, what a
-    BitsAndBytesConfig without bnb_4bit_compute_dtype gives (bfloat16 passes too, README,
+    BitsAndBytesConfig without bnb_4bit_compute_dtype gives (bfloat16 passes too, docs/reliability.md,
     at twice the CPU time). Both are applied to the loaded layers in place and undone."""
     card, layers = model_subject.card, linear_4bit_layers(model_subject.model)
     scales = [m.weight.quant_state.absmax.clone() for m in layers]

@@ -1,4 +1,4 @@
-"""probes/report.py: the report's tables are built from data, every value escaped once."""
+"""probes/report/html.py: the report's tables are built from data, every value escaped once."""
 
 from __future__ import annotations
 

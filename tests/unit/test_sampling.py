@@ -185,7 +185,7 @@ def test_nucleus_is_renormalised_and_sorted():
     assert nucleus.probs == pytest.approx((2 / 3, 1 / 3), abs=1e-6)
 
 
-# ------------------------------------ mutation testing survivors (README, "Mutation score")
+# ------------------------------------ mutation testing survivors (docs/reliability.md, "Mutation score")
 
 
 def test_transformers_nucleus_agrees_with_the_own_definition():
@@ -301,7 +301,7 @@ def test_top_p_among_many_equal_tokens_keeps_the_highest_ids():
     """The own filter sorts stably: among exact ties the higher id counts as more likely.
     transformers' TopPLogitsWarper sorts without stability: it keeps as many tokens, but
     which of 2000 equal ones is its sort's choice (here the lowest ids). Exact ties at the
-    edge of a nucleus then make the keep-set comparison report a difference (README)."""
+    edge of a nucleus then make the keep-set comparison report a difference (docs/observations.md)."""
     from transformers import TopPLogitsWarper
 
     z = torch.zeros(2000)

@@ -428,7 +428,7 @@ def test_summary_line_names_what_changed():
     assert line == "transformers 4.57.6 -> 5.23.0: 1 error(s) in next_token.probs; 1 warning(s) in greedy.bos"
 
 
-# ------------------------------------ mutation testing survivors (README, "Mutation score")
+# ------------------------------------ mutation testing survivors (docs/reliability.md, "Mutation score")
 
 
 def test_dumps_is_sorted_indented_unicode_with_number_lists_inline():
