@@ -37,7 +37,9 @@ class Bos(CardModel):
 
 class EncodeCase(CardModel):
     id: str = Field(description="names the case in test ids and messages")
-    observation: str | None = Field(None, description="the SPEC observation id this case stands for (T1, ...)")
+    observation: str | None = Field(
+        None, description="the observation id this case stands for (T1, ...; docs/observations.md)"
+    )
     text: str = Field(description="the text encoded")
     add_special_tokens: bool | None = Field(
         None, description="passed to encode(); null or absent = the tokenizer's default (the argument left out)"

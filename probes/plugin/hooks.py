@@ -41,7 +41,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "benchmark: timing benchmark; runs only with `-m benchmark`")
     config.addinivalue_line(
         "markers",
-        "observation(*ids, expects=None): the SPEC observations a test checks and the card field it "
+        "observation(*ids, expects=None): the observations a test checks (docs/observations.md) and the card field it "
         "needs (or a tuple of fields, any one of which); parametrizes `subject`/`model_subject` over "
         "the cards having it",
     )
