@@ -5,12 +5,9 @@ per step, whether each step took the highest score)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass(frozen=True)

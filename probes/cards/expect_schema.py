@@ -24,7 +24,7 @@ class ExpectSection(CardModel):
     """One probe's expected values (a key under ``expect:``)."""
 
     # Whether checking this section loads the model; a tokenizer-only card may hold only
-    # sections that say False. MODEL_SECTIONS in cards.py is derived from it.
+    # sections that say False. MODEL_SECTIONS in cards/validation.py is derived from it.
     needs_model: ClassVar[bool] = True
 
 

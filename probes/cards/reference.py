@@ -21,20 +21,20 @@ CARD_REFERENCE_FILE = REPO_ROOT / "docs" / "cards.md"
 
 def _readable(annotation: Any) -> str:
     """A declared type in a card author's words: 'list of int', 'one of none, nf4, int8'."""
-    tp = unwrap_type(annotation)
-    origin = get_origin(tp)
+    kind = unwrap_type(annotation)
+    origin = get_origin(kind)
     if origin is Literal:
-        return "one of " + ", ".join(map(str, get_args(tp)))
+        return "one of " + ", ".join(map(str, get_args(kind)))
     if origin in (Union, UnionType):
-        tags = [tag for member in get_args(tp) for tag in source_tags(member)]
-        return "a source: " + ", ".join(tags) if tags else " or ".join(_readable(a) for a in get_args(tp))
+        tags = [tag for member in get_args(kind) for tag in source_tags(member)]
+        return "a source: " + ", ".join(tags) if tags else " or ".join(_readable(a) for a in get_args(kind))
     if origin is list:
-        return "list of " + _readable(get_args(tp)[0])
+        return "list of " + _readable(get_args(kind)[0])
     if origin is dict:
         return "mapping"
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
         return "mapping"
-    return {float: "number", int: "int", str: "text", bool: "true/false", Any: "any"}.get(tp, str(tp))
+    return {float: "number", int: "int", str: "text", bool: "true/false", Any: "any"}.get(kind, str(kind))
 
 
 def observations_by_field() -> dict[str, set[str]]:
@@ -66,8 +66,8 @@ def _rows(model: type[BaseModel], prefix: str, by_field: dict[str, set[str]], ou
     for name, f in model.model_fields.items():
         key = f.alias or name
         path = f"{prefix}{key}"
-        tp = unwrap_type(f.annotation)
-        item = get_args(tp)[0] if get_origin(tp) is list else tp
+        kind = unwrap_type(f.annotation)
+        item = get_args(kind)[0] if get_origin(kind) is list else kind
         plain_default = f.default not in (None, [], {}) and not isinstance(f.default, BaseModel)
         required = "required" if f.is_required() else f"default {f.default!r}" if plain_default else ""
         expects = path.removeprefix("expect.").replace("[]", "")
@@ -85,7 +85,7 @@ def _rows(model: type[BaseModel], prefix: str, by_field: dict[str, set[str]], ou
         )
         out.append([f"`{path}`", _readable(f.annotation), required, f.description or "", ", ".join(ids)])
         if isinstance(item, type) and issubclass(item, BaseModel):
-            _rows(item, f"{path}[]." if get_origin(tp) is list else f"{path}.", by_field, out)
+            _rows(item, f"{path}[]." if get_origin(kind) is list else f"{path}.", by_field, out)
 
 
 def _table_cell(text: str) -> str:

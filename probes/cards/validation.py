@@ -54,17 +54,17 @@ def _type_at(root: Any, loc: Sequence[str | int]) -> Any:
     return node
 
 
-def unwrap_type(tp: Any) -> Any:
+def unwrap_type(annotation: Any) -> Any:
     """``X | None`` -> X, ``Annotated[X, ...]`` -> X; a union of several stays."""
     while True:
-        origin = get_origin(tp)
+        origin = get_origin(annotation)
         if origin is Annotated:
-            tp = get_args(tp)[0]
-        elif origin in (Union, UnionType) and type(None) in get_args(tp):
-            rest = tuple(a for a in get_args(tp) if a is not type(None))
-            tp = rest[0] if len(rest) == 1 else Union[rest]  # noqa: UP007 (a runtime union)
+            annotation = get_args(annotation)[0]
+        elif origin in (Union, UnionType) and type(None) in get_args(annotation):
+            rest = tuple(a for a in get_args(annotation) if a is not type(None))
+            annotation = rest[0] if len(rest) == 1 else Union[rest]  # noqa: UP007 (a runtime union)
         else:
-            return tp
+            return annotation
 
 
 def source_tags(member: Any) -> tuple[str, ...]:
@@ -76,10 +76,10 @@ def _section_class(annotation: Any) -> type[ExpectSection]:
     return unwrap_type(annotation)
 
 
-def _field_names(tp: Any) -> list[str]:
-    tp = unwrap_type(tp)
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return [f.alias or name for name, f in tp.model_fields.items()]
+def _field_names(annotation: Any) -> list[str]:
+    annotation = unwrap_type(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [f.alias or name for name, f in annotation.model_fields.items()]
     return []
 
 

@@ -32,14 +32,14 @@ def run_draft_card(args: argparse.Namespace) -> int:
     if output is not None and output.exists() and not args.force:
         return _bad_input(f"{output} exists; pass --force to overwrite it, or choose another --output")
     try:
-        base = _draft_base(args)
+        base = draft_base(args)
         reference = Subject(find_card(args.reference, args.cards_dir)) if args.reference else None
     except (CardError, ValueError) as exc:
         return _bad_input(str(exc))
     name = args.name or base.name
     if output is not None and output.stem != name:
         return _bad_input(f"a card named {name} must be written to {name}.yaml, not {output.name}")
-    sources = _sources_yaml(base)
+    sources = sources_yaml(base)
     card = dataclasses.replace(base, name=name, expect={}, xfail=(), leave_out=())
     subject = Subject(card, seed=0)  # seed 0: the suite's default, so its sampled calls are the first draw
     settings = DraftSettings(draws=args.draws, prompt_format=args.prompt_format, reference=reference)
@@ -92,7 +92,7 @@ def _bad_input(message: str) -> int:
     return diff.BAD_INPUT
 
 
-def _draft_base(args: argparse.Namespace) -> Card:
+def draft_base(args: argparse.Namespace) -> Card:
     """The card whose sources the draft loads and writes: --card as it is, or one built
     from --model / --gguf-file with the tokenizer from the model; --device, --dtype and
     --quantization change its load section (what is measured is what the card says)."""
@@ -140,7 +140,7 @@ def _home_relative(path: str) -> str:
     return str(resolved)
 
 
-def _sources_yaml(card: Card) -> dict:
+def sources_yaml(card: Card) -> dict:
     """The card's tokenizer, model, load, marks and snapshot sections as written."""
     sections: dict = {}
     if card.marks:

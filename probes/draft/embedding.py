@@ -11,7 +11,7 @@ from probes import embedding as em
 from probes.draft.margins import PCA_EXPLAINED, noise_bound
 from probes.draft.settings import NOISE_DRAWS, UNRELATED, Draft
 from probes.draft.writer import Commented
-from probes.subjects import results as ob
+from probes.subjects import results
 from probes.subjects.inputs import article_inputs
 
 if TYPE_CHECKING:
@@ -24,8 +24,8 @@ def draft_embedding(subject: Subject, draft: Draft) -> dict[str, Any]:
     smallest bound, in steps of 0.01, that noise passes for all the claimed groups
     together in at most NOISE_RATE of draws. A group of the article's semantic groups
     below it is a strict xfail: it is not told apart from noise."""
-    vectors = ob.word_vectors(subject)
-    cosine = ob.cosine(subject)
+    vectors = results.word_vectors(subject)
+    cosine = results.cosine(subject)
     measured = {g: c.margin for g, c in em.group_coherence(cosine, vectors.groups).items()}
     semantic = [g for g in measured if g != UNRELATED]
     hidden = subject.model.get_input_embeddings().weight.shape[1]
@@ -81,7 +81,7 @@ def draft_embedding(subject: Subject, draft: Draft) -> dict[str, Any]:
                 case=apart["id"],
             )
 
-    projection = ob.projection(subject)
+    projection = results.projection(subject)
     section["pca_explained_at_most"] = Commented(
         PCA_EXPLAINED.bound(projection.explained),
         f"measured {projection.explained:.3f}; the bound is {PCA_EXPLAINED.describe()} "

@@ -2,7 +2,7 @@
 bound *and* says in words how it did, so the comment a drafted card carries is the rule
 that set the value (never restated by hand). The margins keep a later run of the same
 model passing and still fail a changed one; the values below are the ones the shipped
-cards were drafted with (docs/cards.md, "Drafting a card").
+cards were drafted with (docs/writing-cards.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Draft a card from measurement: what does this model do with the article's inputs?
 
 ``draft_card(subject, settings)`` runs every probe once on a loaded subject (the same
-functions the behavioural tests call, through ``probes.observations``, so the same
+functions the behavioural tests call, through ``probes.subjects.results``, so the same
 batches and seeds) and returns the card's sections with the measured values:
 
 - exact observations (ids, pieces, BOS behaviour, architecture, processors, greedy
@@ -32,7 +32,7 @@ from probes.draft.margins import BACKENDS, BEAM_GAIN, DISTINCT, DRIFT_MARGINS, S
 from probes.draft.settings import Draft, DraftSettings, short_text
 from probes.draft.tokenizer import draft_tokenizer
 from probes.draft.writer import Commented
-from probes.subjects import results as ob
+from probes.subjects import results
 from probes.subjects.inputs import article_inputs
 
 if TYPE_CHECKING:
@@ -84,18 +84,18 @@ def draft_generation(subject: Subject) -> dict[str, Any]:
     """U2: every setting generate() resolves for each call, and its processors."""
     calls = []
     for call in article_inputs()["generate_calls"]:
-        found = ob.generation_settings(subject, call)
+        found = results.generation_settings(subject, call)
         calls.append({"id": call, "settings": dict(found.effective), "processors": list(found.processors)})
     return Commented({"calls": calls}, "U2: what generate() runs with once the model's generation_config is merged in")
 
 
 def draft_internals(subject: Subject, draft: Draft) -> tuple[dict[str, Any], Any]:
     """U3 (the layer count; the fingerprint itself goes into the snapshot) and U4."""
-    layers = ob.fingerprints(subject)[0].layers
+    layers = results.fingerprints(subject)[0].layers
     hidden = Commented({"layers": layers}, "U3: the embedding output plus one per decoder layer")
     backends = ("eager", "sdpa")
     try:
-        agreement = ob.attention_backends(subject, backends)
+        agreement = results.attention_backends(subject, backends)
     except Exception as exc:  # a model without one of the back-ends: the section is left out
         draft.skip("attention", f"{backends} could not both run ({type(exc).__name__}: {exc})")
         return hidden, None
@@ -120,7 +120,7 @@ def draft_internals(subject: Subject, draft: Draft) -> tuple[dict[str, Any], Any
 
 
 def draft_next_token(subject: Subject) -> Any:
-    result = ob.next_token(subject)
+    result = results.next_token(subject)
     p = result.top1_prob
     section: dict[str, Any] = {"top1": result.top1_token}
     if TOP1_PROB.can_fail(p):
@@ -129,7 +129,7 @@ def draft_next_token(subject: Subject) -> Any:
     return Commented(section, f"D1: measured {top3}; the bound is {TOP1_PROB.describe()}")
 
 
-def _opening(text: str) -> str | None:
+def first_words(text: str) -> str | None:
     """A substring the greedy text must keep: its first line (first non-empty one), at
     most 5 words; None for a text of whitespace only."""
     line = next((line for line in text.split("\n") if line.strip()), "")
@@ -142,15 +142,15 @@ def _opening(text: str) -> str | None:
 
 
 def draft_greedy(subject: Subject) -> Any:
-    with_bos, without = ob.greedy_first_run(subject, True), ob.greedy_first_run(subject, False)
+    with_bos, without = results.greedy_first_run(subject, True), results.greedy_first_run(subject, False)
     section: dict[str, Any] = {}
     for name, run in (("with_bos_contains", with_bos), ("without_bos_contains", without)):
-        opening = _opening(run.texts[0])
+        opening = first_words(run.texts[0])
         if opening:
             section[name] = Commented([opening], short_text(run.texts[0]))
     if subject.tokenizer.bos_token_id is not None:
         section["bos_changes_continuation"] = with_bos.texts[0] != without.texts[0]
-    diagnosis = ob.batch_diagnosis(subject)
+    diagnosis = results.batch_diagnosis(subject)
     section["batch_invariant"] = diagnosis.comparison.identical
     section["batch_difference"] = Commented(diagnosis.verdict, diagnosis.describe())
     prompt = article_inputs()["greedy"]["prompt"]
@@ -163,22 +163,22 @@ def sample_groups(subject: Subject, regime: str, draws: int) -> list[generation.
     0 by default, so the suite sees exactly the first group), then draws - 1 more groups
     from one batched call with the next seed, read group by group (rows of one call are
     independent samples: the same draws as draws - 1 calls, at a fraction of the time)."""
-    first = ob.sampled(subject, regime)
+    first = results.sampled(subject, regime)
     if draws <= 1:
         return [first]
     n = len(first.texts)
-    more = ob.sampled(subject, regime, seed=subject.seed + 1, runs=n * (draws - 1))
+    more = results.sampled(subject, regime, seed=subject.seed + 1, runs=n * (draws - 1))
     return [first, *more.groups(n)]
 
 
 def opening_groups(subject: Subject, draws: int) -> list[int]:
     """K2: distinct sampled continuations of the least varied opening, per group of runs
     (the suite's call first, then draws - 1 groups from one batched call)."""
-    first = ob.openings(subject, sampling=True)
+    first = results.openings(subject, sampling=True)
     counts = [min(g.distinct for g in first)]
     if draws > 1:
         runs = len(first[0].texts)
-        more = ob.openings(subject, sampling=True, seed=subject.seed + 1, runs=runs * (draws - 1))
+        more = results.openings(subject, sampling=True, seed=subject.seed + 1, runs=runs * (draws - 1))
         per_opening = [g.groups(runs) for g in more]
         counts += [min(groups[i].distinct for groups in per_opening) for i in range(draws - 1)]
     return counts
@@ -190,7 +190,7 @@ def draft_sampling(subject: Subject, settings: DraftSettings, draft: Draft) -> A
     can still fail."""
     spec = article_inputs()["sampling"]
     n = spec["samples"]
-    reference = ob.greedy_reference(subject).texts[0]
+    reference = results.greedy_reference(subject).texts[0]
     runs = {regime: sample_groups(subject, regime, settings.draws) for regime in spec["regimes"]}
     over = f"over {settings.draws} draws of {n}"
     section: dict[str, Any] = {}
@@ -237,7 +237,7 @@ def draft_sampling(subject: Subject, settings: DraftSettings, draft: Draft) -> A
 
 def draft_beam_search(subject: Subject, draft: Draft) -> Any:
     beams = article_inputs()["beam_search"]["num_beams"]
-    result = ob.beam_against_greedy(subject)
+    result = results.beam_against_greedy(subject)
     first, gain = result.beam, result.gain
     if first.distinct_hypotheses != beams:
         draft.fails(
@@ -264,7 +264,7 @@ def draft_tasks(subject: Subject, settings: DraftSettings, draft: Draft) -> Any:
             for q in questions
         ]
     tasks = {"prompt_format": settings.prompt_format, "decoding": {"do_sample": False}, "max_new_tokens": 40}
-    answers = ob.answer_questions(subject, TasksExpect.model_validate({**tasks, "knowledge": cases}))
+    answers = results.answer_questions(subject, TasksExpect.model_validate({**tasks, "knowledge": cases}))
     knowledge = []
     for case in cases:
         said = answers[case["id"]].texts[0]
@@ -274,7 +274,7 @@ def draft_tasks(subject: Subject, settings: DraftSettings, draft: Draft) -> Any:
         knowledge.append(Commented(case, short_text(said)))
     tasks["knowledge"] = knowledge
 
-    greedy_runs = ob.openings(subject, sampling=False)
+    greedy_runs = results.openings(subject, sampling=False)
     creative: dict[str, Any] = {"greedy_repeats": all(g.all_identical for g in greedy_runs)}
     distinct = min(opening_groups(subject, settings.draws))
     over = f"over {settings.draws} draws"
@@ -288,7 +288,7 @@ def draft_tasks(subject: Subject, settings: DraftSettings, draft: Draft) -> Any:
 
 def draft_drift(subject: Subject, reference: Subject) -> Any:
     """Q2-Q5 against the reference card: each figure with its margin (DRIFT_MARGINS)."""
-    figures = qz.drift_figures(ob.drift(subject, reference))
+    figures = qz.drift_figures(results.drift(subject, reference))
     section: dict[str, Any] = {}
     rules = []
     for field, (figure, margin) in DRIFT_MARGINS.items():

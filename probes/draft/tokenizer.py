@@ -3,15 +3,12 @@ the chat template, all read from the tokenizer alone."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from probes import tokenizer as tp
+from probes import tokenizer as tk
 from probes.draft.settings import Draft, short_text
 from probes.draft.writer import Commented
 from probes.subjects.inputs import article_inputs
-
-if TYPE_CHECKING:
-    pass
 
 
 def draft_tokenizer(tokenizer: Any, draft: Draft) -> dict[str, Any]:
@@ -23,7 +20,7 @@ def draft_tokenizer(tokenizer: Any, draft: Draft) -> dict[str, Any]:
 
     drafted = inputs["draft"]
     probe_text = drafted["bos_probe_text"]
-    bos = tp.bos_behaviour(tokenizer, probe_text)
+    bos = tk.bos_behaviour(tokenizer, probe_text)
     section["bos"] = Commented(
         {"id": bos.bos_id, "token": bos.bos_token, "added_by_default": bos.added_by_default, "probe_text": probe_text},
         f"encode({probe_text!r}) gave {list(bos.default_ids)}",
@@ -44,7 +41,7 @@ def draft_tokenizer(tokenizer: Any, draft: Draft) -> dict[str, Any]:
     section["first_token"] = [
         {"id": c["id"], "text": c["text"], **_first(tokenizer, c["text"])} for c in drafted["first_token"]
     ]
-    section["vocab_table"] = [entry.as_dict() for entry in tp.vocab_table(tokenizer, tp.head_and_tail_ids(tokenizer))]
+    section["vocab_table"] = [entry.as_dict() for entry in tk.vocab_table(tokenizer, tk.head_and_tail_ids(tokenizer))]
 
     prompts = [
         (c["id"], c["prompt"].replace("{bos}", bos_text or ""))
@@ -53,7 +50,7 @@ def draft_tokenizer(tokenizer: Any, draft: Draft) -> dict[str, Any]:
     ]
     section["duplicate_bos"] = []
     for case_id, prompt in prompts:
-        found = tp.duplicate_bos(tokenizer, prompt)
+        found = tk.duplicate_bos(tokenizer, prompt)
         section["duplicate_bos"].append(
             {
                 "id": case_id,
@@ -67,7 +64,7 @@ def draft_tokenizer(tokenizer: Any, draft: Draft) -> dict[str, Any]:
     section["chat"] = _chat(tokenizer, inputs["chat"], draft)
     section["special_text"] = []
     for case_id, template in inputs["special_texts"].items():
-        found = tp.special_text(tokenizer, case_id, template)
+        found = tk.special_text(tokenizer, case_id, template)
         entry: dict[str, Any] = {"id": case_id, "ids": list(found.ids)}
         if not found.round_trips:
             entry["round_trips"] = False
@@ -77,7 +74,7 @@ def draft_tokenizer(tokenizer: Any, draft: Draft) -> dict[str, Any]:
 
 
 def _encode_case(tokenizer: Any, case_id: str, observation: str, text: str, special: bool | None) -> Any:
-    encoding = tp.encode(tokenizer, text, special)
+    encoding = tk.encode(tokenizer, text, special)
     case: dict[str, Any] = {"id": case_id, "observation": observation, "text": text}
     if special is not None:
         case["add_special_tokens"] = special
@@ -95,17 +92,17 @@ def _encode_case(tokenizer: Any, case_id: str, observation: str, text: str, spec
 
 
 def _first(tokenizer: Any, text: str) -> dict[str, Any]:
-    first = tp.first_token(tokenizer, text)
+    first = tk.first_token(tokenizer, text)
     return {"first_id": first.first_id, "first_token": first.first_token, "first_decoded": first.first_decoded}
 
 
 def _chat(tokenizer: Any, messages: list[dict[str, str]], draft: Draft) -> Any:
-    rendering = tp.chat_rendering(tokenizer, messages)
+    rendering = tk.chat_rendering(tokenizer, messages)
     if not rendering.has_template:
         return Commented({"has_template": False}, "the tokenizer has no chat template")
     chat: dict[str, Any] = {"has_template": True, "leading_bos": rendering.leading_bos}
     # what add_generation_prompt=True appends: the rendered text without it is a prefix
-    bare = tp.chat_rendering(tokenizer, messages, add_generation_prompt=False)
+    bare = tk.chat_rendering(tokenizer, messages, add_generation_prompt=False)
     if rendering.text.startswith(bare.text) and len(rendering.text) > len(bare.text):
         chat["generation_prompt"] = rendering.text[len(bare.text) :]
     if not rendering.consistent:

@@ -166,7 +166,7 @@ def write_card(card: dict[str, Any], header: list[str] = ()) -> str:
     _emitter().dump(root, out)
     text = out.getvalue()
     if yaml.safe_load(text) != strip(card):
-        raise AssertionError("the card text does not read back as the data written (a card_writer bug)")
+        raise AssertionError("the card text does not read back as the data written (a bug of probes/draft/writer.py)")
     return text
 
 

@@ -83,7 +83,7 @@ class Subject:
 
     How the model loads is one frozen ``LoadOptions`` (the card's ``load:`` with the
     command line's overrides); what a probe computed from a subject is kept by
-    ``probes.observations``, not here."""
+    ``probes.subjects.results``, not here."""
 
     def __init__(
         self,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from probes import tokenizer as tp
+from probes import tokenizer as tk
 from probes.expect import check_equal, check_that
 from probes.report.html import Cell
 from probes.subjects.inputs import article_inputs
@@ -24,14 +24,14 @@ def test_vocab_size(subject):
 
 @pytest.mark.observation("T3", expects="tokenizer.bos")
 def test_bos_token(subject):
-    bos = tp.bos_behaviour(subject.tokenizer, subject.card.expected("tokenizer.bos.probe_text"))
+    bos = tk.bos_behaviour(subject.tokenizer, subject.card.expected("tokenizer.bos.probe_text"))
     check_equal(subject.card, "tokenizer.bos.id", bos.bos_id)
     check_equal(subject.card, "tokenizer.bos.token", bos.bos_token)
 
 
 @pytest.mark.observation("T3", expects="tokenizer.bos")
 def test_bos_prepended_by_default_and_absent_without_special_tokens(subject):
-    bos = tp.bos_behaviour(subject.tokenizer, subject.card.expected("tokenizer.bos.probe_text"))
+    bos = tk.bos_behaviour(subject.tokenizer, subject.card.expected("tokenizer.bos.probe_text"))
     check_equal(
         subject.card,
         "tokenizer.bos.added_by_default",
@@ -56,7 +56,7 @@ def test_bos_prepended_by_default_and_absent_without_special_tokens(subject):
 
 @pytest.mark.observation("T1", "T2", "T3", expects="tokenizer.encode")
 def test_encode(subject, case, attach):
-    encoding = tp.encode(subject.tokenizer, case["text"], case.get("add_special_tokens"))
+    encoding = tk.encode(subject.tokenizer, case["text"], case.get("add_special_tokens"))
     attach.table(
         ["id", "piece", "decode([id])"],
         [
@@ -92,7 +92,7 @@ def test_decode_round_trip(subject, case):
 
 @pytest.mark.observation("T2", expects="tokenizer.first_token")
 def test_first_token(subject, case):
-    first = tp.first_token(subject.tokenizer, case["text"])
+    first = tk.first_token(subject.tokenizer, case["text"])
     field = f"tokenizer.first_token[{case['id']}]"
     check_equal(subject.card, f"{field}.first_id", first.first_id)
     check_equal(subject.card, f"{field}.first_token", first.first_token)
@@ -102,8 +102,8 @@ def test_first_token(subject, case):
 @pytest.mark.observation("T5", expects="tokenizer.vocab_table")
 def test_vocab_table(subject, attach):
     expected = subject.card.expected("tokenizer.vocab_table")
-    table = tp.vocab_table(subject.tokenizer, [row["id"] for row in expected])
-    head_tail = tp.vocab_table(subject.tokenizer, tp.head_and_tail_ids(subject.tokenizer))
+    table = tk.vocab_table(subject.tokenizer, [row["id"] for row in expected])
+    head_tail = tk.vocab_table(subject.tokenizer, tk.head_and_tail_ids(subject.tokenizer))
     attach.table(
         ["id", "token", "decode([id])"],
         [[e.id, repr(e.token), repr(e.decoded)] for e in head_tail],
@@ -114,7 +114,7 @@ def test_vocab_table(subject, attach):
 
 @pytest.mark.observation("T6", expects="tokenizer.duplicate_bos")
 def test_duplicate_bos_detected(subject, case, attach):
-    found = tp.duplicate_bos(subject.tokenizer, case["prompt"])
+    found = tk.duplicate_bos(subject.tokenizer, case["prompt"])
     attach.text(found.message(), name="duplicate BOS check")
     field = f"tokenizer.duplicate_bos[{case['id']}]"
     check_equal(subject.card, f"{field}.leading_bos", found.leading_bos, note=f"ids: {list(found.ids)}")
@@ -174,7 +174,7 @@ def test_special_tokens_and_whitespace_encode_and_round_trip(subject, case, atta
     trailing, doubled whitespace and newlines: the ids encode() gives with special tokens
     off, and whether decode() gives the text back (a legacy SentencePiece does not, after
     `<s>`; the card records which)."""
-    found = tp.special_text(subject.tokenizer, case["id"], INPUTS["special_texts"][case["id"]])
+    found = tk.special_text(subject.tokenizer, case["id"], INPUTS["special_texts"][case["id"]])
     attach.table(
         ["case", "text", "ids", "decode(ids)", "round trip"],
         [

@@ -38,7 +38,7 @@ from probes.snapshots import compare as comparing
 from probes.snapshots import cross_class
 from probes.snapshots.check import SnapshotCheck, SnapshotOutcome
 from probes.snapshots.differences import Difference
-from probes.subjects import results as ob
+from probes.subjects import results
 from probes.subjects.subject import Subject
 
 XEON = FIXTURES_DIR / "machines" / "xeon-avx512bf16-amx"
@@ -238,7 +238,7 @@ def _tiny_nf4() -> Subject:
 
 def _check(folder: Path) -> SnapshotOutcome:
     subject = _tiny_nf4()
-    with ob.RESULTS.set_aside(subject):  # every probe anew, on the model as it is now
+    with results.RESULTS.set_aside(subject):  # every probe anew, on the model as it is now
         return SnapshotCheck(folder).check(subject)
 
 

@@ -224,13 +224,13 @@ def test_top_k_check_takes_the_allowed_set_from_the_prompt_it_sampled(monkeypatc
     import torch
 
     from probes import sampling as sp
-    from probes.subjects import results as ob
+    from probes.subjects import results
     from tests.behaviour import test_decoding as behaviour
 
     subject = Subject(find_card("tiny-mistral"))
     spec = behaviour.INPUTS["top_k_sampling"]
     monkeypatch.setitem(spec, "prompt", "Once upon a time,")
     behaviour.test_top_k_sampling_draws_only_from_the_k_most_likely(subject)
-    drawn = {ids[0] for ids in ob.top_k_samples(subject).new_ids}  # the draws the test just judged
-    d1_top_k = sp.kept_ids(sp.top_k_filter(torch.as_tensor(ob.next_token(subject).logits), spec["k"]))
+    drawn = {ids[0] for ids in results.top_k_samples(subject).new_ids}  # the draws the test just judged
+    d1_top_k = sp.kept_ids(sp.top_k_filter(torch.as_tensor(results.next_token(subject).logits), spec["k"]))
     assert not drawn <= d1_top_k, (drawn, d1_top_k)

@@ -14,7 +14,7 @@ from probes.cli import draft_card
 from probes.cli import main as cli
 from probes.draft import margins
 from probes.draft.margins import noise_bound
-from probes.draft.measure import _opening
+from probes.draft.measure import first_words
 from probes.draft.settings import Draft
 from probes.draft.tokenizer import draft_tokenizer
 from probes.draft.writer import Block, Commented, kept_entries, write_card
@@ -77,10 +77,10 @@ def test_drafted_special_token_texts_follow_smollm2s_bos():
 
 
 def test_the_greedy_substring_is_the_first_line_at_most_five_words():
-    assert _opening(" Tokyo.\n\nThe capital of the United States") == " Tokyo."
-    assert _opening("\n\nOne two three four five six seven") == "One two three four five"
-    assert _opening(" a b c d e f") == " a b c d e"
-    assert _opening("\n \n") is None
+    assert first_words(" Tokyo.\n\nThe capital of the United States") == " Tokyo."
+    assert first_words("\n\nOne two three four five six seven") == "One two three four five"
+    assert first_words(" a b c d e f") == " a b c d e"
+    assert first_words("\n \n") is None
 
 
 def test_the_embedding_bound_is_the_smallest_that_noise_passes_rarely():
@@ -118,9 +118,9 @@ def test_draft_card_refuses_to_overwrite_and_names_what_is_missing(tmp_path, cap
 def test_load_options_of_the_command_line_are_written_into_the_card():
     """--dtype on a re-measured card changes what is loaded and what the card says alike."""
     args = cli.parser().parse_args(["draft-card", "--card", "smollm2-135m-instruct", "--dtype", "bfloat16"])
-    base = draft_card._draft_base(args)
-    assert base.load.dtype == "bfloat16" and draft_card._sources_yaml(base)["load"]["dtype"] == "bfloat16"
-    assert draft_card._sources_yaml(base)["model"]["source"] == "package-gguf"
+    base = draft_card.draft_base(args)
+    assert base.load.dtype == "bfloat16" and draft_card.sources_yaml(base)["load"]["dtype"] == "bfloat16"
+    assert draft_card.sources_yaml(base)["model"]["source"] == "package-gguf"
 
 
 # drafted fields a change of weights moves (that the snapshot catches it too is a row of
@@ -198,10 +198,10 @@ def test_a_gguf_file_under_home_is_drafted_as_a_portable_path(tmp_path, monkeypa
     gguf.parent.mkdir()
     gguf.write_bytes(b"GGUF")
     args = cli.parser().parse_args(["draft-card", "--gguf-file", str(gguf), "--name", "x", "--dtype", "float16"])
-    base = draft_card._draft_base(args)
+    base = draft_card.draft_base(args)
     assert base.model.model_dump(exclude_unset=True) == {"source": "gguf-file", "path": "~/models/x.gguf"}
-    assert draft_card._sources_yaml(base)["load"] == {"device": "cpu", "dtype": "float16", "quantization": "none"}
-    assert draft_card._sources_yaml(base)["tokenizer"] == {"source": "model"}
+    assert draft_card.sources_yaml(base)["load"] == {"device": "cpu", "dtype": "float16", "quantization": "none"}
+    assert draft_card.sources_yaml(base)["tokenizer"] == {"source": "model"}
 
 
 def test_re_measuring_a_card_keeps_its_decisions_and_replaces_its_measurements():
@@ -238,3 +238,20 @@ def test_a_margin_that_cannot_fail_is_not_written():
     assert not margins.TOP1_PROB.can_fail(0.12)  # 0.02 rounds down to 0: a bound nothing fails
     assert not margins.DISTINCT.can_fail(2)  # 1 distinct sample: greedy would pass it
     assert margins.KL.can_fail(0.0)  # an upper bound always says something
+
+
+def test_the_margins_table_in_the_docs_is_what_the_margins_say():
+    """docs/writing-cards.md lists every margin with the rule its object writes into comments."""
+    from probes.paths import REPO_ROOT
+
+    page = (REPO_ROOT / "docs" / "writing-cards.md").read_text(encoding="utf-8")
+    cell = r"(?:[^|\\]|\\\|)+"  # a table cell, escaped pipes (\|) included
+    rows = dict(re.findall(rf"^  \| `([A-Z_0-9]+)` \| {cell} \| ([^|]+) \|$", page, flags=re.MULTILINE))
+    named = {
+        n
+        for n, v in vars(margins).items()
+        if isinstance(v, (margins.Margin, margins.PowerOfTenMargin, margins.CountMargin))
+    }
+    assert set(rows) == named, f"documented {sorted(rows)}, defined {sorted(named)}"
+    for name, rule in rows.items():
+        assert getattr(margins, name).describe() == rule.strip(), name

@@ -18,7 +18,7 @@ from probes.snapshots import record as recording
 from probes.snapshots import token_rules
 from probes.snapshots.check import SnapshotCheck, SnapshotOutcome
 from probes.snapshots.differences import Difference, first_diff
-from probes.subjects import results as ob
+from probes.subjects import results
 from probes.subjects.subject import Subject
 from tests.unit.conftest import tiny, tokenizer_subject
 
@@ -527,7 +527,7 @@ def embedding_diffs(subject, recorded):
     """compare() of the recording against itself with only its embedding section observed
     anew from ``subject``: an embedding edit changes nothing else the snapshot holds, and
     the other sections' generate() calls (~1 s on tiny-mistral) would show nothing here."""
-    current = dict(recorded, embedding=observing.observe_embedding(subject, ob))
+    current = dict(recorded, embedding=observing.observe_embedding(subject, results))
     return errors(comparing.compare(recorded, current, subject=subject))
 
 
@@ -565,7 +565,7 @@ def test_a_flip_within_the_logit_tie_tolerance_is_a_warning(tiny_recorded, tiny_
     current = recording.observe(subject)
     # Pretend the recording chose the runner-up at step 0 by a hair: this run's logit gap
     # between the two is then the step's margin, which a generous logit_tie calls a near-tie.
-    step = ob.greedy_first_run(subject, True).step_logits[0][0]
+    step = results.greedy_first_run(subject, True).step_logits[0][0]
     runner_up = int(torch.topk(torch.as_tensor(step), 2).indices[1])
     doctored["greedy"]["bos"]["ids"][0] = runner_up
     doctored["greedy"]["bos"]["margins"][0] = 0.001
@@ -580,7 +580,7 @@ def test_a_flip_the_recording_made_by_a_wide_margin_is_no_tie(tiny_recorded, tin
     recorded, _ = tiny_recorded
     subject = tiny_unchanged
     doctored = json.loads(json.dumps(recorded))
-    step = ob.greedy_first_run(subject, True).step_logits[0][0]
+    step = results.greedy_first_run(subject, True).step_logits[0][0]
     doctored["greedy"]["bos"]["ids"][0] = int(torch.topk(torch.as_tensor(step), 2).indices[1])
     doctored["greedy"]["bos"]["margins"][0] = 5.0
     flips = [
@@ -597,7 +597,7 @@ def test_a_recording_without_margins_is_judged_on_this_runs_gap_alone(tiny_recor
     recorded, _ = tiny_recorded
     subject = tiny_unchanged
     doctored = json.loads(json.dumps(recorded))
-    step = ob.greedy_first_run(subject, True).step_logits[0][0]
+    step = results.greedy_first_run(subject, True).step_logits[0][0]
     doctored["greedy"]["bos"]["ids"][0] = int(torch.topk(torch.as_tensor(step), 2).indices[1])
     del doctored["greedy"]["bos"]["margins"]
     flips = [
@@ -616,7 +616,7 @@ def test_a_recorded_top_token_outside_this_runs_top_20_is_read_from_the_full_dis
     unchanged probability is no difference."""
     recorded, _ = tiny_recorded
     subject = tiny_unchanged
-    probs = softmax64(ob.next_token(subject).logits)
+    probs = softmax64(results.next_token(subject).logits)
     outside = int(np.argsort(-probs, kind="stable")[25])  # not among the top 20 this run keeps
     doctored = json.loads(json.dumps(recorded))
     doctored["next_token"]["top_ids"][-1] = outside

@@ -1,5 +1,5 @@
 """Model sources and subjects (issue 12): each source describes itself and loads; a
-subject holds one frozen LoadOptions; probe results live in observations.RESULTS."""
+subject holds one frozen LoadOptions; probe results live in probes.subjects.memo.RESULTS."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from probes.cards.sources import (
     PackageGgufSource,
     RandomInitSource,
 )
-from probes.subjects import results as ob
+from probes.subjects import results
 from probes.subjects.subject import Subject
 
 
@@ -92,19 +92,19 @@ def test_results_are_computed_once_per_subject_and_never_shared_between_subjects
     def compute(label: str):
         return lambda: calls.append(label) or label
 
-    assert ob.RESULTS.get(first, "probe", compute("first")) == "first"
-    assert ob.RESULTS.get(first, "probe", compute("again")) == "first"  # kept
-    assert ob.RESULTS.get(second, "probe", compute("second")) == "second"  # its own
+    assert results.RESULTS.get(first, "probe", compute("first")) == "first"
+    assert results.RESULTS.get(first, "probe", compute("again")) == "first"  # kept
+    assert results.RESULTS.get(second, "probe", compute("second")) == "second"  # its own
     assert calls == ["first", "second"]
-    assert ob.RESULTS.has(first, "probe") and not ob.RESULTS.has(first, ("probe", 1))
+    assert results.RESULTS.has(first, "probe") and not results.RESULTS.has(first, ("probe", 1))
 
 
 def test_set_aside_recomputes_within_the_block_and_restores_the_sessions_results():
     subject = Subject(find_card("mistral-tokenizer"))
-    ob.RESULTS.get(subject, "probe", lambda: "session")
-    with ob.RESULTS.set_aside(subject):
-        assert ob.RESULTS.get(subject, "probe", lambda: "edited model") == "edited model"
-    assert ob.RESULTS.get(subject, "probe", lambda: "unused") == "session"
+    results.RESULTS.get(subject, "probe", lambda: "session")
+    with results.RESULTS.set_aside(subject):
+        assert results.RESULTS.get(subject, "probe", lambda: "edited model") == "edited model"
+    assert results.RESULTS.get(subject, "probe", lambda: "unused") == "session"
 
 
 def test_results_go_with_their_subject():
@@ -116,7 +116,7 @@ def test_results_go_with_their_subject():
         pass
 
     subject = Subject(find_card("mistral-tokenizer"))
-    result = ob.RESULTS.get(subject, "probe", Result)
+    result = results.RESULTS.get(subject, "probe", Result)
     subject_ref, result_ref = weakref.ref(subject), weakref.ref(result)
     del subject, result
     gc.collect()
@@ -205,9 +205,9 @@ def test_a_subject_sharing_a_loaded_one_reuses_its_model_and_computes_its_own_re
     from tests.unit.conftest import tiny
 
     loaded = tiny()
-    first = ob.next_token(loaded)
+    first = results.next_token(loaded)
     fresh = Subject.sharing_loaded(loaded)
     assert fresh.model is loaded.model and fresh.tokenizer is loaded.tokenizer
     assert fresh.numerics == loaded.numerics and fresh.machine_class == "cpu"
-    assert ob.next_token(fresh) is not first  # computed anew for this subject
+    assert results.next_token(fresh) is not first  # computed anew for this subject
     assert fresh.provenance.files == loaded.provenance.files
