@@ -1,5 +1,5 @@
 # The two commands of the README. Both set up .venv first (a no-op when current).
-.PHONY: setup report test benchmark clean
+.PHONY: setup report test benchmark parity clean
 
 PYTEST := .venv/bin/python -m pytest
 # Two worker processes (pytest-xdist), one torch thread each. The plugin sends every
@@ -24,6 +24,11 @@ test: setup
 benchmark: setup
 	$(PYTEST) -m benchmark tests/benchmarks --benchmark-autosave \
 		--benchmark-json=reports/benchmarks.json --html=reports/benchmarks.html
+
+# The same card served by vLLM's CPU build against transformers (docs/served.md): the
+# engine's environment is built once (~100 s, 3.4 GB), the server started and stopped here.
+parity: setup
+	$(PYTEST) -m served --serve --card smollm2-135m-instruct tests/behaviour/test_parity.py --html=reports/parity.html
 
 clean:
 	rm -rf reports/*.html .pytest_cache

@@ -40,7 +40,7 @@ from pydantic import ValidationError
 
 from probes.cards.expect_schema import Expect
 from probes.cards.loading import LoadSettings
-from probes.cards.schema import CardFile, KnownFailure, SnapshotSettings
+from probes.cards.schema import CardFile, KnownFailure, Served, SnapshotSettings
 from probes.cards.sources import FollowModel, HubSource, MistralCommonTokenizer
 from probes.cards.sources import ModelSource as ModelSourceType
 from probes.cards.sources import TokenizerSource as TokenizerSourceType
@@ -79,6 +79,7 @@ class Card:
     tolerances: dict[str, Any] = field(default_factory=dict)  # cross_class: a dict of its own
     reference: str | None = None
     snapshot: SnapshotSettings = SnapshotSettings()
+    served: Served | None = None  # the model behind a serving engine, for parity (-m served)
     # set when --model replaced the card's own source (the expectations stay the card's)
     model_override: str | None = None
 
@@ -250,6 +251,7 @@ def load_card(path: str | Path) -> Card:
         tolerances=spec.tolerances.model_dump(exclude_none=True),
         reference=spec.reference,
         snapshot=spec.snapshot,
+        served=spec.served,
     )
 
 

@@ -68,6 +68,22 @@ Tolerances = create_model(
 )
 
 
+class ServedParity(CardModel):
+    """How close the served model must stay to the in-process one (probes/served/parity.py),
+    measured between the two; the rest is compared exactly or by the greedy top-k rule."""
+
+    prob_atol: Number = Field(description="max |dp| over the top-20 next tokens, served against transformers")
+    kl_max: Number = Field(description="nats, KL of the two top-20 next-token distributions")
+
+
+class Served(CardModel):
+    """The card's model behind a serving engine, for parity with transformers (-m served)."""
+
+    engine: Literal["vllm"] = Field(description="the engine lm-probes starts with --serve (vLLM's CPU build)")
+    args: list[str] = Field([], description="the server's own arguments (beyond model, host and port)")
+    parity: ServedParity = Field(description="bounds of the served-against-transformers comparison, measured")
+
+
 class CardFile(CardModel):
     """One model card: what to load, how, and what to expect (fixtures/cards/<name>.yaml)."""
 
@@ -86,6 +102,7 @@ class CardFile(CardModel):
     )
     reference: str | None = Field(None, description="a full-precision card of the same weights, for expect.drift")
     snapshot: SnapshotSettings = Field(SnapshotSettings(), description="what the card's snapshot leaves out")
+    served: Served | None = Field(None, description="the model behind a serving engine, for parity (-m served)")
     tolerances: Tolerances = Field(Tolerances(), description="snapshot comparison tolerances, overriding the defaults")
     xfail: list[KnownFailure] = Field(
         [],

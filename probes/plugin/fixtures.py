@@ -119,6 +119,69 @@ def reference_subject(request: pytest.FixtureRequest, model_subject: Subject) ->
     return reference
 
 
+def end_session(request: pytest.FixtureRequest, message: str):
+    """Stop the session with one message (not a traceback in every test)."""
+    if hasattr(request.config, "workerinput"):
+        # pytest.exit inside a pytest-xdist worker ends in an INTERNALERROR: fail this test
+        # with the message and stop the worker; the controller then stops the session
+        request.session.shouldstop = message
+        pytest.fail(message, pytrace=False)
+    pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+@pytest.fixture
+def served_endpoint(request: pytest.FixtureRequest, model_subject: Subject):
+    """The selected card's model behind a server: --endpoint URL (one the user runs), or
+    --serve (vLLM started here once per card and session, stopped at the end)."""
+    from probes.served.client import Endpoint
+
+    card, config = model_subject.card, request.config
+    if card.served is None:
+        pytest.skip(f"card '{card.name}' has no served: section (its engine, arguments and parity bounds)")
+    if config.getoption("endpoint"):
+        return Endpoint(config.getoption("endpoint"))
+    if not config.getoption("serve"):
+        pytest.skip(
+            "no server: give --endpoint URL (a server of this card's model that you run) or --serve (lm-probes "
+            "starts vLLM's CPU build, built once into ~/.cache/lm-probes/served, about 3.4 GB)"
+        )
+    record = record_of(config)
+    if card.name not in record.servers:
+        import atexit
+
+        from probes.cards.files import SubjectLoadError
+        from probes.paths import REPO_ROOT
+        from probes.served import server as served
+
+        try:
+            folder = model_subject.model_folder()
+        except SubjectLoadError as exc:
+            end_session(
+                request,
+                f"lm-probes --serve ({card.name}): {exc}: an engine loads a folder or hub id. Serve such a card, or "
+                "start a server yourself and give --endpoint URL",
+            )
+        try:
+            env = served.build_vllm_environment()
+            running = served.RunningServer(
+                served.vllm_command(env, folder, served.free_port(), card.name, card.served.args),
+                port=0,
+                log=REPO_ROOT / "reports" / f"served-{card.name}.log",
+            )
+            running.port = int(running.command[running.command.index("--port") + 1])
+            record.servers[card.name] = running
+            atexit.register(running.stop)  # also when the session is interrupted
+            running.start()
+        except served.ServerFailed as exc:
+            end_session(request, f"lm-probes --serve ({card.name}): {exc}")
+    server = record.servers[card.name]
+    try:
+        server.check_alive()
+    except Exception as exc:  # ServerFailed: it died during the session
+        end_session(request, f"lm-probes --serve ({card.name}): {exc}")
+    return server.endpoint
+
+
 @pytest.fixture
 def snapshot(request: pytest.FixtureRequest) -> SnapshotCheck:
     """Records (--snapshot-update) or compares a subject's observations with its snapshot

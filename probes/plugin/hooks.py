@@ -24,11 +24,19 @@ import pytest
 # environment, and one that never uses lm-probes must not pay for the cards or torch
 # (tests/unit/test_plugin.py). The rest is imported by the hooks that need it.
 from probes.plugin import html, items, options
-from probes.plugin.fixtures import attach, loaded_subject, model_subject, reference_subject, snapshot, subject
+from probes.plugin.fixtures import (
+    attach,
+    loaded_subject,
+    model_subject,
+    reference_subject,
+    served_endpoint,
+    snapshot,
+    subject,
+)
 from probes.plugin.session import RECORD, SessionRecord, is_xdist_controller, record_of
 
 # pytest finds a plugin's fixtures among its module's names
-__all__ = ["attach", "loaded_subject", "model_subject", "reference_subject", "snapshot", "subject"]
+__all__ = ["attach", "loaded_subject", "model_subject", "reference_subject", "served_endpoint", "snapshot", "subject"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -39,6 +47,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs CUDA; runs only with `-m gpu` (the GPU cards)")
     config.addinivalue_line("markers", "slow: an opt-in card (`marks: [slow]`); runs only with `-m slow`")
     config.addinivalue_line("markers", "benchmark: timing benchmark; runs only with `-m benchmark`")
+    config.addinivalue_line(
+        "markers",
+        "served: parity of a served model with transformers; runs only with `-m served` (and --serve or --endpoint)",
+    )
     config.addinivalue_line(
         "markers",
         "observation(*ids, expects=None): the observations a test checks (docs/observations.md) and the card field it "
@@ -157,6 +169,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
+    record_of(config).stop_servers()  # every server --serve started, and only those
     if hasattr(config, "workeroutput") and record_of(config).in_use:  # an xdist worker of ours
         from probes.environment import torch_runtime_info
 

@@ -115,6 +115,18 @@ def add_options(parser: pytest.Parser) -> None:
         help="where snapshots are read and written. Default: fixtures/snapshots.",
     )
     group.addoption(
+        "--endpoint",
+        metavar="URL",
+        help="the served-parity tests (-m served) ask this OpenAI-compatible server (vLLM, SGLang, TGI, "
+        "llama.cpp's server) running the selected card's model. Default: none (see --serve).",
+    )
+    group.addoption(
+        "--serve",
+        action="store_true",
+        help="the served-parity tests (-m served) start the card's served engine themselves (vLLM's CPU build, "
+        "in a cached environment built on first use), on 127.0.0.1, and stop it at the end. Default: off.",
+    )
+    group.addoption(
         "--list-cards",
         action="store_true",
         help="list the known cards and exit.",

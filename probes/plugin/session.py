@@ -33,6 +33,13 @@ class SessionRecord:
     snapshots: dict[str, SnapshotOutcome] = field(default_factory=dict)
     # card -> its row of the report's "Subjects" table, as sent by pytest-xdist workers
     worker_subject_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # card -> the server --serve started for it (stopped at the session's end)
+    servers: dict[str, Any] = field(default_factory=dict)
+
+    def stop_servers(self) -> None:
+        for server in self.servers.values():
+            server.stop()
+        self.servers.clear()
 
     def add_fragment(self, section: str, card: str, content: str) -> None:
         self.sections.setdefault(section, {}).setdefault(card, []).append(content)

@@ -1,0 +1,158 @@
+"""The HTTP side of a served subject: an OpenAI-compatible endpoint (vLLM's dialect where the
+API leaves it open), with every request field that decides the result written out. A server
+that is unreachable or answers something else than the API raises ``ServedError``, saying
+what was asked, of which URL, and what came back."""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+# Every field that changes what a completion is, set explicitly: a request that leaves one
+# out gets the engine's default (the OpenAI default samples at temperature 1; vLLM merges the
+# model's generation_config.json into every request since early 2025, vLLM PR #12622).
+NEUTRAL_SAMPLING = {
+    "repetition_penalty": 1.0,
+    "frequency_penalty": 0.0,
+    "presence_penalty": 0.0,
+    "min_p": 0.0,
+    "min_tokens": 0,
+    "ignore_eos": False,
+    "skip_special_tokens": False,
+    "spaces_between_special_tokens": False,
+    "return_tokens_as_token_ids": True,  # logprobs keyed "token_id:123": ids, not pieces
+}
+
+
+class ServedError(RuntimeError):
+    """The endpoint cannot be reached, or did not answer as the API says."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One generated sequence: its token ids, its text and, per step, the top ids with their
+    log-probabilities (as many as ``logprobs`` asked for)."""
+
+    ids: tuple[int, ...]
+    text: str
+    top: tuple[dict[int, float], ...] = ()
+
+    def top_ids(self, k: int) -> list[list[int]]:
+        return [[i for i, _ in sorted(step.items(), key=lambda kv: -kv[1])[:k]] for step in self.top]
+
+
+def _token_id(key: str) -> int:
+    # return_tokens_as_token_ids writes each token as "token_id:123"
+    if not key.startswith("token_id:"):
+        raise ServedError(
+            f"a token came back as {key!r}, not 'token_id:N': the server ignores return_tokens_as_token_ids"
+        )
+    return int(key.split(":", 1)[1])
+
+
+class Endpoint:
+    """An OpenAI-compatible server at ``url`` (``http://127.0.0.1:8000``) serving ``model``
+    (default: the first one its /v1/models lists)."""
+
+    def __init__(self, url: str, model: str | None = None, timeout: float = 120.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self._model = model
+
+    # ------------------------------------------------------------------ transport
+
+    def _request(self, path: str, body: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.url + path, data=data, headers={"Content-Type": "application/json"}, method="POST" if data else "GET"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:500]
+            raise ServedError(f"{self.url}{path}: HTTP {exc.code}: {detail}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ServedError(f"{self.url}{path}: cannot reach the server ({reason}); is it running?") from None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise ServedError(f"{self.url}{path}: the answer is not JSON: {raw[:200]!r}") from None
+
+    def healthy(self, timeout: float = 5.0) -> bool:
+        try:
+            request = urllib.request.Request(self.url + "/health")
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    @property
+    def model(self) -> str:
+        if self._model is None:
+            listed = self._request("/v1/models").get("data") or []
+            if not listed:
+                raise ServedError(f"{self.url}/v1/models lists no model")
+            self._model = listed[0]["id"]
+        return self._model
+
+    # ---------------------------------------------------------------- the probes' calls
+
+    def tokenize(self, text: str, add_special_tokens: bool) -> list[int]:
+        answer = self._request(
+            "/tokenize", {"model": self.model, "prompt": text, "add_special_tokens": add_special_tokens}
+        )
+        if "tokens" not in answer:
+            raise ServedError(f"{self.url}/tokenize answered without 'tokens': {str(answer)[:200]}")
+        return [int(t) for t in answer["tokens"]]
+
+    def complete(
+        self,
+        prompt_ids: list[int],
+        *,
+        max_tokens: int,
+        temperature: float,
+        top_p: float = 1.0,
+        top_k: int = -1,
+        n: int = 1,
+        seed: int | None = None,
+        logprobs: int | None = None,
+    ) -> list[Completion]:
+        """``n`` completions of a prompt given as ids (so the server's tokenizer adds nothing)."""
+        body = {
+            "model": self.model,
+            "prompt": list(prompt_ids),
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+            "top_k": top_k,
+            "n": n,
+            "seed": seed,
+            "logprobs": logprobs,
+            "echo": False,
+            "stream": False,
+            **NEUTRAL_SAMPLING,
+        }
+        answer = self._request("/v1/completions", body)
+        choices = answer.get("choices")
+        if not isinstance(choices, list) or len(choices) != n:
+            raise ServedError(f"{self.url}/v1/completions: expected {n} choice(s), got {str(answer)[:200]}")
+        return [self._completion(choice, logprobs) for choice in sorted(choices, key=lambda c: c.get("index", 0))]
+
+    def _completion(self, choice: dict[str, Any], logprobs: int | None) -> Completion:
+        found = choice.get("logprobs") or {}
+        tokens = found.get("tokens")
+        if tokens is None:
+            raise ServedError(
+                f"{self.url}/v1/completions returned no token ids (logprobs.tokens); this client needs them"
+            )
+        top = tuple(
+            {_token_id(k): float(v) for k, v in (step or {}).items() if not math.isnan(float(v))}
+            for step in (found.get("top_logprobs") or [])
+        )
+        return Completion(tuple(_token_id(t) for t in tokens), choice.get("text", ""), top if logprobs else ())

@@ -1,0 +1,84 @@
+"""Parity of a served model with transformers: the same card's observations taken over HTTP
+and compared with the in-process ones by the cross-class rules (snapshots/cross_class.py):
+tokenizer ids exactly, greedy equal up to a divergence where each side's token is in the
+other's top-k, the next-token distribution within the card's measured ``served.parity``
+bounds (KL, max |dp|, the same top-1).
+
+The served side is asked with the in-process side's prompt ids, so the model is compared on
+the same input and the tokenizer separately (``/tokenize``, with and without special tokens)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from probes.served.client import Endpoint
+from probes.snapshots.compare import compare
+from probes.snapshots.differences import Difference
+from probes.snapshots.observe import GREEDY_TOP_K, TOP_N
+
+SERVED_CLASS = "served"  # the machine class the served side is compared as: always another one
+
+
+def served_tokenizer(endpoint: Endpoint, texts: list[str]) -> dict[str, Any]:
+    return {
+        "ids": {
+            t: {"special": endpoint.tokenize(t, add_special_tokens=True), "plain": endpoint.tokenize(t, False)}
+            for t in texts
+        }
+    }
+
+
+def served_next_token(endpoint: Endpoint, recorded: dict[str, Any]) -> dict[str, Any]:
+    """The top-20 next tokens after the recorded prompt ids: one step, greedy, raw logprobs."""
+    (step,) = endpoint.complete(recorded["prompt_ids"], max_tokens=1, temperature=0.0, logprobs=TOP_N)
+    top = sorted(step.top[0].items(), key=lambda kv: -kv[1])[:TOP_N]
+    return {
+        "prompt": recorded["prompt"],
+        "prompt_ids": list(recorded["prompt_ids"]),
+        "top_ids": [i for i, _ in top],
+        "top_probs": [math.exp(lp) for _, lp in top],
+    }
+
+
+def served_greedy(endpoint: Endpoint, recorded: dict[str, Any]) -> dict[str, Any]:
+    """Each recorded greedy run (BOS on, off) again on the server, as long, with the top-k per step."""
+    out = {}
+    for label, run in recorded.items():
+        (g,) = endpoint.complete(run["prompt_ids"], max_tokens=len(run["ids"]), temperature=0.0, logprobs=GREEDY_TOP_K)
+        out[label] = {
+            "prompt_ids": list(run["prompt_ids"]),
+            "ids": list(g.ids),
+            "text": g.text,
+            "top_ids": g.top_ids(GREEDY_TOP_K),
+        }
+    return out
+
+
+def served_observations(endpoint: Endpoint, in_process: dict[str, Any]) -> dict[str, Any]:
+    """What the server shows of the sections parity compares, asked with the in-process
+    observations' own texts and prompt ids."""
+    observed: dict[str, Any] = {"tokenizer": served_tokenizer(endpoint, list(in_process["tokenizer"]["ids"]))}
+    if "next_token" in in_process:
+        observed["next_token"] = served_next_token(endpoint, in_process["next_token"])
+    if "greedy" in in_process:
+        observed["greedy"] = served_greedy(endpoint, in_process["greedy"])
+    return observed
+
+
+def parity_differences(
+    in_process: dict[str, Any], served: dict[str, Any], bounds: dict[str, float], provenance: dict[str, Any]
+) -> list[Difference]:
+    """The served observations against the in-process ones, section by section, under the
+    cross-class rules with ``bounds`` (a card's ``served.parity``: prob_atol, kl_max)."""
+    compared = {name: in_process[name] for name in served if name in in_process}
+    # the tokenizer: only what an endpoint can show (its ids); vocabulary size and chat are the model folder's
+    compared["tokenizer"] = {"ids": in_process["tokenizer"]["ids"]}
+    return compare(
+        compared,
+        served,
+        tolerances={"cross_class": dict(bounds)},
+        recorded_provenance=provenance,
+        current_provenance=provenance,
+        classes=("transformers", SERVED_CLASS),
+    )

@@ -1,0 +1,249 @@
+"""A served subject without vLLM: a replay server speaking vLLM's dialect of the OpenAI API
+from a committed snapshot stands in for the engine, so the client, the parity rules, the
+``--endpoint`` path and a server that fails are shown in the default suite. (The real engine:
+``make parity``, docs/served.md.)"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from probes.paths import CARDS_DIR, SNAPSHOT_DIR
+from probes.served.client import Endpoint, ServedError
+from probes.served.parity import parity_differences, served_observations
+from probes.served.server import RunningServer, ServerFailed, group_alive
+
+RECORDED = json.loads((SNAPSHOT_DIR / "tiny-mistral" / "cpu.json").read_text(encoding="utf-8"))
+OBSERVED = {name: RECORDED["observed"][name] for name in ("tokenizer", "next_token", "greedy")}
+BOUNDS = {"prob_atol": 1e-4, "kl_max": 1e-6}
+
+
+def _replay(observed: dict, mode: str):
+    """A handler answering /health, /v1/models, /tokenize and /v1/completions from ``observed``;
+    ``mode`` breaks it the way a server can differ: adds-bos (its tokenizer adds BOS where the
+    in-process one does not), shifted (the top next token 0.01 less likely), diverges (greedy
+    picks a token outside its own top-k), noise (logprobs moved by 1e-9: harmless)."""
+    texts = observed["tokenizer"]["ids"]
+    runs = {tuple(r["prompt_ids"]): r for r in observed["greedy"].values()}
+    nt = observed["next_token"]
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):  # quiet
+            pass
+
+        def _send(self, body, status=200):
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            if self.path == "/health":
+                return self._send({})
+            return self._send({"data": [{"id": "replay"}]})
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path == "/tokenize":
+                found = texts[body["prompt"]]["special" if body["add_special_tokens"] else "plain"]
+                if mode == "adds-bos" and body["add_special_tokens"] and found[:1] != [1]:
+                    found = [1, *found]
+                elif mode == "adds-bos" and body["add_special_tokens"]:
+                    found = [1, *found]  # a second BOS
+                return self._send({"tokens": found, "count": len(found)})
+            assert body["temperature"] == 0.0 and body["repetition_penalty"] == 1.0  # every field written out
+            prompt = tuple(body["prompt"])
+            if body["max_tokens"] == 1 and prompt == tuple(nt["prompt_ids"]):
+                probs = list(nt["top_probs"])
+                if mode == "shifted":
+                    probs[0] += 0.01
+                shift = 1e-9 if mode == "noise" else 0.0
+                top = {f"token_id:{i}": math.log(p) + shift for i, p in zip(nt["top_ids"], probs)}
+                choice = {"text": "", "logprobs": {"tokens": [f"token_id:{nt['top_ids'][0]}"], "top_logprobs": [top]}}
+                return self._send({"choices": [{"index": 0, **choice}]})
+            run = runs[prompt]
+            chosen = list(run["ids"])
+            if mode == "diverges":
+                chosen[3] = max(max(step) for step in run["top_ids"]) + 1
+            tops = [{f"token_id:{t}": -float(k) for k, t in enumerate(step)} for step in run["top_ids"]]
+            choice = {
+                "text": run["text"],
+                "logprobs": {"tokens": [f"token_id:{t}" for t in chosen], "top_logprobs": tops},
+            }
+            return self._send({"choices": [{"index": 0, **choice}]})
+
+    return Handler
+
+
+@pytest.fixture
+def replay():
+    servers = []
+
+    def start(mode: str = "faithful") -> str:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _replay(OBSERVED, mode))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _differences(url: str) -> list:
+    served = served_observations(Endpoint(url), OBSERVED)
+    return parity_differences(OBSERVED, served, BOUNDS, RECORDED["provenance"])
+
+
+def test_a_faithful_server_and_a_harmless_difference_pass(replay):
+    assert _differences(replay()) == []
+    assert _differences(replay("noise")) == []  # and another port: each replay has its own
+
+
+@pytest.mark.parametrize(
+    "mode, where",
+    [("adds-bos", "tokenizer.ids"), ("shifted", "next_token.probs"), ("diverges", "greedy.bos")],
+)
+def test_each_served_difference_is_caught_naming_its_section(replay, mode, where):
+    found = [d for d in _differences(replay(mode)) if d.severity == "error"]
+    assert any(d.where.startswith(where) for d in found), found
+    if mode == "diverges":
+        assert any("not in the recorded top-k" in d.message for d in found), found
+
+
+def test_an_unreachable_or_garbled_server_says_so(replay, tmp_path):
+    with pytest.raises(ServedError, match=r"cannot reach the server .*is it running\?"):
+        Endpoint("http://127.0.0.1:9", timeout=2).tokenize("x", True)
+
+    class Garbled(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"<html>not an API</html>")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Garbled)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(ServedError, match="the answer is not JSON"):
+            Endpoint(f"http://127.0.0.1:{server.server_address[1]}", model="m").tokenize("x", True)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _gone(pid: int) -> bool:
+    return not group_alive(pid)
+
+
+# a server that forks a worker (as vLLM does) and never answers /health
+FORKS_AND_HANGS = (
+    "import subprocess, sys, time\n"
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+    "time.sleep(60)\n"
+)
+
+
+def test_a_server_that_exits_or_never_gets_healthy_fails_with_its_log_and_leaves_nothing(tmp_path):
+    exits = RunningServer(
+        [sys.executable, "-c", "print('CUDA out of memory'); raise SystemExit(3)"], 0, tmp_path / "a.log"
+    )
+    with pytest.raises(ServerFailed, match=r"(?s)exited with code 3 before it was ready.*CUDA out of memory"):
+        exits.start()
+    # a child that forks a worker and never answers /health: both stopped at the deadline
+    hangs = RunningServer(
+        [
+            sys.executable,
+            "-c",
+            FORKS_AND_HANGS,
+        ],
+        port=9,
+        log=tmp_path / "b.log",
+        health_timeout=2.0,
+    )
+    with pytest.raises(ServerFailed, match=r"not healthy at http://127.0.0.1:9/health after 2 s and was stopped"):
+        hangs.start()
+    assert _gone(hangs.process.pid), "a process of the server's group is still running"
+
+
+def test_a_server_that_dies_mid_run_is_reported(tmp_path):
+    script = tmp_path / "health.py"
+    script.write_text(
+        "import http.server, sys\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        self.send_response(200); self.end_headers()\n"
+        "    def log_message(self, *a): pass\n"
+        "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n",
+        encoding="utf-8",
+    )
+    from probes.served.server import free_port
+
+    port = free_port()
+    with RunningServer([sys.executable, str(script), str(port)], port, tmp_path / "c.log") as server:
+        server.check_alive()
+        os.killpg(server.process.pid, 9)
+        server.process.wait()
+        with pytest.raises(ServerFailed, match="died during the session"):
+            server.check_alive()
+    assert _gone(server.process.pid)
+
+
+def _served_card(tmp_path: Path) -> Path:
+    """tiny-mistral with a served: section, as a card of the user's."""
+    folder = tmp_path / "cards"
+    folder.mkdir(exist_ok=True)
+    text = (
+        (CARDS_DIR / "tiny-mistral.yaml")
+        .read_text(encoding="utf-8")
+        .replace("name: tiny-mistral\n", "name: tiny-served\n", 1)
+    )
+    text += "\nserved:\n  engine: vllm\n  parity: {prob_atol: 1.0e-4, kl_max: 1.0e-6}\n"
+    (folder / "tiny-served.yaml").write_text(text, encoding="utf-8")
+    return folder
+
+
+def test_endpoint_gives_the_verdicts_of_the_parity_test(replay, run_suite, tmp_path):
+    """--endpoint against a server the user runs: the behavioural parity test passes on a
+    faithful one and fails, naming the section, on one whose tokenizer adds a BOS."""
+    folder = _served_card(tmp_path)
+    args = ("tests/behaviour/test_parity.py", "-m", "served", "--cards-dir", str(folder), "--card", "tiny-served")
+    passed = run_suite(*args, "--endpoint", replay())
+    assert passed.returncode == 0 and "1 passed" in passed.stdout, passed.stdout[-2000:]
+    broken = run_suite(*args, "--endpoint", replay("adds-bos"))
+    assert broken.returncode == 1 and "tokenizer.ids" in broken.stdout, broken.stdout[-2000:]
+
+
+def test_serve_ends_the_session_with_the_servers_message_when_it_cannot_start(run_suite, tmp_path, monkeypatch):
+    """--serve with a card whose model has no folder, then with an engine that exits at
+    start: each ends the session with one message (the second with its log's words)."""
+    from probes.served import server as served
+    from probes.subjects.subject import Subject
+
+    folder = _served_card(tmp_path)
+    args = ("tests/behaviour/test_parity.py", "-m", "served", "--cards-dir", str(folder), "--card", "tiny-served")
+    no_folder = run_suite(*args, "--serve")  # a random-init model: nothing an engine could load
+    assert no_folder.returncode == 4 and "an engine loads a folder or hub id" in no_folder.stdout + no_folder.stderr
+    monkeypatch.setattr(Subject, "model_folder", lambda self: str(tmp_path))  # as if it had one
+    monkeypatch.setattr(served, "build_vllm_environment", lambda rebuild=False: tmp_path)
+
+    def exits_at_start(env, model, port, name, arguments=()):
+        return [sys.executable, "-c", "print('no AVX2 on this CPU'); raise SystemExit(1)", "--port", str(port)]
+
+    monkeypatch.setattr(served, "vllm_command", exits_at_start)
+    run = run_suite(*args, "--serve")
+    said = run.stdout + run.stderr
+    assert run.returncode == 4, said[-2000:]
+    assert "lm-probes --serve (tiny-served): the server exited with code 1" in said and "no AVX2 on this CPU" in said
