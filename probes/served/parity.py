@@ -82,3 +82,39 @@ def parity_differences(
         current_provenance=provenance,
         classes=("transformers", SERVED_CLASS),
     )
+
+
+def repeat_differences(endpoint: Endpoint, recorded: dict[str, Any], repeats: int, concurrent: int) -> list[Difference]:
+    """Greedy must not depend on when or beside what it is asked (vLLM #4112, #11778): each
+    recorded run (BOS on, off) asked ``repeats`` times one after another, then ``concurrent``
+    times at once, gives the ids of its first answer every time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    out: list[Difference] = []
+    for label, run in recorded.items():
+
+        def ask(_: int = 0, run: dict[str, Any] = run) -> tuple[int, ...]:
+            (g,) = endpoint.complete(run["prompt_ids"], max_tokens=len(run["ids"]), temperature=0.0, logprobs=0)
+            return g.ids
+
+        first = ask()
+        again = [ask() for _ in range(repeats - 1)]
+        with ThreadPoolExecutor(max_workers=concurrent) as pool:
+            together = list(pool.map(ask, range(concurrent)))
+        for kind, answers, how in (
+            ("determinism", again, f"{repeats} requests one after another"),
+            ("concurrency", together, f"{concurrent} requests at once"),
+        ):
+            differing = [i for i, ids in enumerate(answers) if ids != first]
+            if differing:
+                ids = answers[differing[0]]
+                step = next((k for k, (a, b) in enumerate(zip(first, ids)) if a != b), min(len(first), len(ids)))
+                out.append(
+                    Difference(
+                        "error",
+                        f"served.{kind}.{label}",
+                        f"{len(differing)} of {len(answers)} answers to {how} differ from the first, from new token "
+                        f"{step}: {list(first[step : step + 3])} -> {list(ids[step : step + 3])}",
+                    )
+                )
+    return out

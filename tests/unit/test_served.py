@@ -10,6 +10,7 @@ import math
 import os
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 
 from probes.paths import CARDS_DIR, SNAPSHOT_DIR
 from probes.served.client import Endpoint, ServedError
-from probes.served.parity import parity_differences, served_observations
+from probes.served.parity import parity_differences, repeat_differences, served_observations
 from probes.served.server import RunningServer, ServerFailed, group_alive
 
 RECORDED = json.loads((SNAPSHOT_DIR / "tiny-mistral" / "cpu.json").read_text(encoding="utf-8"))
@@ -28,8 +29,12 @@ BOUNDS = {"prob_atol": 1e-4, "kl_max": 1e-6}
 def _replay(observed: dict, mode: str):
     """A handler answering /health, /v1/models, /tokenize and /v1/completions from ``observed``;
     ``mode`` breaks it the way a server can differ: adds-bos (its tokenizer adds BOS where the
-    in-process one does not), shifted (the top next token 0.01 less likely), diverges (greedy
-    picks a token outside its own top-k), noise (logprobs moved by 1e-9: harmless)."""
+    in-process one does not), shifted (the top next token 0.01 more likely), diverges (greedy
+    picks a token outside its own top-k), batch-variant (another greedy token when a request
+    shares the server with another), flaky (every second greedy answer differs), noise
+    (logprobs moved by 1e-9: harmless)."""
+    state = {"in_flight": 0, "answers": 0}
+    lock = threading.Lock()
     texts = observed["tokenizer"]["ids"]
     runs = {tuple(r["prompt_ids"]): r for r in observed["greedy"].values()}
     nt = observed["next_token"]
@@ -72,8 +77,17 @@ def _replay(observed: dict, mode: str):
                 return self._send({"choices": [{"index": 0, **choice}]})
             run = runs[prompt]
             chosen = list(run["ids"])
-            if mode == "diverges":
-                chosen[3] = max(max(step) for step in run["top_ids"]) + 1
+            with lock:
+                state["in_flight"] += 1
+                state["answers"] += 1
+                answer = state["answers"]
+            time.sleep(0.05)  # requests sent together overlap here
+            with lock:
+                shared = state["in_flight"] > 1
+                state["in_flight"] -= 1
+            outside = max(max(step) for step in run["top_ids"]) + 1
+            if mode == "diverges" or (mode == "batch-variant" and shared) or (mode == "flaky" and answer % 2 == 0):
+                chosen[3] = outside
             tops = [{f"token_id:{t}": -float(k) for k, t in enumerate(step)} for step in run["top_ids"]]
             choice = {
                 "text": run["text"],
@@ -119,6 +133,14 @@ def test_each_served_difference_is_caught_naming_its_section(replay, mode, where
     assert any(d.where.startswith(where) for d in found), found
     if mode == "diverges":
         assert any("not in the recorded top-k" in d.message for d in found), found
+
+
+@pytest.mark.parametrize(
+    "mode, where", [("faithful", None), ("batch-variant", "served.concurrency"), ("flaky", "served.determinism")]
+)
+def test_greedy_asked_again_and_at_once_must_not_change(replay, mode, where):
+    found = repeat_differences(Endpoint(replay(mode)), OBSERVED["greedy"], repeats=3, concurrent=4)
+    assert [d.where.rsplit(".", 1)[0] for d in found][:1] == ([where] if where else []), found
 
 
 def test_an_unreachable_or_garbled_server_says_so(replay, tmp_path):
