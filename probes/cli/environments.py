@@ -123,3 +123,12 @@ def prepare(side: Side, torch_pin: str, rebuild: bool = False) -> Path:
         json.dumps({"requirements": side.requirements, "torch": torch_pin, "pinned": pinned}), encoding="utf-8"
     )
     return env
+
+
+def print_plan(side: Side, torch_pin: str, then: list[str]) -> None:
+    """--dry-run: the side's environment, the commands that build it, and the one run in it."""
+    env = environment_dir(side, torch_pin)
+    print(f"[{side.label}] environment {env}")
+    for command in build_commands(side, env, torch_pin):
+        print(f"  {shlex.join(command)}")
+    print(f"  {shlex.join(then)}")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from probes.draft.settings import DEFAULT_DRAWS, DEFAULT_PROMPT_FORMAT
-from probes.snapshots.sets import BAD_INPUT
+from probes.exit_codes import BAD_INPUT
 
 DEFAULT_OUTPUT = Path("reports") / "upgrade-check"
 
@@ -61,8 +61,7 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--output", default=str(DEFAULT_OUTPUT), help="where both sides' snapshots and the report go")
     u.add_argument("--html", help="the report (default: OUTPUT/report.html)")
     u.add_argument("--json", help="also write the differences as JSON here")
-    u.add_argument("--rebuild", action="store_true", help="build the environments anew")
-    u.add_argument("--dry-run", action="store_true", help="print what would be built and run, and stop")
+    _environment_options(u)
     u.set_defaults(run="probes.cli.upgrade_check:run_upgrade_check")
 
     w = commands.add_parser(
@@ -75,8 +74,7 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument(
         "requirements", nargs="+", metavar="REQ", help="the versions to run under, e.g. transformers==4.57.6"
     )
-    w.add_argument("--rebuild", action="store_true", help="build the environment anew")
-    w.add_argument("--dry-run", action="store_true", help="print what would be built and run, and stop")
+    _environment_options(w)
     w.set_defaults(run="probes.cli.run_with:run_with")
 
     c = commands.add_parser(
@@ -118,6 +116,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--cards-dir", action="append", default=[], help="a folder of your own cards (repeatable)")
     c.set_defaults(run="probes.cli.draft_card:run_draft_card")
     return top
+
+
+def _environment_options(command: argparse.ArgumentParser) -> None:
+    """What upgrade-check and run-with share: they build and use the same cached environments."""
+    command.add_argument("--rebuild", action="store_true", help="build the cached environment(s) anew")
+    command.add_argument("--dry-run", action="store_true", help="print what would be built and run, and stop")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

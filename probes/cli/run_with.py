@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import subprocess
 import sys
 
 from probes.cli import environments
+from probes.exit_codes import BAD_INPUT, COULD_NOT_RUN, SAME
 from probes.paths import REPO_ROOT
-from probes.snapshots.sets import BAD_INPUT, COULD_NOT_RUN, SAME
 
 DEFAULT_ARGS = ("tests/behaviour",)
 
@@ -34,10 +33,7 @@ def run_with(args: argparse.Namespace) -> int:
     env = environments.environment_dir(side, torch_pin)
     pytest_args = list(args.pytest_args)
     if args.dry_run:
-        print(f"[with] environment {env}")
-        for command in environments.build_commands(side, env, torch_pin):
-            print(f"  {shlex.join(command)}")
-        print(f"  {shlex.join(pytest_command(env, pytest_args))}")
+        environments.print_plan(side, torch_pin, pytest_command(env, pytest_args))
         return SAME
     try:
         env = environments.prepare(side, torch_pin, rebuild=args.rebuild)

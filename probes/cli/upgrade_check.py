@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -48,10 +47,7 @@ def run_upgrade_check(args: argparse.Namespace) -> int:
     if args.dry_run:
         for side in sides:
             env = environments.environment_dir(side, torch_pin)
-            print(f"[{side.label}] environment {env}")
-            for command in environments.build_commands(side, env, torch_pin):
-                print(f"  {shlex.join(command)}")
-            print(f"  {shlex.join(record_command(env, output / side.label, args.card))}")
+            environments.print_plan(side, torch_pin, record_command(env, output / side.label, args.card))
         return diff.SAME
     started = time.monotonic()
     for side in sides:

@@ -42,6 +42,16 @@ def _subject_for(request: pytest.FixtureRequest, name: str) -> Subject:
     return subjects[name]
 
 
+def end_session(request: pytest.FixtureRequest, message: str):
+    """Stop the session with one message, a usage error (not a traceback in every test)."""
+    if hasattr(request.config, "workerinput"):
+        # pytest.exit inside a pytest-xdist worker ends in an INTERNALERROR: fail this test
+        # with the message and stop the worker; the controller then stops the session
+        request.session.shouldstop = message
+        pytest.fail(message, pytrace=False)
+    pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
+
+
 def _loaded(request: pytest.FixtureRequest, what: str) -> Subject:
     from probes.cards.files import SubjectLoadError
 
@@ -63,13 +73,7 @@ def _loaded(request: pytest.FixtureRequest, what: str) -> Subject:
         pytest.fail(message, pytrace=False)
     # --model named something that cannot be loaded: a usage error, one message for the
     # session instead of a traceback in every test.
-    if hasattr(request.config, "workerinput"):
-        # pytest.exit inside a pytest-xdist worker ends in an INTERNALERROR: fail this
-        # test with the message and stop the worker; the controller then stops the
-        # session ("Interrupted: lm-probes: ...").
-        request.session.shouldstop = message
-        pytest.fail(message, pytrace=False)
-    pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
+    end_session(request, message)
 
 
 @pytest.fixture
@@ -119,16 +123,6 @@ def reference_subject(request: pytest.FixtureRequest, model_subject: Subject) ->
     return reference
 
 
-def end_session(request: pytest.FixtureRequest, message: str):
-    """Stop the session with one message (not a traceback in every test)."""
-    if hasattr(request.config, "workerinput"):
-        # pytest.exit inside a pytest-xdist worker ends in an INTERNALERROR: fail this test
-        # with the message and stop the worker; the controller then stops the session
-        request.session.shouldstop = message
-        pytest.fail(message, pytrace=False)
-    pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
-
-
 @pytest.fixture
 def served_endpoint(request: pytest.FixtureRequest, model_subject: Subject):
     """The selected card's model behind a server: --endpoint URL (one the user runs), or
@@ -163,21 +157,23 @@ def served_endpoint(request: pytest.FixtureRequest, model_subject: Subject):
             )
         try:
             env = served.build_vllm_environment()
+            port = served.free_port()
             running = served.RunningServer(
-                served.vllm_command(env, folder, served.free_port(), card.name, card.served.args),
-                port=0,
+                served.vllm_command(env, folder, port, card.name, card.served.args),
+                port=port,
                 log=REPO_ROOT / "reports" / f"served-{card.name}.log",
             )
-            running.port = int(running.command[running.command.index("--port") + 1])
-            record.servers[card.name] = running
             atexit.register(running.stop)  # also when the session is interrupted
-            running.start()
+            running.start()  # a server that fails is stopped by start() itself
         except served.ServerFailed as exc:
             end_session(request, f"lm-probes --serve ({card.name}): {exc}")
+        record.servers[card.name] = running
+    from probes.served.server import ServerFailed
+
     server = record.servers[card.name]
     try:
         server.check_alive()
-    except Exception as exc:  # ServerFailed: it died during the session
+    except ServerFailed as exc:  # it died during the session
         end_session(request, f"lm-probes --serve ({card.name}): {exc}")
     return server.endpoint
 

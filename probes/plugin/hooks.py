@@ -23,7 +23,8 @@ import pytest
 # Only light modules here: installed, the plugin loads in every pytest session of the
 # environment, and one that never uses lm-probes must not pay for the cards or torch
 # (tests/unit/test_plugin.py). The rest is imported by the hooks that need it.
-from probes.plugin import html, items, options
+from probes.plugin import html, options
+from probes.plugin import items as item_info  # (pytest names a hook's argument `items`)
 from probes.plugin.fixtures import (
     attach,
     loaded_subject,
@@ -91,7 +92,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 @pytest.hookimpl(tryfirst=True)  # before the terminal reporter asks for the collection report lines
 def pytest_collection_finish(session: pytest.Session) -> None:
     record = record_of(session.config)
-    if not record.in_use and any(items.uses_lm_probes(item) for item in session.items):
+    if not record.in_use and any(item_info.uses_lm_probes(item) for item in session.items):
         record.in_use = True
         html.add_environment_metadata(session.config)  # the same dict pytest-html renders at the end
 
@@ -130,15 +131,13 @@ def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Ite
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if any(f in metafunc.fixturenames for f in items.SUBJECT_FIXTURES):
+    if any(f in metafunc.fixturenames for f in item_info.SUBJECT_FIXTURES):
         from probes.plugin import selection
 
         selection.parametrize(metafunc)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    from probes.plugin import items as item_info
-
     if any(item_info.uses_lm_probes(item) for item in items):  # else no test of ours: no card to read
         from probes.plugin import selection
 
@@ -148,7 +147,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
-    card = items.card_of(item)
+    card = item_info.card_of(item)
     if card is not None:
         record_of(item.config).add_test_outcome(item, outcome.get_result(), card)
 

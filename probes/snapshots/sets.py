@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from probes.cards.card import CardError, find_card
+from probes.exit_codes import BAD_INPUT, COULD_NOT_RUN, DIFFERENT, SAME  # noqa: F401 (also read as sets.BAD_INPUT, ...)
 from probes.numerics import Numerics, class_distance
 from probes.snapshots import compare as comparing
 from probes.snapshots import record as recording
 from probes.snapshots import sections, token_rules
 from probes.snapshots.differences import Difference
-
-SAME, DIFFERENT, COULD_NOT_RUN, BAD_INPUT = 0, 1, 2, 4
 
 
 class DiffInputError(ValueError):
