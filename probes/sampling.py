@@ -102,6 +102,21 @@ def transformers_nucleus(logits: torch.Tensor, p: float, temperature: float = 1.
     return _renormalised(filtered)
 
 
+def transformers_warped(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Nucleus:
+    """The distribution transformers' sampling draws from at these settings: its warpers in
+    generate()'s order (temperature, top-k, top-p; a setting that is off is left out, as
+    generate() leaves it out), renormalised. The reference a served sampler is fitted to."""
+    from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    row = logits.float()[None, :].clone()
+    warpers = [TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []
+    warpers += [TopKLogitsWarper(top_k)] if top_k > 0 else []
+    warpers += [TopPLogitsWarper(top_p)] if top_p < 1.0 else []
+    for warper in warpers:
+        row = warper(None, row)
+    return _renormalised(row[0])
+
+
 def _renormalised(filtered: torch.Tensor) -> Nucleus:
     import torch
 

@@ -82,6 +82,10 @@ class Served(CardModel):
     engine: Literal["vllm"] = Field(description="the engine lm-probes starts with --serve (vLLM's CPU build)")
     args: list[str] = Field([], description="the server's own arguments (beyond model, host and port)")
     parity: ServedParity = Field(description="bounds of the served-against-transformers comparison, measured")
+    bare_request: Literal["sampled", "greedy"] = Field(
+        description="what a completion request without sampling fields does on this server, measured: sampled "
+        "(the OpenAI default, temperature 1: vLLM started with --generation-config vllm) or greedy"
+    )
 
 
 class CardFile(CardModel):

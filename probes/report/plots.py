@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -89,14 +90,20 @@ def temperature_panels(sweep: TemperatureSweep, labels: list[str], title: str) -
 
 def drift_bars(prompt: PromptDrift, reference: str, quantized: str) -> bytes:
     """The reference's and the quantized model's top-10 next tokens, side by side."""
-    fig, axes = _figure(11, 4, ncols=2, sharey=True)
-    for ax, name, top in ((axes[0], reference, prompt.top_reference), (axes[1], quantized, prompt.top_quantized)):
+    return side_by_side_bars(
+        ((reference, prompt.top_reference), (quantized, prompt.top_quantized)),
+        f"next token after {prompt.prompt!r}: KL {prompt.kl:.3f} nats, top-10 overlap {prompt.top10_overlap:.0%}",
+    )
+
+
+def side_by_side_bars(sides: Sequence[tuple[str, Sequence[tuple[int, str, float]]]], title: str) -> bytes:
+    """Two (or more) sides' top next tokens, (id, token, probability) each, in panels side by side."""
+    fig, axes = _figure(5.5 * len(sides), 4, ncols=len(sides), sharey=True)
+    for ax, (name, top) in zip(np.atleast_1d(axes), sides):
         labels = [f"{i}: {t}".replace("\n", "\\n") for i, t, _ in top]
         ax.bar(range(len(top)), [p for _, _, p in top])
         ax.set_xticks(range(len(top)), labels, rotation=45, ha="right")
         ax.set_title(name)
-    axes[0].set_ylabel("probability")
-    fig.suptitle(
-        f"next token after {prompt.prompt!r}: KL {prompt.kl:.3f} nats, top-10 overlap {prompt.top10_overlap:.0%}"
-    )
+    np.atleast_1d(axes)[0].set_ylabel("probability")
+    fig.suptitle(title)
     return _png(fig)

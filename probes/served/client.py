@@ -111,6 +111,65 @@ class Endpoint:
             raise ServedError(f"{self.url}/tokenize answered without 'tokens': {str(answer)[:200]}")
         return [int(t) for t in answer["tokens"]]
 
+    def tokenize_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
+        """The ids the server's chat template gives ``messages`` (vLLM's /tokenize with
+        ``messages``): what its /v1/chat/completions feeds the model, special tokens
+        included as the template writes them and none added on top."""
+        answer = self._request(
+            "/tokenize",
+            {
+                "model": self.model,
+                "messages": messages,
+                "add_generation_prompt": add_generation_prompt,
+                "add_special_tokens": False,
+            },
+        )
+        if "tokens" not in answer:
+            raise ServedError(f"{self.url}/tokenize (messages) answered without 'tokens': {str(answer)[:200]}")
+        return [int(t) for t in answer["tokens"]]
+
+    def chat(self, messages: list[dict[str, str]], *, max_tokens: int, top_logprobs: int = 0) -> Completion:
+        """A greedy chat completion of ``messages``, its ids (and each step's top
+        ``top_logprobs``) from the per-token logprobs."""
+        body = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": 0.0,
+            "top_p": 1.0,
+            "top_k": -1,
+            "n": 1,
+            "seed": None,
+            "logprobs": True,
+            "top_logprobs": top_logprobs,
+            "stream": False,
+            "add_generation_prompt": True,
+            **NEUTRAL_SAMPLING,
+        }
+        answer = self._request("/v1/chat/completions", body)
+        try:
+            (choice,) = answer["choices"]
+            content = choice["logprobs"]["content"]
+        except (KeyError, TypeError, ValueError):
+            raise ServedError(
+                f"{self.url}/v1/chat/completions: expected one choice with logprobs.content, got {str(answer)[:200]}"
+            ) from None
+        ids = tuple(_token_id(step["token"]) for step in content)
+        top = tuple(
+            {_token_id(t["token"]): float(t["logprob"]) for t in step.get("top_logprobs") or []} for step in content
+        )
+        return Completion(ids, (choice.get("message") or {}).get("content") or "", top if top_logprobs else ())
+
+    def complete_with(self, prompt_ids: list[int], fields: dict[str, Any]) -> list[Completion]:
+        """A completion with only ``fields`` besides the prompt and the token ids: what a
+        request gets from the server's defaults where it leaves a field out."""
+        body = {"model": self.model, "prompt": list(prompt_ids), "logprobs": 0, "return_tokens_as_token_ids": True}
+        answer = self._request("/v1/completions", {**body, **fields})
+        choices = answer.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise ServedError(f"{self.url}/v1/completions: no choices in {str(answer)[:200]}")
+        return [self._completion(choice, 0) for choice in sorted(choices, key=lambda c: c.get("index", 0))]
+
     def complete(
         self,
         prompt_ids: list[int],

@@ -118,3 +118,17 @@ def repeat_differences(endpoint: Endpoint, recorded: dict[str, Any], repeats: in
                     )
                 )
     return out
+
+
+def greedy_alignment(in_process: dict[str, Any], served: dict[str, Any], decode: Any) -> list[list[str]]:
+    """Per greedy run, the text both sides share, then each side's from where they part
+    (the report's aligned texts): [label, shared, transformers' rest, served rest]."""
+    rows = []
+    for label, run in in_process.items():
+        ours, theirs = list(run["ids"]), list(served[label]["ids"])
+        step = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+        rest = (decode(ours[step:]), decode(theirs[step:])) if ours != theirs else ("(the same)", "(the same)")
+        rows.append(
+            [f"{label}: {'parts at new token ' + str(step) if ours != theirs else 'equal'}", decode(ours[:step]), *rest]
+        )
+    return rows

@@ -1,44 +1,216 @@
-"""The same card served and in-process (issue 26): tokenizer ids exactly, the next-token
-distribution within the card's measured ``served.parity`` bounds, greedy by the cross-class
-top-k rule (probes/served/parity.py), and greedy the same when asked again and when asked
-several times at once. Opt-in: ``pytest -m served --serve`` (lm-probes starts
-the card's engine) or ``-m served --endpoint URL`` (a server you run)."""
+"""The same card served and in-process (issue 26), each check named ``served.<check>``:
+S1 tokenizer ids exactly, the next-token distribution within the card's measured
+``served.parity`` bounds, greedy by the cross-class top-k rule; S2 greedy the same when asked
+again and at once; S3 the sampler fitted to transformers' warpers; S4 the chat prompt and
+reply; S5 what a request that leaves fields out gets (U2); S6 the knowledge verdicts.
+Opt-in: ``pytest -m served --serve`` (lm-probes starts the card's engine) or ``-m served
+--endpoint URL`` (a server you run)."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
+from probes import engine
 from probes.expect import check_that
+from probes.report import plots
 from probes.report.html import Cell
-from probes.served.parity import parity_differences, repeat_differences, served_observations
+from probes.served import checks
+from probes.served.parity import (
+    greedy_alignment,
+    parity_differences,
+    repeat_differences,
+    served_observations,
+)
 from probes.snapshots import sections
+from probes.snapshots.observe import GREEDY_TOP_K
 from probes.snapshots.record import provenance
 from probes.subjects import results
+from probes.subjects.inputs import article_inputs
 
 PARITY_SECTIONS = ("tokenizer", "next_token", "greedy")
 REPEATS, CONCURRENT = 3, 4  # greedy asked again one after another, then this many at once
+SUMMARY = "Served parity"
+
+
+def _in_process(subject) -> dict:
+    return {name: sections.find(name).observe(subject, results) for name in PARITY_SECTIONS}
+
+
+def _check(card, attach, differences, what: str, caption: str) -> None:
+    """The differences as the report's table, then one failure naming every error's check."""
+    __tracebackhide__ = True
+    rows = [[Cell(d.where, code=True), d.severity, d.message] for d in differences] or [["-", "-", "no difference"]]
+    attach.table(["check", "severity", "served against transformers"], rows, caption=caption, summary=SUMMARY)
+    errors = [d for d in differences if d.severity == "error"]
+    check_that(card, not errors, expected=what, obtained="; ".join(str(d) for d in errors))
 
 
 @pytest.mark.served
 @pytest.mark.observation("S1")
 def test_served_model_matches_transformers(model_subject, served_endpoint, attach):
     card = model_subject.card
-    in_process = {name: sections.find(name).observe(model_subject, results) for name in PARITY_SECTIONS}
+    in_process = _in_process(model_subject)
     served = served_observations(served_endpoint, in_process)
     bounds = card.served.parity.model_dump()
-    differences = parity_differences(in_process, served, bounds, provenance(model_subject))
-    differences += repeat_differences(served_endpoint, in_process["greedy"], REPEATS, CONCURRENT)
-    rows = [[Cell(d.where, code=True), d.severity, d.message] for d in differences] or [["-", "-", "no difference"]]
-    attach.table(
-        ["where", "severity", "served against transformers"],
-        rows,
-        caption=f"{card.name} at {served_endpoint.url}: cross-class rules, bounds {bounds}",
-        summary="Served parity",
+    decode = model_subject.tokenizer.decode
+
+    def top10(side: dict) -> list:
+        return [(i, decode([i]), p) for i, p in zip(side["top_ids"][:10], side["top_probs"][:10])]
+
+    attach.png(
+        plots.side_by_side_bars(
+            (
+                ("transformers", top10(in_process["next_token"])),
+                (f"served ({served_endpoint.url})", top10(served["next_token"])),
+            ),
+            f"{card.name}: next token after {in_process['next_token']['prompt']!r}",
+        ),
+        name="served parity: top-10 next tokens",
+        summary=SUMMARY,
     )
-    errors = [d for d in differences if d.severity == "error"]
-    check_that(
+    attach.table(
+        ["greedy run", "shared text", "transformers from there", "served from there"],
+        [
+            [label, *(Cell(repr(t), code=True) for t in texts)]
+            for label, *texts in greedy_alignment(in_process["greedy"], served["greedy"], decode)
+        ],
+        caption=f"{card.name}: greedy texts aligned where they part",
+        summary=SUMMARY,
+    )
+    _check(
         card,
-        not errors,
-        expected=f"the served model as transformers' (bounds {bounds})",
-        obtained="; ".join(str(d) for d in errors),
+        attach,
+        parity_differences(in_process, served, bounds, provenance(model_subject)),
+        f"the served model as transformers' (bounds {bounds})",
+        f"{card.name} at {served_endpoint.url}: tokenizer, next token, greedy; cross-class rules, bounds {bounds}",
+    )
+
+
+@pytest.mark.served
+@pytest.mark.observation("S2")
+def test_served_greedy_is_the_same_asked_again_and_at_once(model_subject, served_endpoint, attach):
+    greedy = _in_process(model_subject)["greedy"]
+    _check(
+        model_subject.card,
+        attach,
+        repeat_differences(served_endpoint, greedy, REPEATS, CONCURRENT),
+        "greedy ids that do not depend on when or beside what they are asked",
+        f"{model_subject.name}: greedy {REPEATS} times in a row, then {CONCURRENT} requests at once",
+    )
+
+
+@pytest.mark.served
+@pytest.mark.observation("S3")
+def test_served_sampler_draws_from_transformers_distribution(model_subject, served_endpoint, attach):
+    """Per setting, checks.SAMPLED_DRAWS seeded first tokens from the server, chi-square
+    against the distribution transformers' warpers give the in-process logits. False-positive
+    rate per setting: checks.SAMPLING_ALPHA."""
+    nt = results.next_token(model_subject)
+    prompt_ids = _in_process(model_subject)["next_token"]["prompt_ids"]
+    fits = checks.sampled_fits(served_endpoint, torch.as_tensor(nt.logits), prompt_ids, model_subject.seed)
+    attach.table(
+        ["setting", "fields", "tokens kept", "draws outside", "chi-square", "p", "bins"],
+        [
+            [
+                f.setting,
+                str(f.settings),
+                f.kept,
+                f.outside,
+                f"{f.fit.statistic:.1f}",
+                f"{f.fit.p_value:.3g}",
+                f.fit.bins,
+            ]
+            for f in fits
+        ],
+        caption=f"{model_subject.name}: {checks.SAMPLED_DRAWS} served first tokens per setting, "
+        f"seed {model_subject.seed}, alpha {checks.SAMPLING_ALPHA}",
+        summary=SUMMARY,
+    )
+    _check(
+        model_subject.card,
+        attach,
+        checks.sampling_differences(fits),
+        f"draws that fit transformers' warpers at alpha {checks.SAMPLING_ALPHA}",
+        f"{model_subject.name}: the served sampler",
+    )
+
+
+@pytest.mark.served
+@pytest.mark.observation("S4")
+def test_served_chat_is_apply_chat_template(model_subject, served_endpoint, attach):
+    rendering = results.chat_rendering(model_subject)
+    if not rendering.has_template:
+        pytest.skip(f"{model_subject.name}'s tokenizer has no chat template")
+    reply = engine.generate(
+        model_subject.tokenizer,
+        model_subject.model,
+        rendering.text,
+        max_new_tokens=checks.CHAT_TOKENS,
+        add_special_tokens=False,
+        keep_logits=True,
+        do_sample=False,
+    )
+    in_process = {
+        "ids": list(reply.new_ids[0]),
+        "text": reply.texts[0],
+        "top_ids": [list(t) for t in reply.step_top_ids(GREEDY_TOP_K)],
+    }
+    differences, served = checks.chat_differences(
+        served_endpoint, article_inputs()["chat"], list(rendering.ids), rendering.bos_id, in_process
+    )
+    _check(
+        model_subject.card,
+        attach,
+        differences,
+        "the chat prompt's ids exactly apply_chat_template's, the greedy reply by the top-k rule",
+        f"{model_subject.name}: chat prompt ({len(rendering.ids)} ids) and reply: transformers {in_process['text']!r}, "
+        f"served {served.get('reply', {}).get('text')!r}",
+    )
+
+
+@pytest.mark.served
+@pytest.mark.observation("S5", "U2")
+def test_served_defaults_are_the_cards(model_subject, served_endpoint, attach):
+    card = model_subject.card
+    greedy = _in_process(model_subject)["greedy"]["no-bos"]
+    differences, seen = checks.defaults_differences(served_endpoint, greedy, card.served.bare_request == "sampled")
+    attach.texts(
+        seen["bare"], caption=f"{checks.BARE_REQUESTS} answers to a request without sampling fields", summary=SUMMARY
+    )
+    _check(
+        card,
+        attach,
+        differences,
+        f"a request that leaves fields out gets no default of the model's; a bare one is {card.served.bare_request}",
+        f"{card.name}: requests that leave fields out",
+    )
+
+
+@pytest.mark.served
+@pytest.mark.observation("S6", "K1")
+def test_served_knowledge_verdicts_are_transformers(model_subject, served_endpoint, attach):
+    tasks = model_subject.card.expectations.tasks
+    if tasks is None or tasks.knowledge is None:
+        pytest.skip(f"card '{model_subject.name}' has no tasks.knowledge")
+    in_process = results.knowledge_answers(model_subject)
+    default_top_k = int(model_subject.model.generation_config.top_k or 0)
+    served = checks.served_answers(
+        served_endpoint, tasks.knowledge, in_process, tasks, model_subject.seed, default_top_k
+    )
+    attach.table(
+        ["case", "expected", "transformers", "served"],
+        [
+            [c.id, c.answer, Cell(repr(in_process[c.id].texts[0]), code=True), Cell(repr(served[c.id]), code=True)]
+            for c in tasks.knowledge
+        ],
+        caption=f"{model_subject.name}: knowledge answers (K1) in-process and served",
+        summary=SUMMARY,
+    )
+    _check(
+        model_subject.card,
+        attach,
+        checks.knowledge_differences(tasks.knowledge, in_process, served),
+        "every knowledge case judged the same served as in-process",
+        f"{model_subject.name}: K1 verdicts",
     )

@@ -233,16 +233,18 @@ def _served_card(tmp_path: Path) -> Path:
         .read_text(encoding="utf-8")
         .replace("name: tiny-mistral\n", "name: tiny-served\n", 1)
     )
-    text += "\nserved:\n  engine: vllm\n  parity: {prob_atol: 1.0e-4, kl_max: 1.0e-6}\n"
+    text += "\nserved:\n  engine: vllm\n  parity: {prob_atol: 1.0e-4, kl_max: 1.0e-6}\n  bare_request: sampled\n"
     (folder / "tiny-served.yaml").write_text(text, encoding="utf-8")
     return folder
 
 
 def test_endpoint_gives_the_verdicts_of_the_parity_test(replay, run_suite, tmp_path):
-    """--endpoint against a server the user runs: the behavioural parity test passes on a
-    faithful one and fails, naming the section, on one whose tokenizer adds a BOS."""
+    """--endpoint against a server the user runs: the behavioural parity test (S1; the replay
+    answers only what it recorded, so not S3-S6) passes on a faithful one and fails, naming
+    the section, on one whose tokenizer adds a BOS."""
     folder = _served_card(tmp_path)
-    args = ("tests/behaviour/test_parity.py", "-m", "served", "--cards-dir", str(folder), "--card", "tiny-served")
+    args = ("tests/behaviour/test_parity.py::test_served_model_matches_transformers", "-m", "served")
+    args += ("--cards-dir", str(folder), "--card", "tiny-served")
     passed = run_suite(*args, "--endpoint", replay())
     assert passed.returncode == 0 and "1 passed" in passed.stdout, passed.stdout[-2000:]
     broken = run_suite(*args, "--endpoint", replay("adds-bos"))
