@@ -28,7 +28,8 @@ benchmark: setup
 # The same card served by vLLM's CPU build against transformers (docs/served.md): the
 # engine's environment is built once (~100 s, 3.4 GB), the server started and stopped here.
 parity: setup
-	$(PYTEST) -m served --serve --card smollm2-135m-instruct tests/behaviour/test_parity.py --html=reports/parity.html
+	$(PYTEST) -m served --serve --card smollm2-135m-instruct tests/behaviour/test_parity.py tests/served \
+		tests/benchmarks/test_served_benchmarks.py --benchmark-json=reports/parity-benchmarks.json --html=reports/parity.html
 
 clean:
 	rm -rf reports/*.html .pytest_cache

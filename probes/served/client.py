@@ -92,6 +92,14 @@ class Endpoint:
         except (urllib.error.URLError, OSError):
             return False
 
+    def version(self) -> str | None:
+        """The engine's version where it says one (vLLM: GET /version), else None."""
+        try:
+            found = self._request("/version", timeout=10.0)
+        except ServedError:
+            return None
+        return str(found["version"]) if isinstance(found, dict) and found.get("version") else None
+
     @property
     def model(self) -> str:
         if self._model is None:
@@ -159,6 +167,39 @@ class Endpoint:
             {_token_id(t["token"]): float(t["logprob"]) for t in step.get("top_logprobs") or []} for step in content
         )
         return Completion(ids, (choice.get("message") or {}).get("content") or "", top if top_logprobs else ())
+
+    def time_to_first_token(self, prompt_ids: list[int], *, max_tokens: int) -> tuple[float, float, int]:
+        """A streamed greedy completion: (seconds to its first token, seconds to its last,
+        tokens streamed), each chunk read as the server sends it (server-sent events)."""
+        import time
+
+        body = {
+            "model": self.model,
+            "prompt": list(prompt_ids),
+            "max_tokens": max_tokens,
+            "temperature": 0.0,
+            "top_p": 1.0,
+            "top_k": -1,
+            "stream": True,
+            **{k: v for k, v in NEUTRAL_SAMPLING.items() if k != "return_tokens_as_token_ids"},
+        }
+        request = urllib.request.Request(
+            self.url + "/v1/completions", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
+        start, first, tokens = time.perf_counter(), None, 0
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                for line in response:
+                    if not line.startswith(b"data: ") or line.strip() == b"data: [DONE]":
+                        continue
+                    if first is None:
+                        first = time.perf_counter() - start
+                    tokens += 1
+        except (urllib.error.URLError, OSError) as exc:
+            raise ServedError(f"{self.url}/v1/completions (stream): {getattr(exc, 'reason', exc)}") from None
+        if first is None:
+            raise ServedError(f"{self.url}/v1/completions (stream) sent no token")
+        return first, time.perf_counter() - start, tokens
 
     def complete_with(self, prompt_ids: list[int], fields: dict[str, Any]) -> list[Completion]:
         """A completion with only ``fields`` besides the prompt and the token ids: what a

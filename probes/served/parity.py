@@ -9,15 +9,17 @@ the same input and the tokenizer separately (``/tokenize``, with and without spe
 
 from __future__ import annotations
 
+import datetime as _dt
 import math
+from pathlib import Path
 from typing import Any
 
 from probes.served.client import Endpoint
+from probes.snapshots import record as recording
 from probes.snapshots.compare import compare
 from probes.snapshots.differences import Difference
 from probes.snapshots.observe import GREEDY_TOP_K, TOP_N
-
-SERVED_CLASS = "served"  # the machine class the served side is compared as: always another one
+from probes.snapshots.sets import SERVED_CLASS  # the class the served side is compared as: always another one
 
 
 def served_tokenizer(endpoint: Endpoint, texts: list[str]) -> dict[str, Any]:
@@ -66,16 +68,52 @@ def served_observations(endpoint: Endpoint, in_process: dict[str, Any]) -> dict[
     return observed
 
 
+def parity_view(in_process: dict[str, Any], served: dict[str, Any]) -> dict[str, Any]:
+    """The in-process observations as far as a server shows them: the sections it answered,
+    and of the tokenizer only its ids (vocabulary size and chat are the model folder's)."""
+    view = {name: in_process[name] for name in served if name in in_process}
+    view["tokenizer"] = {"ids": in_process["tokenizer"]["ids"]}
+    return view
+
+
+def served_provenance(endpoint: Endpoint, card: Any) -> dict[str, Any]:
+    """What recorded the served side: the server (its /version where it has one), the
+    model it serves and the card's engine arguments."""
+    return {
+        "class": SERVED_CLASS,
+        "device": SERVED_CLASS,
+        "engine": f"{card.served.engine} {endpoint.version() or '(no /version)'}",
+        "url": endpoint.url,
+        "model": endpoint.model,
+        "engine args": " ".join(card.served.args),
+        "recorded": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def write_parity_snapshots(
+    root: Path, card: str, in_process: tuple[dict, dict], served: tuple[dict, dict]
+) -> tuple[Path, Path]:
+    """The two sides as snapshot files, ``root/<card>/<class>.json`` and
+    ``root/<card>/served.json`` ((provenance, observations) each), for ``lm-probes diff``:
+    the in-process side as far as the server shows it (``parity_view``)."""
+    folder = Path(root) / card
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for provenance, observed in (in_process, served):
+        path = folder / f"{provenance['class']}.json"
+        snapshot = {"format": recording.FORMAT, "card": card, "provenance": provenance, "observed": observed}
+        path.write_text(recording.dumps(snapshot), encoding="utf-8")
+        paths.append(path)
+    return paths[0], paths[1]
+
+
 def parity_differences(
     in_process: dict[str, Any], served: dict[str, Any], bounds: dict[str, float], provenance: dict[str, Any]
 ) -> list[Difference]:
     """The served observations against the in-process ones, section by section, under the
     cross-class rules with ``bounds`` (a card's ``served.parity``: prob_atol, kl_max)."""
-    compared = {name: in_process[name] for name in served if name in in_process}
-    # the tokenizer: only what an endpoint can show (its ids); vocabulary size and chat are the model folder's
-    compared["tokenizer"] = {"ids": in_process["tokenizer"]["ids"]}
     return compare(
-        compared,
+        parity_view(in_process, served),
         served,
         tolerances={"cross_class": dict(bounds)},
         recorded_provenance=provenance,

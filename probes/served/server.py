@@ -144,19 +144,28 @@ class RunningServer:
             )
 
     def stop(self, grace: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None and not group_alive(self.process.pid):
+        """SIGTERM to the server's process group, then SIGKILL after ``grace`` seconds;
+        returns once no process of the group runs (the engine's workers outlive the API
+        process by a moment: waiting for the leader alone left them running)."""
+        if self.process is None:
             return
+        pgid = self.process.pid
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            if self._stopped(pgid):
+                return
             try:
-                os.killpg(self.process.pid, sig)
+                os.killpg(pgid, sig)
             except ProcessLookupError:
                 return
-            try:
-                self.process.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
-                continue
-            if not group_alive(self.process.pid):
-                return
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if self._stopped(pgid):
+                    return
+                time.sleep(0.05)
+
+    def _stopped(self, pgid: int) -> bool:
+        assert self.process is not None
+        return self.process.poll() is not None and not group_alive(pgid)
 
     def __enter__(self) -> RunningServer:
         return self.start()

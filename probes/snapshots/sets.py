@@ -28,6 +28,9 @@ from probes.snapshots import record as recording
 from probes.snapshots import sections, token_rules
 from probes.snapshots.differences import Difference
 
+# the machine class of observations taken from a server (probes/served/parity.py writes them)
+SERVED_CLASS = "served"
+
 
 class DiffInputError(ValueError):
     """An observation set is missing or unreadable; the message says which and why."""
@@ -108,11 +111,17 @@ def _read(path: Path) -> dict[str, Any]:
         raise DiffInputError(str(exc)) from None
 
 
-def _tolerances(card: str) -> dict[str, float]:
+def _tolerances(card: str, served: bool = False) -> dict[str, Any]:
+    """The card's tolerances; where one side was recorded from a server (class "served"),
+    its measured ``served.parity`` bounds are the cross-class ones."""
     try:
-        return find_card(card).tolerances
+        found = find_card(card)
     except CardError:
         return {}  # a card this installation does not know: the default tolerances
+    tolerances = dict(found.tolerances)
+    if served and found.served is not None:
+        tolerances["cross_class"] = found.served.parity.model_dump()
+    return tolerances
 
 
 def compare_sets(a: Path, b: Path, cards: list[str] | None = None) -> list[CardComparison]:
@@ -135,7 +144,7 @@ def compare_sets(a: Path, b: Path, cards: list[str] | None = None) -> list[CardC
         differences = comparing.compare(
             recorded["observed"],
             current["observed"],
-            tolerances=_tolerances(card),
+            tolerances=_tolerances(card, served=SERVED_CLASS in (device_a, device_b)),
             recorded_provenance=recorded["provenance"],
             current_provenance=current["provenance"],
             classes=(device_a, device_b),

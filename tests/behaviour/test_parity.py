@@ -13,14 +13,18 @@ import torch
 
 from probes import engine
 from probes.expect import check_that
+from probes.paths import REPO_ROOT
 from probes.report import plots
 from probes.report.html import Cell
 from probes.served import checks
 from probes.served.parity import (
     greedy_alignment,
     parity_differences,
+    parity_view,
     repeat_differences,
     served_observations,
+    served_provenance,
+    write_parity_snapshots,
 )
 from probes.snapshots import sections
 from probes.snapshots.observe import GREEDY_TOP_K
@@ -31,6 +35,8 @@ from probes.subjects.inputs import article_inputs
 PARITY_SECTIONS = ("tokenizer", "next_token", "greedy")
 REPEATS, CONCURRENT = 3, 4  # greedy asked again one after another, then this many at once
 SUMMARY = "Served parity"
+# both sides of S1 as snapshot files, for `lm-probes diff <root>/<card>/cpu.json <root>/<card>/served.json`
+PARITY_SNAPSHOTS = REPO_ROOT / "reports" / "served"
 
 
 def _in_process(subject) -> dict:
@@ -54,6 +60,13 @@ def test_served_model_matches_transformers(model_subject, served_endpoint, attac
     served = served_observations(served_endpoint, in_process)
     bounds = card.served.parity.model_dump()
     decode = model_subject.tokenizer.decode
+    here = provenance(model_subject)
+    write_parity_snapshots(
+        PARITY_SNAPSHOTS,
+        card.name,
+        (here, parity_view(in_process, served)),
+        (served_provenance(served_endpoint, card), served),
+    )
 
     def top10(side: dict) -> list:
         return [(i, decode([i]), p) for i, p in zip(side["top_ids"][:10], side["top_probs"][:10])]
@@ -81,7 +94,7 @@ def test_served_model_matches_transformers(model_subject, served_endpoint, attac
     _check(
         card,
         attach,
-        parity_differences(in_process, served, bounds, provenance(model_subject)),
+        parity_differences(in_process, served, bounds, here),
         f"the served model as transformers' (bounds {bounds})",
         f"{card.name} at {served_endpoint.url}: tokenizer, next token, greedy; cross-class rules, bounds {bounds}",
     )

@@ -18,7 +18,14 @@ import pytest
 
 from probes.paths import CARDS_DIR, SNAPSHOT_DIR
 from probes.served.client import Endpoint, ServedError
-from probes.served.parity import parity_differences, repeat_differences, served_observations
+from probes.served.parity import (
+    parity_differences,
+    parity_view,
+    repeat_differences,
+    served_observations,
+    served_provenance,
+    write_parity_snapshots,
+)
 from probes.served.server import RunningServer, ServerFailed, group_alive
 
 RECORDED = json.loads((SNAPSHOT_DIR / "tiny-mistral" / "cpu.json").read_text(encoding="utf-8"))
@@ -142,6 +149,33 @@ def test_each_served_difference_is_caught_naming_its_section(replay, mode, where
 def test_greedy_asked_again_and_at_once_must_not_change(replay, mode, where):
     found = repeat_differences(Endpoint(replay(mode)), OBSERVED["greedy"], repeats=3, concurrent=4)
     assert [d.where.rsplit(".", 1)[0] for d in found][:1] == ([where] if where else []), found
+
+
+def test_lm_probes_diff_compares_the_transformers_side_with_the_served_one(replay, tmp_path):
+    """The two files the parity test writes (reports/served/<card>/), compared by
+    ``lm-probes diff`` under the cross-class rules: a faithful server gives exit 0, one whose
+    tokenizer adds a BOS exit 1, naming tokenizer.ids in the JSON."""
+    from types import SimpleNamespace
+
+    from probes.cli import main as cli
+
+    card = SimpleNamespace(served=SimpleNamespace(engine="vllm", args=["--dtype", "float32"]))
+    for mode, code in (("faithful", 0), ("adds-bos", 1)):
+        endpoint = Endpoint(replay(mode))
+        served = served_observations(endpoint, OBSERVED)
+        a, b = write_parity_snapshots(
+            tmp_path / mode,
+            "tiny-mistral",
+            (RECORDED["provenance"], parity_view(OBSERVED, served)),
+            (served_provenance(endpoint, card), served),
+        )
+        assert (a.name, b.name) == ("cpu.json", "served.json")
+        found = tmp_path / f"{mode}.json"
+        assert (
+            cli.main(["diff", str(a), str(b), "--html", str(tmp_path / f"{mode}.html"), "--json", str(found)]) == code
+        )
+        if code:
+            assert "tokenizer.ids" in found.read_text(encoding="utf-8")
 
 
 def test_an_unreachable_or_garbled_server_says_so(replay, tmp_path):
