@@ -29,7 +29,8 @@ benchmark: setup
 # engine's environment is built once (~100 s, 3.4 GB), the server started and stopped here.
 parity: setup
 	$(PYTEST) -m served --serve --card smollm2-135m-instruct tests/behaviour/test_parity.py tests/served \
-		tests/benchmarks/test_served_benchmarks.py --benchmark-json=reports/parity-benchmarks.json --html=reports/parity.html
+		tests/benchmarks/test_served_benchmarks.py --benchmark-json=reports/parity-benchmarks.json --html=reports/parity.html \
+		--durations=10
 
 clean:
 	rm -rf reports/*.html .pytest_cache

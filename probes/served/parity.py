@@ -79,9 +79,13 @@ def parity_view(in_process: dict[str, Any], served: dict[str, Any]) -> dict[str,
 def served_provenance(endpoint: Endpoint, card: Any) -> dict[str, Any]:
     """What recorded the served side: the server (its /version where it has one), the
     model it serves and the card's engine arguments."""
+    args = list(card.served.args)
+    dtype = args[args.index("--dtype") + 1] if "--dtype" in args[:-1] else None
     return {
         "class": SERVED_CLASS,
         "device": SERVED_CLASS,
+        # the dtype the card asks the engine for (the compute dtype of the cross-class rules)
+        **({"dtype": dtype} if dtype else {}),
         "engine": f"{card.served.engine} {endpoint.version() or '(no /version)'}",
         "url": endpoint.url,
         "model": endpoint.model,

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from probes.snapshots import sections
 from probes.subjects import results
 from probes.timing import resource_info
 
@@ -21,7 +22,8 @@ ROUNDS = 3
 
 
 def _prompt_ids(subject) -> list[int]:
-    return list(results.next_token(subject).prompt_ids)
+    """The D1 prompt's ids, as the parity tests send them."""
+    return list(sections.find("next_token").observe(subject, results)["prompt_ids"])
 
 
 @pytest.mark.parametrize("concurrent", [1, 4])
