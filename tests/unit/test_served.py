@@ -36,7 +36,8 @@ BOUNDS = {"prob_atol": 1e-4, "kl_max": 1e-6}
 def _replay(observed: dict, mode: str):
     """A handler answering /health, /v1/models, /tokenize and /v1/completions from ``observed``;
     ``mode`` breaks it the way a server can differ: adds-bos (its tokenizer adds BOS where the
-    in-process one does not), shifted (the top next token 0.01 more likely), diverges (greedy
+    in-process one does not, or a second one), drops-bos (it adds none where the in-process
+    one does: lm-evaluation-harness #1854), shifted (the top next token 0.01 more likely), diverges (greedy
     picks a token outside its own top-k), batch-variant (another greedy token when a request
     shares the server with another), flaky (every second greedy answer differs), noise
     (logprobs moved by 1e-9: harmless)."""
@@ -67,7 +68,9 @@ def _replay(observed: dict, mode: str):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             if self.path == "/tokenize":
                 found = texts[body["prompt"]]["special" if body["add_special_tokens"] else "plain"]
-                if mode == "adds-bos" and body["add_special_tokens"] and found[:1] != [1]:
+                if mode == "drops-bos" and found[:1] == [1]:
+                    found = found[1:]  # the reverse: transformers' tokenizer adds one, the server's none
+                elif mode == "adds-bos" and body["add_special_tokens"] and found[:1] != [1]:
                     found = [1, *found]
                 elif mode == "adds-bos" and body["add_special_tokens"]:
                     found = [1, *found]  # a second BOS
@@ -134,7 +137,12 @@ def test_a_faithful_server_and_a_harmless_difference_pass(replay):
 
 @pytest.mark.parametrize(
     "mode, where",
-    [("adds-bos", "tokenizer.ids"), ("shifted", "next_token.probs"), ("diverges", "greedy.bos")],
+    [
+        ("adds-bos", "tokenizer.ids"),
+        ("drops-bos", "tokenizer.ids"),
+        ("shifted", "next_token.probs"),
+        ("diverges", "greedy.bos"),
+    ],
 )
 def test_each_served_difference_is_caught_naming_its_section(replay, mode, where):
     found = [d for d in _differences(replay(mode)) if d.severity == "error"]
@@ -306,3 +314,51 @@ def test_serve_ends_the_session_with_the_servers_message_when_it_cannot_start(ru
     said = run.stdout + run.stderr
     assert run.returncode == 4, said[-2000:]
     assert "lm-probes --serve (tiny-served): the server exited with code 1" in said and "no AVX2 on this CPU" in said
+
+
+# an engine that is healthy, then dies at its first real request, saying why in its log
+DIES_AT_FIRST_REQUEST = (
+    "import http.server, os, sys\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        body = b'{\"data\": [{\"id\": \"m\"}]}'\n"
+    "        self.send_response(200); self.send_header('Content-Length', str(len(body))); self.end_headers()\n"
+    "        self.wfile.write(body)\n"
+    "    def do_POST(self):\n"
+    "        print('EngineCore died: worker 0 segfaulted', flush=True); os._exit(1)\n"
+    "    def log_message(self, *a): pass\n"
+    "http.server.HTTPServer(('127.0.0.1', int(sys.argv[-1])), H).serve_forever()\n"
+)
+
+
+def test_serve_ends_the_session_when_the_server_dies_mid_run_and_leaves_no_process(run_suite, tmp_path, monkeypatch):
+    """--serve, an engine that answers /health and dies at the first request: the test that
+    asked fails saying the server cannot be reached, the next one ends the session (exit 4)
+    with the log's last lines, and no process of the server's group is left."""
+    from probes.served import server as served
+    from probes.subjects.subject import Subject
+
+    folder = _served_card(tmp_path)
+    monkeypatch.setattr(Subject, "model_folder", lambda self: str(tmp_path))
+    monkeypatch.setattr(served, "build_vllm_environment", lambda rebuild=False: tmp_path)
+    script = tmp_path / "dies.py"
+    script.write_text(DIES_AT_FIRST_REQUEST, encoding="utf-8")
+    monkeypatch.setattr(
+        served, "vllm_command", lambda env, model, port, name, arguments=(): [sys.executable, str(script), str(port)]
+    )
+    started: list[served.RunningServer] = []
+    start = served.RunningServer.start
+
+    def recorded_start(self):
+        started.append(self)
+        return start(self)
+
+    monkeypatch.setattr(served.RunningServer, "start", recorded_start)
+    run = run_suite(
+        "tests/behaviour/test_parity.py", "-m", "served", "--cards-dir", str(folder), "--card", "tiny-served", "--serve"
+    )
+    said = run.stdout + run.stderr
+    assert run.returncode == 4, said[-3000:]
+    assert "died during the session" in said and "EngineCore died: worker 0 segfaulted" in said, said[-3000:]
+    assert "cannot reach the server" in said, said[-3000:]
+    assert len(started) == 1 and _gone(started[0].process.pid)
