@@ -321,7 +321,7 @@ DIES_AT_FIRST_REQUEST = (
     "import http.server, os, sys\n"
     "class H(http.server.BaseHTTPRequestHandler):\n"
     "    def do_GET(self):\n"
-    "        body = b'{\"data\": [{\"id\": \"m\"}]}'\n"
+    '        body = b\'{"data": [{"id": "m"}]}\'\n'
     "        self.send_response(200); self.send_header('Content-Length', str(len(body))); self.end_headers()\n"
     "        self.wfile.write(body)\n"
     "    def do_POST(self):\n"
