@@ -22,7 +22,7 @@ test: setup
 
 # Timing benchmarks (not part of report/test): JSON for --benchmark-compare, and a report.
 benchmark: setup
-	$(PYTEST) -m benchmark tests/benchmarks --benchmark-autosave \
+	$(PYTEST) -m "benchmark and not served" tests/benchmarks --benchmark-autosave \
 		--benchmark-json=reports/benchmarks.json --html=reports/benchmarks.html
 
 # The same card served by vLLM's CPU build against transformers (docs/served.md): the
