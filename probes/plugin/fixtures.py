@@ -141,8 +141,6 @@ def served_endpoint(request: pytest.FixtureRequest, model_subject: Subject):
         )
     record = record_of(config)
     if card.name not in record.servers:
-        import atexit
-
         from probes.cards.files import SubjectLoadError
         from probes.paths import REPO_ROOT
         from probes.served import server as served
@@ -163,7 +161,7 @@ def served_endpoint(request: pytest.FixtureRequest, model_subject: Subject):
                 port=port,
                 log=REPO_ROOT / "reports" / f"served-{card.name}.log",
             )
-            atexit.register(running.stop)  # also when the session is interrupted
+            served.stop_at_exit(running)  # also when the session is interrupted or terminated
             running.start()  # a server that fails is stopped by start() itself
         except served.ServerFailed as exc:
             end_session(request, f"lm-probes --serve ({card.name}): {exc}")

@@ -46,7 +46,8 @@ class SampledFit:
 
 def sampled_fits(endpoint: Endpoint, logits: Any, prompt_ids: list[int], seed: int) -> list[SampledFit]:
     """Per setting, SAMPLED_DRAWS first tokens from the server (one request, seeded) fitted
-    by chi-square to the distribution transformers' warpers give the in-process logits."""
+    by chi-square to the distribution transformers' warpers give the in-process logits.
+    ``seed`` is the session's (--seed); the request's is ``seed * SAMPLED_DRAWS``."""
     fits = []
     for name, settings in SAMPLING_SETTINGS.items():
         expected = sp.transformers_warped(
@@ -59,7 +60,10 @@ def sampled_fits(endpoint: Endpoint, logits: Any, prompt_ids: list[int], seed: i
             top_k=int(settings["top_k"]),
             top_p=float(settings["top_p"]),
             n=SAMPLED_DRAWS,
-            seed=seed,
+            # vLLM seeds a request's n draws seed, seed + 1, ..., seed + n - 1 (its parallel
+            # sampling): session seeds 0 and 1 would share 999 of 1000 draws, so each session
+            # seed gets a block of its own
+            seed=seed * SAMPLED_DRAWS,
             logprobs=0,
         )
         ids = [c.ids[0] for c in drawn]

@@ -174,6 +174,29 @@ class RunningServer:
         self.stop()
 
 
+def stop_at_exit(running: RunningServer) -> None:
+    """Stop ``running`` however this process ends: normally or on Ctrl-C (atexit), and on
+    SIGTERM (a CI timeout, ``kill``), whose default ends the process at once and would leave
+    the server running. Handlers chain, so every server started is stopped."""
+    import atexit
+    import threading
+
+    atexit.register(running.stop)
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        running.stop(grace=5.0)
+        if callable(previous):
+            previous(signum, frame)
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # then end as SIGTERM would have
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 def group_alive(pgid: int) -> bool:
     """Whether a process of the group ``pgid`` still runs. On Linux from /proc, where an
     exited process not yet reaped by its parent (a zombie) does not count: it runs nothing."""

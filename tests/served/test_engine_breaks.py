@@ -74,6 +74,7 @@ def start_server(request, model_subject, tmp_path):
             log=REPO_ROOT / "reports" / f"served-break-{port}.log",
         )
         started.append(running)
+        served.stop_at_exit(running)
         running.start()
         return running.endpoint
 

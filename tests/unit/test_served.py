@@ -362,3 +362,47 @@ def test_serve_ends_the_session_when_the_server_dies_mid_run_and_leaves_no_proce
     assert "died during the session" in said and "EngineCore died: worker 0 segfaulted" in said, said[-3000:]
     assert "cannot reach the server" in said, said[-3000:]
     assert len(started) == 1 and _gone(started[0].process.pid)
+
+
+def test_a_session_ended_by_sigterm_stops_its_server(tmp_path):
+    """A process that started a server (as --serve does) and is then sent SIGTERM (a CI
+    timeout): the server and the worker it forked are stopped before the process ends."""
+    import signal
+    import subprocess
+
+    from probes.paths import REPO_ROOT
+
+    script = tmp_path / "session.py"
+    script.write_text(
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from probes.served.server import RunningServer, free_port, stop_at_exit\n"
+        "port = free_port()\n"
+        f"health = {str(tmp_path / 'health.py')!r}\n"
+        "running = RunningServer([sys.executable, health, str(port)], port, Path(health + '.log'))\n"
+        "stop_at_exit(running)\n"
+        "running.start()\n"
+        "print(running.process.pid, flush=True)\n"
+        "time.sleep(60)\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "health.py").write_text(
+        "import http.server, subprocess, sys\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])  # a worker, as vLLM forks\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        self.send_response(200); self.end_headers()\n"
+        "    def log_message(self, *a): pass\n"
+        "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n",
+        encoding="utf-8",
+    )
+    session = subprocess.Popen([sys.executable, str(script)], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        pgid = int(session.stdout.readline())
+        assert group_alive(pgid)
+        session.send_signal(signal.SIGTERM)
+        assert session.wait(timeout=30) == -signal.SIGTERM  # it still ends as SIGTERM ends it
+        assert _gone(pgid), "the server's group outlived the session"
+    finally:
+        session.kill()
+        session.wait()
