@@ -157,7 +157,7 @@ class DuplicateBos:
         )
 
 
-def _leading(ids: tuple[int, ...], token_id: int | None) -> int:
+def leading(ids: tuple[int, ...] | list[int], token_id: int | None) -> int:
     """How many times ``token_id`` opens ``ids``."""
     leading = 0
     while token_id is not None and leading < len(ids) and ids[leading] == token_id:
@@ -171,7 +171,7 @@ def duplicate_bos(tokenizer: PreTrainedTokenizerBase, prompt: str) -> DuplicateB
     return DuplicateBos(
         prompt=prompt,
         ids=ids,
-        leading_bos=_leading(ids, bos),
+        leading_bos=leading(ids, bos),
         trailing_space_token=bool(ids) and ids[-1] != bos and tokenizer.decode([ids[-1]]).strip() == "",
     )
 
@@ -193,7 +193,7 @@ class ChatRendering:
     @property
     def leading_bos(self) -> int:
         """BOS ids opening the tokenized conversation: 1 for a tokenizer with BOS, 0 without."""
-        return _leading(self.ids, self.bos_id)
+        return leading(self.ids, self.bos_id)
 
     @property
     def consistent(self) -> bool:

@@ -12,8 +12,9 @@ from typing import Any
 from probes import sampling as sp
 from probes.served.client import Completion, Endpoint
 from probes.snapshots import cross_class
-from probes.snapshots.differences import Difference
+from probes.snapshots.differences import Difference, first_diff
 from probes.snapshots.observe import GREEDY_TOP_K
+from probes.tokenizer import leading
 
 # The first-token draws the server makes, per setting, in one seeded request (n draws).
 # top-p 0.8: on SmolLM2's D1 prompt a nucleus of 4 tokens whose last holds 2.6%, so a
@@ -109,16 +110,15 @@ def chat_differences(
     served_ids = endpoint.tokenize_chat(messages)
     out = []
     if served_ids != list(template_ids):
-        at = next((i for i, (a, b) in enumerate(zip(served_ids, template_ids)) if a != b), None)
-        at = min(len(served_ids), len(template_ids)) if at is None else at
-        leading = [_leading(ids, bos_id) for ids in (template_ids, served_ids)]
+        at = first_diff(served_ids, list(template_ids))
+        bos = [leading(ids, bos_id) for ids in (template_ids, served_ids)]
         out.append(
             Difference(
                 "error",
                 "served.chat.ids",
                 f"the server's chat prompt differs from apply_chat_template's from id {at}: "
                 f"{list(template_ids[at : at + 4])} -> {served_ids[at : at + 4]} ({len(template_ids)} -> "
-                f"{len(served_ids)} ids; leading BOS {leading[0]} -> {leading[1]})",
+                f"{len(served_ids)} ids; leading BOS {bos[0]} -> {bos[1]})",
             )
         )
         return out, {"ids": served_ids}
@@ -128,19 +128,12 @@ def chat_differences(
     return out, {"ids": served_ids, "reply": served_reply}
 
 
-def _leading(ids: list[int], bos_id: int | None) -> int:
-    n = 0
-    while bos_id is not None and n < len(ids) and ids[n] == bos_id:
-        n += 1
-    return n
-
-
 def greedy_divergence(where: str, in_process: dict, served: dict, completion: Completion | None) -> list[Difference]:
     """Greedy ids equal, or diverging where each side's token is in the other's top-k."""
     if in_process["ids"] == served["ids"]:
         return []
-    step = next((i for i, (a, b) in enumerate(zip(in_process["ids"], served["ids"])) if a != b), None)
-    if step is None:
+    step = first_diff(in_process["ids"], served["ids"])
+    if step >= min(len(in_process["ids"]), len(served["ids"])):
         return [Difference("error", where, f"length {len(in_process['ids'])} -> {len(served['ids'])} new tokens")]
     served_top = completion.top_ids(GREEDY_TOP_K) if completion and completion.top else None
     if served_top is None:
@@ -170,7 +163,7 @@ def defaults_differences(
     out = []
     short = endpoint.complete_with(greedy["prompt_ids"], {"max_tokens": len(greedy["ids"]), "temperature": 0.0})[0]
     if list(short.ids) != list(greedy["ids"]):
-        step = next((i for i, (a, b) in enumerate(zip(greedy["ids"], short.ids)) if a != b), len(short.ids))
+        step = first_diff(list(greedy["ids"]), list(short.ids))
         out.append(
             Difference(
                 "error",

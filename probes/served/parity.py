@@ -17,7 +17,7 @@ from typing import Any
 from probes.served.client import Endpoint
 from probes.snapshots import record as recording
 from probes.snapshots.compare import compare
-from probes.snapshots.differences import Difference
+from probes.snapshots.differences import Difference, first_diff
 from probes.snapshots.observe import GREEDY_TOP_K, TOP_N
 from probes.snapshots.sets import SERVED_CLASS  # the class the served side is compared as: always another one
 
@@ -150,7 +150,7 @@ def repeat_differences(endpoint: Endpoint, recorded: dict[str, Any], repeats: in
             differing = [i for i, ids in enumerate(answers) if ids != first]
             if differing:
                 ids = answers[differing[0]]
-                step = next((k for k, (a, b) in enumerate(zip(first, ids)) if a != b), min(len(first), len(ids)))
+                step = first_diff(list(first), list(ids))
                 out.append(
                     Difference(
                         "error",
@@ -168,7 +168,7 @@ def greedy_alignment(in_process: dict[str, Any], served: dict[str, Any], decode:
     rows = []
     for label, run in in_process.items():
         ours, theirs = list(run["ids"]), list(served[label]["ids"])
-        step = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+        step = first_diff(ours, theirs)
         rest = (decode(ours[step:]), decode(theirs[step:])) if ours != theirs else ("(the same)", "(the same)")
         rows.append(
             [f"{label}: {'parts at new token ' + str(step) if ours != theirs else 'equal'}", decode(ours[:step]), *rest]

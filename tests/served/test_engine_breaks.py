@@ -41,18 +41,12 @@ from probes.served import server as served
 from probes.served.client import Endpoint
 from probes.subjects import results
 from tests.behaviour import test_parity as parity
+from tests.unit.test_break_table import _NoAttachments
 
 pytestmark = pytest.mark.served
 
 
-class _NoAttachments:
-    def html(self, *args, **kwargs) -> None: ...
-    def table(self, *args, **kwargs) -> None: ...
-    def texts(self, *args, **kwargs) -> None: ...
-    def png(self, *args, **kwargs) -> None: ...
-
-
-NO_ATTACH = _NoAttachments()
+NO_ATTACH = _NoAttachments()  # the behavioural tests are called directly, as the break table calls them
 
 
 @pytest.fixture

@@ -243,10 +243,13 @@ def test_a_server_that_exits_or_never_gets_healthy_fails_with_its_log_and_leaves
     assert _gone(hangs.process.pid), "a process of the server's group is still running"
 
 
-def test_a_server_that_dies_mid_run_is_reported(tmp_path):
-    script = tmp_path / "health.py"
-    script.write_text(
-        "import http.server, sys\n"
+def _health_only(path: Path, forks_worker: bool = False) -> Path:
+    """A stand-in engine at ``path``: answers GET /health on the port it is given (and, with
+    ``forks_worker``, first forks a worker that sleeps, as vLLM forks its engine)."""
+    worker = "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n" if forks_worker else ""
+    path.write_text(
+        "import http.server, subprocess, sys\n"
+        f"{worker}"
         "class H(http.server.BaseHTTPRequestHandler):\n"
         "    def do_GET(self):\n"
         "        self.send_response(200); self.end_headers()\n"
@@ -254,6 +257,11 @@ def test_a_server_that_dies_mid_run_is_reported(tmp_path):
         "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n",
         encoding="utf-8",
     )
+    return path
+
+
+def test_a_server_that_dies_mid_run_is_reported(tmp_path):
+    script = _health_only(tmp_path / "health.py")
     from probes.served.server import free_port
 
     port = free_port()
@@ -386,16 +394,7 @@ def test_a_session_ended_by_sigterm_stops_its_server(tmp_path):
         "time.sleep(60)\n",
         encoding="utf-8",
     )
-    (tmp_path / "health.py").write_text(
-        "import http.server, subprocess, sys\n"
-        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])  # a worker, as vLLM forks\n"
-        "class H(http.server.BaseHTTPRequestHandler):\n"
-        "    def do_GET(self):\n"
-        "        self.send_response(200); self.end_headers()\n"
-        "    def log_message(self, *a): pass\n"
-        "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n",
-        encoding="utf-8",
-    )
+    _health_only(tmp_path / "health.py", forks_worker=True)
     session = subprocess.Popen([sys.executable, str(script)], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
     try:
         pgid = int(session.stdout.readline())
