@@ -114,7 +114,7 @@ class SnapshotCheck:
                 summary=unrecorded,
             )
         try:
-            recorded = load(path, hint)
+            recorded = load(path, hint, card=subject.name)
         except SnapshotError as exc:
             return SnapshotOutcome(subject.name, "failed", "no usable snapshot", message=str(exc), summary=str(exc))
         current_prov = provenance(subject)

@@ -3,8 +3,11 @@ as readable JSON (``fixtures/snapshots/<card>/<machine class>.json``), and read 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +20,12 @@ if TYPE_CHECKING:
     from probes.subjects.subject import Subject
 
 FORMAT = 1
+
+# what a plain open() would give a new file (0o666 less the umask), read once at import: a
+# temporary file from mkstemp is 0o600, and the snapshot must stay readable as before
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
 
 
 class SnapshotError(ValueError):
@@ -102,10 +111,26 @@ def record(subject: Subject, root: Path = SNAPSHOT_DIR) -> Path:
         "provenance": provenance(subject),
         "observed": observe(subject),
     }
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(dumps(snapshot), encoding="utf-8")
-    tmp.replace(path)  # atomic: an interrupted write never leaves half a snapshot
+    write_atomically(path, dumps(snapshot))
     return path
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """``text`` into ``path`` by renaming a finished temporary file over it (atomic: an
+    interrupted write never leaves half a snapshot). The temporary file is this call's own
+    (mkstemp in the same folder), so two processes recording the same card at once each
+    rename their own file and the last one wins; a shared ``<class>.json.tmp`` was renamed
+    away by the first, and the second found it gone. Removed again if the write fails."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:  # KeyboardInterrupt too: no temporary file is left behind
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def recorded_classes(card_dir: Path) -> list[str]:
@@ -123,7 +148,11 @@ def unrecorded_device_class(path: Path) -> str | None:
     return f"no snapshot for device class {path.stem} yet (recorded: none)"
 
 
-def load(path: Path, update_hint: str) -> dict[str, Any]:
+def load(path: Path, update_hint: str, card: str | None = None) -> dict[str, Any]:
+    """A snapshot file, read and checked; ``update_hint`` is the command that (re-)records it.
+    With ``card``, a file whose ``card`` field names another card is refused: of the same
+    shape, it would be compared as if it were this card's (a file without the field, as
+    written by hand, is taken at its folder's word)."""
     if not path.is_file():
         raise SnapshotError(f"no snapshot at {path}. Record one with: {update_hint}")
     try:
@@ -135,5 +164,10 @@ def load(path: Path, update_hint: str) -> dict[str, Any]:
     if not isinstance(snapshot, dict) or snapshot.get("format") != FORMAT or "observed" not in snapshot:
         raise SnapshotError(
             f"snapshot {path} is not a format-{FORMAT} lm-probes snapshot. Re-record it with: {update_hint}"
+        )
+    if card is not None and "card" in snapshot and snapshot["card"] != card:
+        raise SnapshotError(
+            f"snapshot {path} is of card {snapshot['card']!r}, not of {card!r}, whose snapshot it stands for. "
+            f"Re-record it with: {update_hint}"
         )
     return snapshot
