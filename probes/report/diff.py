@@ -1,9 +1,11 @@
 """The page of ``lm-probes diff`` and ``lm-probes upgrade-check``: two observation sets
 side by side (snapshots/sets.py compares them), each changed section shown the way its
-entry in snapshots/sections.py says."""
+entry in snapshots/sections.py says, and what only one side holds named."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,48 @@ from markupsafe import Markup
 
 from probes.report.html import provenance_table, templates
 from probes.snapshots import sections
-from probes.snapshots.sets import DIFFERENT, CardComparison, as_json, exit_code, fingerprint_line, summary_lines
+from probes.snapshots.sets import (
+    BAD_INPUT,
+    DIFFERENT,
+    CardComparison,
+    SetComparison,
+    as_json,
+    exit_code,
+    fingerprint_line,
+    summary_lines,
+)
+
+VERDICTS = {0: "no difference beyond tolerance", 1: "differences"}
+
+
+def output_path_problem(path: Path | str, option: str) -> str | None:
+    """Why ``path`` (an ``--html`` or ``--json`` file) could not be written, in one sentence,
+    or None. Checked before anything is compared, and without writing: the folders it
+    needs are made only when the report is written."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{option} {path} is a folder; give a file path, e.g. {option} {path / ('diff.' + option.lstrip('-'))}"
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # the nearest folder that exists: where the report's folders would be made
+    if not folder.is_dir():
+        return f"{option} {path} cannot be written: {folder} is a file, not a folder; give a path in a folder"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"{option} {path} cannot be written: the file is read-only; give another path or make it writable"
+    if not path.exists() and not os.access(folder, os.W_OK | os.X_OK):
+        return f"{option} {path} cannot be written: the folder {folder} is read-only; give a path in a writable folder"
+    return None
+
+
+def output_paths_problem(html: Path | str | None, json_path: Path | str | None) -> str | None:
+    """The first problem with the report's paths (``output_path_problem``), or None."""
+    if html and json_path and Path(html).resolve() == Path(json_path).resolve():
+        return f"--html and --json both name {html}; give each its own file"
+    for path, option in ((html, "--html"), (json_path, "--json")):
+        problem = output_path_problem(path, option) if path else None
+        if problem:
+            return problem
+    return None
 
 
 def section_details(c: CardComparison, labels: tuple[str, str]) -> list[dict[str, Any]]:
@@ -26,9 +69,10 @@ def section_details(c: CardComparison, labels: tuple[str, str]) -> list[dict[str
     return details
 
 
-def render(comparisons: list[CardComparison], label_a: str, label_b: str) -> str:
+def render(comparisons: SetComparison | Sequence[CardComparison], label_a: str, label_b: str) -> str:
+    found = SetComparison.of(comparisons)
     cards = []
-    for c in comparisons:
+    for c in found:
         by_section = c.by_section()
         cards.append(
             {
@@ -36,25 +80,34 @@ def render(comparisons: list[CardComparison], label_a: str, label_b: str) -> str
                 "rows": [
                     {
                         "section": section,
-                        "count": len(found),
-                        "worst": "error" if any(d.severity == "error" for d in found) else "warning",
+                        "count": len(differences),
+                        "worst": "error" if any(d.severity == "error" for d in differences) else "warning",
                     }
-                    for section, found in by_section.items()
+                    for section, differences in by_section.items()
                 ],
                 "provenance": Markup(provenance_table(c.provenance_a, c.provenance_b, labels=(label_a, label_b))),
                 "details": section_details(c, (label_a, label_b)),
                 "fingerprints": (fingerprint_line(c.provenance_a), fingerprint_line(c.provenance_b)),
             }
         )
-    verdict = exit_code(comparisons)
+    labels = {"A": label_a, "B": label_b}
+    one_sided = [{"item": o, "label": labels[o.side]} for o in found.one_sided]
     return (
         templates()
         .get_template("diff.html.j2")
-        .render(cards=cards, label_a=label_a, label_b=label_b, verdict=verdict, DIFFERENT=DIFFERENT)
+        .render(
+            cards=cards,
+            one_sided=one_sided,
+            label_a=label_a,
+            label_b=label_b,
+            verdict=exit_code(found),
+            DIFFERENT=DIFFERENT,
+            BAD_INPUT=BAD_INPUT,
+        )
     )
 
 
-def write_report(comparisons: list[CardComparison], label_a: str, label_b: str, path: Path) -> Path:
+def write_report(comparisons: SetComparison | Sequence[CardComparison], label_a: str, label_b: str, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render(comparisons, label_a, label_b), encoding="utf-8")
@@ -62,14 +115,32 @@ def write_report(comparisons: list[CardComparison], label_a: str, label_b: str, 
 
 
 def report_comparisons(
-    comparisons: list[CardComparison], label_a: str, label_b: str, html: Path, json_path: str | None
+    comparisons: SetComparison | Sequence[CardComparison],
+    label_a: str,
+    label_b: str,
+    html: Path,
+    json_path: str | None,
 ) -> int:
     """The terminal lines, the page (and JSON if asked) of a comparison; returns the exit code."""
-    for line in summary_lines(comparisons):
+    found = SetComparison.of(comparisons)
+    for line in summary_lines(found):
         print(line)
-    written = write_report(comparisons, label_a, label_b, html)
+    written = write_report(found, label_a, label_b, html)
     if json_path:
-        Path(json_path).write_text(as_json(comparisons), encoding="utf-8")
-    code = exit_code(comparisons)
-    print(f"report: {written}  (exit {code}: {'differences' if code else 'no difference beyond tolerance'})")
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(as_json(found), encoding="utf-8")
+    code = exit_code(found)
+    print(f"report: {written}  (exit {code}: {verdict_line(found)})")
     return code
+
+
+def verdict_line(found: SetComparison) -> str:
+    """What the exit code says, and for exit 4 which cards were not compared and what to do."""
+    if not found.missing_cards:
+        return VERDICTS[exit_code(found)]
+    cards = ", ".join(f"{o.card} (only in {o.side})" for o in found.missing_cards)
+    also = "; the cards compared differ too" if any(c.errors for c in found) else ""
+    return (
+        f"not every card was compared: {cards}{also}. Give both sides a snapshot of each, "
+        "or name the cards to compare with --card"
+    )

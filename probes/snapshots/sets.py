@@ -6,9 +6,12 @@ An observation set is a snapshot folder (``<card>/<device class>.json``, what
 compared with the same rules and tolerances as the snapshot test (``comparing.compare``),
 and the result is one self-contained HTML page and an exit code:
 
-- 0: no difference beyond tolerance (warnings, such as a near-tie greedy flip, allowed);
-- 1: at least one difference beyond tolerance;
-- 4: the inputs could not be compared (a missing or corrupt folder, no card in common).
+- 0: no difference beyond tolerance (warnings, such as a near-tie greedy flip, or a machine
+  class only one side recorded, allowed);
+- 1: at least one difference beyond tolerance (a section only one side holds is one);
+- 4: the inputs could not be compared (a missing or corrupt folder, no card in common, two
+  files of different cards), or a card is on one side only and ``--card`` did not leave it
+  out: the cards both hold are still compared and shown, and the missing ones named.
 
 ``upgrade-check`` adds 2: an environment could not be built or could not record.
 """
@@ -16,6 +19,7 @@ and the result is one self-contained HTML page and an exit code:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +52,14 @@ class CardComparison:
     observed_a: dict[str, Any] = field(repr=False, default_factory=dict)
     observed_b: dict[str, Any] = field(repr=False, default_factory=dict)
     device_note: str = ""  # set when the two sides were recorded on different device classes
+    several_classes: bool = False  # the card is compared in more than one class: its name says which
+    sections_only_a: tuple[str, ...] = ()  # named, and each an error: what one side only holds was not compared
+    sections_only_b: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """The card, and the class where the card is compared in several."""
+        return f"{self.card} [{self.device_a}]" if self.several_classes else self.card
 
     def section_of(self, difference: Difference) -> str:
         return difference.where.split(".", 1)[0].split("[", 1)[0]
@@ -75,10 +87,73 @@ class CardComparison:
         return token_rules.why_samples_not_comparable(self.provenance_a, self.provenance_b)
 
 
-def _snapshot_files(root: Path) -> dict[str, dict[str, Path]]:
-    """card -> device class -> file, for a folder of snapshots or a single snapshot file."""
+@dataclass(frozen=True)
+class OneSided:
+    """A card, or some machine classes of a card, that only one side holds: not compared,
+    and named in every output. A card missing from a side makes the verdict exit 4 (the
+    sets were not compared as asked); a class does not (a set recorded on one machine holds
+    that machine's class only), so it is a warning."""
+
+    card: str
+    side: str  # "A" or "B"
+    classes: tuple[str, ...]
+    whole_card: bool = True
+
+    @property
+    def severity(self) -> str:
+        return "error" if self.whole_card else "warning"
+
+    @property
+    def message(self) -> str:
+        what = "this card (class {})" if self.whole_card else "class {} of this card"
+        return f"only {self.side} holds {what.format(', '.join(self.classes))}: not compared"
+
+
+@dataclass(frozen=True)
+class SetComparison:
+    """Two sets compared: one ``CardComparison`` per card and machine class compared (iterate
+    it for them), and what only one side holds (``one_sided``)."""
+
+    comparisons: tuple[CardComparison, ...]
+    one_sided: tuple[OneSided, ...] = ()
+
+    @classmethod
+    def of(cls, found: SetComparison | Sequence[CardComparison]) -> SetComparison:
+        return found if isinstance(found, SetComparison) else cls(tuple(found))
+
+    def __iter__(self) -> Iterator[CardComparison]:
+        return iter(self.comparisons)
+
+    def __len__(self) -> int:
+        return len(self.comparisons)
+
+    @property
+    def missing_cards(self) -> list[OneSided]:
+        return [o for o in self.one_sided if o.whole_card]
+
+
+def _record_hint(card: str, snapshot_dir: Path) -> str:
+    """The command that (re-)records a card's snapshot into a set."""
+    return f"pytest tests/behaviour/test_snapshot.py --card {card} --snapshot-update --snapshot-dir {snapshot_dir}"
+
+
+@dataclass(frozen=True)
+class _Set:
+    """One side: card -> machine class -> file, and whether it was given as one file."""
+
+    root: Path
+    files: dict[str, dict[str, Path]]
+    one_file: bool
+
+
+def _snapshot_set(root: Path) -> _Set:
+    """A folder of snapshots, or a single snapshot file: the card of a file is its ``card``
+    field (its folder's name for a file without one), so two files are paired by what they
+    are, not by where they lie."""
     if root.is_file():
-        return {root.parent.name: {root.stem: root}}
+        recorded = _read(root, _record_hint(root.parent.name, root.parent.parent))
+        card = recorded["card"] if isinstance(recorded.get("card"), str) else root.parent.name
+        return _Set(root, {card: {root.stem: root}}, True)
     if not root.is_dir():
         raise DiffInputError(f"{root} is neither a snapshot folder nor a snapshot file")
     found: dict[str, dict[str, Path]] = {}
@@ -89,7 +164,7 @@ def _snapshot_files(root: Path) -> dict[str, dict[str, Path]]:
             f"{root} holds no snapshots (<card>/<device class>.json); record some with "
             "`pytest tests/behaviour/test_snapshot.py --snapshot-update --snapshot-dir " + str(root) + "`"
         )
-    return found
+    return _Set(root, found, False)
 
 
 def pick_device_classes(a: list[str], b: list[str]) -> tuple[str, str, str]:
@@ -104,9 +179,17 @@ def pick_device_classes(a: list[str], b: list[str]) -> tuple[str, str, str]:
     return x, y, f"no machine class on both sides: compared {x} with {y} (the nearest) under the cross-class rules"
 
 
-def _read(path: Path) -> dict[str, Any]:
+def class_pairs(a: list[str], b: list[str]) -> list[tuple[str, str, str]]:
+    """Every machine class both sides hold, each compared strictly (cpu first); where they
+    share none, the nearest pair (``pick_device_classes``). A class held by both and left
+    uncompared would be a green that covers nothing."""
+    common = sorted(set(a) & set(b), key=lambda d: (d != "cpu", d))
+    return [(c, c, "") for c in common] if common else [pick_device_classes(a, b)]
+
+
+def _read(path: Path, hint: str, card: str | None = None) -> dict[str, Any]:
     try:
-        return recording.load(path, "re-record it with --snapshot-update")
+        return recording.load(path, hint, card=card)
     except recording.SnapshotError as exc:
         raise DiffInputError(str(exc)) from None
 
@@ -124,58 +207,123 @@ def _tolerances(card: str, served: bool = False) -> dict[str, Any]:
     return tolerances
 
 
-def compare_sets(a: Path, b: Path, cards: list[str] | None = None) -> list[CardComparison]:
-    """Every card both sets hold (or the ``cards`` asked for), compared A -> B."""
-    files_a, files_b = _snapshot_files(Path(a)), _snapshot_files(Path(b))
-    if Path(a).is_file() and Path(b).is_file():
-        files_b = {next(iter(files_a)): next(iter(files_b.values()))}  # two files: compare them, whatever the card
-    common = [c for c in files_a if c in files_b]
-    if cards:
-        missing = [c for c in cards if c not in common]
-        if missing:
-            raise DiffInputError(f"card(s) {', '.join(missing)} not on both sides; both have: {', '.join(common)}")
-        common = [c for c in common if c in cards]
-    if not common:
-        raise DiffInputError(f"no card in common: {a} has {', '.join(files_a)}; {b} has {', '.join(files_b)}")
-    comparisons = []
-    for card in common:
-        device_a, device_b, note = pick_device_classes(list(files_a[card]), list(files_b[card]))
-        recorded, current = _read(files_a[card][device_a]), _read(files_b[card][device_b])
-        differences = comparing.compare(
-            recorded["observed"],
-            current["observed"],
-            tolerances=_tolerances(card, served=SERVED_CLASS in (device_a, device_b)),
-            recorded_provenance=recorded["provenance"],
-            current_provenance=current["provenance"],
-            classes=(device_a, device_b),
+def _cards_to_compare(set_a: _Set, set_b: _Set, cards: list[str] | None) -> tuple[list[str], list[str], list[str]]:
+    """The cards to compare, and those only A or only B holds (named, not compared). Cards
+    asked for with ``--card``, or named by a side given as one file, must be on both sides;
+    the others are then not asked for, so not reported as missing."""
+    names = lambda s: ", ".join(s.files) or "none"  # noqa: E731
+    if set_a.one_file and set_b.one_file and set(set_a.files) != set(set_b.files):
+        raise DiffInputError(
+            f"{set_a.root} is a snapshot of card {names(set_a)} and {set_b.root} of card {names(set_b)}: "
+            "a file is compared only with a file of the same card; give two files of one card"
         )
-        comparisons.append(
-            CardComparison(
-                card=card,
-                device_a=device_a,
-                device_b=device_b,
-                provenance_a=recorded["provenance"],
-                provenance_b=current["provenance"],
-                differences=tuple(differences),
-                sections=_common_sections(recorded["observed"], current["observed"]),
-                observed_a=recorded["observed"],
-                observed_b=current["observed"],
-                device_note=note,
+    asked = list(dict.fromkeys(cards or []))
+    for side in (set_a, set_b):
+        if side.one_file and asked and not set(asked) <= set(side.files):
+            raise DiffInputError(
+                f"{side.root} is a snapshot of card {names(side)}, not of {', '.join(asked)} (asked with --card)"
             )
-        )
-    return comparisons
+        if side.one_file:
+            asked = asked or list(side.files)
+    common = [c for c in set_a.files if c in set_b.files]
+    if asked:
+        missing = [c for c in asked if c not in common]
+        if missing:
+            raise DiffInputError(
+                f"card(s) {', '.join(missing)} not on both sides: {set_a.root} has {names(set_a)}; "
+                f"{set_b.root} has {names(set_b)}"
+            )
+        return [c for c in common if c in asked], [], []
+    if not common:
+        raise DiffInputError(f"no card in common: {set_a.root} has {names(set_a)}; {set_b.root} has {names(set_b)}")
+    return common, [c for c in set_a.files if c not in common], [c for c in set_b.files if c not in common]
 
 
-def _common_sections(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, ...]:
-    """The sections both sets hold, in the report's order; one this list does not know yet
-    (a newer snapshot's) is listed after them rather than left out of the count."""
-    common = [s for s in a if s in b]
+def compare_sets(a: Path, b: Path, cards: list[str] | None = None) -> SetComparison:
+    """Every card both sets hold (or the ``cards`` asked for), compared A -> B in every machine
+    class both hold; what one side only holds is named in the result, not compared."""
+    set_a, set_b = _snapshot_set(Path(a)), _snapshot_set(Path(b))
+    chosen, only_a, only_b = _cards_to_compare(set_a, set_b, cards)
+    one_sided = [OneSided(c, "A", tuple(set_a.files[c])) for c in only_a]
+    one_sided += [OneSided(c, "B", tuple(set_b.files[c])) for c in only_b]
+    comparisons = []
+    for card in chosen:
+        pairs = class_pairs(list(set_a.files[card]), list(set_b.files[card]))
+        for side, found, used in (("A", set_a, {x for x, _, _ in pairs}), ("B", set_b, {y for _, y, _ in pairs})):
+            unused = tuple(c for c in found.files[card] if c not in used)
+            if unused:
+                one_sided.append(OneSided(card, side, unused, whole_card=False))
+        for device_a, device_b, note in pairs:
+            comparisons.append(_compare_files(card, set_a, set_b, device_a, device_b, note, several=len(pairs) > 1))
+    return SetComparison(tuple(comparisons), tuple(one_sided))
+
+
+def _compare_files(
+    card: str, set_a: _Set, set_b: _Set, device_a: str, device_b: str, note: str, several: bool
+) -> CardComparison:
+    recorded, current = (
+        _read(side.files[card][device], _record_hint(card, _snapshot_dir(side)), card=card)
+        for side, device in ((set_a, device_a), (set_b, device_b))
+    )
+    differences = comparing.compare(
+        recorded["observed"],
+        current["observed"],
+        tolerances=_tolerances(card, served=SERVED_CLASS in (device_a, device_b)),
+        recorded_provenance=recorded["provenance"],
+        current_provenance=current["provenance"],
+        classes=(device_a, device_b),
+    )
+    only_a = _in_order(s for s in recorded["observed"] if s not in current["observed"])
+    only_b = _in_order(s for s in current["observed"] if s not in recorded["observed"])
+    reported = {d.where for d in differences}
+    for side, names in (("A", only_a), ("B", only_b)):
+        differences += [
+            Difference(
+                "error",
+                name,
+                f"only {side} holds this section, so it was not compared (the other side was recorded without it: "
+                "by another lm-probes version, or from a card whose sections changed; re-record that side)",
+            )
+            for name in names
+            if name not in reported
+        ]
+    return CardComparison(
+        card=card,
+        device_a=device_a,
+        device_b=device_b,
+        provenance_a=recorded["provenance"],
+        provenance_b=current["provenance"],
+        differences=tuple(differences),
+        sections=_in_order(s for s in recorded["observed"] if s in current["observed"]),
+        observed_a=recorded["observed"],
+        observed_b=current["observed"],
+        device_note=note,
+        several_classes=several,
+        sections_only_a=only_a,
+        sections_only_b=only_b,
+    )
+
+
+def _snapshot_dir(side: _Set) -> Path:
+    """The --snapshot-dir that records into a side (a file lies at DIR/<card>/<class>.json)."""
+    return side.root.parent.parent if side.one_file else side.root
+
+
+def _in_order(names: Any) -> tuple[str, ...]:
+    """Section names in the report's order; one this list does not know yet (a newer
+    snapshot's) is listed after them rather than left out of the count."""
+    found = list(names)
     known = [s.name for s in sections.SECTIONS]
-    return tuple(s for s in known if s in common) + tuple(sorted(s for s in common if s not in known))
+    return tuple(s for s in known if s in found) + tuple(sorted(s for s in found if s not in known))
 
 
-def exit_code(comparisons: list[CardComparison]) -> int:
-    return DIFFERENT if any(c.errors for c in comparisons) else SAME
+def exit_code(comparisons: SetComparison | Sequence[CardComparison]) -> int:
+    """4 where a card was on one side only (what was asked was not all compared, whatever
+    the rest found), else 1 for a difference beyond tolerance, else 0."""
+    found = SetComparison.of(comparisons)
+    if found.missing_cards:
+        return BAD_INPUT
+    return DIFFERENT if any(c.errors for c in found) else SAME
 
 
 def fingerprint_line(provenance: dict[str, Any]) -> str:
@@ -187,33 +335,55 @@ def fingerprint_line(provenance: dict[str, Any]) -> str:
     return f"no numerics fingerprint recorded (device {device}, dtype {dtype})"
 
 
-def summary_lines(comparisons: list[CardComparison]) -> list[str]:
-    """One line per card, for the terminal."""
+def summary_lines(comparisons: SetComparison | Sequence[CardComparison]) -> list[str]:
+    """One line per card (and class) compared, then one per card or class not compared,
+    for the terminal."""
+    found = SetComparison.of(comparisons)
     lines = []
-    for c in comparisons:
+    for c in found:
         head = comparing.summary_line(
             c.provenance_a, c.provenance_b, list(c.differences), classes=(c.device_a, c.device_b)
         )
         device = f" [{c.device_note}]" if c.device_note else ""
-        lines.append(f"{c.card}: {head}{device}")
+        lines.append(f"{c.name}: {head}{device}")
         for side, provenance in (("A", c.provenance_a), ("B", c.provenance_b)):
             lines.append(f"  {side} {c.device_a if side == 'A' else c.device_b}: {fingerprint_line(provenance)}")
+        for side, only in (("A", c.sections_only_a), ("B", c.sections_only_b)):
+            if only:
+                lines.append(f"  section(s) only in {side}, not compared: {', '.join(only)}")
+    for o in found.one_sided:
+        lines.append(f"{o.card}: {o.message}")
     return lines
 
 
-def as_json(comparisons: list[CardComparison]) -> str:
-    """The differences as data, for CI that wants more than the exit code."""
-    return json.dumps(
-        [
-            {
-                "card": c.card,
-                "devices": [c.device_a, c.device_b],
-                "differences": [
-                    {"severity": d.severity, "where": d.where, "message": d.message} for d in c.differences
-                ],
-                "unchanged": c.unchanged,
-            }
-            for c in comparisons
-        ],
-        indent=1,
-    )
+def as_json(comparisons: SetComparison | Sequence[CardComparison]) -> str:
+    """The differences as data, for CI that wants more than the exit code: one entry per card
+    (and class) compared, then one per card or class only one side holds ("compared":
+    false, its reason as a difference: an error for a card, a warning for a class)."""
+    found = SetComparison.of(comparisons)
+    entries: list[dict[str, Any]] = [
+        {
+            "card": c.card,
+            "compared": True,
+            "devices": [c.device_a, c.device_b],
+            "differences": [{"severity": d.severity, "where": d.where, "message": d.message} for d in c.differences],
+            "unchanged": c.unchanged,
+            "sections_only_in_a": list(c.sections_only_a),
+            "sections_only_in_b": list(c.sections_only_b),
+        }
+        for c in found
+    ]
+    entries += [
+        {
+            "card": o.card,
+            "compared": False,
+            "only_in": o.side,
+            "devices": list(o.classes),
+            "differences": [
+                {"severity": o.severity, "where": "card" if o.whole_card else "class", "message": o.message}
+            ],
+            "unchanged": [],
+        }
+        for o in found.one_sided
+    ]
+    return json.dumps(entries, indent=1)
