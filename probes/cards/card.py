@@ -145,7 +145,11 @@ class Card:
         The expectations stay: that is the point of ``--model`` (check another build
         of the model against the same card).
         """
-        source = HubSource(source="hf", id=model_id, gguf_file=_single_gguf(model_id))
+        given = Path(model_id)
+        if given.suffix == ".gguf" and given.is_file():  # a GGUF file: from_pretrained reads it from its folder
+            source = HubSource(source="hf", id=str(given.parent), gguf_file=given.name)
+        else:
+            source = HubSource(source="hf", id=model_id, gguf_file=_single_gguf(model_id))
         if self.has_model:
             return replace(self, tokenizer=FollowModel(source="model"), model=source, model_override=model_id)
         return replace(self, tokenizer=source, model_override=model_id)
@@ -217,10 +221,21 @@ def load_card(path: str | Path) -> Card:
     """Read and validate one card file (YAML, safe loader)."""
     path = Path(path)
     shown = _display_path(path)
+    if path.is_dir():
+        raise CardError(f"card file {shown} is a folder, not a card file: rename or move it")
     if not path.is_file():
         raise CardError(f"card file {shown} does not exist")
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_SAFE_LOADER)
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CardError(
+            f"card file {shown} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}): "
+            "save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise CardError(f"card file {shown} cannot be read ({exc.strerror or exc}): check its permissions") from None
+    try:
+        raw = yaml.load(text, Loader=_SAFE_LOADER)
     except yaml.YAMLError as exc:
         raise CardError(f"card file {shown} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
@@ -270,17 +285,27 @@ def nearest(word: str, names: list[str]) -> str | None:
 
 def cards_dirs(extra: Sequence[str | Path] = ()) -> tuple[Path, ...]:
     """Where cards are looked up by name: the user's folders (``--cards-dir``, the
-    ``lm_probes_cards_dirs`` ini option) in order, then the shipped cards."""
-    return (*(Path(d).expanduser() for d in extra), CARDS_DIR)
+    ``lm_probes_cards_dirs`` ini option) in order, then the shipped cards; a folder named
+    twice (the option and the ini file) is looked in once."""
+    folders = {str(Path(d).expanduser().resolve()): Path(d).expanduser() for d in extra}
+    folders.setdefault(str(CARDS_DIR.resolve()), CARDS_DIR)
+    return tuple(folders.values())
 
 
 def available_cards(extra_dirs: Sequence[str | Path] = ()) -> dict[str, Path]:
-    """Card name -> file, over ``cards_dirs(extra_dirs)``; a user's card of a shipped
-    card's name is the one used (the first folder wins)."""
+    """Card name -> file, over ``cards_dirs(extra_dirs)``. A user's card of a shipped card's
+    name is the one used (documented: how a user changes a shipped card); two of the user's own
+    folders holding one name is a CardError naming both files, since which one a name meant
+    would depend on the order of the folders."""
     known: dict[str, Path] = {}
     for folder in cards_dirs(extra_dirs):
         for path in sorted(folder.glob("*.yaml")):
-            known.setdefault(path.stem, path)
+            first = known.setdefault(path.stem, path)
+            if first != path and folder != CARDS_DIR:
+                raise CardError(
+                    f"two cards named '{path.stem}': {_display_path(first)} and {_display_path(path)}. "
+                    "Rename one, or leave its folder out of --cards-dir / lm_probes_cards_dirs"
+                )
     return known
 
 

@@ -7,11 +7,58 @@ present: the tests read it unconditionally."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Number = float  # strict mode still takes an int where a float is declared
+from probes.subjects.inputs import article_inputs
+
+
+@dataclass(frozen=True)
+class Bound:
+    """What a bounded number of the card is, in the card's words: the message that refuses a
+    value out of range says it (cards/validation.py), and the card reference shows ``allowed``."""
+
+    what: str  # "a probability"
+    allowed: str  # "a value in [0, 1]"
+
+
+def bounded(kind: type, what: str, allowed: str, **limits: float) -> Any:
+    """``kind`` (float or int) within ``limits`` (pydantic's ge, gt, le, lt); a float is finite."""
+    finite = {"allow_inf_nan": False} if kind is float else {}
+    return Annotated[kind, Field(**limits, **finite), Bound(what, allowed)]
+
+
+# Every number of a card is finite (strict mode still takes an int where a float is declared),
+# and a bound that cannot fail is refused with the value: min_top1_prob -0.2 passes for every
+# model, 1.5 for none.
+Number = bounded(float, "a finite number", "a number (not .nan or .inf)")
+Probability = bounded(float, "a probability", "a value in [0, 1]", ge=0, le=1)
+Share = bounded(float, "a share", "a value in [0, 1]", ge=0, le=1)
+Tolerance = bounded(float, "a tolerance", "a finite number above 0", gt=0)
+ProbabilityTolerance = bounded(float, "a probability tolerance", "a value in (0, 1]", gt=0, le=1)
+NonNegative = bounded(float, "a bound of 0 or more", "a finite number, 0 or more", ge=0)
+Positive = bounded(float, "a positive bound", "a finite number above 0", gt=0)
+TokenId = bounded(int, "a token id", "an integer, 0 or more", ge=0)
+Count = bounded(int, "a count", "an integer, 0 or more", ge=0)
+PositiveCount = bounded(int, "a positive count", "an integer, 1 or more", ge=1)
+# intra-group minus inter-group cosine: each in [-1, 1]
+CosineMargin = bounded(float, "a cosine margin", "a value in [-2, 2]", ge=-2, le=2)
+
+
+def distinct_of(draws: int) -> Any:
+    """A number of distinct items among the ``draws`` a probe makes: 1 to ``draws`` (0 is
+    always reached, more than ``draws`` never)."""
+    return bounded(
+        int, f"a number of distinct samples out of the {draws} drawn", f"an integer from 1 to {draws}", ge=1, le=draws
+    )
+
+
+# what the probes draw (fixtures/inputs/article.yaml): D7/D8 draw `samples` per regime, K2
+# `runs` per opening
+SAMPLES = article_inputs()["sampling"]["samples"]
+CREATIVE_RUNS = article_inputs()["creative"]["runs"]
 
 
 class CardModel(BaseModel):
@@ -29,7 +76,7 @@ class ExpectSection(CardModel):
 
 
 class Bos(CardModel):
-    id: int | None = Field(description="the BOS token id; null for a tokenizer without one")
+    id: TokenId | None = Field(description="the BOS token id; null for a tokenizer without one")
     token: str | None = Field(description="the BOS token text, e.g. '<s>'; null for none")
     added_by_default: bool = Field(description="encode(text) (special tokens on) starts with BOS")
     probe_text: str = Field(description="the text the BOS checks encode")
@@ -44,7 +91,7 @@ class EncodeCase(CardModel):
     add_special_tokens: bool | None = Field(
         None, description="passed to encode(); null or absent = the tokenizer's default (the argument left out)"
     )
-    ids: list[int] = Field(description="encode(text, add_special_tokens=...) ids")
+    ids: list[TokenId] = Field(description="encode(text, add_special_tokens=...) ids")
     tokens: list[str] | None = Field(None, description="convert_ids_to_tokens of the ids (SentencePiece '▁' kept)")
     decoded: str | None = Field(None, description="decode(ids)")
     decoded_per_id: list[str] | None = Field(None, description="decode([id]) for each id")
@@ -56,13 +103,13 @@ class EncodeCase(CardModel):
 class FirstToken(CardModel):
     id: str = Field(description="names the case")
     text: str = Field(description="a text encoded without special tokens")
-    first_id: int = Field(description="its first id")
+    first_id: TokenId = Field(description="its first id")
     first_token: str = Field(description="that id's vocabulary piece, e.g. '▁The'")
     first_decoded: str = Field(description="decode([first_id])")
 
 
 class VocabEntry(CardModel):
-    id: int = Field(description="a token id")
+    id: TokenId = Field(description="a token id")
     token: str = Field(description="its vocabulary piece")
     decoded: str = Field(description="decode([id])")
 
@@ -70,7 +117,7 @@ class VocabEntry(CardModel):
 class DuplicateBos(CardModel):
     id: str = Field(description="names the case")
     prompt: str = Field(description="a prompt that may already start with the BOS text")
-    leading_bos: int = Field(description="how many BOS ids encode(prompt) starts with")
+    leading_bos: Count = Field(description="how many BOS ids encode(prompt) starts with")
     duplicated: bool = Field(description="encode(prompt) starts with two BOS ids")
     trailing_space_token: bool = Field(description="the ids end with a lone space token")
 
@@ -79,7 +126,7 @@ class ChatExpect(CardModel):
     """U1: the inputs' fixed conversation through the tokenizer's chat template."""
 
     has_template: bool = Field(description="the tokenizer has a chat template (false: the card says it has none)")
-    leading_bos: int | None = Field(
+    leading_bos: Count | None = Field(
         None, description="BOS ids opening apply_chat_template(tokenize=True): 1 with a BOS token, never 2"
     )
     generation_prompt: str | None = Field(
@@ -91,14 +138,14 @@ class SpecialText(CardModel):
     """U6: one text of the inputs' special_texts ({bos}/{eos} are the tokenizer's own)."""
 
     id: str = Field(description="a key of fixtures/inputs/article.yaml's special_texts")
-    ids: list[int] = Field(description="encode(text, add_special_tokens=False)")
+    ids: list[TokenId] = Field(description="encode(text, add_special_tokens=False)")
     round_trips: bool = Field(True, description="decode(ids) gives the text back; false records that it does not")
 
 
 class TokenizerExpect(ExpectSection):
     needs_model: ClassVar[bool] = False
 
-    vocab_size: int | None = Field(None, description="tokenizer.vocab_size (T4)")
+    vocab_size: PositiveCount | None = Field(None, description="tokenizer.vocab_size (T4)")
     bos: Bos | None = Field(None, description="the BOS token and whether encode() adds it (T3)")
     encode: list[EncodeCase] | None = Field(
         None, description="texts with their expected ids, pieces and decodings (T1-T3)"
@@ -130,11 +177,11 @@ class EmbeddingExpect(ExpectSection):
         None, description="groups whose intra-group cosine exceeds the inter-group cosine by at least min_margin"
     )
     incoherent_groups: list[str] | None = Field(None, description="groups that fall short of min_margin")
-    min_margin: Number | None = Field(
+    min_margin: CosineMargin | None = Field(
         None, description="the margin coherent_groups reach and incoherent_groups do not (E4)"
     )
     apart: list[Apart] | None = Field(None, description="pairs closer to each other than to outsiders (E4)")
-    pca_explained_at_most: Number | None = Field(
+    pca_explained_at_most: Share | None = Field(
         None, description="the two principal components explain at most this share of the variance"
     )
     pca_nearer: list[PcaNearer] | None = Field(None, description="centroid distances in the 2-D projection")
@@ -142,7 +189,7 @@ class EmbeddingExpect(ExpectSection):
 
 class NextTokenExpect(ExpectSection):
     top1: str = Field(description="the most likely next token's text")
-    min_top1_prob: Number | None = Field(None, description="the top-1 token's probability is at least this (D1)")
+    min_top1_prob: Probability | None = Field(None, description="the top-1 token's probability is at least this (D1)")
 
 
 class GreedyExpect(ExpectSection):
@@ -162,18 +209,18 @@ class GreedyExpect(ExpectSection):
 
 
 class NearGreedy(CardModel):
-    min_greedy_agreement: Number = Field(description="share of the 5 samples equal to greedy (D6)")
+    min_greedy_agreement: Share = Field(description="share of the 5 samples equal to greedy (D6)")
 
 
 class Warm(CardModel):
     answer: str = Field(description="the answer the samples should name (D7)")
-    min_answer_share: Number = Field(description="share of samples naming it")
-    min_distinct: int = Field(description="distinct samples, at least")
+    min_answer_share: Share = Field(description="share of samples naming it")
+    min_distinct: distinct_of(SAMPLES) = Field(description="distinct samples, at least")
 
 
 class Hot(CardModel):
-    min_distinct: int = Field(description="distinct samples, at least (D8)")
-    min_distinct_2: Number | None = Field(None, description="share of distinct token bigrams, at least")
+    min_distinct: distinct_of(SAMPLES) = Field(description="distinct samples, at least (D8)")
+    min_distinct_2: Share | None = Field(None, description="share of distinct token bigrams, at least")
 
 
 class SamplingExpect(ExpectSection):
@@ -188,15 +235,19 @@ class BeamSearchExpect(ExpectSection):
     at_least_greedy_logprob: bool = Field(
         description="beam's sequence log p >= greedy's (equal for a model whose greedy path is already best)"
     )
-    min_gain_over_greedy: Number | None = Field(
+    min_gain_over_greedy: NonNegative | None = Field(
         None, description="nats by which beam's log p exceeds greedy's (a search that silently ran greedy gains 0)"
     )
 
 
 class Decoding(CardModel):
     do_sample: bool = Field(False, description="sample (true) or greedy (false)")
-    top_p: Number | None = Field(None, description="nucleus size when sampling")
-    temperature: Number | None = Field(None, description="temperature when sampling")
+    top_p: bounded(float, "a nucleus size", "a value in (0, 1]", gt=0, le=1) | None = Field(
+        None, description="nucleus size when sampling"
+    )
+    temperature: bounded(float, "a temperature", "a finite number above 0", gt=0) | None = Field(
+        None, description="temperature when sampling"
+    )
 
     def as_kwargs(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
@@ -215,7 +266,7 @@ class KnowledgeCase(CardModel):
 
 class Creative(CardModel):
     greedy_repeats: bool | None = Field(None, description="separate greedy calls give the same openings (K2)")
-    min_distinct_samples: int | None = Field(
+    min_distinct_samples: distinct_of(CREATIVE_RUNS) | None = Field(
         None, description="distinct sampled continuations per opening, at least (K2)"
     )
 
@@ -225,7 +276,7 @@ class TasksExpect(ExpectSection):
         "{question}", description='"{question}" is replaced; "chat" applies the tokenizer\'s chat template'
     )
     decoding: Decoding = Field(Decoding(), description="the knowledge questions' decoding (default: greedy)")
-    max_new_tokens: int = Field(40, description="tokens generated per answer")
+    max_new_tokens: PositiveCount = Field(40, description="tokens generated per answer")
     knowledge: list[KnowledgeCase] | None = Field(None, description="knowledge questions and expected answers (K1)")
     creative: Creative | None = Field(None, description="story openings (K2)")
 
@@ -247,19 +298,21 @@ class GenerationExpect(ExpectSection):
 class HiddenStatesExpect(ExpectSection):
     """U3: the hidden-state fingerprint (its changes are judged by the snapshot)."""
 
-    layers: int = Field(description="hidden states per prompt: the embedding output plus one per decoder layer")
+    layers: PositiveCount = Field(
+        description="hidden states per prompt: the embedding output plus one per decoder layer"
+    )
 
 
 class AttentionExpect(ExpectSection):
     """U4: the model under two attention back-ends."""
 
     backends: list[str] = Field(description="the two implementations compared, e.g. [eager, sdpa]")
-    max_prob_diff: Number = Field(description="largest |p_a - p_b| over every next token, single and batched")
+    max_prob_diff: Probability = Field(description="largest |p_a - p_b| over every next token, single and batched")
     greedy_agrees: bool = Field(description="greedy tokens are the same, alone and in a left-padded batch")
 
 
 class ModelExpect(ExpectSection):
-    embedding_shape: list[int] | None = Field(None, description="the input embedding's (vocab, hidden) (E1)")
+    embedding_shape: list[PositiveCount] | None = Field(None, description="the input embedding's (vocab, hidden) (E1)")
     embedding_dtype: str | None = Field(None, description="its dtype, e.g. float32 (E1)")
     architecture: str | None = Field(None, description="the loaded model's class, e.g. MistralForCausalLM (E1)")
 
@@ -268,8 +321,8 @@ class QuantizationExpect(ExpectSection):
     """What the loaded model's layers are (probes/quantization.py inspect_quantization)."""
 
     method: str | None = Field(None, description="nf4, fp4, int8 or none")
-    linear_4bit: int | None = Field(None, description="bitsandbytes Linear4bit layers (Q1)")
-    linear_8bit: int | None = Field(None, description="bitsandbytes Linear8bitLt layers (Q1)")
+    linear_4bit: Count | None = Field(None, description="bitsandbytes Linear4bit layers (Q1)")
+    linear_8bit: Count | None = Field(None, description="bitsandbytes Linear8bitLt layers (Q1)")
     full_precision_linear: list[str] | None = Field(
         None, description="Linear layers left in full precision, e.g. [lm_head] (Q1)"
     )
@@ -286,19 +339,19 @@ class QuantizationExpect(ExpectSection):
 class DriftExpect(ExpectSection):
     """Against the card's full-precision ``reference`` card, on the article's prompts."""
 
-    max_kl: Number | None = Field(
+    max_kl: NonNegative | None = Field(
         None, description="nats, KL(reference || this) of the next-token distributions, worst prompt"
     )
-    min_top1_agreement: Number | None = Field(
+    min_top1_agreement: Share | None = Field(
         None, description="share of prompts whose most likely next token is the reference's"
     )
-    min_top10_overlap: Number | None = Field(
+    min_top10_overlap: Share | None = Field(
         None, description="mean share of the reference's top 10 in this model's top 10"
     )
-    min_greedy_agreeing_tokens: int | None = Field(
+    min_greedy_agreeing_tokens: Count | None = Field(
         None, description="greedy tokens equal to the reference's before the first difference"
     )
-    max_footprint_ratio: Number | None = Field(None, description="memory footprint over the reference's")
+    max_footprint_ratio: Positive | None = Field(None, description="memory footprint over the reference's")
 
 
 class Expect(CardModel):

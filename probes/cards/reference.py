@@ -13,14 +13,18 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 
 from probes.cards.schema import CardFile
-from probes.cards.validation import source_tags, unwrap_type
+from probes.cards.validation import bound_of, source_tags, unwrap_type
 from probes.paths import REPO_ROOT
 
 CARD_REFERENCE_FILE = REPO_ROOT / "docs" / "cards.md"
 
 
-def _readable(annotation: Any) -> str:
-    """A declared type in a card author's words: 'list of int', 'one of none, nf4, int8'."""
+def _readable(annotation: Any, metadata: Any = ()) -> str:
+    """A declared type in a card author's words: 'list of int', 'one of none, nf4, int8',
+    'number (a value in [0, 1])'."""
+    bound = bound_of(annotation, metadata)
+    if bound is not None:
+        return f"{_readable(unwrap_type(annotation))} ({bound.allowed})"
     kind = unwrap_type(annotation)
     origin = get_origin(kind)
     if origin is Literal:
@@ -83,7 +87,7 @@ def _rows(model: type[BaseModel], prefix: str, by_field: dict[str, set[str]], ou
             if path.startswith("expect.")
             else []
         )
-        out.append([f"`{path}`", _readable(f.annotation), required, f.description or "", ", ".join(ids)])
+        out.append([f"`{path}`", _readable(f.annotation, f.metadata), required, f.description or "", ", ".join(ids)])
         if isinstance(item, type) and issubclass(item, BaseModel):
             _rows(item, f"{path}[]." if get_origin(kind) is list else f"{path}.", by_field, out)
 

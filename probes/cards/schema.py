@@ -11,14 +11,18 @@ cards/loading.py, and ``snapshot:``/``tolerances:`` by the snapshot's sections
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, create_model
 
-from probes.cards.expect_schema import CardModel, Expect, Number
+from probes.cards.choices import CARD_NAME_MAX_LENGTH, CARD_NAME_PATTERN
+from probes.cards.expect_schema import CardModel, Expect, ProbabilityTolerance, Tolerance
 from probes.cards.loading import LoadSettings
 from probes.cards.sources import ModelSource, TokenizerSource
 from probes.snapshots.sections import LEAVABLE, TOLERANCES
+
+# A card's name is a file and folder name (probes/cards/choices.py says why and how).
+CardName = Annotated[str, Field(pattern=CARD_NAME_PATTERN, max_length=CARD_NAME_MAX_LENGTH)]
 
 
 class KnownFailure(CardModel):
@@ -43,7 +47,7 @@ CrossClassTolerances = create_model(
     "(probes/snapshots/cross_class.py), measured between two recorded classes; absent ones default "
     "to the section's cross_class_units x the compute dtype's resolution.",
     **{
-        name: (Number | None, Field(None, description=t.meaning))
+        name: (Tolerance | None, Field(None, description=t.meaning))
         for name, t in TOLERANCES.items()
         if t.cross_class_units is not None
     },
@@ -54,7 +58,7 @@ Tolerances = create_model(
     __base__=CardModel,
     __doc__="Snapshot comparison tolerances (probes/snapshots/sections.py), overriding the defaults.",
     **{
-        name: (Number | None, Field(None, description=f"{t.meaning} (default {t.default:.0e})".replace("e-0", "e-")))
+        name: (Tolerance | None, Field(None, description=f"{t.meaning} (default {t.default:.0e})".replace("e-0", "e-")))
         for name, t in TOLERANCES.items()
         if t.default is not None
     },
@@ -72,8 +76,10 @@ class ServedParity(CardModel):
     """How close the served model must stay to the in-process one (probes/served/parity.py),
     measured between the two; the rest is compared exactly or by the greedy top-k rule."""
 
-    prob_atol: Number = Field(description="max |dp| over the top-20 next tokens, served against transformers")
-    kl_max: Number = Field(description="nats, KL of the two top-20 next-token distributions")
+    prob_atol: ProbabilityTolerance = Field(
+        description="max |dp| over the top-20 next tokens, served against transformers"
+    )
+    kl_max: Tolerance = Field(description="nats, KL of the two top-20 next-token distributions")
 
 
 class Served(CardModel):
@@ -91,7 +97,7 @@ class Served(CardModel):
 class CardFile(CardModel):
     """One model card: what to load, how, and what to expect (fixtures/cards/<name>.yaml)."""
 
-    name: str = Field(description="must match the file name")
+    name: CardName = Field(description="must match the file name; one path component: letters, digits, '.', '_', '-'")
     description: str = Field(description="what the model is and where its expected values came from")
     marks: list[Literal["gpu", "slow"]] = Field(
         [],
@@ -104,7 +110,7 @@ class CardFile(CardModel):
     expect: Expect = Field(
         Expect(), description="expected values, keyed by probe: only the sections present are checked"
     )
-    reference: str | None = Field(None, description="a full-precision card of the same weights, for expect.drift")
+    reference: CardName | None = Field(None, description="a full-precision card of the same weights, for expect.drift")
     snapshot: SnapshotSettings = Field(SnapshotSettings(), description="what the card's snapshot leaves out")
     served: Served | None = Field(None, description="the model behind a serving engine, for parity (-m served)")
     tolerances: Tolerances = Field(Tolerances(), description="snapshot comparison tolerances, overriding the defaults")

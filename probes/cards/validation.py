@@ -12,7 +12,8 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-from probes.cards.expect_schema import Expect, ExpectSection
+from probes.cards.choices import card_name_problem
+from probes.cards.expect_schema import Bound, Expect, ExpectSection
 from probes.cards.schema import CardFile
 
 
@@ -65,6 +66,36 @@ def unwrap_type(annotation: Any) -> Any:
             annotation = rest[0] if len(rest) == 1 else Union[rest]  # noqa: UP007 (a runtime union)
         else:
             return annotation
+
+
+def bound_of(annotation: Any, metadata: Sequence[Any] = ()) -> Bound | None:
+    """The Bound a declared number carries (``Probability | None``, ``list[TokenId]``'s item, or a
+    required field's ``metadata``, where pydantic moves a top-level Annotated's), or None."""
+    found = next((m for m in metadata if isinstance(m, Bound)), None)
+    if found is not None or annotation is None:
+        return found
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return bound_of(get_args(annotation)[0], annotation.__metadata__)
+    if origin in (Union, UnionType):
+        return next((b for b in (bound_of(a) for a in get_args(annotation)) if b), None)
+    return None
+
+
+def _bound_at(loc: Sequence[str | int]) -> Bound | None:
+    if loc and isinstance(loc[-1], int):  # a list item: its declared type carries the bound
+        return bound_of(_type_at(CardFile, loc))
+    parent = unwrap_type(_type_at(CardFile, loc[:-1]))
+    if get_origin(parent) in (Union, UnionType):  # a source: the union's member named by the tag
+        parent = _type_at(CardFile, loc[:-1])
+    if isinstance(parent, type) and issubclass(parent, BaseModel):
+        field = next((f for name, f in parent.model_fields.items() if loc[-1] in (name, f.alias)), None)
+        return bound_of(field.annotation, field.metadata) if field else None
+    return None
+
+
+# pydantic's error types for a number out of its bounds (or not finite)
+_OUT_OF_BOUNDS = ("finite_number", "greater_than", "greater_than_equal", "less_than", "less_than_equal")
 
 
 def source_tags(member: Any) -> tuple[str, ...]:
@@ -168,6 +199,12 @@ def _describe_error(error: Any, raw: dict[str, Any]) -> str:
         return f"{shown}: {value!r} is not one of {', '.join(map(str, allowed))}"
     if kind == "string_pattern_mismatch" and where == "load.device":
         return f"load.device: {value!r} is not auto, cpu, cuda, cuda:N or mps"
+    if kind in ("string_pattern_mismatch", "string_too_long") and where in ("name", "reference"):
+        return f"{where}: {card_name_problem(value)}"
+    if kind in _OUT_OF_BOUNDS:
+        bound = _bound_at(loc)
+        if bound is not None:
+            return f"{where}: {value!r} is not {bound.what}; give {bound.allowed}"
     if kind in _TYPE_NAMES:
         return f"{where}: expected {_TYPE_NAMES[kind]}, got {type(value).__name__} {value!r}"
     return f"{where}: {error['msg']}"
