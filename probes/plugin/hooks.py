@@ -44,6 +44,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     options.add_options(parser)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-html's, which makes the report's folder
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs CUDA; runs only with `-m gpu` (the GPU cards)")
     config.addinivalue_line("markers", "slow: an opt-in card (`marks: [slow]`); runs only with `-m slow`")
@@ -66,6 +67,10 @@ def pytest_configure(config: pytest.Config) -> None:
         # on the core the other worker is using: idle OpenMP threads sleep.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     config.stash[RECORD] = SessionRecord(in_use=options.options_given(config))
+    if not hasattr(config, "workerinput"):  # the controller checked them for its workers
+        from probes.plugin import checks
+
+        checks.check_session_options(config)
     if config.stash[RECORD].in_use:
         # selected now, so a bad --card is a usage error before anything runs; otherwise
         # on first use, and not at all in a session that never uses them
@@ -103,7 +108,11 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
         from probes.plugin import selection
 
         folders = selection.user_cards_dirs(config)
-        for name, path in available_cards(folders).items():
+        try:
+            known = available_cards(folders)
+        except CardError as exc:  # two of the user's folders hold one name
+            raise pytest.UsageError(str(exc)) from None
+        for name, path in known.items():
             try:
                 card = find_card(str(path))
                 marks = f" [{', '.join(card.marks)}]" if card.marks else ""

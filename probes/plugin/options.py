@@ -20,6 +20,13 @@ def _device(value: str) -> str:
     return value
 
 
+# The largest --seed every consumer takes: torch.manual_seed and torch.Generator take < 2**64,
+# and the served checks send a request seed of seed x 1000 (probes/served/checks.py
+# SAMPLED_DRAWS), whose draws vLLM seeds up to seed x 1000 + 999, as a signed 64-bit integer.
+SEED_DRAWS_PER_REQUEST = 1000
+MAX_SEED = (2**63 - SEED_DRAWS_PER_REQUEST) // SEED_DRAWS_PER_REQUEST
+
+
 def _seed(value: str) -> int:
     try:
         seed = int(value)
@@ -27,6 +34,11 @@ def _seed(value: str) -> int:
         raise pytest.UsageError(f"--seed {value!r}: give a non-negative integer") from None
     if seed < 0:
         raise pytest.UsageError(f"--seed {value!r}: give a non-negative integer")
+    if seed > MAX_SEED:
+        raise pytest.UsageError(
+            f"--seed {value}: past the largest seed the sampling probes can use ({MAX_SEED}, which a 64-bit "
+            "seed holds with the served checks' 1000 draws a request); give a smaller one"
+        )
     return seed
 
 

@@ -38,9 +38,9 @@ def user_cards_dirs(config: pytest.Config) -> list[Path]:
 
 def select_cards(config: pytest.Config) -> list[Card]:
     folders = user_cards_dirs(config)
-    names = config.getoption("card") or list(available_cards(folders))
     try:
-        cards = [find_card(name, folders) for name in names]
+        names = config.getoption("card") or list(available_cards(folders))
+        cards = _once_each([find_card(name, folders) for name in names])
     except CardError as exc:
         raise pytest.UsageError(str(exc)) from None
     model = config.getoption("model")
@@ -51,12 +51,47 @@ def select_cards(config: pytest.Config) -> list[Card]:
                 f"({', '.join(c.name for c in cards)}). Add --card NAME."
             )
         looks_local = looks_like_local_path(model)
-        if looks_local and not Path(model).expanduser().is_dir():
-            raise pytest.UsageError(
-                f"--model {model}: no such folder. Give a folder holding a model or tokenizer, or a hub id."
-            )
+        if looks_local:
+            _check_local_model(model)
         cards = [cards[0].with_model(str(Path(model).expanduser()) if looks_local else model)]
     return cards
+
+
+def _once_each(cards: list[Card]) -> list[Card]:
+    """The selected cards, a card selected twice (by name, or by a path to the same file) once;
+    two files of one card name are refused, as the tests of both would share one id."""
+    by_name: dict[str, Card] = {}
+    for card in cards:
+        first = by_name.setdefault(card.name, card)
+        if first.path.resolve() != card.path.resolve():
+            raise CardError(
+                f"two cards named '{card.name}' are selected: {first.path} and {card.path}. Select one of them."
+            )
+    return list(by_name.values())
+
+
+def _check_local_model(model: str) -> None:
+    """--model as a path: a folder, or a .gguf file (read from its folder, Card.with_model)."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return
+    if not path.exists():
+        raise pytest.UsageError(
+            f"--model {model}: no such folder. Give a folder holding a model or tokenizer, a .gguf file, or a hub id."
+        )
+    if path.suffix != ".gguf":
+        raise pytest.UsageError(
+            f"--model {model}: is a file, not a folder. Give the folder holding the model (or a .gguf file)."
+        )
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise pytest.UsageError(f"--model {model}: cannot be read ({exc.strerror or exc}).") from None
+    if magic != b"GGUF":
+        raise pytest.UsageError(
+            f"--model {model}: is not a GGUF file (it does not start with 'GGUF'). Give a .gguf file or a model folder."
+        )
 
 
 def parametrize(metafunc: pytest.Metafunc) -> None:
