@@ -9,6 +9,7 @@ clear message for the whole session.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,10 +62,25 @@ class Provenance:
         }
 
 
-def _describe_missing(source_id: str) -> str:
+def _describe_missing(
+    source_id: str, exc: BaseException | None = None, remote_code_allowed: bool = False, what: str = "model"
+) -> str:
+    """Why ``source_id`` did not load, as a clause (``'x' is ...``) after "cannot load the model: "."""
+    if not remote_code_allowed and _needs_remote_code(source_id, exc, what):
+        return (
+            f"'{source_id}' holds a model with its own Python code (auto_map in its config): loading it runs that "
+            "code. If you trust its source, pass --trust-remote-code (or set trust_remote_code: true in the card's "
+            "model)"
+        )
     if looks_like_local_path(source_id):
-        if os.path.exists(os.path.expanduser(source_id)):
-            return f"'{source_id}' is a local path, but not a folder holding a model or tokenizer that could be read"
+        path = os.path.expanduser(source_id)
+        if os.path.isfile(path):
+            return (
+                f"'{source_id}' is a file, not a folder: give the folder holding it, or a .gguf file as "
+                "`source: gguf-file` (lm-probes draft-card --gguf-file writes such a card)"
+            )
+        if os.path.exists(path):
+            return f"'{source_id}' is a folder, but holds no model or tokenizer that transformers could read"
         return f"'{source_id}' is not an existing folder"
     offline = os.environ.get("HF_HUB_OFFLINE")
     hint = (
@@ -73,6 +89,26 @@ def _describe_missing(source_id: str) -> str:
         else "check the id, your network and `huggingface-cli login` for gated models"
     )
     return f"'{source_id}' is neither a local folder nor a loadable hub id ({hint})"
+
+
+# the auto_map entries (a folder's own classes) that loading a tokenizer or a model would run
+_OWN_CODE_CLASSES = {"tokenizer": ("AutoTokenizer",), "model": ("AutoConfig", "AutoModelForCausalLM")}
+
+
+def _needs_remote_code(source_id: str, exc: BaseException | None, what: str) -> bool:
+    """transformers refused the source because it needs trust_remote_code: its error says so
+    (a hub id), or the folder's config names its own classes for ``what`` (auto_map)."""
+    if exc is not None and "trust_remote_code" in str(exc):
+        return True
+    folder = Path(os.path.expanduser(source_id))
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            auto_map = json.loads((folder / name).read_text(encoding="utf-8")).get("auto_map") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(auto_map, dict) and any(key in auto_map for key in _OWN_CODE_CLASSES[what]):
+            return True
+    return False
 
 
 # ------------------------------------------------------------------------- subject
@@ -177,10 +213,13 @@ class Subject:
             raise SubjectLoadError(f"card '{self.card.name}': cannot load the tokenizer: {exc}") from None
         except (OSError, ValueError) as exc:
             raise SubjectLoadError(
-                f"card '{self.card.name}': cannot load the tokenizer from "
-                f"{_describe_missing(_location(source))}.\n"
+                f"card '{self.card.name}': cannot load the tokenizer: "
+                f"{_describe_missing(_location(source), exc, self._remote_code_allowed(source), 'tokenizer')}.\n"
                 f"  transformers said: {_first_line(exc)}"
             ) from None
+
+    def _remote_code_allowed(self, source: Any) -> bool:
+        return self.options.trust_remote_code or bool(getattr(source, "trust_remote_code", False))
 
     def model_folder(self) -> str:
         """The folder from_pretrained reads this card's model from (a package GGUF is
@@ -225,7 +264,8 @@ class Subject:
                     "or, if you trust its source, pass --allow-pickle (or set model.allow_pickle: true in the card)."
                 ) from None
             raise SubjectLoadError(
-                f"card '{self.card.name}': cannot load the model from {_describe_missing(location)}.\n"
+                f"card '{self.card.name}': cannot load the model: "
+                f"{_describe_missing(location, exc, self._remote_code_allowed(source))}.\n"
                 f"  transformers said: {_first_line(exc)}"
             ) from None
         self._revision = getattr(model.config, "_commit_hash", None)

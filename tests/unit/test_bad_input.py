@@ -214,3 +214,46 @@ def test_snapshot_update_writes_where_asked(run_suite, tmp_path):
     assert result.returncode == 0, result.stdout
     written = json.loads((tmp_path / "snaps" / "mistral-tokenizer" / "cpu.json").read_text(encoding="utf-8"))
     assert written["card"] == "mistral-tokenizer" and written["observed"]["tokenizer"]["vocab_size"] == 32000
+
+
+# ------------------------------------------------ issue 32: load messages in one sentence
+
+
+def test_a_missing_model_folder_is_one_sentence(tmp_path):
+    """It read "cannot load the tokenizer from '/x' is not an existing folder"."""
+    missing = tmp_path / "nowhere"
+    with pytest.raises(SubjectLoadError) as err:
+        Subject(find_card("tiny-mistral").with_model(str(missing))).tokenizer
+    assert str(err.value).startswith(
+        f"card 'tiny-mistral': cannot load the tokenizer: '{missing}' is not an existing folder."
+    )
+
+
+def _tiny_tokenizer_with_model_from(folder):
+    return dataclasses.replace(
+        find_card("tiny-mistral").with_model(str(folder)), tokenizer=find_card("tiny-mistral").tokenizer
+    )
+
+
+def test_a_folder_that_needs_remote_code_says_so_and_names_trust_remote_code(tmp_path):
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {"model_type": "my-own", "auto_map": {"AutoConfig": "my.Config", "AutoModelForCausalLM": "my.Model"}}
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(SubjectLoadError) as err:
+        Subject(_tiny_tokenizer_with_model_from(tmp_path)).model
+    message = str(err.value)
+    assert f"cannot load the model: '{tmp_path}' holds a model with its own Python code (auto_map" in message
+    assert "loading it runs that code. If you trust its source, pass --trust-remote-code" in message
+
+
+def test_a_folder_without_a_model_is_not_said_to_need_remote_code(tmp_path):
+    """The harmless twin: a folder of something else gets the plain sentence."""
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "my-own"}), encoding="utf-8")
+    with pytest.raises(SubjectLoadError) as err:
+        Subject(_tiny_tokenizer_with_model_from(tmp_path)).model
+    message = str(err.value)
+    assert f"'{tmp_path}' is a folder, but holds no model or tokenizer that transformers could read" in message
+    assert "trust-remote-code" not in message
