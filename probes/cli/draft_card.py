@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import tempfile
 import time
@@ -29,7 +30,7 @@ def run_draft_card(args: argparse.Namespace) -> int:
     from probes.subjects.subject import Subject
 
     output = Path(args.output) if args.output else None
-    if output is not None and output.exists() and not args.force:
+    if output is not None and output.is_file() and not args.force:
         return _bad_input(f"{output} exists; pass --force to overwrite it, or choose another --output")
     try:
         base = draft_base(args)
@@ -37,8 +38,9 @@ def run_draft_card(args: argparse.Namespace) -> int:
     except (CardError, ValueError) as exc:
         return _bad_input(str(exc))
     name = args.name or base.name
-    if output is not None and output.stem != name:
-        return _bad_input(f"a card named {name} must be written to {name}.yaml, not {output.name}")
+    # where the card and its snapshot go is checked before anything is measured (minutes)
+    if problem := output_problem(output, name, args.snapshot_dir):
+        return _bad_input(problem)
     sources = sources_yaml(base)
     card = dataclasses.replace(base, name=name, expect={}, xfail=(), leave_out=())
     subject = Subject(card, seed=0)  # seed 0: the suite's default, so its sampled calls are the first draw
@@ -87,6 +89,41 @@ def run_draft_card(args: argparse.Namespace) -> int:
     return 0
 
 
+def output_problem(output: Path | None, name: str, snapshot_dir: str | None) -> str | None:
+    """Why the card (``-o``) or its snapshot (``--snapshot-dir``) could not be written where
+    asked, in one sentence, or None: checked up front, nothing created yet."""
+    if output is not None:
+        if output.is_dir():
+            return f"--output {output} is a folder: give the card's file in it, e.g. {output / (name + '.yaml')}"
+        if output.exists() and not output.is_file():
+            return f"--output {output} is not a regular file: give a path for the card's .yaml file"
+        if output.stem != name or output.suffix != ".yaml":
+            return f"a card named {name} must be written to {name}.yaml, not {output.name}"
+        if problem := folder_problem(output.parent, "--output's folder"):
+            return problem
+    if snapshot_dir is not None:
+        folder = Path(snapshot_dir)
+        if folder.exists() and not folder.is_dir():
+            return f"--snapshot-dir {folder} is a file, not a folder: give a folder for the card's snapshot"
+        if problem := folder_problem(folder, "--snapshot-dir"):
+            return problem
+    return None
+
+
+def folder_problem(folder: Path, what: str) -> str | None:
+    """Why ``folder`` cannot be written in, or created (its nearest existing parent is a
+    file, or not writable), or None."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{what} {folder} cannot be created: {existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        created = "written in" if existing == folder else f"created ({existing} is not writable)"
+        return f"{what} {folder} cannot be {created}: choose a folder you can write to"
+    return None
+
+
 def _bad_input(message: str) -> int:
     print(f"lm-probes draft-card: {message}", file=sys.stderr)
     return diff.BAD_INPUT
@@ -97,6 +134,7 @@ def draft_base(args: argparse.Namespace) -> Card:
     from --model / --gguf-file with the tokenizer from the model; --device, --dtype and
     --quantization change its load section (what is measured is what the card says)."""
     from probes.cards.card import Card, find_card
+    from probes.cards.files import gguf_problem
     from probes.cards.loading import LoadSettings
     from probes.cards.sources import FollowModel, GgufFileSource, HubSource
 
@@ -112,11 +150,15 @@ def draft_base(args: argparse.Namespace) -> Card:
     if not args.name:
         raise ValueError("--name is required with --model or --gguf-file: the card's file name")
     if args.model:
+        if args.model.endswith(".gguf") and Path(args.model).expanduser().is_file():
+            raise ValueError(f"--model {args.model} is a GGUF file: pass it as --gguf-file {args.model}")
         model = HubSource(source="hf", id=_home_relative(args.model))
     else:
         gguf = Path(args.gguf_file).expanduser()
         if not gguf.is_file():
             raise ValueError(f"--gguf-file {args.gguf_file}: no such file")
+        if problem := gguf_problem(gguf):
+            raise ValueError(f"--gguf-file {problem}: download it again")
         model = GgufFileSource(source="gguf-file", path=_home_relative(args.gguf_file))
     load = LoadSettings.model_validate(asked)
     return Card(

@@ -14,16 +14,67 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from probes.draft.settings import DEFAULT_DRAWS, DEFAULT_PROMPT_FORMAT
+from probes.cards.choices import DEVICE_PATTERN, card_name_problem
+from probes.draft.settings import DEFAULT_DRAWS, DEFAULT_PROMPT_FORMAT, MAX_DRAWS
 from probes.exit_codes import BAD_INPUT
 
 DEFAULT_OUTPUT = Path("reports") / "upgrade-check"
 
-# ----------------------------------------------------------------------- draft-card
+# ------------------------------------------------------------- the options' checks
+# Each is an argparse ``type``: a bad value is refused by the parser (exit 4, one sentence)
+# before any model loads or any environment is built.
+
+
+def requirement(text: str) -> str:
+    """A requirement as pip reads it (PEP 508: transformers==4.57.6, bitsandbytes>=0.49)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        Requirement(text)
+    except InvalidRequirement as exc:
+        reason = str(exc).splitlines()[0]
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a requirement pip can read ({reason}): write it as NAME==VERSION, "
+            "e.g. transformers==4.57.6"
+        ) from None
+    return text
+
+
+def card_name(text: str) -> str:
+    """A card's name: its file name without .yaml, one path component (cards/choices.py)."""
+    problem = card_name_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def draws(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number: give 1 to {MAX_DRAWS}") from None
+    if not 1 <= count <= MAX_DRAWS:
+        raise argparse.ArgumentTypeError(
+            f"{count} draws is out of range: give 1 to {MAX_DRAWS} (all draws are sampled in one batch)"
+        )
+    return count
+
+
+def prompt_format(text: str) -> str:
+    if text != "chat" and "{question}" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r} has no {{question}} in it: write one there, or give 'chat'")
+    return text
+
+
+def device(text: str) -> str:
+    if not re.fullmatch(DEVICE_PATTERN, text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: give cpu, cuda, cuda:N, mps or auto")
+    return text
 
 
 # ---------------------------------------------------------------------------- main
@@ -55,8 +106,10 @@ def parser() -> argparse.ArgumentParser:
         description="Each side gets a cached virtual environment: the same torch as this one, this project, "
         "and the side's requirements (e.g. transformers==4.57.6).",
     )
-    u.add_argument("--from", dest="from_", nargs="+", required=True, metavar="REQ", help="the side upgraded from")
-    u.add_argument("--to", nargs="+", required=True, metavar="REQ", help="the side upgraded to")
+    u.add_argument(
+        "--from", dest="from_", nargs="+", required=True, type=requirement, metavar="REQ", help="the side upgraded from"
+    )
+    u.add_argument("--to", nargs="+", required=True, type=requirement, metavar="REQ", help="the side upgraded to")
     u.add_argument("--card", action="append", default=[], help="record and compare only this card (repeatable)")
     u.add_argument("--output", default=str(DEFAULT_OUTPUT), help="where both sides' snapshots and the report go")
     u.add_argument("--html", help="the report (default: OUTPUT/report.html)")
@@ -72,7 +125,11 @@ def parser() -> argparse.ArgumentParser:
         "exit code is returned.",
     )
     w.add_argument(
-        "requirements", nargs="+", metavar="REQ", help="the versions to run under, e.g. transformers==4.57.6"
+        "requirements",
+        nargs="+",
+        type=requirement,
+        metavar="REQ",
+        help="the versions to run under, e.g. transformers==4.57.6",
     )
     _environment_options(w)
     w.set_defaults(run="probes.cli.run_with:run_with")
@@ -88,7 +145,11 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--card", help="re-measure an existing card's sources (a name or a path)")
     src.add_argument("--model", help="a hub id or a local folder (tokenizer from the same place)")
     src.add_argument("--gguf-file", help="a .gguf file anywhere (~ is written back as ~ in the card)")
-    c.add_argument("--name", help="the card's name (its file name without .yaml); required with --model/--gguf-file")
+    c.add_argument(
+        "--name",
+        type=card_name,
+        help="the card's name (its file name without .yaml); required with --model/--gguf-file",
+    )
     c.add_argument("--description", help="the card's description (default: a line asking you to write one)")
     c.add_argument(
         "--output", "-o", help="write the card here (default: standard output); never overwritten without --force"
@@ -97,17 +158,18 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--snapshot-dir", help="also record the card's snapshot in this folder")
     c.add_argument(
         "--draws",
-        type=int,
+        type=draws,
         default=DEFAULT_DRAWS,
         help="groups of samples the sampling bounds hold for: the suite's seed-0 call and N-1 more "
-        f"(default {DEFAULT_DRAWS})",
+        f"(default {DEFAULT_DRAWS}, at most {MAX_DRAWS})",
     )
     c.add_argument(
         "--prompt-format",
         default=DEFAULT_PROMPT_FORMAT,
+        type=prompt_format,
         help='how knowledge questions are asked ({question} is replaced; "chat" = the chat template)',
     )
-    c.add_argument("--device", help="cpu, cuda, ... (default: the card's, or cpu)")
+    c.add_argument("--device", type=device, help="cpu, cuda, ... (default: the card's, or cpu)")
     c.add_argument(
         "--dtype", choices=["float32", "float16", "bfloat16", "auto"], help="(default: the card's, or float32)"
     )

@@ -16,6 +16,12 @@ DEFAULT_PROMPT_FORMAT = "Question: {question}\nAnswer:"
 DEFAULT_DRAWS = 10  # groups of samples the sampling bounds hold for
 
 
+# draft-card's --draws at most: every draw after the first is sampled in one batched
+# generate() call (draws - 1 times the regime's samples), so memory and time grow with it;
+# 100 draws already set bounds that hold for 99 seeds besides the suite's
+MAX_DRAWS = 100
+
+
 NOISE_DRAWS = 200  # random embeddings the embedding bound is set against
 
 

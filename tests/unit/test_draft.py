@@ -4,6 +4,7 @@ it unchanged and fails when the model changes; the writer's YAML reads back exac
 from __future__ import annotations
 
 import re
+import struct
 
 import pytest
 import torch
@@ -196,7 +197,7 @@ def test_a_gguf_file_under_home_is_drafted_as_a_portable_path(tmp_path, monkeypa
     monkeypatch.setenv("HOME", str(tmp_path))
     gguf = tmp_path / "models" / "x.gguf"
     gguf.parent.mkdir()
-    gguf.write_bytes(b"GGUF")
+    gguf.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 0))  # a complete GGUF file: version 3, empty
     args = cli.parser().parse_args(["draft-card", "--gguf-file", str(gguf), "--name", "x", "--dtype", "float16"])
     base = draft_card.draft_base(args)
     assert base.model.model_dump(exclude_unset=True) == {"source": "gguf-file", "path": "~/models/x.gguf"}
