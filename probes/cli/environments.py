@@ -1,7 +1,11 @@
 """The cached virtual environments lm-probes runs the suite in under other package versions:
 one per set of requirements (with this Python, this torch and this checkout), built once
 with pip (torch pinned first, everything else pinned as constraints.txt has it unless the
-moved package needs otherwise) and reused by ``upgrade-check`` and ``run-with``."""
+moved package needs otherwise) and reused by ``upgrade-check`` and ``run-with``.
+
+Before anything is created, pip's dry run resolves what the build would install (the index
+has every version, the dependencies agree): a side that cannot be built fails in seconds,
+naming the package, instead of after installing torch; a build that fails removes itself."""
 
 from __future__ import annotations
 
@@ -9,13 +13,17 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from probes.cards.files import cache_dir
+from probes.exit_codes import BAD_INPUT, COULD_NOT_RUN
 from probes.paths import REPO_ROOT
 
 # installed into every side's environment without its dependencies, as scripts/setup.sh does
@@ -45,7 +53,10 @@ def environment_dir(side: Side, torch_pin: str) -> Path:
     the same from the same checkout."""
     key = json.dumps([platform.python_version(), torch_pin, sorted(side.requirements), str(REPO_ROOT)])
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return cache_dir() / "envs" / f"{'-'.join(r.replace('==', '') for r in side.requirements)[:60]}-{digest}"
+    # one path component whatever the requirement holds ('pkg @ file:///x', '>=', '*')
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(r.replace("==", "") for r in side.requirements))
+    readable = re.sub(r"\.{2,}", ".", readable)
+    return cache_dir() / "envs" / f"{readable[:60]}-{digest}"
 
 
 def project_name(requirement: str) -> str:
@@ -56,13 +67,14 @@ def project_name(requirement: str) -> str:
     return canonicalize_name(Requirement(requirement).name)
 
 
-def side_constraints(side: Side, env: Path) -> Path:
+def side_constraints(side: Side, folder: Path) -> Path:
     """constraints.txt without the packages this side moves: everything else pinned as the
-    committed figures were measured."""
+    committed figures were measured (written into ``folder``: the environment, or the dry
+    run's temporary folder)."""
     moved = {project_name(r) for r in side.requirements}
     lines = (REPO_ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines()
     kept = [line for line in lines if not line.strip() or line.startswith("#") or project_name(line) not in moved]
-    path = env / "constraints-side.txt"
+    path = folder / "constraints-side.txt"
     path.write_text("\n".join(kept) + "\n", encoding="utf-8")
     return path
 
@@ -87,6 +99,113 @@ def build_commands(side: Side, env: Path, torch_pin: str, pinned: bool = True) -
 class SideFailed(RuntimeError):
     """A side's environment could not be built, or its recording run failed."""
 
+    exit_code = COULD_NOT_RUN
+
+
+class VersionNotOnIndex(SideFailed):
+    """A requirement the user gave names a version the index does not have: bad input."""
+
+    exit_code = BAD_INPUT
+
+
+# ------------------------------------------------------------------ the dry run
+
+
+def resolve_command(side: Side, torch_pin: str, constraints: Path | None) -> list[str]:
+    """pip's dry run of the build's installs in one resolution, by this Python (the one every
+    environment is made from) ignoring what it has installed: what a fresh environment would
+    get. Nothing is installed or created; pip downloads metadata only where the index has none."""
+    return [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--dry-run",
+        "--ignore-installed",
+        "--disable-pip-version-check",
+        torch_pin,
+        *(["-c", str(constraints)] if constraints else []),
+        "-e",
+        f"{REPO_ROOT}[dev]",
+        *side.requirements,
+    ]
+
+
+def pip_dry_run(command: list[str]) -> tuple[int, str]:
+    """(exit status, stdout and stderr together) of the dry run (a seam for the tests)."""
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
+    return result.returncode, result.stdout + "\n" + result.stderr
+
+
+# pip's wording (src/pip/_internal/resolution/resolvelib/factory.py, unchanged since 20.3)
+_NO_VERSION = re.compile(
+    r"Could not find a version that satisfies the requirement (?P<requirement>\S+)"
+    r"(?: \(from (?P<needed_by>[^)]+)\))? \(from versions: (?P<versions>[^)]*)\)"
+)
+_UNREACHABLE = re.compile(
+    r"NewConnectionError|Failed to establish a new connection|Name or service not known|"
+    r"Temporary failure in name resolution|Max retries exceeded|Could not fetch URL"
+)
+
+
+def resolution_failure(output: str, side: Side) -> SideFailed:
+    """One sentence from pip's dry run output: the requirement the index has no version for
+    (and who needs it), the conflicting requirements, or pip's last error line."""
+    cannot = f"the {side.label!r} environment ({side.describe()}) cannot be built"
+    nothing = "nothing was installed"
+    found = _NO_VERSION.search(output)
+    if found and found["versions"].strip() == "none" and _UNREACHABLE.search(output):
+        return SideFailed(f"{cannot}: the package index could not be reached ({nothing}); check the network")
+    if found:
+        wanted, needed_by = found["requirement"], found["needed_by"]
+        name = project_name(wanted)
+        versions = [v.strip() for v in found["versions"].split(",") if v.strip() and v.strip() != "none"]
+        has = f"it has {name} up to {versions[-1]}" if versions else f"it has no {name} at all"
+        if needed_by:
+            return SideFailed(
+                f"{cannot}: {needed_by} needs {wanted}, which the index does not have ({has}; {nothing}); "
+                f"choose a version of {needed_by} whose dependencies it has"
+            )
+        given = {project_name(r) for r in side.requirements}
+        problem = VersionNotOnIndex if name in given else SideFailed
+        return problem(f"{cannot}: the index has no {wanted} ({has}; {nothing}); choose a version it has")
+    conflict = re.search(r"The conflict is caused by:\n(?P<lines>(?:[ \t]+\S.*\n?)+)", output)
+    if conflict:
+        causes = "; ".join(line.strip() for line in conflict["lines"].splitlines() if line.strip())
+        return SideFailed(f"{cannot}: its requirements conflict ({causes}; {nothing}); change one of them")
+    errors = [line.removeprefix("ERROR: ") for line in output.splitlines() if line.startswith("ERROR:")]
+    return SideFailed(f"{cannot}: pip's dry run failed ({errors[-1] if errors else 'no error line'}; {nothing})")
+
+
+def resolve(side: Side, torch_pin: str) -> bool:
+    """Whether the side builds with the other packages pinned (True) or needs pip to resolve
+    them (False), found by pip's dry run before anything is created; SideFailed (one
+    sentence) when neither resolves. The pinned run is tried first, as the build is."""
+    with tempfile.TemporaryDirectory(prefix="lm-probes-resolve-") as folder:
+        status, output = pip_dry_run(resolve_command(side, torch_pin, side_constraints(side, Path(folder))))
+    if status == 0:
+        return True
+    status, output = pip_dry_run(resolve_command(side, torch_pin, None))
+    if status == 0:
+        return False
+    raise resolution_failure(output, side)
+
+
+def resolve_sides(sides: tuple[Side, ...], torch_pin: str, rebuild: bool = False) -> dict[str, bool]:
+    """``resolve`` for each side still to build, side by side (each dry run is ~5-17 s of
+    pip's work, mostly waiting on the index), before any side is built: the first failure,
+    in side order, is raised."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    todo = [side for side in sides if rebuild or not is_built(side, torch_pin)]
+    with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
+        futures = {side.label: pool.submit(resolve, side, torch_pin) for side in todo}
+    return {label: future.result() for label, future in futures.items()}
+
+
+# ---------------------------------------------------------------------- the build
+
 
 def run(command: list[str], what: str) -> None:
     # one torch thread, as the committed snapshots are recorded (docs/snapshots.md)
@@ -97,31 +216,47 @@ def run(command: list[str], what: str) -> None:
         raise SideFailed(f"{what} failed (exit {result.returncode}): {shlex.join(command)}\n{tail}")
 
 
-def prepare(side: Side, torch_pin: str, rebuild: bool = False) -> Path:
+READY = ".lm-probes-ready"  # written last: an environment without it is half-built
+
+
+def is_built(side: Side, torch_pin: str) -> bool:
+    return (environment_dir(side, torch_pin) / READY).is_file()
+
+
+def prepare(side: Side, torch_pin: str, rebuild: bool = False, pinned: bool | None = None) -> Path:
+    """The side's environment: reused when built, else resolved (``pinned``: what
+    ``resolve`` found, when the caller resolved every side first) and built; a build that
+    fails or is interrupted removes what it made."""
     env = environment_dir(side, torch_pin)
-    done = env / ".lm-probes-ready"
-    if done.is_file() and not rebuild:
+    if is_built(side, torch_pin) and not rebuild:
         print(f"[{side.label}] reusing {env}")
         return env
-    print(f"[{side.label}] building {env} ({side.describe()}, {torch_pin}); a few minutes, once")
-    venv, torch_step, project, no_deps = build_commands(side, env, torch_pin)
-    run(venv, f"creating the {side.label!r} environment")
-    side_constraints(side, env)
-    run(torch_step, f"installing {torch_pin} into the {side.label!r} environment")
-    pinned = True
-    try:
-        run(project, f"installing lm-probes and {side.describe()} with the other packages pinned")
-    except SideFailed:
+    if pinned is None:
+        pinned = resolve(side, torch_pin)
+    if not pinned:
         # the moved package needs other versions of some dependencies (transformers 4.x and
-        # tokenizers, huggingface-hub): let pip resolve them, as tox does; the provenance
-        # and the report name every version that differs
+        # tokenizers, huggingface-hub): pip resolves them, as tox does; the provenance and
+        # the report name every version that differs
         print(f"[{side.label}] {side.describe()} conflicts with constraints.txt: letting pip resolve its dependencies")
-        pinned = False
-        run(build_commands(side, env, torch_pin, pinned=False)[2], f"installing lm-probes and {side.describe()}")
-    run(no_deps, f"installing {' '.join(NO_DEPS)}")
-    done.write_text(
-        json.dumps({"requirements": side.requirements, "torch": torch_pin, "pinned": pinned}), encoding="utf-8"
-    )
+    print(f"[{side.label}] building {env} ({side.describe()}, {torch_pin}); a few minutes, once")
+    if env.exists():
+        shutil.rmtree(env)  # half-built by a run that was killed, or --rebuild
+    venv, torch_step, project, no_deps = build_commands(side, env, torch_pin, pinned=pinned)
+    try:
+        run(venv, f"creating the {side.label!r} environment")
+        side_constraints(side, env)
+        run(torch_step, f"installing {torch_pin} into the {side.label!r} environment")
+        run(
+            project,
+            f"installing lm-probes and {side.describe()}" + (" with the other packages pinned" if pinned else ""),
+        )
+        run(no_deps, f"installing {' '.join(NO_DEPS)}")
+        (env / READY).write_text(
+            json.dumps({"requirements": side.requirements, "torch": torch_pin, "pinned": pinned}), encoding="utf-8"
+        )
+    except BaseException:
+        shutil.rmtree(env, ignore_errors=True)  # a later run must not trust a half-built one
+        raise
     return env
 
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 from probes.cli import environments
-from probes.exit_codes import BAD_INPUT, COULD_NOT_RUN, SAME
+from probes.exit_codes import BAD_INPUT, SAME
 from probes.paths import REPO_ROOT
 
 DEFAULT_ARGS = ("tests/behaviour",)
@@ -39,7 +39,7 @@ def run_with(args: argparse.Namespace) -> int:
         env = environments.prepare(side, torch_pin, rebuild=args.rebuild)
     except environments.SideFailed as exc:
         print(f"lm-probes run-with: {exc}", file=sys.stderr)
-        return COULD_NOT_RUN
+        return exc.exit_code
     # the environment's own caches: each transformers de-quantises the GGUF files itself
     child = {**os.environ, "LM_PROBES_CACHE": str(env / "lm-probes-cache")}
     return subprocess.run(pytest_command(env, pytest_args), cwd=REPO_ROOT, env=child).returncode

@@ -50,15 +50,17 @@ def run_upgrade_check(args: argparse.Namespace) -> int:
             environments.print_plan(side, torch_pin, record_command(env, output / side.label, args.card))
         return diff.SAME
     started = time.monotonic()
-    for side in sides:
-        try:
-            env = environments.prepare(side, torch_pin, rebuild=args.rebuild)
+    try:
+        # both sides resolved (pip's dry run, seconds) before either is built (minutes)
+        pinned = environments.resolve_sides(sides, torch_pin, rebuild=args.rebuild)
+        for side in sides:
+            env = environments.prepare(side, torch_pin, rebuild=args.rebuild, pinned=pinned.get(side.label))
             folder = output / side.label
             print(f"[{side.label}] recording the cards' observations into {folder}")
             environments.run(record_command(env, folder, args.card), f"recording under {side.describe()}")
-        except environments.SideFailed as exc:
-            print(f"lm-probes upgrade-check: {exc}", file=sys.stderr)
-            return diff.COULD_NOT_RUN
+    except environments.SideFailed as exc:
+        print(f"lm-probes upgrade-check: {exc}", file=sys.stderr)
+        return exc.exit_code
     comparisons = diff.compare_sets(output / "from", output / "to", args.card or None)
     code = report_comparisons(
         comparisons, " ".join(args.from_), " ".join(args.to), Path(args.html or output / "report.html"), args.json
