@@ -1,5 +1,5 @@
 # The two commands of the README. Both set up .venv first (a no-op when current).
-.PHONY: setup report test benchmark parity clean
+.PHONY: setup report test benchmark parity install-check fuzz clean
 
 PYTEST := .venv/bin/python -m pytest
 # Two worker processes (pytest-xdist), one torch thread each. The plugin sends every
@@ -31,6 +31,18 @@ parity: setup
 	$(PYTEST) -m served --serve --card smollm2-135m-instruct tests/behaviour/test_parity.py tests/served \
 		tests/benchmarks/test_served_benchmarks.py --benchmark-json=reports/parity-benchmarks.json --html=reports/parity.html \
 		--durations=10
+
+# The install users do (docs/options.md, "In another project"): a wheel built from this
+# checkout, installed non-editable into a fresh virtualenv (torch pinned first, then the wheel
+# with -c constraints.txt), runs `pytest --pyargs probes.suite --card mistral-tokenizer` and
+# `lm-probes --help` from an unrelated folder. About a minute; 1.6 GB in the temporary folder,
+# removed after. Not part of make test (marker install).
+install-check: setup
+	$(PYTEST) -m install tests/install -p no:cacheprovider --html=reports/install.html --durations=5
+
+# The deep fuzz profile (make test runs the same test with a bounded number of examples).
+fuzz: setup
+	$(PYTEST) tests/unit/test_fuzz.py --hypothesis-profile=deep -p no:randomly --html=reports/fuzz.html
 
 clean:
 	rm -rf reports/*.html .pytest_cache

@@ -24,7 +24,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 stamp=.venv/.lm-probes-installed
-want=$(cat pyproject.toml scripts/setup.sh constraints.txt | sha256sum | cut -c1-16)-$TORCH_SPEC-$EXTRAS
+# every file the install reads: setup.py holds the package list
+want=$(cat pyproject.toml setup.py scripts/setup.sh constraints.txt | sha256sum | cut -c1-16)-$TORCH_SPEC-$EXTRAS
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     exit 0
 fi

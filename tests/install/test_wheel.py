@@ -1,0 +1,219 @@
+"""The install users do (docs/options.md, "In another project"): a wheel built from this
+checkout holds every package and shipped file of the tree, and, installed non-editable into a
+fresh virtualenv, runs the shipped suite from a folder that is not the checkout.
+
+The wheel's contents are checked in make test (one build, about two seconds). The fresh
+virtualenv (torch and every dependency: about a minute, 1.6 GB, removed afterwards) carries the
+marker ``install``: ``make install-check``, which .ci/run calls.
+
+The build is ``pip wheel --no-deps --no-build-isolation`` from a copy of the checkout: no index
+is needed (setuptools is in .venv, a dependency of torch), and the checkout gets no build/ or
+egg-info folder while other tests run in it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# The packages whose folders are elsewhere (pyproject.toml's [tool.setuptools.package-dir]):
+# package -> its folder in the checkout
+MAPPED = {"probes.fixtures": "fixtures", "probes.suite": "tests/behaviour"}
+# What fixtures/ ships: the cards, the probe inputs, the CPU snapshots and the card schema.
+# fixtures/machines/ (measurements of other machines, read by no code) stays in the repository.
+SHIPPED_FIXTURES = ("card.schema.json", "cards", "inputs", "snapshots")
+# A fresh clone's files: the .gitignore's entries, .git, and what tests leave behind
+NOT_IN_A_CLONE = shutil.ignore_patterns(
+    ".git", ".venv", "reports", "build", "dist", "mutants", ".benchmarks", ".pytest_cache", ".hypothesis",
+    ".tox", ".whl", "*.egg-info", "__pycache__", "*.pyc",
+)  # fmt: skip
+STEP_TIMEOUT_S = 900  # one install step; a hang must not eat CI's 90 minutes
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+
+
+def source_packages(root: Path) -> set[str]:
+    """Every package of the tree: each folder of probes/ holding an __init__.py, and the mapped two."""
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "probes").rglob("__init__.py")}
+    return found | set(MAPPED)
+
+
+def expected_wheel_files(root: Path) -> set[str]:
+    """The files a wheel of ``root`` must hold, under the names they are installed as."""
+    expected = {str(p.relative_to(root)) for p in _files(root / "probes")}
+    for package, folder in MAPPED.items():
+        installed_as = package.replace(".", "/")
+        names = SHIPPED_FIXTURES if package == "probes.fixtures" else (".",)
+        for name in names:
+            source = root / folder / name
+            for path in [source] if source.is_file() else _files(source):
+                expected.add(f"{installed_as}/{path.relative_to(root / folder)}")
+    return expected
+
+
+def missing_from_wheel(root: Path, wheel_names: set[str]) -> list[str]:
+    """One line per package, then per file, of ``root`` that the wheel's names lack."""
+    problems = []
+    for package in sorted(source_packages(root)):
+        prefix = package.replace(".", "/") + "/"
+        if not any(name.startswith(prefix) for name in wheel_names):
+            problems.append(f"package {package} is not in the wheel")
+    problems += [f"file {name} is not in the wheel" for name in sorted(expected_wheel_files(root) - wheel_names)]
+    return problems
+
+
+def _run(command: list[str | Path], **kwargs) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(c) for c in command], capture_output=True, text=True, timeout=STEP_TIMEOUT_S, check=False, **kwargs
+    )
+
+
+def _tail(result: subprocess.CompletedProcess[str], lines: int = 30) -> str:
+    return "\n".join((result.stdout + result.stderr).splitlines()[-lines:])
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel built from a copy of this checkout, as a fresh clone would build it."""
+    work = tmp_path_factory.mktemp("wheel-build")
+    source = work / "lm-probes"
+    shutil.copytree(REPO_ROOT, source, ignore=NOT_IN_A_CLONE, symlinks=True)
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet"]
+    built = _run([*command, "--wheel-dir", work / "dist", source], cwd=source)
+    assert built.returncode == 0, f"pip wheel failed:\n{_tail(built)}"
+    (found,) = (work / "dist").glob("lm_probes-*.whl")
+    return found
+
+
+def _names(wheel: Path) -> set[str]:
+    with zipfile.ZipFile(wheel) as archive:
+        return set(archive.namelist())
+
+
+def test_the_wheel_holds_every_package_module_and_shipped_file_of_the_tree(wheel):
+    """Every package folder of probes/ (probes.served was once left out of a hand-written list),
+    the suite, the cards, inputs, snapshots, schema and report templates; and the two entry points."""
+    names = _names(wheel)
+    problems = missing_from_wheel(REPO_ROOT, names)
+    assert not problems, "the wheel does not hold the tree:\n" + "\n".join(problems)
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    with zipfile.ZipFile(wheel) as archive:
+        declared = archive.read(entry_points).decode()
+    assert "lm-probes = probes.cli.main:main" in declared
+    assert "lm_probes = probes.plugin.hooks" in declared
+
+
+def test_the_wheel_holds_nothing_but_the_package(wheel):
+    """The twin: the expected list is not padded. Outside probes/ only the .dist-info; no unit
+    tests, no fixtures/machines, no compiled files, no top-level tests or fixtures package."""
+    names = _names(wheel)
+    outside = sorted(n for n in names if not n.startswith("probes/") and ".dist-info/" not in n)
+    assert not outside, f"the wheel installs files outside probes/: {outside}"
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    assert not [n for n in names if n.startswith("probes/fixtures/machines/") or "/unit/" in n]
+    assert expected_wheel_files(REPO_ROOT) == {n for n in names if n.startswith("probes/")}
+
+
+def test_the_contents_check_names_a_package_left_out():
+    """The check can fail: a complete wheel's names less probes/served/ (what c2cfe94's
+    hand-written list built) give one line naming the package, and one per module of it."""
+    complete = expected_wheel_files(REPO_ROOT)
+    assert not missing_from_wheel(REPO_ROOT, complete)
+    problems = missing_from_wheel(REPO_ROOT, {n for n in complete if not n.startswith("probes/served/")})
+    modules = sorted(p.name for p in (REPO_ROOT / "probes" / "served").glob("*.py"))
+    assert problems == ["package probes.served is not in the wheel"] + [
+        f"file probes/served/{m} is not in the wheel" for m in modules
+    ]
+
+
+def _torch_spec() -> str:
+    """The torch that scripts/setup.sh installs first (its TORCH_SPEC, the same variable honoured)."""
+    setup = (REPO_ROOT / "scripts" / "setup.sh").read_text(encoding="utf-8")
+    default = re.search(r"TORCH_SPEC=\$\{TORCH_SPEC:-([^}]+)\}", setup)
+    assert default, "scripts/setup.sh no longer sets TORCH_SPEC=${TORCH_SPEC:-...}"
+    return os.environ.get("TORCH_SPEC", default.group(1))
+
+
+def _fresh_environment(venv: Path, cache: Path) -> dict[str, str]:
+    """This process's environment without what points at .venv or this pytest session; the
+    index settings (PIP_*) stay, as a user's would."""
+    drop = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE")
+    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("PYTEST_")}
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env.update(PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1", HF_HUB_OFFLINE="1", LM_PROBES_CACHE=str(cache))
+    return env
+
+
+@pytest.mark.install
+def test_a_wheel_in_a_fresh_virtualenv_runs_the_shipped_suite_from_another_folder(wheel, tmp_path_factory):
+    """docs/options.md's "In another project", as written there: torch pinned first, then the
+    wheel with -c constraints.txt, nothing else; then, from a folder that is not the checkout,
+    ``pytest --pyargs probes.suite --card mistral-tokenizer`` and ``lm-probes --help``."""
+    venv = tmp_path_factory.mktemp("fresh-venv")
+    project = tmp_path_factory.mktemp("another-project")
+    env = _fresh_environment(venv, project / "lm-probes-cache")
+    python, timings = venv / "bin" / "python", {}
+
+    def step(name: str, *command: str | Path) -> subprocess.CompletedProcess[str]:
+        started = time.monotonic()
+        done = _run(list(command), cwd=project, env=env)
+        timings[name] = round(time.monotonic() - started, 1)
+        print(f"{name}: {timings[name]} s")  # shown with the failure, or with -s
+        return done
+
+    try:
+        for name, command in {
+            "venv": [sys.executable, "-m", "venv", "--clear", venv],
+            "torch": [python, "-m", "pip", "install", "--quiet", _torch_spec()],
+            "wheel": [python, "-m", "pip", "install", "--quiet", "-c", REPO_ROOT / "constraints.txt", wheel],
+        }.items():
+            done = step(name, *command)
+            assert done.returncode == 0, f"{name} install failed:\n{_tail(done)}"
+
+        where = step("imports", python, "-c", _WHERE_IT_IMPORTS_FROM)
+        assert where.returncode == 0, _tail(where)
+        paths = {k: Path(v).resolve() for k, v in json.loads(where.stdout).items()}
+        site_packages = paths.pop("site-packages")
+        for name, path in paths.items():
+            assert path.is_relative_to(site_packages), f"{name} imports from {path}, not the fresh virtualenv"
+            assert not path.is_relative_to(REPO_ROOT), f"{name} imports from the checkout: {path}"
+
+        pytest_command = ["--pyargs", "probes.suite", "--card", "mistral-tokenizer", "-p", "no:cacheprovider"]
+        suite = step("suite", venv / "bin" / "pytest", *pytest_command)
+        assert suite.returncode == 0, f"the installed suite failed:\n{_tail(suite)}"
+        summary = suite.stdout.strip().splitlines()[-1]
+        passed = re.search(r"\b(\d+) passed\b", summary)
+        assert passed and int(passed.group(1)) > 0, f"no test passed: {summary}"
+        assert not re.search(r"\b(failed|errors?)\b", summary), summary
+
+        cli = step("cli", venv / "bin" / "lm-probes", "--help")
+        assert cli.returncode == 0, _tail(cli)
+        assert cli.stdout.startswith("usage: lm-probes"), cli.stdout[:200]
+    finally:
+        shutil.rmtree(venv, ignore_errors=True)  # 1.6 GB: pytest keeps its last three temporary folders
+
+
+# Where the fresh interpreter finds the package, the suite and the shipped cards
+_WHERE_IT_IMPORTS_FROM = """
+import json, sysconfig
+import probes, probes.paths, probes.suite
+print(json.dumps({
+    "site-packages": sysconfig.get_paths()["purelib"],
+    "probes": probes.__file__,
+    "probes.suite": probes.suite.__file__,
+    "fixtures": str(probes.paths.FIXTURES_DIR),
+}))
+"""
