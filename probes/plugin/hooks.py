@@ -23,7 +23,7 @@ import pytest
 # Only light modules here: installed, the plugin loads in every pytest session of the
 # environment, and one that never uses lm-probes must not pay for the cards or torch
 # (tests/unit/test_plugin.py). The rest is imported by the hooks that need it.
-from probes.plugin import html, options
+from probes.plugin import html, interrupts, options
 from probes.plugin import items as item_info  # (pytest names a hook's argument `items`)
 from probes.plugin.fixtures import (
     attach,
@@ -67,6 +67,10 @@ def pytest_configure(config: pytest.Config) -> None:
         # on the core the other worker is using: idle OpenMP threads sleep.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     config.stash[RECORD] = SessionRecord(in_use=options.options_given(config))
+    # Ctrl-C while the session finishes (xdist's teardown, pytest-html's page) still writes the
+    # report of what ran and ends as interrupted (plugin/interrupts.py)
+    if not config.pluginmanager.has_plugin(interrupts.GUARD_NAME):
+        config.pluginmanager.register(interrupts.SessionFinishGuard(), interrupts.GUARD_NAME)
     if not hasattr(config, "workerinput"):  # the controller checked them for its workers
         from probes.plugin import checks
 
