@@ -11,7 +11,7 @@ from pathlib import Path
 
 from probes.cli import environments
 from probes.paths import REPO_ROOT
-from probes.report.diff import report_comparisons
+from probes.report.diff import output_paths_problem, report_comparisons
 from probes.snapshots import sets as diff
 
 
@@ -44,6 +44,12 @@ def run_upgrade_check(args: argparse.Namespace) -> int:
     sides = (environments.Side("from", tuple(args.from_)), environments.Side("to", tuple(args.to)))
     torch_pin = environments.torch_pin()
     output = Path(args.output).resolve()  # the recording runs in the repository root
+    html = Path(args.html or output / "report.html")
+    # the report's paths checked before minutes of building and recording, not after them
+    problem = output_paths_problem(html, args.json)
+    if problem:
+        print(f"lm-probes upgrade-check: {problem}", file=sys.stderr)
+        return diff.BAD_INPUT
     if args.dry_run:
         for side in sides:
             env = environments.environment_dir(side, torch_pin)
@@ -61,9 +67,11 @@ def run_upgrade_check(args: argparse.Namespace) -> int:
     except environments.SideFailed as exc:
         print(f"lm-probes upgrade-check: {exc}", file=sys.stderr)
         return exc.exit_code
-    comparisons = diff.compare_sets(output / "from", output / "to", args.card or None)
-    code = report_comparisons(
-        comparisons, " ".join(args.from_), " ".join(args.to), Path(args.html or output / "report.html"), args.json
-    )
+    try:
+        comparisons = diff.compare_sets(output / "from", output / "to", args.card or None)
+    except diff.DiffInputError as exc:  # a side recorded nothing readable: say so, no traceback
+        print(f"lm-probes upgrade-check: {exc}", file=sys.stderr)
+        return diff.BAD_INPUT
+    code = report_comparisons(comparisons, " ".join(args.from_), " ".join(args.to), html, args.json)
     print(f"upgrade check took {time.monotonic() - started:.0f} s")
     return code

@@ -177,12 +177,42 @@ def test_a_side_that_cannot_be_built_exits_2_saying_why(monkeypatch, tmp_path, c
         )
 
     monkeypatch.setattr(environments, "run", failing)
+    # past pip's dry run (which refuses 0.0.0 itself: test_environments.py): a build step that fails
+    monkeypatch.setattr(
+        environments, "resolve_sides", lambda sides, torch_pin, rebuild=False: {s.label: True for s in sides}
+    )
     code = cli.main(
         ["upgrade-check", "--from", "transformers==0.0.0", "--to", "transformers==5.23.0", "--output", str(tmp_path)]
     )
     assert code == diff.COULD_NOT_RUN
     assert "creating the 'from' environment failed" in capsys.readouterr().err
     assert not (tmp_path / "report.html").exists()
+
+
+def test_upgrade_check_refuses_a_report_path_it_cannot_write_before_building(monkeypatch, tmp_path, capsys):
+    """--html naming a folder is found before any environment is resolved or built (exit 4);
+    the twin: a report path in folders still to be made gets past that check to the build."""
+    monkeypatch.setenv("LM_PROBES_CACHE", str(tmp_path / "cache"))
+    built = []
+    monkeypatch.setattr(environments, "resolve_sides", lambda *a, **k: built.append("resolve") or {})
+
+    def stop(*args, **kwargs):
+        raise environments.SideFailed("stopped here")
+
+    monkeypatch.setattr(environments, "prepare", stop)
+    argv = [
+        "upgrade-check",
+        "--from",
+        "transformers==5.22.0",
+        "--to",
+        "transformers==5.23.0",
+        "--output",
+        str(tmp_path),
+    ]
+    assert cli.main([*argv, "--html", str(tmp_path)]) == diff.BAD_INPUT
+    assert "is a folder" in capsys.readouterr().err and not built
+    assert cli.main([*argv, "--html", str(tmp_path / "new" / "r.html")]) == diff.COULD_NOT_RUN
+    assert built == ["resolve"] and "stopped here" in capsys.readouterr().err
 
 
 def test_run_with_builds_the_upgrade_check_environment_and_forwards_what_follows_the_dashes(
