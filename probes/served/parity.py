@@ -106,7 +106,7 @@ def write_parity_snapshots(
     for provenance, observed in (in_process, served):
         path = folder / f"{provenance['class']}.json"
         snapshot = {"format": recording.FORMAT, "card": card, "provenance": provenance, "observed": observed}
-        path.write_text(recording.dumps(snapshot), encoding="utf-8")
+        recording.write_atomically(path, recording.dumps(snapshot))  # as the snapshot writer: whole or not at all
         paths.append(path)
     return paths[0], paths[1]
 
