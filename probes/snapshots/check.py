@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from probes.numerics import nearest_class
 from probes.paths import SNAPSHOT_DIR
-from probes.snapshots.compare import compare, summary_line
+from probes.snapshots.compare import SnapshotShapeError, compare, summary_line
 from probes.snapshots.differences import Difference
 from probes.snapshots.record import (
     SnapshotError,
@@ -119,18 +119,22 @@ class SnapshotCheck:
             return SnapshotOutcome(subject.name, "failed", "no usable snapshot", message=str(exc), summary=str(exc))
         current_prov = provenance(subject)
         classes = (path.stem, own_class)
-        differences = tuple(
-            compare(
-                recorded["observed"],
-                observe(subject),
-                tolerances=subject.card.tolerances,
-                subject=subject,
-                results=results,
-                recorded_provenance=recorded["provenance"],
-                current_provenance=current_prov,
-                classes=classes,
+        try:
+            differences = tuple(
+                compare(
+                    recorded["observed"],
+                    observe(subject),
+                    tolerances=subject.card.tolerances,
+                    subject=subject,
+                    results=results,
+                    recorded_provenance=recorded["provenance"],
+                    current_provenance=current_prov,
+                    classes=classes,
+                )
             )
-        )
+        except SnapshotShapeError as exc:
+            message = f"snapshot {path}: {exc}. Re-record it with: {hint}"
+            return SnapshotOutcome(subject.name, "failed", "no usable snapshot", message=message, summary=message)
         summary = summary_line(recorded["provenance"], current_prov, list(differences), classes=classes)
         errors = [d for d in differences if d.severity == "error"]
         message = ""

@@ -60,10 +60,21 @@ def compare(
             )
         # each section is compared where both sides hold it (a snapshot from before U2-U4 holds none of those)
         elif name in recorded and name in current:
-            out += section.compare(recorded[name], current[name], context)
+            try:
+                out += section.compare(recorded[name], current[name], context)
+            except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+                # a file edited by hand or by another tool: the rules read the shape this lm-probes
+                # records, so a value of another shape is the file's fault, said as such
+                raise SnapshotShapeError(
+                    f"section '{name}' does not hold what lm-probes records there ({type(exc).__name__}: {exc})"
+                ) from exc
     if has_model[0] != has_model[1]:
         out.append(Difference("error", "model", "the snapshot and this run disagree on whether there is a model"))
     return out
+
+
+class SnapshotShapeError(ValueError):
+    """A recorded section whose values are not of the shape the rules compare."""
 
 
 def compute_dtype(provenance: dict[str, Any]) -> str:

@@ -265,14 +265,18 @@ def _compare_files(
         _read(side.files[card][device], _record_hint(card, _snapshot_dir(side)), card=card)
         for side, device in ((set_a, device_a), (set_b, device_b))
     )
-    differences = comparing.compare(
-        recorded["observed"],
-        current["observed"],
-        tolerances=_tolerances(card, served=SERVED_CLASS in (device_a, device_b)),
-        recorded_provenance=recorded["provenance"],
-        current_provenance=current["provenance"],
-        classes=(device_a, device_b),
-    )
+    try:
+        differences = comparing.compare(
+            recorded["observed"],
+            current["observed"],
+            tolerances=_tolerances(card, served=SERVED_CLASS in (device_a, device_b)),
+            recorded_provenance=recorded["provenance"],
+            current_provenance=current["provenance"],
+            classes=(device_a, device_b),
+        )
+    except comparing.SnapshotShapeError as exc:
+        files = " or ".join(str(side.files[card][device]) for side, device in ((set_a, device_a), (set_b, device_b)))
+        raise DiffInputError(f"{files}: {exc}. Re-record it with: {_record_hint(card, _snapshot_dir(set_a))}") from None
     only_a = _in_order(s for s in recorded["observed"] if s not in current["observed"])
     only_b = _in_order(s for s in current["observed"] if s not in recorded["observed"])
     reported = {d.where for d in differences}

@@ -238,3 +238,41 @@ def test_html_and_json_naming_one_file_is_refused(tmp_path, capsys):
     same = str(tmp_path / "r.out")
     code, _, err = _diff(capsys, str(COMMITTED), str(COMMITTED), "--html", same, "--json", same)
     assert code == diff.BAD_INPUT and f"--html and --json both name {same}" in err
+
+
+# ------------------------------------------------------------- a section of another shape
+
+
+def test_a_section_of_another_shape_is_named_with_its_file_and_exits_4(tmp_path, capsys):
+    """Found by the fuzz test: a recorded section whose values are not what lm-probes records
+    (a hand edit: a call's settings replaced by null) gave AttributeError from the comparison
+    rules. Now it is one sentence naming the file and the section, with the command that
+    re-records it, and exit 4; the twin, the same edit to a value of the same shape (another
+    setting's value), is compared and reported as a difference (exit 1)."""
+    edited = _set(tmp_path, "edited", "tiny-mistral")
+    path = edited / "tiny-mistral" / "cpu.json"
+    snapshot = json.loads(path.read_text(encoding="utf-8"))
+    call = next(iter(snapshot["observed"]["generation"].values()))
+    key = next(k for k, v in call.items() if isinstance(v, dict) and v)
+    call[key] = None
+    path.write_text(json.dumps(snapshot), encoding="utf-8")
+    code, out, err = _diff(
+        capsys, str(COMMITTED), str(edited), "--card", "tiny-mistral", "--html", str(tmp_path / "d.html")
+    )
+    assert code == diff.BAD_INPUT, out + err
+    assert "Traceback" not in err and str(path) in err
+    assert "section 'generation' does not hold what lm-probes records there" in err
+    assert "Re-record it with: pytest tests/behaviour/test_snapshot.py --card tiny-mistral --snapshot-update" in err
+
+    same_shape = _set(tmp_path, "same-shape", "tiny-mistral")
+    path = same_shape / "tiny-mistral" / "cpu.json"
+    snapshot = json.loads(path.read_text(encoding="utf-8"))
+    call = next(iter(snapshot["observed"]["generation"].values()))
+    setting = next(iter(call[key]))
+    call[key][setting] = "changed"
+    path.write_text(json.dumps(snapshot), encoding="utf-8")
+    code, out, err = _diff(
+        capsys, str(COMMITTED), str(same_shape), "--card", "tiny-mistral", "--html", str(tmp_path / "e.html")
+    )
+    assert code == diff.DIFFERENT, out + err
+    assert "generation" in out

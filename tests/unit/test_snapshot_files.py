@@ -123,3 +123,30 @@ def test_a_write_that_fails_leaves_the_old_snapshot_and_no_temporary_file(tmp_pa
     with pytest.raises(OSError, match="No space left"):
         recording.record(subject, tmp_path)
     assert [p.name for p in path.parent.iterdir()] == ["cpu.json"] and path.read_bytes() == before
+
+
+def test_the_snapshot_test_fails_a_section_of_another_shape_with_the_command_that_re_records_it(tmp_path):
+    """A hand-edited file whose tokenizer ids are a list instead of a mapping: the rules used
+    to raise a TypeError/AttributeError from inside the test. Now the test fails in one
+    sentence naming the file, the section and the command; the twin, an edited value of the
+    same shape (another id), is compared and fails as a difference, not as a broken file."""
+    root = _folder_with(tmp_path, None)
+    path = root / CARD / "cpu.json"
+    snapshot = json.loads(path.read_text(encoding="utf-8"))
+    snapshot["observed"]["tokenizer"]["ids"] = list(snapshot["observed"]["tokenizer"]["ids"].values())
+    path.write_text(recording.dumps(snapshot), encoding="utf-8")
+    outcome = SnapshotCheck(root, dir_option=f" --snapshot-dir {root}").check(tokenizer_subject())
+    assert outcome.verdict == "failed" and outcome.status == "no usable snapshot", outcome
+    assert f"snapshot {path}: section 'tokenizer' does not hold what lm-probes records there" in outcome.message
+    assert (
+        f"Re-record it with: pytest tests/behaviour/test_snapshot.py --card {CARD} --snapshot-update" in outcome.message
+    )
+
+    same_shape = _folder_with(tmp_path / "same", None)
+    path = same_shape / CARD / "cpu.json"
+    snapshot = json.loads(path.read_text(encoding="utf-8"))
+    modes = next(iter(snapshot["observed"]["tokenizer"]["ids"].values()))  # {plain: [...], special: [...]}
+    modes["special"] = [*modes["special"], 7]
+    path.write_text(recording.dumps(snapshot), encoding="utf-8")
+    outcome = SnapshotCheck(same_shape).check(tokenizer_subject())
+    assert outcome.verdict == "failed" and outcome.differences, outcome
