@@ -40,9 +40,11 @@ parity: setup
 install-check: setup
 	$(PYTEST) -m install tests/install -p no:cacheprovider --html=reports/install.html --durations=5
 
-# The deep fuzz profile (make test runs the same test with a bounded number of examples).
+# The deep fuzz profile (make test runs the same test with a bounded number of examples). The profiles
+# are registered by tests/unit/fuzz_strategies.py, loaded as a plugin: Hypothesis reads the option first.
 fuzz: setup
-	$(PYTEST) tests/unit/test_fuzz.py --hypothesis-profile=deep -p no:randomly --html=reports/fuzz.html
+	$(PYTEST) tests/unit/test_fuzz.py -p tests.unit.fuzz_strategies --hypothesis-profile=deep \
+		--html=reports/fuzz.html --hypothesis-show-statistics
 
 clean:
 	rm -rf reports/*.html .pytest_cache

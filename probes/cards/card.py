@@ -217,13 +217,22 @@ def _display_path(path: Path) -> str:
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+def _is(path: Path, kind: str) -> bool:
+    """``path.is_file()`` / ``is_dir()``, False where the file system refuses the name itself
+    (a name over 255 bytes: ENAMETOOLONG, which Path.is_file raises rather than answering)."""
+    try:
+        return path.is_file() if kind == "file" else path.is_dir()
+    except OSError:
+        return False
+
+
 def load_card(path: str | Path) -> Card:
     """Read and validate one card file (YAML, safe loader)."""
     path = Path(path)
     shown = _display_path(path)
-    if path.is_dir():
+    if _is(path, "dir"):
         raise CardError(f"card file {shown} is a folder, not a card file: rename or move it")
-    if not path.is_file():
+    if not _is(path, "file"):
         raise CardError(f"card file {shown} does not exist")
     try:
         text = path.read_text(encoding="utf-8")
@@ -312,7 +321,7 @@ def available_cards(extra_dirs: Sequence[str | Path] = ()) -> dict[str, Path]:
 def find_card(name_or_path: str, extra_dirs: Sequence[str | Path] = ()) -> Card:
     """A card by name (a ``<name>.yaml`` in a cards folder) or by path to a YAML file."""
     candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml") or candidate.is_file():
+    if candidate.suffix in (".yaml", ".yml") or _is(candidate, "file"):
         return load_card(candidate)
     known = available_cards(extra_dirs)
     if name_or_path in known:

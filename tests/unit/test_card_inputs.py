@@ -13,6 +13,7 @@ import pytest
 from probes.cards.card import CardError, available_cards, find_card, load_card
 from probes.cards.choices import card_name_problem
 from probes.cards.sources import HubSource
+from probes.paths import CARDS_DIR
 
 TOKENIZER_CARD = """\
 name: {name}
@@ -247,3 +248,17 @@ def test_with_model_of_a_gguf_file_reads_it_from_its_folder(tmp_path):
     card = find_card("smollm2-135m-instruct").with_model(str(gguf))
     assert card.model == HubSource(source="hf", id=str(tmp_path), gguf_file="weights.Q8_0.gguf")
     assert card.model_override == str(gguf)
+
+
+def test_a_name_too_long_for_the_file_system_is_an_unknown_card_not_an_os_error(tmp_path):
+    """Found by the fuzz test: `--card` of a 300-character name raised OSError (ENAMETOOLONG)
+    from Path.is_file; now it is the unknown-card message, and a path that long is a missing
+    card file. The twin: a card file of the longest name allowed (100) is found by name."""
+    with pytest.raises(CardError, match="Unknown card 'x{300}'"):
+        find_card("x" * 300, [tmp_path])
+    with pytest.raises(CardError, match="does not exist"):
+        find_card(str(tmp_path / ("x" * 300 + ".yaml")))
+    longest = "x" * 100
+    text = (CARDS_DIR / "mistral-tokenizer.yaml").read_text(encoding="utf-8")
+    (tmp_path / f"{longest}.yaml").write_text(text.replace("name: mistral-tokenizer", f"name: {longest}"), "utf-8")
+    assert find_card(longest, [tmp_path]).name == longest
