@@ -5,6 +5,7 @@ entry in snapshots/sections.py says, and what only one side holds named."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ def output_path_problem(path: Path | str, option: str) -> str | None:
     """Why ``path`` (an ``--html`` or ``--json`` file) could not be written, in one sentence,
     or None. Checked before anything is compared, and without writing: the folders it
     needs are made only when the report is written."""
+    if not str(path).strip():
+        return f"{option} is empty; give a file path, e.g. {option} reports/diff.{option.lstrip('-')}"
     path = Path(path)
     if path.is_dir():
         return f"{option} {path} is a folder; give a file path, e.g. {option} {path / ('diff.' + option.lstrip('-'))}"
@@ -51,7 +54,7 @@ def output_paths_problem(html: Path | str | None, json_path: Path | str | None) 
     if html and json_path and Path(html).resolve() == Path(json_path).resolve():
         return f"--html and --json both name {html}; give each its own file"
     for path, option in ((html, "--html"), (json_path, "--json")):
-        problem = output_path_problem(path, option) if path else None
+        problem = output_path_problem(path, option) if path is not None else None
         if problem:
             return problem
     return None
@@ -131,6 +134,8 @@ def report_comparisons(
         Path(json_path).write_text(as_json(found), encoding="utf-8")
     code = exit_code(found)
     print(f"report: {written}  (exit {code}: {verdict_line(found)})")
+    if found.missing_cards:  # bad input, said where errors go too (a CI log, a script reading stderr)
+        print(f"lm-probes: {verdict_line(found)}", file=sys.stderr)
     return code
 
 

@@ -161,7 +161,12 @@ def load(path: Path, update_hint: str, card: str | None = None) -> dict[str, Any
         raise SnapshotError(
             f"snapshot {path} is corrupt or truncated ({exc}). Re-record it with: {update_hint}"
         ) from None
-    if not isinstance(snapshot, dict) or snapshot.get("format") != FORMAT or "observed" not in snapshot:
+    if (
+        not isinstance(snapshot, dict)
+        or snapshot.get("format") != FORMAT
+        or not isinstance(snapshot.get("observed"), dict)  # section -> what it recorded
+        or not isinstance(snapshot.get("provenance", {}), dict)
+    ):
         raise SnapshotError(
             f"snapshot {path} is not a format-{FORMAT} lm-probes snapshot. Re-record it with: {update_hint}"
         )

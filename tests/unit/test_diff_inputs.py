@@ -276,3 +276,23 @@ def test_a_section_of_another_shape_is_named_with_its_file_and_exits_4(tmp_path,
     )
     assert code == diff.DIFFERENT, out + err
     assert "generation" in out
+
+
+def test_the_deep_fuzz_run_s_findings_are_one_sentence_on_stderr_and_exit_4(tmp_path, capsys):
+    """What `make fuzz` found: `--html ''` wrote to '.' (IsADirectoryError); a file whose
+    `observed` is a list reached the rules; a card on one side only said so on stdout alone.
+    The twin of each is in this file's other tests (a real path, a real file, --card)."""
+    code, _, err = _diff(capsys, str(COMMITTED), str(COMMITTED), "--html", "")
+    assert code == diff.BAD_INPUT and "--html is empty; give a file path" in err
+
+    odd = _set(tmp_path, "odd", "mistral-tokenizer")
+    path = odd / "mistral-tokenizer" / "cpu.json"
+    path.write_text(json.dumps({**json.loads(path.read_text("utf-8")), "observed": []}), encoding="utf-8")
+    code, _, err = _diff(
+        capsys, str(odd), str(COMMITTED), "--card", "mistral-tokenizer", "--html", str(tmp_path / "r.html")
+    )
+    assert code == diff.BAD_INPUT and f"snapshot {path} is not a format-" in err and "Traceback" not in err
+
+    one = _set(tmp_path, "one", "tiny-mistral")
+    code, _, err = _diff(capsys, str(one), str(COMMITTED), "--html", str(tmp_path / "s.html"))
+    assert code == diff.BAD_INPUT and "lm-probes: not every card was compared: " in err
