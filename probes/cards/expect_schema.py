@@ -132,6 +132,11 @@ class ChatExpect(CardModel):
     generation_prompt: str | None = Field(
         None, description="how the rendered conversation ends (add_generation_prompt=True), e.g. '[/INST]'"
     )
+    turn_end: str | None = Field(
+        None,
+        description="U7: the token the template ends an assistant turn with, e.g. '<|im_end|>' (it must be one of "
+        "the ids generate() stops at, on every card with a template)",
+    )
 
 
 class SpecialText(CardModel):

@@ -18,6 +18,7 @@ from probes import embedding as em
 from probes import generation_settings as gs
 from probes import hidden_states as hs
 from probes import quantization as qz
+from probes import stopping
 from probes import tokenizer as tk
 from probes.subjects.inputs import article_inputs, format_prompt, knowledge_question
 from probes.subjects.memo import RESULTS
@@ -40,6 +41,18 @@ def next_token(subject: Subject, prompt: str | None = None) -> dc.NextToken:
 def chat_rendering(subject: Subject) -> tk.ChatRendering:
     """U1: the inputs' conversation through the subject's chat template (tokenizer only)."""
     return RESULTS.get(subject, "chat", lambda: tk.chat_rendering(subject.tokenizer, article_inputs()["chat"]))
+
+
+def turn_end(subject: Subject) -> stopping.TurnEnd:
+    """U7: the chat template's end of an assistant turn (the inputs' conversation, its first
+    user and assistant turns) against the ids generate() stops at: the model's
+    generation_config (loading the model), or the tokenizer's eos on a tokenizer-only card."""
+
+    def compute() -> stopping.TurnEnd:
+        config = subject.model.generation_config if subject.card.has_model else None
+        return stopping.turn_end(subject.tokenizer, config, article_inputs()["chat"][:2])
+
+    return RESULTS.get(subject, ("turn_end",), compute)
 
 
 def generation_settings(subject: Subject, call: str) -> gs.InheritedSettings:
