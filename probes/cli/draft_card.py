@@ -14,11 +14,17 @@ from typing import TYPE_CHECKING
 
 from probes.draft.measure import draft_card
 from probes.draft.settings import DraftSettings
+from probes.draft.turn_end import TurnEndNotAStop, refusal, turn_end_before_measuring
 from probes.draft.writer import card_text, kept_entries
 from probes.snapshots import sets as diff
 
 if TYPE_CHECKING:
     from probes.cards.card import Card
+
+# The command line was right, the model is not: its stop ids miss its own turn end. 1 as
+# pytest's "tests failed" (a check every model must pass fails), not 4 (BAD_INPUT: nothing
+# the user typed is wrong, and changing the arguments does not help; fixing the model's files does).
+MODEL_DEFECT = 1
 
 
 def run_draft_card(args: argparse.Namespace) -> int:
@@ -44,12 +50,23 @@ def run_draft_card(args: argparse.Namespace) -> int:
     sources = sources_yaml(base)
     card = dataclasses.replace(base, name=name, expect={}, xfail=(), leave_out=())
     subject = Subject(card, seed=0)  # seed 0: the suite's default, so its sampled calls are the first draw
-    settings = DraftSettings(draws=args.draws, prompt_format=args.prompt_format, reference=reference)
+    settings = DraftSettings(
+        draws=args.draws,
+        prompt_format=args.prompt_format,
+        reference=reference,
+        accept_turn_end_not_a_stop_id=args.accept_turn_end_not_a_stop_id,
+    )
     started = time.monotonic()
     try:
+        # U7 first: it needs the tokenizer and the stop ids only, measuring takes minutes
+        problem = turn_end_before_measuring(subject).problem()
+        if problem is not None and not settings.accept_turn_end_not_a_stop_id:
+            return _model_defect(refusal(problem))
         draft = draft_card(subject, settings)
     except SubjectLoadError as exc:
         return _bad_input(f"the model could not be loaded: {exc}")
+    except TurnEndNotAStop as exc:  # the loaded model's own generation_config disagrees with the file's
+        return _model_defect(str(exc))
     info = environment_info()
     versions = {k: info[k] for k in ("transformers", "torch", "tokenizers")}
     versions["device"] = str(subject.model.device) if card.has_model else "cpu"
@@ -127,6 +144,11 @@ def folder_problem(folder: Path, what: str) -> str | None:
 def _bad_input(message: str) -> int:
     print(f"lm-probes draft-card: {message}", file=sys.stderr)
     return diff.BAD_INPUT
+
+
+def _model_defect(message: str) -> int:
+    print(f"lm-probes draft-card: {message}", file=sys.stderr)
+    return MODEL_DEFECT
 
 
 def draft_base(args: argparse.Namespace) -> Card:

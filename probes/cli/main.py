@@ -5,9 +5,10 @@
     lm-probes run-with transformers==4.57.6 [-- PYTEST ARGS]
     lm-probes draft-card --gguf-file ~/models/x.gguf --name my-model -o my_cards/my-model.yaml
 
-Exit codes: 0 no difference beyond tolerance, 1 differences, 2 an environment could not
-be built or could not record (upgrade-check), 4 bad input (missing or unreadable sets,
-no card in common, not a source checkout).
+Exit codes: 0 no difference beyond tolerance, 1 differences (draft-card: a model whose stop
+ids miss its chat template's end of turn), 2 an environment could not be built or could not
+record (upgrade-check), 4 bad input (missing or unreadable sets, no card in common, not a
+source checkout).
 """
 
 from __future__ import annotations
@@ -176,6 +177,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--quantization", choices=["none", "nf4", "int8"], help="bitsandbytes quantization on load")
     c.add_argument("--reference", help="a full-precision card of the same weights: drafts expect.drift")
     c.add_argument("--cards-dir", action="append", default=[], help="a folder of your own cards (repeatable)")
+    c.add_argument(
+        "--accept-turn-end-not-a-stop-id",
+        action="store_true",
+        help="draft a model whose stop ids miss its chat template's end of turn (otherwise refused, exit 1): "
+        "the card records the check as a strict xfail whose reason names the token, its id and the stop ids",
+    )
     c.set_defaults(run="probes.cli.draft_card:run_draft_card")
     return top
 

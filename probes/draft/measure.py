@@ -31,6 +31,7 @@ from probes.draft.embedding import draft_embedding
 from probes.draft.margins import BACKENDS, BEAM_GAIN, DISTINCT, DRIFT_MARGINS, SHARE, TOP1_PROB, sample_share
 from probes.draft.settings import Draft, DraftSettings, short_text
 from probes.draft.tokenizer import draft_tokenizer
+from probes.draft.turn_end import draft_turn_end
 from probes.draft.writer import Commented
 from probes.subjects import results
 from probes.subjects.inputs import article_inputs
@@ -303,13 +304,22 @@ def draft_drift(subject: Subject, reference: Subject) -> Any:
 
 
 def draft_card(subject: Subject, settings: DraftSettings | None = None) -> Draft:
-    """Every probe on ``subject``: the tokenizer's always, the model's when it has one."""
+    """Every probe on ``subject``: the tokenizer's always, the model's when it has one, then
+    where generation stops (U7: with the model loaded, its own generation_config, as the
+    suite reads it). Raises TurnEndNotAStop for a model whose stop ids miss its turn end,
+    unless the settings accept it."""
     settings = settings or DraftSettings()
     draft = Draft()
+    draft.expect["tokenizer"] = draft_tokenizer(subject.tokenizer, draft)
+    if subject.card.has_model:
+        draft_model_sections(subject, settings, draft)
+    draft_turn_end(subject, draft, settings.accept_turn_end_not_a_stop_id)
+    return draft
+
+
+def draft_model_sections(subject: Subject, settings: DraftSettings, draft: Draft) -> None:
+    """The model's sections: minutes on a real model (sampling over the draws, knowledge)."""
     expect = draft.expect
-    expect["tokenizer"] = draft_tokenizer(subject.tokenizer, draft)
-    if not subject.card.has_model:
-        return draft
     expect["model"] = draft_model(subject)
     if subject.options.quantization != "none":
         expect["quantization"] = draft_quantization(subject)
@@ -327,4 +337,3 @@ def draft_card(subject: Subject, settings: DraftSettings | None = None) -> Draft
     expect["tasks"] = draft_tasks(subject, settings, draft)
     if settings.reference is not None:
         expect["drift"] = draft_drift(subject, settings.reference)
-    return draft

@@ -39,6 +39,9 @@ class DraftSettings:
     draws: int = DEFAULT_DRAWS
     prompt_format: str = DEFAULT_PROMPT_FORMAT
     reference: Subject | None = None
+    # a model whose stop ids miss its chat template's turn end is drafted (the check as a
+    # strict xfail) only when the user names the defect (draft-card's --accept-turn-end-not-a-stop-id)
+    accept_turn_end_not_a_stop_id: bool = False
 
 
 @dataclass
