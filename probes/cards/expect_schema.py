@@ -94,6 +94,11 @@ class EncodeCase(CardModel):
     ids: list[TokenId] = Field(description="encode(text, add_special_tokens=...) ids")
     tokens: list[str] | None = Field(None, description="convert_ids_to_tokens of the ids (SentencePiece '▁' kept)")
     decoded: str | None = Field(None, description="decode(ids)")
+    decoded_skipping_special: str | None = Field(
+        None,
+        description="decode(ids, skip_special_tokens=True), the text users read; with decoded, a change in how "
+        "decode joins pieces (clean_up_tokenization_spaces, transformers #42898) fails showing both strings",
+    )
     decoded_per_id: list[str] | None = Field(None, description="decode([id]) for each id")
     round_trips: bool = Field(
         True, description="decode(encode(text, add_special_tokens=False)) == text; false records that it alters it"

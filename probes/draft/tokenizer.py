@@ -82,6 +82,9 @@ def _encode_case(tokenizer: Any, case_id: str, observation: str, text: str, spec
         ids=list(encoding.ids),
         tokens=list(encoding.tokens),
         decoded=encoding.decoded,
+        # the text users read: special tokens dropped (decoded keeps them); both, so a change
+        # in how decode joins pieces shows in each
+        decoded_skipping_special=tokenizer.decode(list(encoding.ids), skip_special_tokens=True),
         decoded_per_id=list(encoding.decoded_per_id),
     )
     decoded = tokenizer.decode(tokenizer.encode(text, add_special_tokens=False))

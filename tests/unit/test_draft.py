@@ -73,6 +73,21 @@ def test_drafted_special_token_texts_are_the_tokenizers_own():
     assert prompts["knowledge-prompt"].startswith("<s> ")
 
 
+def test_drafted_encode_cases_hold_the_decode_spacing_texts_decoded_both_ways():
+    """Issue 33: what draft-card writes has the spacing texts, each decoded with and without
+    special tokens (Mistral's encode adds <s>: the two differ)."""
+    section = draft_tokenizer(tokenizer_subject().tokenizer, Draft())
+    cases = {c["id"]: c for c in (c.value if isinstance(c, Commented) else c for c in section["encode"])}
+    spaced = cases["spaced-punctuation"]
+    assert (spaced["text"], spaced["decoded"], spaced["decoded_skipping_special"]) == (
+        "Hello , world !",
+        "<s> Hello , world !",
+        "Hello , world !",
+    )
+    assert cases["contractions"]["decoded_skipping_special"] == "I don't know if it 's true ."
+    assert cases["spaces-and-newlines"]["decoded_skipping_special"] == "one  two   three\n\nfour\n"
+
+
 def test_drafted_special_token_texts_follow_smollm2s_bos():
     section = draft_tokenizer(Subject(find_card("smollm2-135m-instruct")).tokenizer, Draft())
     texts = [(c.value if isinstance(c, Commented) else c)["text"] for c in section["encode"]]
