@@ -33,6 +33,7 @@ from probes.draft.settings import Draft, DraftSettings, short_text
 from probes.draft.tokenizer import draft_tokenizer
 from probes.draft.turn_end import draft_turn_end
 from probes.draft.writer import Commented
+from probes.subjects import drift as drifts
 from probes.subjects import results
 from probes.subjects.inputs import article_inputs
 
@@ -289,7 +290,7 @@ def draft_tasks(subject: Subject, settings: DraftSettings, draft: Draft) -> Any:
 
 def draft_drift(subject: Subject, reference: Subject) -> Any:
     """Q2-Q5 against the reference card: each figure with its margin (DRIFT_MARGINS)."""
-    figures = qz.drift_figures(results.drift(subject, reference))
+    figures = qz.drift_figures(drifts.drift(subject, reference))
     section: dict[str, Any] = {}
     rules = []
     for field, (figure, margin) in DRIFT_MARGINS.items():

@@ -12,13 +12,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from probes import attention as at
-from probes import batching, engine, generation
+from probes import batching, engine, generation, stopping
 from probes import decoding as dc
 from probes import embedding as em
 from probes import generation_settings as gs
 from probes import hidden_states as hs
-from probes import quantization as qz
-from probes import stopping
 from probes import tokenizer as tk
 from probes.subjects.inputs import article_inputs, format_prompt, knowledge_question
 from probes.subjects.memo import RESULTS
@@ -44,15 +42,10 @@ def chat_rendering(subject: Subject) -> tk.ChatRendering:
 
 
 def turn_end(subject: Subject) -> stopping.TurnEnd:
-    """U7: the chat template's end of an assistant turn (the inputs' conversation, its first
-    user and assistant turns) against the ids generate() stops at: the model's
-    generation_config (loading the model), or the tokenizer's eos on a tokenizer-only card."""
-
-    def compute() -> stopping.TurnEnd:
-        config = subject.model.generation_config if subject.card.has_model else None
-        return stopping.turn_end(subject.tokenizer, config, article_inputs()["chat"][:2])
-
-    return RESULTS.get(subject, ("turn_end",), compute)
+    """U7: the chat template's end of an assistant turn (the inputs' first two turns) against
+    the ids generate() stops at: the model's generation_config, or a tokenizer-only card's eos."""
+    config = subject.model.generation_config if subject.card.has_model else None
+    return stopping.turn_end(subject.tokenizer, config, article_inputs()["chat"][:2])
 
 
 def generation_settings(subject: Subject, call: str) -> gs.InheritedSettings:
@@ -353,59 +346,3 @@ def openings(
             **spec["sampling"],
         ),
     )
-
-
-def quantization(subject: Subject) -> qz.QuantizationInfo:
-    """What the loaded model's layers are (read once, at load)."""
-    return subject.quantization
-
-
-def drift_prompts() -> list[str]:
-    """The article's prompts: the next-token prompt, the knowledge questions as asked,
-    and the story openings."""
-    inputs = article_inputs()
-    return [inputs["next_token_prompt"], *(q["question"] for q in inputs["knowledge"]), *inputs["creative"]["openings"]]
-
-
-DRIFT_GREEDY_TOKENS = 12  # enough to see where greedy first differs (SmolLM2 NF4: after 8)
-
-
-def drift_greedy(subject: Subject) -> generation.Generation:
-    """The article's greedy prompt, one call, DRIFT_GREEDY_TOKENS new tokens."""
-    prompt = article_inputs()["greedy"]["prompt"]
-    return RESULTS.get(
-        subject,
-        ("drift-greedy", prompt),
-        lambda: engine.generate(subject.tokenizer, subject.model, prompt, max_new_tokens=DRIFT_GREEDY_TOKENS),
-    )
-
-
-def drift(subject: Subject, reference: Subject) -> qz.Drift:
-    """``subject`` (quantized) against ``reference`` (full precision, same weights).
-
-    The next-token logits of all prompts come from one batched forward pass per model
-    (the reference's is cached, so the break tests recompute only the quantized side)."""
-
-    def compute() -> qz.Drift:
-        prompts = drift_prompts()
-        reference_logits = RESULTS.get(
-            reference,
-            ("next_token_many", tuple(prompts)),
-            lambda: engine.next_token_logits_many(reference.tokenizer, reference.model, prompts),
-        )
-        quantized_logits = engine.next_token_logits_many(subject.tokenizer, subject.model, prompts)
-        per_prompt = tuple(
-            qz.prompt_drift(subject.tokenizer, prompt, ref, quant)
-            for prompt, ref, quant in zip(prompts, reference_logits, quantized_logits)
-        )
-        return qz.Drift(
-            reference=reference.name,
-            quantized=subject.name,
-            prompts=per_prompt,
-            greedy_reference=drift_greedy(reference),
-            greedy_quantized=drift_greedy(subject),
-            footprint_reference=quantization(reference).footprint_bytes,
-            footprint_quantized=quantization(subject).footprint_bytes,
-        )
-
-    return RESULTS.get(subject, ("drift", reference.name), compute)

@@ -14,7 +14,7 @@ from probes.expect import check_at_least, check_at_most, check_equal, check_that
 from probes.quantization import Drift, drift_figures
 from probes.report import plots
 from probes.report.html import Cell
-from probes.subjects.results import drift, quantization
+from probes.subjects.drift import drift, quantization
 
 
 @pytest.mark.observation("Q1", expects="quantization")

@@ -21,6 +21,7 @@ from probes.cards.loading import LoadOptions, LoadSettings
 from probes.expect import ExpectationMismatch, check_at_least, check_at_most, check_equal
 from probes.maths import kl_divergence
 from probes.numerics import linear_4bit_layers
+from probes.subjects import drift as drifts
 from probes.subjects import results
 from probes.subjects.subject import Subject
 
@@ -160,7 +161,7 @@ def _drift_checks(card, d: qz.Drift) -> dict[str, str]:
 def _fresh_drift(subject: Subject, reference: Subject) -> qz.Drift:
     """The drift of the model as it is now, not the session's cached result."""
     with results.RESULTS.set_aside(subject):
-        return results.drift(subject, reference)
+        return drifts.drift(subject, reference)
 
 
 @pytest.mark.observation("Q2", "Q3", "Q4", "Q5", expects="drift")
@@ -199,7 +200,7 @@ def test_footprint_check_catches_a_float32_embedding_and_head(model_subject, ref
     """Break: load.dtype float32 in place of float16 keeps the embedding and the output
     head (a fifth of the weights) in float32: measured 0.309 of the reference."""
     card, model = model_subject.card, model_subject.model
-    d = results.drift(model_subject, reference_subject)
+    d = drifts.drift(model_subject, reference_subject)
     assert _drift_checks(card, d)["drift.max_footprint_ratio"] == "passed"
     parts = [model.get_input_embeddings(), model.get_output_embeddings()]
     try:
