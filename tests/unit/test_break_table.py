@@ -42,6 +42,7 @@ from probes.snapshots.check import SnapshotCheck
 from probes.subjects.inputs import article_inputs
 from probes.subjects.subject import Subject
 from tests.unit.conftest import tiny, tiny_card
+from tests.unit.test_decode_spacing import joining_as_cleanup
 
 # ------------------------------------------------------------------ running a test
 
@@ -371,6 +372,14 @@ def sdpa_that_scales_scores(monkeypatch, factor: float = 1.05):
     monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "sdpa", scaled)
 
 
+def decode_joining_as_cleanup(monkeypatch, subject: Subject) -> Subject:
+    """decode() with clean_up_tokenization_spaces on (transformers 4's default for these
+    tokenizers; v5 ignores it for BPE unless forced, so forced): 'Hello , world !' reads
+    'Hello, world!'. The setting spelled out as it is passes (test_decode_spacing.py)."""
+    joining_as_cleanup(monkeypatch, subject)
+    return subject
+
+
 def recorded_first_greedy_token(card_name: str = "tiny-mistral") -> int:
     """The first new token of the committed snapshot's BOS-on greedy run."""
     recorded = json.loads((SNAPSHOT_DIR / card_name / "cpu.json").read_text(encoding="utf-8"))
@@ -428,6 +437,7 @@ SPECIAL_TEXT = "test_tokenizer.py::test_special_tokens_and_whitespace_encode_and
 CHAT_IDS = "test_tokenizer.py::test_chat_template_ids_are_the_rendered_text_with_one_bos"
 GENERATE_SETTINGS = "test_internals.py::test_generate_runs_with_the_settings_the_card_expects"
 ATTENTION = Check("test_internals.py::test_attention_backends_agree")
+TURN_END = "test_stopping.py::test_generation_stops_where_the_chat_template_ends_a_turn"
 SNAPSHOT = Check("test_snapshot.py::test_matches_snapshot")
 
 
@@ -486,6 +496,25 @@ BREAKS = [
                 GENERATE_SETTINGS,
                 case("tiny-mistral", "generation.calls", "no-arguments"),
                 says=("unexpected: ['TemperatureLogitsWarper'",),
+            ),
+        ),
+    ),
+    Break(
+        # the Llama-3-Instruct shape: the template ends a turn with one token, the stop ids name another
+        "generation_config.json's eos_token_id loses the end-of-turn token: 0 (endoftext), not 2 (im_end) (SmolLM2)",
+        "model folder",
+        lambda mp, tmp: from_folder("smollm2-135m-instruct", smollm2_folder(tmp / "m", {"eos_token_id": 0})),
+        (
+            # with no baseline at all: the template and the stop ids disagree
+            Check(
+                TURN_END,
+                says=("'<|im_end|>' is not among them", "Add 2 to generation_config.json's eos_token_id"),
+            ),
+            # against the card's recorded settings: the stop id changed
+            Check(
+                GENERATE_SETTINGS,
+                case("smollm2-135m-instruct", "generation.calls", "no-arguments"),
+                says=("settings.eos_token_id", "expected: 2", "obtained: 0"),
             ),
         ),
     ),
@@ -609,6 +638,23 @@ BREAKS = [
         "own probe",
         lambda mp, tmp: (bos_run_without_bos(mp), Subject(tiny_card().with_tokenizer_config(add_bos_token=False)))[1],
         (Check("test_decoding.py::test_bos_changes_the_continuation"),),
+    ),
+    Break(
+        # transformers #42898 "decode spacing changed in v5": its clean_up_tokenization_spaces
+        "decode joins pieces differently: clean_up_tokenization_spaces on",
+        "library",
+        lambda mp, tmp: decode_joining_as_cleanup(mp, Subject(find_card("mistral-tokenizer"))),
+        (
+            Check(
+                "test_tokenizer.py::test_encode",
+                case("mistral-tokenizer", "tokenizer.encode", "spaced-punctuation"),
+                says=("decode(ids) gave '<s> Hello, world!' (card: '<s> Hello , world !')",),
+            ),
+            Check(
+                "test_tokenizer.py::test_decode_round_trip",
+                case("mistral-tokenizer", "tokenizer.encode", "contractions"),
+            ),
+        ),
     ),
     Break(
         "tokenizer drops BOS (add_bos_token: false)",
@@ -798,6 +844,20 @@ def test_a_generation_config_restating_its_defaults_passes_the_settings_check(tm
         assert outcome == "passed", (call, message)
 
 
+def test_a_stop_id_the_model_never_emits_is_a_config_change_not_a_behaviour_change(tmp_path):
+    """The harmless side of the stop-id row: generation_config.json adds a stop id the model
+    never emits (the vocabulary's last id) beside <|im_end|>. Generation still stops at the
+    end of a turn, so the U7 test passes; the settings test reports the config change (the
+    card records eos_token_id 2), which is what it is for."""
+    last = len(Subject(find_card("smollm2-135m-instruct")).tokenizer) - 1
+    subject = from_folder("smollm2-135m-instruct", smollm2_folder(tmp_path / "m", {"eos_token_id": [2, last]}))
+    assert Check(TURN_END).run(subject) == ("passed", "")
+    outcome, message = Check(GENERATE_SETTINGS, case("smollm2-135m-instruct", "generation.calls", "no-arguments")).run(
+        subject
+    )
+    assert outcome == "failed" and "settings.eos_token_id" in message and f"[2, {last}]" in message, message
+
+
 def test_another_thread_count_passes_the_greedy_and_snapshot_tests():
     """The snapshot was recorded with another thread count than this run's: its sampled
     texts are set aside (provenance differs), everything else must still match."""
@@ -806,7 +866,7 @@ def test_another_thread_count_passes_the_greedy_and_snapshot_tests():
     torch.set_num_threads(other)
     try:
         subject = tiny()
-        outcomes = {str(c): c.run(subject) for c in (GREEDY_ARGMAX, GREEDY_REPEATS, SNAPSHOT)}
+        outcomes = {str(c): c.run(subject) for c in (GREEDY_ARGMAX, GREEDY_REPEATS, SNAPSHOT, Check(TURN_END))}
         read_threads = recording.provenance(subject)["cpu threads"]
     finally:
         torch.set_num_threads(threads)
