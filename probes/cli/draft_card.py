@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import tempfile
 import time
@@ -16,6 +15,7 @@ from probes.draft.measure import draft_card
 from probes.draft.settings import DraftSettings
 from probes.draft.turn_end import TurnEndNotAStop, refusal, turn_end_before_measuring
 from probes.draft.writer import card_text, kept_entries
+from probes.paths import write_blocker
 from probes.snapshots import sets as diff
 
 if TYPE_CHECKING:
@@ -130,15 +130,14 @@ def output_problem(output: Path | None, name: str, snapshot_dir: str | None) -> 
 def folder_problem(folder: Path, what: str) -> str | None:
     """Why ``folder`` cannot be written in, or created (its nearest existing parent is a
     file, or not writable), or None."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
+    blocker = write_blocker(folder)
+    if blocker is None:
+        return None
+    existing, kind = blocker
+    if kind == "file":
         return f"{what} {folder} cannot be created: {existing} is a file, not a folder"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        created = "written in" if existing == folder else f"created ({existing} is not writable)"
-        return f"{what} {folder} cannot be {created}: choose a folder you can write to"
-    return None
+    created = "written in" if existing == folder else f"created ({existing} is not writable)"
+    return f"{what} {folder} cannot be {created}: choose a folder you can write to"
 
 
 def _bad_input(message: str) -> int:

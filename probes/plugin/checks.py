@@ -36,17 +36,16 @@ def check_session_options(config: pytest.Config) -> None:
 
 
 def _unwritable(path: Path) -> str | None:
-    """Why ``path`` (a folder, made if absent) cannot be written, or None. Found through the
-    nearest existing folder on its way: a file there stops it, as a folder without write
-    access does (os.access: as the user, so root writes where chmod alone would stop others)."""
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"{existing} is a file, so no folder can be made there"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"{existing} is read-only here"
-    return None
+    """Why ``path`` (a folder, made if absent) cannot be written, or None."""
+    from probes.paths import write_blocker
+
+    blocker = write_blocker(path)
+    if blocker is None:
+        return None
+    existing, kind = blocker
+    return (
+        f"{existing} is a file, so no folder can be made there" if kind == "file" else f"{existing} is read-only here"
+    )
 
 
 def check_snapshot_dir(given: str | None, update: bool) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from markupsafe import Markup
 
+from probes.paths import write_blocker
 from probes.report.html import provenance_table, templates
 from probes.snapshots import sections
 from probes.snapshots.sets import (
@@ -37,14 +38,13 @@ def output_path_problem(path: Path | str, option: str) -> str | None:
     path = Path(path)
     if path.is_dir():
         return f"{option} {path} is a folder; give a file path, e.g. {option} {path / ('diff.' + option.lstrip('-'))}"
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent  # the nearest folder that exists: where the report's folders would be made
-    if not folder.is_dir():
+    # the nearest folder that exists: where the report's folders would be made
+    folder, kind = write_blocker(path.parent) or (None, None)
+    if kind == "file":
         return f"{option} {path} cannot be written: {folder} is a file, not a folder; give a path in a folder"
     if path.exists() and not os.access(path, os.W_OK):
         return f"{option} {path} cannot be written: the file is read-only; give another path or make it writable"
-    if not path.exists() and not os.access(folder, os.W_OK | os.X_OK):
+    if not path.exists() and kind == "read-only":
         return f"{option} {path} cannot be written: the folder {folder} is read-only; give a path in a writable folder"
     return None
 
