@@ -21,7 +21,6 @@ from probes import stopping
 from probes.draft.settings import Draft
 from probes.draft.writer import Commented
 from probes.subjects import results
-from probes.subjects.inputs import article_inputs
 
 if TYPE_CHECKING:
     from probes.subjects.subject import Subject
@@ -65,12 +64,10 @@ def _generation_config_without_weights(subject: Subject) -> Any | None:
 def turn_end_before_measuring(subject: Subject) -> stopping.TurnEnd:
     """U7 as the suite computes it (results.turn_end: the inputs' first user and assistant
     turns), without loading the weights where the stop ids can be read from a file."""
-    if not subject.card.has_model:
-        return results.turn_end(subject)  # the tokenizer's eos: no model to load
-    config = _generation_config_without_weights(subject)
-    if config is None:
-        return results.turn_end(subject)
-    return stopping.turn_end(subject.tokenizer, config, article_inputs()["chat"][:2])
+    # a tokenizer-only card stops at the tokenizer's eos: no model, nothing to read; where no
+    # file holds the stop ids, results.turn_end loads the model for them
+    config = _generation_config_without_weights(subject) if subject.card.has_model else None
+    return results.turn_end(subject, config)
 
 
 def draft_turn_end(subject: Subject, draft: Draft, accept: bool) -> None:

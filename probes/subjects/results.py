@@ -41,11 +41,13 @@ def chat_rendering(subject: Subject) -> tk.ChatRendering:
     return RESULTS.get(subject, "chat", lambda: tk.chat_rendering(subject.tokenizer, article_inputs()["chat"]))
 
 
-def turn_end(subject: Subject) -> stopping.TurnEnd:
+def turn_end(subject: Subject, generation_config: Any | None = None) -> stopping.TurnEnd:
     """U7: the chat template's end of an assistant turn (the inputs' first two turns) against
-    the ids generate() stops at: the model's generation_config, or a tokenizer-only card's eos."""
-    config = subject.model.generation_config if subject.card.has_model else None
-    return stopping.turn_end(subject.tokenizer, config, article_inputs()["chat"][:2])
+    the ids generate() stops at: ``generation_config``'s where given (draft-card reads the
+    folder's before loading weights), else the model's, or a tokenizer-only card's eos."""
+    if generation_config is None and subject.card.has_model:
+        generation_config = subject.model.generation_config
+    return stopping.turn_end(subject.tokenizer, generation_config, article_inputs()["chat"][:2])
 
 
 def generation_settings(subject: Subject, call: str) -> gs.InheritedSettings:
