@@ -42,7 +42,6 @@ from probes.snapshots.check import SnapshotCheck
 from probes.subjects.inputs import article_inputs
 from probes.subjects.subject import Subject
 from tests.unit.conftest import tiny, tiny_card
-from tests.unit.test_decode_spacing import joining_as_cleanup
 
 # ------------------------------------------------------------------ running a test
 
@@ -372,11 +371,14 @@ def sdpa_that_scales_scores(monkeypatch, factor: float = 1.05):
     monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "sdpa", scaled)
 
 
-def decode_joining_as_cleanup(monkeypatch, subject: Subject) -> Subject:
-    """decode() with clean_up_tokenization_spaces on (transformers 4's default for these
-    tokenizers; v5 ignores it for BPE unless forced, so forced): 'Hello , world !' reads
-    'Hello, world!'. The setting spelled out as it is passes (test_decode_spacing.py)."""
-    joining_as_cleanup(monkeypatch, subject)
+def joining_as_cleanup(monkeypatch, subject: Subject) -> Subject:
+    """decode() with clean_up_tokenization_spaces on, as transformers 4's default had it for
+    these tokenizers (v5 ignores it for BPE unless forced: forced here), for this test only:
+    'Hello , world !' reads 'Hello, world!'. The setting spelled out as it is passes
+    (test_decode_spacing.py)."""
+    tokenizer = subject.tokenizer
+    monkeypatch.setattr(tokenizer, "clean_up_tokenization_spaces", True)
+    monkeypatch.setattr(tokenizer, "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output", True)
     return subject
 
 
@@ -643,7 +645,7 @@ BREAKS = [
         # transformers #42898 "decode spacing changed in v5": its clean_up_tokenization_spaces
         "decode joins pieces differently: clean_up_tokenization_spaces on",
         "library",
-        lambda mp, tmp: decode_joining_as_cleanup(mp, Subject(find_card("mistral-tokenizer"))),
+        lambda mp, tmp: joining_as_cleanup(mp, Subject(find_card("mistral-tokenizer"))),
         (
             Check(
                 "test_tokenizer.py::test_encode",

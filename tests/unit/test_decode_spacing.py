@@ -14,10 +14,10 @@ import dataclasses
 
 import pytest
 
-import tests.behaviour.test_tokenizer as behaviour  # a module, so its tests are not collected here
 from probes.cards.card import find_card
 from probes.cards.sources import HubSource
 from probes.subjects.subject import Subject
+from tests.unit.test_break_table import Check, joining_as_cleanup
 
 CARDS = ["mistral-tokenizer", "smollm2-135m-instruct"]
 SPACING_CASES = ["spaced-punctuation", "contractions", "spaces-and-newlines"]
@@ -26,29 +26,12 @@ SPACING_CASES = ["spaced-punctuation", "contractions", "spaces-and-newlines"]
 CLEANED = {"spaced-punctuation": "Hello, world!", "contractions": "I don't know if it's true."}
 
 
-class _NoAttachments:
-    def table(self, *args, **kwargs) -> None: ...
-
-
-def outcome(test, subject: Subject, case_id: str) -> str:
-    """'passed', or the failure's message, of a behavioural test on one encode case."""
+def outcome(test: str, subject: Subject, case_id: str) -> str:
+    """'passed', or the failure's message, of a behavioural test of test_tokenizer.py on one
+    encode case (run as the break table runs its checks)."""
     case = subject.card.expected(f"tokenizer.encode[{case_id}]")
-    kwargs = {"subject": subject, "case": case}
-    if "attach" in test.__code__.co_varnames[: test.__code__.co_argcount]:
-        kwargs["attach"] = _NoAttachments()
-    try:
-        test(**kwargs)
-    except AssertionError as exc:
-        return str(exc)
-    return "passed"
-
-
-def joining_as_cleanup(monkeypatch, subject: Subject) -> None:
-    """decode with clean_up_tokenization_spaces on, as transformers 4's default had it for
-    these tokenizers (v5 ignores it for BPE unless forced: forced here), for this test only."""
-    tokenizer = subject.tokenizer
-    monkeypatch.setattr(tokenizer, "clean_up_tokenization_spaces", True)
-    monkeypatch.setattr(tokenizer, "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output", True)
+    verdict, message = Check(f"test_tokenizer.py::{test}", {"case": case}).run(subject)
+    return "passed" if verdict == "passed" else message
 
 
 @pytest.mark.parametrize("card", CARDS)
@@ -56,15 +39,15 @@ def test_a_decode_that_joins_pieces_differently_fails_showing_both_strings(card,
     subject = Subject(find_card(card))
     joining_as_cleanup(monkeypatch, subject)
     bos = "<s> " if card == "mistral-tokenizer" else ""  # Mistral's encode adds <s>, SmolLM2's adds nothing
-    message = outcome(behaviour.test_encode, subject, "spaced-punctuation")
+    message = outcome("test_encode", subject, "spaced-punctuation")
     assert "field expect.tokenizer.encode[spaced-punctuation].decoded" in message, message
     assert f"decode(ids) gave '{bos}Hello, world!' (card: '{bos}Hello , world !')" in message, message
     assert "decode(ids, skip_special_tokens=True) gave 'Hello, world!' (card: 'Hello , world !')" in message, message
-    message = outcome(behaviour.test_encode, subject, "contractions")
+    message = outcome("test_encode", subject, "contractions")
     assert "gave \"I don't know if it's true.\" (card: \"I don't know if it 's true .\")" in message, message
     # the text users read back from encode: the round trip fails on both texts as well
     for case_id, joined in CLEANED.items():
-        message = outcome(behaviour.test_decode_round_trip, subject, case_id)
+        message = outcome("test_decode_round_trip", subject, case_id)
         # (the message shows the obtained sentence as a repr: its quotes escaped)
         assert "round_trips=True" in message and joined.replace("'", "\\'") in message, message
 
@@ -76,8 +59,8 @@ def test_the_setting_spelled_out_as_it_is_passes_every_spacing_case(card, monkey
     subject = Subject(find_card(card))
     monkeypatch.setattr(subject.tokenizer, "clean_up_tokenization_spaces", False)
     for case_id in SPACING_CASES:
-        for test in (behaviour.test_encode, behaviour.test_decode_round_trip):
-            assert outcome(test, subject, case_id) == "passed", (test.__name__, case_id)
+        for test in ("test_encode", "test_decode_round_trip"):
+            assert outcome(test, subject, case_id) == "passed", (test, case_id)
 
 
 @pytest.mark.parametrize("card", CARDS)
@@ -88,5 +71,5 @@ def test_a_re_saved_tokenizer_passes_every_spacing_case(card, tmp_path):
     Subject(original).tokenizer.save_pretrained(tmp_path)
     resaved = Subject(dataclasses.replace(original, tokenizer=HubSource(source="hf", id=str(tmp_path))))
     for case_id in SPACING_CASES:
-        for test in (behaviour.test_encode, behaviour.test_decode_round_trip):
-            assert outcome(test, resaved, case_id) == "passed", (test.__name__, case_id)
+        for test in ("test_encode", "test_decode_round_trip"):
+            assert outcome(test, resaved, case_id) == "passed", (test, case_id)
