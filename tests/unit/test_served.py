@@ -5,6 +5,7 @@ from a committed snapshot stands in for the engine, so the client, the parity ru
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -33,10 +34,18 @@ from probes.subjects import results
 from probes.subjects.subject import Subject
 
 RECORDED = json.loads((SNAPSHOT_DIR / "tiny-mistral" / "cpu.json").read_text(encoding="utf-8"))
-OBSERVED = {name: RECORDED["observed"][name] for name in ("tokenizer", "next_token", "greedy")}
-# the replay's tokenizer answers every text the suite asks it, also the card's cases added
-# after the snapshot was recorded (tokenizer only: no model loads for it)
-OBSERVED["tokenizer"] = observe_tokenizer(Subject(find_card("tiny-mistral")), results)
+
+
+@functools.cache
+def replayed() -> dict:
+    """What the replay serves: the recorded next token and greedy runs, and the tokenizer as
+    observed now, so that it answers every text the suite asks, also the card's cases added
+    after the snapshot was recorded (tokenizer only: no model loads; on first use, not at
+    collection)."""
+    recorded = {name: RECORDED["observed"][name] for name in ("next_token", "greedy")}
+    return {"tokenizer": observe_tokenizer(Subject(find_card("tiny-mistral")), results), **recorded}
+
+
 BOUNDS = {"prob_atol": 1e-4, "kl_max": 1e-6}
 
 
@@ -121,7 +130,7 @@ def replay():
     servers = []
 
     def start(mode: str = "faithful") -> str:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _replay(OBSERVED, mode))
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _replay(replayed(), mode))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         return f"http://127.0.0.1:{server.server_address[1]}"
@@ -133,8 +142,8 @@ def replay():
 
 
 def _differences(url: str) -> list:
-    served = served_observations(Endpoint(url), OBSERVED)
-    return parity_differences(OBSERVED, served, BOUNDS, RECORDED["provenance"])
+    served = served_observations(Endpoint(url), replayed())
+    return parity_differences(replayed(), served, BOUNDS, RECORDED["provenance"])
 
 
 def test_a_faithful_server_and_a_harmless_difference_pass(replay):
@@ -162,7 +171,7 @@ def test_each_served_difference_is_caught_naming_its_section(replay, mode, where
     "mode, where", [("faithful", None), ("batch-variant", "served.concurrency"), ("flaky", "served.determinism")]
 )
 def test_greedy_asked_again_and_at_once_must_not_change(replay, mode, where):
-    found = repeat_differences(Endpoint(replay(mode)), OBSERVED["greedy"], repeats=3, concurrent=4)
+    found = repeat_differences(Endpoint(replay(mode)), replayed()["greedy"], repeats=3, concurrent=4)
     assert [d.where.rsplit(".", 1)[0] for d in found][:1] == ([where] if where else []), found
 
 
@@ -177,11 +186,11 @@ def test_lm_probes_diff_compares_the_transformers_side_with_the_served_one(repla
     card = SimpleNamespace(served=SimpleNamespace(engine="vllm", args=["--dtype", "float32"]))
     for mode, code in (("faithful", 0), ("adds-bos", 1)):
         endpoint = Endpoint(replay(mode))
-        served = served_observations(endpoint, OBSERVED)
+        served = served_observations(endpoint, replayed())
         a, b = write_parity_snapshots(
             tmp_path / mode,
             "tiny-mistral",
-            (RECORDED["provenance"], parity_view(OBSERVED, served)),
+            (RECORDED["provenance"], parity_view(replayed(), served)),
             (served_provenance(endpoint, card), served),
         )
         assert (a.name, b.name) == ("cpu.json", "served.json")
