@@ -230,6 +230,28 @@ def generate_many(
     return [_generation(tokenizer, enc, out, i, runs, prompt, settings_used) for i, prompt in enumerate(prompts)]
 
 
+def greedy_unstripped(
+    tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, prompts: list[str], *, max_new_tokens: int, top_k: int
+) -> list[tuple[tuple[int, ...], tuple[int, ...], tuple[tuple[int, ...], ...]]]:
+    """Several prompts answered greedily in one left-padded ``generate`` call with the
+    model's own stop ids, each row as generate() returned it: (prompt ids, every new token
+    with the padding after a finished row kept, the ``top_k`` highest-scoring ids of each
+    step). Kept unstripped so that where generate() stopped can be read, not assumed
+    (probes/stopping.py)."""
+    import torch
+
+    enc, out, _ = generate_rows(tokenizer, model, prompts, max_new_tokens=max_new_tokens, output_scores=True)
+    width = enc.input_ids.shape[1]
+    logits = torch.stack(out.logits, dim=1).float()  # (rows, steps, vocab)
+    top = torch.topk(logits, top_k, dim=-1).indices.tolist()
+    rows = []
+    for i, row in enumerate(out.sequences):
+        mask = enc.attention_mask[i].bool()
+        prompt = tuple(enc.input_ids[i][mask].tolist())
+        rows.append((prompt, tuple(row[width:].tolist()), tuple(tuple(step) for step in top[i])))
+    return rows
+
+
 def _generation(
     tokenizer: PreTrainedTokenizerBase,
     enc: Any,

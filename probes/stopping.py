@@ -98,3 +98,92 @@ def turn_end(tokenizer: Any, generation_config: Any | None, conversation: list[d
         token = tokenizer.convert_ids_to_tokens(first[0]) if first else None
     token_id = vocabulary.get(token) if token is not None else None
     return TurnEnd(True, token, token_id, after, ids, source)
+
+
+# ------------------------------------------------------------- where answers end (U8)
+
+# per new token, the highest-scoring ids kept: across machine classes a divergence is allowed
+# where each side's token is in the other's (vLLM's rule, k 5, as the greedy snapshot keeps)
+TOP_K = 5
+
+
+@dataclass(frozen=True)
+class AnswerEnd:
+    """Where one greedy answer ended: generate() stopped at a stop id, ran to the token
+    budget, or went on past a stop id it emitted (a generate() or engine that ignores them)."""
+
+    id: str  # the request of fixtures/inputs/article.yaml's answer_ends
+    prompt: str
+    prompt_ids: tuple[int, ...]
+    ids: tuple[int, ...]  # the answer's new tokens: up to and with the stop id where it stopped there
+    text: str  # the answer decoded with its special tokens, so the end token shows
+    budget: int  # max_new_tokens
+    stop_ids: tuple[int, ...]  # the ids it was asked to stop at
+    ran_past: int | None = None  # the new token index of a stop id generation went on past
+    top_ids: tuple[tuple[int, ...], ...] = ()  # per new token, its step's highest-scoring ids
+
+    @property
+    def stop_id(self) -> int | None:
+        """The stop id the answer ended with; None where it did not end at one."""
+        if self.ran_past is None and self.ids and self.ids[-1] in self.stop_ids:
+            return self.ids[-1]
+        return None
+
+    @property
+    def end(self) -> str:
+        """'stop' | 'budget' | 'ran past a stop id' | 'other' (ended short of the budget without a stop id)."""
+        if self.stop_id is not None:
+            return "stop"
+        if self.ran_past is not None:
+            return "ran past a stop id"
+        return "budget" if len(self.ids) >= self.budget else "other"
+
+    def describe(self, decode: Any = None) -> str:
+        name = (lambda i: f"{i} {decode([i])!r}") if decode is not None else str
+        if self.end == "stop":
+            return f"stopped at {name(self.stop_id)} after {len(self.ids)} new tokens"
+        if self.end == "ran past a stop id":
+            stop = self.ids[self.ran_past]
+            return (
+                f"went on past stop id {name(stop)} at new token {self.ran_past} and ran {len(self.ids)} tokens "
+                "(nothing stopped it there)"
+            )
+        if self.end == "budget":
+            return f"ran to the budget of {self.budget} new tokens without a stop id"
+        return f"ended after {len(self.ids)} new tokens without a stop id, short of the budget {self.budget}"
+
+
+def read_answer_end(
+    request: str,
+    prompt: str,
+    prompt_ids: tuple[int, ...],
+    row: tuple[int, ...],
+    *,
+    budget: int,
+    stop_ids: tuple[int, ...],
+    pad_id: int | None,
+    decode: Any,
+    top_ids: tuple[tuple[int, ...], ...] = (),
+) -> AnswerEnd:
+    """Where a row of a batched greedy call ended, read from the row as generate() returned it.
+
+    generate() fills a row that has finished with the pad id until every row has. So a row
+    stopped at its first stop id exactly when everything after that id is padding; where
+    anything else follows, generation went on past it (the shape of a generate() or a server
+    that ignores stop ids), and the whole row is the answer."""
+    first = next((i for i, token in enumerate(row) if token in stop_ids), None)
+    if first is not None and all(token == pad_id for token in row[first + 1 :]):
+        ids, ran_past = row[: first + 1], None
+    else:
+        ids, ran_past = row, first
+    return AnswerEnd(
+        request,
+        prompt,
+        tuple(prompt_ids),
+        tuple(ids),
+        decode(list(ids)),
+        budget,
+        stop_ids,
+        ran_past,
+        top_ids[: len(ids)],
+    )

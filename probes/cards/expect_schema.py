@@ -59,6 +59,9 @@ def distinct_of(draws: int) -> Any:
 # `runs` per opening
 SAMPLES = article_inputs()["sampling"]["samples"]
 CREATIVE_RUNS = article_inputs()["creative"]["runs"]
+# U8 answers run to `max_new_tokens` at most: a bound at or past it cannot fail
+ANSWER_BUDGET = article_inputs()["answer_ends"]["max_new_tokens"] - 1
+AnswerLength = bounded(int, "a number of new tokens", f"an integer from 1 to {ANSWER_BUDGET}", ge=1, le=ANSWER_BUDGET)
 
 
 class CardModel(BaseModel):
@@ -305,6 +308,20 @@ class GenerationExpect(ExpectSection):
     calls: list[GenerateCall] = Field(description="one entry per call of the inputs' generate_calls")
 
 
+class EndsWithin(CardModel):
+    id: str = Field(description="a request of fixtures/inputs/article.yaml's answer_ends")
+    ends_within: AnswerLength = Field(
+        description="the greedy answer ends at a stop id within this many new tokens, on every machine class "
+        "(an answer that does not stop runs to the budget)"
+    )
+
+
+class AnswerEndsExpect(ExpectSection):
+    """U8: where greedy answers end (the model's own stop ids)."""
+
+    prompts: list[EndsWithin] = Field(description="requests whose answer must end within a bound")
+
+
 class HiddenStatesExpect(ExpectSection):
     """U3: the hidden-state fingerprint (its changes are judged by the snapshot)."""
 
@@ -376,6 +393,7 @@ class Expect(CardModel):
     tasks: TasksExpect | None = Field(None, description="knowledge questions and story openings (K1, K2)")
     model: ModelExpect | None = Field(None, description="the loaded model and its embedding matrix (E1)")
     generation: GenerationExpect | None = Field(None, description="what generate() inherits (U2)")
+    answer_ends: AnswerEndsExpect | None = Field(None, description="where greedy answers end (U8)")
     hidden_states: HiddenStatesExpect | None = Field(None, description="hidden-state fingerprint (U3)")
     attention: AttentionExpect | None = Field(None, description="attention back-ends (U4)")
     quantization: QuantizationExpect | None = Field(None, description="the loaded layers' quantization (Q1)")

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from probes.cards.choices import card_name_problem
 from probes.cards.expect_schema import Bound, Expect, ExpectSection
 from probes.cards.schema import CardFile
+from probes.subjects.inputs import article_inputs
 
 
 def card_json_schema() -> dict[str, Any]:
@@ -236,4 +237,11 @@ def _cross_field_problems(raw: dict[str, Any], path: Path) -> list[str]:
             "expect.embedding.min_margin: required field is missing "
             "(coherent_groups and incoherent_groups are judged by it)"
         )
+    requests = [r["id"] for r in article_inputs()["answer_ends"]["requests"]]
+    for i, entry in enumerate(mapping(expect.get("answer_ends")).get("prompts") or []):
+        if isinstance(entry, dict) and isinstance(entry.get("id"), str) and entry["id"] not in requests:
+            problems.append(
+                f"expect.answer_ends.prompts[{i}].id: '{entry['id']}' is not a request of "
+                f"fixtures/inputs/article.yaml's answer_ends; known: {', '.join(requests)}"
+            )
     return problems

@@ -51,7 +51,17 @@ def compare(
         name = section.name
         if section.needs_model and has_model[0] != has_model[1]:
             continue  # reported once below
-        if section.leavable and all(has_model) and (name in recorded) != (name in current):
+        unknown_to = _recorded_before(name, recorded, current, recorded_provenance, current_provenance)
+        if unknown_to is not None and all(has_model):
+            out.append(
+                Difference(
+                    "warning",
+                    name,
+                    f"not compared: {unknown_to} was recorded by an lm-probes that did not observe {name} yet "
+                    "(re-record it to compare this section)",
+                )
+            )
+        elif section.leavable and all(has_model) and (name in recorded) != (name in current):
             had, has = ("has it", "leaves it out") if name in recorded else ("leaves it out", "has it")
             out.append(
                 Difference(
@@ -71,6 +81,36 @@ def compare(
     if has_model[0] != has_model[1]:
         out.append(Difference("error", "model", "the snapshot and this run disagree on whether there is a model"))
     return out
+
+
+def _recorded_before(
+    name: str, recorded: dict[str, Any], current: dict[str, Any], recorded_prov: dict[str, Any], current_prov: dict
+) -> str | None:
+    """Which side ('the snapshot', 'this run') lacks section ``name`` because it was recorded
+    before lm-probes observed it: its provenance lists the sections it knew (or predates the
+    list, from before answer_ends) and ``name`` is not among them. None: both hold it, or the
+    side that lacks it knew it, so its card left it out."""
+    for side, data, prov in (("the snapshot", recorded, recorded_prov), ("this run", current, current_prov)):
+        other = current if data is recorded else recorded
+        if name not in data and name in other and name not in prov.get("sections", PRE_LIST_SECTIONS):
+            return side
+    return None
+
+
+# what the lm-probes that first listed its sections in a snapshot's provenance ("sections")
+# observed before: a file without the list knew these and no later one
+PRE_LIST_SECTIONS = (
+    "tokenizer",
+    "next_token",
+    "temperature",
+    "greedy",
+    "embedding",
+    "sampled",
+    "first_tokens",
+    "generation",
+    "hidden_states",
+    "attention",
+)
 
 
 class SnapshotShapeError(ValueError):

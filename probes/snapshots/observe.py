@@ -85,6 +85,26 @@ def observe_greedy(subject: Subject, results: Any) -> dict[str, Any]:
     return observed
 
 
+def observe_answer_ends(subject: Subject, results: Any) -> dict[str, Any]:
+    """U8: per request, the greedy answer up to where it ended and how it ended."""
+    return {request: answer_end_entry(end) for request, end in results.answer_ends(subject).items()}
+
+
+def answer_end_entry(end: Any) -> dict[str, Any]:
+    """One answer's entry (a stopping.AnswerEnd): the served side records its own the same way."""
+    return {
+        "prompt_ids": list(end.prompt_ids),
+        "ids": list(end.ids),
+        "text": end.text,
+        "end": end.end,  # stop | budget | ran past a stop id | other
+        "stop_id": end.stop_id,
+        "new_tokens": len(end.ids),
+        "budget": end.budget,
+        "stop_ids": list(end.stop_ids),
+        "top_ids": [list(ids) for ids in end.top_ids],  # the cross-class rule's top-k per step
+    }
+
+
 def observe_embedding(subject: Subject, results: Any) -> dict[str, Any]:
     vectors = results.word_vectors(subject)
     weight = subject.model.get_input_embeddings().weight

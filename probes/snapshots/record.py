@@ -64,6 +64,9 @@ def provenance(subject: Subject) -> dict[str, Any]:
         "class": subject.machine_class,
         "numerics": subject.numerics.as_dict(),
         "recorded": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        # every section this lm-probes observes: a later one missing from this file was not
+        # known yet when it was recorded, which is not the card leaving it out
+        "sections": [section.name for section in sections.SECTIONS],
     }
 
 

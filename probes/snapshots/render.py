@@ -57,6 +57,23 @@ def greedy_texts(name: str, rec: dict, cur: dict, labels: tuple[str, str]) -> li
     return details
 
 
+def answer_end_texts(name: str, rec: dict, cur: dict, labels: tuple[str, str]) -> list[Detail]:
+    """Per answer whose end moved: how each side ended, and both texts as a word diff."""
+    details = []
+    for request, was in rec.items():
+        now = cur.get(request)
+        if now is None or (was["ids"], was["end"]) == (now["ids"], now["end"]):
+            continue
+        sides = "; ".join(
+            f"{html.escape(label)}: {html.escape(side['end'])} after {side['new_tokens']} new tokens"
+            for label, side in zip(labels, (was, now))
+        )
+        details.append(
+            Detail(f"Answer end ({request})", f"<p>{sides}</p>\n<p>{word_diff(was['text'], now['text'])}</p>")
+        )
+    return details
+
+
 def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:
     """A recording flattened to dotted paths (lists of numbers kept whole)."""
     if isinstance(value, dict):

@@ -122,6 +122,14 @@ SECTIONS: tuple[Section, ...] = (
         leavable=True,
     ),
     Section(
+        "answer_ends",
+        "where greedy answers to the answer_ends requests end: at a stop id, or at the budget (U8)",
+        observe.observe_answer_ends,
+        token_rules.compare_answer_ends,
+        render.answer_end_texts,
+        leavable=True,
+    ),
+    Section(
         "generation",
         "what each of the inputs' generate() calls runs with once generation_config is merged (U2)",
         observe.observe_generation,

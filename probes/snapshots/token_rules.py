@@ -88,6 +88,87 @@ def compare_top1(rec: dict, cur: dict, prob_atol: float) -> list[Difference]:
     ]
 
 
+# ------------------------------------------------------------------------ answer ends
+
+
+def ending(entry: dict[str, Any]) -> str:
+    """How a recorded answer ended, in words."""
+    if entry["end"] == "stop":
+        return f"stopped at {entry['stop_id']} after {entry['new_tokens']} new tokens"
+    if entry["end"] == "budget":
+        return f"ran to the budget of {entry['budget']} new tokens"
+    if entry["end"] == "ran past a stop id":
+        return f"went on past a stop id {entry['stop_ids']} ({entry['new_tokens']} new tokens)"
+    return f"ended after {entry['new_tokens']} new tokens without a stop id"
+
+
+# what a served answer's finish_reason must be for where its tokens show it ended
+FINISH_REASONS = {"stop": "stop", "budget": "length", "ran past a stop id": "length"}
+
+
+def compare_answer_ends(rec: dict, cur: dict, ctx: Context) -> list[Difference]:
+    """Where each greedy answer ended (U8). Within a machine class exactly: the same tokens
+    and the same end. Across classes, a divergence where each side's token is in the other's
+    top-k is a warning, and the ends after it are not compared (the answers now differ by
+    construction); an answer that ends elsewhere with no such divergence is an error."""
+    out: list[Difference] = []
+    for request, r in rec.items():
+        name = f"answer_ends.{request}"
+        c = cur.get(request)
+        if c is None:
+            out.append(Difference("error", name, "not answered now (the inputs' answer_ends lost this request)"))
+            continue
+        if r["prompt_ids"] != c["prompt_ids"]:
+            out.append(Difference("error", name, f"prompt ids {r['prompt_ids']} -> {c['prompt_ids']}"))
+            continue
+        if r["stop_ids"] != c["stop_ids"] or r["budget"] != c["budget"]:
+            out.append(
+                Difference(
+                    "error",
+                    name,
+                    f"asked with other stop ids or budget: stop ids {r['stop_ids']} -> {c['stop_ids']}, "
+                    f"budget {r['budget']} -> {c['budget']}",
+                )
+            )
+        if "finish_reason" in c and c["finish_reason"] != FINISH_REASONS.get(c["end"]):
+            out.append(
+                Difference(
+                    "error",
+                    name,
+                    f"finish_reason {c['finish_reason']!r}, but its tokens show it {ending(c)} "
+                    f"(expected {FINISH_REASONS.get(c['end'])!r})",
+                )
+            )
+        if (r["ids"], r["end"]) == (c["ids"], c["end"]):
+            continue
+        ends = f"recorded {ending(r)} -> now {ending(c)}"
+        if c["end"] == "ran past a stop id":
+            ends += (
+                f"; generation went on past stop id {c['ids'][first_stop(c)]} at new token {first_stop(c)}: "
+                "nothing stopped it at the model's stop ids"
+            )
+        i = first_diff(r["ids"], c["ids"])
+        severity = "error"
+        if ctx.across and i < min(len(r["ids"]), len(c["ids"])):
+            severity, detail = cross_class.judge_greedy_divergence(r, c, i)
+            if severity == "warning":
+                detail += "; where it ends is not compared past the divergence"
+        elif i < min(len(r["ids"]), len(c["ids"])):
+            detail = f"the answer changed at new token {i}: {r['ids'][i]} -> {c['ids'][i]}"
+        else:
+            detail = f"the same tokens up to new token {i}, then one side ended"
+        out.append(
+            Difference(
+                severity, name, f"{ends}; {detail}\n      recorded: {r['text']!r}\n      now:      {c['text']!r}"
+            )
+        )
+    return out
+
+
+def first_stop(entry: dict[str, Any]) -> int:
+    return next(i for i, token in enumerate(entry["ids"]) if token in entry["stop_ids"])
+
+
 # ---------------------------------------------------------------------------- greedy
 
 

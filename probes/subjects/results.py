@@ -50,6 +50,54 @@ def turn_end(subject: Subject, generation_config: Any | None = None) -> stopping
     return stopping.turn_end(subject.tokenizer, generation_config, article_inputs()["chat"][:2])
 
 
+def answer_end_prompts(subject: Subject) -> dict[str, str]:
+    """U8's requests (fixtures/inputs/article.yaml's answer_ends) as prompts: each a user turn
+    through the chat template, or for a tokenizer without one, in the card's prompt format."""
+    spec = article_inputs()["answer_ends"]
+    tasks = subject.card.expectations.tasks
+    chat = bool(getattr(subject.tokenizer, "chat_template", None))
+    prompt_format = "chat" if chat else (tasks.prompt_format if tasks is not None else "Question: {question}\nAnswer:")
+    return {
+        request["id"]: format_prompt(
+            subject.tokenizer,
+            prompt_format,
+            request["content"] if "content" in request else knowledge_question(request["question"]),
+        )
+        for request in spec["requests"]
+    }
+
+
+def answer_ends(subject: Subject) -> dict[str, stopping.AnswerEnd]:
+    """U8: where each greedy answer to the answer_ends requests ended, all in one batched
+    call with the model's own stop ids (its generation_config's) and the inputs' budget."""
+
+    def answer() -> dict[str, stopping.AnswerEnd]:
+        budget = article_inputs()["answer_ends"]["max_new_tokens"]
+        prompts = answer_end_prompts(subject)
+        tokenizer, model = subject.tokenizer, subject.model
+        stop_ids, _ = stopping.stop_ids(tokenizer, model.generation_config)
+        rows = engine.greedy_unstripped(
+            tokenizer, model, list(prompts.values()), max_new_tokens=budget, top_k=stopping.TOP_K
+        )
+        decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=False)  # noqa: E731
+        return {
+            request: stopping.read_answer_end(
+                request,
+                prompt,
+                prompt_ids,
+                row,
+                budget=budget,
+                stop_ids=stop_ids,
+                pad_id=engine.pad_id(tokenizer),
+                decode=decode,
+                top_ids=top,
+            )
+            for (request, prompt), (prompt_ids, row, top) in zip(prompts.items(), rows)
+        }
+
+    return RESULTS.get(subject, "answer_ends", answer)
+
+
 def generation_settings(subject: Subject, call: str) -> gs.InheritedSettings:
     """U2: what ``generate(**generate_calls[call])`` runs with, once the model's
     generation_config is merged in (no tokens generated)."""

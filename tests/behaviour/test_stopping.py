@@ -9,7 +9,7 @@ import pytest
 
 from probes.expect import check_equal, check_that
 from probes.report.html import Cell
-from probes.subjects.results import turn_end
+from probes.subjects.results import answer_ends, turn_end
 
 
 @pytest.mark.observation("U7", expects="tokenizer.chat")
@@ -32,4 +32,76 @@ def test_generation_stops_where_the_chat_template_ends_a_turn(subject, attach):
         end.stops,
         expected="the token the chat template ends an assistant turn with is one of the ids generate() stops at",
         obtained=end.problem(),
+    )
+
+
+def _attach_answer_ends(attach, subject, ends) -> None:
+    decode = subject.tokenizer.decode
+    rows = []
+    for end in ends.values():
+        stopped = end.end == "stop"
+        shown = end.ids[:-1] if stopped else end.ids
+        rows.append(
+            [
+                end.id,
+                Cell(repr(end.prompt[-60:]), code=True),
+                Cell(repr(decode(list(shown), skip_special_tokens=False)), code=True),
+                Cell(end.describe(decode), strong=True, highlight=not stopped),
+            ]
+        )
+    first = next(iter(ends.values()))
+    attach.table(
+        ["request", "prompt (its end)", "greedy answer", "where it ended"],
+        rows,
+        caption=f"stop ids {list(first.stop_ids)}; budget {first.budget} new tokens",
+        summary="Where greedy answers end (U8)",
+    )
+
+
+@pytest.mark.observation("U8")
+def test_generate_stops_at_the_first_stop_id_it_emits(model_subject, attach):
+    """A property of generate(), with no baseline: an answer that emits one of the model's stop
+    ids ends there. (A generate() that goes on past it answers, then writes on to the budget.)"""
+    ends = answer_ends(model_subject)
+    _attach_answer_ends(attach, model_subject, ends)
+    reached = [end for end in ends.values() if end.end in ("stop", "ran past a stop id")]
+    if not reached:
+        pytest.skip(
+            f"{model_subject.name}: no answer emitted a stop id within {next(iter(ends.values())).budget} new tokens "
+            "(each ran to the budget), so where generate() stops cannot be seen on this model"
+        )
+    decode = model_subject.tokenizer.decode
+    past = [end for end in reached if end.end != "stop"]
+    check_that(
+        model_subject.card,
+        not past,
+        expected="generate() stops an answer at the first stop id it emits",
+        obtained="; ".join(f"{end.id}: {end.describe(decode)}" for end in past),
+        note="a generate() (or a stopping criterion) that no longer stops at eos_token_id",
+    )
+
+
+@pytest.mark.observation("U8", expects="answer_ends.prompts")
+def test_greedy_answer_ends_within(model_subject, case, attach):
+    end = answer_ends(model_subject)[case["id"]]
+    decode = model_subject.tokenizer.decode
+    attach.table(
+        ["request", "answer", "where it ended", "bound"],
+        [
+            [
+                case["id"],
+                Cell(repr(end.text), code=True),
+                end.describe(decode),
+                f"a stop id within {case['ends_within']}",
+            ]
+        ],
+        summary="Where greedy answers end (U8)",
+    )
+    check_that(
+        model_subject.card,
+        end.end == "stop" and len(end.ids) <= case["ends_within"],
+        field=f"answer_ends.prompts[{case['id']}].ends_within",
+        expected=f"the answer ends at a stop id {list(end.stop_ids)} within {case['ends_within']} new tokens",
+        obtained=end.describe(decode),
+        note=f"answer: {end.text!r}",
     )

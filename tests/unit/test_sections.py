@@ -67,6 +67,14 @@ def _widen_backends(o):
     o["attention"]["greedy_agrees"] = False
 
 
+def _end_at_the_budget(o):
+    answer = next(iter(o["answer_ends"].values()))
+    answer.update(
+        ids=answer["ids"][:-1] + [answer["ids"][0]] * (answer["budget"] - len(answer["ids"]) + 1), end="budget"
+    )
+    answer.update(stop_id=None, new_tokens=answer["budget"])
+
+
 def _change_ids(o):
     text = next(iter(o["tokenizer"]["ids"]))
     o["tokenizer"]["ids"][text]["special"].insert(0, 1)
@@ -82,6 +90,7 @@ BREAKS = {
     "embedding": _change_cosine,
     "sampled": _change_sample,
     "first_tokens": _skew_first_tokens,
+    "answer_ends": _end_at_the_budget,
     "generation": _add_processor,
     "hidden_states": _grow_norm,
     "attention": _widen_backends,

@@ -15,7 +15,7 @@ from probes.paths import SNAPSHOT_DIR
 from probes.snapshots import compare as comparing
 from probes.snapshots import observe as observing
 from probes.snapshots import record as recording
-from probes.snapshots import token_rules
+from probes.snapshots import sections, token_rules
 from probes.snapshots.check import SnapshotCheck, SnapshotOutcome
 from probes.snapshots.differences import Difference, first_diff
 from probes.subjects import results
@@ -668,8 +668,10 @@ def test_provenance_reads_versions_device_and_files_from_the_run():
             "files",
             "revision",
             "recorded",
+            "sections",
         ]
     )
+    assert prov["sections"] == [section.name for section in sections.SECTIONS]
     for key in ("python", "torch", "transformers", "tokenizers", "gpu", "cpu threads"):
         assert prov[key] == env[key], key
     assert (prov["device"], prov["dtype"], prov["quantization"], prov["revision"]) == ("cpu", "-", "none", None)
@@ -686,6 +688,7 @@ def test_provenance_reads_versions_device_and_files_from_the_run():
 def test_observe_holds_every_probe_of_a_model_subject(tiny_recorded):
     recorded, _ = tiny_recorded
     assert sorted(recorded) == [
+        "answer_ends",
         "attention",
         "embedding",
         "generation",
