@@ -43,6 +43,11 @@ from probes.subjects import results
 from probes.subjects.subject import Subject
 
 XEON = FIXTURES_DIR / "machines" / "xeon-avx512bf16-amx"
+# Sections added after the Xeon's sets were recorded (issue 33): not compared against them,
+# with a warning. Safe: U8's own tests (tests/behaviour/test_stopping.py) judge where answers
+# end on every class with no baseline (the property and the cards' ends_within bounds), and
+# each class this project records holds the section.
+SINCE_THE_XEON = ("answer_ends",)
 NF4 = "smollm2-135m-instruct-nf4"
 TINY_NF4 = "tiny-mistral-nf4-cuda"
 
@@ -189,9 +194,13 @@ def test_the_cards_cross_class_bounds_are_above_every_measured_difference_and_no
 @pytest.mark.parametrize("card", ["mistral-tokenizer", "smollm2-135m-instruct", "tiny-mistral"])
 def test_float32_and_tokenizer_cards_agree_strictly_across_the_two_cpus(card):
     """The measurement behind one class for them on x86: the Xeon's recording against this
-    project's, compared strictly (same-class rules), with no error and no warning."""
+    project's, compared strictly (same-class rules), with no error, and no warning but one per
+    section added since the Xeon recorded (SINCE_THE_XEON), which names it as not compared."""
     ours, xeon = _load(SNAPSHOT_DIR / card / "cpu.json"), _load(XEON / "snapshots" / card / "cpu.json")
-    assert _compare(ours, xeon, ("cpu", "cpu"), card) == []
+    found = _compare(ours, xeon, ("cpu", "cpu"), card)
+    expected = [s for s in SINCE_THE_XEON if s in ours["observed"]]
+    assert [d.where for d in found] == expected, found
+    assert all(d.severity == "warning" and "did not observe" in d.message for d in found), found
 
 
 def test_a_broken_snapshot_of_another_class_fails_across_classes():
@@ -406,8 +415,11 @@ def test_the_docs_list_the_measured_cross_class_figures():
         else:
             measured = _measured_row(card, nf4 / "cpu-bnb-packed-bfloat16.json", nf4 / f"{other}.json")
         assert line.rstrip(" |").endswith(measured), (line, measured)
-    tokenizer = _load(SNAPSHOT_DIR / "mistral-tokenizer" / "cpu.json")["observed"]
-    assert tokenizer == _load(XEON / "snapshots" / "mistral-tokenizer" / "cpu.json")["observed"]  # "ids equal"
+    # "ids equal", on every text both recorded (the decode-spacing texts came after the Xeon's set)
+    ours = _load(SNAPSHOT_DIR / "mistral-tokenizer" / "cpu.json")["observed"]["tokenizer"]
+    xeon = _load(XEON / "snapshots" / "mistral-tokenizer" / "cpu.json")["observed"]["tokenizer"]
+    assert {k: v for k, v in ours.items() if k != "ids"} == {k: v for k, v in xeon.items() if k != "ids"}
+    assert set(xeon["ids"]) < set(ours["ids"]) and all(ours["ids"][t] == ids for t, ids in xeon["ids"].items())
 
 
 def test_a_drafted_card_states_the_computed_dtype_of_the_class_it_was_measured_on():

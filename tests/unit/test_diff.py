@@ -44,7 +44,9 @@ def test_the_committed_set_against_itself_exits_0_and_counts_every_section_uncha
     assert cli.main(["diff", str(COMMITTED), str(COMMITTED), "--html", str(report)]) == diff.SAME
     page = report.read_text(encoding="utf-8")
     assert "No difference beyond tolerance: exit code 0." in page
-    assert "9 section(s): tokenizer, next_token, temperature, greedy, embedding, sampled, generation" in page
+    assert (
+        "10 section(s): tokenizer, next_token, temperature, greedy, embedding, sampled, answer_ends, generation" in page
+    )
 
 
 def test_a_recorded_tokenizer_break_exits_1_and_the_report_names_card_section_and_both_values(tmp_path, capsys):
