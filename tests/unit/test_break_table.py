@@ -234,6 +234,17 @@ def beam_search_that_runs_greedy(monkeypatch):
     monkeypatch.setattr(GenerationMixin, "generate", greedy_generate)
 
 
+def generate_that_ignores_stop_ids(monkeypatch):
+    """generate()'s end-of-sequence criterion never fires (a stopping-criteria regression):
+    the stop ids are right, but every answer runs on to max_new_tokens."""
+    from transformers.generation.stopping_criteria import EosTokenCriteria
+
+    def never(self, input_ids, *args, **kwargs):
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    monkeypatch.setattr(EosTokenCriteria, "__call__", never)
+
+
 def eval_that_keeps_dropout(monkeypatch):
     """Modules stay in training mode whatever eval()/train(False) asks (dropout on)."""
     real = torch.nn.Module.train
@@ -440,6 +451,8 @@ CHAT_IDS = "test_tokenizer.py::test_chat_template_ids_are_the_rendered_text_with
 GENERATE_SETTINGS = "test_internals.py::test_generate_runs_with_the_settings_the_card_expects"
 ATTENTION = Check("test_internals.py::test_attention_backends_agree")
 TURN_END = "test_stopping.py::test_generation_stops_where_the_chat_template_ends_a_turn"
+ANSWERS_STOP = "test_stopping.py::test_generate_stops_at_the_first_stop_id_it_emits"
+ANSWER_ENDS_WITHIN = "test_stopping.py::test_greedy_answer_ends_within"
 SNAPSHOT = Check("test_snapshot.py::test_matches_snapshot")
 
 
@@ -517,6 +530,28 @@ BREAKS = [
                 GENERATE_SETTINGS,
                 case("smollm2-135m-instruct", "generation.calls", "no-arguments"),
                 says=("settings.eos_token_id", "expected: 2", "obtained: 0"),
+            ),
+            # what users see: the answer ends its turn and writes on (the next turn's headers)
+            Check(
+                ANSWER_ENDS_WITHIN,
+                case("smollm2-135m-instruct", "answer_ends.prompts", "japan"),
+                says=("field expect.answer_ends.prompts[japan].ends_within", "<|im_end|>\\n<|im_start|>"),
+            ),
+        ),
+    ),
+    Break(
+        # a library-level change: the stop ids are right, but nothing stops at them
+        "generate() no longer stops at a stop id: its end-of-sequence criterion never fires (SmolLM2)",
+        "library",
+        patched(generate_that_ignores_stop_ids, smollm2),
+        (
+            # with no baseline: an answer emitted <|im_end|> and generation went on
+            Check(ANSWERS_STOP, says=("went on past stop id 2 '<|im_end|>'",)),
+            # against the card's bound: the answer ran to the budget
+            Check(
+                ANSWER_ENDS_WITHIN,
+                case("smollm2-135m-instruct", "answer_ends.prompts", "japan"),
+                says=("field expect.answer_ends.prompts[japan].ends_within", "went on past stop id 2"),
             ),
         ),
     ),
@@ -849,11 +884,17 @@ def test_a_generation_config_restating_its_defaults_passes_the_settings_check(tm
 def test_a_stop_id_the_model_never_emits_is_a_config_change_not_a_behaviour_change(tmp_path):
     """The harmless side of the stop-id row: generation_config.json adds a stop id the model
     never emits (the vocabulary's last id) beside <|im_end|>. Generation still stops at the
-    end of a turn, so the U7 test passes; the settings test reports the config change (the
-    card records eos_token_id 2), which is what it is for."""
+    end of a turn, so the behaviour tests pass: U7 (the template's end is a stop id), U8's
+    property and its bound (each answer still ends at <|im_end|>, as long as before). The
+    settings test reports the config change (the card records eos_token_id 2), which is what
+    it is for."""
     last = len(Subject(find_card("smollm2-135m-instruct")).tokenizer) - 1
     subject = from_folder("smollm2-135m-instruct", smollm2_folder(tmp_path / "m", {"eos_token_id": [2, last]}))
     assert Check(TURN_END).run(subject) == ("passed", "")
+    assert Check(ANSWERS_STOP).run(subject) == ("passed", "")
+    for request in ("united-states", "japan", "cat"):
+        check = Check(ANSWER_ENDS_WITHIN, case("smollm2-135m-instruct", "answer_ends.prompts", request))
+        assert check.run(subject) == ("passed", ""), request
     outcome, message = Check(GENERATE_SETTINGS, case("smollm2-135m-instruct", "generation.calls", "no-arguments")).run(
         subject
     )
