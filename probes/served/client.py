@@ -40,6 +40,7 @@ class Completion:
     ids: tuple[int, ...]
     text: str
     top: tuple[dict[int, float], ...] = ()
+    finish_reason: str | None = None  # "stop" (a stop id or string), "length" (max_tokens), as the server says
 
     def top_ids(self, k: int) -> list[list[int]]:
         return [[i for i, _ in sorted(step.items(), key=lambda kv: -kv[1])[:k]] for step in self.top]
@@ -255,4 +256,9 @@ class Endpoint:
             {_token_id(k): float(v) for k, v in (step or {}).items() if not math.isnan(float(v))}
             for step in (found.get("top_logprobs") or [])
         )
-        return Completion(tuple(_token_id(t) for t in tokens), choice.get("text", ""), top if logprobs else ())
+        return Completion(
+            tuple(_token_id(t) for t in tokens),
+            choice.get("text", ""),
+            top if logprobs else (),
+            choice.get("finish_reason"),
+        )

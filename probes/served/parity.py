@@ -14,11 +14,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+from probes import stopping
 from probes.served.client import Endpoint
 from probes.snapshots import record as recording
 from probes.snapshots.compare import compare
 from probes.snapshots.differences import Difference, first_diff
-from probes.snapshots.observe import GREEDY_TOP_K, TOP_N
+from probes.snapshots.observe import GREEDY_TOP_K, TOP_N, answer_end_entry
 from probes.snapshots.sets import SERVED_CLASS  # the class the served side is compared as: always another one
 
 
@@ -57,6 +58,30 @@ def served_greedy(endpoint: Endpoint, recorded: dict[str, Any]) -> dict[str, Any
     return out
 
 
+def served_answer_ends(endpoint: Endpoint, recorded: dict[str, Any]) -> dict[str, Any]:
+    """U8 on the server: each recorded answer's prompt ids asked greedily with its budget as
+    max_tokens, read as the in-process rows are (probes/stopping.py) against the model's stop
+    ids, with the server's finish_reason beside."""
+    out = {}
+    for request, answer in recorded.items():
+        (g,) = endpoint.complete(
+            answer["prompt_ids"], max_tokens=answer["budget"], temperature=0.0, logprobs=GREEDY_TOP_K
+        )
+        end = stopping.read_answer_end(
+            request,
+            "",
+            tuple(answer["prompt_ids"]),
+            g.ids,
+            budget=answer["budget"],
+            stop_ids=tuple(answer["stop_ids"]),
+            pad_id=None,  # a server returns a finished answer without padding
+            decode=lambda ids, text=g.text: text,
+            top_ids=tuple(tuple(ids) for ids in g.top_ids(GREEDY_TOP_K)),
+        )
+        out[request] = answer_end_entry(end) | {"finish_reason": g.finish_reason}
+    return out
+
+
 def served_observations(endpoint: Endpoint, in_process: dict[str, Any]) -> dict[str, Any]:
     """What the server shows of the sections parity compares, asked with the in-process
     observations' own texts and prompt ids."""
@@ -65,6 +90,8 @@ def served_observations(endpoint: Endpoint, in_process: dict[str, Any]) -> dict[
         observed["next_token"] = served_next_token(endpoint, in_process["next_token"])
     if "greedy" in in_process:
         observed["greedy"] = served_greedy(endpoint, in_process["greedy"])
+    if "answer_ends" in in_process:
+        observed["answer_ends"] = served_answer_ends(endpoint, in_process["answer_ends"])
     return observed
 
 

@@ -22,6 +22,7 @@ from probes.served.parity import (
     parity_differences,
     parity_view,
     repeat_differences,
+    served_answer_ends,
     served_observations,
     served_provenance,
     write_parity_snapshots,
@@ -226,4 +227,36 @@ def test_served_knowledge_verdicts_are_transformers(model_subject, served_endpoi
         checks.knowledge_differences(tasks.knowledge, in_process, served),
         "every knowledge case judged the same served as in-process",
         f"{model_subject.name}: K1 verdicts",
+    )
+
+
+@pytest.mark.served
+@pytest.mark.observation("S7", "U8")
+def test_served_answers_end_where_transformers_stop(model_subject, served_endpoint, attach):
+    """U8 on the server: each answer_ends request's prompt ids asked greedily with max_tokens
+    the budget. The served answer must end where transformers' did (same stop position, by the
+    cross-class rule where the texts part at a near-tie), with the finish_reason its tokens call
+    for: "stop" at a stop id, "length" at the budget."""
+    in_process = {"answer_ends": sections.find("answer_ends").observe(model_subject, results)}
+    served = {"answer_ends": served_answer_ends(served_endpoint, in_process["answer_ends"])}
+    attach.table(
+        ["request", "transformers", "served", "finish_reason"],
+        [
+            [request, f"{ours['end']} after {ours['new_tokens']}", f"{theirs['end']} after {theirs['new_tokens']}",
+             theirs["finish_reason"]]
+            for (request, ours), theirs in zip(in_process["answer_ends"].items(), served["answer_ends"].values())
+        ],
+        caption=f"{model_subject.name}: where greedy answers end, in-process and served (stop ids "
+        f"{next(iter(in_process['answer_ends'].values()))['stop_ids']})",
+        summary=SUMMARY,
+    )  # fmt: skip
+    here = provenance(model_subject)
+    _check(
+        model_subject.card,
+        attach,
+        parity_differences(in_process, served, model_subject.card.served.parity.model_dump(), here),
+        "each served answer ends where transformers' does, with the finish_reason its tokens call for; a server "
+        "that goes on past a stop id ignores the model's stop ids (generation_config.json's eos_token_id: vLLM "
+        "before PR #4182, --generation-config pointed elsewhere, or ignore_eos)",
+        f"{model_subject.name}: where answers end",
     )

@@ -10,6 +10,8 @@ and asserts it fails naming its check; each twin must pass.
   unedited folder;
 - a proxy whose top-p keeps one token fewer: S3 ``served.sampling.top-p``; twin: a proxy
   that forwards (another port) and another seed;
+- a proxy setting ignore_eos (a server that ignores the model's stop ids): S7
+  ``answer_ends.<request>``; twin: a proxy adding a stop id the model never emits;
 - a float16 server against the float32 card: S1 ``next_token.probs`` (the card's bounds
   are float32's, so it is caught, as the card says);
 - twin of them all: the server restarted by hand on another port and asked through
@@ -246,6 +248,28 @@ def test_a_sampler_whose_top_p_keeps_one_token_fewer_is_caught(model_subject, se
     finally:
         narrower.close()
         forwards.close()
+
+
+def test_a_server_that_ignores_the_models_stop_ids_is_caught(model_subject, served_endpoint):
+    """A server that goes on past the model's stop ids (vLLM before PR #4182 for Llama-3's
+    <|eot_id|>; here a proxy setting ignore_eos, which leaves the request otherwise as asked):
+    S7 fails naming each answer that went on past <|im_end|> and the files the stop ids come
+    from. Harmless twin: a proxy adding a stop id the model never emits (the vocabulary's last)."""
+    last = len(model_subject.tokenizer) - 1
+    ignoring = _Proxy(served_endpoint.url, lambda b: {**b, "ignore_eos": True} if "max_tokens" in b else b)
+    extra_stop = _Proxy(served_endpoint.url, lambda b: {**b, "stop_token_ids": [last]} if "max_tokens" in b else b)
+    try:
+        message = _fails_naming(
+            parity.test_served_answers_end_where_transformers_stop,
+            model_subject,
+            ignoring.endpoint,
+            "answer_ends.japan",
+        )
+        assert "went on past a stop id" in message and "ignores the model's stop ids" in message, message[-3000:]
+        parity.test_served_answers_end_where_transformers_stop(model_subject, extra_stop.endpoint, NO_ATTACH)
+    finally:
+        ignoring.close()
+        extra_stop.close()
 
 
 def test_a_float16_server_against_the_float32_card_is_caught(model_subject, start_server):

@@ -42,7 +42,7 @@ def replayed() -> dict:
     observed now, so that it answers every text the suite asks, also the card's cases added
     after the snapshot was recorded (tokenizer only: no model loads; on first use, not at
     collection)."""
-    recorded = {name: RECORDED["observed"][name] for name in ("next_token", "greedy")}
+    recorded = {name: RECORDED["observed"][name] for name in ("next_token", "greedy", "answer_ends")}
     return {"tokenizer": observe_tokenizer(Subject(find_card("tiny-mistral")), results), **recorded}
 
 
@@ -55,12 +55,15 @@ def _replay(observed: dict, mode: str):
     in-process one does not, or a second one), drops-bos (it adds none where the in-process
     one does: lm-evaluation-harness #1854), shifted (the top next token 0.01 more likely), diverges (greedy
     picks a token outside its own top-k), batch-variant (another greedy token when a request
-    shares the server with another), flaky (every second greedy answer differs), noise
-    (logprobs moved by 1e-9: harmless)."""
+    shares the server with another), flaky (every second greedy answer differs), stops-early
+    (an answer that ran to max_tokens ends after 5 tokens with finish_reason "stop", no stop id
+    among them: a stop id or string of the server's own), noise (logprobs moved by 1e-9:
+    harmless). Every answer says its finish_reason: "length" at max_tokens, else "stop"."""
     state = {"in_flight": 0, "answers": 0}
     lock = threading.Lock()
     texts = observed["tokenizer"]["ids"]
     runs = {tuple(r["prompt_ids"]): r for r in observed["greedy"].values()}
+    ends = {tuple(r["prompt_ids"]): r for r in observed["answer_ends"].values()}  # U8's requests
     nt = observed["next_token"]
 
     class Handler(BaseHTTPRequestHandler):
@@ -101,6 +104,17 @@ def _replay(observed: dict, mode: str):
                 top = {f"token_id:{i}": math.log(p) + shift for i, p in zip(nt["top_ids"], probs)}
                 choice = {"text": "", "logprobs": {"tokens": [f"token_id:{nt['top_ids'][0]}"], "top_logprobs": [top]}}
                 return self._send({"choices": [{"index": 0, **choice}]})
+            if prompt in ends:
+                end = ends[prompt]
+                chosen, tops = list(end["ids"]), end["top_ids"]
+                if mode == "stops-early" and end["end"] == "budget":
+                    chosen, tops = chosen[:5], tops[:5]
+                finish = "length" if len(chosen) >= body["max_tokens"] else "stop"
+                tops = [{f"token_id:{t}": -float(k) for k, t in enumerate(step)} for step in tops]
+                logprobs = {"tokens": [f"token_id:{t}" for t in chosen], "top_logprobs": tops}
+                return self._send(
+                    {"choices": [{"index": 0, "text": "", "logprobs": logprobs, "finish_reason": finish}]}
+                )
             run = runs[prompt]
             chosen = list(run["ids"])
             with lock:
@@ -158,6 +172,7 @@ def test_a_faithful_server_and_a_harmless_difference_pass(replay):
         ("drops-bos", "tokenizer.ids"),
         ("shifted", "next_token.probs"),
         ("diverges", "greedy.bos"),
+        ("stops-early", "answer_ends.cat"),
     ],
 )
 def test_each_served_difference_is_caught_naming_its_section(replay, mode, where):
@@ -165,6 +180,9 @@ def test_each_served_difference_is_caught_naming_its_section(replay, mode, where
     assert any(d.where.startswith(where) for d in found), found
     if mode == "diverges":
         assert any("not in the recorded top-k" in d.message for d in found), found
+    if mode == "stops-early":  # where its tokens end, and a finish_reason they do not explain
+        assert any("now ended after 5 new tokens without a stop id" in d.message for d in found), found
+        assert any("finish_reason 'stop', but its tokens show it ended after 5" in d.message for d in found), found
 
 
 @pytest.mark.parametrize(
