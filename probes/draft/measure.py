@@ -91,6 +91,30 @@ def draft_generation(subject: Subject) -> dict[str, Any]:
     return Commented({"calls": calls}, "U2: what generate() runs with once the model's generation_config is merged in")
 
 
+def draft_answer_ends(subject: Subject) -> Any:
+    """U8: each answer_ends request answered as the suite answers it; an answer that stopped
+    at a stop id gets the bound ends_within, twice its measured length (a rewording at a
+    near-tie on another machine class), at most one short of the budget. An answer that ran
+    to the budget gets none: there is nothing to bound. None: no answer stopped."""
+    ends = results.answer_ends(subject)
+    budget = next(iter(ends.values())).budget
+    prompts = [
+        {"id": request, "ends_within": min(2 * len(end.ids), budget - 1)}
+        for request, end in ends.items()
+        if end.end == "stop"
+    ]
+    measured = ", ".join(
+        f"{request} {len(end.ids)}" if end.end == "stop" else f"{request} ran to the budget ({budget})"
+        for request, end in ends.items()
+    )
+    if not prompts:
+        return None
+    return Commented(
+        {"prompts": prompts},
+        f"U8, measured greedy ends in new tokens with the stop id: {measured}; bounds twice the measured",
+    )
+
+
 def draft_internals(subject: Subject, draft: Draft) -> tuple[dict[str, Any], Any]:
     """U3 (the layer count; the fingerprint itself goes into the snapshot) and U4."""
     layers = results.fingerprints(subject)[0].layers
@@ -325,6 +349,9 @@ def draft_model_sections(subject: Subject, settings: DraftSettings, draft: Draft
     if subject.options.quantization != "none":
         expect["quantization"] = draft_quantization(subject)
     expect["generation"] = draft_generation(subject)
+    answer_ends = draft_answer_ends(subject)
+    if answer_ends is not None:
+        expect["answer_ends"] = answer_ends
     expect["hidden_states"], attention = draft_internals(subject, draft)
     if attention is not None:
         expect["attention"] = attention

@@ -99,7 +99,8 @@ def parity_view(in_process: dict[str, Any], served: dict[str, Any]) -> dict[str,
     """The in-process observations as far as a server shows them: the sections it answered,
     and of the tokenizer only its ids (vocabulary size and chat are the model folder's)."""
     view = {name: in_process[name] for name in served if name in in_process}
-    view["tokenizer"] = {"ids": in_process["tokenizer"]["ids"]}
+    if "tokenizer" in view:
+        view["tokenizer"] = {"ids": in_process["tokenizer"]["ids"]}
     return view
 
 

@@ -373,3 +373,19 @@ def test_the_drafts_turn_end_check_on_the_loaded_model_refuses_too(tmp_path):
     with pytest.raises(TurnEndNotAStop, match=r"\(id 2\); generation_config.eos_token_id = \[0\]"):
         draft_turn_end(subject, draft, accept=False)
     assert TURN_END_TEST in DRAFTED_TESTS  # a re-measured card's entry is measured anew, not kept
+
+
+def test_drafted_answer_ends_bound_each_answer_that_stopped_at_twice_its_length():
+    """U8 in a drafted card: SmolLM2's three answers stop at <|im_end|> after 12, 8 and 16 new
+    tokens (measured, float32), so the draft bounds them at 24, 16 and 32. tiny-mistral's
+    random weights never reach a stop id within the budget: no section, nothing to bound."""
+    drafted = measure.draft_answer_ends(Subject(find_card("smollm2-135m-instruct")))
+    assert drafted.value == {
+        "prompts": [
+            {"id": "united-states", "ends_within": 24},
+            {"id": "japan", "ends_within": 16},
+            {"id": "cat", "ends_within": 32},
+        ]
+    }
+    assert "united-states 12, japan 8, cat 16" in drafted.comment
+    assert measure.draft_answer_ends(Subject(find_card("tiny-mistral"))) is None

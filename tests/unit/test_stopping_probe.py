@@ -141,3 +141,14 @@ def test_a_snapshot_recorded_before_the_section_existed_is_a_warning_not_an_erro
     assert found == "the snapshot"
     assert comparing._recorded_before("answer_ends", recorded, current, {"sections": ["answer_ends"]}, {}) is None
     assert comparing._recorded_before("answer_ends", current, recorded, {}, {}) == "this run"
+
+
+def test_parity_compares_answer_ends_alone_without_a_tokenizer_section():
+    """S7 compares the answer_ends section by itself: the parity view needs no tokenizer."""
+    from probes.served.parity import parity_differences
+
+    served = {"answer_ends": {"q": entry([7, 8, STOP]) | {"finish_reason": "stop"}}}
+    assert parity_differences({"answer_ends": RECORDED}, served, {"prob_atol": 1e-4, "kl_max": 1e-6}, {}) == []
+    served["answer_ends"]["q"]["finish_reason"] = "length"
+    (found,) = parity_differences({"answer_ends": RECORDED}, served, {"prob_atol": 1e-4, "kl_max": 1e-6}, {})
+    assert found.where == "answer_ends.q" and "finish_reason 'length'" in found.message
