@@ -6,11 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from probes.subjects.inputs import QUESTION_FORMAT
+
 if TYPE_CHECKING:
     from probes.subjects.subject import Subject
 
 
-DEFAULT_PROMPT_FORMAT = "Question: {question}\nAnswer:"
+DEFAULT_PROMPT_FORMAT = QUESTION_FORMAT
 
 
 DEFAULT_DRAWS = 10  # groups of samples the sampling bounds hold for

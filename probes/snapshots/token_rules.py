@@ -143,17 +143,19 @@ def compare_answer_ends(rec: dict, cur: dict, ctx: Context) -> list[Difference]:
             continue
         ends = f"recorded {ending(r)} -> now {ending(c)}"
         if c["end"] == "ran past a stop id":
+            past = first_stop(c)
             ends += (
-                f"; generation went on past stop id {c['ids'][first_stop(c)]} at new token {first_stop(c)}: "
+                f"; generation went on past stop id {c['ids'][past]} at new token {past}: "
                 "nothing stopped it at the model's stop ids"
             )
         i = first_diff(r["ids"], c["ids"])
+        parted = i < min(len(r["ids"]), len(c["ids"]))  # the tokens differ before either side ended
         severity = "error"
-        if ctx.across and i < min(len(r["ids"]), len(c["ids"])):
+        if ctx.across and parted:
             severity, detail = cross_class.judge_greedy_divergence(r, c, i)
             if severity == "warning":
                 detail += "; where it ends is not compared past the divergence"
-        elif i < min(len(r["ids"]), len(c["ids"])):
+        elif parted:
             detail = f"the answer changed at new token {i}: {r['ids'][i]} -> {c['ids'][i]}"
         else:
             detail = f"the same tokens up to new token {i}, then one side ended"

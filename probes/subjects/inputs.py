@@ -26,6 +26,11 @@ def knowledge_question(case_id: str) -> str:
     return questions[case_id]
 
 
+# a question for a model without a chat template: draft-card's default prompt format, and U8's
+# for a card that names none
+QUESTION_FORMAT = "Question: {question}\nAnswer:"
+
+
 def format_prompt(tokenizer: Any, prompt_format: str, question: str) -> str:
     """A question in the card's prompt format: a template with {question}, or "chat"."""
     if prompt_format == "chat":

@@ -18,7 +18,7 @@ from probes import embedding as em
 from probes import generation_settings as gs
 from probes import hidden_states as hs
 from probes import tokenizer as tk
-from probes.subjects.inputs import article_inputs, format_prompt, knowledge_question
+from probes.subjects.inputs import QUESTION_FORMAT, article_inputs, format_prompt, knowledge_question
 from probes.subjects.memo import RESULTS
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def answer_end_prompts(subject: Subject) -> dict[str, str]:
     spec = article_inputs()["answer_ends"]
     tasks = subject.card.expectations.tasks
     chat = bool(getattr(subject.tokenizer, "chat_template", None))
-    prompt_format = "chat" if chat else (tasks.prompt_format if tasks is not None else "Question: {question}\nAnswer:")
+    prompt_format = "chat" if chat else (tasks.prompt_format if tasks is not None else QUESTION_FORMAT)
     return {
         request["id"]: format_prompt(
             subject.tokenizer,
