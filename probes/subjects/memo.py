@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 from weakref import WeakKeyDictionary
 
+from probes.ledger import LEDGER, label_of
+
 if TYPE_CHECKING:
     from probes.subjects.subject import Subject
 
@@ -32,7 +34,9 @@ class SessionResults:
     def get(self, subject: Subject, key: ResultKey, compute: Callable[[], Result]) -> Result:
         results = self._by_subject.setdefault(subject, {})
         if key not in results:
-            results[key] = compute()
+            # the model work of compute() is this result's in the ledger (probes/ledger.py)
+            with LEDGER.probe(label_of(key), subject.name):
+                results[key] = compute()
         return results[key]
 
     def has(self, subject: Subject, key: ResultKey) -> bool:

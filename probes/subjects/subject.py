@@ -19,6 +19,7 @@ from probes.cards.card import Card, looks_like_local_path
 from probes.cards.files import FileDigests, SubjectLoadError
 from probes.cards.loading import LoadOptions, resolve_device
 from probes.environment import installed_version
+from probes.ledger import LEDGER
 from probes.numerics import Numerics, fingerprint, machine_class
 from probes.quantization import QuantizationInfo, inspect_quantization, loaded_as_asked, run_4bit_kernels
 
@@ -234,6 +235,7 @@ class Subject:
             if not self.card.has_model:
                 raise SubjectLoadError(f"card '{self.card.name}' has no model (tokenizer only)")
             self._model = self._once("model", self._load_model)
+            LEDGER.watch(self._model, self.card.name)  # each forward's work, for progress and the benchmark
         return self._model
 
     def _load_model(self) -> PreTrainedModel:
