@@ -11,15 +11,18 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from probes import progress
 from probes.draft.measure import draft_card
-from probes.draft.settings import DraftSettings
+from probes.draft.settings import Draft, DraftSettings
 from probes.draft.turn_end import TurnEndNotAStop, refusal, turn_end_before_measuring
 from probes.draft.writer import card_text, kept_entries
+from probes.ledger import LEDGER
 from probes.paths import write_blocker
 from probes.snapshots import sets as diff
 
 if TYPE_CHECKING:
     from probes.cards.card import Card
+    from probes.subjects.subject import Subject
 
 # The command line was right, the model is not: its stop ids miss its own turn end. 1 as
 # pytest's "tests failed" (a check every model must pass fails), not 4 (BAD_INPUT: nothing
@@ -29,10 +32,8 @@ MODEL_DEFECT = 1
 
 def run_draft_card(args: argparse.Namespace) -> int:
     """Load the model once, run every probe, write the card (and its snapshot)."""
-    from probes.cards.card import CardError, find_card, load_card
+    from probes.cards.card import CardError, find_card
     from probes.cards.files import SubjectLoadError
-    from probes.environment import environment_info
-    from probes.snapshots.record import record
     from probes.subjects.subject import Subject
 
     output = Path(args.output) if args.output else None
@@ -47,7 +48,6 @@ def run_draft_card(args: argparse.Namespace) -> int:
     # where the card and its snapshot go is checked before anything is measured (minutes)
     if problem := output_problem(output, name, args.snapshot_dir):
         return _bad_input(problem)
-    sources = sources_yaml(base)
     card = dataclasses.replace(base, name=name, expect={}, xfail=(), leave_out=())
     subject = Subject(card, seed=0)  # seed 0: the suite's default, so its sampled calls are the first draw
     settings = DraftSettings(
@@ -57,16 +57,50 @@ def run_draft_card(args: argparse.Namespace) -> int:
         accept_turn_end_not_a_stop_id=args.accept_turn_end_not_a_stop_id,
     )
     started = time.monotonic()
-    try:
-        # U7 first: it needs the tokenizer and the stop ids only, measuring takes minutes
-        problem = turn_end_before_measuring(subject).problem()
-        if problem is not None and not settings.accept_turn_end_not_a_stop_id:
-            return _model_defect(refusal(problem))
-        draft = draft_card(subject, settings)
-    except SubjectLoadError as exc:
-        return _bad_input(f"the model could not be loaded: {exc}")
-    except TurnEndNotAStop as exc:  # the loaded model's own generation_config disagrees with the file's
-        return _model_defect(str(exc))
+    with progress_bar(args) as bar:
+        try:
+            # U7 first: it needs the tokenizer and the stop ids only, measuring takes minutes
+            problem = turn_end_before_measuring(subject).problem()
+            if problem is not None and not settings.accept_turn_end_not_a_stop_id:
+                return _model_defect(refusal(problem))
+            with LEDGER.probe(progress.OTHER_PROBES, subject.name):
+                draft = draft_card(subject, settings)
+        except SubjectLoadError as exc:
+            return _bad_input(f"the model could not be loaded: {exc}")
+        except TurnEndNotAStop as exc:  # the loaded model's own generation_config disagrees with the file's
+            return _model_defect(str(exc))
+        written = _write(args, base, output, subject, settings, draft, bar)
+    print(f"measured in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    return written
+
+
+def progress_bar(args: argparse.Namespace) -> progress.DraftBar:
+    """The bar over the draft's phases, on standard error where wanted (a terminal, no CI, or
+    LM_PROBES_PROGRESS=on). Where not, transformers' own bars (the GGUF conversion's) are
+    silenced too: tqdm draws them on any stream, and a log keeps every redraw as a line."""
+    show = progress.wanted(progress.mode_from_env(), sys.stderr)
+    if not show:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    return progress.DraftBar(progress.draft_plan(args.draws, snapshot=bool(args.snapshot_dir)), sys.stderr, show)
+
+
+def _write(
+    args: argparse.Namespace,
+    base: Card,
+    output: Path | None,
+    subject: Subject,
+    settings: DraftSettings,
+    draft: Draft,
+    bar: progress.DraftBar,
+) -> int:
+    """The drafted card written (checked to read back first), and its snapshot recorded."""
+    from probes.cards.card import load_card
+    from probes.environment import environment_info
+    from probes.snapshots.record import record
+
+    card, name, sources = subject.card, subject.card.name, sources_yaml(base)
     info = environment_info()
     versions = {k: info[k] for k in ("transformers", "torch", "tokenizers")}
     versions["device"] = str(subject.model.device) if card.has_model else "cpu"
@@ -93,16 +127,13 @@ def run_draft_card(args: argparse.Namespace) -> int:
     else:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text, encoding="utf-8")
-        print(
-            f"wrote {output} ({len(draft.xfail)} known failures, {len(draft.left_out)} fields not drafted)",
-            file=sys.stderr,
-        )
+        bar.note(f"wrote {output} ({len(draft.xfail)} known failures, {len(draft.left_out)} fields not drafted)")
     if args.snapshot_dir:
         # the snapshot records what the drafted expectations name (encode cases, back-ends)
         subject.card = dataclasses.replace(drafted, path=output or drafted.path)
         written = record(subject, Path(args.snapshot_dir))
-        print(f"recorded its snapshot: {written}", file=sys.stderr)
-    print(f"measured in {time.monotonic() - started:.0f} s", file=sys.stderr)
+        bar.note(f"recorded its snapshot: {written}")
+    bar.finish()
     return 0
 
 

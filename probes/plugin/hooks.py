@@ -104,6 +104,22 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if not record.in_use and any(item_info.uses_lm_probes(item) for item in session.items):
         record.in_use = True
         html.add_environment_metadata(session.config)  # the same dict pytest-html renders at the end
+    if record.in_use:
+        from probes import progress
+
+        progress.start_session(session.config)  # a line per card when a probe runs long
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    card = item_info.card_of(item)
+    if card is None:
+        yield
+        return
+    from probes.ledger import LEDGER
+
+    with LEDGER.probe(item.originalname, card):  # a test's model work outside the results is its own
+        yield
 
 
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
@@ -182,6 +198,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     record_of(config).stop_servers()  # every server --serve started, and only those
+    if record_of(config).in_use:
+        from probes import progress
+
+        progress.stop_session(config)
     if hasattr(config, "workeroutput") and record_of(config).in_use:  # an xdist worker of ours
         from probes.environment import torch_runtime_info
 

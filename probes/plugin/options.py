@@ -42,6 +42,22 @@ def _seed(value: str) -> int:
     return seed
 
 
+def _progress_default() -> str:
+    from probes.progress import mode_from_env
+
+    return mode_from_env()
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise pytest.UsageError(f"--progress-after {value!r}: give a number of seconds") from None
+    if not seconds >= 0:  # (also refuses nan)
+        raise pytest.UsageError(f"--progress-after {value!r}: give a number of seconds, 0 or more")
+    return seconds
+
+
 def add_options(parser: pytest.Parser) -> None:
     """lm-probes' command-line options (one group) and its ini option."""
     group = parser.getgroup("lm-probes", "behavioural tests of language models")
@@ -137,6 +153,21 @@ def add_options(parser: pytest.Parser) -> None:
         action="store_true",
         help="the served-parity tests (-m served) start the card's served engine themselves (vLLM's CPU build, "
         "in a cached environment built on first use), on 127.0.0.1, and stop it at the end. Default: off.",
+    )
+    group.addoption(
+        "--progress",
+        choices=("auto", "on", "off"),
+        default=_progress_default(),
+        help="a line per card when a probe runs long (see --progress-after): auto = on a terminal, not under -q, "
+        "not in CI (the CI variable set), not in pytest-xdist workers. Default: the LM_PROBES_PROGRESS "
+        "variable, else auto.",
+    )
+    group.addoption(
+        "--progress-after",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long a probe runs before its line, and between its lines. Default: 10.",
     )
     group.addoption(
         "--list-cards",
