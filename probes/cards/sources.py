@@ -195,6 +195,11 @@ class RandomInitSource(Source):
     architecture: str = Field(description="a transformers model class, e.g. MistralForCausalLM")
     config: dict[str, Any] = Field(description="keyword arguments of the architecture's config class")
     seed: int = Field(0, description="torch.manual_seed before the weights are drawn")
+    saved_dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32",
+        description="the dtype of the folder a quantized load reads (the weights are drawn in float32 and "
+        "rounded): float16 halves its disk and the load's reading, e.g. for a 7B shape",
+    )
 
     def describe(self) -> str:
         return f"random {self.architecture} (seed {self.seed})"
@@ -202,32 +207,58 @@ class RandomInitSource(Source):
     def folder(self, files: FileDigests) -> HubSource:
         raise SubjectLoadError("model source 'random-init' has no folder a tokenizer could come from")
 
-    def build(self, dtype: Any) -> PreTrainedModel:
-        import torch
+    def _classes(self) -> tuple[Any, Any]:
         import transformers
 
         model_class = getattr(transformers, self.architecture, None)
         config_class = getattr(transformers, self.architecture.replace("ForCausalLM", "Config"), None)
         if model_class is None or config_class is None:
             raise SubjectLoadError(f"transformers has no architecture '{self.architecture}'")
+        return model_class, config_class
+
+    def build(self, dtype: Any) -> PreTrainedModel:
+        import torch
+
+        model_class, config_class = self._classes()
         config = config_class(**self.config)
         # Seed right before construction: the weights are the card's, bit for bit.
         torch.manual_seed(self.seed)
         model = model_class(config)
         return model.to(dtype) if dtype != "auto" else model
 
-    def saved_folder(self) -> Path:
-        """The seeded model saved as safetensors (once, in the cache), for loads that must
-        go through from_pretrained: quantization happens there."""
-        import torch
+    def cache_folder(self) -> Path:
+        """Where ``saved_folder`` keeps this model: keyed by architecture, seed, config (and
+        saved_dtype where it is not float32) and the transformers version."""
         import transformers
 
-        blob = json.dumps({"architecture": self.architecture, "seed": self.seed, "config": self.config}, sort_keys=True)
+        fields: dict[str, Any] = {"architecture": self.architecture, "seed": self.seed, "config": self.config}
+        if self.saved_dtype != "float32":  # the folders written before saved_dtype keep their names
+            fields["saved_dtype"] = self.saved_dtype
+        blob = json.dumps(fields, sort_keys=True)
         key = hashlib.sha256(blob.encode()).hexdigest()[:16]
-        folder = cache_dir() / "random-init" / f"{self.architecture}-{key}-tf{transformers.__version__}"
+        return cache_dir() / "random-init" / f"{self.architecture}-{key}-tf{transformers.__version__}"
+
+    def saved_folder(self) -> Path:
+        """The seeded model saved as safetensors (once, in the cache), for loads that must
+        go through from_pretrained: quantization happens there. Written shard by shard
+        (probes/cards/random_weights.py), so a 7B shape never stands whole in memory."""
+        folder = self.cache_folder()
         if not (folder / "config.json").is_file():
-            _write_atomically(folder, lambda tmp: self.build(torch.float32).save_pretrained(str(tmp)))
+            _write_atomically(folder, self._write_folder)
         return folder
+
+    def _write_folder(self, folder: Path) -> None:
+        import torch
+
+        from probes.cards.random_weights import NotReplayable, write_random_model
+
+        dtype = getattr(torch, self.saved_dtype)
+        model_class, config_class = self._classes()
+        try:
+            write_random_model(model_class, config_class(**self.config), self.seed, dtype, folder)
+        except NotReplayable:
+            # the same weights, built whole: fine for the small models such an architecture would be
+            self.build(dtype).save_pretrained(str(folder))
 
     def load_model(self, options: LoadOptions, files: FileDigests, device: str) -> PreTrainedModel:
         if options.quantization == "none":
