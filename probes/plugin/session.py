@@ -119,4 +119,16 @@ def subject_row(subject: Subject) -> dict[str, Any]:
         "machine_class": subject.machine_class if numerics else "-",
         "numerics": numerics.describe() if numerics else "-",
     }
-    return row | {"files": dict(p.files)}
+    return row | {"files": dict(p.files), "peak_rss": peak_rss_of(subject)}
+
+
+def peak_rss_of(subject: Subject) -> dict[str, dict[str, object]]:
+    """The peak RSS of each of the subject's steps this process saw (probes/memory.py): the
+    conversion of its GGUF file (keyed by the file's digest), its load and its probes."""
+    from probes import memory
+
+    steps: dict[str, memory.Peak] = {}
+    for digest in subject.provenance.files.values():
+        steps |= memory.peaks(memory.file_key(digest))
+    steps |= memory.peaks(subject.name)
+    return {name: peak.as_json() for name, peak in steps.items()}

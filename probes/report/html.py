@@ -144,11 +144,14 @@ def summary_html(
     """Every summary section of the report, rendered by templates/summary.html.j2."""
     from markupsafe import Markup
 
+    from probes import memory
+
     return (
         templates()
         .get_template("summary.html.j2")
         .render(
-            subjects=subjects,
+            # the peak RSS figures, as data in the rows (sent by xdist workers), as one cell
+            subjects=[row | {"peak_rss": memory.describe(row.get("peak_rss") or {})} for row in subjects],
             observations=observation_grid(observations),
             snapshots=snapshots,
             provenance_tables={
