@@ -62,27 +62,57 @@ def higher_precision(model: PreTrainedModel) -> Iterator[str]:
     """The model one step more precise for the block, then back as it was (lossless both
     ways): float16/bfloat16 weights and buffers to float32, float32 to float64, and a
     bitsandbytes 4-bit layer's compute dtype to float32 (its packed weights stay). Yields
-    the precision name, for messages."""
+    the precision name, for messages.
+
+    A module's weights are widened only while that module runs (a forward pre-hook
+    widens them, a forward hook puts the originals back), so the process holds the model
+    plus one module's widened weights, never a second copy of the whole model: a 1.7B
+    float32 model would need 13.7 GB more in float64. Each op computes in exactly the
+    dtypes a wholly widened model would give it, so the tokens and logits are the same
+    (tests/unit/test_internals_probe.py). Buffers (rotary frequencies) are small and
+    widened for the whole block."""
     import torch
 
     def target(dtype: torch.dtype) -> torch.dtype:
         return torch.float64 if dtype == torch.float32 else torch.float32
+
+    def widenable(t: torch.Tensor) -> bool:
+        return t.is_floating_point() and type(t).__name__ != "Params4bit"
 
     kept_compute = {}
     for module in model.modules():
         if type(module).__name__ == "Linear4bit":
             kept_compute[module] = module.compute_dtype
             module.compute_dtype = torch.float32
-    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
-    tensors = [t for t in tensors if type(t).__name__ != "Params4bit"]
-    kept = [(t, t.data) for t in tensors]
-    precision = str(target(tensors[0].dtype)).removeprefix("torch.") if tensors else "float32"
+    weights = [t for t in model.parameters() if widenable(t)]
+    buffers = [(t, t.data) for t in model.buffers() if widenable(t)]
+    precision = str(target((weights or [b for b, _ in buffers] or [torch.zeros(())])[0].dtype)).removeprefix("torch.")
+    originals: dict[int, torch.Tensor] = {}  # id(parameter) -> its own data while widened
+
+    def widen(module: torch.nn.Module, *_: object) -> None:
+        for t in module.parameters(recurse=False):
+            if widenable(t) and id(t) not in originals:
+                originals[id(t)] = t.data
+                t.data = t.data.to(target(t.data.dtype))
+
+    def restore(module: torch.nn.Module, *_: object) -> None:
+        for t in module.parameters(recurse=False):
+            if id(t) in originals:
+                t.data = originals.pop(id(t))
+
+    holders = [m for m in model.modules() if any(widenable(t) for t in m.parameters(recurse=False))]
+    hooks = [m.register_forward_pre_hook(widen) for m in holders] + [m.register_forward_hook(restore) for m in holders]
     try:
-        for t, data in kept:
+        for t, data in buffers:
             t.data = data.to(target(data.dtype))
         yield precision
     finally:
-        for t, data in kept:
+        for hook in hooks:
+            hook.remove()
+        by_id = {id(t): t for t in weights}
+        for key, data in list(originals.items()):  # a forward that raised left these widened
+            by_id[key].data = data
+        for t, data in buffers:
             t.data = data
         for module, dtype in kept_compute.items():
             module.compute_dtype = dtype

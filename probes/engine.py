@@ -97,6 +97,23 @@ def generate_rows(
         # keeping each prompt's runs next to each other as num_return_sequences does.
         model_inputs = enc.__class__({k: v.repeat_interleave(runs, dim=0) for k, v in enc.items()})
         gen_kwargs["num_return_sequences"] = 1
+    share = gen_kwargs.pop("share_prompt_cache", True)  # False: the plain call, for the test that they agree
+    shared = (
+        share
+        and runs > 1
+        and gen_kwargs["do_sample"]
+        and gen_kwargs.get("num_beams", 1) == 1
+        and enc.input_ids.shape[1] > 1
+    )
+    if shared:
+        # Samples of one prompt share its prefill: the prompt (but its last token) runs once
+        # per prompt and its key/value cache is repeated for every run, so n samples cost n
+        # decodes, not n prompts too. Rows stay in num_return_sequences' order, and
+        # generate() still samples (its warpers, its multinomial), so under the same seed
+        # the draws are the plain call's (tests/unit/test_decoding_probe.py).
+        gen_kwargs["past_key_values"] = _prompt_cache(model, enc, runs)
+        model_inputs = enc.__class__({k: v.repeat_interleave(runs, dim=0) for k, v in enc.items()})
+        gen_kwargs["num_return_sequences"] = 1
     if not gen_kwargs["do_sample"]:
         # Explicit, so a model's generation_config cannot switch sampling on behind our back.
         # (Other inherited settings, e.g. a repetition_penalty, are left as a user's call
@@ -108,15 +125,29 @@ def generate_rows(
         torch.manual_seed(seed)
     with torch.no_grad():
         out = model.generate(**model_inputs, **gen_kwargs)
-    used = {
-        k: v
-        for k, v in gen_kwargs.items()
-        if v is not None and k not in ("pad_token_id", "output_scores", "output_logits", "return_dict_in_generate")
-    }
+    left_out = ("pad_token_id", "output_scores", "output_logits", "return_dict_in_generate", "past_key_values")
+    used = {k: v for k, v in gen_kwargs.items() if v is not None and k not in left_out}
     used.update(add_special_tokens=add_special_tokens, seed=seed)
+    if shared:
+        used.update(num_return_sequences=runs, shared_prompt_cache=True)
     if force_bos:
         used["force_bos"] = True
     return enc, out, used
+
+
+def _prompt_cache(model: PreTrainedModel, enc: Any, runs: int) -> Any:
+    """The key/value cache of every prompt row but its last token, computed once and
+    repeated ``runs`` times per row (left padding kept: positions follow the mask)."""
+    import torch
+
+    mask = enc.attention_mask[:, :-1]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        cache = model(
+            input_ids=enc.input_ids[:, :-1], attention_mask=mask, position_ids=positions, use_cache=True
+        ).past_key_values
+    cache.batch_repeat_interleave(runs)
+    return cache
 
 
 def _left_padded(rows: list[list[int]], pad_id: int):
@@ -177,39 +208,10 @@ def sample_first_tokens(
     **settings: Any,
 ) -> Generation:
     """``runs`` sampled first tokens of one prompt in one ``generate`` call, the rows
-    sharing the prompt's key/value cache.
-
-    generate() with num_return_sequences runs the whole prompt once per row; here the
-    prompt but its last token is run once and its cache repeated for every row, so 400
-    samples cost 400 one-token steps instead of 400 prompts (SmolLM2: 3.3 s instead of
-    8.9 s). generate() still does all the sampling (its warpers, its multinomial): under
-    the same seed it draws the same ids as the plain call
-    (``test_sharing_the_prompt_cache_draws_the_same_first_tokens``)."""
-    import torch
-
-    enc = encode_prompt(tokenizer, model, prompt)
-    if enc.input_ids.shape[1] < 2:  # nothing to share
-        return generate(tokenizer, model, prompt, max_new_tokens=1, runs=runs, seed=seed, do_sample=True, **settings)
-    with torch.no_grad():
-        cache = model(
-            input_ids=enc.input_ids[:, :-1], attention_mask=enc.attention_mask[:, :-1], use_cache=True
-        ).past_key_values
-    cache.batch_repeat_interleave(runs)
-    rows = enc.__class__({k: v.repeat(runs, 1) for k, v in enc.items()})
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        out = model.generate(
-            **rows, past_key_values=cache, max_new_tokens=1, do_sample=True, pad_token_id=pad_id(tokenizer), **settings
-        )
-    used = {
-        "max_new_tokens": 1,
-        "num_return_sequences": runs,
-        "do_sample": True,
-        **settings,
-        "seed": seed,
-        "shared_prompt_cache": True,
-    }
-    return _generation(tokenizer, enc, out, 0, runs, prompt, used)
+    sharing the prompt's key/value cache (as every sampled call with several runs does,
+    ``generate_rows``): 400 samples cost 400 one-token steps instead of 400 prompts
+    (SmolLM2: 3.3 s instead of 8.9 s)."""
+    return generate(tokenizer, model, prompt, max_new_tokens=1, runs=runs, seed=seed, do_sample=True, **settings)
 
 
 def generate_many(

@@ -216,6 +216,22 @@ def test_sharing_the_prompt_cache_draws_the_same_first_tokens(tiny_tokenizer_and
     assert shared.new_ids == plain.new_ids
 
 
+def test_samples_sharing_their_prompts_prefill_are_the_plain_calls_samples(tiny_tokenizer_and_model):
+    """Issue 34: every sampled call with several runs (the suite's samples, the openings, the
+    draft's extra draws) computes each prompt once and repeats its cache, left padding and
+    all; under one seed the 20-token samples are generate()'s own, row for row."""
+    tokenizer, model = tiny_tokenizer_and_model
+    settings = dict(max_new_tokens=20, runs=12, seed=1, do_sample=True, top_p=0.9, temperature=1.4)
+    plain = engine.generate(tokenizer, model, "The capital of Japan is", share_prompt_cache=False, **settings)
+    shared = engine.generate(tokenizer, model, "The capital of Japan is", **settings)
+    assert shared.settings["shared_prompt_cache"] and "shared_prompt_cache" not in plain.settings
+    assert len(set(plain.new_ids)) > 6 and shared.new_ids == plain.new_ids
+    openings = ["Once upon a time,", "Long, long ago,", "In the beginning,"]  # three lengths: left padding
+    plain_many = engine.generate_many(tokenizer, model, openings, share_prompt_cache=False, **settings)
+    shared_many = engine.generate_many(tokenizer, model, openings, **settings)
+    assert [g.new_ids for g in shared_many] == [g.new_ids for g in plain_many]
+
+
 def test_top_k_check_takes_the_allowed_set_from_the_prompt_it_sampled(monkeypatch):
     """Issue 12, bug 5: the D9 top-k test draws for `top_k_sampling.prompt`; its allowed
     set must be that prompt's top k, not the D1 prompt's (the two strings are equal in

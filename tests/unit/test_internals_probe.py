@@ -150,5 +150,31 @@ def test_higher_precision_is_undone_bit_for_bit():
     model = tiny().model
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     with batching.higher_precision(model) as precision:
-        assert precision == "float64" and model.lm_head.weight.dtype == torch.float64
+        assert precision == "float64" and model(torch.tensor([[1, 5, 9]])).logits.dtype == torch.float64
     assert all(torch.equal(before[name], p) and p.dtype == torch.float32 for name, p in model.named_parameters())
+
+
+def test_higher_precision_widens_one_module_at_a_time_and_computes_as_a_widened_copy():
+    """U5's diagnosis holds the model plus one module's widened weights, not a float64 copy
+    of it all (a 1.7B float32 model: 13.7 GB more), and computes exactly what a wholly
+    widened copy computes. Widening everything at once (the old way) fails the first
+    assertion; widening only some modules fails the second."""
+    from tests.unit.conftest import tiny
+
+    model = tiny().model
+    ids = torch.tensor([[1, 5, 9, 200, 7]])
+    with torch.no_grad():
+        expected = tiny().model.to(torch.float64)(ids).logits  # the same seeded weights, all widened
+    widest = []
+
+    def widened_bytes(*_: object) -> None:
+        widest.append(sum(p.numel() * 8 for p in model.parameters() if p.dtype == torch.float64))
+
+    hooks = [m.register_forward_hook(widened_bytes) for m in model.modules() if not list(m.children())]
+    one_module = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules()) * 8
+    with batching.higher_precision(model), torch.no_grad():
+        found = model(ids).logits
+    for hook in hooks:
+        hook.remove()
+    assert 0 < max(widest) <= one_module < sum(p.numel() * 8 for p in model.parameters())
+    assert found.dtype == torch.float64 and torch.equal(found, expected)
