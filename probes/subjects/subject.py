@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from probes import memory
 from probes.cards.card import Card, looks_like_local_path
 from probes.cards.files import FileDigests, SubjectLoadError
 from probes.cards.loading import LoadOptions, resolve_device
@@ -234,7 +235,8 @@ class Subject:
         if self._model is None:
             if not self.card.has_model:
                 raise SubjectLoadError(f"card '{self.card.name}' has no model (tokenizer only)")
-            self._model = self._once("model", self._load_model)
+            with memory.step(self.card.name, "load"):  # the Subjects table's peak RSS: load, then probes
+                self._model = self._once("model", self._load_model)
             LEDGER.watch(self._model, self.card.name)  # each forward's work, for progress and the benchmark
         return self._model
 
