@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -61,6 +62,9 @@ class Work:
 
     @property
     def rows_per_call(self) -> float:
+        """Rows per generate() call; for a label with none, per plain forward."""
+        if self.generating_prefills:
+            return self.generating_rows / self.generating_prefills
         return self.prefill_rows / self.prefills if self.prefills else 0.0
 
     def add(self, other: Work) -> None:
@@ -163,8 +167,12 @@ class Ledger:
         if frame is not None:
             frame.forwards += 1
             frame.new_tokens += new
-        for listener in self._listeners:
-            listener(subject, frame, rows, new)
+        for listener in list(self._listeners):
+            try:
+                listener(subject, frame, rows, new)
+            except Exception as exc:  # a display must never fail the probe it reports on
+                self._listeners.remove(listener)
+                warnings.warn(f"lm-probes: progress display stopped: {type(exc).__name__}: {exc}", stacklevel=2)
 
     def _entry(self, subject: str, label: str) -> Work:
         key = (subject, label)
@@ -202,7 +210,8 @@ class Ledger:
         try:
             yield
         finally:
-            self._listeners.remove(listener)
+            if listener in self._listeners:  # (one that failed is gone already)
+                self._listeners.remove(listener)
 
     # --------------------------------------------------------------------- reading
 
@@ -297,7 +306,7 @@ class CostRow:
         w = self.work
         return [
             self.label,
-            w.prefills,
+            w.generating_prefills,
             round(w.rows_per_call, 1),
             w.prompt_tokens,
             w.new_tokens,
@@ -310,7 +319,7 @@ class CostRow:
 
 COST_HEADERS = [
     "probe",
-    "generate calls (prefills)",
+    "generate calls",
     "rows per call",
     "prompt tokens",
     "new tokens",
@@ -327,7 +336,7 @@ def cost_rows(work: dict[str, Work], weights: int, machine: Machine) -> list[Cos
     """Per label, by seconds spent (largest first), then the sum. The limit: a decode step of
     ``rows`` rows reads the weights once, so at best it takes weights / bandwidth and yields
     ``rows`` tokens (memory-bound: true while a step's compute is small, which a batch of
-    a few rows on a CPU still is); the sum's limit uses the run's mean rows per call."""
+    a few rows on a CPU still is)."""
     per_step = weights / machine.bandwidth_bytes_per_s
 
     def row(label: str, w: Work) -> CostRow:
@@ -337,4 +346,7 @@ def cost_rows(work: dict[str, Work], weights: int, machine: Machine) -> list[Cos
     total = Work()
     for w in work.values():
         total.add(w)
-    return [*rows, row(TOTAL, total)]
+    # the sum's limit: its tokens over the time each label's tokens take at that label's limit
+    # (a mean of rows per call would let D5's 400 one-step rows stand for every call)
+    at_limit = sum(r.work.new_tokens / r.limit_tokens_per_s for r in rows)
+    return [*rows, CostRow(TOTAL, total, total.new_tokens / at_limit if at_limit else 1 / per_step)]

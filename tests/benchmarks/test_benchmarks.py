@@ -4,6 +4,7 @@ and threads in extra_info; see docs/benchmarks.md for saving and comparing runs.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -244,3 +245,99 @@ def test_nf4_load_time(benchmark, request):
     reset_peak("cuda")
     benchmark.pedantic(synchronized(lambda: Subject(card).load_model_anew(), "cuda"), rounds=1, warmup_rounds=0)
     _info(benchmark, "cuda", quantization="nf4")
+
+
+# ------------------------------------------------------------ performance model
+
+PERFORMANCE_CARD = "smollm2-135m-instruct"  # the default card of the performance model (--card: another)
+
+
+def test_performance_model_of_the_suite(benchmark, model_subject, request, attach, tmp_path, monkeypatch):
+    """The behavioural suite on the card, in this process, as the ledger (probes/ledger.py)
+    saw it: per probe (a result of probes/subjects/results.py, or a test's own work) its
+    generate calls, rows per call, prompt and new tokens, seconds and tokens/s, against the
+    bandwidth limit (weights read per decode step / the measured memory bandwidth; a step
+    of n rows reads them once, so the limit is n times batch 1's). The sum is the suite."""
+    from probes.ledger import COST_HEADERS, LEDGER, TOTAL, Work, cost_rows, measure_bandwidth, weight_bytes
+    from probes.paths import REPO_ROOT
+
+    card = model_subject.card
+    if not request.config.getoption("card") and card.name != PERFORMANCE_CARD:
+        pytest.skip(f"the performance model runs on {PERFORMANCE_CARD} unless --card names others")
+    machine = measure_bandwidth()
+    weights = weight_bytes(model_subject.model)
+    monkeypatch.chdir(REPO_ROOT)
+    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+    before = LEDGER.snapshot()
+    outcome: list[int] = []
+
+    def suite() -> None:
+        args = ["-p", "no:cacheprovider", "-q", f"--html={tmp_path / 'suite.html'}"]
+        outcome.append(int(pytest.main([*args, "tests/behaviour", "--card", str(card.path)])))
+
+    benchmark.pedantic(suite, rounds=1, iterations=1, warmup_rounds=0)
+    wall = benchmark.stats.stats.max
+    assert outcome[0] in (0, 1), f"the suite did not run on {card.name} (exit {outcome[0]})"
+    work = LEDGER.since(before)
+    # the suite's time outside any probe: collection, the model's load, the report
+    outside = max(wall - sum(w.seconds for w in work.values()), 0.0)
+    work["(outside probes: collection, load, report)"] = Work(seconds=outside)
+    rows = cost_rows(_fold_small(work), weights, machine)
+    total = rows[-1]
+    assert total.label == TOTAL and total.work.new_tokens > 0
+    table = [row.cells() for row in rows]
+    caption = (
+        f"{card.name}: weights {weights / 1e6:.0f} MB read per decode step, memory bandwidth "
+        f"{machine.bandwidth_bytes_per_s / 1e9:.1f} GB/s on {machine.threads} threads: at most "
+        f"{machine.bandwidth_bytes_per_s / weights:.1f} tokens/s at batch 1; the suite {wall:.0f} s, exit {outcome[0]}"
+    )
+    attach.table(COST_HEADERS, table, caption=caption, summary="Where a model's time goes (performance model)")
+    _print_table(request.config, caption, COST_HEADERS, table)
+    _info(
+        benchmark,
+        model_subject.model.device.type,
+        card=card.name,
+        suite_exit=outcome[0],
+        weight_mb=round(weights / 1e6, 1),
+        bandwidth_gb_s=round(machine.bandwidth_bytes_per_s / 1e9, 2),
+        limit_tokens_per_s_batch1=round(machine.bandwidth_bytes_per_s / weights, 2),
+        generate_calls=total.work.prefills,
+        rows_per_call=round(total.work.rows_per_call, 2),
+        prompt_tokens=total.work.prompt_tokens,
+        new_tokens=total.work.new_tokens,
+        tokens_per_s=round(total.work.new_tokens / wall, 2),
+        share_of_limit=round(total.share_of_limit, 3),
+        per_probe={row.label: dict(zip(COST_HEADERS[1:], row.cells()[1:])) for row in rows},
+    )
+
+
+def _fold_small(work: dict[str, Any], seconds: float = 0.5) -> dict[str, Any]:
+    """Labels of no model work and under ``seconds`` (most tests' own checks) as one row."""
+    from probes.ledger import Work
+
+    kept, folded, count = {}, Work(), 0
+    for label, w in work.items():
+        if w.forwards or w.seconds >= seconds:
+            kept[label] = w
+        else:
+            folded.add(w)
+            count += 1
+    if count:
+        kept[f"{count} more, no model work, each < {seconds} s"] = folded
+    return kept
+
+
+def _print_table(config: pytest.Config, caption: str, headers: list[str], rows: list[list[Any]]) -> None:
+    """The table on the terminal too, past pytest's capture (pytest-benchmark's own table
+    comes at the end of the session)."""
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if terminal is None:
+        return
+    cells = [headers, *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        terminal.write_line("")
+        terminal.write_line(caption)
+        for row in cells:
+            terminal.write_line("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))

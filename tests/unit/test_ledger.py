@@ -30,30 +30,45 @@ def _watched(subject) -> Ledger:
 
 
 def test_one_generate_of_3_rows_and_4_new_tokens_is_one_prefill_of_3_rows_and_3_steps(tiny_subject):
-    """Measured on transformers 5: the prefill yields every row's first token, then 3
-    one-token steps of 3 rows each; 12 new tokens in all."""
+    """transformers' generate() as measured (transformers 5): the prefill yields every row's
+    first token, then 3 one-token steps of 3 rows each; 12 new tokens in all."""
+    import torch
+
     ledger = _watched(tiny_subject)
-    prompt_length = len(engine.prompt_ids(tiny_subject.tokenizer, PROMPT))
-    with ledger.probe("sampling", tiny_subject.name):
-        engine.generate(
-            tiny_subject.tokenizer,
-            tiny_subject.model,
-            PROMPT,
-            max_new_tokens=4,
-            min_new_tokens=4,
-            runs=3,
-            do_sample=True,
-            seed=0,
+    ids = torch.tensor([engine.prompt_ids(tiny_subject.tokenizer, PROMPT)] * 3)
+    with ledger.probe("sampling", tiny_subject.name), torch.no_grad():
+        tiny_subject.model.generate(
+            ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, min_new_tokens=4, do_sample=True, pad_token_id=0
         )
     work = ledger.since({})["sampling"]
-    assert (work.prefills, work.prefill_rows, work.prompt_tokens) == (1, 3, 3 * prompt_length)
+    assert (work.prefills, work.prefill_rows, work.prompt_tokens) == (1, 3, 3 * ids.shape[1])
     assert (work.generating_prefills, work.decode_steps, work.decode_rows) == (1, 3, 9)
     assert (work.new_tokens, work.forwards, work.rows_per_call, work.computes) == (12, 4, 3.0, 1)
 
 
+def test_the_engines_samples_share_one_prompt_prefill_and_are_one_generate_call(tiny_subject):
+    """engine.generate's runs (issue 34, part 1): the prompt less its last token once, in one
+    row, then one generate() call of 3 rows on the repeated cache."""
+    ledger = _watched(tiny_subject)
+    length = len(engine.prompt_ids(tiny_subject.tokenizer, PROMPT))
+    engine.generate(
+        tiny_subject.tokenizer,
+        tiny_subject.model,
+        PROMPT,
+        max_new_tokens=4,
+        min_new_tokens=4,
+        runs=3,
+        do_sample=True,
+        seed=0,
+    )
+    work = ledger.since({})[NO_PROBE]
+    assert (work.prefills, work.prefill_rows, work.prompt_tokens) == (2, 4, length - 1 + 3)
+    assert (work.generating_prefills, work.rows_per_call, work.decode_rows, work.new_tokens) == (1, 3.0, 9, 12)
+
+
 def test_the_same_rows_drawn_in_separate_calls_show_three_calls_of_one_row(tiny_subject):
     """The break the ledger exists to show: repeated sampling as separate generate() calls
-    costs three prefills of one row, not one of three."""
+    costs three calls of one row, not one of three."""
     ledger = _watched(tiny_subject)
     with ledger.probe("sampling", tiny_subject.name):
         for seed in range(3):
@@ -67,7 +82,7 @@ def test_the_same_rows_drawn_in_separate_calls_show_three_calls_of_one_row(tiny_
                 seed=seed,
             )
     work = ledger.since({})["sampling"]
-    assert (work.prefills, work.rows_per_call, work.decode_rows, work.new_tokens) == (3, 1.0, 9, 12)
+    assert (work.generating_prefills, work.rows_per_call, work.new_tokens) == (3, 1.0, 12)
 
 
 def test_a_plain_forward_is_a_prefill_with_no_new_token_and_work_outside_a_probe_is_counted_apart(tiny_subject):
@@ -101,7 +116,7 @@ def test_results_count_to_their_label_and_nested_ones_to_the_innermost():
     results.temperature_sweep(subject)
     wall = time.monotonic() - started
     done = LEDGER.since(before, subject.name)
-    assert done["sampling"].prefills == 1 and done["sampling"].rows_per_call == 5
+    assert done["sampling"].generating_prefills == 1 and done["sampling"].rows_per_call == 5
     assert 5 <= done["sampling"].new_tokens <= 5 * 20
     assert done["next_token"].forwards == 1 and done["temperature"].forwards == 0
     # each second counted once: the sweep's own and next_token's add up to no more than the call
@@ -129,10 +144,23 @@ def test_the_cost_table_divides_the_bandwidth_by_the_weights_and_sums_the_labels
     assert by_label["greedy"].tokens_per_s == pytest.approx(5.0) and by_label["greedy"].share_of_limit == 0.5
     assert by_label["sampling"].limit_tokens_per_s == pytest.approx(50.0)
     total = by_label[TOTAL]
-    assert (total.work.prefills, total.work.new_tokens, total.work.seconds) == (3, 120, 6.5)
+    assert (total.work.generating_prefills, total.work.new_tokens, total.work.seconds) == (3, 120, 6.5)
+    # 20 tokens at 10/s and 100 at 50/s: 4 s at the limit for 120 tokens
+    assert total.limit_tokens_per_s == pytest.approx(30.0)
     assert total.cells()[0] == TOTAL and total.cells()[-1] == f"{total.share_of_limit:.0%}"
 
 
 def test_the_weights_a_step_reads_are_the_models_memory_footprint(tiny_subject):
     """Every parameter and buffer once: what transformers' get_memory_footprint counts."""
     assert weight_bytes(tiny_subject.model) == tiny_subject.model.get_memory_footprint()
+
+
+def test_a_listener_that_fails_is_dropped_with_a_warning_and_the_probe_runs_on(tiny_subject):
+    ledger = _watched(tiny_subject)
+
+    def broken(*_):
+        raise RuntimeError("terminal gone")
+
+    with ledger.listening(broken), pytest.warns(UserWarning, match="progress display stopped: RuntimeError"):
+        engine.generate(tiny_subject.tokenizer, tiny_subject.model, PROMPT, max_new_tokens=3, min_new_tokens=3)
+    assert ledger.since({})[NO_PROBE].new_tokens == 3
