@@ -101,8 +101,9 @@ class WriteAudit:
             self._local.inside = False
 
     def _note(self, event: str, path: str) -> None:
-        # bytecode caches are the interpreter's, /dev/null and the like are no files
-        if "__pycache__" in path or path.startswith("/dev/"):
+        # bytecode caches are the interpreter's, /dev/null and the like are no files, nor is
+        # /proc (probes/memory.py resets the process's peak RSS through /proc/self/clear_refs)
+        if "__pycache__" in path or path.startswith(("/dev/", "/proc/")):
             return
         # a path made while watching (a scratch folder) is the door's own to change again
         if not _under(path, (*(self.allowed or ()), *self.made)):
