@@ -218,6 +218,61 @@ def continuation_logprob(model: PreTrainedModel, prompt_ids: tuple[int, ...], ne
 
 
 @dataclass(frozen=True)
+class PathProbability:
+    """How likely one row of a sampled generate() call is to begin with ``new_ids``: per new
+    token, the probability generate()'s processors and warpers leave it at that step."""
+
+    new_ids: tuple[int, ...]
+    step_probs: tuple[float, ...]
+
+    @property
+    def probability(self) -> float:
+        return float(np.prod(self.step_probs)) if self.step_probs else 1.0
+
+
+def path_probabilities(
+    model: PreTrainedModel, prompt_ids: tuple[int, ...], paths: list[tuple[int, ...]], call: dict[str, Any]
+) -> tuple[PathProbability, ...]:
+    """For each path (new token ids after ``prompt_ids``), the probability that a row of
+    ``model.generate(prompt, **call)`` starts with exactly those tokens: at each step the
+    logits go through the processor list generate() builds for ``call`` (the model's
+    generation_config merged in: temperature, top-k, top-p, a repetition penalty, as U2
+    reads them), then softmax, and the path's token is read off. All paths in one forward
+    pass, right-padded (a causal model's earlier positions never see the padding).
+
+    The forward runs the whole sequence at once, where generate() decodes token by token
+    from a cache: the logits agree to float rounding, which moves a probability only where
+    a token sits exactly at a warper's cut (a top-p boundary), as between two machines."""
+    import torch
+
+    from probes.generation_settings import logits_processors
+
+    if not paths:
+        return ()
+    start = len(prompt_ids)
+    _, processors = logits_processors(model, call, start)
+    width = start + max(len(p) for p in paths)
+    ids = torch.zeros((len(paths), width), dtype=torch.long)
+    mask = torch.zeros((len(paths), width), dtype=torch.long)
+    for row, path in enumerate(paths):
+        full = list(prompt_ids) + list(path)
+        ids[row, : len(full)] = torch.tensor(full)
+        mask[row, : len(full)] = 1
+    ids, mask = ids.to(model.device), mask.to(model.device)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        results = []
+        for row, path in enumerate(paths):
+            probs = []
+            for step, token in enumerate(path):
+                seen = ids[row : row + 1, : start + step]
+                scores = processors(seen, logits[row : row + 1, start + step - 1].clone())
+                probs.append(float(scores.softmax(dim=-1)[0, token]))
+            results.append(PathProbability(tuple(path), tuple(probs)))
+    return tuple(results)
+
+
+@dataclass(frozen=True)
 class BeamAgainstGreedy:
     """D9: a beam search and greedy decoding of the same length on the same prompt, each
     scored by the model's summed log-probability of its new tokens."""

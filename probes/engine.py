@@ -98,6 +98,9 @@ def generate_rows(
         model_inputs = enc.__class__({k: v.repeat_interleave(runs, dim=0) for k, v in enc.items()})
         gen_kwargs["num_return_sequences"] = 1
     share = gen_kwargs.pop("share_prompt_cache", True)  # False: the plain call, for the test that they agree
+    group = gen_kwargs.pop("until_groups_differ", None)
+    if group:
+        gen_kwargs["stopping_criteria"] = _until_groups_differ(group, enc.input_ids.shape[1])
     shared = (
         share
         and runs > 1
@@ -130,9 +133,32 @@ def generate_rows(
     used.update(add_special_tokens=add_special_tokens, seed=seed)
     if shared:
         used.update(num_return_sequences=runs, shared_prompt_cache=True)
+    if group:
+        used["until_groups_differ"] = group
     if force_bos:
         used["force_bos"] = True
     return enc, out, used
+
+
+def _until_groups_differ(size: int, prompt_width: int) -> Any:
+    """A stopping criterion that ends the whole call as soon as, in every group of ``size``
+    consecutive rows, no two rows have generated the same tokens so far. Rows that differ
+    now differ at any length, so each group's count of distinct continuations is already
+    its largest: what the draft's distinct-count bounds read needs no more tokens, and the
+    tokens drawn until then are the full call's (the same seed, the same steps).
+    Continuations are told apart by their ids; two different id sequences that decode to
+    one text would count as two (the suite counts texts), which needs one to re-spell the
+    other token for token to the end."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class UntilGroupsDiffer(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            rows = [tuple(r) for r in input_ids[:, prompt_width:].tolist()]
+            differ = all(len(set(rows[i : i + size])) == len(rows[i : i + size]) for i in range(0, len(rows), size))
+            return torch.full((input_ids.shape[0],), differ, dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([UntilGroupsDiffer()])
 
 
 def _prompt_cache(model: PreTrainedModel, enc: Any, runs: int) -> Any:

@@ -77,6 +77,21 @@ def _plain(value: Any) -> Any:
 def inherited_settings(model: PreTrainedModel, call: dict[str, Any], prompt_length: int = 8) -> InheritedSettings:
     """The settings and processors of ``model.generate(input_ids, **call)`` for a prompt of
     ``prompt_length`` tokens, without generating anything."""
+    config, processors = logits_processors(model, call, prompt_length)
+    return InheritedSettings(
+        call=dict(call),
+        effective={name: _plain(getattr(config, name, None)) for name in SETTINGS},
+        processors=tuple(type(p).__name__ for p in processors),
+        from_model={
+            k: _plain(v) for k, v in sorted(model.generation_config.to_diff_dict().items()) if k not in _BOOKKEEPING
+        },
+    )
+
+
+def logits_processors(model: PreTrainedModel, call: dict[str, Any], prompt_length: int) -> tuple[Any, Any]:
+    """(the merged GenerationConfig, the LogitsProcessorList) that ``model.generate(input_ids,
+    **call)`` builds for a prompt of ``prompt_length`` tokens: applied to a step's logits with
+    the ids so far, they give the distribution generate() samples that step from."""
     from transformers import LogitsProcessorList
 
     prepare = getattr(model, "_prepare_generation_config", None)
@@ -96,11 +111,4 @@ def inherited_settings(model: PreTrainedModel, call: dict[str, Any], prompt_leng
         device=str(model.device),
         model_kwargs={},
     )
-    return InheritedSettings(
-        call=dict(call),
-        effective={name: _plain(getattr(config, name, None)) for name in SETTINGS},
-        processors=tuple(type(p).__name__ for p in processors),
-        from_model={
-            k: _plain(v) for k, v in sorted(model.generation_config.to_diff_dict().items()) if k not in _BOOKKEEPING
-        },
-    )
+    return config, processors

@@ -83,7 +83,9 @@ def draft_plan(draws: int, snapshot: bool = False, inputs: Mapping[str, Any] | N
         "greedy-run-1": 2 * i["greedy"]["max_new_tokens"],  # BOS on and off
         # alone and batched, again one precision step up when the two differ
         "batch": 2 * (1 + batched_rows) * batch["max_new_tokens"],
-        "sampling": len(sampling["regimes"]) * sampling["samples"] * draws * sampling["max_new_tokens"],
+        # near-greedy: the suite's samples only (its share is read from one forward pass); the
+        # other regimes over the draws (warm's extra draws may stop early: a bound from above)
+        "sampling": (1 + (len(sampling["regimes"]) - 1) * draws) * sampling["samples"] * sampling["max_new_tokens"],
         "beam": (beam["num_beams"] + 1) * beam["max_new_tokens"],  # the beams, and greedy as long
         # greedy: one call per run; sampled: the suite's runs and draws - 1 groups more
         "creative": len(creative["openings"]) * creative["runs"] * (1 + draws) * creative["max_new_tokens"],

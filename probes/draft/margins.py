@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from probes.draft.settings import NOISE_RATE
+from probes.draft.settings import FALSE_ALARM_RATE, NOISE_RATE
 
 
 def floor_to(value: float, step: float) -> float:
@@ -111,6 +111,44 @@ class CountMargin:
         return f"the smallest measured less {self.less}, kept from {self.at_least} up"
 
 
+def binomial_below(samples: int, p: float, k: int) -> float:
+    """P(X < k) for X ~ Binomial(samples, p): how often fewer than k of ``samples``
+    independent samples succeed when each does with probability p."""
+    return math.fsum(math.comb(samples, i) * p**i * (1 - p) ** (samples - i) for i in range(k))
+
+
+@dataclass(frozen=True)
+class BinomialShare:
+    """A share of ``samples`` independent samples from a *measured* per-sample probability
+    instead of simulated draws: each sample succeeds with probability at least p (a path's
+    probability under generate()'s own warpers, one forward pass), so the count is at least
+    Binomial(samples, p), and the bound is the largest k / samples that a run falls below at
+    most ``rate`` of the time. p = 1 (a nucleus of one token at every step) gives 1.0 with no
+    false alarm at all."""
+
+    samples: int
+    rate: float = FALSE_ALARM_RATE
+
+    def successes(self, p: float) -> int:
+        return max(k for k in range(self.samples + 1) if binomial_below(self.samples, p, k) <= self.rate)
+
+    def bound(self, p: float) -> float:
+        return round(self.successes(p) / self.samples, 4)
+
+    def false_alarm(self, p: float) -> float:
+        """How often a run of a model with per-sample probability p falls below the bound."""
+        return binomial_below(self.samples, p, self.successes(p))
+
+    def can_fail(self, p: float) -> bool:
+        return self.successes(p) > 0
+
+    def describe(self) -> str:
+        return (
+            f"the largest share of {self.samples} samples that a run falls below at most {self.rate:.0%} of the "
+            f"time (a binomial tail of the measured per-sample probability)"
+        )
+
+
 # The margins the draft uses, by what they bound.
 TOP1_PROB = Margin("lower", step=0.05, offset=0.1)  # D1: the top-1 token's probability
 SHARE = Margin("lower", step=0.05, offset=0.1)  # shares: distinct bigrams, drift's top-1/top-10 agreement
@@ -131,11 +169,6 @@ DRIFT_MARGINS: dict[str, tuple[str, Margin | CountMargin]] = {
     "min_greedy_agreeing_tokens": ("min_greedy_agreeing_tokens", GREEDY_TOKENS),
     "max_footprint_ratio": ("max_footprint_ratio", FOOTPRINT),
 }
-
-
-def sample_share(samples: int) -> Margin:
-    """A share over ``samples`` samples: one sample's worth below the smallest measured."""
-    return Margin("lower", offset=1 / samples, digits=4)
 
 
 def noise_bound(measured: dict[str, float], noise: list[dict[str, float]], semantic: list[str]) -> tuple[float, float]:

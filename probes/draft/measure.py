@@ -24,11 +24,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from probes import decoding as dc
-from probes import generation
 from probes import quantization as qz
 from probes.cards.expect_schema import TasksExpect
 from probes.draft.embedding import draft_embedding
-from probes.draft.margins import BACKENDS, BEAM_GAIN, DISTINCT, DRIFT_MARGINS, SHARE, TOP1_PROB, sample_share
+from probes.draft.margins import BACKENDS, BEAM_GAIN, DISTINCT, DRIFT_MARGINS, TOP1_PROB
+from probes.draft.sampling_bounds import draft_sampling, opening_groups
 from probes.draft.settings import Draft, DraftSettings, short_text
 from probes.draft.tokenizer import draft_tokenizer
 from probes.draft.turn_end import draft_turn_end
@@ -182,83 +182,6 @@ def draft_greedy(subject: Subject) -> Any:
     prompt = article_inputs()["greedy"]["prompt"]
     section["default_generate_is_greedy"] = dc.default_decoding(subject.tokenizer, subject.model, prompt).greedy
     return Commented(section, "D3, D4, U5: greedy texts as measured (the first line, at most 5 words)")
-
-
-def sample_groups(subject: Subject, regime: str, draws: int) -> list[generation.Generation]:
-    """``draws`` groups of the regime's samples: the suite's own call (the session seed,
-    0 by default, so the suite sees exactly the first group), then draws - 1 more groups
-    from one batched call with the next seed, read group by group (rows of one call are
-    independent samples: the same draws as draws - 1 calls, at a fraction of the time)."""
-    first = results.sampled(subject, regime)
-    if draws <= 1:
-        return [first]
-    n = len(first.texts)
-    more = results.sampled(subject, regime, seed=subject.seed + 1, runs=n * (draws - 1))
-    return [first, *more.groups(n)]
-
-
-def opening_groups(subject: Subject, draws: int) -> list[int]:
-    """K2: distinct sampled continuations of the least varied opening, per group of runs
-    (the suite's call first, then draws - 1 groups from one batched call)."""
-    first = results.openings(subject, sampling=True)
-    counts = [min(g.distinct for g in first)]
-    if draws > 1:
-        runs = len(first[0].texts)
-        more = results.openings(subject, sampling=True, seed=subject.seed + 1, runs=runs * (draws - 1))
-        per_opening = [g.groups(runs) for g in more]
-        counts += [min(groups[i].distinct for groups in per_opening) for i in range(draws - 1)]
-    return counts
-
-
-def draft_sampling(subject: Subject, settings: DraftSettings, draft: Draft) -> Any:
-    """D6-D8 over ``settings.draws`` groups of samples: each bound is the smallest value
-    over the groups less one sample's worth (or 1 for a count), and only written where it
-    can still fail."""
-    spec = article_inputs()["sampling"]
-    n = spec["samples"]
-    reference = results.greedy_reference(subject).texts[0]
-    runs = {regime: sample_groups(subject, regime, settings.draws) for regime in spec["regimes"]}
-    over = f"over {settings.draws} draws of {n}"
-    section: dict[str, Any] = {}
-
-    share_margin = sample_share(n)
-    agreement = min(sum(t == reference for t in g.texts) / n for g in runs["near-greedy"])
-    if share_margin.can_fail(agreement):
-        section["near-greedy"] = Commented(
-            {"min_greedy_agreement": share_margin.bound(agreement)},
-            f"smallest share equal to greedy {over}: {agreement:.2f}; the bound is {share_margin.describe()}",
-        )
-    else:
-        draft.skip("sampling.near-greedy", f"smallest share equal to greedy {over} is {agreement:.2f}")
-
-    answer = spec["answer"]
-    share = min(g.share_containing(answer) for g in runs["warm"])
-    distinct = min(g.distinct for g in runs["warm"])
-    if share_margin.can_fail(share) and DISTINCT.can_fail(distinct):
-        section["warm"] = Commented(
-            {"answer": answer, "min_answer_share": share_margin.bound(share), "min_distinct": DISTINCT.bound(distinct)},
-            f"smallest {over}: share naming {answer!r} {share:.2f}, distinct {distinct}; the share's bound is "
-            f"{share_margin.describe()}, the count's {DISTINCT.describe()}",
-        )
-    else:
-        draft.skip("sampling.warm", f"smallest {over}: share naming {answer!r} {share:.2f}, distinct {distinct}")
-
-    distinct = min(g.distinct for g in runs["hot"])
-    bigrams = min(g.distinct_n(2) for g in runs["hot"])
-    if DISTINCT.can_fail(distinct):
-        hot: dict[str, Any] = {"min_distinct": DISTINCT.bound(distinct)}
-        if SHARE.can_fail(bigrams):
-            hot["min_distinct_2"] = SHARE.bound(bigrams)
-        section["hot"] = Commented(
-            hot,
-            f"smallest {over}: distinct {distinct}, distinct bigrams {bigrams:.3f}; bounds: the count "
-            f"{DISTINCT.describe()}, the share {SHARE.describe()}",
-        )
-    else:
-        draft.skip("sampling.hot", f"smallest distinct samples {over} is {distinct}")
-    if not section:
-        return None
-    return Commented(section, f"D6-D8: bounds over {settings.draws} draws of {n} samples (the first is the suite's)")
 
 
 def draft_beam_search(subject: Subject, draft: Draft) -> Any:

@@ -30,6 +30,11 @@ NOISE_DRAWS = 200  # random embeddings the embedding bound is set against
 NOISE_RATE = 0.01  # ... which may pass all the coherent groups together at most this often
 
 
+# a share bound set from a measured per-sample probability (D6, D7) fails a later run of the
+# same model (another seed, another machine class) at most this often
+FALSE_ALARM_RATE = 0.01
+
+
 UNRELATED = "unrelated"  # the inputs' word group of deliberately unrelated words
 
 

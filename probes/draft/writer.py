@@ -214,7 +214,8 @@ def card_text(
     header = [
         f"Drafted by `lm-probes draft-card` on {date.today().isoformat()} ({made}):",
         "every value below was measured on this model; bounds keep the margin their comment states.",
-        f"Sampling bounds hold for {settings.draws} draws (the first is the suite's seed 0).",
+        f"Sampling counts hold for {settings.draws} draws (the first is the suite's seed 0); shares come "
+        f"from measured probabilities, each with its false-alarm rate.",
         "Review it, then commit it.",
     ]
     if draft.left_out:

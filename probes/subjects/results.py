@@ -1,8 +1,7 @@
-"""A subject's probe results, each computed once per session and shared.
-
-The behaviour tests, the snapshots and the report all read the same results from
-here, so nothing a probe computed is computed again (the next-token logits feed the
-bar chart, the temperature panels, the sampler checks and the snapshot).
+"""A subject's probe results, each computed once per session and shared: the behaviour
+tests, the snapshots and the report all read the same results from here, so nothing a probe
+computed is computed again (the next-token logits feed the bar chart, the temperature
+panels, the sampler checks and the snapshot).
 """
 
 from __future__ import annotations
@@ -208,16 +207,17 @@ def _greedy_ids(tokenizer, bos: bool) -> tuple[int, ...]:
 
 
 def sampled(
-    subject: Subject, regime: str, *, seed: int | None = None, runs: int | None = None
+    subject: Subject, regime: str, *, seed: int | None = None, runs: int | None = None, until_groups_differ: int = 0
 ) -> generation.Generation:
     """The (top_p, temperature) regime's samples for the session seed, one batched call.
-    ``seed`` and ``runs`` draw more of the same (the draft's bounds over many draws)."""
+    ``seed`` and ``runs`` draw more (the draft's bounds); ``until_groups_differ``: stop once no
+    group of that many rows holds two alike (rows are then beginnings: for counts only)."""
     spec = article_inputs()["sampling"]
     seed = subject.seed if seed is None else seed
     runs = spec["samples"] if runs is None else runs
     return RESULTS.get(
         subject,
-        ("sampling", regime, seed, runs),
+        ("sampling", regime, seed, runs, until_groups_differ),
         lambda: engine.generate(
             subject.tokenizer,
             subject.model,
@@ -226,6 +226,7 @@ def sampled(
             runs=runs,
             do_sample=True,
             seed=seed,
+            until_groups_differ=until_groups_differ,
             **spec["regimes"][regime],
         ),
     )
@@ -364,12 +365,12 @@ def answer_questions(subject: Subject, tasks: TasksExpect) -> dict[str, generati
 
 
 def openings(
-    subject: Subject, sampling: bool, *, seed: int | None = None, runs: int | None = None
+    subject: Subject, sampling: bool, *, seed: int | None = None, runs: int | None = None, until_groups_differ: int = 0
 ) -> list[generation.Generation]:
-    """The story openings, each run several times (K2). Sampled: one batched call with
-    num_return_sequences, for the session seed (``seed`` and ``runs`` draw more of the
-    same, for the draft). Greedy: one call per run (each a batch over the openings), so a
-    run-to-run difference is not hidden by identical rows of one batch."""
+    """The story openings, each run several times (K2). Sampled: one batched call for the
+    session seed (``seed``, ``runs`` and ``until_groups_differ`` as in ``sampled``). Greedy: one
+    call per run (each a batch over the openings), so a run-to-run difference is not hidden
+    by identical rows of one batch."""
     spec = article_inputs()["creative"]
     tokenizer, model = subject.tokenizer, subject.model
     if not sampling:
@@ -384,7 +385,7 @@ def openings(
     runs = spec["runs"] if runs is None else runs
     return RESULTS.get(
         subject,
-        ("creative", True, seed, runs),
+        ("creative", True, seed, runs, until_groups_differ),
         lambda: engine.generate_many(
             tokenizer,
             model,
@@ -393,6 +394,7 @@ def openings(
             runs=runs,
             seed=seed,
             do_sample=True,
+            until_groups_differ=until_groups_differ,
             **spec["sampling"],
         ),
     )

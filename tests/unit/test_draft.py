@@ -243,7 +243,13 @@ def test_re_measuring_a_card_keeps_its_decisions_and_replaces_its_measurements()
         (margins.PCA_EXPLAINED, 0.93, 0.95, "0.05 above, rounded up to 0.05, at most 0.95"),
         (margins.BACKENDS, 3.2e-7, 1e-5, "10x the measured value, up to a power of ten"),
         (margins.DISTINCT, 5, 4, "the smallest measured less 1, kept from 2 up"),
-        (margins.sample_share(5), 0.8, 0.6, "0.2 below, to 4 decimals"),
+        (
+            margins.BinomialShare(5),
+            0.9,
+            0.6,
+            "the largest share of 5 samples that a run falls below at most 1% of the time "
+            "(a binomial tail of the measured per-sample probability)",
+        ),
     ],
 )
 def test_a_margin_computes_its_bound_and_says_how(margin, measured, bound, words):
@@ -251,6 +257,21 @@ def test_a_margin_computes_its_bound_and_says_how(margin, measured, bound, words
     comment (so a comment never disagrees with the value it explains)."""
     assert margin.bound(measured) == pytest.approx(bound)
     assert margin.describe() == words
+
+
+def test_a_share_from_a_probability_fails_a_run_at_most_its_rate_and_is_the_largest_that_does():
+    """BinomialShare: P(Binomial(5, p) < bound x 5) <= 1%, and one more sample would exceed
+    1%; p = 1 (a one-token nucleus at every step) gives 1.0 and never a false alarm."""
+    share = margins.BinomialShare(5)
+    for p in (0.3, 0.5, 0.8, 0.9, 0.99, 0.999):
+        k = share.successes(p)
+        assert share.false_alarm(p) == margins.binomial_below(5, p, k) <= 0.01
+        assert k == 5 or margins.binomial_below(5, p, k + 1) > 0.01
+    assert share.bound(1.0) == 1.0 and share.false_alarm(1.0) == 0.0
+    assert share.bound(0.9) == 0.6  # P(X < 3) = 0.0086, P(X < 4) = 0.081
+    assert not share.can_fail(0.2) and share.bound(0.2) == 0.0
+    # the tail itself, against the binomial's closed form
+    assert margins.binomial_below(5, 0.9, 5) == pytest.approx(1 - 0.9**5)
 
 
 def test_a_margin_that_cannot_fail_is_not_written():

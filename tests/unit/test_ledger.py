@@ -126,7 +126,7 @@ def test_results_count_to_their_label_and_nested_ones_to_the_innermost():
     again = LEDGER.snapshot()
     results.sampled(subject, "warm")
     assert LEDGER.since(again, subject.name) == {}
-    assert RESULTS.has(subject, ("sampling", "warm", 0, 5))
+    assert RESULTS.has(subject, ("sampling", "warm", 0, 5, 0))
 
 
 def test_a_label_is_the_key_or_its_first_element():

@@ -118,7 +118,8 @@ def test_the_bar_names_each_phase_with_its_tokens_and_ends_at_its_plan():
 
 def test_the_plan_is_rows_times_new_tokens_of_each_phase_and_grows_with_the_draws():
     two, ten = progress.draft_plan(2), progress.draft_plan(10)
-    assert two["sampling"] == 3 * 5 * 2 * 20 and ten["sampling"] == 3 * 5 * 10 * 20
+    # near-greedy: the suite's 5 samples only; warm and hot over the draws
+    assert two["sampling"] == (1 + 2 * 2) * 5 * 20 and ten["sampling"] == (1 + 2 * 10) * 5 * 20
     assert ten["creative"] == 3 * 3 * 11 * 30 and two["beam"] == 5 * 12
     assert "first_tokens" not in two and progress.draft_plan(2, snapshot=True)["first_tokens"] == 400
 
