@@ -161,8 +161,9 @@ def parser() -> argparse.ArgumentParser:
         "--draws",
         type=draws,
         default=DEFAULT_DRAWS,
-        help="groups of samples the sampling bounds hold for: the suite's seed-0 call and N-1 more "
-        f"(default {DEFAULT_DRAWS}, at most {MAX_DRAWS})",
+        help="groups of samples the counts of distinct samples (D7, D8, K2) and D8's bigrams hold for: the "
+        f"suite's seed-0 call and N-1 more (default {DEFAULT_DRAWS}, at most {MAX_DRAWS}); the shares "
+        "(D6, D7) come from measured probabilities",
     )
     c.add_argument(
         "--prompt-format",
