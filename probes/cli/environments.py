@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,6 +215,26 @@ def run(command: list[str], what: str) -> None:
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
         raise SideFailed(f"{what} failed (exit {result.returncode}): {shlex.join(command)}\n{tail}")
+
+
+def record_command(env: Path, folder: Path, cards: Sequence[str]) -> list[str]:
+    """The recording run in an environment: the snapshot test with --snapshot-update into
+    ``folder`` for the cards (none: the default cards), as upgrade-check and bisect run it."""
+    selection = [arg for card in cards for arg in ("--card", card)]
+    return [
+        str(env / "bin" / "python"),
+        "-m",
+        "pytest",
+        str(REPO_ROOT / "tests" / "behaviour" / "test_snapshot.py"),
+        "--snapshot-update",
+        "--snapshot-dir",
+        str(folder),
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        f"--html={folder.parent / (folder.name + '-record.html')}",
+        *selection,
+    ]
 
 
 READY = ".lm-probes-ready"  # written last: an environment without it is half-built

@@ -2,13 +2,14 @@
 
     lm-probes diff A B [--card NAME] [--html PATH] [--json PATH]
     lm-probes upgrade-check --from transformers==4.57.6 --to transformers==5.23.0 [--card NAME]
+    lm-probes bisect --package transformers --good 4.57.6 --bad 5.23.0 [--card NAME]
     lm-probes run-with transformers==4.57.6 [-- PYTEST ARGS]
     lm-probes draft-card --gguf-file ~/models/x.gguf --name my-model -o my_cards/my-model.yaml
 
 Exit codes: 0 no difference beyond tolerance, 1 differences (draft-card: a model whose stop
-ids miss its chat template's end of turn), 2 an environment could not be built or could not
-record (upgrade-check), 4 bad input (missing or unreadable sets, no card in common, not a
-source checkout).
+ids miss its chat template's end of turn; bisect: transitions found), 2 an environment could
+not be built or could not record (upgrade-check, bisect's ends), 4 bad input (missing or
+unreadable sets, no card in common, not a source checkout).
 """
 
 from __future__ import annotations
@@ -43,6 +44,24 @@ def requirement(text: str) -> str:
             f"{text!r} is not a requirement pip can read ({reason}): write it as NAME==VERSION, "
             "e.g. transformers==4.57.6"
         ) from None
+    return text
+
+
+def package_name(text: str) -> str:
+    """A project name as the index spells it (PEP 508's name: letters, digits, . _ -)."""
+    if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a package name: give it as pip does, e.g. transformers")
+    return text
+
+
+def version(text: str) -> str:
+    """A release as the index lists it (PEP 440), e.g. 4.57.6."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        Version(text)
+    except InvalidVersion:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a version: give a release, e.g. 4.57.6") from None
     return text
 
 
@@ -117,6 +136,23 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--json", help="also write the differences as JSON here")
     _environment_options(u)
     u.set_defaults(run="probes.cli.upgrade_check:run_upgrade_check")
+
+    b = commands.add_parser(
+        "bisect",
+        help="find the release of a package that changed each section differing between two releases",
+        description="Records the cards under --good and --bad (as upgrade-check does), then, for each section that "
+        "differs, searches the releases between them for the first one where it leaves --good's value, and "
+        "confirms it by the release before. Environments and recorded sets are cached per release.",
+    )
+    b.add_argument("--package", required=True, type=package_name, help="e.g. transformers")
+    b.add_argument("--good", required=True, type=version, help="the release that behaves as expected, e.g. 4.57.6")
+    b.add_argument("--bad", required=True, type=version, help="a later release that does not, e.g. 5.23.0")
+    b.add_argument("--card", action="append", default=[], type=card_name, help="only this card (repeatable)")
+    b.add_argument("--pre", action="store_true", help="include pre-releases (left out by default)")
+    b.add_argument("--output", default=str(Path("reports") / "bisect"), help="where the pages go (index.html)")
+    b.add_argument("--json", help="also write the transitions as JSON here")
+    b.add_argument("--dry-run", action="store_true", help="list the releases in the range, and stop")
+    b.set_defaults(run="probes.cli.bisect:run_bisect")
 
     w = commands.add_parser(
         "run-with",

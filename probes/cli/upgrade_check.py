@@ -6,31 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 from probes.cli import environments
 from probes.paths import REPO_ROOT
 from probes.report.diff import output_paths_problem, report_comparisons
 from probes.snapshots import sets as diff
-
-
-def record_command(env: Path, folder: Path, cards: Sequence[str]) -> list[str]:
-    selection = [arg for card in cards for arg in ("--card", card)]
-    return [
-        str(env / "bin" / "python"),
-        "-m",
-        "pytest",
-        str(REPO_ROOT / "tests" / "behaviour" / "test_snapshot.py"),
-        "--snapshot-update",
-        "--snapshot-dir",
-        str(folder),
-        "-p",
-        "no:cacheprovider",
-        "-q",
-        f"--html={folder.parent / (folder.name + '-record.html')}",
-        *selection,
-    ]
 
 
 def run_upgrade_check(args: argparse.Namespace) -> int:
@@ -53,7 +34,7 @@ def run_upgrade_check(args: argparse.Namespace) -> int:
     if args.dry_run:
         for side in sides:
             env = environments.environment_dir(side, torch_pin)
-            environments.print_plan(side, torch_pin, record_command(env, output / side.label, args.card))
+            environments.print_plan(side, torch_pin, environments.record_command(env, output / side.label, args.card))
         return diff.SAME
     started = time.monotonic()
     try:
@@ -63,7 +44,7 @@ def run_upgrade_check(args: argparse.Namespace) -> int:
             env = environments.prepare(side, torch_pin, rebuild=args.rebuild, pinned=pinned.get(side.label))
             folder = output / side.label
             print(f"[{side.label}] recording the cards' observations into {folder}")
-            environments.run(record_command(env, folder, args.card), f"recording under {side.describe()}")
+            environments.run(environments.record_command(env, folder, args.card), f"recording under {side.describe()}")
     except environments.SideFailed as exc:
         print(f"lm-probes upgrade-check: {exc}", file=sys.stderr)
         return exc.exit_code

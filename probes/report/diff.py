@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
 
@@ -25,6 +25,9 @@ from probes.snapshots.sets import (
     fingerprint_line,
     summary_lines,
 )
+
+if TYPE_CHECKING:
+    from probes.snapshots.bisection import Bisection, Transition
 
 VERDICTS = {0: "no difference beyond tolerance", 1: "differences"}
 
@@ -149,3 +152,43 @@ def verdict_line(found: SetComparison) -> str:
         f"not every card was compared: {cards}{also}. Give both sides a snapshot of each, "
         "or name the cards to compare with --card"
     )
+
+
+def write_bisect_pages(
+    found: Bisection,
+    package: str,
+    folder: Path,
+    comparison_of: Callable[[Transition], SetComparison],
+    notes_of: Callable[[str], str | None],
+) -> Path:
+    """lm-probes bisect's pages: ``folder``/index.html, the transitions, and transition-N.html
+    per transition (the diff page of the release before it against it); returns the index."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for number, transition in enumerate(found.transitions, start=1):
+        page = f"transition-{number}.html"
+        write_report(
+            comparison_of(transition),
+            f"{package} {transition.before}",
+            f"{package} {transition.release}",
+            folder / page,
+        )
+        rows.append(
+            {**transition.__dict__, "exact": transition.exact, "page": page, "notes": notes_of(transition.release)}
+        )
+    index = folder / "index.html"
+    index.write_text(
+        templates()
+        .get_template("bisect.html.j2")
+        .render(
+            package=package,
+            good=found.good,
+            bad=found.bad,
+            releases=found.releases,
+            recorded=found.recorded,
+            transitions=rows,
+            skipped=found.skipped,
+        ),
+        encoding="utf-8",
+    )
+    return index

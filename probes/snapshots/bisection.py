@@ -1,0 +1,190 @@
+"""Which release changed it: the search behind ``lm-probes bisect``, as data.
+
+Given one package's releases in order (the good end first, the bad end last), a way to record
+a release's observation set (``record``: a folder of ``<card>/<class>.json``, or
+``ReleaseSkipped``) and the comparison of two sets (``compare``: snapshots/sets.py), ``bisect``
+finds, for every card section that differs between the two ends, the first release where that
+section leaves the good side's value, by binary search, and confirms each transition by
+comparing the release just before it with it.
+
+What the search assumes: a section's values come in runs. Between two releases where it was
+measured equal to a reference, it did not change and change back (A, B, A inside an interval
+is not looked for). After a transition the search goes on from that release's value, so a
+section that changes twice (A, B, C) is found twice. When the assumption fails, it says so:
+- a transition whose two neighbours compare equal (a value that drifts a little at every
+  release, each step within tolerance, the sum not: tolerance is not transitive) is reported
+  *unconfirmed*, naming both releases;
+- a release that cannot be recorded (not installable here, or its recording fails) is
+  skipped, as ``git bisect skip`` does: the search probes the nearest release inside the
+  interval instead; when every release left between two measured ones is skipped, the
+  transition is reported as "at one of" them, naming them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from probes.snapshots.differences import Difference
+
+if TYPE_CHECKING:
+    from probes.snapshots.sets import SetComparison
+
+Key = tuple[str, str]  # (card, as the comparison names it, section)
+
+
+class ReleaseSkipped(Exception):
+    """A release that cannot be recorded here; the message is one sentence saying why."""
+
+
+class EndNotRecorded(Exception):
+    """The good or the bad end could not be recorded: there is nothing to search."""
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A section leaving one value for another, between two releases."""
+
+    card: str
+    section: str
+    before: str  # the last release measured with the old value
+    release: str  # the first release measured with the new value
+    change: str  # the first difference, as the comparison words it
+    confirmed: bool  # ``before`` and ``release`` compared directly differ in this section
+    among: tuple[str, ...] = ()  # skipped releases between them: the change is at one of these or ``release``
+
+    @property
+    def exact(self) -> bool:
+        return self.confirmed and not self.among
+
+    def line(self) -> str:
+        """One line: where, which release, between which, and what changed."""
+        where = f"{self.card} {self.section}: {self.release} ({self.before} → {self.release})"
+        if self.among:
+            where += f", or one of the skipped {', '.join(self.among)}"
+        if not self.confirmed:
+            where += f" [unconfirmed: {self.before} and {self.release} compared directly agree within tolerance]"
+        return f"{where}: {self.change}"
+
+
+@dataclass
+class Bisection:
+    """What a search found, and what it had to leave out."""
+
+    releases: tuple[str, ...]
+    ends: SetComparison | None = None  # the good end against the bad end
+    transitions: list[Transition] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # release -> why
+    recorded: list[str] = field(default_factory=list)  # in the order they were recorded or reused
+
+    @property
+    def good(self) -> str:
+        return self.releases[0]
+
+    @property
+    def bad(self) -> str:
+        return self.releases[-1]
+
+
+def changed_sections(comparison: SetComparison) -> dict[Key, Difference]:
+    """Each (card, section) with an error, and its first error."""
+    found: dict[Key, Difference] = {}
+    for card in comparison:
+        for section, differences in card.by_section().items():
+            errors = [d for d in differences if d.severity == "error"]
+            if errors:
+                found.setdefault((card.name, section), errors[0])
+    for one_sided in comparison.missing_cards:
+        found.setdefault((one_sided.card, "(card)"), Difference("error", "(card)", one_sided.message))
+    return found
+
+
+class _Search:
+    def __init__(
+        self,
+        releases: list[str],
+        record: Callable[[str], Path],
+        compare: Callable[[Path, Path], SetComparison],
+        result: Bisection,
+    ):
+        self.releases, self.record, self.compare, self.result = releases, record, compare, result
+        self.sets: dict[int, Path] = {}
+        self.compared: dict[tuple[int, int], SetComparison] = {}
+
+    def recorded(self, index: int) -> Path | None:
+        """The release's set, recorded once; None (and named in ``skipped``) if it cannot be."""
+        release = self.releases[index]
+        if index not in self.sets and release not in self.result.skipped:
+            try:
+                self.sets[index] = self.record(release)
+                self.result.recorded.append(release)
+            except ReleaseSkipped as exc:
+                self.result.skipped[release] = str(exc)
+        return self.sets.get(index)
+
+    def comparison(self, a: int, b: int) -> SetComparison:
+        if (a, b) not in self.compared:
+            self.compared[(a, b)] = self.compare(self.sets[a], self.sets[b])
+        return self.compared[(a, b)]
+
+    def differs(self, a: int, b: int) -> dict[Key, Difference]:
+        return changed_sections(self.comparison(a, b))
+
+    def probe_between(self, lo: int, hi: int) -> int | None:
+        """A release strictly between lo and hi that records, nearest the middle first."""
+        middle = (lo + hi) / 2
+        for index in sorted(range(lo + 1, hi), key=lambda i: (abs(i - middle), i)):
+            if self.recorded(index) is not None:
+                return index
+        return None
+
+    def transitions(self, key: Key) -> list[Transition]:
+        """Every transition of one section from the good end to the bad end."""
+        found = []
+        bad = len(self.releases) - 1
+        reference = 0
+        while key in self.differs(reference, bad):
+            lo, hi = reference, bad  # lo: equal to the reference; hi: differs from it
+            while (mid := self.probe_between(lo, hi)) is not None:
+                if key in self.differs(reference, mid):
+                    hi = mid
+                else:
+                    lo = mid
+            direct = self.differs(lo, hi).get(key)
+            change = direct or self.differs(reference, hi)[key]
+            among = tuple(self.releases[i] for i in range(lo + 1, hi))
+            found.append(
+                Transition(
+                    card=key[0],
+                    section=key[1],
+                    before=self.releases[lo],
+                    release=self.releases[hi],
+                    change=f"{change.where}: {change.message}",
+                    confirmed=direct is not None,
+                    among=among,
+                )
+            )
+            if hi == bad:
+                break
+            reference = hi
+        return found
+
+
+def bisect(
+    releases: list[str], record: Callable[[str], Path], compare: Callable[[Path, Path], SetComparison]
+) -> Bisection:
+    """Every transition of every section that differs between ``releases[0]`` (good) and
+    ``releases[-1]`` (bad); EndNotRecorded when either end cannot be recorded."""
+    if len(releases) < 2:
+        raise ValueError("a search needs the good and the bad release")
+    result = Bisection(tuple(releases))
+    search = _Search(releases, record, compare, result)
+    for end in (0, len(releases) - 1):
+        if search.recorded(end) is None:
+            raise EndNotRecorded(f"{releases[end]} could not be recorded: {result.skipped[releases[end]]}")
+    result.ends = search.comparison(0, len(releases) - 1)
+    for key in sorted(changed_sections(result.ends)):
+        result.transitions.extend(search.transitions(key))
+    return result
