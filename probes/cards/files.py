@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import json
 import os
 import re
@@ -275,7 +276,13 @@ def write_gguf_weights(gguf_path: Path, tmp: Path) -> None:
         skeleton = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     tied = getattr(skeleton, "all_tied_weights_keys", None) or {}
     expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items() if name not in tied}
-    written = _stream_gguf_tensors(gguf_path, skeleton, expected, tmp / "model.safetensors")
+    try:
+        written = _stream_gguf_tensors(gguf_path, skeleton, expected, tmp / "model.safetensors")
+    except (TypeError, AttributeError, NotImplementedError, KeyError):
+        # transformers' per-tensor GGUF helpers are internal and move between releases
+        # (upgrade-check and bisect convert under 4.x too): the load below is their public
+        # form and writes the same folder, holding more memory
+        written = None
     if written != expected:
         # a tensor the GGUF lacks (from_pretrained initialises it) or a name a model's own
         # weight conversion renames: the one-copy stream cannot write what it would
@@ -302,7 +309,9 @@ def _stream_gguf_tensors(gguf_path: Path, skeleton: Any, expected: dict, out: Pa
         return {}
     parsed = hf_gguf.load_gguf_checkpoint(str(gguf_path), return_tensors=False)
     processor = hf_gguf.TENSOR_PROCESSORS.get(architecture, hf_gguf.TensorProcessor)(config=parsed["config"])
-    mapping = hf_gguf.get_gguf_hf_weights_map(skeleton, processor)
+    # transformers 5 hands the processor over; 4.x takes the model alone (its type from the config)
+    takes_processor = "processor" in inspect.signature(hf_gguf.get_gguf_hf_weights_map).parameters
+    mapping = hf_gguf.get_gguf_hf_weights_map(*((skeleton, processor) if takes_processor else (skeleton,)))
     parsed["tensors"] = {}  # where a processor that gathers experts puts them (Qwen2-MoE)
     writer = _SafetensorsWriter(out, expected)
     for tensor in reader.tensors:

@@ -117,12 +117,23 @@ def recorder(package: str, cards: list[str], torch_pin: str, log: list[str]):
             env = environments.prepare(side, torch_pin)
             environments.run(environments.record_command(env, folder, cards), f"recording under {side.describe()}")
         except environments.SideFailed as exc:
-            raise ReleaseSkipped(str(exc).splitlines()[0]) from None
+            raise ReleaseSkipped(one_line(str(exc))) from None
         marker.write_text(json.dumps({"cards": wanted, "release": release}), encoding="utf-8")
         log.append(f"{release}: recorded in {time.monotonic() - started:.0f} s")
         return folder
 
     return record
+
+
+def one_line(failure: str) -> str:
+    """A build's or a recording's failure in one line: what failed, and pytest's or pip's own
+    last error line from the output tail that follows it (the command itself is left out)."""
+    lines = failure.splitlines()
+    what = lines[0].split(": /", 1)[0]  # "recording under X failed (exit 1)", without the command
+    raised = [line.strip()[1:].strip() for line in lines[1:] if line.lstrip().startswith("E ")]
+    named = [line.strip() for line in lines[1:] if line.lstrip().startswith(("ERROR", "FAILED"))]
+    found = raised or named
+    return f"{what}: {found[-1]}" if found else lines[0]
 
 
 def as_json(found: Bisection, package: str) -> str:

@@ -189,3 +189,21 @@ def test_bisect_names_an_end_it_cannot_record_and_exits_2(stand_in_index, capsys
         + ["--output", str(stand_in_index / "report")]
     )
     assert code == 2 and "1.5.0 could not be recorded: 1.5.0 needs kernels>=0.19.1" in capsys.readouterr().err
+
+
+def test_a_failed_recording_is_said_in_one_line_with_pytests_own_error():
+    from probes.cli.bisect import one_line
+
+    failure = (
+        "recording under transformers==4.57.6 failed (exit 1): /env/bin/python -m pytest tests/behaviour/...\n"
+        "E   NotImplementedError: Unknown gguf model_type: <LlamaTensorProcessor object>\n"
+        "ERROR tests/behaviour/test_snapshot.py::test_matches_snapshot[smollm2-135m-instruct]\n"
+        "1 passed, 1 error in 19.48s"
+    )
+    assert one_line(failure) == (
+        "recording under transformers==4.57.6 failed (exit 1): "
+        "NotImplementedError: Unknown gguf model_type: <LlamaTensorProcessor object>"
+    )
+    assert one_line("the 'x' environment cannot be built: pip's dry run failed") == (
+        "the 'x' environment cannot be built: pip's dry run failed"
+    )

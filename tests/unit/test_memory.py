@@ -191,3 +191,31 @@ def test_the_subjects_table_shows_each_steps_peak_sent_by_a_worker(fresh_steps):
     cell = table.rsplit("<td>", 1)[1]
     assert cell.startswith("load ") and " GB · probes " in cell and "clear_refs" not in cell, cell
     assert memory.describe({}) == "-"  # a row without figures (an older worker's)
+
+
+def test_a_transformers_whose_gguf_helpers_moved_converts_through_the_load(tmp_path, monkeypatch):
+    """transformers 4.57.6's get_gguf_hf_weights_map takes the model alone, 5.x's the tensor
+    processor too (upgrade-check and bisect convert under both): a helper that refuses the
+    call (here a TypeError, as a changed signature raises) leaves the conversion to the load,
+    which writes the same folder."""
+    from safetensors.torch import load_file
+
+    from probes.cards import files
+    from probes.cards.files import write_gguf_weights
+
+    small = _WRITE_GGUF.replace("= 1024, 4096, 6, 8, 4, 4096", "= 64, 128, 2, 4, 2, 4096")
+    gguf_file = tmp_path / "small.Q8_0.gguf"
+    result = subprocess.run([sys.executable, "-c", small, str(gguf_file)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    streamed, loaded = tmp_path / "streamed", tmp_path / "loaded"
+    streamed.mkdir(), loaded.mkdir()
+    write_gguf_weights(gguf_file, streamed)
+
+    def moved(*args, **kwargs):  # what 5.x's call of 4.57.6's helper raised before the signature was read
+        raise TypeError("get_gguf_hf_weights_map() takes from 1 to 4 positional arguments but 2 were given")
+
+    monkeypatch.setattr(files, "_stream_gguf_tensors", moved)
+    write_gguf_weights(gguf_file, loaded)
+    a, b = load_file(streamed / "model.safetensors"), load_file(loaded / "model.safetensors")
+    assert sorted(a) == sorted(b) and all(a[k].equal(b[k]) for k in a)
+    assert json.loads((loaded / "config.json").read_text()) == json.loads((streamed / "config.json").read_text())
