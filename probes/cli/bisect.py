@@ -102,14 +102,15 @@ def set_folder(package: str, release: str, torch_pin: str) -> Path:
 
 def recorder(package: str, cards: list[str], torch_pin: str, log: list[str]):
     """``record(release)`` for the search: the cached set, or the release's environment built
-    (or reused) and the cards recorded in it; ReleaseSkipped with one line when it cannot be."""
+    (or reused) and the cards recorded in it; ReleaseSkipped with one line when it cannot be.
+    Each release's line goes to the terminal as it happens (a search runs for minutes)."""
     wanted = sorted(cards) or ["(the default cards)"]
 
     def record(release: str) -> Path:
         folder = set_folder(package, release, torch_pin)
         marker = folder / MARKER
         if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")).get("cards") == wanted:
-            log.append(f"{release}: reusing {folder}")
+            say(log, f"{release}: reusing its recorded set {folder}")
             return folder
         side = environments.Side(f"{package} {release}", (f"{package}=={release}",))
         started = time.monotonic()
@@ -119,10 +120,15 @@ def recorder(package: str, cards: list[str], torch_pin: str, log: list[str]):
         except environments.SideFailed as exc:
             raise ReleaseSkipped(one_line(str(exc))) from None
         marker.write_text(json.dumps({"cards": wanted, "release": release}), encoding="utf-8")
-        log.append(f"{release}: recorded in {time.monotonic() - started:.0f} s")
+        say(log, f"{release}: recorded in {time.monotonic() - started:.0f} s")
         return folder
 
     return record
+
+
+def say(log: list[str], line: str) -> None:
+    log.append(line)
+    print(f"  {line}", flush=True)
 
 
 def one_line(failure: str) -> str:
@@ -186,8 +192,6 @@ def run_bisect(args: argparse.Namespace) -> int:
     except EndNotRecorded as exc:
         print(f"lm-probes bisect: {exc}", file=sys.stderr)
         return COULD_NOT_RUN
-    for line in log:
-        print(f"  {line}")
     for release, why in found.skipped.items():
         print(f"skipped {release}: {why}")
     notes = RELEASE_NOTES.get(args.package)
