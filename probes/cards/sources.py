@@ -44,12 +44,12 @@ from probes.cards.files import (
     SubjectLoadError,
     _write_atomically,
     cache_dir,
-    check_gguf_file,
     converted_gguf_folder,
     expand_path,
     package_file,
     sha256_of,
 )
+from probes.cards.gguf_header import check_gguf_file
 from probes.cards.loading import LoadOptions, torch_dtype
 
 if TYPE_CHECKING:

@@ -186,7 +186,7 @@ def draft_base(args: argparse.Namespace) -> Card:
     from --model / --gguf-file with the tokenizer from the model; --device, --dtype and
     --quantization change its load section (what is measured is what the card says)."""
     from probes.cards.card import Card, find_card
-    from probes.cards.files import gguf_problem
+    from probes.cards.gguf_header import gguf_problem
     from probes.cards.loading import LoadSettings
     from probes.cards.sources import FollowModel, GgufFileSource, HubSource
 

@@ -250,7 +250,7 @@ def test_a_gguf_file_cut_short_is_named_before_anything_reads_it(size, says, tmp
 
 
 def test_a_file_that_is_not_gguf_at_all_says_so(tmp_path):
-    from probes.cards.files import gguf_problem
+    from probes.cards.gguf_header import gguf_problem
 
     zipped = tmp_path / "model.gguf"
     zipped.write_bytes(b"PK\x03\x04" + bytes(100))
@@ -259,11 +259,11 @@ def test_a_file_that_is_not_gguf_at_all_says_so(tmp_path):
 
 def test_a_complete_gguf_file_passes_the_check_without_being_converted(monkeypatch):
     """The twin: the shipped file (and a file whose size is exactly what its header says)."""
-    from probes.cards import files
+    from probes.cards import gguf_header
 
-    monkeypatch.setattr(files, "_COMPLETE_GGUF", set())  # checked now, not remembered
-    assert files.gguf_problem(_smollm2_gguf()) is None
-    files.check_gguf_file(_smollm2_gguf())  # raises nothing
+    monkeypatch.setattr(gguf_header, "_COMPLETE_GGUF", set())  # checked now, not remembered
+    assert gguf_header.gguf_problem(_smollm2_gguf()) is None
+    gguf_header.check_gguf_file(_smollm2_gguf())  # raises nothing
 
 
 def test_a_cut_gguf_file_inside_a_package_says_to_reinstall_it(tmp_path, monkeypatch):
