@@ -40,6 +40,7 @@ RELEASE_NOTES = {
 }
 
 MARKER = "bisect-recorded.json"  # written last into a release's recorded set
+DEFAULT = "(the default cards)"
 
 
 class IndexUnreadable(RuntimeError):
@@ -104,12 +105,12 @@ def recorder(package: str, cards: list[str], torch_pin: str, log: list[str]):
     """``record(release)`` for the search: the cached set, or the release's environment built
     (or reused) and the cards recorded in it; ReleaseSkipped with one line when it cannot be.
     Each release's line goes to the terminal as it happens (a search runs for minutes)."""
-    wanted = sorted(cards) or ["(the default cards)"]
+    wanted = sorted(cards) or [DEFAULT]
 
     def record(release: str) -> Path:
         folder = set_folder(package, release, torch_pin)
         marker = folder / MARKER
-        if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")).get("cards") == wanted:
+        if marker.is_file() and covers(json.loads(marker.read_text(encoding="utf-8")).get("cards", []), wanted):
             say(log, f"{release}: reusing its recorded set {folder}")
             return folder
         side = environments.Side(f"{package} {release}", (f"{package}=={release}",))
@@ -124,6 +125,12 @@ def recorder(package: str, cards: list[str], torch_pin: str, log: list[str]):
         return folder
 
     return record
+
+
+def covers(recorded: list[str], wanted: list[str]) -> bool:
+    """Whether a set recorded for ``recorded`` cards holds every card ``wanted`` (the default
+    cards only as the default cards: which they are depends on the checkout)."""
+    return recorded == wanted or (DEFAULT not in wanted and set(wanted) <= set(recorded))
 
 
 def say(log: list[str], line: str) -> None:

@@ -207,3 +207,11 @@ def test_a_failed_recording_is_said_in_one_line_with_pytests_own_error():
     assert one_line("the 'x' environment cannot be built: pip's dry run failed") == (
         "the 'x' environment cannot be built: pip's dry run failed"
     )
+
+
+def test_a_set_recorded_for_more_cards_is_reused_for_fewer():
+    from probes.cli.bisect import DEFAULT, covers
+
+    assert covers(["mistral-tokenizer", "smollm2-135m-instruct"], ["mistral-tokenizer"])
+    assert not covers(["mistral-tokenizer"], ["mistral-tokenizer", "tiny-mistral"])
+    assert covers([DEFAULT], [DEFAULT]) and not covers(["tiny-mistral"], [DEFAULT])
