@@ -28,14 +28,17 @@ from probes.subjects.subject import Subject
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The unit tests that run a pytest session of their own (``run_suite``) go first
-    among the unit tests: they are the longest (up to ~18 s each). make test's two
+    """The unit tests that run a pytest session of their own (``run_suite``), and those marked
+    ``long``, go first among the unit tests: they are the longest (up to ~25 s each). make test's two
     workers take work in this order, so the run ends on short tests; one of them taken
     last kept its worker busy ~8 s after the other had finished (measured)."""
     unit = [i for i in items if "tests/unit/" in i.nodeid]
-    runs_a_session = {i.nodeid: "run_suite" in getattr(i, "fixturenames", ()) for i in unit}
-    first = [i for i in unit if runs_a_session[i.nodeid]]
-    rest = [i for i in unit if not runs_a_session[i.nodeid]]
+    goes_first = {
+        i.nodeid: "run_suite" in getattr(i, "fixturenames", ()) or i.get_closest_marker("long") is not None
+        for i in unit
+    }
+    first = [i for i in unit if goes_first[i.nodeid]]
+    rest = [i for i in unit if not goes_first[i.nodeid]]
     position = items.index(unit[0]) if unit else len(items)
     items[position : position + len(unit)] = first + rest
 

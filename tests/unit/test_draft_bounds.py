@@ -15,6 +15,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 
+import pytest
+
 from probes.draft import sampling_bounds
 from probes.subjects import results
 from probes.subjects.inputs import article_inputs
@@ -37,6 +39,7 @@ def top_p_ignored(monkeypatch):
     monkeypatch.setattr(TopPLogitsWarper, "__call__", lambda self, input_ids, scores: scores)
 
 
+@pytest.mark.long  # ~25 s: the simulated rule's 90 rows, the probabilities, two breaks
 def test_share_bounds_from_probabilities_are_no_weaker_than_simulated_ones_and_catch_their_breaks(monkeypatch):
     """SmolLM2, measured (transformers 5.23.0, torch 2.13.0, 2 CPU threads): greedy's 20
     tokens and the answer's first token (" Tokyo") each have probability 1 under their
