@@ -13,6 +13,8 @@ recorded or the index could not be read; 4: bad input.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import hashlib
 import json
 import platform
@@ -38,6 +40,13 @@ RELEASE_NOTES = {
     "tokenizers": "https://github.com/huggingface/tokenizers/releases/tag/v{version}",
     "torch": "https://github.com/pytorch/pytorch/releases/tag/v{version}",
 }
+
+
+def release_notes(package: str, release: str) -> str | None:
+    """The release's notes, where the package's tags are known."""
+    notes = RELEASE_NOTES.get(package)
+    return notes.format(version=release) if notes else None
+
 
 MARKER = "bisect-recorded.json"  # written last into a release's recorded set
 DEFAULT = "(the default cards)"
@@ -82,16 +91,13 @@ def releases_between(versions: list[str], good: str, bad: str, package: str) -> 
     return sorted((v for v in parsed if parsed[good] <= parsed[v] <= parsed[bad]), key=parsed.__getitem__)
 
 
+@functools.cache
 def host_key() -> str:
-    """This machine as far as recorded numbers go: processor, its vector extensions, Python."""
-    model, flags = platform.processor(), ""
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-        model = re.search(r"^model name\s*: (.+)$", cpuinfo, flags=re.MULTILINE).group(1)
-        flags = " ".join(sorted(f for f in cpuinfo.split() if f.startswith(("avx", "amx", "fma"))))
-    except (OSError, AttributeError):
-        pass
-    key = json.dumps([platform.machine(), model, flags, platform.python_version()])
+    """This machine as far as recorded numbers go: the snapshots' own fingerprint of it (the
+    CPU, the kernel features torch uses, oneDNN's half-precision paths) and Python."""
+    from probes.numerics import machine_numerics
+
+    key = json.dumps([dataclasses.asdict(machine_numerics()), platform.python_version()], sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -151,13 +157,7 @@ def one_line(failure: str) -> str:
 
 def as_json(found: Bisection, package: str) -> str:
     def entry(t: Transition) -> dict:
-        notes = RELEASE_NOTES.get(package)
-        return {
-            **t.__dict__,
-            "exact": t.exact,
-            "line": t.line(),
-            "notes": notes.format(version=t.release) if notes else None,
-        }
+        return {**t.__dict__, "exact": t.exact, "line": t.line(), "notes": release_notes(package, t.release)}
 
     return json.dumps(
         {
@@ -201,21 +201,11 @@ def run_bisect(args: argparse.Namespace) -> int:
         return COULD_NOT_RUN
     for release, why in found.skipped.items():
         print(f"skipped {release}: {why}")
-    notes = RELEASE_NOTES.get(args.package)
     for transition in found.transitions:
-        link = f"  {notes.format(version=transition.release)}" if notes else ""
-        print(f"{transition.line()}{link}")
-    output = Path(args.output)
+        link = release_notes(args.package, transition.release)
+        print(transition.line() + (f"  {link}" if link else ""))
     index = write_bisect_pages(
-        found,
-        args.package,
-        output,
-        lambda t: sets.compare_sets(
-            set_folder(args.package, t.before, torch_pin),
-            set_folder(args.package, t.release, torch_pin),
-            [t.card.split(" [")[0]],
-        ),
-        lambda release: notes.format(version=release) if notes else None,
+        found, args.package, Path(args.output), lambda release: release_notes(args.package, release)
     )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

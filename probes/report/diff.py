@@ -27,7 +27,7 @@ from probes.snapshots.sets import (
 )
 
 if TYPE_CHECKING:
-    from probes.snapshots.bisection import Bisection, Transition
+    from probes.snapshots.bisection import Bisection
 
 VERDICTS = {0: "no difference beyond tolerance", 1: "differences"}
 
@@ -154,21 +154,17 @@ def verdict_line(found: SetComparison) -> str:
     )
 
 
-def write_bisect_pages(
-    found: Bisection,
-    package: str,
-    folder: Path,
-    comparison_of: Callable[[Transition], SetComparison],
-    notes_of: Callable[[str], str | None],
-) -> Path:
+def write_bisect_pages(found: Bisection, package: str, folder: Path, notes_of: Callable[[str], str | None]) -> Path:
     """lm-probes bisect's pages: ``folder``/index.html, the transitions, and transition-N.html
-    per transition (the diff page of the release before it against it); returns the index."""
+    per transition (the diff page of the release before it against it, for the transition's
+    card, as the search compared them); returns the index."""
     folder.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     for number, transition in enumerate(found.transitions, start=1):
         page = f"transition-{number}.html"
+        compared = found.comparisons[(transition.before, transition.release)]
         write_report(
-            comparison_of(transition),
+            SetComparison(tuple(card for card in compared if card.name == transition.card)),
             f"{package} {transition.before}",
             f"{package} {transition.release}",
             folder / page,

@@ -78,6 +78,8 @@ class Bisection:
     transitions: list[Transition] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # release -> why
     recorded: list[str] = field(default_factory=list)  # in the order they were recorded or reused
+    # (before, release) -> the two sets compared, for each transition (what its diff page shows)
+    comparisons: dict[tuple[str, str], SetComparison] = field(default_factory=dict)
 
     @property
     def good(self) -> str:
@@ -153,6 +155,7 @@ class _Search:
                 else:
                     lo = mid
             direct = self.differs(lo, hi).get(key)
+            self.result.comparisons[(self.releases[lo], self.releases[hi])] = self.comparison(lo, hi)
             change = direct or self.differs(reference, hi)[key]
             among = tuple(self.releases[i] for i in range(lo + 1, hi))
             found.append(

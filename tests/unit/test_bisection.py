@@ -134,7 +134,6 @@ def stand_in_index(tmp_path, monkeypatch):
     folders = stand_ins(tmp_path / "sets", {"1.3.0": bos_becomes(7)})
     monkeypatch.setattr(command, "index_versions", lambda package, pre: [*reversed(RELEASES), "2.0.0rc1", "0.9"])
     monkeypatch.setattr(command, "recorder", lambda package, cards, pin, log: recorder(folders, skipped={"1.5.0"}))
-    monkeypatch.setattr(command, "set_folder", lambda package, release, pin: folders[release])
     return tmp_path
 
 
