@@ -15,16 +15,15 @@ the kernel drops them, 7.0 GB for a 6.85 GB file, 25 s.)
 from __future__ import annotations
 
 import argparse
-import json
-import struct
 from pathlib import Path
 
 WEIGHTS = "model.safetensors"
 
 
 def main() -> None:
-    import torch
     from safetensors import safe_open
+
+    from probes.cards.files import SafetensorsWriter
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path, help="a model folder with one model.safetensors")
@@ -45,46 +44,21 @@ def main() -> None:
     scaled = []
     with safe_open(args.folder / WEIGHTS, framework="pt") as source:
         names = list(source.keys())
-        metadata = source.metadata()
-        # the safetensors layout written by hand (header, then each tensor's bytes in order),
-        # so only one tensor is ever held in memory
-        header: dict = {"__metadata__": metadata} if metadata else {}
-        offset = 0
-        shapes = {}
+        # the GGUF conversion's writer: one tensor in memory at a time
+        writer = SafetensorsWriter(
+            args.out / WEIGHTS, {name: tuple(source.get_slice(name).get_shape()) for name in names}
+        )
         for name in names:
-            piece = source.get_slice(name)
-            dtype, shape = piece.get_dtype(), piece.get_shape()
-            size = _itemsize(dtype) * _numel(shape)
-            header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
-            shapes[name] = size
-            offset += size
-        encoded = json.dumps(header, separators=(",", ":")).encode()
-        encoded += b" " * (-len(encoded) % 8)
-        with open(args.out / WEIGHTS, "wb") as out:
-            out.write(struct.pack("<Q", len(encoded)))
-            out.write(encoded)
-            for name in names:
-                tensor = source.get_tensor(name)
-                if name.startswith(prefix) and tensor.is_floating_point():
-                    tensor = (tensor.double() * args.factor).to(tensor.dtype)
-                    scaled.append(name)
-                data = tensor.contiguous().view(torch.uint8).numpy().tobytes()
-                assert len(data) == shapes[name], name
-                out.write(data)
+            tensor = source.get_tensor(name)
+            if name.startswith(prefix) and tensor.is_floating_point():
+                tensor = (tensor.double() * args.factor).to(tensor.dtype)
+                scaled.append(name)
+            writer.add(name, tensor)
+        if writer.close() is None:
+            parser.error(f"{args.out / WEIGHTS}: the header outgrew the room reserved for it")
     if not scaled:
         parser.error(f"no tensor starts with {prefix!r}: the folder's layers are named otherwise")
     print(f"{args.out}: {len(scaled)} tensors of layer {args.layer} scaled by {args.factor}: {', '.join(scaled)}")
-
-
-def _itemsize(dtype: str) -> int:
-    return {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}[dtype]
-
-
-def _numel(shape: list[int]) -> int:
-    total = 1
-    for size in shape:
-        total *= size
-    return total
 
 
 if __name__ == "__main__":

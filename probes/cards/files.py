@@ -185,7 +185,7 @@ def _stream_gguf_tensors(gguf_path: Path, skeleton: Any, expected: dict, out: Pa
     takes_processor = "processor" in inspect.signature(hf_gguf.get_gguf_hf_weights_map).parameters
     mapping = hf_gguf.get_gguf_hf_weights_map(*((skeleton, processor) if takes_processor else (skeleton,)))
     parsed["tensors"] = {}  # where a processor that gathers experts puts them (Qwen2-MoE)
-    writer = _SafetensorsWriter(out, expected)
+    writer = SafetensorsWriter(out, expected)
     for tensor in reader.tensors:
         result = processor.process(
             weights=dequantize(tensor.data, tensor.tensor_type),
@@ -238,7 +238,7 @@ def _save_loaded_model(gguf_path: Path, tmp: Path) -> None:
     plain.save_pretrained(str(tmp))
 
 
-class _SafetensorsWriter:
+class SafetensorsWriter:
     """A safetensors file written one tensor at a time, none kept after it is written.
 
     The format is an 8-byte header length, a JSON header (names, dtypes, shapes, offsets)

@@ -101,3 +101,35 @@ def test_draws_that_stop_once_groups_differ_count_the_same_distinct_samples_as_f
         # the same draws: each stopped row begins the full row
         assert all(w[: len(c)] == c for w, c in zip(whole.new_ids, cut.new_ids))
     assert max(len(r) for g in early for r in g.new_ids) < max(len(r) for g in full for r in g.new_ids)
+
+
+def test_scaled_layer_writes_one_layer_times_the_factor_and_every_other_tensor_as_it_was(tmp_path):
+    """scripts/scaled_layer.py, the break a drafted card must catch (docs/benchmarks.md): layer
+    1 of a saved 2-layer model times 1.02, the rest bit for bit, and the folder loads."""
+    import subprocess
+    import sys
+
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    from probes.paths import REPO_ROOT
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2
+    )
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "model")
+    script = [sys.executable, str(REPO_ROOT / "scripts" / "scaled_layer.py"), str(tmp_path / "model")]
+    result = subprocess.run([*script, str(tmp_path / "scaled"), "--layer", "1"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    before = load_file(tmp_path / "model" / "model.safetensors")
+    after = load_file(tmp_path / "scaled" / "model.safetensors")
+    assert sorted(before) == sorted(after)
+    for name, tensor in before.items():
+        expected = (tensor.double() * 1.02).to(tensor.dtype) if name.startswith("model.layers.1.") else tensor
+        assert torch.equal(after[name], expected), name
+    assert sum(name.startswith("model.layers.1.") for name in before) == 9
+    AutoModelForCausalLM.from_pretrained(tmp_path / "scaled")  # the linked config and the new weights load
+    refused = subprocess.run([*script, str(tmp_path / "scaled"), "--layer", "1"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "exists; choose a new folder" in refused.stderr
