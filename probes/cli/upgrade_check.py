@@ -39,9 +39,9 @@ def run_upgrade_check(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         # both sides resolved (pip's dry run, seconds) before either is built (minutes)
-        pinned = environments.resolve_sides(sides, torch_pin, rebuild=args.rebuild)
+        resolutions = environments.resolve_sides(sides, torch_pin, rebuild=args.rebuild)
         for side in sides:
-            env = environments.prepare(side, torch_pin, rebuild=args.rebuild, pinned=pinned.get(side.label))
+            env = environments.prepare(side, torch_pin, rebuild=args.rebuild, resolution=resolutions.get(side.label))
             folder = output / side.label
             print(f"[{side.label}] recording the cards' observations into {folder}")
             environments.run(environments.record_command(env, folder, args.card), f"recording under {side.describe()}")

