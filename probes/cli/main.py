@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -153,6 +154,33 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--json", help="also write the transitions as JSON here")
     b.add_argument("--dry-run", action="store_true", help="list the releases in the range, and stop")
     b.set_defaults(run="probes.cli.bisect:run_bisect")
+
+    c = commands.add_parser(
+        "changelog",
+        help="record each release of a package in a range and write which card sections changed in which release",
+        description="Releases as rows, card sections as columns: each release compared with the previous one where "
+        "the card recorded, as Markdown and HTML. The output folder keeps every recorded release, so a later run "
+        "adds only new ones (e.g. --every patch over part of a range first done --every minor).",
+    )
+    c.add_argument("--package", required=True, type=package_name, help="e.g. transformers")
+    c.add_argument("--from", dest="from_", required=True, type=version, help="the oldest release, e.g. 4.46.0")
+    c.add_argument("--to", type=version, help="the newest release (default: the newest on the index)")
+    c.add_argument(
+        "--every",
+        choices=("minor", "patch"),
+        default="minor",
+        help="minor: the newest patch of each minor release (default); patch: every release",
+    )
+    c.add_argument("--card", action="append", default=[], type=card_name, help="only this card (repeatable)")
+    c.add_argument("--pre", action="store_true", help="include pre-releases (left out by default)")
+    c.add_argument("--output", default=str(Path("reports") / "changelog"), help="the changelog's folder (kept)")
+    c.add_argument("--markdown", help="the Markdown page (default: OUTPUT/changelog.md)")
+    c.add_argument("--html", help="the HTML page (default: OUTPUT/changelog.html)")
+    c.add_argument(
+        "--jobs", type=int, default=max(1, os.cpu_count() or 1), help="releases recorded at once (default: CPUs)"
+    )
+    c.add_argument("--dry-run", action="store_true", help="list the releases selected, and stop")
+    c.set_defaults(run="probes.cli.changelog:run_changelog")
 
     w = commands.add_parser(
         "run-with",

@@ -191,7 +191,7 @@ def test_bisect_names_an_end_it_cannot_record_and_exits_2(stand_in_index, capsys
 
 
 def test_a_failed_recording_is_said_in_one_line_with_pytests_own_error():
-    from probes.cli.bisect import one_line
+    from probes.cli.release_sets import one_line
 
     failure = (
         "recording under transformers==4.57.6 failed (exit 1): /env/bin/python -m pytest tests/behaviour/...\n"
@@ -209,7 +209,7 @@ def test_a_failed_recording_is_said_in_one_line_with_pytests_own_error():
 
 
 def test_a_set_recorded_for_more_cards_is_reused_for_fewer():
-    from probes.cli.bisect import DEFAULT, covers
+    from probes.cli.release_sets import DEFAULT, covers
 
     assert covers(["mistral-tokenizer", "smollm2-135m-instruct"], ["mistral-tokenizer"])
     assert not covers(["mistral-tokenizer"], ["mistral-tokenizer", "tiny-mistral"])
