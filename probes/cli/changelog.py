@@ -73,7 +73,10 @@ def command_line(args: argparse.Namespace) -> str:
     words = ["lm-probes", "changelog", "--package", args.package, "--from", args.from_]
     words += ["--to", args.to] if args.to else []
     words += ["--every", args.every, *[w for card in args.card for w in ("--card", card)]]
-    return shlex.join(words + ["--output", display(Path(args.output))])
+    words += ["--output", display(Path(args.output))]
+    for option, path in (("--markdown", args.markdown), ("--html", args.html)):
+        words += [option, display(Path(path))] if path else []
+    return shlex.join(words)
 
 
 def display(path: Path) -> str:

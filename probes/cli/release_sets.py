@@ -138,6 +138,8 @@ def card_outcomes(junit: Path) -> dict[str, str]:
             continue
         message = (problem.get("message") or problem.text or problem.tag).strip().splitlines()
         reason = message[0] if message else problem.tag
+        # pytest's wording for an error in a fixture: the exception is what the user needs
+        reason = re.sub(r'^failed on setup with "(.*)"$', r"\1", reason)
         word = {"skipped": "skipped", "failure": "not recorded", "error": "not loadable"}[problem.tag]
         outcomes[found[1]] = f"{word}: {reason[:300]}"
     return outcomes
@@ -171,7 +173,8 @@ def record_release(package: str, release: str, cards: list[str], torch_pin: str,
         env = environments.prepare(side, torch_pin)
     except environments.SideFailed as exc:
         why = one_line(str(exc))
-        (folder / MARKER).write_text(json.dumps({"release": release, "not_installable": why}), encoding="utf-8")
+        if "could not be reached" not in why:  # the index being down is not the release's fault: try again next time
+            (folder / MARKER).write_text(json.dumps({"release": release, "not_installable": why}), encoding="utf-8")
         say(log, f"{release}: not installable: {why}")
         return ReleaseSet(release, folder, not_installable=why)
     junit = folder / "recording.xml"

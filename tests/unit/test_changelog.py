@@ -125,3 +125,66 @@ def test_a_folder_holding_another_selections_changelog_is_not_mixed_in(stand_ins
     assert "holds a changelog of transformers for [], not of transformers for ['mistral-tokenizer']" in (
         capsys.readouterr().err
     )
+
+
+# pytest's JUnit XML of a recording under an old release (its own wording, trimmed)
+JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites name="pytest tests"><testsuite name="pytest">
+<testcase classname="tests.behaviour.test_snapshot" name="test_matches_snapshot[mistral-tokenizer]" time="1.5" />
+<testcase classname="tests.behaviour.test_snapshot" name="test_matches_snapshot[smollm2-135m-instruct]" time="0.1">
+<error message="failed on setup with &quot;NotImplementedError: Unknown gguf model_type: llama&quot;">trace</error>
+</testcase>
+<testcase classname="tests.behaviour.test_snapshot" name="test_matches_snapshot[tiny-mistral]" time="0.1">
+<failure message="AssertionError: recorded 3 sections, expected 11&#10;second line">trace</failure></testcase>
+<testcase classname="tests.behaviour.test_snapshot" name="test_matches_snapshot[smollm2-135m-instruct-nf4]">
+<skipped type="pytest.skip" message="bitsandbytes has no CPU backend in this release">skip</skipped></testcase>
+</testsuite></testsuites>"""
+
+
+def test_each_cards_outcome_is_read_from_the_recordings_junit_xml(tmp_path):
+    from probes.cli.release_sets import card_outcomes
+
+    (tmp_path / "recording.xml").write_text(JUNIT, encoding="utf-8")
+    assert card_outcomes(tmp_path / "recording.xml") == {
+        "mistral-tokenizer": RECORDED,
+        "smollm2-135m-instruct": "not loadable: NotImplementedError: Unknown gguf model_type: llama",
+        "tiny-mistral": "not recorded: AssertionError: recorded 3 sections, expected 11",
+        "smollm2-135m-instruct-nf4": "skipped: bitsandbytes has no CPU backend in this release",
+    }
+    assert card_outcomes(tmp_path / "absent.xml") == {}  # the run died before pytest wrote it
+
+
+def test_a_release_is_recorded_once_with_each_cards_outcome_and_an_uninstallable_one_is_remembered(
+    tmp_path, monkeypatch
+):
+    """record_release with the environment and the recording run replaced: a card that cannot
+    load keeps the others recorded, and a second call (bisect's or changelog's) reuses the set;
+    a release that cannot be installed is cached as such, not resolved again."""
+    import subprocess
+
+    from probes.cli import environments, release_sets
+
+    monkeypatch.setenv("LM_PROBES_CACHE", str(tmp_path / "cache"))
+    runs, builds = [], []
+
+    def prepare(side, torch_pin):
+        builds.append(side.requirements)
+        if side.requirements == ("transformers==1.4.0",):
+            raise environments.SideFailed(CANNOT_INSTALL["1.4.0"])
+        return tmp_path / "env"
+
+    def recording(command, **kwargs):
+        runs.append(command)
+        junit = next(arg.split("=", 1)[1] for arg in command if arg.startswith("--junitxml="))
+        release_sets.Path(junit).write_text(JUNIT, encoding="utf-8")
+        return subprocess.CompletedProcess(command, 1, "", "")
+
+    monkeypatch.setattr(environments, "prepare", prepare)
+    monkeypatch.setattr(release_sets.subprocess, "run", recording)
+    found = release_sets.record_release("transformers", "1.3.0", [], "torch==2.13.0", [])
+    assert found.recorded_cards == ["mistral-tokenizer"] and "Unknown gguf model_type" in found.problem()
+    again = release_sets.record_release("transformers", "1.3.0", [], "torch==2.13.0", [])
+    assert again.outcomes == found.outcomes and len(runs) == 1
+    for _ in range(2):
+        cannot = release_sets.record_release("transformers", "1.4.0", [], "torch==2.13.0", [])
+        assert cannot.not_installable == CANNOT_INSTALL["1.4.0"] and cannot.problem() == CANNOT_INSTALL["1.4.0"]
+    assert builds.count(("transformers==1.4.0",)) == 1
