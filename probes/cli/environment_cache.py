@@ -5,12 +5,14 @@ folder's own size says little: the bound counts every file once, by inode, acros
 environments and uv's cache, and removing an environment frees only the files no other
 environment or the cache still links. The limit is ``LM_PROBES_ENV_CACHE_GB`` (20 GB unless
 set; 0 turns the bound off). "Used" is a build or a reuse by any command: the ready marker's
-modification time."""
+modification time. One used within the last hour is never removed (a run, in this process or
+another, may be recording in it), so the bound can be exceeded for that long, and says so."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from probes.cards.files import cache_dir
 
 DEFAULT_LIMIT_GB = 20.0
 READY = ".lm-probes-ready"  # the same marker environments.py writes last
+IN_USE_SECONDS = 3600  # an environment used this recently is never removed: a recording may be running in it
 
 
 def limit_bytes() -> float:
@@ -79,12 +82,21 @@ def footprint(roots: Iterable[Path]) -> Footprint:
     return Footprint(sizes, owners)
 
 
+def last_used(env: Path) -> float | None:
+    """When the environment was last used; None once it is gone (another build's bound, in
+    this process or another, may remove it at any moment)."""
+    try:
+        return (env / READY).stat().st_mtime
+    except OSError:
+        return None
+
+
 def environments() -> list[Path]:
     """The built environments, least recently used first (half-built ones are left alone:
     the next build of that side removes them)."""
     folder = cache_dir() / "envs"
-    built = [env for env in folder.iterdir() if (env / READY).is_file()] if folder.is_dir() else []
-    return sorted(built, key=lambda env: (env / READY).stat().st_mtime)
+    used_at = {env: last_used(env) for env in (folder.iterdir() if folder.is_dir() else [])}
+    return sorted((env for env, at in used_at.items() if at is not None), key=used_at.__getitem__)
 
 
 def bound(keep: Path | None = None, limit: float | None = None) -> list[Path]:
@@ -93,6 +105,14 @@ def bound(keep: Path | None = None, limit: float | None = None) -> list[Path]:
     limit = limit_bytes() if limit is None else limit
     if limit <= 0:
         return []
+    with _BOUNDING:  # changelog builds --jobs environments at once: one bound at a time
+        return _bound(keep, limit)
+
+
+_BOUNDING = threading.Lock()
+
+
+def _bound(keep: Path | None, limit: float) -> list[Path]:
     envs = environments()
     uv_cache = cache_dir() / "uv"
     found = footprint([*envs, *([uv_cache] if uv_cache.is_dir() else [])])
@@ -102,8 +122,14 @@ def bound(keep: Path | None = None, limit: float | None = None) -> list[Path]:
             break
         if keep is not None and env.resolve() == keep.resolve():
             continue
+        at = last_used(env)
+        if at is None:  # removed meanwhile by another process
+            found.remove(env)
+            continue
+        if time.time() - at < IN_USE_SECONDS:  # built or reused within the hour: a run may be in it now
+            continue
         freed = found.without(env)
-        idle_days = (time.time() - (env / READY).stat().st_mtime) / 86400
+        idle_days = (time.time() - at) / 86400
         shutil.rmtree(env, ignore_errors=True)
         found.remove(env)
         removed.append(env)
@@ -114,6 +140,6 @@ def bound(keep: Path | None = None, limit: float | None = None) -> list[Path]:
     if found.total > limit:
         print(
             f"the environments' cache holds {found.total / 1e9:.1f} GB, over LM_PROBES_ENV_CACHE_GB={limit / 1e9:g}, "
-            "with nothing left to remove but the one in use and uv's cache"
+            "with nothing left to remove but environments used within the hour and uv's cache"
         )
     return removed

@@ -70,3 +70,13 @@ def test_a_limit_that_is_not_a_number_is_bad_input_before_anything_is_built(cach
     monkeypatch.setenv("LM_PROBES_ENV_CACHE_GB", "twenty")
     assert cli.main(["run-with", "transformers==5.23.0"]) == BAD_INPUT
     assert "LM_PROBES_ENV_CACHE_GB='twenty' is not a number of gigabytes" in capsys.readouterr().err
+
+
+def test_an_environment_used_within_the_hour_is_not_removed_and_the_excess_is_said(cache, capsys):
+    """changelog records --jobs releases at once: another job's environment may be in use."""
+    import time
+
+    root, shared = cache
+    busy = _environment(root, "a", time.time() - 60, own_mb=2, linked=shared)
+    assert environment_cache.bound(limit=1 * MB) == [] and busy.is_dir()
+    assert "nothing left to remove but environments used within the hour" in capsys.readouterr().out
