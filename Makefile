@@ -1,5 +1,5 @@
 # The two commands of the README. Both set up .venv first (a no-op when current).
-.PHONY: setup report test benchmark parity install-check fuzz clean
+.PHONY: setup report test benchmark parity install-check fuzz behaviour-changelog clean
 
 PYTEST := .venv/bin/python -m pytest
 # Two worker processes (pytest-xdist), one torch thread each. The plugin sends every
@@ -45,6 +45,16 @@ install-check: setup
 fuzz: setup
 	$(PYTEST) tests/unit/test_fuzz.py -p tests.unit.fuzz_strategies --hypothesis-profile=deep \
 		--html=reports/fuzz.html --hypothesis-show-statistics
+
+# The published behaviour changelog (docs/behaviour-changelog.md, docs/snapshots.md): every
+# transformers minor release from 4.46 (its newest patch) and every patch from 5.20, on the
+# default cards. Only releases not yet in docs/behaviour-changelog/ are recorded (about 50 s
+# each, two at a time on 2 cores); exit 1 from lm-probes changelog means "some section changed".
+CHANGELOG_PAGES := --output docs/behaviour-changelog --markdown docs/behaviour-changelog.md \
+	--html reports/behaviour-changelog.html
+behaviour-changelog: setup
+	.venv/bin/lm-probes changelog --package transformers --from 4.46.0 --every minor $(CHANGELOG_PAGES) || test $$? -eq 1
+	.venv/bin/lm-probes changelog --package transformers --from 5.20.0 --every patch $(CHANGELOG_PAGES) || test $$? -eq 1
 
 clean:
 	rm -rf reports/*.html .pytest_cache
