@@ -17,6 +17,7 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
@@ -180,9 +181,17 @@ def record_release(package: str, release: str, cards: list[str], torch_pin: str,
     junit = folder / "recording.xml"
     junit.unlink(missing_ok=True)
     command = [*environments.record_command(env, folder, cards), f"--junitxml={junit}"]
-    result = subprocess.run(
-        command, capture_output=True, text=True, cwd=REPO_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
+    # What the recording converts (SmolLM2's GGUF, 517 MB per transformers release: the
+    # conversion is that release's code) goes to a scratch cache removed after it: the set is
+    # what is kept, and each release is recorded once.
+    with tempfile.TemporaryDirectory(prefix="lm-probes-recording-") as scratch:
+        result = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "LM_PROBES_CACHE": scratch},
+        )
     outcomes = card_outcomes(junit)
     not_recorded = None
     if result.returncode != 0 and not outcomes:  # nothing ran: an import or collection error

@@ -164,7 +164,7 @@ def test_a_release_is_recorded_once_with_each_cards_outcome_and_an_uninstallable
     from probes.cli import environments, release_sets
 
     monkeypatch.setenv("LM_PROBES_CACHE", str(tmp_path / "cache"))
-    runs, builds = [], []
+    runs, builds, scratches = [], [], []
 
     def prepare(side, torch_pin):
         builds.append(side.requirements)
@@ -174,6 +174,9 @@ def test_a_release_is_recorded_once_with_each_cards_outcome_and_an_uninstallable
 
     def recording(command, **kwargs):
         runs.append(command)
+        scratch = release_sets.Path(kwargs["env"]["LM_PROBES_CACHE"])
+        assert scratch.is_dir() and scratch != tmp_path / "cache"  # conversions go to a scratch cache
+        scratches.append(scratch)
         junit = next(arg.split("=", 1)[1] for arg in command if arg.startswith("--junitxml="))
         release_sets.Path(junit).write_text(JUNIT, encoding="utf-8")
         return subprocess.CompletedProcess(command, 1, "", "")
@@ -184,6 +187,7 @@ def test_a_release_is_recorded_once_with_each_cards_outcome_and_an_uninstallable
     assert found.recorded_cards == ["mistral-tokenizer"] and "Unknown gguf model_type" in found.problem()
     again = release_sets.record_release("transformers", "1.3.0", [], "torch==2.13.0", [])
     assert again.outcomes == found.outcomes and len(runs) == 1
+    assert not scratches[0].exists()  # removed after the recording: 517 MB a release for SmolLM2's GGUF
     for _ in range(2):
         cannot = release_sets.record_release("transformers", "1.4.0", [], "torch==2.13.0", [])
         assert cannot.not_installable == CANNOT_INSTALL["1.4.0"] and cannot.problem() == CANNOT_INSTALL["1.4.0"]
