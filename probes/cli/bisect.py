@@ -107,6 +107,7 @@ def run_bisect(args: argparse.Namespace) -> int:
             releases,
             recorder(args.package, args.card, torch_pin, log),
             lambda a, b: sets.compare_sets(a, b, args.card or None),
+            width=args.jobs,
         )
     except EndNotRecorded as exc:
         print(f"lm-probes bisect: {exc}", file=sys.stderr)

@@ -86,6 +86,17 @@ def draws(text: str) -> int:
     return count
 
 
+def jobs(text: str) -> int:
+    """--jobs: how many releases are recorded at once (each on one torch thread)."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number: give 1 or more") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{count} jobs records nothing: give 1 or more (default: the CPUs)")
+    return count
+
+
 def prompt_format(text: str) -> str:
     if text != "chat" and "{question}" not in text:
         raise argparse.ArgumentTypeError(f"{text!r} has no {{question}} in it: write one there, or give 'chat'")
@@ -152,6 +163,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--pre", action="store_true", help="include pre-releases (left out by default)")
     b.add_argument("--output", default=str(Path("reports") / "bisect"), help="where the pages go (index.html)")
     b.add_argument("--json", help="also write the transitions as JSON here")
+    b.add_argument(
+        "--jobs", type=jobs, default=max(1, os.cpu_count() or 1), help="releases recorded at once (default: CPUs)"
+    )
     b.add_argument("--dry-run", action="store_true", help="list the releases in the range, and stop")
     b.set_defaults(run="probes.cli.bisect:run_bisect")
 
@@ -177,7 +191,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--markdown", help="the Markdown page (default: OUTPUT/changelog.md)")
     c.add_argument("--html", help="the HTML page (default: OUTPUT/changelog.html)")
     c.add_argument(
-        "--jobs", type=int, default=max(1, os.cpu_count() or 1), help="releases recorded at once (default: CPUs)"
+        "--jobs", type=jobs, default=max(1, os.cpu_count() or 1), help="releases recorded at once (default: CPUs)"
     )
     c.add_argument("--dry-run", action="store_true", help="list the releases selected, and stop")
     c.set_defaults(run="probes.cli.changelog:run_changelog")

@@ -110,8 +110,10 @@ class _Search:
         record: Callable[[str], Path],
         compare: Callable[[Path, Path], SetComparison],
         result: Bisection,
+        width: int = 1,
     ):
         self.releases, self.record, self.compare, self.result = releases, record, compare, result
+        self.width = max(1, width)
         self.sets: dict[int, Path] = {}
         self.compared: dict[tuple[int, int], SetComparison] = {}
 
@@ -134,6 +136,31 @@ class _Search:
     def differs(self, a: int, b: int) -> dict[Key, Difference]:
         return changed_sections(self.comparison(a, b))
 
+    def record_at_once(self, indices: list[int]) -> None:
+        """Record the releases not yet recorded, ``width`` at a time (each recording runs one
+        torch thread: on N cores, N releases take about as long as one)."""
+        todo = [i for i in indices if i not in self.sets and self.releases[i] not in self.result.skipped]
+        if len(todo) < 2 or self.width < 2:
+            for index in todo:
+                self.recorded(index)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        def attempt(index: int) -> Path | ReleaseSkipped:
+            try:
+                return self.record(self.releases[index])
+            except ReleaseSkipped as exc:
+                return exc
+
+        with ThreadPoolExecutor(max_workers=self.width) as pool:
+            outcomes = list(pool.map(attempt, todo))
+        for index, outcome in zip(todo, outcomes):  # kept in release order, whichever finished first
+            if isinstance(outcome, ReleaseSkipped):
+                self.result.skipped[self.releases[index]] = str(outcome)
+            else:
+                self.sets[index] = outcome
+                self.result.recorded.append(self.releases[index])
+
     def probe_between(self, lo: int, hi: int) -> int | None:
         """A release strictly between lo and hi that records, nearest the middle first."""
         middle = (lo + hi) / 2
@@ -142,6 +169,22 @@ class _Search:
                 return index
         return None
 
+    def probes_between(self, lo: int, hi: int) -> list[int]:
+        """Releases strictly between lo and hi that record, in order: ``width`` of them spread
+        evenly and recorded at once (one, nearest the middle, when width is 1); when all of
+        those are skipped, the nearest to the middle that records."""
+        inside = range(lo + 1, hi)
+        if not inside:
+            return []
+        targets = [lo + (hi - lo) * (n + 1) / (self.width + 1) for n in range(self.width)]
+        chosen = sorted({min(inside, key=lambda i: (abs(i - t), i)) for t in targets})
+        self.record_at_once(chosen)
+        found = [i for i in chosen if i in self.sets]
+        if found:
+            return found
+        fallback = self.probe_between(lo, hi)
+        return [fallback] if fallback is not None else []
+
     def transitions(self, key: Key) -> list[Transition]:
         """Every transition of one section from the good end to the bad end."""
         found = []
@@ -149,11 +192,12 @@ class _Search:
         reference = 0
         while key in self.differs(reference, bad):
             lo, hi = reference, bad  # lo: equal to the reference; hi: differs from it
-            while (mid := self.probe_between(lo, hi)) is not None:
-                if key in self.differs(reference, mid):
-                    hi = mid
-                else:
-                    lo = mid
+            while points := self.probes_between(lo, hi):
+                for point in points:  # in order: the first that differs ends the interval
+                    if key in self.differs(reference, point):
+                        hi = point
+                        break
+                    lo = point
             direct = self.differs(lo, hi).get(key)
             self.result.comparisons[(self.releases[lo], self.releases[hi])] = self.comparison(lo, hi)
             change = direct or self.differs(reference, hi)[key]
@@ -176,14 +220,20 @@ class _Search:
 
 
 def bisect(
-    releases: list[str], record: Callable[[str], Path], compare: Callable[[Path, Path], SetComparison]
+    releases: list[str],
+    record: Callable[[str], Path],
+    compare: Callable[[Path, Path], SetComparison],
+    width: int = 1,
 ) -> Bisection:
     """Every transition of every section that differs between ``releases[0]`` (good) and
-    ``releases[-1]`` (bad); EndNotRecorded when either end cannot be recorded."""
+    ``releases[-1]`` (bad); EndNotRecorded when either end cannot be recorded. ``width``
+    releases are recorded at once: both ends together, then ``width`` evenly spread points of
+    each interval (a (width + 1)-ary search: fewer rounds, the same transitions)."""
     if len(releases) < 2:
         raise ValueError("a search needs the good and the bad release")
     result = Bisection(tuple(releases))
-    search = _Search(releases, record, compare, result)
+    search = _Search(releases, record, compare, result, width)
+    search.record_at_once([0, len(releases) - 1])
     for end in (0, len(releases) - 1):
         if search.recorded(end) is None:
             raise EndNotRecorded(f"{releases[end]} could not be recorded: {result.skipped[releases[end]]}")

@@ -59,12 +59,14 @@ def recorder(folders, skipped=(), calls=None):
     return record
 
 
-def test_each_transition_is_found_at_its_release_and_confirmed_by_the_one_before(tmp_path):
+@pytest.mark.parametrize("width", [1, 2, 3])
+def test_each_transition_is_found_at_its_release_and_confirmed_by_the_one_before(tmp_path, width):
     """The tokenizer changes once (1.3.0), generate()'s settings twice (1.2.0, then 1.6.0):
-    three transitions, each between two neighbours that compare different."""
+    three transitions, each between two neighbours that compare different; the same three
+    whether one release is recorded at a time or two or three (a 3- or 4-ary search)."""
     folders = stand_ins(tmp_path, {"1.3.0": bos_becomes(7), "1.2.0": greedy_top_k(40), "1.6.0": greedy_top_k(20)})
     calls = []
-    found = bisect(RELEASES, recorder(folders, calls=calls), lambda a, b: compare_sets(a, b))
+    found = bisect(RELEASES, recorder(folders, calls=calls), lambda a, b: compare_sets(a, b), width=width)
     lines = sorted(t.line() for t in found.transitions)
     assert [(t.section, t.before, t.release, t.exact) for t in found.transitions] == [
         ("generation", "1.1.0", "1.2.0", True),
@@ -214,3 +216,20 @@ def test_a_set_recorded_for_more_cards_is_reused_for_fewer():
     assert covers(["mistral-tokenizer", "smollm2-135m-instruct"], ["mistral-tokenizer"])
     assert not covers(["mistral-tokenizer"], ["mistral-tokenizer", "tiny-mistral"])
     assert covers([DEFAULT], [DEFAULT]) and not covers(["tiny-mistral"], [DEFAULT])
+
+
+def test_with_width_2_the_ends_and_each_rounds_points_are_recorded_at_once(tmp_path):
+    """Two recordings meet at a barrier: it breaks (after 10 s) unless both run at the same time."""
+    import threading
+
+    folders = stand_ins(tmp_path, {"1.3.0": bos_becomes(7)})
+    together = threading.Barrier(2, timeout=10)
+
+    def record(release):
+        together.wait()  # raises BrokenBarrierError if the other of its pair is not running
+        return folders[release]
+
+    found = bisect(RELEASES, record, compare_sets, width=2)
+    assert [(t.before, t.release) for t in found.transitions] == [("1.2.0", "1.3.0")]
+    # the ends together, then pairs of points: (1.3.0, 1.5.0), then (1.1.0, 1.2.0) around 1.3.0
+    assert found.recorded == ["1.0.0", "1.8.0", "1.3.0", "1.5.0", "1.1.0", "1.2.0"]

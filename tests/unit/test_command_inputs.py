@@ -164,3 +164,11 @@ def test_a_requirement_pip_reads_is_accepted(requirement, tmp_path, monkeypatch,
     monkeypatch.setenv("LM_PROBES_CACHE", str(tmp_path / "cache"))
     assert cli.main(["run-with", requirement, "--dry-run"]) == 0
     assert requirement in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["bisect", "changelog"])
+@pytest.mark.parametrize("value, says", [("0", "0 jobs records nothing"), ("two", "'two' is not a whole number")])
+def test_bisect_and_changelog_refuse_a_number_of_jobs_that_records_nothing(command, value, says, capsys):
+    ends = ["--good", "1.0", "--bad", "2.0"] if command == "bisect" else ["--from", "1.0"]
+    assert exit_code([command, "--package", "transformers", *ends, "--jobs", value]) == BAD_INPUT
+    assert says in capsys.readouterr().err
