@@ -28,11 +28,35 @@ if TYPE_CHECKING:
 def attention_backend(model: PreTrainedModel, name: str) -> Iterator[None]:
     """Run the block with the model's attention set to ``name``, then set it back."""
     original = model.config._attn_implementation
-    model.set_attn_implementation(name)
+    switch = getattr(model, "set_attn_implementation", None) or _config_switch(model)
+    switch(name)
     try:
         yield
     finally:
-        model.set_attn_implementation(original)
+        switch(original)
+
+
+def _config_switch(model: PreTrainedModel):
+    """Before set_attn_implementation (transformers < 4.54), from 4.48 on: every attention
+    layer looks its function up by ``config._attn_implementation`` at each forward, so setting
+    it switches the backend. Earlier releases fix the attention class at load: no switch."""
+    import transformers
+    from packaging.version import Version
+
+    if Version(transformers.__version__).release < (4, 48):
+        raise AttentionSwitchMissing(
+            f"transformers {transformers.__version__} fixes the attention class when the model loads: the backends "
+            "cannot be compared at run time (4.48 and later can)"
+        )
+
+    def switch(name: str) -> None:
+        model.config._attn_implementation = name
+
+    return switch
+
+
+class AttentionSwitchMissing(RuntimeError):
+    """The installed transformers cannot switch attention backends on a loaded model."""
 
 
 @dataclass(frozen=True)

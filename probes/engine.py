@@ -172,6 +172,10 @@ def _prompt_cache(model: PreTrainedModel, enc: Any, runs: int) -> Any:
         cache = model(
             input_ids=enc.input_ids[:, :-1], attention_mask=mask, position_ids=positions, use_cache=True
         ).past_key_values
+    if isinstance(cache, tuple):  # transformers < 4.48 returns the legacy tuples unless given a Cache
+        from transformers import DynamicCache
+
+        cache = DynamicCache.from_legacy_cache(cache)
     cache.batch_repeat_interleave(runs)
     return cache
 

@@ -102,6 +102,9 @@ def logits_processors(model: PreTrainedModel, call: dict[str, Any], prompt_lengt
             "the probe of what generate() inherits needs updating for it"
         )
     config, _ = prepare(None, **call)
+    special = getattr(model, "_prepare_special_tokens", None)
+    if special is not None:  # as generate() does before building them (4.46-4.52 read the tensors it sets)
+        special(config, True, device=model.device)
     processors = build(
         generation_config=config,
         input_ids_seq_length=prompt_length,

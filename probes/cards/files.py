@@ -35,6 +35,16 @@ def cache_dir() -> Path:
     return Path(base) / "lm-probes"
 
 
+def dtype_argument(dtype: Any) -> dict[str, Any]:
+    """from_pretrained's and from_config's dtype keyword for the installed transformers:
+    ``dtype`` since 4.56, ``torch_dtype`` before (4.46-4.55 hand an unknown ``dtype`` on to
+    the model's ``__init__``: a TypeError, found by the behaviour changelog)."""
+    import transformers
+    from packaging.version import Version
+
+    return {"dtype" if Version(transformers.__version__).release >= (4, 56) else "torch_dtype": dtype}
+
+
 def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -145,7 +155,7 @@ def write_gguf_weights(gguf_path: Path, tmp: Path) -> None:
     if hasattr(config, "quantization_config"):  # the weights are written de-quantised
         del config.quantization_config
     with torch.device("meta"):  # names, shapes and tied keys, and no memory
-        skeleton = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        skeleton = AutoModelForCausalLM.from_config(config, **dtype_argument(torch.float32))
     tied = getattr(skeleton, "all_tied_weights_keys", None) or {}
     expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items() if name not in tied}
     try:
@@ -226,12 +236,14 @@ def _save_loaded_model(gguf_path: Path, tmp: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    loaded = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        str(gguf_path.parent), gguf_file=gguf_path.name, **dtype_argument(torch.float32)
+    )
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     with torch.device("meta"):
-        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain = AutoModelForCausalLM.from_config(config, **dtype_argument(torch.float32))
     plain.load_state_dict(loaded.state_dict(), strict=True, assign=True)
     plain.tie_weights()
     del loaded

@@ -45,6 +45,7 @@ from probes.cards.files import (
     _write_atomically,
     cache_dir,
     converted_gguf_folder,
+    dtype_argument,
     expand_path,
     package_file,
     sha256_of,
@@ -116,7 +117,7 @@ class HubSource(Source):
         from transformers import AutoModelForCausalLM
 
         kwargs = self.hub_kwargs(options.trust_remote_code)
-        kwargs["dtype"] = torch_dtype(options.dtype)
+        kwargs.update(dtype_argument(torch_dtype(options.dtype)))
         if not self.gguf_file and not (options.allow_pickle or self.allow_pickle):
             kwargs["use_safetensors"] = True
         kwargs.update(options.placement_kwargs(device))
