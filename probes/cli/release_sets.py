@@ -140,7 +140,7 @@ def card_outcomes(junit: Path) -> dict[str, str]:
         message = (problem.get("message") or problem.text or problem.tag).strip().splitlines()
         reason = message[0] if message else problem.tag
         # pytest's wording for an error in a fixture: the exception is what the user needs
-        reason = re.sub(r'^failed on setup with "(.*)"$', r"\1", reason)
+        reason = re.sub(r'^failed on setup with "(.*?)"?$', r"\1", reason)
         word = {"skipped": "skipped", "failure": "not recorded", "error": "not loadable"}[problem.tag]
         outcomes[found[1]] = f"{word}: {reason[:300]}"
     return outcomes

@@ -102,6 +102,11 @@ def _cell_text(cell: Cell, number: int) -> str:
     return f"{word} [{number}]"
 
 
+def _shortened(text: str, limit: int = 160) -> str:
+    """A change in the list, cut to a line (the notes under the table and the HTML keep it whole)."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
 def _escape(text: str) -> str:
     """A value inside a Markdown table cell or list: pipes and line breaks would end it."""
     return text.replace("|", "\\|").replace("\n", " ")
@@ -159,7 +164,7 @@ def markdown(shown: Page, regenerate: str) -> str:
         link = f" ([release notes]({change['notes']}))" if change["notes"] else ""
         lines.append(
             f"- **{change['release']}** (since {change['since']}) {change['card']} `{change['section']}`: "
-            f"{_escape(change['detail'])}{link}"
+            f"{_escape(_shortened(change['detail']))}{link}"
         )
     header = ["release", *[f"{card} `{section}`" for card, section in shown.columns]]
     lines += ["", "## The matrix", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -192,3 +192,16 @@ def test_a_release_is_recorded_once_with_each_cards_outcome_and_an_uninstallable
         cannot = release_sets.record_release("transformers", "1.4.0", [], "torch==2.13.0", [])
         assert cannot.not_installable == CANNOT_INSTALL["1.4.0"] and cannot.problem() == CANNOT_INSTALL["1.4.0"]
     assert builds.count(("transformers==1.4.0",)) == 1
+
+
+def test_a_setup_error_cut_by_its_line_end_loses_pytests_wrapper_too(tmp_path):
+    """bitsandbytes' message spans lines: the first line has no closing quote."""
+    from probes.cli.release_sets import card_outcomes
+
+    junit = JUNIT.replace(
+        "failed on setup with &quot;NotImplementedError: Unknown gguf model_type: llama&quot;",
+        "failed on setup with &quot;RuntimeError: None of the available devices are supported&#10;more",
+    )
+    (tmp_path / "recording.xml").write_text(junit, encoding="utf-8")
+    outcome = card_outcomes(tmp_path / "recording.xml")["smollm2-135m-instruct"]
+    assert outcome == "not loadable: RuntimeError: None of the available devices are supported"
