@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from probes.cli import environments
-from probes.cli.release_sets import IndexUnreadable, index_versions, record_release, release_notes
+from probes.cli.release_sets import IndexUnreadable, index_versions, parsed_versions, record_release, release_notes
 from probes.exit_codes import BAD_INPUT, COULD_NOT_RUN
 from probes.paths import REPO_ROOT
 from probes.report.diff import write_bisect_pages
@@ -32,14 +32,7 @@ NOTHING_CHANGED, CHANGED = 0, 1
 def releases_between(versions: list[str], good: str, bad: str, package: str) -> list[str]:
     """The releases from ``good`` to ``bad``, both included, in release order; ValueError (one
     sentence) when either is not on the index or good is not older than bad."""
-    from packaging.version import InvalidVersion, Version
-
-    parsed = {}
-    for v in versions:
-        try:
-            parsed[v] = Version(v)
-        except InvalidVersion:
-            continue
+    parsed = parsed_versions(versions)
     for end, name in ((good, "--good"), (bad, "--bad")):
         if end not in parsed:
             newest = max(parsed.values(), default=None)

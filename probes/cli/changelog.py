@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from probes.cli import environments
-from probes.cli.release_sets import IndexUnreadable, index_versions, record_release, release_notes
+from probes.cli.release_sets import IndexUnreadable, index_versions, parsed_versions, record_release, release_notes
 from probes.exit_codes import BAD_INPUT, COULD_NOT_RUN
 from probes.paths import REPO_ROOT
 from probes.report.changelog import render
@@ -41,16 +41,9 @@ def select_releases(
     release order: every one (``patch``), or the newest patch of each minor (``minor``: what
     ``pip install 'NAME~=X.Y.0'`` gets). Pre-releases only with ``pre``.
     ValueError (one sentence) when the range is empty or backwards."""
-    from packaging.version import InvalidVersion, Version
+    from packaging.version import Version
 
-    parsed = {}
-    for v in versions:
-        try:
-            parsed[v] = Version(v)
-        except InvalidVersion:
-            continue
-        if parsed[v].is_prerelease and not pre:
-            del parsed[v]
+    parsed = parsed_versions(versions, pre)
     low = Version(first)
     high = Version(last) if last else max(parsed.values(), default=low)
     if last and low > high:

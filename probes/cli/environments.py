@@ -133,14 +133,7 @@ def resolve_command(side: Side, torch_pin: str, constraints: Path | None, report
     environment is made from) ignoring what it has installed: what a fresh environment would
     get, written as pip's installation report to ``report``. Nothing is installed or
     created; pip downloads metadata only where the index has none."""
-    return [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "--dry-run",
-        "--ignore-installed",
-        "--disable-pip-version-check",
+    return DRY_RUN + [
         *(["--quiet", "--report", str(report)] if report else []),
         torch_pin,
         *(["-c", str(constraints)] if constraints else []),
@@ -148,6 +141,10 @@ def resolve_command(side: Side, torch_pin: str, constraints: Path | None, report
         f"{REPO_ROOT}[dev]",
         *side.requirements,
     ]
+
+
+# pip's dry run by this Python, ignoring what it has installed: what a fresh environment would get
+DRY_RUN = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--disable-pip-version-check"]
 
 
 def pip_dry_run(command: list[str]) -> tuple[int, str]:
@@ -199,20 +196,7 @@ def resolution_failure(output: str, side: Side) -> SideFailed:
 
 def no_deps_installs(report: Path) -> tuple[str, ...]:
     """Where pip would take NO_DEPS from (its dry run without dependencies, a few seconds)."""
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "--dry-run",
-        "--ignore-installed",
-        "--no-deps",
-        "--quiet",
-        "--disable-pip-version-check",
-        "--report",
-        str(report),
-        *NO_DEPS,
-    ]
+    command = DRY_RUN + ["--no-deps", "--quiet", "--report", str(report), *NO_DEPS]
     status, output = pip_dry_run(command)
     if status != 0:
         errors = [line for line in output.splitlines() if line.startswith("ERROR")]

@@ -22,11 +22,15 @@ import time
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from probes.cards.files import cache_dir
 from probes.cli import environments
 from probes.paths import REPO_ROOT
 from probes.snapshots.changelog import RECORDED
+
+if TYPE_CHECKING:
+    from packaging.version import Version
 
 # where a release's notes are, for the packages whose tags are known
 RELEASE_NOTES = {
@@ -56,6 +60,22 @@ def index_versions(package: str, pre: bool) -> list[str]:
         errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("ERROR")]
         raise IndexUnreadable(errors[-1] if errors else f"pip index versions {package} listed nothing")
     return [v.strip() for v in found.group(1).split(",") if v.strip()]
+
+
+def parsed_versions(versions: list[str], pre: bool = True) -> dict[str, Version]:
+    """The index's list as versions (what packaging cannot parse is left out, as pip does;
+    pre-releases only with ``pre``)."""
+    from packaging.version import InvalidVersion, Version
+
+    parsed = {}
+    for v in versions:
+        try:
+            version = Version(v)
+        except InvalidVersion:
+            continue
+        if pre or not version.is_prerelease:
+            parsed[v] = version
+    return parsed
 
 
 MARKER = "bisect-recorded.json"  # written last into a release's recorded set
