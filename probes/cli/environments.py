@@ -338,15 +338,17 @@ def prepare(side: Side, torch_pin: str, rebuild: bool = False, resolution: Resol
 
 
 def print_plan(side: Side, torch_pin: str, then: list[str]) -> None:
-    """--dry-run: the side's environment, the commands that build it, and the one run in it."""
+    """--dry-run: the side's environment, the commands that build it, and the one run in it.
+    With uv: pip's dry run that resolves the side (with constraints.txt's pins; without them
+    where they conflict), then uv's two steps; without uv: pip's four steps."""
     env = environment_dir(side, torch_pin)
     print(f"[{side.label}] environment {env}")
     uv = installers.uv_binary()
     if uv:
-        print(
-            "  pip's dry run of the requirements (as below, --dry-run --report), its list written to "
-            f"{env / RESOLVED}, then:"
-        )
-    for command in uv_commands(env, uv) if uv else build_commands(side, env, torch_pin):
+        steps = [resolve_command(side, torch_pin, env / "constraints-side.txt", env / "report.json")]
+        steps += uv_commands(env, uv)
+    else:
+        steps = build_commands(side, env, torch_pin)
+    for command in steps:
         print(f"  {shlex.join(command)}")
     print(f"  {shlex.join(then)}")

@@ -154,14 +154,23 @@ def test_a_usage_error_exits_4(capsys):
 # ------------------------------------------------------------------- upgrade-check
 
 
-def test_the_plan_pins_torch_first_and_everything_but_the_moved_package(capsys, tmp_path, monkeypatch):
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_the_plan_pins_torch_first_and_everything_but_the_moved_package(installer, capsys, tmp_path, monkeypatch):
+    """pip resolves (uv then installs its list) or pip builds: torch pinned either way, the
+    other packages pinned by constraints.txt less the moved one."""
     monkeypatch.setenv("LM_PROBES_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LM_PROBES_INSTALLER", installer)
+    monkeypatch.setattr(environments.installers, "uv_binary", lambda: "/bin/uv" if installer == "uv" else None)
     code = cli.main(["upgrade-check", "--from", "transformers==4.57.6", "--to", "transformers==5.23.0", "--dry-run"])
     assert code == diff.SAME
     out = capsys.readouterr().out
     lines = [line.strip() for line in out.splitlines()]
     first_install = next(line for line in lines if " pip install " in line)
-    assert first_install.endswith("torch==2.13.0")
+    if installer == "pip":
+        assert first_install.endswith("torch==2.13.0")
+    else:  # the dry run: torch pinned before the constraints, then uv's venv and install of its list
+        assert "--dry-run" in first_install and first_install.index("torch==2.13.0") < first_install.index(" -c ")
+        assert any(line.startswith("/bin/uv pip install") and "resolved.txt" in line for line in lines)
     assert "transformers==4.57.6" in out and "constraints-side.txt" in out and "--snapshot-update" in out
     side = environments.Side("from", ("transformers==4.57.6",))
     env = environments.environment_dir(side, "torch==2.13.0")
@@ -181,7 +190,9 @@ def test_a_side_that_cannot_be_built_exits_2_saying_why(monkeypatch, tmp_path, c
     monkeypatch.setattr(environments, "run", failing)
     # past pip's dry run (which refuses 0.0.0 itself: test_environments.py): a build step that fails
     monkeypatch.setattr(
-        environments, "resolve_sides", lambda sides, torch_pin, rebuild=False: {s.label: True for s in sides}
+        environments,
+        "resolve_sides",
+        lambda sides, torch_pin, rebuild=False: {s.label: environments.Resolution(True) for s in sides},
     )
     code = cli.main(
         ["upgrade-check", "--from", "transformers==0.0.0", "--to", "transformers==5.23.0", "--output", str(tmp_path)]
