@@ -5,7 +5,7 @@ pydantic's errors into one message naming the file and each field). Its parts ar
 elsewhere: ``expect:`` in cards/expect_schema.py, ``tokenizer:``/``model:`` by the source
 classes in cards/sources.py (a union told apart by ``source:``), ``load:`` in
 cards/loading.py, and ``snapshot:``/``tolerances:`` by the snapshot's sections
-(snapshots/sections.py). The JSON Schema that editors validate card files with
+(probes/section_specs.py). The JSON Schema that editors validate card files with
 (fixtures/card.schema.json) is generated from these classes.
 """
 
@@ -19,7 +19,7 @@ from probes.cards.choices import CARD_NAME_MAX_LENGTH, CARD_NAME_PATTERN
 from probes.cards.expect_schema import CardModel, Expect, ProbabilityTolerance, Tolerance
 from probes.cards.loading import LoadSettings
 from probes.cards.sources import ModelSource, TokenizerSource
-from probes.snapshots.sections import LEAVABLE, TOLERANCES
+from probes.section_specs import LEAVABLE, TOLERANCES
 
 # A card's name is a file and folder name (probes/cards/choices.py says why and how).
 CardName = Annotated[str, Field(pattern=CARD_NAME_PATTERN, max_length=CARD_NAME_MAX_LENGTH)]
@@ -31,7 +31,7 @@ class KnownFailure(CardModel):
     reason: str = Field(description="why: shown in the report")
 
 
-# The snapshot's settings come from its section list (probes/snapshots/sections.py): the
+# The snapshot's settings come from its section list (probes/section_specs.py): the
 # names a card may leave out and every tolerance, with its default and meaning, are declared
 # once there, with the section that uses them.
 class SnapshotSettings(CardModel):
@@ -56,7 +56,7 @@ CrossClassTolerances = create_model(
 Tolerances = create_model(
     "Tolerances",
     __base__=CardModel,
-    __doc__="Snapshot comparison tolerances (probes/snapshots/sections.py), overriding the defaults.",
+    __doc__="Snapshot comparison tolerances (probes/section_specs.py), overriding the defaults.",
     **{
         name: (Tolerance | None, Field(None, description=f"{t.meaning} (default {t.default:.0e})".replace("e-0", "e-")))
         for name, t in TOLERANCES.items()

@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from probes.numerics import coarsest, resolution
+from probes.section_specs import CROSS_CLASS_UNITS, DEFAULT_TOLERANCES
 from probes.snapshots import sections
 from probes.snapshots.differences import Context, Difference
-from probes.snapshots.sections import CROSS_CLASS_UNITS, DEFAULT_TOLERANCES
 
 if TYPE_CHECKING:
     from probes.subjects.subject import Subject

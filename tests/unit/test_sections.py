@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import pytest
 
+from probes import section_specs
 from probes.cards.schema import CrossClassTolerances, SnapshotSettings, Tolerances
 from probes.paths import SNAPSHOT_DIR
 from probes.report.diff import render
@@ -121,8 +122,8 @@ def test_the_card_schema_follows_the_section_list():
     tolerances (nothing restated in the schema)."""
     leave_out = SnapshotSettings.model_json_schema()["properties"]["leave_out"]["items"]["enum"]
     assert leave_out == [s.name for s in sections.SECTIONS if s.leavable]
-    assert set(Tolerances.model_fields) - {"cross_class"} == set(sections.DEFAULT_TOLERANCES)
-    assert set(CrossClassTolerances.model_fields) == set(sections.CROSS_CLASS_UNITS)
+    assert set(Tolerances.model_fields) - {"cross_class"} == set(section_specs.DEFAULT_TOLERANCES)
+    assert set(CrossClassTolerances.model_fields) == set(section_specs.CROSS_CLASS_UNITS)
 
 
 @pytest.mark.parametrize("name", list(BREAKS))
@@ -180,5 +181,27 @@ def test_an_entry_without_its_parts_is_refused():
     """What test_every_section_has_all_its_parts catches: an entry without a renderer, or
     with a tolerance that bounds nothing."""
     assert missing_parts(replace(sections.SECTIONS[0], render=None)) == ["render"]
-    empty = sections.Tolerance("max |dp|", None, None)
+    empty = section_specs.Tolerance("max |dp|", None, None)
     assert missing_parts(replace(sections.SECTIONS[1], tolerances={"prob_atol": empty})) == ["tolerance prob_atol"]
+
+
+def test_every_spec_has_its_behaviour_and_every_behaviour_its_spec():
+    """probes/section_specs.py (what the card schema reads) and snapshots/sections.py's
+    BEHAVIOUR (how the snapshot stage observes, compares and shows each) name the same
+    sections, in the same order as SECTIONS: a spec without behaviour would be a card key
+    nothing records."""
+    assert [s.name for s in section_specs.SPECS] == list(sections.BEHAVIOUR) == [s.name for s in sections.SECTIONS]
+
+
+def test_reading_a_card_imports_no_snapshot_module_and_no_numpy():
+    """Before: cards/schema.py imported the snapshot stage for its section names, and with it
+    eight snapshot and probe modules and numpy."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, probes.cards.card; "
+        "print(sorted(m for m in sys.modules if m.startswith('probes.snapshots') or m in ('numpy', 'torch')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
