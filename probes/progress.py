@@ -70,7 +70,7 @@ def draft_plan(draws: int, snapshot: bool = False, inputs: Mapping[str, Any] | N
     max_new_tokens of every generate() call probes/draft/measure.py makes (through the
     results of probes/subjects/results.py), with ``draws`` groups of samples; ``snapshot``:
     the recording of --snapshot-dir after it."""
-    from probes.subjects.inputs import article_inputs
+    from probes.inputs import article_inputs
 
     i = inputs or article_inputs()
     sampling, creative, beam = i["sampling"], i["creative"], i["beam_search"]

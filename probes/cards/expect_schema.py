@@ -12,7 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from probes.subjects.inputs import article_inputs
+from probes.inputs import article_inputs
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,35 @@ if TYPE_CHECKING:
     import torch
 
 
+# The first bitsandbytes whose CPU backend runs NF4 (transformers 5 also refuses older
+# ones for 4-bit loads). Measured: 0.45.5 and 0.46.0 are refused, 0.46.1 ... 0.50.2 load
+# SmolLM2 in NF4 on CPU and answer " Tokyo".
+MIN_BITSANDBYTES = "0.46.1"
+INSTALL_BITSANDBYTES = f"pip install 'bitsandbytes>={MIN_BITSANDBYTES}'"
+
+
+def bitsandbytes_problem() -> str | None:
+    """Why bitsandbytes cannot do a 4/8-bit load here (missing, too old), or None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.version import Version
+
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        return f"bitsandbytes is not installed: `{INSTALL_BITSANDBYTES}`"
+    try:
+        installed = version("bitsandbytes")
+    except PackageNotFoundError:  # importable but without metadata (a source tree on sys.path)
+        return None
+    if Version(installed) < Version(MIN_BITSANDBYTES):
+        return (
+            f"bitsandbytes {installed} is older than {MIN_BITSANDBYTES}, the first whose CPU backend "
+            f"runs NF4: `{INSTALL_BITSANDBYTES}`"
+        )
+    return None
+
+
 def torch_dtype(name: str) -> torch.dtype | str:
     import torch
 
@@ -74,8 +103,6 @@ class LoadOptions:
             kwargs["device_map"] = self.device_map
         if self.quantization == "none":
             return kwargs
-        from probes.quantization import bitsandbytes_problem
-
         problem = bitsandbytes_problem()
         if problem:
             raise SubjectLoadError(f"quantization '{self.quantization}' needs bitsandbytes: {problem}")

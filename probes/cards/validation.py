@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from probes.cards.choices import card_name_problem
 from probes.cards.expect_schema import Bound, Expect, ExpectSection
 from probes.cards.schema import CardFile
-from probes.subjects.inputs import article_inputs
+from probes.inputs import article_inputs
 
 
 def card_json_schema() -> dict[str, Any]:

@@ -11,8 +11,8 @@ from probes import embedding as em
 from probes.draft.margins import PCA_EXPLAINED, noise_bound
 from probes.draft.settings import NOISE_DRAWS, UNRELATED, Draft
 from probes.draft.writer import Commented
+from probes.inputs import article_inputs
 from probes.subjects import results
-from probes.subjects.inputs import article_inputs
 
 if TYPE_CHECKING:
     from probes.subjects.subject import Subject

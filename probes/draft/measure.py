@@ -33,9 +33,9 @@ from probes.draft.settings import Draft, DraftSettings, short_text
 from probes.draft.tokenizer import draft_tokenizer
 from probes.draft.turn_end import draft_turn_end
 from probes.draft.writer import Commented
+from probes.inputs import article_inputs
 from probes.subjects import drift as drifts
 from probes.subjects import results
-from probes.subjects.inputs import article_inputs
 
 if TYPE_CHECKING:
     from probes.subjects.subject import Subject

@@ -24,8 +24,8 @@ from probes import engine, generation, stopping
 from probes.draft.margins import DISTINCT, SHARE, BinomialShare
 from probes.draft.settings import Draft, DraftSettings
 from probes.draft.writer import Commented
+from probes.inputs import article_inputs
 from probes.subjects import results
-from probes.subjects.inputs import article_inputs
 from probes.subjects.memo import RESULTS
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from probes.subjects.inputs import QUESTION_FORMAT
+from probes.inputs import QUESTION_FORMAT
 
 if TYPE_CHECKING:
     from probes.subjects.subject import Subject

@@ -8,7 +8,7 @@ from typing import Any
 from probes import tokenizer as tk
 from probes.draft.settings import Draft, short_text
 from probes.draft.writer import Commented
-from probes.subjects.inputs import article_inputs
+from probes.inputs import article_inputs
 
 
 def draft_tokenizer(tokenizer: Any, draft: Draft) -> dict[str, Any]:

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from probes import tokenizer as tk
+from probes.inputs import article_inputs
 from probes.maths import softmax64
-from probes.subjects.inputs import article_inputs
 
 if TYPE_CHECKING:
     from probes.hidden_states import Fingerprint

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from probes import engine, generation
 from probes import quantization as qz
-from probes.subjects.inputs import article_inputs
+from probes.inputs import article_inputs
 from probes.subjects.memo import RESULTS
 
 if TYPE_CHECKING:

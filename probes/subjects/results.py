@@ -17,7 +17,7 @@ from probes import embedding as em
 from probes import generation_settings as gs
 from probes import hidden_states as hs
 from probes import tokenizer as tk
-from probes.subjects.inputs import QUESTION_FORMAT, article_inputs, format_prompt, knowledge_question
+from probes.inputs import QUESTION_FORMAT, article_inputs, format_prompt, knowledge_question
 from probes.subjects.memo import RESULTS
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from probes.cards.loading import LoadOptions, resolve_device
 from probes.environment import installed_version
 from probes.ledger import LEDGER
 from probes.numerics import Numerics, fingerprint, machine_class
-from probes.quantization import QuantizationInfo, inspect_quantization, loaded_as_asked, run_4bit_kernels
+from probes.subjects.loaded import QuantizationInfo, inspect_quantization, loaded_as_asked, run_4bit_kernels
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

@@ -10,10 +10,10 @@ from probes import decoding as dc
 from probes import engine, generation
 from probes import sampling as sp
 from probes.expect import check_at_least, check_equal, check_that
+from probes.inputs import article_inputs
 from probes.numerics import resolution
 from probes.report import plots
 from probes.sampling import apply_temperature
-from probes.subjects.inputs import article_inputs
 from probes.subjects.results import (
     batch_diagnosis,
     beam_against_greedy,

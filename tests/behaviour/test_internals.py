@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from probes.expect import check_at_most, check_equal, check_that
+from probes.inputs import article_inputs
 from probes.report.html import Cell
-from probes.subjects.inputs import article_inputs
 from probes.subjects.results import attention_backends, fingerprints, generation_settings
 
 INPUTS = article_inputs()

@@ -13,6 +13,7 @@ import torch
 
 from probes import engine
 from probes.expect import check_that
+from probes.inputs import article_inputs
 from probes.paths import REPO_ROOT
 from probes.report import plots
 from probes.report.html import Cell
@@ -31,7 +32,6 @@ from probes.snapshots import sections
 from probes.snapshots.observe import GREEDY_TOP_K
 from probes.snapshots.record import provenance
 from probes.subjects import results
-from probes.subjects.inputs import article_inputs
 
 PARITY_SECTIONS = ("tokenizer", "next_token", "greedy")
 REPEATS, CONCURRENT = 3, 4  # greedy asked again one after another, then this many at once

@@ -8,7 +8,7 @@ import torch
 
 from probes import sampling as sp
 from probes.expect import check_that
-from probes.subjects.inputs import article_inputs
+from probes.inputs import article_inputs
 from probes.subjects.results import first_token_samples, next_token
 
 INPUTS = article_inputs()

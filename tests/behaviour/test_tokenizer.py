@@ -10,8 +10,8 @@ import pytest
 
 from probes import tokenizer as tk
 from probes.expect import check_equal, check_that
+from probes.inputs import article_inputs
 from probes.report.html import Cell
-from probes.subjects.inputs import article_inputs
 from probes.subjects.results import chat_rendering
 
 INPUTS = article_inputs()

@@ -34,12 +34,13 @@ def _owner(name: str, modules: dict[str, Path]) -> str | None:
     return name or None
 
 
-def imports(modules: dict[str, Path]) -> dict[str, set[str]]:
-    """Module -> the project modules it imports at run time."""
+def imports(modules: dict[str, Path], type_only: bool = False) -> dict[str, set[str]]:
+    """Module -> the project modules it imports at run time (with ``type_only``, also those
+    under ``if TYPE_CHECKING:``: a type-only import is a reach across stages too)."""
     graph: dict[str, set[str]] = {}
     for module, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        skipped = _type_checking_nodes(tree)
+        skipped = set() if type_only else _type_checking_nodes(tree)
         package = module if path.name == "__init__.py" else module.rpartition(".")[0]
         found: set[str] = set()
         for node in ast.walk(tree):
@@ -72,3 +73,77 @@ def levels(graph: dict[str, set[str]]) -> tuple[dict[str, int], list[tuple[str, 
         return 1 + max((level(d, path + (module,)) for d in graph[module]), default=0)
 
     return {m: level(m) for m in graph}, cycles
+
+
+# The house's stages in the order data flows (README, "Layout": card -> source -> subject ->
+# probe -> result -> check / snapshot / report -> plugin / cli), each a list of module-name
+# prefixes; the longest prefix that matches places a module. A module imports only from its
+# own stage or an earlier one.
+STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "foundation",  # what every stage reads: paths, numbers, the shared inputs, the sections' names
+        (
+            "probes",
+            "probes.paths",
+            "probes.exit_codes",
+            "probes.inputs",
+            "probes.section_specs",
+            "probes.maths",
+            "probes.numerics",
+            "probes.timing",
+            "probes.ledger",
+            "probes.environment",
+            "probes.memory",
+        ),
+    ),
+    ("card and source", ("probes.cards",)),
+    ("subject", ("probes.subjects",)),
+    (
+        "probe",
+        tuple(
+            f"probes.{name}"
+            for name in (
+                "tokenizer",
+                "embedding",
+                "engine",
+                "generation",
+                "decoding",
+                "batching",
+                "sampling",
+                "generation_settings",
+                "hidden_states",
+                "attention",
+                "quantization",
+                "stopping",
+            )
+        ),
+    ),  # fmt: skip
+    ("result", ("probes.subjects.results", "probes.subjects.memo", "probes.subjects.drift")),
+    (
+        "check, snapshot, report",
+        ("probes.expect", "probes.snapshots", "probes.report", "probes.served", "probes.draft", "probes.progress"),
+    ),
+    ("plugin and command line", ("probes.plugin", "probes.cli")),
+)
+
+
+def stage_of(module: str) -> int:
+    """The index in STAGES of a module's stage; KeyError for a module no stage names."""
+    best, found = -1, None
+    for index, (_, prefixes) in enumerate(STAGES):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+                best, found = len(prefix), index
+    if found is None or (best == len("probes") and module != "probes"):
+        raise KeyError(f"{module} is in no stage of import_graph.STAGES: place it")
+    return found
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Each import of a later stage by an earlier one, as a line."""
+    return sorted(
+        f"{module} ({STAGES[stage_of(module)][0]}) imports {target} ({STAGES[stage_of(target)][0]})"
+        for module, targets in graph.items()
+        for target in targets
+        if stage_of(target) > stage_of(module)
+    )

@@ -36,10 +36,10 @@ from probes import engine
 from probes import sampling as sp
 from probes.cards.card import find_card
 from probes.cards.sources import HubSource
+from probes.inputs import article_inputs
 from probes.paths import REPO_ROOT, SNAPSHOT_DIR
 from probes.snapshots import record as recording
 from probes.snapshots.check import SnapshotCheck
-from probes.subjects.inputs import article_inputs
 from probes.subjects.subject import Subject
 from tests.unit.conftest import tiny, tiny_card
 

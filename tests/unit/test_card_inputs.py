@@ -163,7 +163,7 @@ def test_a_bound_at_the_edge_of_its_range_is_accepted(tmp_path, body):
 def test_the_sample_counts_are_what_the_probes_draw():
     """The distinct-sample bounds come from the inputs the probes read, not a copy."""
     from probes.cards.expect_schema import CREATIVE_RUNS, SAMPLES
-    from probes.subjects.inputs import article_inputs
+    from probes.inputs import article_inputs
 
     assert (SAMPLES, CREATIVE_RUNS) == (article_inputs()["sampling"]["samples"], article_inputs()["creative"]["runs"])
 

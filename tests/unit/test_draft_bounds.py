@@ -18,8 +18,8 @@ import dataclasses
 import pytest
 
 from probes.draft import sampling_bounds
+from probes.inputs import article_inputs
 from probes.subjects import results
-from probes.subjects.inputs import article_inputs
 from tests.unit.conftest import tiny
 from tests.unit.test_break_table import Check, smollm2, warpers_ignored
 

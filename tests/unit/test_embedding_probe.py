@@ -98,7 +98,7 @@ def test_smollm2_embedding_bounds_reject_a_random_embedding():
     The dog-cat pair beats its four outsider pairs by chance 1 time in 5: that bound is weak
     by nature, and stated so."""
     from probes.cards.card import find_card
-    from probes.subjects.inputs import article_inputs
+    from probes.inputs import article_inputs
     from probes.subjects.subject import Subject
 
     card = find_card("smollm2-135m-instruct")

@@ -13,11 +13,11 @@ from probes import batching
 from probes import hidden_states as hs
 from probes import tokenizer as tk
 from probes.cards.card import find_card
+from probes.inputs import article_inputs
 from probes.maths import first_moved_layer
 from probes.snapshots import compare as comparing
 from probes.snapshots import observe as observing
 from probes.snapshots import record as recording
-from probes.subjects.inputs import article_inputs
 from probes.subjects.subject import Subject
 from tests.unit.conftest import tokenizer_subject
 

@@ -57,6 +57,49 @@ def test_the_import_graph_measure_sees_a_cycle_and_counts_levels(tmp_path):
     assert cycles, "a -> b -> c -> a was not seen"
 
 
+def test_every_import_goes_down_the_stages_and_none_makes_a_circle():
+    """Data flows one way (README): a module imports only its own stage or an earlier one,
+    counting every import (function-local and type-only ones too, which a reader follows
+    just the same), and no import, of any kind, closes a circle. Before (issue 36):
+    cards/schema.py imported the snapshot stage, closing a circle of nine files."""
+    graph = import_graph.imports(import_graph.module_files(REPO_ROOT / "probes"), type_only=True)
+    assert import_graph.upward_imports(graph) == []
+    _, cycles = import_graph.levels(graph)
+    assert not cycles, f"import cycles, type-only imports included: {cycles}"
+
+
+def test_the_direction_check_fails_on_a_planted_upward_import(tmp_path):
+    """The check can fail: a card module that imports the snapshot stage under TYPE_CHECKING,
+    and a subject that imports the plugin inside a function, are each named; the twin, a
+    snapshot module importing a card, is a downward import and passes."""
+    root = tmp_path / "probes"
+    for folder in ("cards", "subjects", "snapshots", "plugin"):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "__init__.py").write_text("")
+    (root / "__init__.py").write_text("")
+    (root / "cards" / "card.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from probes.snapshots.sets import X\n"
+    )
+    (root / "subjects" / "subject.py").write_text("def load():\n    from probes.plugin import hooks\n")
+    (root / "snapshots" / "sets.py").write_text("from probes.cards.card import Card\nX = 1\n")
+    (root / "plugin" / "hooks.py").write_text("")
+    graph = import_graph.imports(import_graph.module_files(root), type_only=True)
+    assert import_graph.upward_imports(graph) == [
+        "probes.cards.card (card and source) imports probes.snapshots.sets (check, snapshot, report)",
+        "probes.subjects.subject (subject) imports probes.plugin.hooks (plugin and command line)",
+    ]
+    # without type-only imports the card's import is not seen: the check counts them on purpose
+    assert len(import_graph.upward_imports(import_graph.imports(import_graph.module_files(root)))) == 1
+
+
+def test_every_module_has_a_stage():
+    """A new module outside every stage's prefixes fails here, so the direction check sees it."""
+    for module in import_graph.module_files(REPO_ROOT / "probes"):
+        import_graph.stage_of(module)
+    with pytest.raises(KeyError, match="probes.newthing is in no stage"):
+        import_graph.stage_of("probes.newthing")
+
+
 def test_no_module_is_over_400_lines():
     lengths = {
         str(p.relative_to(REPO_ROOT)): len(p.read_text(encoding="utf-8").splitlines())
