@@ -14,7 +14,7 @@ import pytest
 
 if TYPE_CHECKING:
     from probes.cards.card import Card
-    from probes.snapshots.check import SnapshotOutcome
+    from probes.snapshots.outcome import SnapshotOutcome
     from probes.subjects.subject import Subject
 
 
@@ -83,7 +83,7 @@ class SessionRecord:
     def merge(self, sent: str) -> dict[str, str]:
         """A worker's record merged into this (the controller's); returns the torch figures
         the worker ran with, for the report's environment table."""
-        from probes.snapshots.check import SnapshotOutcome
+        from probes.snapshots.outcome import SnapshotOutcome
 
         data = json.loads(sent)
         self.in_use = True  # a worker ran tests of ours: the controller's report shows them

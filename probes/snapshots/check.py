@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from probes.numerics import nearest_class
 from probes.paths import SNAPSHOT_DIR
 from probes.snapshots.compare import SnapshotShapeError, compare, summary_line
-from probes.snapshots.differences import Difference
+from probes.snapshots.outcome import SnapshotOutcome
 from probes.snapshots.record import (
     SnapshotError,
     load,
@@ -22,54 +22,9 @@ from probes.snapshots.record import (
     unrecorded_device_class,
 )
 from probes.snapshots.token_rules import why_samples_not_comparable
-from probes.subjects import results
 
 if TYPE_CHECKING:
     from probes.subjects.subject import Subject
-
-
-@dataclass(frozen=True)
-class SnapshotOutcome:
-    """What the snapshot check of one card found. The test turns it into a pass, a skip
-    or a failure; the report's "Changes since snapshot" reads it (sent from an xdist
-    worker to the controller as JSON: ``as_json`` / ``from_json``)."""
-
-    card: str
-    verdict: str  # "recorded", "passed", "skipped" (no snapshot for this device class yet), "failed"
-    status: str  # the report's heading: "recorded <path>", "compared with cpu.json", ...
-    message: str = ""  # why it was skipped or failed, with the command that records it
-    summary: str = ""
-    recorded_provenance: dict[str, Any] = field(default_factory=dict)
-    current_provenance: dict[str, Any] = field(default_factory=dict)
-    differences: tuple[Difference, ...] = ()
-    not_compared: tuple[str, ...] = ()  # provenance changes that set the sampled texts aside
-
-    @property
-    def errors(self) -> tuple[Difference, ...]:
-        return tuple(d for d in self.differences if d.severity == "error")
-
-    @property
-    def warnings(self) -> tuple[Difference, ...]:
-        return tuple(d for d in self.differences if d.severity == "warning")
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            **{k: getattr(self, k) for k in ("card", "verdict", "status", "message", "summary")},
-            "recorded_provenance": self.recorded_provenance,
-            "current_provenance": self.current_provenance,
-            "differences": [[d.severity, d.where, d.message] for d in self.differences],
-            "not_compared": list(self.not_compared),
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SnapshotOutcome:
-        return cls(
-            **{k: data[k] for k in ("card", "verdict", "status", "message", "summary")},
-            recorded_provenance=data["recorded_provenance"],
-            current_provenance=data["current_provenance"],
-            differences=tuple(Difference(*d) for d in data["differences"]),
-            not_compared=tuple(data["not_compared"]),
-        )
 
 
 @dataclass
@@ -126,7 +81,6 @@ class SnapshotCheck:
                     observe(subject),
                     tolerances=subject.card.tolerances,
                     subject=subject,
-                    results=results,
                     recorded_provenance=recorded["provenance"],
                     current_provenance=current_prov,
                     classes=classes,

@@ -22,7 +22,6 @@ def compare(
     *,
     tolerances: dict[str, Any] | None = None,
     subject: Subject | None = None,
-    results: Any = None,
     recorded_provenance: dict[str, Any] | None = None,
     current_provenance: dict[str, Any] | None = None,
     classes: tuple[str, str] | None = None,
@@ -30,7 +29,7 @@ def compare(
     """Every difference between two observation sets, judged by the tolerances, in the
     order of snapshots/sections.py.
 
-    ``subject`` (with ``results``, the session's results of it) gives access to the current
+    ``subject`` (through its session's results) gives access to the current
     run's logits, to judge a greedy flip; without it (two recorded sets) a flip is judged
     from both sides' recorded margins and runners-up. ``classes``: the (recorded, current)
     machine classes; where they differ, the cross-class rules apply with the card's
@@ -42,9 +41,7 @@ def compare(
     across = classes is not None and classes[0] != classes[1]
     if across:
         tol = cross_class_tolerances(tol, measured, recorded_provenance, current_provenance)
-    if subject is not None and results is None:
-        from probes.subjects import results
-    context = Context(tol, across, subject, results, recorded, current, recorded_provenance, current_provenance)
+    context = Context(tol, across, subject, recorded, current, recorded_provenance, current_provenance)
     out: list[Difference] = []
     has_model = ("next_token" in recorded, "next_token" in current)
     for section in sections.SECTIONS:

@@ -26,11 +26,9 @@ class Context:
 
     tolerances: dict[str, Any]  # the defaults, the card's overrides, and across classes the cross-class bounds
     across: bool = False  # recorded on another machine class: the cross-class rules (snapshots/cross_class.py)
-    # the current run's subject and the session's results of it (probes/subjects/results.py,
-    # handed over so that the rules import no probe), to judge a flip from its logits;
-    # None for two recorded sets
+    # the current run's subject, to judge a flip from its logits (its session's results,
+    # probes/subjects/results.py); None for two recorded sets
     subject: Subject | None = None
-    results: Any = None
     recorded: dict[str, Any] = field(default_factory=dict)  # both whole observation sets: a rule may read
     current: dict[str, Any] = field(default_factory=dict)  # another section (temperature: the prompt's ids)
     recorded_provenance: dict[str, Any] = field(default_factory=dict)

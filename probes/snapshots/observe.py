@@ -1,6 +1,6 @@
 """What each snapshot section records of a subject: plain JSON data, read from the session's
-probe results (``results``: probes/subjects/results.py, handed over by the caller, so that
-the section list imports no probe and the card schema can read it).
+probe results (probes/subjects/results.py: each computed once per session, shared with the
+tests and the report).
 
 Each function returns its section's data, or None where the section does not apply (a card
 that compares no attention back-ends)."""
@@ -14,6 +14,7 @@ import numpy as np
 from probes import tokenizer as tk
 from probes.inputs import article_inputs
 from probes.maths import softmax64
+from probes.subjects import results
 
 if TYPE_CHECKING:
     from probes.hidden_states import Fingerprint
@@ -27,7 +28,7 @@ def rounded(x: float, digits: int = 7) -> float:
     return float(round(float(x), digits))
 
 
-def observe_tokenizer(subject: Subject, results: Any) -> dict[str, Any]:
+def observe_tokenizer(subject: Subject) -> dict[str, Any]:
     inputs = article_inputs()
     tokenizer = subject.tokenizer
     special = [tk.special_text(tokenizer, k, t).text for k, t in inputs["special_texts"].items()]  # U6
@@ -49,7 +50,7 @@ def observe_tokenizer(subject: Subject, results: Any) -> dict[str, Any]:
     }
 
 
-def observe_next_token(subject: Subject, results: Any) -> dict[str, Any]:
+def observe_next_token(subject: Subject) -> dict[str, Any]:
     nt = results.next_token(subject)
     probs = softmax64(nt.logits)
     top = np.argsort(-probs, kind="stable")[:TOP_N]
@@ -61,12 +62,12 @@ def observe_next_token(subject: Subject, results: Any) -> dict[str, Any]:
     }
 
 
-def observe_temperature(subject: Subject, results: Any) -> dict[str, Any]:
+def observe_temperature(subject: Subject) -> dict[str, Any]:
     sweep = results.temperature_sweep(subject)
     return {"entropy": {str(t): rounded(e, 6) for t, e in zip(sweep.temperatures, sweep.entropies)}}
 
 
-def observe_greedy(subject: Subject, results: Any) -> dict[str, Any]:
+def observe_greedy(subject: Subject) -> dict[str, Any]:
     observed: dict[str, Any] = {}
     for label, bos in (("bos", True), ("no-bos", False)):
         g = results.greedy_first_run(subject, bos)
@@ -85,7 +86,7 @@ def observe_greedy(subject: Subject, results: Any) -> dict[str, Any]:
     return observed
 
 
-def observe_answer_ends(subject: Subject, results: Any) -> dict[str, Any]:
+def observe_answer_ends(subject: Subject) -> dict[str, Any]:
     """U8: per request, the greedy answer up to where it ended and how it ended."""
     return {request: answer_end_entry(end) for request, end in results.answer_ends(subject).items()}
 
@@ -105,7 +106,7 @@ def answer_end_entry(end: Any) -> dict[str, Any]:
     }
 
 
-def observe_embedding(subject: Subject, results: Any) -> dict[str, Any]:
+def observe_embedding(subject: Subject) -> dict[str, Any]:
     vectors = results.word_vectors(subject)
     weight = subject.model.get_input_embeddings().weight
     return {
@@ -119,7 +120,7 @@ def observe_embedding(subject: Subject, results: Any) -> dict[str, Any]:
     }
 
 
-def observe_sampled(subject: Subject, results: Any) -> dict[str, Any]:
+def observe_sampled(subject: Subject) -> dict[str, Any]:
     observed: dict[str, Any] = {"seed": subject.seed}
     for regime in article_inputs()["sampling"]["regimes"]:
         s = results.sampled(subject, regime)
@@ -127,7 +128,7 @@ def observe_sampled(subject: Subject, results: Any) -> dict[str, Any]:
     return observed
 
 
-def observe_first_tokens(subject: Subject, results: Any) -> dict[str, Any]:
+def observe_first_tokens(subject: Subject) -> dict[str, Any]:
     # generate()'s first-token draws, sorted (one line in the file): compared exactly under
     # the same provenance, by a homogeneity test across versions (token_rules.FIRST_TOKEN_ALPHA)
     draws = results.first_token_samples(subject)
@@ -138,7 +139,7 @@ def observe_first_tokens(subject: Subject, results: Any) -> dict[str, Any]:
     }
 
 
-def observe_generation(subject: Subject, results: Any) -> dict[str, Any]:
+def observe_generation(subject: Subject) -> dict[str, Any]:
     return {
         call: {"effective": found.effective, "processors": list(found.processors)}
         for call in article_inputs()["generate_calls"]
@@ -159,11 +160,11 @@ def fingerprint_entries(fingerprints: list[Fingerprint]) -> list[dict[str, Any]]
     ]
 
 
-def observe_hidden_states(subject: Subject, results: Any) -> list[dict[str, Any]]:
+def observe_hidden_states(subject: Subject) -> list[dict[str, Any]]:
     return fingerprint_entries(results.fingerprints(subject))
 
 
-def observe_attention(subject: Subject, results: Any) -> dict[str, Any] | None:
+def observe_attention(subject: Subject) -> dict[str, Any] | None:
     if not subject.card.has_expectation("attention.backends"):
         return None  # the card compares no back-ends
     backends = tuple(subject.card.expected("attention.backends"))

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from probes.environment import environment_info
 from probes.paths import SNAPSHOT_DIR
 from probes.snapshots import sections
-from probes.subjects import results
 
 if TYPE_CHECKING:
     from probes.subjects.subject import Subject
@@ -77,7 +76,7 @@ def observe(subject: Subject) -> dict[str, Any]:
     for section in sections.SECTIONS:
         if (section.needs_model and not subject.card.has_model) or section.name in left_out:
             continue
-        data = section.observe(subject, results)
+        data = section.observe(subject)
         if data is not None:
             observed[section.name] = data
     return observed

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 class Section:
     name: str  # the key in a snapshot's "observed", and the name snapshot.leave_out takes
     meaning: str
-    observe: Callable[[Subject, Any], Any]  # (subject, the session's results) -> data, or None
+    observe: Callable[[Subject], Any]  # subject -> data (read from its session's results), or None
     compare: Callable[[Any, Any, Context], list[Difference]]  # (recorded, current, context)
     render: Callable[[str, Any, Any, tuple[str, str]], list[render.Detail]]  # for lm-probes diff
     tolerances: dict[str, Tolerance] = field(default_factory=dict)

@@ -14,6 +14,7 @@ import numpy as np
 from probes.maths import softmax64
 from probes.snapshots import cross_class
 from probes.snapshots.differences import Context, Difference, first_diff
+from probes.subjects import results
 
 # Sampled continuations are compared only when all of these match: otherwise another
 # random stream or kernel makes a difference meaningless.
@@ -33,7 +34,7 @@ def compare_next_token(rec: dict, cur: dict, ctx: Context) -> list[Difference]:
     if ctx.across:
         return next_token_across(rec, cur, tol)
     if ctx.subject is not None:  # this run's own probabilities, not only its recorded top-20
-        probs_now = softmax64(ctx.results.next_token(ctx.subject).logits)
+        probs_now = softmax64(results.next_token(ctx.subject).logits)
         now = {i: float(probs_now[i]) for i in rec["top_ids"]}
     else:  # compare what both files hold
         now = dict(zip(cur["top_ids"], cur["top_probs"]))
@@ -194,7 +195,7 @@ def compare_greedy(rec: dict, cur: dict, ctx: Context) -> list[Difference]:
         elif ctx.subject is None:
             severity, detail = judge_recorded_flip(r, c, i, ctx.tolerances["logit_tie"])
         else:
-            g = ctx.results.greedy_first_run(ctx.subject, label == "bos")
+            g = results.greedy_first_run(ctx.subject, label == "bos")
             severity, detail = judge_greedy_flip(
                 g.step_logits[0][i],
                 i,

@@ -41,7 +41,7 @@ PARITY_SNAPSHOTS = REPO_ROOT / "reports" / "served"
 
 
 def _in_process(subject) -> dict:
-    return {name: sections.find(name).observe(subject, results) for name in PARITY_SECTIONS}
+    return {name: sections.find(name).observe(subject) for name in PARITY_SECTIONS}
 
 
 def _check(card, attach, differences, what: str, caption: str) -> None:
@@ -237,7 +237,7 @@ def test_served_answers_end_where_transformers_stop(model_subject, served_endpoi
     the budget. The served answer must end where transformers' did (same stop position, by the
     cross-class rule where the texts part at a near-tie), with the finish_reason its tokens call
     for: "stop" at a stop id, "length" at the budget."""
-    in_process = {"answer_ends": sections.find("answer_ends").observe(model_subject, results)}
+    in_process = {"answer_ends": sections.find("answer_ends").observe(model_subject)}
     served = {"answer_ends": served_answer_ends(served_endpoint, in_process["answer_ends"])}
     attach.table(
         ["request", "transformers", "served", "finish_reason"],

@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from probes.snapshots import sections
-from probes.subjects import results
 from probes.timing import resource_info
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.served]
@@ -23,7 +22,7 @@ ROUNDS = 3
 
 def _prompt_ids(subject) -> list[int]:
     """The D1 prompt's ids, as the parity tests send them."""
-    return list(sections.find("next_token").observe(subject, results)["prompt_ids"])
+    return list(sections.find("next_token").observe(subject)["prompt_ids"])
 
 
 @pytest.mark.parametrize("concurrent", [1, 4])

@@ -139,7 +139,7 @@ def test_every_section_catches_its_own_break_and_passes_its_own_recording(name):
     assert details and all(d.title and d.html for d in details), f"{name}: the diff shows nothing of the change"
 
 
-def _vocab_head(subject, results):
+def _vocab_head(subject):
     # the first ten ids' pieces: a section a newcomer might add (docs/development.md)
     return {"pieces": subject.tokenizer.convert_ids_to_tokens(list(range(10)))}
 

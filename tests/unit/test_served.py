@@ -30,7 +30,6 @@ from probes.served.parity import (
 )
 from probes.served.server import RunningServer, ServerFailed, group_alive
 from probes.snapshots.observe import observe_tokenizer
-from probes.subjects import results
 from probes.subjects.subject import Subject
 
 RECORDED = json.loads((SNAPSHOT_DIR / "tiny-mistral" / "cpu.json").read_text(encoding="utf-8"))
@@ -43,7 +42,7 @@ def replayed() -> dict:
     after the snapshot was recorded (tokenizer only: no model loads; on first use, not at
     collection)."""
     recorded = {name: RECORDED["observed"][name] for name in ("next_token", "greedy", "answer_ends")}
-    return {"tokenizer": observe_tokenizer(Subject(find_card("tiny-mistral")), results), **recorded}
+    return {"tokenizer": observe_tokenizer(Subject(find_card("tiny-mistral"))), **recorded}
 
 
 BOUNDS = {"prob_atol": 1e-4, "kl_max": 1e-6}

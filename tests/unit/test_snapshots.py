@@ -527,7 +527,7 @@ def embedding_diffs(subject, recorded):
     """compare() of the recording against itself with only its embedding section observed
     anew from ``subject``: an embedding edit changes nothing else the snapshot holds, and
     the other sections' generate() calls (~1 s on tiny-mistral) would show nothing here."""
-    current = dict(recorded, embedding=observing.observe_embedding(subject, results))
+    current = dict(recorded, embedding=observing.observe_embedding(subject))
     return errors(comparing.compare(recorded, current, subject=subject))
 
 
