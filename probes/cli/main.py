@@ -196,6 +196,17 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--dry-run", action="store_true", help="list the releases selected, and stop")
     c.set_defaults(run="probes.cli.changelog:run_changelog")
 
+    n = commands.add_parser(
+        "unused-snapshots",
+        help="list recorded snapshots nothing reads any more (a card removed, a section dropped or left out)",
+        description="As syrupy's unused-snapshot report: files whose card no cards folder holds, and sections no "
+        "section of this version knows or that the card leaves out. Exit 1 when any is found.",
+    )
+    n.add_argument("--snapshot-dir", help="the snapshots folder (default: the shipped fixtures/snapshots)")
+    n.add_argument("--cards-dir", action="append", default=[], help="a folder of your cards (repeatable)")
+    n.add_argument("--delete", action="store_true", help="remove the whole files whose card is gone")
+    n.set_defaults(run="probes.cli.unused_snapshots:run_unused_snapshots")
+
     w = commands.add_parser(
         "run-with",
         help="run the suite under other package versions (in the environment upgrade-check builds for them)",
