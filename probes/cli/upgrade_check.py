@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 from probes.cli import environments
+from probes.cli.diff import report_comparisons
 from probes.paths import REPO_ROOT
-from probes.report.diff import output_paths_problem, report_comparisons
+from probes.report.diff import output_paths_problem
 from probes.snapshots import sets as diff
 
 

@@ -4,32 +4,24 @@ entry in snapshots/sections.py says, and what only one side holds named."""
 
 from __future__ import annotations
 
+import json
 import os
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
 
+from probes.exit_codes import BAD_INPUT, DIFFERENT
+from probes.numerics import Numerics
 from probes.paths import write_blocker
 from probes.report.html import provenance_table, templates
 from probes.snapshots import sections
-from probes.snapshots.sets import (
-    BAD_INPUT,
-    DIFFERENT,
-    CardComparison,
-    SetComparison,
-    as_json,
-    exit_code,
-    fingerprint_line,
-    summary_lines,
-)
 
 if TYPE_CHECKING:
     from probes.snapshots.bisection import Bisection
-
-VERDICTS = {0: "no difference beyond tolerance", 1: "differences"}
+    from probes.snapshots.sets import CardComparison, SetComparison
 
 
 def output_path_problem(path: Path | str, option: str) -> str | None:
@@ -63,6 +55,47 @@ def output_paths_problem(html: Path | str | None, json_path: Path | str | None) 
     return None
 
 
+def fingerprint_line(provenance: dict[str, Any]) -> str:
+    """A recorded side's numerics fingerprint as one line, or what a set from before
+    fingerprints says of its device."""
+    if isinstance(provenance.get("numerics"), dict):
+        return Numerics.from_dict(provenance["numerics"]).describe()
+    device, dtype = provenance.get("device", "?"), provenance.get("dtype", "?")
+    return f"no numerics fingerprint recorded (device {device}, dtype {dtype})"
+
+
+def as_json(found: SetComparison) -> str:
+    """The differences as data, for CI that wants more than the exit code: one entry per card
+    (and class) compared, then one per card or class only one side holds ("compared":
+    false, its reason as a difference: an error for a card, a warning for a class)."""
+    entries: list[dict[str, Any]] = [
+        {
+            "card": c.card,
+            "compared": True,
+            "devices": [c.device_a, c.device_b],
+            "differences": [{"severity": d.severity, "where": d.where, "message": d.message} for d in c.differences],
+            "unchanged": c.unchanged,
+            "sections_only_in_a": list(c.sections_only_a),
+            "sections_only_in_b": list(c.sections_only_b),
+        }
+        for c in found
+    ]
+    entries += [
+        {
+            "card": o.card,
+            "compared": False,
+            "only_in": o.side,
+            "devices": list(o.classes),
+            "differences": [
+                {"severity": o.severity, "where": "card" if o.whole_card else "class", "message": o.message}
+            ],
+            "unchanged": [],
+        }
+        for o in found.one_sided
+    ]
+    return json.dumps(entries, indent=1)
+
+
 def section_details(c: CardComparison, labels: tuple[str, str]) -> list[dict[str, Any]]:
     """Per changed section both sides hold, what its renderer shows of the change."""
     details = []
@@ -75,8 +108,7 @@ def section_details(c: CardComparison, labels: tuple[str, str]) -> list[dict[str
     return details
 
 
-def render(comparisons: SetComparison | Sequence[CardComparison], label_a: str, label_b: str) -> str:
-    found = SetComparison.of(comparisons)
+def render(found: SetComparison, label_a: str, label_b: str) -> str:
     cards = []
     for c in found:
         by_section = c.by_section()
@@ -106,52 +138,18 @@ def render(comparisons: SetComparison | Sequence[CardComparison], label_a: str, 
             one_sided=one_sided,
             label_a=label_a,
             label_b=label_b,
-            verdict=exit_code(found),
+            verdict=found.verdict,
             DIFFERENT=DIFFERENT,
             BAD_INPUT=BAD_INPUT,
         )
     )
 
 
-def write_report(comparisons: SetComparison | Sequence[CardComparison], label_a: str, label_b: str, path: Path) -> Path:
+def write_report(found: SetComparison, label_a: str, label_b: str, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(comparisons, label_a, label_b), encoding="utf-8")
+    path.write_text(render(found, label_a, label_b), encoding="utf-8")
     return path
-
-
-def report_comparisons(
-    comparisons: SetComparison | Sequence[CardComparison],
-    label_a: str,
-    label_b: str,
-    html: Path,
-    json_path: str | None,
-) -> int:
-    """The terminal lines, the page (and JSON if asked) of a comparison; returns the exit code."""
-    found = SetComparison.of(comparisons)
-    for line in summary_lines(found):
-        print(line)
-    written = write_report(found, label_a, label_b, html)
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(as_json(found), encoding="utf-8")
-    code = exit_code(found)
-    print(f"report: {written}  (exit {code}: {verdict_line(found)})")
-    if found.missing_cards:  # bad input, said where errors go too (a CI log, a script reading stderr)
-        print(f"lm-probes: {verdict_line(found)}", file=sys.stderr)
-    return code
-
-
-def verdict_line(found: SetComparison) -> str:
-    """What the exit code says, and for exit 4 which cards were not compared and what to do."""
-    if not found.missing_cards:
-        return VERDICTS[exit_code(found)]
-    cards = ", ".join(f"{o.card} (only in {o.side})" for o in found.missing_cards)
-    also = "; the cards compared differ too" if any(c.errors for c in found) else ""
-    return (
-        f"not every card was compared: {cards}{also}. Give both sides a snapshot of each, "
-        "or name the cards to compare with --card"
-    )
 
 
 def write_bisect_pages(found: Bisection, package: str, folder: Path, notes_of: Callable[[str], str | None]) -> Path:
@@ -164,7 +162,9 @@ def write_bisect_pages(found: Bisection, package: str, folder: Path, notes_of: C
         page = f"transition-{number}.html"
         compared = found.comparisons[(transition.before, transition.release)]
         write_report(
-            SetComparison(tuple(card for card in compared if card.name == transition.card)),
+            replace(
+                compared, comparisons=tuple(card for card in compared if card.name == transition.card), one_sided=()
+            ),
             f"{package} {transition.before}",
             f"{package} {transition.release}",
             folder / page,

@@ -18,7 +18,6 @@ and the result is one self-contained HTML page and an exit code:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 
 from probes.cards.card import CardError, find_card
 from probes.exit_codes import BAD_INPUT, COULD_NOT_RUN, DIFFERENT, SAME  # noqa: F401 (also read as sets.BAD_INPUT, ...)
-from probes.numerics import Numerics, class_distance
+from probes.numerics import class_distance
 from probes.snapshots import compare as comparing
 from probes.snapshots import record as recording
 from probes.snapshots import sections, token_rules
@@ -130,6 +129,15 @@ class SetComparison:
     @property
     def missing_cards(self) -> list[OneSided]:
         return [o for o in self.one_sided if o.whole_card]
+
+    @property
+    def verdict(self) -> int:
+        """BAD_INPUT where a card was on one side only (what was asked was not all compared,
+        whatever the rest found), else DIFFERENT for a difference beyond tolerance, else SAME
+        (the exit codes of lm-probes diff, which prints them)."""
+        if self.missing_cards:
+            return BAD_INPUT
+        return DIFFERENT if any(c.errors for c in self) else SAME
 
 
 def _record_hint(card: str, snapshot_dir: Path) -> str:
@@ -319,75 +327,3 @@ def _in_order(names: Any) -> tuple[str, ...]:
     found = list(names)
     known = [s.name for s in sections.SECTIONS]
     return tuple(s for s in known if s in found) + tuple(sorted(s for s in found if s not in known))
-
-
-def exit_code(comparisons: SetComparison | Sequence[CardComparison]) -> int:
-    """4 where a card was on one side only (what was asked was not all compared, whatever
-    the rest found), else 1 for a difference beyond tolerance, else 0."""
-    found = SetComparison.of(comparisons)
-    if found.missing_cards:
-        return BAD_INPUT
-    return DIFFERENT if any(c.errors for c in found) else SAME
-
-
-def fingerprint_line(provenance: dict[str, Any]) -> str:
-    """A recorded side's numerics fingerprint as one line, or what a set from before
-    fingerprints says of its device."""
-    if isinstance(provenance.get("numerics"), dict):
-        return Numerics.from_dict(provenance["numerics"]).describe()
-    device, dtype = provenance.get("device", "?"), provenance.get("dtype", "?")
-    return f"no numerics fingerprint recorded (device {device}, dtype {dtype})"
-
-
-def summary_lines(comparisons: SetComparison | Sequence[CardComparison]) -> list[str]:
-    """One line per card (and class) compared, then one per card or class not compared,
-    for the terminal."""
-    found = SetComparison.of(comparisons)
-    lines = []
-    for c in found:
-        head = comparing.summary_line(
-            c.provenance_a, c.provenance_b, list(c.differences), classes=(c.device_a, c.device_b)
-        )
-        device = f" [{c.device_note}]" if c.device_note else ""
-        lines.append(f"{c.name}: {head}{device}")
-        for side, provenance in (("A", c.provenance_a), ("B", c.provenance_b)):
-            lines.append(f"  {side} {c.device_a if side == 'A' else c.device_b}: {fingerprint_line(provenance)}")
-        for side, only in (("A", c.sections_only_a), ("B", c.sections_only_b)):
-            if only:
-                lines.append(f"  section(s) only in {side}, not compared: {', '.join(only)}")
-    for o in found.one_sided:
-        lines.append(f"{o.card}: {o.message}")
-    return lines
-
-
-def as_json(comparisons: SetComparison | Sequence[CardComparison]) -> str:
-    """The differences as data, for CI that wants more than the exit code: one entry per card
-    (and class) compared, then one per card or class only one side holds ("compared":
-    false, its reason as a difference: an error for a card, a warning for a class)."""
-    found = SetComparison.of(comparisons)
-    entries: list[dict[str, Any]] = [
-        {
-            "card": c.card,
-            "compared": True,
-            "devices": [c.device_a, c.device_b],
-            "differences": [{"severity": d.severity, "where": d.where, "message": d.message} for d in c.differences],
-            "unchanged": c.unchanged,
-            "sections_only_in_a": list(c.sections_only_a),
-            "sections_only_in_b": list(c.sections_only_b),
-        }
-        for c in found
-    ]
-    entries += [
-        {
-            "card": o.card,
-            "compared": False,
-            "only_in": o.side,
-            "devices": list(o.classes),
-            "differences": [
-                {"severity": o.severity, "where": "card" if o.whole_card else "class", "message": o.message}
-            ],
-            "unchanged": [],
-        }
-        for o in found.one_sided
-    ]
-    return json.dumps(entries, indent=1)

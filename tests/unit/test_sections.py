@@ -19,7 +19,7 @@ from probes.snapshots import record as recording
 from probes.snapshots import render as renderers
 from probes.snapshots import sections
 from probes.snapshots.differences import Difference
-from probes.snapshots.sets import compare_sets
+from probes.snapshots.sets import SetComparison, compare_sets
 from tests.unit.conftest import tokenizer_subject
 
 # a recording that holds every section (SmolLM2 float32 records them all)
@@ -173,7 +173,7 @@ def test_a_new_section_is_one_entry(monkeypatch, tmp_path):
         (folder / "cpu.json").write_text(recording.dumps(snapshot), encoding="utf-8")
     (comparison,) = compare_sets(tmp_path / "a", tmp_path / "b")
     assert "vocab_head" in comparison.sections and list(comparison.by_section()) == ["vocab_head"]
-    page = render([comparison], "before", "after")
+    page = render(SetComparison((comparison,)), "before", "after")
     assert "vocab_head: 1 recorded value(s) changed" in page and "&lt;edited&gt;" in page
 
 
