@@ -44,7 +44,7 @@ from probes.cards.schema import CardFile, KnownFailure, Served, SnapshotSettings
 from probes.cards.sources import FollowModel, HubSource, MistralCommonTokenizer
 from probes.cards.sources import ModelSource as ModelSourceType
 from probes.cards.sources import TokenizerSource as TokenizerSourceType
-from probes.cards.validation import _cross_field_problems, _describe_error, card_json_schema
+from probes.cards.validation import card_json_schema, cross_field_problems, describe_error
 from probes.paths import CARDS_DIR, REPO_ROOT
 
 
@@ -254,8 +254,8 @@ def load_card(path: str | Path) -> Card:
     try:
         spec = CardFile.model_validate(raw)
     except ValidationError as exc:
-        problems += [_describe_error(error, raw) for error in exc.errors()]
-    problems += _cross_field_problems(raw, path)
+        problems += [describe_error(error, raw) for error in exc.errors()]
+    problems += cross_field_problems(raw, path)
     if problems:
         listing = "\n  - ".join(dict.fromkeys(problems))
         raise CardError(f"card file {shown} is invalid:\n  - {listing}")

@@ -177,7 +177,7 @@ def _where(loc: Sequence[str | int], raw: Any) -> str:
     return where.lstrip(".")
 
 
-def _describe_error(error: Any, raw: dict[str, Any]) -> str:
+def describe_error(error: Any, raw: dict[str, Any]) -> str:
     """One line for one pydantic error, in the card's words."""
     loc, kind, value = error["loc"], error["type"], error.get("input")
     where = _where(loc, raw)
@@ -211,7 +211,7 @@ def _describe_error(error: Any, raw: dict[str, Any]) -> str:
     return f"{where}: {error['msg']}"
 
 
-def _cross_field_problems(raw: dict[str, Any], path: Path) -> list[str]:
+def cross_field_problems(raw: dict[str, Any], path: Path) -> list[str]:
     """Rules between fields, checked on the raw mapping so that they are reported
     together with the schema's problems."""
 

@@ -23,7 +23,7 @@ import pytest
 # Only light modules here: installed, the plugin loads in every pytest session of the
 # environment, and one that never uses lm-probes must not pay for the cards or torch
 # (tests/unit/test_plugin.py). The rest is imported by the hooks that need it.
-from probes.plugin import html, interrupts, options
+from probes.plugin import html_summary, interrupts, options
 from probes.plugin import items as item_info  # (pytest names a hook's argument `items`)
 from probes.plugin.fixtures import (
     attach,
@@ -91,7 +91,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     # known to use lm-probes fills it in once its collected tests say so.
     config = session.config
     if record_of(config).in_use or is_xdist_controller(config):
-        html.add_environment_metadata(config)
+        html_summary.add_environment_metadata(config)
     if config.getoption("no_onednn"):
         import torch
 
@@ -103,7 +103,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     record = record_of(session.config)
     if not record.in_use and any(item_info.uses_lm_probes(item) for item in session.items):
         record.in_use = True
-        html.add_environment_metadata(session.config)  # the same dict pytest-html renders at the end
+        html_summary.add_environment_metadata(session.config)  # the same dict pytest-html renders at the end
     if record.in_use:
         from probes import progress
 
@@ -214,17 +214,17 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     sent = getattr(node, "workeroutput", {}).get("lm_probes")
     if sent:
         runtime = record_of(node.config).merge(sent)
-        html.add_environment_metadata(node.config, runtime)  # the workers share one machine
+        html_summary.add_environment_metadata(node.config, runtime)  # the workers share one machine
 
 
 # -------------------------------------------------------------------------- report
 
 
 def pytest_html_report_title(report: Any) -> None:
-    html.report_title(report)
+    html_summary.report_title(report)
 
 
 def pytest_html_results_summary(
     prefix: list[str], summary: list[str], postfix: list[str], session: pytest.Session
 ) -> None:
-    html.results_summary(prefix, session)
+    html_summary.results_summary(prefix, session)
