@@ -64,7 +64,7 @@ class SnapshotCheck:
             return SnapshotOutcome(
                 subject.name,
                 "skipped",
-                "no snapshot for this device class yet",
+                "no snapshot for this machine class yet",
                 message=f"{subject.name}: {unrecorded}. Record one on this machine with: {hint}",
                 summary=unrecorded,
             )

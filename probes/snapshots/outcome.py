@@ -17,7 +17,7 @@ class SnapshotOutcome:
     worker to the controller as JSON: ``as_json`` / ``from_json``)."""
 
     card: str
-    verdict: str  # "recorded", "passed", "skipped" (no snapshot for this device class yet), "failed"
+    verdict: str  # "recorded", "passed", "skipped" (no snapshot for this machine class yet), "failed"
     status: str  # the report's heading: "recorded <path>", "compared with cpu.json", ...
     message: str = ""  # why it was skipped or failed, with the command that records it
     summary: str = ""

@@ -147,7 +147,7 @@ def unrecorded_device_class(path: Path) -> str | None:
     records on CPU)."""
     if path.is_file() or path.stem.startswith("cpu") or recorded_classes(path.parent):
         return None
-    return f"no snapshot for device class {path.stem} yet (recorded: none)"
+    return f"no snapshot for machine class {path.stem} yet (recorded: none)"
 
 
 def load(path: Path, update_hint: str, card: str | None = None) -> dict[str, Any]:

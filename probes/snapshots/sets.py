@@ -1,7 +1,7 @@
 """Two recorded observation sets compared: the engine of ``lm-probes diff`` and
 ``lm-probes upgrade-check``.
 
-An observation set is a snapshot folder (``<card>/<device class>.json``, what
+An observation set is a snapshot folder (``<card>/<machine class>.json``, what
 ``--snapshot-update`` writes) or one snapshot file. Each card present on both sides is
 compared with the same rules and tolerances as the snapshot test (``comparing.compare``),
 and the result is one self-contained HTML page and an exit code:
@@ -50,7 +50,7 @@ class CardComparison:
     sections: tuple[str, ...]  # the sections both sides hold
     observed_a: dict[str, Any] = field(repr=False, default_factory=dict)
     observed_b: dict[str, Any] = field(repr=False, default_factory=dict)
-    device_note: str = ""  # set when the two sides were recorded on different device classes
+    device_note: str = ""  # set when the two sides were recorded on different machine classes
     several_classes: bool = False  # the card is compared in more than one class: its name says which
     sections_only_a: tuple[str, ...] = ()  # named, and each an error: what one side only holds was not compared
     sections_only_b: tuple[str, ...] = ()
@@ -169,7 +169,7 @@ def _snapshot_set(root: Path) -> _Set:
         found.setdefault(path.parent.name, {})[path.stem] = path
     if not found:
         raise DiffInputError(
-            f"{root} holds no snapshots (<card>/<device class>.json); record some with "
+            f"{root} holds no snapshots (<card>/<machine class>.json); record some with "
             "`pytest tests/behaviour/test_snapshot.py --snapshot-update --snapshot-dir " + str(root) + "`"
         )
     return _Set(root, found, False)

@@ -775,7 +775,7 @@ def test_a_first_gpu_run_skips_only_where_no_class_is_recorded_and_a_missing_cpu
     card_dir = tmp_path / "mistral-7b-v0.1"
     card_dir.mkdir()
     assert recording.unrecorded_device_class(card_dir / "cuda-sm90.json") == (
-        "no snapshot for device class cuda-sm90 yet (recorded: none)"
+        "no snapshot for machine class cuda-sm90 yet (recorded: none)"
     )
     (card_dir / "cpu-bnb-float16.json").write_text("{}", encoding="utf-8")
     # another class recorded: compared with it under the cross-class rules, not skipped
