@@ -180,15 +180,28 @@ def served_endpoint(request: pytest.FixtureRequest, model_subject: Subject):
 def snapshot(request: pytest.FixtureRequest) -> SnapshotCheck:
     """Records (--snapshot-update) or compares a subject's observations with its snapshot
     (--snapshot-dir, default fixtures/snapshots); the outcomes feed the report."""
+    from probes.numerics import nearest_class
     from probes.paths import SNAPSHOT_DIR
     from probes.snapshots.check import SnapshotCheck
 
-    directory = request.config.getoption("snapshot_dir")
+    config = request.config
+    directory = config.getoption("snapshot_dir")
+
+    def compare_with(own_class: str, recorded: list[str]) -> str | None:
+        chosen = config.hook.pytest_lm_probes_compare_with(
+            config=config, own_class=own_class, recorded_classes=recorded
+        )
+        return chosen if chosen is not None else nearest_class(own_class, recorded)
+
     return SnapshotCheck(
         directory=Path(directory) if directory else SNAPSHOT_DIR,
-        update=request.config.getoption("snapshot_update"),
+        update=config.getoption("snapshot_update"),
         dir_option=f" --snapshot-dir {directory}" if directory else "",
-        outcomes=record_of(request.config).snapshots,
+        outcomes=record_of(config).snapshots,
+        machine_class_of=lambda subject: config.hook.pytest_lm_probes_machine_class(
+            config=config, subject=subject, fingerprint_class=subject.machine_class
+        ),
+        compare_with=compare_with,
     )
 
 

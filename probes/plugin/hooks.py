@@ -40,6 +40,13 @@ from probes.plugin.session import RECORD, SessionRecord, is_xdist_controller, re
 __all__ = ["attach", "loaded_subject", "model_subject", "reference_subject", "served_endpoint", "snapshot", "subject"]
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """The hooks a user's conftest may implement (probes/plugin/hookspecs.py)."""
+    from probes.plugin import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     options.add_options(parser)
 

@@ -3,6 +3,7 @@ recorded machine class, and keep each card's outcome for the report."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +38,11 @@ class SnapshotCheck:
     update: bool = False
     dir_option: str = ""  # " --snapshot-dir DIR" when not the default, for the record command
     outcomes: dict[str, SnapshotOutcome] = field(default_factory=dict)
+    # the class a subject is recorded under and compared as (None: its fingerprint's), and the
+    # recorded class to compare with where its own is not recorded: the plugin passes the
+    # user's hooks here (probes/plugin/hookspecs.py)
+    machine_class_of: Callable[[Subject], str | None] = lambda subject: None
+    compare_with: Callable[[str, list[str]], str | None] = nearest_class
 
     def record_command(self, subject: Subject) -> str:
         return f"pytest tests/behaviour/test_snapshot.py --card {subject.name} --snapshot-update{self.dir_option}"
@@ -47,16 +53,16 @@ class SnapshotCheck:
         return outcome
 
     def _check(self, subject: Subject) -> SnapshotOutcome:
-        path = snapshot_path(subject, self.directory)
+        own_class = self.machine_class_of(subject) or subject.machine_class
+        path = snapshot_path(subject, self.directory, own_class)
         if self.update:
-            record(subject, self.directory)
+            record(subject, self.directory, own_class)
             return SnapshotOutcome(subject.name, "recorded", f"recorded {path}")
         hint = self.record_command(subject)
-        own_class = path.stem
         if not path.is_file():
             # this machine class is not recorded: compare with the nearest one that is,
             # under the cross-class rules (strict again once its own class is recorded)
-            nearest = nearest_class(own_class, recorded_classes(path.parent))
+            nearest = self.compare_with(own_class, recorded_classes(path.parent))
             if nearest is not None:
                 path = path.parent / f"{nearest}.json"
         unrecorded = unrecorded_device_class(path)

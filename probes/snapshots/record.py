@@ -31,9 +31,10 @@ class SnapshotError(ValueError):
     """A snapshot file is missing, corrupt or of another format; the message says how to fix it."""
 
 
-def snapshot_path(subject: Subject, root: Path = SNAPSHOT_DIR) -> Path:
-    """Where a subject's snapshot lives: one file per card and machine class (probes/numerics.py)."""
-    return Path(root) / subject.card.name / f"{subject.machine_class}.json"
+def snapshot_path(subject: Subject, root: Path = SNAPSHOT_DIR, machine_class: str | None = None) -> Path:
+    """Where a subject's snapshot lives: one file per card and machine class (probes/numerics.py,
+    or the class a user's hook gives: probes/plugin/hookspecs.py)."""
+    return Path(root) / subject.card.name / f"{machine_class or subject.machine_class}.json"
 
 
 def provenance(subject: Subject) -> dict[str, Any]:
@@ -104,8 +105,8 @@ def dumps(snapshot: dict[str, Any]) -> str:
     return write(snapshot, 0) + "\n"
 
 
-def record(subject: Subject, root: Path = SNAPSHOT_DIR) -> Path:
-    path = snapshot_path(subject, root)
+def record(subject: Subject, root: Path = SNAPSHOT_DIR, machine_class: str | None = None) -> Path:
+    path = snapshot_path(subject, root, machine_class)
     path.parent.mkdir(parents=True, exist_ok=True)
     snapshot = {
         "format": FORMAT,
