@@ -375,16 +375,16 @@ def test_a_loaded_card_is_read_only(tmp_path):
 def test_the_committed_card_reference_is_the_generated_one():
     """docs/cards.md lists every card field with its type, default, meaning and the
     observations whose tests read it: regenerate it with
-    `python -m probes.cards.reference > docs/cards.md` when the schema changes."""
-    from probes.cards.reference import CARD_REFERENCE_FILE, card_reference
+    `python -m probes.report.card_reference > docs/cards.md` when the schema changes."""
+    from probes.report.card_reference import CARD_REFERENCE_FILE, card_reference
 
     assert CARD_REFERENCE_FILE.read_text(encoding="utf-8") == card_reference(), (
-        "docs/cards.md is out of date: run `python -m probes.cards.reference > docs/cards.md`"
+        "docs/cards.md is out of date: run `python -m probes.report.card_reference > docs/cards.md`"
     )
 
 
 def test_every_card_field_says_what_it_means():
-    from probes.cards.reference import card_reference
+    from probes.report.card_reference import card_reference
 
     tables = card_reference().split("## Sources")
     fields = [[c.strip() for c in line.strip("|").split(" | ")] for line in tables[0].splitlines() if line[:3] == "| `"]
@@ -397,7 +397,7 @@ def test_every_card_field_says_what_it_means():
 
 
 def test_the_reference_names_the_observations_a_field_drives():
-    from probes.cards.reference import card_reference
+    from probes.report.card_reference import card_reference
 
     reference = card_reference()
     assert "| `expect.next_token.top1` | text | required | the most likely next token's text | D1 |" in reference

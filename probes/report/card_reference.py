@@ -2,7 +2,7 @@
 required or its default, its meaning (the schema's descriptions) and the observations
 whose behavioural tests read it (their ``@pytest.mark.observation(..., expects=...)``).
 
-    python -m probes.cards.reference > docs/cards.md
+    python -m probes.report.card_reference > docs/cards.md
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def _table_cell(text: str) -> str:
 
 def card_reference() -> str:
     """Every card field: type, required or default, meaning, and the observations whose
-    tests read it. Generated into docs/cards.md (``python -m probes.cards.reference > docs/cards.md``)."""
+    tests read it. Generated into docs/cards.md (``python -m probes.report.card_reference > docs/cards.md``)."""
     from probes.cards.sources import Source
 
     by_field = observations_by_field()
@@ -108,7 +108,7 @@ def card_reference() -> str:
         "# Card reference",
         "",
         "Generated from `probes/cards/schema.py`, `probes/cards/expect_schema.py` and `probes/cards/sources.py` by "
-        "`python -m probes.cards.reference > docs/cards.md` (a test keeps it current). "
+        "`python -m probes.report.card_reference > docs/cards.md` (a test keeps it current). "
         "`[]` marks the fields of each item of a list; an expect section left out is not checked. "
         "Observations are the ids of the behavioural tests that read the field (docs/observations.md).",
         "",
