@@ -101,3 +101,18 @@ def run_suite(monkeypatch: pytest.MonkeyPatch, tmp_path):
         return SuiteRun(int(returncode), stdout.getvalue(), stderr.getvalue())
 
     return run
+
+
+@pytest.fixture(scope="module")
+def tiny_unchanged() -> Subject:
+    """One tiny-mistral subject for the tests that doctor only the recording (its probe
+    results are computed once and shared); tests that change the model build their own."""
+    return tiny()
+
+
+@pytest.fixture(scope="module")
+def tiny_recorded(tiny_unchanged):
+    """What a snapshot of that subject holds: its observations and provenance."""
+    from probes.snapshots import record as recording
+
+    return recording.observe(tiny_unchanged), recording.provenance(tiny_unchanged)

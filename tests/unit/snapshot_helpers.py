@@ -1,0 +1,61 @@
+"""Shared by the snapshot tests (test_snapshot_*.py): a small recorded observation set laid out as
+``observe`` lays it, edits of it, and comparisons of it."""
+
+from __future__ import annotations
+
+from probes.snapshots import compare as comparing
+from probes.snapshots import record as recording
+
+
+def errors(diffs):
+    return [d for d in diffs if d.severity == "error"]
+
+
+def compare_with(subject, recorded, recorded_prov=None):
+    return comparing.compare(
+        recorded,
+        recording.observe(subject),
+        subject=subject,
+        recorded_provenance=recorded_prov or {},
+        current_provenance=recording.provenance(subject),
+    )
+
+
+def observed() -> dict:
+    """A small recorded observation set, as ``observe`` lays it out."""
+    return {
+        "tokenizer": {"vocab_size": 100, "bos_token_id": 1, "ids": {"hi": {"special": [1, 5, 6], "plain": [5, 6]}}},
+        "next_token": {"prompt": "p", "prompt_ids": [1, 5], "top_ids": [7, 8, 9], "top_probs": [0.5, 0.3, 0.1]},
+        "temperature": {"entropy": {"0.4": 1.0, "1.0": 2.0}},
+        "greedy": {"bos": {"prompt_ids": [1, 5], "ids": [7, 3, 4], "text": "a b c", "margins": [1.0, 1.0, 1.0]}},
+        "embedding": {
+            "words": ["x", "y"],
+            "sub_ids": {"x": [10], "y": [11, 12]},
+            "row_norms": {"x": [1.0], "y": [2.0, 3.0]},
+            "cosine": [[1.0, 0.5], [0.5, 1.0]],
+        },
+        "sampled": {"seed": 0, "hot": {"ids": [[1, 2], [3, 4]], "texts": ["u", "v"]}},
+    }
+
+
+def changed(path: str, value) -> dict:
+    current = observed()
+    *parents, last = path.split("/")
+    node = current
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return current
+
+
+def diffs_of(current, recorded=None, tolerances=None, rec_prov=None, cur_prov=None) -> list[str]:
+    return [
+        str(d)
+        for d in comparing.compare(
+            recorded or observed(),
+            current,
+            tolerances=tolerances or {},
+            recorded_provenance=rec_prov,
+            current_provenance=cur_prov,
+        )
+    ]
