@@ -43,7 +43,7 @@ from probes.served import server as served
 from probes.served.client import Endpoint
 from probes.subjects import results
 from tests.behaviour import test_parity as parity
-from tests.unit.test_break_table import _NoAttachments
+from tests.unit.break_running import _NoAttachments
 
 pytestmark = pytest.mark.served
 

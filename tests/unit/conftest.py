@@ -103,14 +103,14 @@ def run_suite(monkeypatch: pytest.MonkeyPatch, tmp_path):
     return run
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_unchanged() -> Subject:
     """One tiny-mistral subject for the tests that doctor only the recording (its probe
     results are computed once and shared); tests that change the model build their own."""
     return tiny()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_recorded(tiny_unchanged):
     """What a snapshot of that subject holds: its observations and provenance."""
     from probes.snapshots import record as recording

@@ -280,7 +280,7 @@ def _layer_1_moved(subject, monkeypatch):
 
 
 def _chat_template_tokenized_with_special_tokens(subject, monkeypatch):
-    from tests.unit.test_break_table import chat_template_tokenized_with_special_tokens
+    from tests.unit.break_patches import chat_template_tokenized_with_special_tokens
 
     chat_template_tokenized_with_special_tokens(monkeypatch)
     return lambda: None
@@ -453,7 +453,7 @@ def test_q1_fails_a_computed_dtype_the_card_does_not_expect_for_the_class_and_pa
     Break: a card expecting bfloat16 for this class fails, saying what ran and what to add.
     Harmless: the card's own mapping (float16 by default) passes."""
     from tests.behaviour.test_quantization import test_layers_are_quantized_as_the_card_says
-    from tests.unit.test_break_table import _NoAttachments
+    from tests.unit.break_running import _NoAttachments
 
     card = find_card(TINY_NF4)
     subject = Subject(card, device="cpu", bnb_cpu_packed=False)

@@ -17,7 +17,8 @@ import pytest
 from probes.cards.card import find_card
 from probes.cards.sources import HubSource
 from probes.subjects.subject import Subject
-from tests.unit.test_break_table import Check, joining_as_cleanup
+from tests.unit.break_patches import joining_as_cleanup
+from tests.unit.break_running import Check
 
 CARDS = ["mistral-tokenizer", "smollm2-135m-instruct"]
 SPACING_CASES = ["spaced-punctuation", "contractions", "spaces-and-newlines"]

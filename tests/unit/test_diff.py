@@ -83,7 +83,7 @@ def _renamed(subject, name: str):
 
 def test_a_recorded_greedy_flip_shows_where_the_texts_part_as_a_word_diff(tmp_path):
     """The break: a weight change that flips tiny-mistral's first greedy token, recorded."""
-    from tests.unit.test_break_table import flip_first_greedy_token
+    from tests.unit.break_patches import flip_first_greedy_token
 
     before = _copy(tmp_path, "tiny-mistral", "before")
     broken = _set_of(tmp_path, "broken", flip_first_greedy_token(tiny()))

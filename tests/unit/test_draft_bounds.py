@@ -20,8 +20,9 @@ import pytest
 from probes.draft import sampling_bounds
 from probes.inputs import article_inputs
 from probes.subjects import results
+from tests.unit.break_patches import warpers_ignored
+from tests.unit.break_running import Check, smollm2
 from tests.unit.conftest import tiny
-from tests.unit.test_break_table import Check, smollm2, warpers_ignored
 
 DRAWS = 10  # the draft's default --draws, which the old rule simulated
 

@@ -125,8 +125,8 @@ def test_the_diagnosis_tells_rounding_from_a_real_difference(monkeypatch):
     in float64, so "rounding". Real: the padding mask dropped (padded rows attend to their
     padding, as a masking regression would have it); still there in float64, so "real"."""
     from probes import batching
+    from tests.unit.break_patches import padding_mask_ignored
     from tests.unit.conftest import tiny
-    from tests.unit.test_break_table import padding_mask_ignored
 
     spec = article_inputs()["batch_invariance"]
 
