@@ -135,7 +135,7 @@ def run_changelog(args: argparse.Namespace) -> int:
     try:
         store = Store.open(output, args.package, cards)
         releases = select_releases(
-            index_versions(args.package, args.pre), args.from_, args.to, args.every, args.package
+            index_versions(args.package, args.pre), args.from_, args.to, args.every, args.package, args.pre
         )
     except IndexUnreadable as exc:
         print(f"lm-probes changelog: the index could not list {args.package}'s releases: {exc}", file=sys.stderr)

@@ -21,7 +21,7 @@ from pathlib import Path
 from probes.cards.files import cache_dir
 
 DEFAULT_LIMIT_GB = 20.0
-READY = ".lm-probes-ready"  # the same marker environments.py writes last
+READY = ".lm-probes-ready"  # environments.py writes it last into a built environment
 IN_USE_SECONDS = 3600  # an environment used this recently is never removed: a recording may be running in it
 
 

@@ -10,8 +10,8 @@ naming the package, instead of after installing torch; a build that fails remove
 pip resolves, always: the dry run's installation report is the exact list of distributions
 (and where each comes from), read with pip's own configuration, as ``.venv`` was built. Where
 uv is installed (it is a dev dependency), uv installs that list as it is, without resolving
-anything itself, hard-linked from one cache: a side is then ~70 MB and ~2 s instead of
-~1.8 GB and ~45 s, because torch's files are shared (docs/benchmarks.md). Without uv, or
+anything itself, hard-linked from one cache: a side after the first is then ~62 MB and ~7 s
+instead of ~1.8 GB and ~45 s, because torch's files are shared (docs/benchmarks.md). Without uv, or
 with ``LM_PROBES_INSTALLER=pip``, pip builds the side as before. Each environment keeps the
 list it was built from (``resolved.txt``) and what it holds (``installed.txt``)."""
 
@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from probes.cards.files import cache_dir
-from probes.cli import installers
+from probes.cli import environment_cache, installers
+from probes.cli.environment_cache import READY  # written last: an environment without it is half-built
 from probes.cli.installers import RESOLVED, Resolution, report_installs, uv_commands, write_installed
 from probes.exit_codes import BAD_INPUT, COULD_NOT_RUN
 from probes.paths import REPO_ROOT
@@ -272,9 +273,6 @@ def record_command(env: Path, folder: Path, cards: Sequence[str]) -> list[str]:
     ]
 
 
-READY = ".lm-probes-ready"  # written last: an environment without it is half-built
-
-
 def is_built(side: Side, torch_pin: str) -> bool:
     return (environment_dir(side, torch_pin) / READY).is_file()
 
@@ -283,8 +281,6 @@ def prepare(side: Side, torch_pin: str, rebuild: bool = False, resolution: Resol
     """The side's environment: reused when built, else resolved (``resolution``: what
     ``resolve`` found, when the caller resolved every side first) and built; a build that
     fails or is interrupted removes what it made."""
-    from probes.cli import environment_cache
-
     try:
         environment_cache.limit_bytes()  # a bad limit is said before minutes of building, not after
     except ValueError as exc:

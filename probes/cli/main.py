@@ -163,9 +163,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--pre", action="store_true", help="include pre-releases (left out by default)")
     b.add_argument("--output", default=str(Path("reports") / "bisect"), help="where the pages go (index.html)")
     b.add_argument("--json", help="also write the transitions as JSON here")
-    b.add_argument(
-        "--jobs", type=jobs, default=max(1, os.cpu_count() or 1), help="releases recorded at once (default: CPUs)"
-    )
+    _jobs_option(b)
     b.add_argument("--dry-run", action="store_true", help="list the releases in the range, and stop")
     b.set_defaults(run="probes.cli.bisect:run_bisect")
 
@@ -190,9 +188,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--output", default=str(Path("reports") / "changelog"), help="the changelog's folder (kept)")
     c.add_argument("--markdown", help="the Markdown page (default: OUTPUT/changelog.md)")
     c.add_argument("--html", help="the HTML page (default: OUTPUT/changelog.html)")
-    c.add_argument(
-        "--jobs", type=jobs, default=max(1, os.cpu_count() or 1), help="releases recorded at once (default: CPUs)"
-    )
+    _jobs_option(c)
     c.add_argument("--dry-run", action="store_true", help="list the releases selected, and stop")
     c.set_defaults(run="probes.cli.changelog:run_changelog")
 
@@ -275,6 +271,13 @@ def parser() -> argparse.ArgumentParser:
     )
     c.set_defaults(run="probes.cli.draft_card:run_draft_card")
     return top
+
+
+def _jobs_option(command: argparse.ArgumentParser) -> None:
+    """--jobs of bisect and changelog: releases recorded at once, each on one torch thread."""
+    command.add_argument(
+        "--jobs", type=jobs, default=max(1, os.cpu_count() or 1), help="releases recorded at once (default: CPUs)"
+    )
 
 
 def _environment_options(command: argparse.ArgumentParser) -> None:

@@ -4,24 +4,7 @@ card and test work as written (split from test_cards.py, issue 36)."""
 
 from __future__ import annotations
 
-import textwrap
-from pathlib import Path
-
 from probes.cards.card import load_card
-
-MINIMAL = """\
-name: {name}
-description: a test card
-tokenizer:
-  source: mistral-common
-"""
-
-
-def write_card(folder: Path, body: str, name: str = "my-card") -> Path:
-    path = folder / f"{name}.yaml"
-    path.write_text(textwrap.dedent(body).replace("{name}", name), encoding="utf-8")
-    return path
-
 
 # ------------------------------------------ issue 15: every field documented where users look
 

@@ -4,34 +4,10 @@ card is read-only (split from test_cards.py, issue 36)."""
 
 from __future__ import annotations
 
-import textwrap
-from pathlib import Path
-
 import pytest
 
 from probes.cards.card import CardError, available_cards, load_card
-
-MINIMAL = """\
-name: {name}
-description: a test card
-tokenizer:
-  source: mistral-common
-"""
-
-
-MODEL = """\
-model:
-  source: random-init
-  architecture: MistralForCausalLM
-  config: {vocab_size: 32000}
-"""
-
-
-def write_card(folder: Path, body: str, name: str = "my-card") -> Path:
-    path = folder / f"{name}.yaml"
-    path.write_text(textwrap.dedent(body).replace("{name}", name), encoding="utf-8")
-    return path
-
+from tests.unit.test_cards import MINIMAL, MODEL, write_card
 
 # ------------------------------------------------- the published JSON Schema (issue 12)
 

@@ -205,3 +205,12 @@ def test_a_setup_error_cut_by_its_line_end_loses_pytests_wrapper_too(tmp_path):
     (tmp_path / "recording.xml").write_text(junit, encoding="utf-8")
     outcome = card_outcomes(tmp_path / "recording.xml")["smollm2-135m-instruct"]
     assert outcome == "not loadable: RuntimeError: None of the available devices are supported"
+
+
+def test_pre_releases_are_selected_only_with_pre(stand_ins, tmp_path, capsys):
+    """--pre reaches the selection, not only pip's listing (before: the index listed the
+    release candidate and the selection dropped it again)."""
+    assert changelog(tmp_path, "--from", "1.4.0", "--every", "patch", "--dry-run", "--pre") == 0
+    assert "2 releases selected (1.4.0, 2.0.0rc1)" in capsys.readouterr().out
+    assert changelog(tmp_path, "--from", "1.4.0", "--every", "patch", "--dry-run") == 0
+    assert "1 releases selected (1.4.0)" in capsys.readouterr().out
