@@ -45,11 +45,7 @@ def page(matrix: Matrix, runs: list[dict[str, Any]], provenance: list[dict[str, 
     for row in matrix.rows:
         cells = []
         for card, section in columns:
-            cell = (
-                row.cards.get(card, Cell(NOT_LOADABLE)) if section == ALL_SECTIONS else matrix.cell(row, card, section)
-            )
-            if section == ALL_SECTIONS and cell.state == CHANGED:
-                cell = Cell(UNCHANGED, since=cell.since)
+            cell = matrix.cell(row, card, section)  # ALL_SECTIONS: the card's own state, never "changed"
             numbered = note(cell.detail) if cell.state in (CHANGED, NOT_LOADABLE, NOT_INSTALLABLE) else 0
             cells.append((cell, numbered))
         rows.append((row.release, cells))
