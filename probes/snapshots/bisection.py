@@ -119,14 +119,22 @@ class _Search:
 
     def recorded(self, index: int) -> Path | None:
         """The release's set, recorded once; None (and named in ``skipped``) if it cannot be."""
-        release = self.releases[index]
-        if index not in self.sets and release not in self.result.skipped:
-            try:
-                self.sets[index] = self.record(release)
-                self.result.recorded.append(release)
-            except ReleaseSkipped as exc:
-                self.result.skipped[release] = str(exc)
+        if index not in self.sets and self.releases[index] not in self.result.skipped:
+            self._keep(index, self._attempt(index))
         return self.sets.get(index)
+
+    def _attempt(self, index: int) -> Path | ReleaseSkipped:
+        try:
+            return self.record(self.releases[index])
+        except ReleaseSkipped as exc:
+            return exc
+
+    def _keep(self, index: int, outcome: Path | ReleaseSkipped) -> None:
+        if isinstance(outcome, ReleaseSkipped):
+            self.result.skipped[self.releases[index]] = str(outcome)
+        else:
+            self.sets[index] = outcome
+            self.result.recorded.append(self.releases[index])
 
     def comparison(self, a: int, b: int) -> SetComparison:
         if (a, b) not in self.compared:
@@ -146,20 +154,10 @@ class _Search:
             return
         from concurrent.futures import ThreadPoolExecutor
 
-        def attempt(index: int) -> Path | ReleaseSkipped:
-            try:
-                return self.record(self.releases[index])
-            except ReleaseSkipped as exc:
-                return exc
-
         with ThreadPoolExecutor(max_workers=self.width) as pool:
-            outcomes = list(pool.map(attempt, todo))
+            outcomes = list(pool.map(self._attempt, todo))
         for index, outcome in zip(todo, outcomes):  # kept in release order, whichever finished first
-            if isinstance(outcome, ReleaseSkipped):
-                self.result.skipped[self.releases[index]] = str(outcome)
-            else:
-                self.sets[index] = outcome
-                self.result.recorded.append(self.releases[index])
+            self._keep(index, outcome)
 
     def probe_between(self, lo: int, hi: int) -> int | None:
         """A release strictly between lo and hi that records, nearest the middle first."""
