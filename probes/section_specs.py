@@ -2,14 +2,17 @@
 comparison reads (defaults a card overrides under ``snapshot.tolerances``) and whether a card
 may leave it out or records it without a model.
 
-This is the bottom of the house: it imports nothing of probes, so the card schema (stage 1)
+This is the bottom of the house: it imports nothing of probes but the registry, so the card schema (stage 1)
 and the snapshot stage (probes/snapshots/sections.py, which gives each section how it is
 observed, compared and shown) both read it, and data flows one way. Adding a section is an
-entry here and its behaviour there (docs/development.md)."""
+entry here and its behaviour there (docs/development.md); a plugin adds one from outside
+the package with ``probes.snapshots.sections.register`` (both at once)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from probes.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -115,17 +118,38 @@ SPECS: tuple[SectionSpec, ...] = (
 )
 
 
+# every section a card may name: the built-in ones above, then those plugins register
+# (probes/snapshots/sections.py:register adds a section's spec and its behaviour together)
+REGISTRY: Registry[SectionSpec] = Registry("snapshot section")
+for _spec in SPECS:
+    REGISTRY.register(_spec.name, _spec)
+
+
+def specs() -> tuple[SectionSpec, ...]:
+    """Every section's spec, built-in ones first."""
+    return REGISTRY.entries()
+
+
 def spec(name: str) -> SectionSpec | None:
     """A section's entry (None: a section this version does not know, e.g. a newer snapshot's)."""
-    return next((s for s in SPECS if s.name == name), None)
+    return REGISTRY.find(name)
 
 
-# the sections a card may leave out of its snapshot (snapshot.leave_out)
-LEAVABLE: tuple[str, ...] = tuple(s.name for s in SPECS if s.leavable)
-TOLERANCES: dict[str, Tolerance] = {name: t for s in SPECS for name, t in s.tolerances.items()}
-# what counts as "the same" within a machine class; a card overrides any under `tolerances:`
-DEFAULT_TOLERANCES: dict[str, float] = {n: t.default for n, t in TOLERANCES.items() if t.default is not None}
-# across machine classes, in units of the coarser side's compute-dtype resolution
-CROSS_CLASS_UNITS: dict[str, float] = {
-    n: t.cross_class_units for n, t in TOLERANCES.items() if t.cross_class_units is not None
-}
+def leavable() -> tuple[str, ...]:
+    """The sections a card may leave out of its snapshot (snapshot.leave_out)."""
+    return tuple(s.name for s in specs() if s.leavable)
+
+
+def tolerances() -> dict[str, Tolerance]:
+    """Every tolerance a section's rule reads, by the name a card overrides it with."""
+    return {name: t for s in specs() for name, t in s.tolerances.items()}
+
+
+def default_tolerances() -> dict[str, float]:
+    """What counts as "the same" within a machine class; a card overrides any under ``tolerances:``."""
+    return {n: t.default for n, t in tolerances().items() if t.default is not None}
+
+
+def cross_class_units() -> dict[str, float]:
+    """Across machine classes, each bound in units of the coarser side's compute-dtype resolution."""
+    return {n: t.cross_class_units for n, t in tolerances().items() if t.cross_class_units is not None}

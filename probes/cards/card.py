@@ -46,6 +46,7 @@ from probes.cards.sources import ModelSource as ModelSourceType
 from probes.cards.sources import TokenizerSource as TokenizerSourceType
 from probes.cards.validation import card_json_schema, cross_field_problems, describe_error
 from probes.paths import CARDS_DIR, REPO_ROOT
+from probes.registry import load_plugins
 
 
 class CardError(ValueError):
@@ -251,6 +252,7 @@ def load_card(path: str | Path) -> Card:
         raise CardError(f"card file {shown} must be a YAML mapping, got {type(raw).__name__}")
 
     problems: list[str] = []
+    load_plugins()  # an installed plugin's sources, sections and engines are names a card may use
     try:
         spec = CardFile.model_validate(raw)
     except ValidationError as exc:

@@ -22,6 +22,8 @@ random-init       a randomly initialised architecture from ``config``,        mo
 How a model is loaded (device, dtype, the quantized load through bitsandbytes) is one
 frozen ``LoadOptions``: the card's ``load:`` settings with the command line's overrides.
 
+A source a plugin brings is registered as the built-in ones are (cards/schema.py: register_source).
+
 Nothing here imports torch or transformers at import time: cards are read, and the
 plugin loads, without them.
 """
@@ -341,6 +343,9 @@ class FollowModel(Source):
         return "the model's folder"
 
 
+# The built-in sources, as types (what the Card dataclass holds); the card schema validates
+# ``model:`` and ``tokenizer:`` against the registries of cards/schema.py, which
+# plugins extend.
 ModelSource = Annotated[
     HubSource | PackageGgufSource | GgufFileSource | RandomInitSource, Field(discriminator="source")
 ]

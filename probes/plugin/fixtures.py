@@ -126,7 +126,8 @@ def reference_subject(request: pytest.FixtureRequest, model_subject: Subject) ->
 @pytest.fixture
 def served_endpoint(request: pytest.FixtureRequest, model_subject: Subject):
     """The selected card's model behind a server: --endpoint URL (one the user runs), or
-    --serve (vLLM started here once per card and session, stopped at the end)."""
+    --serve (the card's engine, vLLM or one a plugin registers, started here once per card and
+    session, stopped at the end)."""
     from probes.served.client import Endpoint
 
     card, config = model_subject.card, request.config
@@ -139,11 +140,13 @@ def served_endpoint(request: pytest.FixtureRequest, model_subject: Subject):
             "no server: give --endpoint URL (a server of this card's model that you run) or --serve (lm-probes "
             "starts vLLM's CPU build, built once into ~/.cache/lm-probes/served, about 3.4 GB)"
         )
+    from probes.served.server import ServerFailed
+
     record = record_of(config)
     if card.name not in record.servers:
         from probes.cards.files import SubjectLoadError
         from probes.paths import REPO_ROOT
-        from probes.served import server as served
+        from probes.served import engines
 
         try:
             folder = model_subject.model_folder()
@@ -154,19 +157,16 @@ def served_endpoint(request: pytest.FixtureRequest, model_subject: Subject):
                 "start a server yourself and give --endpoint URL",
             )
         try:
-            env = served.build_vllm_environment()
-            port = served.free_port()
-            running = served.RunningServer(
-                served.vllm_command(env, folder, port, card.name, card.served.args),
-                port=port,
-                log=REPO_ROOT / "reports" / f"served-{card.name}.log",
+            running = engines.start_server(
+                card.served.engine,
+                folder,
+                card.name,
+                card.served.args,
+                REPO_ROOT / "reports" / f"served-{card.name}.log",
             )
-            served.stop_at_exit(running)  # also when the session is interrupted or terminated
-            running.start()  # a server that fails is stopped by start() itself
-        except served.ServerFailed as exc:
+        except ServerFailed as exc:
             end_session(request, f"lm-probes --serve ({card.name}): {exc}")
         record.servers[card.name] = running
-    from probes.served.server import ServerFailed
 
     server = record.servers[card.name]
     try:

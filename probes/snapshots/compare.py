@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from probes.numerics import coarsest, resolution
-from probes.section_specs import CROSS_CLASS_UNITS, DEFAULT_TOLERANCES
+from probes.section_specs import cross_class_units, default_tolerances
 from probes.snapshots import sections
 from probes.snapshots.differences import Context, Difference
 
@@ -37,14 +37,14 @@ def compare(
     tolerances = dict(tolerances or {})
     measured = tolerances.pop("cross_class", None) or {}
     recorded_provenance, current_provenance = recorded_provenance or {}, current_provenance or {}
-    tol: dict[str, Any] = {**DEFAULT_TOLERANCES, **tolerances}
+    tol: dict[str, Any] = {**default_tolerances(), **tolerances}
     across = classes is not None and classes[0] != classes[1]
     if across:
         tol = cross_class_tolerances(tol, measured, recorded_provenance, current_provenance)
     context = Context(tol, across, subject, recorded, current, recorded_provenance, current_provenance)
     out: list[Difference] = []
     has_model = ("next_token" in recorded, "next_token" in current)
-    for section in sections.SECTIONS:
+    for section in sections.all_sections():
         name = section.name
         if section.needs_model and has_model[0] != has_model[1]:
             continue  # reported once below
@@ -125,11 +125,11 @@ def cross_class_tolerances(
     same_class: dict[str, float], measured: dict[str, float], provenance_a: dict[str, Any], provenance_b: dict[str, Any]
 ) -> dict[str, float]:
     """The cross-class bounds for two sides: the card's measured ones where it states them,
-    else CROSS_CLASS_UNITS x the coarser compute dtype's resolution, never below ``same_class``."""
+    else cross_class_units() x the coarser compute dtype's resolution, never below ``same_class``."""
     dtype = coarsest(compute_dtype(provenance_a), compute_dtype(provenance_b))
     unit = resolution(dtype)
     out = dict(same_class)
-    for key, units in CROSS_CLASS_UNITS.items():
+    for key, units in cross_class_units().items():
         out[key] = float(measured[key]) if key in measured else max(same_class.get(key, 0.0), units * unit)
     out["dtype"] = dtype  # type: ignore[assignment]  # named in the verdict
     return out

@@ -66,7 +66,7 @@ def provenance(subject: Subject) -> dict[str, Any]:
         "recorded": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         # every section this lm-probes observes: a later one missing from this file was not
         # known yet when it was recorded, which is not the card leaving it out
-        "sections": [section.name for section in sections.SECTIONS],
+        "sections": [section.name for section in sections.all_sections()],
     }
 
 
@@ -74,7 +74,7 @@ def observe(subject: Subject) -> dict[str, Any]:
     """Every section the subject's card records (computed once, shared with the tests)."""
     observed: dict[str, Any] = {}
     left_out = set(subject.card.snapshot.leave_out)
-    for section in sections.SECTIONS:
+    for section in sections.all_sections():
         if (section.needs_model and not subject.card.has_model) or section.name in left_out:
             continue
         data = section.observe(subject)

@@ -5,11 +5,12 @@ entry says how its section is observed from a subject (snapshots/observe.py), ho
 recordings of it are compared, within a machine class and across classes
 (snapshots/rules.py, snapshots/token_rules.py), the tolerances that comparison reads
 (defaults a card overrides under ``tolerances:``), whether a card may leave the section out
-(``snapshot.leave_out``), and how ``lm-probes diff`` shows a change (snapshots/render.py).
+(``snapshot.leave_out``), and how ``lm-probes diff`` shows a change (report/section_changes.py).
 What a section is (its name, tolerances, whether a card may leave it out) is plain data at
 the bottom of the house, probes/section_specs.py, which the card schema reads too; this
-module adds how each is observed, compared and shown. Adding a section is an entry there, its
-behaviour here, and its test (docs/development.md).
+module adds how each is observed, compared and shown. Adding a built-in section is an entry
+there, its behaviour here, and its test; a plugin adds one from outside with ``register``
+(docs/development.md).
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from probes import section_specs
+from probes.registry import Registry
+from probes.report import section_changes
 from probes.section_specs import SPECS, SectionSpec, Tolerance
-from probes.snapshots import observe, render, rules, token_rules
+from probes.snapshots import observe, rules, token_rules
 
 if TYPE_CHECKING:
     from probes.snapshots.differences import Context, Difference
@@ -32,7 +36,7 @@ class Section:
     meaning: str
     observe: Callable[[Subject], Any]  # subject -> data (read from its session's results), or None
     compare: Callable[[Any, Any, Context], list[Difference]]  # (recorded, current, context)
-    render: Callable[[str, Any, Any, tuple[str, str]], list[render.Detail]]  # for lm-probes diff
+    render: Callable[[str, Any, Any, tuple[str, str]], list[section_changes.Detail]]  # for lm-probes diff
     tolerances: dict[str, Tolerance] = field(default_factory=dict)
     leavable: bool = False  # a card may leave it out of its snapshot (a slow model)
     needs_model: bool = True  # False: a tokenizer-only card records it too
@@ -40,21 +44,54 @@ class Section:
 
 # How each section of probes/section_specs.py is observed, compared and shown.
 BEHAVIOUR: dict[str, tuple[Callable, Callable, Callable]] = {
-    "tokenizer": (observe.observe_tokenizer, rules.compare_tokenizer, render.changed_values),
-    "next_token": (observe.observe_next_token, token_rules.compare_next_token, render.changed_values),
-    "temperature": (observe.observe_temperature, rules.compare_temperature, render.changed_values),
-    "greedy": (observe.observe_greedy, token_rules.compare_greedy, render.greedy_texts),
-    "embedding": (observe.observe_embedding, rules.compare_embedding, render.changed_values),
-    "sampled": (observe.observe_sampled, token_rules.compare_sampled, render.changed_values),
-    "first_tokens": (observe.observe_first_tokens, token_rules.compare_first_tokens, render.changed_values),
-    "answer_ends": (observe.observe_answer_ends, token_rules.compare_answer_ends, render.answer_end_texts),
-    "generation": (observe.observe_generation, rules.compare_generation, render.changed_values),
-    "hidden_states": (observe.observe_hidden_states, rules.compare_hidden_states, render.changed_values),
-    "attention": (observe.observe_attention, rules.compare_attention, render.changed_values),
+    "tokenizer": (observe.observe_tokenizer, rules.compare_tokenizer, section_changes.changed_values),
+    "next_token": (observe.observe_next_token, token_rules.compare_next_token, section_changes.changed_values),
+    "temperature": (observe.observe_temperature, rules.compare_temperature, section_changes.changed_values),
+    "greedy": (observe.observe_greedy, token_rules.compare_greedy, section_changes.greedy_texts),
+    "embedding": (observe.observe_embedding, rules.compare_embedding, section_changes.changed_values),
+    "sampled": (observe.observe_sampled, token_rules.compare_sampled, section_changes.changed_values),
+    "first_tokens": (observe.observe_first_tokens, token_rules.compare_first_tokens, section_changes.changed_values),
+    "answer_ends": (observe.observe_answer_ends, token_rules.compare_answer_ends, section_changes.answer_end_texts),
+    "generation": (observe.observe_generation, rules.compare_generation, section_changes.changed_values),
+    "hidden_states": (observe.observe_hidden_states, rules.compare_hidden_states, section_changes.changed_values),
+    "attention": (observe.observe_attention, rules.compare_attention, section_changes.changed_values),
 }
 
 
-def _section(entry: SectionSpec) -> Section:
+# the sections with their behaviour, by name: the built-in ones, then those plugins register
+REGISTRY: Registry[Section] = Registry("snapshot section")
+
+
+def register(section: Section, *, replace: bool = False) -> Section:
+    """Add a section from outside the package (a conftest, a ``-p`` plugin or an
+    ``lm_probes`` entry point; probes/registry.py): its spec joins what cards may name
+    (``snapshot.leave_out``, ``tolerances:``) and its behaviour what snapshots record,
+    compare and show. docs/development.md, "Adding a section", has an example."""
+    spec = SectionSpec(section.name, section.meaning, section.tolerances, section.leavable, section.needs_model)
+    section_specs.REGISTRY.register(section.name, spec, replace=replace)
+    try:
+        return REGISTRY.register(section.name, section, replace=replace)
+    except ValueError:
+        section_specs.REGISTRY.unregister(section.name)
+        raise
+
+
+def unregister(name: str) -> None:
+    REGISTRY.unregister(name)
+    section_specs.REGISTRY.unregister(name)
+
+
+def all_sections() -> tuple[Section, ...]:
+    """Every section, built-in ones first, in the order a snapshot records them."""
+    return REGISTRY.entries()
+
+
+def find(name: str) -> Section | None:
+    """The entry of a section (None: a section this version does not know, e.g. a newer snapshot's)."""
+    return REGISTRY.find(name)
+
+
+def _built_in(entry: SectionSpec) -> Section:
     observe_, compare, render_ = BEHAVIOUR[entry.name]
     return Section(
         entry.name,
@@ -68,9 +105,5 @@ def _section(entry: SectionSpec) -> Section:
     )
 
 
-SECTIONS: tuple[Section, ...] = tuple(_section(entry) for entry in SPECS)
-
-
-def find(name: str) -> Section | None:
-    """The entry of a section (None: a section this version does not know, e.g. a newer snapshot's)."""
-    return next((section for section in SECTIONS if section.name == name), None)
+for _spec in SPECS:
+    REGISTRY.register(_spec.name, _built_in(_spec))

@@ -325,5 +325,5 @@ def _in_order(names: Any) -> tuple[str, ...]:
     """Section names in the report's order; one this list does not know yet (a newer
     snapshot's) is listed after them rather than left out of the count."""
     found = list(names)
-    known = [s.name for s in sections.SECTIONS]
+    known = [s.name for s in sections.all_sections()]
     return tuple(s for s in known if s in found) + tuple(sorted(s for s in found if s not in known))

@@ -88,6 +88,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "probes.exit_codes",
             "probes.inputs",
             "probes.section_specs",
+            "probes.registry",
             "probes.maths",
             "probes.numerics",
             "probes.timing",

@@ -13,11 +13,11 @@ import pytest
 from probes.cli import environments, upgrade_check
 from probes.cli import main as cli
 from probes.paths import REPO_ROOT
+from probes.report.section_changes import word_diff
 from probes.snapshots import compare as comparing
 from probes.snapshots import record as recording
 from probes.snapshots import sets as diff
 from probes.snapshots import token_rules
-from probes.snapshots.render import word_diff
 from tests.unit.conftest import tiny, tokenizer_subject
 
 COMMITTED = REPO_ROOT / "fixtures" / "snapshots"

@@ -13,10 +13,10 @@ import pytest
 from probes import section_specs
 from probes.cards.schema import CrossClassTolerances, SnapshotSettings, Tolerances
 from probes.paths import SNAPSHOT_DIR
+from probes.report import section_changes as renderers
 from probes.report.diff import render
 from probes.snapshots import compare as comparing
 from probes.snapshots import record as recording
-from probes.snapshots import render as renderers
 from probes.snapshots import sections
 from probes.snapshots.differences import Difference
 from probes.snapshots.sets import SetComparison, compare_sets
@@ -110,9 +110,9 @@ def missing_parts(section: sections.Section) -> list[str]:
 
 
 def test_every_section_has_all_its_parts():
-    names = [s.name for s in sections.SECTIONS]
+    names = [s.name for s in sections.all_sections()]
     assert len(names) == len(set(names)), f"a section is listed twice: {names}"
-    assert {s.name: missing_parts(s) for s in sections.SECTIONS if missing_parts(s)} == {}
+    assert {s.name: missing_parts(s) for s in sections.all_sections() if missing_parts(s)} == {}
     assert set(names) == set(FULL["observed"]), "every entry is one a real card records, and every recorded one has one"
     assert set(BREAKS) == set(names), f"sections without a break below: {set(names) - set(BREAKS)}"
 
@@ -121,9 +121,9 @@ def test_the_card_schema_follows_the_section_list():
     """leave_out takes exactly the leavable sections, and `tolerances:` exactly the sections'
     tolerances (nothing restated in the schema)."""
     leave_out = SnapshotSettings.model_json_schema()["properties"]["leave_out"]["items"]["enum"]
-    assert leave_out == [s.name for s in sections.SECTIONS if s.leavable]
-    assert set(Tolerances.model_fields) - {"cross_class"} == set(section_specs.DEFAULT_TOLERANCES)
-    assert set(CrossClassTolerances.model_fields) == set(section_specs.CROSS_CLASS_UNITS)
+    assert leave_out == [s.name for s in sections.all_sections() if s.leavable]
+    assert set(Tolerances.model_fields) - {"cross_class"} == set(section_specs.default_tolerances())
+    assert set(CrossClassTolerances.model_fields) == set(section_specs.cross_class_units())
 
 
 @pytest.mark.parametrize("name", list(BREAKS))
@@ -148,9 +148,9 @@ def _compare_vocab_head(rec, cur, ctx):
     return [] if rec == cur else [Difference("error", "vocab_head", f"{rec['pieces']} -> {cur['pieces']}")]
 
 
-def test_a_new_section_is_one_entry(monkeypatch, tmp_path):
-    """One Section added to the list is recorded, compared, summarised by the diff and shown
-    on its page, with nothing else edited."""
+def test_a_new_section_is_one_entry(tmp_path):
+    """One Section registered is recorded, compared, summarised by the diff and shown on its
+    page, with nothing else edited (test_extension_points.py registers one from a plugin)."""
     entry = sections.Section(
         "vocab_head",
         "the first ten vocabulary pieces",
@@ -159,7 +159,15 @@ def test_a_new_section_is_one_entry(monkeypatch, tmp_path):
         renderers.changed_values,
         needs_model=False,
     )
-    monkeypatch.setattr(sections, "SECTIONS", (*sections.SECTIONS, entry))
+    sections.register(entry)
+    try:
+        _record_compare_and_show(entry, tmp_path)
+    finally:
+        sections.unregister("vocab_head")
+    assert sections.find("vocab_head") is None and "vocab_head" not in section_specs.REGISTRY
+
+
+def _record_compare_and_show(entry: sections.Section, tmp_path) -> None:
     subject = tokenizer_subject()
     observed = recording.observe(subject)
     assert observed["vocab_head"]["pieces"][:3] == ["<unk>", "<s>", "</s>"]  # the Mistral tokenizer's
@@ -180,9 +188,11 @@ def test_a_new_section_is_one_entry(monkeypatch, tmp_path):
 def test_an_entry_without_its_parts_is_refused():
     """What test_every_section_has_all_its_parts catches: an entry without a renderer, or
     with a tolerance that bounds nothing."""
-    assert missing_parts(replace(sections.SECTIONS[0], render=None)) == ["render"]
+    assert missing_parts(replace(sections.all_sections()[0], render=None)) == ["render"]
     empty = section_specs.Tolerance("max |dp|", None, None)
-    assert missing_parts(replace(sections.SECTIONS[1], tolerances={"prob_atol": empty})) == ["tolerance prob_atol"]
+    assert missing_parts(replace(sections.all_sections()[1], tolerances={"prob_atol": empty})) == [
+        "tolerance prob_atol"
+    ]
 
 
 def test_every_spec_has_its_behaviour_and_every_behaviour_its_spec():
@@ -190,7 +200,9 @@ def test_every_spec_has_its_behaviour_and_every_behaviour_its_spec():
     BEHAVIOUR (how the snapshot stage observes, compares and shows each) name the same
     sections, in the same order as SECTIONS: a spec without behaviour would be a card key
     nothing records."""
-    assert [s.name for s in section_specs.SPECS] == list(sections.BEHAVIOUR) == [s.name for s in sections.SECTIONS]
+    assert (
+        [s.name for s in section_specs.SPECS] == list(sections.BEHAVIOUR) == [s.name for s in sections.all_sections()]
+    )
 
 
 def test_reading_a_card_imports_no_snapshot_module_and_no_numpy():

@@ -151,7 +151,7 @@ def test_provenance_reads_versions_device_and_files_from_the_run():
             "sections",
         ]
     )
-    assert prov["sections"] == [section.name for section in sections.SECTIONS]
+    assert prov["sections"] == [section.name for section in sections.all_sections()]
     for key in ("python", "torch", "transformers", "tokenizers", "gpu", "cpu threads"):
         assert prov[key] == env[key], key
     assert (prov["device"], prov["dtype"], prov["quantization"], prov["revision"]) == ("cpu", "-", "none", None)

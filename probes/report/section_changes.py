@@ -1,7 +1,9 @@
 """How ``lm-probes diff`` shows a section that changed: each section's entry
 (snapshots/sections.py) names one of these. A renderer takes the section's name, its two
 recordings and the two sides' labels and returns details for the diff page, each a heading and a
-piece of already-escaped HTML; none where the section's differences table says it all."""
+piece of already-escaped HTML; none where the section's differences table says it all. Like
+every piece of HTML, they are written in the report stage (moved from snapshots/render.py), with
+report/html.py's tables."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import difflib
 import html
 from dataclasses import dataclass
 from typing import Any
+
+from probes.report.html import Cell, table
 
 MAX_ROWS = 12  # changed values listed per section; the differences table has the rest
 
@@ -100,16 +104,6 @@ def changed_values(name: str, rec: Any, cur: Any, labels: tuple[str, str]) -> li
     changed = [key for key in dict.fromkeys([*a, *b]) if a.get(key) != b.get(key)]
     if not changed:
         return []
-    head = f"<tr><th>value</th><th>{html.escape(labels[0])}</th><th>{html.escape(labels[1])}</th></tr>"
-    rows = [
-        f"<tr><td><code>{html.escape(key)}</code></td><td>{html.escape(_short(a.get(key, '-')))}</td>"
-        f"<td>{html.escape(_short(b.get(key, '-')))}</td></tr>"
-        for key in changed[:MAX_ROWS]
-    ]
+    rows = [(Cell(key, code=True), _short(a.get(key, "-")), _short(b.get(key, "-"))) for key in changed[:MAX_ROWS]]
     more = f"<p>and {len(changed) - MAX_ROWS} more</p>" if len(changed) > MAX_ROWS else ""
-    return [
-        Detail(
-            f"{name}: {len(changed)} recorded value(s) changed",
-            f'<table class="lm">{head}{"".join(rows)}</table>{more}',
-        )
-    ]
+    return [Detail(f"{name}: {len(changed)} recorded value(s) changed", table(["value", *labels], rows) + more)]
