@@ -77,6 +77,17 @@ def compare(
                 ) from exc
     if has_model[0] != has_model[1]:
         out.append(Difference("error", "model", "the snapshot and this run disagree on whether there is a model"))
+    known = {section.name for section in sections.all_sections()}
+    for name in sorted({*recorded, *current} - known):
+        # a newer lm-probes' section, or a plugin's that this run did not load: said, not silently passed
+        out.append(
+            Difference(
+                "warning",
+                name,
+                f"not compared: no registered section reads '{name}' (a newer lm-probes records it, or a plugin "
+                "that registers it is not loaded: docs/extending.md)",
+            )
+        )
     return out
 
 
