@@ -10,89 +10,26 @@ the same input and the tokenizer separately (``/tokenize``, with and without spe
 from __future__ import annotations
 
 import datetime as _dt
-import math
 from pathlib import Path
 from typing import Any
 
-from probes import stopping
 from probes.served.client import Endpoint
 from probes.snapshots import record as recording
+from probes.snapshots import sections
 from probes.snapshots.compare import compare
 from probes.snapshots.differences import Difference, first_diff
-from probes.snapshots.observe import GREEDY_TOP_K, TOP_N, answer_end_entry
 from probes.snapshots.sets import SERVED_CLASS  # the class the served side is compared as: always another one
 
 
-def served_tokenizer(endpoint: Endpoint, texts: list[str]) -> dict[str, Any]:
-    return {
-        "ids": {
-            t: {"special": endpoint.tokenize(t, add_special_tokens=True), "plain": endpoint.tokenize(t, False)}
-            for t in texts
-        }
-    }
-
-
-def served_next_token(endpoint: Endpoint, recorded: dict[str, Any]) -> dict[str, Any]:
-    """The top-20 next tokens after the recorded prompt ids: one step, greedy, raw logprobs."""
-    (step,) = endpoint.complete(recorded["prompt_ids"], max_tokens=1, temperature=0.0, logprobs=TOP_N)
-    top = sorted(step.top[0].items(), key=lambda kv: -kv[1])[:TOP_N]
-    return {
-        "prompt": recorded["prompt"],
-        "prompt_ids": list(recorded["prompt_ids"]),
-        "top_ids": [i for i, _ in top],
-        "top_probs": [math.exp(lp) for _, lp in top],
-    }
-
-
-def served_greedy(endpoint: Endpoint, recorded: dict[str, Any]) -> dict[str, Any]:
-    """Each recorded greedy run (BOS on, off) again on the server, as long, with the top-k per step."""
-    out = {}
-    for label, run in recorded.items():
-        (g,) = endpoint.complete(run["prompt_ids"], max_tokens=len(run["ids"]), temperature=0.0, logprobs=GREEDY_TOP_K)
-        out[label] = {
-            "prompt_ids": list(run["prompt_ids"]),
-            "ids": list(g.ids),
-            "text": g.text,
-            "top_ids": g.top_ids(GREEDY_TOP_K),
-        }
-    return out
-
-
-def served_answer_ends(endpoint: Endpoint, recorded: dict[str, Any]) -> dict[str, Any]:
-    """U8 on the server: each recorded answer's prompt ids asked greedily with its budget as
-    max_tokens, read as the in-process rows are (probes/stopping.py) against the model's stop
-    ids, with the server's finish_reason beside."""
-    out = {}
-    for request, answer in recorded.items():
-        (g,) = endpoint.complete(
-            answer["prompt_ids"], max_tokens=answer["budget"], temperature=0.0, logprobs=GREEDY_TOP_K
-        )
-        end = stopping.read_answer_end(
-            request,
-            "",
-            tuple(answer["prompt_ids"]),
-            g.ids,
-            budget=answer["budget"],
-            stop_ids=tuple(answer["stop_ids"]),
-            pad_id=None,  # a server returns a finished answer without padding
-            decode=lambda ids, text=g.text: text,
-            top_ids=tuple(tuple(ids) for ids in g.top_ids(GREEDY_TOP_K)),
-        )
-        out[request] = answer_end_entry(end) | {"finish_reason": g.finish_reason}
-    return out
-
-
 def served_observations(endpoint: Endpoint, in_process: dict[str, Any]) -> dict[str, Any]:
-    """What the server shows of the sections parity compares, asked with the in-process
-    observations' own texts and prompt ids."""
-    observed: dict[str, Any] = {"tokenizer": served_tokenizer(endpoint, list(in_process["tokenizer"]["ids"]))}
-    if "next_token" in in_process:
-        observed["next_token"] = served_next_token(endpoint, in_process["next_token"])
-    if "greedy" in in_process:
-        observed["greedy"] = served_greedy(endpoint, in_process["greedy"])
-    if "answer_ends" in in_process:
-        observed["answer_ends"] = served_answer_ends(endpoint, in_process["answer_ends"])
-    return observed
+    """What the server shows of the sections parity compares: each section the in-process
+    side recorded whose entry says how a server shows it (``observe_served``, probes/served/observe.py),
+    in the section list's order, a plugin's section included."""
+    return {
+        section.name: section.observe_served(endpoint, in_process[section.name])
+        for section in sections.all_sections()
+        if section.observe_served is not None and section.name in in_process
+    }
 
 
 def parity_view(in_process: dict[str, Any], served: dict[str, Any]) -> dict[str, Any]:

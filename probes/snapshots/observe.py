@@ -14,14 +14,12 @@ import numpy as np
 from probes import tokenizer as tk
 from probes.inputs import article_inputs
 from probes.maths import softmax64
+from probes.snapshots.entries import GREEDY_TOP_K, TOP_N, answer_end_entry
 from probes.subjects import results
 
 if TYPE_CHECKING:
     from probes.hidden_states import Fingerprint
     from probes.subjects.subject import Subject
-
-TOP_N = 20  # next-token ids kept in a snapshot
-GREEDY_TOP_K = 5  # per greedy step, the ids kept for the cross-class rule (vLLM's tests use 5)
 
 
 def rounded(x: float, digits: int = 7) -> float:
@@ -89,21 +87,6 @@ def observe_greedy(subject: Subject) -> dict[str, Any]:
 def observe_answer_ends(subject: Subject) -> dict[str, Any]:
     """U8: per request, the greedy answer up to where it ended and how it ended."""
     return {request: answer_end_entry(end) for request, end in results.answer_ends(subject).items()}
-
-
-def answer_end_entry(end: Any) -> dict[str, Any]:
-    """One answer's entry (a stopping.AnswerEnd): the served side records its own the same way."""
-    return {
-        "prompt_ids": list(end.prompt_ids),
-        "ids": list(end.ids),
-        "text": end.text,
-        "end": end.end,  # stop | budget | ran past a stop id | other
-        "stop_id": end.stop_id,
-        "new_tokens": len(end.ids),
-        "budget": end.budget,
-        "stop_ids": list(end.stop_ids),
-        "top_ids": [list(ids) for ids in end.top_ids],  # the cross-class rule's top-k per step
-    }
 
 
 def observe_embedding(subject: Subject) -> dict[str, Any]:

@@ -23,9 +23,11 @@ from probes import section_specs
 from probes.registry import Registry
 from probes.report import section_changes
 from probes.section_specs import SPECS, SectionSpec, Tolerance
+from probes.served import observe as served_observe
 from probes.snapshots import observe, rules, token_rules
 
 if TYPE_CHECKING:
+    from probes.served.client import Endpoint
     from probes.snapshots.differences import Context, Difference
     from probes.subjects.subject import Subject
 
@@ -40,6 +42,9 @@ class Section:
     tolerances: dict[str, Tolerance] = field(default_factory=dict)
     leavable: bool = False  # a card may leave it out of its snapshot (a slow model)
     needs_model: bool = True  # False: a tokenizer-only card records it too
+    # (endpoint, the in-process recording) -> what a server shows of it, for served parity
+    # (probes/served/observe.py); None: not something an OpenAI-compatible server shows
+    observe_served: Callable[[Endpoint, Any], Any] | None = None
 
 
 # How each section of probes/section_specs.py is observed, compared and shown.
@@ -91,6 +96,15 @@ def find(name: str) -> Section | None:
     return REGISTRY.find(name)
 
 
+# How a server shows the sections it can (served parity); the rest have no served side.
+SERVED: dict[str, Callable] = {
+    "tokenizer": served_observe.served_tokenizer,
+    "next_token": served_observe.served_next_token,
+    "greedy": served_observe.served_greedy,
+    "answer_ends": served_observe.served_answer_ends,
+}
+
+
 def _built_in(entry: SectionSpec) -> Section:
     observe_, compare, render_ = BEHAVIOUR[entry.name]
     return Section(
@@ -102,6 +116,7 @@ def _built_in(entry: SectionSpec) -> Section:
         tolerances=entry.tolerances,
         leavable=entry.leavable,
         needs_model=entry.needs_model,
+        observe_served=SERVED.get(entry.name),
     )
 
 

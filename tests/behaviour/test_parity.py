@@ -23,7 +23,6 @@ from probes.served.parity import (
     parity_differences,
     parity_view,
     repeat_differences,
-    served_answer_ends,
     served_observations,
     served_provenance,
     write_parity_snapshots,
@@ -238,7 +237,7 @@ def test_served_answers_end_where_transformers_stop(model_subject, served_endpoi
     cross-class rule where the texts part at a near-tie), with the finish_reason its tokens call
     for: "stop" at a stop id, "length" at the budget."""
     in_process = {"answer_ends": sections.find("answer_ends").observe(model_subject)}
-    served = {"answer_ends": served_answer_ends(served_endpoint, in_process["answer_ends"])}
+    served = {"answer_ends": sections.find("answer_ends").observe_served(served_endpoint, in_process["answer_ends"])}
     attach.table(
         ["request", "transformers", "served", "finish_reason"],
         [

@@ -250,3 +250,32 @@ def test_endpoint_gives_the_verdicts_of_the_parity_test(replay, run_suite, tmp_p
     assert passed.returncode == 0 and "1 passed" in passed.stdout, passed.stdout[-2000:]
     broken = run_suite(*args, "--endpoint", replay("adds-bos"))
     assert broken.returncode == 1 and "tokenizer.ids" in broken.stdout, broken.stdout[-2000:]
+
+
+def test_the_served_side_is_what_each_sections_entry_says_a_server_shows():
+    """served_observations asks the section list, not a list of its own: a registered section
+    with observe_served is asked, one without (temperature) is not, and one the in-process side
+    did not record is not either."""
+    from probes.snapshots import sections
+
+    asked = sections.Section(
+        "served_echo",
+        "a stand-in",
+        lambda s: None,
+        lambda r, c, x: [],
+        lambda *a: [],
+        observe_served=lambda e, r: [e, r],
+    )
+    sections.register(asked)
+    try:
+        in_process = {"served_echo": {"a": 1}, "temperature": {"entropy": {}}}
+        assert served_observations("endpoint", in_process) == {"served_echo": ["endpoint", {"a": 1}]}
+        assert served_observations("endpoint", {"temperature": {}}) == {}
+    finally:
+        sections.unregister("served_echo")
+    assert [s.name for s in sections.all_sections() if s.observe_served] == [
+        "tokenizer",
+        "next_token",
+        "greedy",
+        "answer_ends",
+    ]
