@@ -186,6 +186,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     card = item_info.card_of(item)
     if card is not None:
         record_of(item.config).add_test_outcome(item, outcome.get_result(), card)
+    # a benchmark's figures, read off the test's own `benchmark` fixture (pytest-benchmark's
+    # public object) rather than its plugin's private session
+    stats = getattr(getattr(item, "funcargs", {}).get("benchmark"), "stats", None)
+    if call.when == "call" and stats is not None:
+        record_of(item.config).benchmarks.append(stats)
 
 
 # ------------------------------------------------------------ pytest-xdist workers

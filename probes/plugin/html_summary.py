@@ -39,13 +39,12 @@ def results_summary(prefix: list[str], session: pytest.Session) -> None:
         return  # another project's session: its report stays its own
     from probes.report import html as report
 
-    benchmarks = getattr(getattr(session.config, "_benchmarksession", None), "benchmarks", [])
     prefix.append(
         report.summary_html(
             subjects=record.subject_rows(),
             observations=record.outcomes,
             snapshots=record.snapshots,
-            benchmarks=benchmark_table(benchmarks),
+            benchmarks=benchmark_table(record.benchmarks),
             sections=record.sections,
         )
     )

@@ -35,6 +35,9 @@ class SessionRecord:
     worker_subject_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     # card -> the server --serve started for it (stopped at the session's end)
     servers: dict[str, Any] = field(default_factory=dict)
+    # each benchmark test's figures (its `benchmark` fixture's stats), for the report's table;
+    # not sent by xdist workers: pytest-benchmark turns itself off under xdist
+    benchmarks: list[Any] = field(default_factory=list)
 
     def stop_servers(self) -> None:
         for server in self.servers.values():
