@@ -69,7 +69,7 @@ def higher_precision(model: PreTrainedModel) -> Iterator[str]:
     plus one module's widened weights, never a second copy of the whole model: a 1.7B
     float32 model would need 13.7 GB more in float64. Each op computes in exactly the
     dtypes a wholly widened model would give it, so the tokens and logits are the same
-    (tests/unit/test_internals_probe.py). Buffers (rotary frequencies) are small and
+    (tests/unit/probe/test_internals_probe.py). Buffers (rotary frequencies) are small and
     widened for the whole block."""
     import torch
 

@@ -113,7 +113,7 @@ def generate_rows(
         # per prompt and its key/value cache is repeated for every run, so n samples cost n
         # decodes, not n prompts too. Rows stay in num_return_sequences' order, and
         # generate() still samples (its warpers, its multinomial), so under the same seed
-        # the draws are the plain call's (tests/unit/test_decoding_probe.py).
+        # the draws are the plain call's (tests/unit/probe/test_decoding_probe.py).
         gen_kwargs["past_key_values"] = _prompt_cache(model, enc, runs)
         model_inputs = enc.__class__({k: v.repeat_interleave(runs, dim=0) for k, v in enc.items()})
         gen_kwargs["num_return_sequences"] = 1

@@ -13,7 +13,7 @@ a later call overwrites is still replayed (it moves the generator exactly as it 
 scratch tensor that is dropped at once; the call that gives a tensor its final value fills
 the tensor that is saved, cast to the folder's dtype and written with its shard. Peak memory
 is one shard plus the largest tensor in float32. The weights are bit for bit those of the
-model built directly with the same seed (tests/unit/test_random_weights.py).
+model built directly with the same seed (tests/unit/cards/test_random_weights.py).
 
 What this cannot replay (a random factory such as ``torch.randn`` in a constructor, a value
 set by a factory and never by an init call, tied or derived weights) raises ``NotReplayable``

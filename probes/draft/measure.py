@@ -15,7 +15,7 @@ batches and seeds) and returns the card's sections with the measured values:
 
 Every value carries a comment saying what was measured. The suite then passes on the
 card by construction, and fails when the model, its files or a library changes what
-they do (tests/unit/test_draft.py shows both). The user reviews the card and commits it.
+they do (tests/unit/draft/test_draft.py shows both). The user reviews the card and commits it.
 ``lm-probes draft-card`` (probes/cli/draft_card.py) is the command.
 """
 

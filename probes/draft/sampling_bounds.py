@@ -11,7 +11,7 @@ model reaches, set for far less than the suite's own samples cost many times ove
   the next seed sharing the prompt's prefill; for the counts, that call stops as soon as every
   group's samples differ (engine's ``until_groups_differ``), since no count can change after.
 
-tests/unit/test_draft_bounds.py sets the old rule (10 simulated draws, less one sample) beside
+tests/unit/draft/test_draft_bounds.py sets the old rule (10 simulated draws, less one sample) beside
 the new one on SmolLM2.
 """
 

@@ -22,7 +22,7 @@ import pytest
 
 # Only light modules here: installed, the plugin loads in every pytest session of the
 # environment, and one that never uses lm-probes must not pay for the cards or torch
-# (tests/unit/test_plugin.py). The rest is imported by the hooks that need it.
+# (tests/unit/plugin/test_plugin.py). The rest is imported by the hooks that need it.
 from probes.plugin import html_summary, interrupts, options
 from probes.plugin import items as item_info  # (pytest names a hook's argument `items`)
 from probes.plugin.fixtures import (

@@ -99,7 +99,7 @@ def _table_cell(text: str) -> str:
 def card_reference() -> str:
     """Every card field: type, required or default, meaning, and the observations whose
     tests read it. Generated into docs/cards.md (``python -m probes.report.card_reference > docs/cards.md``)."""
-    from probes.cards.sources import Source
+    from probes.cards.schema import MODEL_SOURCES, TOKENIZER_SOURCES
 
     by_field = observations_by_field()
     rows: list[list[str]] = []
@@ -121,7 +121,8 @@ def card_reference() -> str:
         "| source | class | field | type | required / default | meaning |",
         "|---|---|---|---|---|---|",
     ]
-    for source in sorted(Source.__subclasses__(), key=lambda c: source_tags(c)):
+    registered = dict.fromkeys([*MODEL_SOURCES.entries(), *TOKENIZER_SOURCES.entries()])  # both roles once
+    for source in sorted(registered, key=lambda c: source_tags(c)):
         if list(source.model_fields) == ["source"]:
             summary = _table_cell(" ".join((source.__doc__ or "").split()))
             lines.append(f"| `{source_tags(source)[0]}` | {source.__name__} | - | - | - | {summary} |")

@@ -81,7 +81,7 @@ def test_own_temperature_matches_transformers(model_subject, attach):
     """softmax(z/T) at the article's temperatures (the three panels), by the own
     definition and by transformers' TemperatureLogitsWarper on this model's logits.
     (That a smaller T sharpens and a larger one flattens holds for any logits: a unit
-    test of the probe, tests/unit/test_decoding_probe.py.)"""
+    test of the probe, tests/unit/probe/test_decoding_probe.py.)"""
     from transformers import TemperatureLogitsWarper
 
     sweep = temperature_sweep(model_subject)

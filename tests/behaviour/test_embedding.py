@@ -19,7 +19,7 @@ def test_word_vectors_come_from_sub_word_rows_without_bos(model_subject, attach)
     """E2/E3 on the model: each of the 20 words encodes (special tokens off) to sub-word
     ids with no BOS among them, every id a row of the embedding, and no two words that
     encode differently share a vector. (That a vector is the mean of its rows is a unit
-    test of the probe, tests/unit/test_embedding_probe.py.)"""
+    test of the probe, tests/unit/probe/test_embedding_probe.py.)"""
     vectors = word_vectors(model_subject)
     attach.png(
         plots.cosine_heatmap(

@@ -136,7 +136,7 @@ def test_the_development_page_names_every_module_and_unit_test_file():
     modules = {str(p.relative_to(REPO_ROOT / "probes")) for p in (REPO_ROOT / "probes").rglob("*.py")}
     modules = {m for m in modules if not m.endswith("__init__.py")}
     assert named == modules, f"docs/development.md: missing {modules - named}, gone {named - modules}"
-    unit_tests = {p.name for p in (REPO_ROOT / "tests" / "unit").glob("test_*.py")}
+    unit_tests = {p.name for p in (REPO_ROOT / "tests" / "unit").rglob("test_*.py")}
     assert not unit_tests - set(re.findall(r"\b(test_\w+\.py)\b", page)), "a unit test file is not named"
 
 

@@ -13,7 +13,7 @@ from probes.maths import softmax64
 from probes.snapshots import compare as comparing
 from probes.snapshots import token_rules
 from probes.snapshots.differences import Difference, first_diff
-from tests.unit.snapshot_helpers import changed, diffs_of, observed
+from tests.unit.snapshots.snapshot_helpers import changed, diffs_of, observed
 
 # --------------------------------------------- compare() on plain observations, no model
 

@@ -27,7 +27,7 @@ from probes.served.parity import (
 )
 from probes.snapshots.observe import observe_tokenizer
 from probes.subjects.subject import Subject
-from tests.unit.test_served_server import _served_card
+from tests.unit.served.test_served_server import _served_card
 
 RECORDED = json.loads((SNAPSHOT_DIR / "tiny-mistral" / "cpu.json").read_text(encoding="utf-8"))
 

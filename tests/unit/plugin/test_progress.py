@@ -16,8 +16,7 @@ from probes.draft.settings import Draft
 from probes.draft.tokenizer import draft_tokenizer
 from probes.paths import REPO_ROOT
 from probes.subjects import results
-
-from .conftest import tiny
+from tests.unit.conftest import tiny
 
 
 class Terminal(io.StringIO):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from probes.cards.card import CardError, available_cards, load_card
-from tests.unit.test_cards import MINIMAL, MODEL, write_card
+from tests.unit.cards.test_cards import MINIMAL, MODEL, write_card
 
 # ------------------------------------------------- the published JSON Schema (issue 12)
 

@@ -16,7 +16,7 @@ from probes.numerics import (
 from probes.paths import SNAPSHOT_DIR
 from probes.snapshots.check import SnapshotCheck, SnapshotOutcome
 from probes.subjects import results
-from tests.unit.test_cross_class import TINY_NF4, _load, _tiny_nf4
+from tests.unit.snapshots.test_cross_class import TINY_NF4, _load, _tiny_nf4
 
 # ------------------------------------------------ breaks recorded on one class, run on another
 

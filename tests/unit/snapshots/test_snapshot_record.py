@@ -16,7 +16,7 @@ from probes.snapshots import sections, token_rules
 from probes.snapshots.check import SnapshotCheck, SnapshotOutcome
 from probes.snapshots.differences import Difference
 from tests.unit.conftest import tiny, tokenizer_subject
-from tests.unit.snapshot_helpers import diffs_of, observed
+from tests.unit.snapshots.snapshot_helpers import diffs_of, observed
 
 # ------------------------------------------------------------------- snapshot files
 

@@ -12,8 +12,7 @@ from probes import engine
 from probes.ledger import LEDGER, NO_PROBE, TOTAL, Ledger, Machine, Work, cost_rows, label_of, weight_bytes
 from probes.subjects import results
 from probes.subjects.memo import RESULTS
-
-from .conftest import tiny
+from tests.unit.conftest import tiny
 
 PROMPT = "The capital of Japan is"
 

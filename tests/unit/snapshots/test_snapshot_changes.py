@@ -15,7 +15,7 @@ from probes.snapshots import observe as observing
 from probes.snapshots import record as recording
 from probes.subjects import results
 from tests.unit.conftest import tiny, tokenizer_subject
-from tests.unit.snapshot_helpers import compare_with, errors
+from tests.unit.snapshots.snapshot_helpers import compare_with, errors
 
 # ------------------------------------------------------------------ caught changes
 
