@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from probes import engine
+from probes import generate_calls
 from probes.maths import softmax64
 
 if TYPE_CHECKING:
@@ -78,10 +78,12 @@ def backend_run(
 ) -> BackendRun:
     """The probe inputs under one attention back-end."""
     with attention_backend(model, backend):
-        single = np.stack([softmax64(engine.next_token_logits_many(tokenizer, model, [p])[0]) for p in prompts])
-        batch = softmax64(engine.next_token_logits_many(tokenizer, model, [prompts[0], *others])[0])
-        alone = engine.generate(tokenizer, model, prompts[0], max_new_tokens=max_new_tokens)
-        batched = engine.generate_many(tokenizer, model, [prompts[0], *others], max_new_tokens=max_new_tokens)[0]
+        single = np.stack([softmax64(generate_calls.next_token_logits_many(tokenizer, model, [p])[0]) for p in prompts])
+        batch = softmax64(generate_calls.next_token_logits_many(tokenizer, model, [prompts[0], *others])[0])
+        alone = generate_calls.generate(tokenizer, model, prompts[0], max_new_tokens=max_new_tokens)
+        batched = generate_calls.generate_many(tokenizer, model, [prompts[0], *others], max_new_tokens=max_new_tokens)[
+            0
+        ]
     return BackendRun(backend, single, batch, alone.new_ids[0], batched.new_ids[0])
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from probes.engine import encode_prompt, generate, generate_rows, pad_id
+from probes.generate_calls import encode_prompt, generate, generate_rows, pad_id
 from probes.generation import Generation
 
 if TYPE_CHECKING:

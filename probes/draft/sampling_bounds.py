@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from probes import decoding as dc
-from probes import engine, generation, stopping
+from probes import generate_calls, generation, stopping
 from probes.draft.margins import DISTINCT, SHARE, BinomialShare
 from probes.draft.settings import Draft, DraftSettings
 from probes.draft.writer import Commented
@@ -93,7 +93,7 @@ def sampled_path_probabilities(
     of ``paths`` (new token ids): generate()'s own processors for that call applied to one
     forward pass (D6's greedy path, D7's answer)."""
     spec = article_inputs()["sampling"]
-    prompt_ids = tuple(engine.prompt_ids(subject.tokenizer, spec["prompt"]))
+    prompt_ids = tuple(generate_calls.prompt_ids(subject.tokenizer, spec["prompt"]))
     call = {"do_sample": True, **spec["regimes"][regime]}
     # a row ends at the first stop id it emits (what follows is padding, never sampled)
     ends, _ = stopping.stop_ids(subject.tokenizer, subject.model.generation_config)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from probes import engine, generation
+from probes import generate_calls, generation
 from probes import quantization as qz
 from probes.inputs import article_inputs
 from probes.subjects.memo import RESULTS
@@ -36,7 +36,7 @@ def drift_greedy(subject: Subject) -> generation.Generation:
     return RESULTS.get(
         subject,
         ("drift-greedy", prompt),
-        lambda: engine.generate(subject.tokenizer, subject.model, prompt, max_new_tokens=DRIFT_GREEDY_TOKENS),
+        lambda: generate_calls.generate(subject.tokenizer, subject.model, prompt, max_new_tokens=DRIFT_GREEDY_TOKENS),
     )
 
 
@@ -51,9 +51,9 @@ def drift(subject: Subject, reference: Subject) -> qz.Drift:
         reference_logits = RESULTS.get(
             reference,
             ("next_token_many", tuple(prompts)),
-            lambda: engine.next_token_logits_many(reference.tokenizer, reference.model, prompts),
+            lambda: generate_calls.next_token_logits_many(reference.tokenizer, reference.model, prompts),
         )
-        quantized_logits = engine.next_token_logits_many(subject.tokenizer, subject.model, prompts)
+        quantized_logits = generate_calls.next_token_logits_many(subject.tokenizer, subject.model, prompts)
         per_prompt = tuple(
             qz.prompt_drift(subject.tokenizer, prompt, ref, quant)
             for prompt, ref, quant in zip(prompts, reference_logits, quantized_logits)

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from probes import attention as at
-from probes import batching, engine, generation, stopping
+from probes import batching, generation, stopping
 from probes import decoding as dc
 from probes import embedding as em
+from probes import generate_calls as calls
 from probes import generation_settings as gs
 from probes import hidden_states as hs
 from probes import tokenizer as tk
@@ -75,7 +76,7 @@ def answer_ends(subject: Subject) -> dict[str, stopping.AnswerEnd]:
         prompts = answer_end_prompts(subject)
         tokenizer, model = subject.tokenizer, subject.model
         stop_ids, _ = stopping.stop_ids(tokenizer, model.generation_config)
-        rows = engine.greedy_unstripped(
+        rows = calls.greedy_unstripped(
             tokenizer, model, list(prompts.values()), max_new_tokens=budget, top_k=stopping.TOP_K
         )
         decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=False)  # noqa: E731
@@ -87,7 +88,7 @@ def answer_ends(subject: Subject) -> dict[str, stopping.AnswerEnd]:
                 row,
                 budget=budget,
                 stop_ids=stop_ids,
-                pad_id=engine.pad_id(tokenizer),
+                pad_id=calls.pad_id(tokenizer),
                 decode=decode,
                 top_ids=top,
             )
@@ -164,7 +165,7 @@ def greedy(subject: Subject, bos: bool) -> generation.Generation:
     return RESULTS.get(
         subject,
         ("greedy", _greedy_ids(subject.tokenizer, bos)),
-        lambda: engine.greedy_runs(
+        lambda: calls.greedy_runs(
             subject.tokenizer,
             subject.model,
             runs=article_inputs()["greedy"]["runs"],
@@ -181,7 +182,7 @@ def greedy_first_run(subject: Subject, bos: bool) -> generation.Generation:
     return RESULTS.get(
         subject,
         ("greedy-run-1", _greedy_ids(subject.tokenizer, bos)),
-        lambda: engine.generate(subject.tokenizer, subject.model, keep_logits=True, **_greedy_call(subject, bos)),
+        lambda: calls.generate(subject.tokenizer, subject.model, keep_logits=True, **_greedy_call(subject, bos)),
     )
 
 
@@ -203,7 +204,7 @@ def _forces_bos(tokenizer, bos: bool) -> bool:
 def _greedy_ids(tokenizer, bos: bool) -> tuple[int, ...]:
     """The D3 (BOS on) or D4 (BOS off) greedy prompt's ids."""
     prompt = article_inputs()["greedy"]["prompt"]
-    return tuple(engine.prompt_ids(tokenizer, prompt, add_special_tokens=bos, force_bos=_forces_bos(tokenizer, bos)))
+    return tuple(calls.prompt_ids(tokenizer, prompt, add_special_tokens=bos, force_bos=_forces_bos(tokenizer, bos)))
 
 
 def sampled(
@@ -218,7 +219,7 @@ def sampled(
     return RESULTS.get(
         subject,
         ("sampling", regime, seed, runs, until_groups_differ),
-        lambda: engine.generate(
+        lambda: calls.generate(
             subject.tokenizer,
             subject.model,
             spec["prompt"],
@@ -242,7 +243,7 @@ def first_token_samples(subject: Subject) -> generation.Generation:
     return RESULTS.get(
         subject,
         ("first_tokens", prompt, subject.seed),
-        lambda: engine.sample_first_tokens(
+        lambda: calls.sample_first_tokens(
             subject.tokenizer,
             subject.model,
             prompt,
@@ -262,7 +263,7 @@ def top_k_samples(subject: Subject) -> generation.Generation:
     return RESULTS.get(
         subject,
         ("top_k", spec["prompt"], spec["k"], spec["samples"], subject.seed),
-        lambda: engine.generate(
+        lambda: calls.generate(
             subject.tokenizer,
             subject.model,
             spec["prompt"],
@@ -283,16 +284,14 @@ def greedy_reference(subject: Subject) -> generation.Generation:
     the article's case), it is their run 1; else a call of its own."""
     spec, greedy_spec = article_inputs()["sampling"], article_inputs()["greedy"]
     if spec["prompt"] == greedy_spec["prompt"] and spec["max_new_tokens"] == greedy_spec["max_new_tokens"]:
-        plain = tuple(engine.prompt_ids(subject.tokenizer, spec["prompt"]))
+        plain = tuple(calls.prompt_ids(subject.tokenizer, spec["prompt"]))
         for bos in (False, True):
             if plain == _greedy_ids(subject.tokenizer, bos):
                 return greedy_first_run(subject, bos)
     return RESULTS.get(
         subject,
         "sampling-greedy",
-        lambda: engine.generate(
-            subject.tokenizer, subject.model, spec["prompt"], max_new_tokens=spec["max_new_tokens"]
-        ),
+        lambda: calls.generate(subject.tokenizer, subject.model, spec["prompt"], max_new_tokens=spec["max_new_tokens"]),
     )
 
 
@@ -352,7 +351,7 @@ def answer_questions(subject: Subject, tasks: TasksExpect) -> dict[str, generati
             )
             for case in cases
         ]
-        generations = engine.generate_many(
+        generations = calls.generate_many(
             subject.tokenizer,
             subject.model,
             prompts,
@@ -377,7 +376,7 @@ def openings(
         return RESULTS.get(
             subject,
             ("creative", False),
-            lambda: engine.greedy_runs_many(
+            lambda: calls.greedy_runs_many(
                 tokenizer, model, spec["openings"], runs=spec["runs"], max_new_tokens=spec["max_new_tokens"]
             ),
         )
@@ -386,7 +385,7 @@ def openings(
     return RESULTS.get(
         subject,
         ("creative", True, seed, runs, until_groups_differ),
-        lambda: engine.generate_many(
+        lambda: calls.generate_many(
             tokenizer,
             model,
             spec["openings"],

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from probes import decoding as dc
-from probes import engine, generation
+from probes import generate_calls, generation
 from probes import sampling as sp
 from probes.expect import check_at_least, check_equal, check_that
 from probes.inputs import article_inputs
@@ -48,7 +48,7 @@ def test_top_next_token_is_what_greedy_generates_first(model_subject, attach):
         summary="Next token after the prompt (D1)",
     )
     card = model_subject.card
-    first = engine.generate(model_subject.tokenizer, model_subject.model, result.prompt, max_new_tokens=1)
+    first = generate_calls.generate(model_subject.tokenizer, model_subject.model, result.prompt, max_new_tokens=1)
     check_that(
         card,
         first.prompt_ids == result.input_ids,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from probes import engine
+from probes import generate_calls
 from probes.expect import check_that
 from probes.inputs import article_inputs
 from probes.paths import REPO_ROOT
@@ -155,7 +155,7 @@ def test_served_chat_is_apply_chat_template(model_subject, served_endpoint, atta
     rendering = results.chat_rendering(model_subject)
     if not rendering.has_template:
         pytest.skip(f"{model_subject.name}'s tokenizer has no chat template")
-    reply = engine.generate(
+    reply = generate_calls.generate(
         model_subject.tokenizer,
         model_subject.model,
         rendering.text,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 
-from probes import engine
+from probes import generate_calls
 from probes import sampling as sp
 from probes.cards.files import package_file
 from probes.subjects.subject import Subject
@@ -118,7 +118,7 @@ def test_decode_tokens_per_second(benchmark, model_subject, strategy, batch):
 
     def decode():
         # min_new_tokens: every row makes exactly NEW_TOKENS tokens, so tokens/s is exact
-        return engine.generate_many(
+        return generate_calls.generate_many(
             tokenizer, model, prompts, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, seed=0, **settings
         )
 
@@ -142,11 +142,11 @@ def test_batched_against_sequential_sampling(benchmark, model_subject):
     def sequential() -> float:
         start = time.perf_counter()
         for seed in range(BATCH):
-            engine.generate(tokenizer, model, "The capital of Japan is", runs=1, seed=seed, **settings)
+            generate_calls.generate(tokenizer, model, "The capital of Japan is", runs=1, seed=seed, **settings)
         return time.perf_counter() - start
 
     batched = benchmark.pedantic(
-        lambda: engine.generate(tokenizer, model, "The capital of Japan is", runs=BATCH, seed=0, **settings),
+        lambda: generate_calls.generate(tokenizer, model, "The capital of Japan is", runs=BATCH, seed=0, **settings),
         rounds=3,
         warmup_rounds=1,
     )

@@ -8,7 +8,7 @@ import json
 
 import torch
 
-from probes import engine
+from probes import generate_calls
 from probes import sampling as sp
 from probes.paths import SNAPSHOT_DIR
 from probes.subjects.subject import Subject
@@ -161,9 +161,9 @@ def own_temperature_ignored(monkeypatch):
 def bos_run_without_bos(monkeypatch):
     """The BOS-on greedy run no longer puts BOS in front (the probe as it was before
     issue 10): with a tokenizer that adds none, BOS on and off are the same input."""
-    real = engine.prompt_ids
+    real = generate_calls.prompt_ids
     monkeypatch.setattr(
-        engine,
+        generate_calls,
         "prompt_ids",
         lambda tok, prompt, add_special_tokens=True, force_bos=False: real(tok, prompt, add_special_tokens),
     )

@@ -106,7 +106,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
             for name in (
                 "tokenizer",
                 "embedding",
-                "engine",
+                "generate_calls",
                 "generation",
                 "decoding",
                 "batching",

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from probes import engine
+from probes import generate_calls
 from probes.ledger import LEDGER, NO_PROBE, TOTAL, Ledger, Machine, Work, cost_rows, label_of, weight_bytes
 from probes.subjects import results
 from probes.subjects.memo import RESULTS
@@ -34,7 +34,7 @@ def test_one_generate_of_3_rows_and_4_new_tokens_is_one_prefill_of_3_rows_and_3_
     import torch
 
     ledger = _watched(tiny_subject)
-    ids = torch.tensor([engine.prompt_ids(tiny_subject.tokenizer, PROMPT)] * 3)
+    ids = torch.tensor([generate_calls.prompt_ids(tiny_subject.tokenizer, PROMPT)] * 3)
     with ledger.probe("sampling", tiny_subject.name), torch.no_grad():
         tiny_subject.model.generate(
             ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, min_new_tokens=4, do_sample=True, pad_token_id=0
@@ -46,11 +46,11 @@ def test_one_generate_of_3_rows_and_4_new_tokens_is_one_prefill_of_3_rows_and_3_
 
 
 def test_the_engines_samples_share_one_prompt_prefill_and_are_one_generate_call(tiny_subject):
-    """engine.generate's runs (issue 34, part 1): the prompt less its last token once, in one
+    """generate_calls.generate's runs (issue 34, part 1): the prompt less its last token once, in one
     row, then one generate() call of 3 rows on the repeated cache."""
     ledger = _watched(tiny_subject)
-    length = len(engine.prompt_ids(tiny_subject.tokenizer, PROMPT))
-    engine.generate(
+    length = len(generate_calls.prompt_ids(tiny_subject.tokenizer, PROMPT))
+    generate_calls.generate(
         tiny_subject.tokenizer,
         tiny_subject.model,
         PROMPT,
@@ -71,7 +71,7 @@ def test_the_same_rows_drawn_in_separate_calls_show_three_calls_of_one_row(tiny_
     ledger = _watched(tiny_subject)
     with ledger.probe("sampling", tiny_subject.name):
         for seed in range(3):
-            engine.generate(
+            generate_calls.generate(
                 tiny_subject.tokenizer,
                 tiny_subject.model,
                 PROMPT,
@@ -97,7 +97,7 @@ def test_a_shared_prompt_cache_counts_the_rows_continuing_it_as_one_generate_cal
     """D5's 400 first tokens: the prompt less its last token once, then one generate() call
     of 400 one-token rows on the repeated cache."""
     ledger = _watched(tiny_subject)
-    engine.sample_first_tokens(
+    generate_calls.sample_first_tokens(
         tiny_subject.tokenizer, tiny_subject.model, PROMPT, runs=8, seed=0, top_p=0.9, temperature=1.4
     )
     work = ledger.since({})[NO_PROBE]
@@ -161,5 +161,5 @@ def test_a_listener_that_fails_is_dropped_with_a_warning_and_the_probe_runs_on(t
         raise RuntimeError("terminal gone")
 
     with ledger.listening(broken), pytest.warns(UserWarning, match="progress display stopped: RuntimeError"):
-        engine.generate(tiny_subject.tokenizer, tiny_subject.model, PROMPT, max_new_tokens=3, min_new_tokens=3)
+        generate_calls.generate(tiny_subject.tokenizer, tiny_subject.model, PROMPT, max_new_tokens=3, min_new_tokens=3)
     assert ledger.since({})[NO_PROBE].new_tokens == 3

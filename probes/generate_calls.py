@@ -1,7 +1,8 @@
-"""The generate() engine every probe calls: prompts encoded and checked, one batched
+"""The generate() calls every probe makes: prompts encoded and checked, one batched
 ``generate`` per set of samples (``num_return_sequences``, never a Python loop), greedy runs
 repeated as separate calls, and next-token logits for many prompts in one forward pass.
-Returns ``Generation`` results (probes/generation.py)."""
+Returns ``Generation`` results (probes/generation.py). (Named probes/engine.py before issue 36:
+"engine" now means a serving engine only, probes/served/engines.py.)"""
 
 from __future__ import annotations
 
