@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from probes.report.diff import as_json, fingerprint_line, output_paths_problem, write_report
-from probes.snapshots import compare as comparing
-from probes.snapshots import sets as diff
+from probes.snapshots import sets
+from probes.snapshots.compare import summary_line
 from probes.snapshots.sets import CardComparison, SetComparison
 
 
@@ -21,12 +21,12 @@ def run_diff(args: argparse.Namespace) -> int:
     problem = output_paths_problem(args.html, args.json)
     if problem:
         print(f"lm-probes diff: {problem}", file=sys.stderr)
-        return diff.BAD_INPUT
+        return sets.BAD_INPUT
     try:
-        comparisons = diff.compare_sets(a, b, args.card or None)
-    except diff.DiffInputError as exc:
+        comparisons = sets.compare_sets(a, b, args.card or None)
+    except sets.DiffInputError as exc:
         print(f"lm-probes diff: {exc}", file=sys.stderr)
-        return diff.BAD_INPUT
+        return sets.BAD_INPUT
     return report_comparisons(comparisons, args.label_a or str(a), args.label_b or str(b), Path(args.html), args.json)
 
 
@@ -39,9 +39,7 @@ def summary_lines(comparisons: SetComparison | Sequence[CardComparison]) -> list
     found = SetComparison.of(comparisons)
     lines = []
     for c in found:
-        head = comparing.summary_line(
-            c.provenance_a, c.provenance_b, list(c.differences), classes=(c.device_a, c.device_b)
-        )
+        head = summary_line(c.provenance_a, c.provenance_b, list(c.differences), classes=(c.device_a, c.device_b))
         device = f" [{c.device_note}]" if c.device_note else ""
         lines.append(f"{c.name}: {head}{device}")
         for side, provenance in (("A", c.provenance_a), ("B", c.provenance_b)):

@@ -18,7 +18,7 @@ from probes.draft.turn_end import TurnEndNotAStop, refusal, turn_end_before_meas
 from probes.draft.writer import card_text, kept_entries
 from probes.ledger import LEDGER
 from probes.paths import write_blocker
-from probes.snapshots import sets as diff
+from probes.snapshots import sets
 
 if TYPE_CHECKING:
     from probes.cards.card import Card
@@ -173,7 +173,7 @@ def folder_problem(folder: Path, what: str) -> str | None:
 
 def _bad_input(message: str) -> int:
     print(f"lm-probes draft-card: {message}", file=sys.stderr)
-    return diff.BAD_INPUT
+    return sets.BAD_INPUT
 
 
 def _model_defect(message: str) -> int:

@@ -12,7 +12,7 @@ from probes.cli import environments
 from probes.cli.diff import report_comparisons
 from probes.paths import REPO_ROOT
 from probes.report.diff import output_paths_problem
-from probes.snapshots import sets as diff
+from probes.snapshots import sets
 
 
 def run_upgrade_check(args: argparse.Namespace) -> int:
@@ -22,7 +22,7 @@ def run_upgrade_check(args: argparse.Namespace) -> int:
             f"environment); {REPO_ROOT} has no pyproject.toml. Use `lm-probes diff` on two recorded sets instead.",
             file=sys.stderr,
         )
-        return diff.BAD_INPUT
+        return sets.BAD_INPUT
     sides = (environments.Side("from", tuple(args.from_)), environments.Side("to", tuple(args.to)))
     torch_pin = environments.torch_pin()
     output = Path(args.output).resolve()  # the recording runs in the repository root
@@ -31,12 +31,12 @@ def run_upgrade_check(args: argparse.Namespace) -> int:
     problem = output_paths_problem(html, args.json)
     if problem:
         print(f"lm-probes upgrade-check: {problem}", file=sys.stderr)
-        return diff.BAD_INPUT
+        return sets.BAD_INPUT
     if args.dry_run:
         for side in sides:
             env = environments.environment_dir(side, torch_pin)
             environments.print_plan(side, torch_pin, environments.record_command(env, output / side.label, args.card))
-        return diff.SAME
+        return sets.SAME
     started = time.monotonic()
     try:
         # both sides resolved (pip's dry run, seconds) before either is built (minutes)
@@ -50,10 +50,10 @@ def run_upgrade_check(args: argparse.Namespace) -> int:
         print(f"lm-probes upgrade-check: {exc}", file=sys.stderr)
         return exc.exit_code
     try:
-        comparisons = diff.compare_sets(output / "from", output / "to", args.card or None)
-    except diff.DiffInputError as exc:  # a side recorded nothing readable: say so, no traceback
+        comparisons = sets.compare_sets(output / "from", output / "to", args.card or None)
+    except sets.DiffInputError as exc:  # a side recorded nothing readable: say so, no traceback
         print(f"lm-probes upgrade-check: {exc}", file=sys.stderr)
-        return diff.BAD_INPUT
+        return sets.BAD_INPUT
     code = report_comparisons(comparisons, " ".join(args.from_), " ".join(args.to), html, args.json)
     print(f"upgrade check took {time.monotonic() - started:.0f} s")
     return code

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from probes.served.client import Endpoint
-from probes.snapshots import record as recording
 from probes.snapshots import sections
 from probes.snapshots.compare import compare
 from probes.snapshots.differences import Difference, first_diff
+from probes.snapshots.record import FORMAT, dumps, write_atomically
 from probes.snapshots.sets import SERVED_CLASS  # the class the served side is compared as: always another one
 
 
@@ -70,8 +70,8 @@ def write_parity_snapshots(
     paths = []
     for provenance, observed in (in_process, served):
         path = folder / f"{provenance['class']}.json"
-        snapshot = {"format": recording.FORMAT, "card": card, "provenance": provenance, "observed": observed}
-        recording.write_atomically(path, recording.dumps(snapshot))  # as the snapshot writer: whole or not at all
+        snapshot = {"format": FORMAT, "card": card, "provenance": provenance, "observed": observed}
+        write_atomically(path, dumps(snapshot))  # as the snapshot writer: whole or not at all
         paths.append(path)
     return paths[0], paths[1]
 

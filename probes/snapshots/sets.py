@@ -3,7 +3,7 @@
 
 An observation set is a snapshot folder (``<card>/<machine class>.json``, what
 ``--snapshot-update`` writes) or one snapshot file. Each card present on both sides is
-compared with the same rules and tolerances as the snapshot test (``comparing.compare``),
+compared with the same rules and tolerances as the snapshot test (``compare``),
 and the result is one self-contained HTML page and an exit code:
 
 - 0: no difference beyond tolerance (warnings, such as a near-tie greedy flip, or a machine
@@ -26,10 +26,10 @@ from typing import Any
 from probes.cards.card import CardError, find_card
 from probes.exit_codes import BAD_INPUT, COULD_NOT_RUN, DIFFERENT, SAME  # noqa: F401 (also read as sets.BAD_INPUT, ...)
 from probes.numerics import class_distance
-from probes.snapshots import compare as comparing
-from probes.snapshots import record as recording
 from probes.snapshots import sections, token_rules
+from probes.snapshots.compare import SnapshotShapeError, compare
 from probes.snapshots.differences import Difference
+from probes.snapshots.record import SnapshotError, load
 
 # the machine class of observations taken from a server (probes/served/parity.py writes them)
 SERVED_CLASS = "served"
@@ -197,8 +197,8 @@ def class_pairs(a: list[str], b: list[str]) -> list[tuple[str, str, str]]:
 
 def _read(path: Path, hint: str, card: str | None = None) -> dict[str, Any]:
     try:
-        return recording.load(path, hint, card=card)
-    except recording.SnapshotError as exc:
+        return load(path, hint, card=card)
+    except SnapshotError as exc:
         raise DiffInputError(str(exc)) from None
 
 
@@ -274,7 +274,7 @@ def _compare_files(
         for side, device in ((set_a, device_a), (set_b, device_b))
     )
     try:
-        differences = comparing.compare(
+        differences = compare(
             recorded["observed"],
             current["observed"],
             tolerances=_tolerances(card, served=SERVED_CLASS in (device_a, device_b)),
@@ -282,7 +282,7 @@ def _compare_files(
             current_provenance=current["provenance"],
             classes=(device_a, device_b),
         )
-    except comparing.SnapshotShapeError as exc:
+    except SnapshotShapeError as exc:
         files = " or ".join(str(side.files[card][device]) for side, device in ((set_a, device_a), (set_b, device_b)))
         raise DiffInputError(f"{files}: {exc}. Re-record it with: {_record_hint(card, _snapshot_dir(set_a))}") from None
     only_a = _in_order(s for s in recorded["observed"] if s not in current["observed"])

@@ -113,6 +113,6 @@ def tiny_unchanged() -> Subject:
 @pytest.fixture(scope="session")
 def tiny_recorded(tiny_unchanged):
     """What a snapshot of that subject holds: its observations and provenance."""
-    from probes.snapshots import record as recording
+    from probes.snapshots.record import observe, provenance
 
-    return recording.observe(tiny_unchanged), recording.provenance(tiny_unchanged)
+    return observe(tiny_unchanged), provenance(tiny_unchanged)

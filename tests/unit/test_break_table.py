@@ -28,7 +28,7 @@ from probes.cards.card import find_card
 from probes.cards.sources import HubSource
 from probes.inputs import article_inputs
 from probes.paths import REPO_ROOT
-from probes.snapshots import record as recording
+from probes.snapshots.record import provenance
 from probes.subjects.subject import Subject
 from tests.unit.break_list import (
     ANSWER_ENDS_WITHIN,
@@ -214,7 +214,7 @@ def test_another_thread_count_passes_the_greedy_and_snapshot_tests():
     try:
         subject = tiny()
         outcomes = {str(c): c.run(subject) for c in (GREEDY_ARGMAX, GREEDY_REPEATS, SNAPSHOT, Check(TURN_END))}
-        read_threads = recording.provenance(subject)["cpu threads"]
+        read_threads = provenance(subject)["cpu threads"]
     finally:
         torch.set_num_threads(threads)
     assert all(outcome == "passed" for outcome, _ in outcomes.values()), outcomes

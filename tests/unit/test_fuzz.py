@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from probes.cards.card import Card, CardError, find_card, load_card
 from probes.cli import main as cli
 from probes.paths import REPO_ROOT
-from probes.snapshots import record as recording
+from probes.snapshots.record import SnapshotError, load
 from tests.unit import fuzz_strategies as fz
 
 CARD_FILES = sorted((REPO_ROOT / "fixtures" / "cards").glob("*.yaml"))
@@ -321,9 +321,9 @@ def test_a_mutated_snapshot_is_refused_or_compared_and_diff_exits_0_1_or_4(tmp_p
 
     with AUDIT.watching(folder) as outside:
         try:
-            loaded = recording.load(mutated_file, "re-record it", card=card)
+            loaded = load(mutated_file, "re-record it", card=card)
             assert isinstance(loaded, dict) and "observed" in loaded, f"load returned {type(loaded).__name__}"
-        except recording.SnapshotError as exc:
+        except SnapshotError as exc:
             _one_paragraph(str(exc), "record.load")
     assert not outside, f"loading a snapshot wrote {outside}"
     code, _, err = _check_run(argv, folder)

@@ -14,10 +14,9 @@ from probes.cli import environments, upgrade_check
 from probes.cli import main as cli
 from probes.paths import REPO_ROOT
 from probes.report.section_changes import word_diff
-from probes.snapshots import compare as comparing
-from probes.snapshots import record as recording
-from probes.snapshots import sets as diff
-from probes.snapshots import token_rules
+from probes.snapshots import sets, token_rules
+from probes.snapshots.compare import compare
+from probes.snapshots.record import record
 from tests.unit.conftest import tiny, tokenizer_subject
 
 COMMITTED = REPO_ROOT / "fixtures" / "snapshots"
@@ -27,7 +26,7 @@ def _set_of(tmp_path: Path, name: str, *subjects) -> Path:
     """An observation set recorded from the given subjects, as --snapshot-update writes it."""
     folder = tmp_path / name
     for subject in subjects:
-        recording.record(subject, folder)
+        record(subject, folder)
     return folder
 
 
@@ -41,7 +40,7 @@ def _copy(tmp_path: Path, card: str, name: str) -> Path:
 def test_the_committed_set_against_itself_exits_0_and_counts_every_section_unchanged(tmp_path):
     """Two equal versions: the comparison logic on two recorded sets finds nothing."""
     report = tmp_path / "diff.html"
-    assert cli.main(["diff", str(COMMITTED), str(COMMITTED), "--html", str(report)]) == diff.SAME
+    assert cli.main(["diff", str(COMMITTED), str(COMMITTED), "--html", str(report)]) == sets.SAME
     page = report.read_text(encoding="utf-8")
     assert "No difference beyond tolerance: exit code 0." in page
     assert (
@@ -56,7 +55,7 @@ def test_a_recorded_tokenizer_break_exits_1_and_the_report_names_card_section_an
     broken = _set_of(tmp_path, "broken", _renamed(tokenizer_subject(legacy=False), "mistral-tokenizer"))
     report = tmp_path / "broken.html"
     code = cli.main(["diff", str(before), str(broken), "--html", str(report), "--json", str(tmp_path / "d.json")])
-    assert code == diff.DIFFERENT
+    assert code == sets.DIFFERENT
     summary = capsys.readouterr().out  # (this process's thread count may differ from the recording's)
     assert summary.startswith("mistral-tokenizer: ") and ": 6 error(s) in tokenizer.ids['<s>Hello']" in summary
     page = report.read_text(encoding="utf-8")
@@ -70,7 +69,7 @@ def test_a_recorded_tokenizer_break_exits_1_and_the_report_names_card_section_an
     snapshot = json.loads((before / "mistral-tokenizer" / "cpu.json").read_text(encoding="utf-8"))
     snapshot["provenance"]["cpu threads"], snapshot["provenance"]["recorded"] = "2", "2026-11-25 00:00 UTC"
     (harmless / "cpu.json").write_text(json.dumps(snapshot), encoding="utf-8")
-    assert cli.main(["diff", str(before), str(harmless.parent), "--html", str(report)]) == diff.SAME
+    assert cli.main(["diff", str(before), str(harmless.parent), "--html", str(report)]) == sets.SAME
     assert "<td class='changed'>cpu threads</td>" in report.read_text(encoding="utf-8")  # shown, not a difference
 
 
@@ -88,7 +87,7 @@ def test_a_recorded_greedy_flip_shows_where_the_texts_part_as_a_word_diff(tmp_pa
     before = _copy(tmp_path, "tiny-mistral", "before")
     broken = _set_of(tmp_path, "broken", flip_first_greedy_token(tiny()))
     report = tmp_path / "diff.html"
-    assert cli.main(["diff", str(before), str(broken), "--html", str(report)]) == diff.DIFFERENT
+    assert cli.main(["diff", str(before), str(broken), "--html", str(report)]) == sets.DIFFERENT
     page = report.read_text(encoding="utf-8")
     assert "<h3>Greedy (bos): the texts part at new token 0</h3>" in page
     assert "<del>" in page and "<ins>" in page
@@ -102,10 +101,10 @@ def test_word_diff_marks_removed_and_added_words():
 
 
 def test_device_classes_fall_back_to_the_nearest_and_say_so():
-    assert diff.pick_device_classes(["cpu", "cuda-sm90"], ["cuda-sm90", "cpu"]) == ("cpu", "cpu", "")
-    a, b, note = diff.pick_device_classes(["cuda-sm90"], ["cuda-sm80", "cuda-sm89", "cpu"])
+    assert sets.pick_device_classes(["cpu", "cuda-sm90"], ["cuda-sm90", "cpu"]) == ("cpu", "cpu", "")
+    a, b, note = sets.pick_device_classes(["cuda-sm90"], ["cuda-sm80", "cuda-sm89", "cpu"])
     assert (a, b) == ("cuda-sm90", "cuda-sm89") and "the nearest" in note and "cross-class rules" in note
-    a, b, _ = diff.pick_device_classes(
+    a, b, _ = sets.pick_device_classes(
         ["cpu-bnb-float16"], ["cpu-avx512fp16-bnb-packed-bfloat16-onednn-float16", "cpu-bnb-packed-bfloat16"]
     )
     assert (a, b) == ("cpu-bnb-float16", "cpu-bnb-packed-bfloat16")
@@ -121,7 +120,7 @@ def test_two_machine_classes_are_compared_across_naming_both_and_showing_both_fi
         (tmp_path / side / card).mkdir(parents=True)
         shutil.copy(COMMITTED / card / f"{name}.json", tmp_path / side / card / f"{name}.json")
     report = tmp_path / "diff.html"
-    assert cli.main(["diff", str(tmp_path / "a"), str(tmp_path / "b"), "--html", str(report)]) == diff.SAME
+    assert cli.main(["diff", str(tmp_path / "a"), str(tmp_path / "b"), "--html", str(report)]) == sets.SAME
     out = capsys.readouterr().out
     assert f"machine class {ours} -> {xeon} (cross-class rules): no change beyond tolerance" in out
     assert "asked float16, computed bfloat16: bitsandbytes' AVX512-BF16 CPU kernel" in out
@@ -129,7 +128,7 @@ def test_two_machine_classes_are_compared_across_naming_both_and_showing_both_fi
     page = report.read_text(encoding="utf-8")
     assert "<h3>Numerics fingerprints</h3>" in page and "The machine classes differ" in page
     shutil.move(tmp_path / "b" / card / f"{xeon}.json", tmp_path / "b" / card / f"{ours}.json")
-    assert cli.main(["diff", str(tmp_path / "a"), str(tmp_path / "b"), "--html", str(report)]) == diff.DIFFERENT
+    assert cli.main(["diff", str(tmp_path / "a"), str(tmp_path / "b"), "--html", str(report)]) == sets.DIFFERENT
 
 
 @pytest.mark.parametrize(
@@ -140,7 +139,7 @@ def test_two_machine_classes_are_compared_across_naming_both_and_showing_both_fi
     ],
 )
 def test_bad_input_exits_4_with_the_reason(arguments, message, capsys, tmp_path):
-    assert cli.main(["diff", *arguments, "--html", str(tmp_path / "r.html")]) == diff.BAD_INPUT
+    assert cli.main(["diff", *arguments, "--html", str(tmp_path / "r.html")]) == sets.BAD_INPUT
     assert message in capsys.readouterr().err
     assert not (tmp_path / "r.html").exists()  # nothing written for a comparison that did not happen
 
@@ -148,7 +147,7 @@ def test_bad_input_exits_4_with_the_reason(arguments, message, capsys, tmp_path)
 def test_a_usage_error_exits_4(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["diff", str(COMMITTED)])
-    assert exit_.value.code == diff.BAD_INPUT and "required: b" in capsys.readouterr().err
+    assert exit_.value.code == sets.BAD_INPUT and "required: b" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------- upgrade-check
@@ -162,7 +161,7 @@ def test_the_plan_pins_torch_first_and_everything_but_the_moved_package(installe
     monkeypatch.setenv("LM_PROBES_INSTALLER", installer)
     monkeypatch.setattr(environments.installers, "uv_binary", lambda: "/bin/uv" if installer == "uv" else None)
     code = cli.main(["upgrade-check", "--from", "transformers==4.57.6", "--to", "transformers==5.23.0", "--dry-run"])
-    assert code == diff.SAME
+    assert code == sets.SAME
     out = capsys.readouterr().out
     lines = [line.strip() for line in out.splitlines()]
     first_install = next(line for line in lines if " pip install " in line)
@@ -197,7 +196,7 @@ def test_a_side_that_cannot_be_built_exits_2_saying_why(monkeypatch, tmp_path, c
     code = cli.main(
         ["upgrade-check", "--from", "transformers==0.0.0", "--to", "transformers==5.23.0", "--output", str(tmp_path)]
     )
-    assert code == diff.COULD_NOT_RUN
+    assert code == sets.COULD_NOT_RUN
     assert "creating the 'from' environment failed" in capsys.readouterr().err
     assert not (tmp_path / "report.html").exists()
 
@@ -222,9 +221,9 @@ def test_upgrade_check_refuses_a_report_path_it_cannot_write_before_building(mon
         "--output",
         str(tmp_path),
     ]
-    assert cli.main([*argv, "--html", str(tmp_path)]) == diff.BAD_INPUT
+    assert cli.main([*argv, "--html", str(tmp_path)]) == sets.BAD_INPUT
     assert "is a folder" in capsys.readouterr().err and not built
-    assert cli.main([*argv, "--html", str(tmp_path / "new" / "r.html")]) == diff.COULD_NOT_RUN
+    assert cli.main([*argv, "--html", str(tmp_path / "new" / "r.html")]) == sets.COULD_NOT_RUN
     assert built == ["resolve"] and "stopped here" in capsys.readouterr().err
 
 
@@ -236,7 +235,7 @@ def test_run_with_builds_the_upgrade_check_environment_and_forwards_what_follows
     follows ``--``; another command given arguments after ``--`` is a usage error."""
     monkeypatch.setenv("LM_PROBES_CACHE", str(tmp_path / "cache"))
     code = cli.main(["run-with", "transformers==4.57.6", "--dry-run", "--", "tests/behaviour/test_snapshot.py", "-q"])
-    assert code == diff.SAME
+    assert code == sets.SAME
     out = capsys.readouterr().out
     env = environments.environment_dir(environments.Side("from", ("transformers==4.57.6",)), "torch==2.13.0")
     assert f"environment {env}" in out  # the very folder the upgrade check's "from" side uses
@@ -251,12 +250,12 @@ def test_run_with_builds_the_upgrade_check_environment_and_forwards_what_follows
     )
     with pytest.raises(SystemExit) as exit_:
         cli.main(["diff", "a", "b", "--", "-q"])
-    assert exit_.value.code == diff.BAD_INPUT and "takes no arguments after --" in capsys.readouterr().err
+    assert exit_.value.code == sets.BAD_INPUT and "takes no arguments after --" in capsys.readouterr().err
 
 
 def test_upgrade_check_outside_a_source_checkout_exits_4(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(upgrade_check, "REPO_ROOT", tmp_path)
-    assert cli.main(["upgrade-check", "--from", "a==1", "--to", "a==2"]) == diff.BAD_INPUT
+    assert cli.main(["upgrade-check", "--from", "a==1", "--to", "a==2"]) == sets.BAD_INPUT
     assert "needs a source checkout" in capsys.readouterr().err
 
 
@@ -286,7 +285,7 @@ def _greedy(ids, margins, runners_up):
 )
 def test_a_recorded_greedy_flip_is_a_near_tie_only_when_both_sides_say_so(current, severity, says):
     recorded = _greedy([5, 9], [0.003, 1.0], [7, 3])
-    [difference] = comparing.compare(recorded, current)
+    [difference] = compare(recorded, current)
     assert (difference.severity, difference.where) == (severity, "greedy.bos")
     assert says in difference.message
 
@@ -333,13 +332,13 @@ def test_the_first_token_check_runs_only_where_the_draws_cannot_simply_be_compar
         "temperature": {"entropy": {}},
     }
 
-    def compare(a, b, provenance_b):
-        return comparing.compare(base | a, base | b, recorded_provenance=same, current_provenance=provenance_b)
+    def compared(a, b, provenance_b):
+        return compare(base | a, base | b, recorded_provenance=same, current_provenance=provenance_b)
 
-    [changed] = compare(recorded, sharper, upgraded)
+    [changed] = compared(recorded, sharper, upgraded)
     assert changed.where == "first_tokens" and "chi-square homogeneity p = " in changed.message
-    assert compare(recorded, sampled(_draws(NUCLEUS, 400, seed=5)), upgraded) == []  # a new version, same distribution
-    [exact] = compare(recorded, sampled(_draws(NUCLEUS, 400, seed=5)), same)  # same provenance: must be the same draws
+    assert compared(recorded, sampled(_draws(NUCLEUS, 400, seed=5)), upgraded) == []  # a new version, same distribution
+    [exact] = compared(recorded, sampled(_draws(NUCLEUS, 400, seed=5)), same)  # same provenance: must be the same draws
     assert "changed with the same seed and provenance" in exact.message
 
 

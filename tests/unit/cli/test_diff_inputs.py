@@ -14,8 +14,8 @@ import pytest
 
 from probes.cli import main as cli
 from probes.paths import REPO_ROOT
-from probes.snapshots import record as recording
-from probes.snapshots import sets as diff
+from probes.snapshots import sets
+from probes.snapshots.record import dumps
 
 COMMITTED = REPO_ROOT / "fixtures" / "snapshots"
 OTHERS = sorted(p.name for p in COMMITTED.iterdir() if p.is_dir() and p.name != "tiny-mistral")
@@ -47,7 +47,7 @@ def test_a_card_on_one_side_only_is_named_everywhere_and_exits_4(tmp_path, capsy
     the four others is named on the terminal, the page and in the JSON, with exit 4."""
     a, page, data = _set(tmp_path, "a", "tiny-mistral"), tmp_path / "d.html", tmp_path / "d.json"
     code, out, _ = _diff(capsys, str(a), str(COMMITTED), "--html", str(page), "--json", str(data))
-    assert code == diff.BAD_INPUT
+    assert code == sets.BAD_INPUT
     assert out.startswith("tiny-mistral: same versions and machine class: no change beyond tolerance")
     for card in OTHERS:
         assert f"{card}: only B holds this card (class " in out
@@ -66,7 +66,7 @@ def test_naming_the_card_compares_it_alone_and_exits_0(tmp_path, capsys):
     said what to compare, so the cards not asked for are neither compared nor missing."""
     a, page = _set(tmp_path, "a", "tiny-mistral"), tmp_path / "d.html"
     code, out, _ = _diff(capsys, str(a), str(COMMITTED), "--card", "tiny-mistral", "--html", str(page))
-    assert code == diff.SAME and "only B holds" not in out
+    assert code == sets.SAME and "only B holds" not in out
     assert "No difference beyond tolerance: exit code 0." in page.read_text(encoding="utf-8")
 
 
@@ -77,7 +77,7 @@ def test_two_files_of_different_cards_are_refused_naming_both(tmp_path, capsys):
     tiny, tokenizer = COMMITTED / "tiny-mistral" / "cpu.json", COMMITTED / "mistral-tokenizer" / "cpu.json"
     page = tmp_path / "d.html"
     code, _, err = _diff(capsys, str(tiny), str(tokenizer), "--html", str(page))
-    assert code == diff.BAD_INPUT and not page.exists()
+    assert code == sets.BAD_INPUT and not page.exists()
     assert f"{tiny} is a snapshot of card tiny-mistral and {tokenizer} of card mistral-tokenizer" in err
     assert len(err.strip().splitlines()) == 1
 
@@ -86,9 +86,9 @@ def test_two_files_of_different_cards_are_refused_naming_both(tmp_path, capsys):
         (tmp_path / folder).mkdir()
         snapshot = json.loads(tokenizer.read_text(encoding="utf-8")) | {"card": "mistral.tokenizer-v0.1"}
         copies.append(tmp_path / folder / "cpu.json")
-        copies[-1].write_text(recording.dumps(snapshot), encoding="utf-8")
+        copies[-1].write_text(dumps(snapshot), encoding="utf-8")
     code, out, _ = _diff(capsys, *map(str, copies), "--html", str(page))
-    assert code == diff.SAME and out.startswith("mistral.tokenizer-v0.1: same versions")
+    assert code == sets.SAME and out.startswith("mistral.tokenizer-v0.1: same versions")
 
 
 def test_a_file_against_a_folder_compares_the_files_card(tmp_path, capsys):
@@ -96,19 +96,19 @@ def test_a_file_against_a_folder_compares_the_files_card(tmp_path, capsys):
     are not missing. A file of a card the folder lacks is refused."""
     tiny = COMMITTED / "tiny-mistral" / "cpu.json"
     code, out, _ = _diff(capsys, str(tiny), str(COMMITTED), "--html", str(tmp_path / "d.html"))
-    assert code == diff.SAME and "only B holds" not in out
+    assert code == sets.SAME and "only B holds" not in out
     other = _set(tmp_path, "other", "mistral-tokenizer")
     code, _, err = _diff(capsys, str(tiny), str(other), "--html", str(tmp_path / "d.html"))
-    assert code == diff.BAD_INPUT and "card(s) tiny-mistral not on both sides" in err
+    assert code == sets.BAD_INPUT and "card(s) tiny-mistral not on both sides" in err
 
 
 def test_a_folder_sets_file_of_another_card_is_refused(tmp_path, capsys):
     """A file filed under mistral-tokenizer/ whose card field says tiny-mistral."""
     a = _set(tmp_path, "a", "mistral-tokenizer")
     path = a / "mistral-tokenizer" / "cpu.json"
-    path.write_text(recording.dumps(json.loads(path.read_text(encoding="utf-8")) | {"card": "tiny-mistral"}))
+    path.write_text(dumps(json.loads(path.read_text(encoding="utf-8")) | {"card": "tiny-mistral"}))
     code, _, err = _diff(capsys, str(a), str(a), "--html", str(tmp_path / "d.html"))
-    assert code == diff.BAD_INPUT and f"{path} is of card 'tiny-mistral', not of 'mistral-tokenizer'" in err
+    assert code == sets.BAD_INPUT and f"{path} is of card 'tiny-mistral', not of 'mistral-tokenizer'" in err
 
 
 # ----------------------------------------------------------- classes and sections
@@ -123,16 +123,16 @@ def test_every_class_both_sides_hold_is_compared_and_one_a_side_lacks_is_named(t
     changed = b / NF4 / "cpu-bnb-packed-bfloat16.json"
     snapshot = json.loads(changed.read_text(encoding="utf-8"))
     snapshot["observed"]["tokenizer"]["vocab_size"] += 1
-    changed.write_text(recording.dumps(snapshot), encoding="utf-8")
+    changed.write_text(dumps(snapshot), encoding="utf-8")
     code, out, _ = _diff(capsys, str(a), str(b), "--html", str(tmp_path / "d.html"))
-    assert code == diff.DIFFERENT
+    assert code == sets.DIFFERENT
     assert f"{NF4} [cpu-bnb-packed-bfloat16]: same versions and machine class: 1 error(s) in tokenizer" in out
     assert f"{NF4} [cpu-bnb-float16]: same versions and machine class: no change beyond tolerance" in out
 
     one = _set(tmp_path, "one", NF4, "cpu-bnb-float16")
     page, data = tmp_path / "one.html", tmp_path / "one.json"
     code, out, _ = _diff(capsys, str(one), str(a), "--html", str(page), "--json", str(data))
-    assert code == diff.SAME
+    assert code == sets.SAME
     others = "cpu-avx512fp16-bnb-packed-bfloat16-onednn-float16, cpu-bnb-packed-bfloat16"
     assert f"{NF4}: only B holds class {others} of this card: not compared" in out
     assert f"class {others} of this card: not compared" in page.read_text(encoding="utf-8")
@@ -149,10 +149,10 @@ def test_a_section_on_one_side_only_is_an_error_named_as_not_compared(tmp_path, 
     path = b / "tiny-mistral" / "cpu.json"
     snapshot = json.loads(path.read_text(encoding="utf-8"))
     del snapshot["observed"]["attention"]
-    path.write_text(recording.dumps(snapshot), encoding="utf-8")
+    path.write_text(dumps(snapshot), encoding="utf-8")
     page, data = tmp_path / "d.html", tmp_path / "d.json"
     code, out, _ = _diff(capsys, str(a), str(b), "--html", str(page), "--json", str(data))
-    assert code == diff.DIFFERENT
+    assert code == sets.DIFFERENT
     assert "1 error(s) in attention" in out and "section(s) only in A, not compared: attention" in out
     assert "Sections on one side only, not compared: only in" in page.read_text(encoding="utf-8")
     [entry] = json.loads(data.read_text(encoding="utf-8"))
@@ -161,7 +161,7 @@ def test_a_section_on_one_side_only_is_an_error_named_as_not_compared(tmp_path, 
 
     nf4 = _set(tmp_path, "nf4", NF4, "cpu-bnb-float16")
     code, out, _ = _diff(capsys, str(nf4), str(nf4), "--html", str(page))
-    assert code == diff.SAME and "only in" not in out
+    assert code == sets.SAME and "only in" not in out
 
 
 # ----------------------------------------------------------------------- messages
@@ -172,7 +172,7 @@ def test_a_corrupt_snapshot_in_a_set_names_the_command_that_re_records_it(tmp_pa
     a = _set(tmp_path, "a", "tiny-mistral")
     (a / "tiny-mistral" / "cpu.json").write_text('{"format": 1, "obs', encoding="utf-8")
     code, _, err = _diff(capsys, str(a), str(COMMITTED), "--html", str(tmp_path / "d.html"))
-    assert code == diff.BAD_INPUT and "re-record it with --snapshot-update" not in err
+    assert code == sets.BAD_INPUT and "re-record it with --snapshot-update" not in err
     assert (
         "Re-record it with: pytest tests/behaviour/test_snapshot.py --card tiny-mistral --snapshot-update "
         f"--snapshot-dir {a}" in err
@@ -200,7 +200,7 @@ def test_a_report_path_that_cannot_be_written_exits_4_before_anything_is_read(tm
     other = {"--html": str(tmp_path / "ok.html"), "--json": str(tmp_path / "ok.json")}
     other[option] = str(folder / target) if target != "folder" else str(folder)
     code, out, err = _diff(capsys, "/no/such/set", str(COMMITTED), "--html", other["--html"], "--json", other["--json"])
-    assert code == diff.BAD_INPUT and out == ""
+    assert code == sets.BAD_INPUT and out == ""
     assert err.startswith(f"lm-probes diff: {option} ") and says.format(folder=folder) in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "ok.html").exists() and not (tmp_path / "ok.json").exists()
@@ -215,7 +215,7 @@ def test_a_read_only_report_folder_exits_4_before_anything_is_read(tmp_path, cap
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked and real_access(path, mode))
     code, _, err = _diff(capsys, "/no/such/set", str(COMMITTED), "--html", str(locked / "sub" / "r.html"))
-    assert code == diff.BAD_INPUT
+    assert code == sets.BAD_INPUT
     assert f"--html {locked / 'sub' / 'r.html'} cannot be written: the folder {locked} is read-only" in err
     monkeypatch.undo()
 
@@ -223,7 +223,7 @@ def test_a_read_only_report_folder_exits_4_before_anything_is_read(tmp_path, cap
     code, _, _ = _diff(
         capsys, str(COMMITTED), str(COMMITTED), "--html", str(page), "--json", str(page.with_suffix(".json"))
     )
-    assert code == diff.SAME and page.is_file() and json.loads(page.with_suffix(".json").read_text(encoding="utf-8"))
+    assert code == sets.SAME and page.is_file() and json.loads(page.with_suffix(".json").read_text(encoding="utf-8"))
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into a read-only folder")
@@ -231,13 +231,13 @@ def test_a_truly_read_only_report_folder_exits_4(tmp_path, capsys):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
     code, _, err = _diff(capsys, str(COMMITTED), str(COMMITTED), "--json", str(locked / "r.json"))
-    assert code == diff.BAD_INPUT and "is read-only" in err
+    assert code == sets.BAD_INPUT and "is read-only" in err
 
 
 def test_html_and_json_naming_one_file_is_refused(tmp_path, capsys):
     same = str(tmp_path / "r.out")
     code, _, err = _diff(capsys, str(COMMITTED), str(COMMITTED), "--html", same, "--json", same)
-    assert code == diff.BAD_INPUT and f"--html and --json both name {same}" in err
+    assert code == sets.BAD_INPUT and f"--html and --json both name {same}" in err
 
 
 # ------------------------------------------------------------- a section of another shape
@@ -259,7 +259,7 @@ def test_a_section_of_another_shape_is_named_with_its_file_and_exits_4(tmp_path,
     code, out, err = _diff(
         capsys, str(COMMITTED), str(edited), "--card", "tiny-mistral", "--html", str(tmp_path / "d.html")
     )
-    assert code == diff.BAD_INPUT, out + err
+    assert code == sets.BAD_INPUT, out + err
     assert "Traceback" not in err and str(path) in err
     assert "section 'generation' does not hold what lm-probes records there" in err
     assert "Re-record it with: pytest tests/behaviour/test_snapshot.py --card tiny-mistral --snapshot-update" in err
@@ -274,7 +274,7 @@ def test_a_section_of_another_shape_is_named_with_its_file_and_exits_4(tmp_path,
     code, out, err = _diff(
         capsys, str(COMMITTED), str(same_shape), "--card", "tiny-mistral", "--html", str(tmp_path / "e.html")
     )
-    assert code == diff.DIFFERENT, out + err
+    assert code == sets.DIFFERENT, out + err
     assert "generation" in out
 
 
@@ -283,7 +283,7 @@ def test_the_deep_fuzz_run_s_findings_are_one_sentence_on_stderr_and_exit_4(tmp_
     `observed` is a list reached the rules; a card on one side only said so on stdout alone.
     The twin of each is in this file's other tests (a real path, a real file, --card)."""
     code, _, err = _diff(capsys, str(COMMITTED), str(COMMITTED), "--html", "")
-    assert code == diff.BAD_INPUT and "--html is empty; give a file path" in err
+    assert code == sets.BAD_INPUT and "--html is empty; give a file path" in err
 
     odd = _set(tmp_path, "odd", "mistral-tokenizer")
     path = odd / "mistral-tokenizer" / "cpu.json"
@@ -291,8 +291,8 @@ def test_the_deep_fuzz_run_s_findings_are_one_sentence_on_stderr_and_exit_4(tmp_
     code, _, err = _diff(
         capsys, str(odd), str(COMMITTED), "--card", "mistral-tokenizer", "--html", str(tmp_path / "r.html")
     )
-    assert code == diff.BAD_INPUT and f"snapshot {path} is not a format-" in err and "Traceback" not in err
+    assert code == sets.BAD_INPUT and f"snapshot {path} is not a format-" in err and "Traceback" not in err
 
     one = _set(tmp_path, "one", "tiny-mistral")
     code, _, err = _diff(capsys, str(one), str(COMMITTED), "--html", str(tmp_path / "s.html"))
-    assert code == diff.BAD_INPUT and "lm-probes: not every card was compared: " in err
+    assert code == sets.BAD_INPUT and "lm-probes: not every card was compared: " in err

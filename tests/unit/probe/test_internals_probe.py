@@ -15,9 +15,9 @@ from probes import tokenizer as tk
 from probes.cards.card import find_card
 from probes.inputs import article_inputs
 from probes.maths import first_moved_layer
-from probes.snapshots import compare as comparing
-from probes.snapshots import observe as observing
-from probes.snapshots import record as recording
+from probes.snapshots.compare import compare
+from probes.snapshots.observe import fingerprint_entries
+from probes.snapshots.record import load, snapshot_path
 from probes.subjects.subject import Subject
 from tests.unit.conftest import tokenizer_subject
 
@@ -62,10 +62,10 @@ def _smollm2() -> Subject:
 
 def _hidden_state_differences(subject: Subject) -> list[str]:
     """The model's fingerprints now against the committed CPU snapshot's."""
-    recorded = recording.load(recording.snapshot_path(subject), "re-record the CPU snapshots")["observed"]
+    recorded = load(snapshot_path(subject), "re-record the CPU snapshots")["observed"]
     prompts = article_inputs()["internals"]["prompts"]
-    current = observing.fingerprint_entries([hs.fingerprint(subject.tokenizer, subject.model, p) for p in prompts])
-    return [str(d) for d in comparing.compare({"hidden_states": recorded["hidden_states"]}, {"hidden_states": current})]
+    current = fingerprint_entries([hs.fingerprint(subject.tokenizer, subject.model, p) for p in prompts])
+    return [str(d) for d in compare({"hidden_states": recorded["hidden_states"]}, {"hidden_states": current})]
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import copy
 import pytest
 
 from probes import stopping
-from probes.snapshots import compare as comparing
+from probes.snapshots.compare import _recorded_before
 from probes.snapshots.differences import Context
 from probes.snapshots.token_rules import compare_answer_ends
 
@@ -137,10 +137,10 @@ def test_a_snapshot_recorded_before_the_section_existed_is_a_warning_not_an_erro
     warning says to re-record. A file that lists the section but lacks it left it out: error."""
     current = {"next_token": {}, "answer_ends": RECORDED}
     recorded = {"next_token": {}}
-    found = comparing._recorded_before("answer_ends", recorded, current, {}, {})
+    found = _recorded_before("answer_ends", recorded, current, {}, {})
     assert found == "the snapshot"
-    assert comparing._recorded_before("answer_ends", recorded, current, {"sections": ["answer_ends"]}, {}) is None
-    assert comparing._recorded_before("answer_ends", current, recorded, {}, {}) == "this run"
+    assert _recorded_before("answer_ends", recorded, current, {"sections": ["answer_ends"]}, {}) is None
+    assert _recorded_before("answer_ends", current, recorded, {}, {}) == "this run"
 
 
 def test_parity_compares_answer_ends_alone_without_a_tokenizer_section():

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from probes.snapshots import compare as comparing
-from probes.snapshots import record as recording
+from probes.snapshots.compare import compare
+from probes.snapshots.record import observe, provenance
 
 
 def errors(diffs):
@@ -12,12 +12,12 @@ def errors(diffs):
 
 
 def compare_with(subject, recorded, recorded_prov=None):
-    return comparing.compare(
+    return compare(
         recorded,
-        recording.observe(subject),
+        observe(subject),
         subject=subject,
         recorded_provenance=recorded_prov or {},
-        current_provenance=recording.provenance(subject),
+        current_provenance=provenance(subject),
     )
 
 
@@ -51,7 +51,7 @@ def changed(path: str, value) -> dict:
 def diffs_of(current, recorded=None, tolerances=None, rec_prov=None, cur_prov=None) -> list[str]:
     return [
         str(d)
-        for d in comparing.compare(
+        for d in compare(
             recorded or observed(),
             current,
             tolerances=tolerances or {},

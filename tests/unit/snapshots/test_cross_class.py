@@ -33,8 +33,8 @@ from probes.numerics import (
     nearest_class,
 )
 from probes.paths import FIXTURES_DIR, SNAPSHOT_DIR
-from probes.snapshots import compare as comparing
 from probes.snapshots import cross_class
+from probes.snapshots.compare import compare
 from probes.snapshots.differences import Difference
 from probes.subjects.subject import Subject
 
@@ -158,7 +158,7 @@ def _nf4_sets() -> dict[str, dict]:
 
 
 def _compare(a: dict, b: dict, classes: tuple[str, str], card: str = NF4) -> list[Difference]:
-    return comparing.compare(
+    return compare(
         a["observed"],
         b["observed"],
         tolerances=find_card(card).tolerances,

@@ -15,10 +15,10 @@ from probes.cards.schema import CrossClassTolerances, SnapshotSettings, Toleranc
 from probes.paths import SNAPSHOT_DIR
 from probes.report import section_changes as renderers
 from probes.report.diff import render
-from probes.snapshots import compare as comparing
-from probes.snapshots import record as recording
 from probes.snapshots import sections
+from probes.snapshots.compare import compare
 from probes.snapshots.differences import Difference
+from probes.snapshots.record import FORMAT, dumps, observe
 from probes.snapshots.sets import SetComparison, compare_sets
 from tests.unit.conftest import tokenizer_subject
 
@@ -128,11 +128,11 @@ def test_the_card_schema_follows_the_section_list():
 
 @pytest.mark.parametrize("name", list(BREAKS))
 def test_every_section_catches_its_own_break_and_passes_its_own_recording(name):
-    assert comparing.compare(FULL["observed"], FULL["observed"]) == []
+    assert compare(FULL["observed"], FULL["observed"]) == []
     broken = copy.deepcopy(FULL["observed"])
     BREAKS[name](broken)
     same = FULL["provenance"]
-    found = comparing.compare(FULL["observed"], broken, recorded_provenance=same, current_provenance=same)
+    found = compare(FULL["observed"], broken, recorded_provenance=same, current_provenance=same)
     assert [d for d in found if d.severity == "error"], f"{name}: the break was not reported"
     assert {d.where.split(".")[0].split("[")[0] for d in found} == {name}, found
     details = sections.find(name).render(name, FULL["observed"][name], broken[name], ("A", "B"))
@@ -169,16 +169,16 @@ def test_a_new_section_is_one_entry(tmp_path):
 
 def _record_compare_and_show(entry: sections.Section, tmp_path) -> None:
     subject = tokenizer_subject()
-    observed = recording.observe(subject)
+    observed = observe(subject)
     assert observed["vocab_head"]["pieces"][:3] == ["<unk>", "<s>", "</s>"]  # the Mistral tokenizer's
     broken = copy.deepcopy(observed)
     broken["vocab_head"]["pieces"][3] = "<edited>"
-    assert [d.where for d in comparing.compare(observed, broken)] == ["vocab_head"]
+    assert [d.where for d in compare(observed, broken)] == ["vocab_head"]
     for side, data in (("a", observed), ("b", broken)):
         folder = tmp_path / side / subject.name
         folder.mkdir(parents=True)
-        snapshot = {"format": recording.FORMAT, "card": subject.name, "provenance": {}, "observed": data}
-        (folder / "cpu.json").write_text(recording.dumps(snapshot), encoding="utf-8")
+        snapshot = {"format": FORMAT, "card": subject.name, "provenance": {}, "observed": data}
+        (folder / "cpu.json").write_text(dumps(snapshot), encoding="utf-8")
     (comparison,) = compare_sets(tmp_path / "a", tmp_path / "b")
     assert "vocab_head" in comparison.sections and list(comparison.by_section()) == ["vocab_head"]
     page = render(SetComparison((comparison,)), "before", "after")

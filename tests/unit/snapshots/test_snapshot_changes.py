@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from probes.maths import softmax64
-from probes.snapshots import compare as comparing
-from probes.snapshots import observe as observing
-from probes.snapshots import record as recording
+from probes.snapshots.compare import compare
+from probes.snapshots.observe import observe_embedding
+from probes.snapshots.record import observe
 from probes.subjects import results
 from tests.unit.conftest import tiny, tokenizer_subject
 from tests.unit.snapshots.snapshot_helpers import compare_with, errors
@@ -21,7 +21,7 @@ from tests.unit.snapshots.snapshot_helpers import compare_with, errors
 
 
 def test_legacy_flag_is_caught_on_the_text_it_changes():
-    recorded = recording.observe(tokenizer_subject())
+    recorded = observe(tokenizer_subject())
     diffs = compare_with(tokenizer_subject(legacy=False), recorded)
     # the article's text, and two of U6's special texts (BOS and EOS glued to a word)
     assert [d.where for d in diffs] == [
@@ -34,7 +34,7 @@ def test_legacy_flag_is_caught_on_the_text_it_changes():
 
 
 def test_add_bos_token_flag_is_caught():
-    recorded = recording.observe(tokenizer_subject())
+    recorded = observe(tokenizer_subject())
     diffs = compare_with(tokenizer_subject(add_bos_token=False), recorded)
     assert diffs and all(d.severity == "error" for d in diffs)
     assert any(
@@ -52,8 +52,8 @@ def embedding_diffs(subject, recorded):
     """compare() of the recording against itself with only its embedding section observed
     anew from ``subject``: an embedding edit changes nothing else the snapshot holds, and
     the other sections' generate() calls (~1 s on tiny-mistral) would show nothing here."""
-    current = dict(recorded, embedding=observing.observe_embedding(subject))
-    return errors(comparing.compare(recorded, current, subject=subject))
+    current = dict(recorded, embedding=observe_embedding(subject))
+    return errors(compare(recorded, current, subject=subject))
 
 
 def test_a_permuted_embedding_row_is_caught_by_the_cosines(tiny_recorded):
@@ -87,14 +87,14 @@ def test_a_flip_within_the_logit_tie_tolerance_is_a_warning(tiny_recorded, tiny_
     recorded, _ = tiny_recorded
     subject = tiny_unchanged
     doctored = json.loads(json.dumps(recorded))
-    current = recording.observe(subject)
+    current = observe(subject)
     # Pretend the recording chose the runner-up at step 0 by a hair: this run's logit gap
     # between the two is then the step's margin, which a generous logit_tie calls a near-tie.
     step = results.greedy_first_run(subject, True).step_logits[0][0]
     runner_up = int(torch.topk(torch.as_tensor(step), 2).indices[1])
     doctored["greedy"]["bos"]["ids"][0] = runner_up
     doctored["greedy"]["bos"]["margins"][0] = 0.001
-    diffs = comparing.compare(doctored, current, tolerances={"logit_tie": 1.0}, subject=subject)
+    diffs = compare(doctored, current, tolerances={"logit_tie": 1.0}, subject=subject)
     flips = [d for d in diffs if d.where == "greedy.bos"]
     assert [d.severity for d in flips] == ["warning"] and "near-tie" in flips[0].message
 
@@ -110,7 +110,7 @@ def test_a_flip_the_recording_made_by_a_wide_margin_is_no_tie(tiny_recorded, tin
     doctored["greedy"]["bos"]["margins"][0] = 5.0
     flips = [
         d
-        for d in comparing.compare(doctored, recording.observe(subject), tolerances={"logit_tie": 1.0}, subject=subject)
+        for d in compare(doctored, observe(subject), tolerances={"logit_tie": 1.0}, subject=subject)
         if d.where == "greedy.bos"
     ]
     assert [d.severity for d in flips] == ["error"] and "which is no tie" in flips[0].message
@@ -127,7 +127,7 @@ def test_a_recording_without_margins_is_judged_on_this_runs_gap_alone(tiny_recor
     del doctored["greedy"]["bos"]["margins"]
     flips = [
         d
-        for d in comparing.compare(doctored, recording.observe(subject), tolerances={"logit_tie": 1e3}, subject=subject)
+        for d in compare(doctored, observe(subject), tolerances={"logit_tie": 1e3}, subject=subject)
         if d.where == "greedy.bos"
     ]
     assert [d.severity for d in flips] == ["warning"] and "a near-tie" in flips[0].message
@@ -146,7 +146,7 @@ def test_a_recorded_top_token_outside_this_runs_top_20_is_read_from_the_full_dis
     doctored = json.loads(json.dumps(recorded))
     doctored["next_token"]["top_ids"][-1] = outside
     doctored["next_token"]["top_probs"][-1] = float(probs[outside])  # ~3e-5 on this flat distribution
-    diffs = comparing.compare(doctored, recording.observe(subject), tolerances={"prob_atol": 1e-6}, subject=subject)
+    diffs = compare(doctored, observe(subject), tolerances={"prob_atol": 1e-6}, subject=subject)
     assert not [d for d in diffs if d.where == "next_token.probs"], diffs
 
 
@@ -180,7 +180,7 @@ def _changed(recorded: dict, path: list, value) -> dict:
 
 def test_u_sections_compare_clean_and_name_what_changed(tiny_recorded):
     recorded, _ = tiny_recorded
-    assert comparing.compare(recorded, recorded) == []
+    assert compare(recorded, recorded) == []
     chat_ids = recorded["tokenizer"]["chat"]["ids"]
     cases = {
         "tokenizer.chat.ids": _changed(recorded, ["tokenizer", "chat", "ids"], [1, *chat_ids]),
@@ -193,10 +193,10 @@ def test_u_sections_compare_clean_and_name_what_changed(tiny_recorded):
         "attention.max_prob_diff": _changed(recorded, ["attention", "max_prob_diff"], 1e-3),
     }
     for where, current in cases.items():
-        differences = comparing.compare(recorded, current)
+        differences = compare(recorded, current)
         assert [d.where for d in differences] == [where], (where, differences)
-    top_k = comparing.compare(recorded, cases["generation.hot.settings"])[0]
+    top_k = compare(recorded, cases["generation.hot.settings"])[0]
     assert top_k.message == "top_k: 50 -> 20"
     # the gap between back-ends may double from rounding without an error
     doubled = recorded["attention"]["max_prob_diff"] * 2
-    assert comparing.compare(recorded, _changed(recorded, ["attention", "max_prob_diff"], doubled)) == []
+    assert compare(recorded, _changed(recorded, ["attention", "max_prob_diff"], doubled)) == []

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from probes.maths import softmax64
-from probes.snapshots import compare as comparing
 from probes.snapshots import token_rules
+from probes.snapshots.compare import compare, summary_line
 from probes.snapshots.differences import Difference, first_diff
 from tests.unit.snapshots.snapshot_helpers import changed, diffs_of, observed
 
@@ -114,9 +114,9 @@ def test_a_probability_change_exactly_at_the_tolerance_passes():
 
 
 def test_two_observation_sets_without_any_section_have_no_difference():
-    assert comparing.compare({}, {}) == []
+    assert compare({}, {}) == []
     only_recorded = {"tokenizer": {"ids": {"hi": {"special": [1, 5], "plain": [5]}}}}
-    assert comparing.compare(only_recorded, {"tokenizer": {}}) == []  # no text probed now
+    assert compare(only_recorded, {"tokenizer": {}}) == []  # no text probed now
 
 
 def test_a_text_this_run_does_not_probe_leaves_the_others_compared():
@@ -301,7 +301,7 @@ def test_summary_line_lists_every_change_and_place():
         Difference("warning", "d", "z"),
         Difference("warning", "c", "w"),
     ]
-    assert comparing.summary_line(before, after, diffs) == (
+    assert summary_line(before, after, diffs) == (
         "torch 1 -> 2, transformers 1 -> 2: 2 error(s) in a, b; 2 warning(s) in c, d"
     )
 

@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import pytest
 
 from probes.paths import SNAPSHOT_DIR
-from probes.snapshots import record as recording
 from probes.snapshots.check import SnapshotCheck
+from probes.snapshots.record import SnapshotError, dumps, load, record
 from tests.unit.conftest import tokenizer_subject
 
 CARD = "mistral-tokenizer"
@@ -28,7 +28,7 @@ def _folder_with(tmp_path, card_field):
     snapshot = json.loads((SNAPSHOT_DIR / CARD / "cpu.json").read_text(encoding="utf-8"))
     if card_field is not None:
         snapshot["card"] = card_field
-    (folder / "cpu.json").write_text(recording.dumps(snapshot), encoding="utf-8")
+    (folder / "cpu.json").write_text(dumps(snapshot), encoding="utf-8")
     return folder.parent
 
 
@@ -55,16 +55,16 @@ def test_a_card_name_with_a_dot_is_its_own_card(tmp_path, card):
     path = tmp_path / card / "cpu.json"
     path.parent.mkdir()
     path.write_text(json.dumps({"format": 1, "card": card, "observed": {}}), encoding="utf-8")
-    assert recording.load(path, "hint", card=card)["card"] == card
-    with pytest.raises(recording.SnapshotError, match=rf"is of card '{card}', not of 'my'"):
-        recording.load(path, "hint", card="my")  # the name before the dot is another card
+    assert load(path, "hint", card=card)["card"] == card
+    with pytest.raises(SnapshotError, match=rf"is of card '{card}', not of 'my'"):
+        load(path, "hint", card="my")  # the name before the dot is another card
 
 
 def test_a_file_without_a_card_field_is_taken_at_its_folders_word(tmp_path):
     """A hand-written file of the right format names no card: nothing says it is another's."""
     path = tmp_path / "s.json"
     path.write_text('{"format": 1, "observed": {}}', encoding="utf-8")
-    assert recording.load(path, "hint", card=CARD) == {"format": 1, "observed": {}}
+    assert load(path, "hint", card=CARD) == {"format": 1, "observed": {}}
 
 
 # ------------------------------------------------------------ writers at the same time
@@ -73,8 +73,8 @@ def test_a_file_without_a_card_field_is_taken_at_its_folders_word(tmp_path):
 def _stand_in(monkeypatch, card="my.card"):
     """A subject that record() can write without a model: provenance and observations stand-ins
     (large enough that a write takes a while, so writers overlap)."""
-    monkeypatch.setattr(recording, "provenance", lambda subject: {"writer": threading.get_ident()})
-    monkeypatch.setattr(recording, "observe", lambda subject: {"tokenizer": {"ids": list(range(20_000))}})
+    monkeypatch.setattr("probes.snapshots.record.provenance", lambda subject: {"writer": threading.get_ident()})
+    monkeypatch.setattr("probes.snapshots.record.observe", lambda subject: {"tokenizer": {"ids": list(range(20_000))}})
     return SimpleNamespace(card=SimpleNamespace(name=card), machine_class="cpu")
 
 
@@ -89,7 +89,7 @@ def test_writers_recording_one_card_at_once_each_end_with_a_whole_file(tmp_path,
         start.wait()
         try:
             for _ in range(30):
-                recording.record(subject, tmp_path)
+                record(subject, tmp_path)
         except Exception as exc:  # collected: the assertion below names it
             failures.append(repr(exc))
 
@@ -100,7 +100,7 @@ def test_writers_recording_one_card_at_once_each_end_with_a_whole_file(tmp_path,
         writer.join()
     assert failures == []
     path = tmp_path / "my.card" / "cpu.json"
-    assert recording.load(path, "hint", card="my.card")["observed"]["tokenizer"]["ids"][-1] == 19_999
+    assert load(path, "hint", card="my.card")["observed"]["tokenizer"]["ids"][-1] == 19_999
     assert [p.name for p in path.parent.iterdir()] == ["cpu.json"]  # no temporary file left
 
 
@@ -109,7 +109,7 @@ def test_a_write_that_fails_leaves_the_old_snapshot_and_no_temporary_file(tmp_pa
     and the snapshot there before is untouched; a write that succeeds is readable as a file
     open() would have made (mkstemp's own files are private)."""
     subject = _stand_in(monkeypatch)
-    path = recording.record(subject, tmp_path)
+    path = record(subject, tmp_path)
     before = path.read_bytes()
     umask = os.umask(0)
     os.umask(umask)
@@ -119,9 +119,9 @@ def test_a_write_that_fails_leaves_the_old_snapshot_and_no_temporary_file(tmp_pa
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", failing_replace)
-    monkeypatch.setattr(recording, "observe", lambda subject: {"tokenizer": {"ids": [1, 2, 3]}})
+    monkeypatch.setattr("probes.snapshots.record.observe", lambda subject: {"tokenizer": {"ids": [1, 2, 3]}})
     with pytest.raises(OSError, match="No space left"):
-        recording.record(subject, tmp_path)
+        record(subject, tmp_path)
     assert [p.name for p in path.parent.iterdir()] == ["cpu.json"] and path.read_bytes() == before
 
 
@@ -134,7 +134,7 @@ def test_the_snapshot_test_fails_a_section_of_another_shape_with_the_command_tha
     path = root / CARD / "cpu.json"
     snapshot = json.loads(path.read_text(encoding="utf-8"))
     snapshot["observed"]["tokenizer"]["ids"] = list(snapshot["observed"]["tokenizer"]["ids"].values())
-    path.write_text(recording.dumps(snapshot), encoding="utf-8")
+    path.write_text(dumps(snapshot), encoding="utf-8")
     outcome = SnapshotCheck(root, dir_option=f" --snapshot-dir {root}").check(tokenizer_subject())
     assert outcome.verdict == "failed" and outcome.status == "no usable snapshot", outcome
     assert f"snapshot {path}: section 'tokenizer' does not hold what lm-probes records there" in outcome.message
@@ -147,6 +147,6 @@ def test_the_snapshot_test_fails_a_section_of_another_shape_with_the_command_tha
     snapshot = json.loads(path.read_text(encoding="utf-8"))
     modes = next(iter(snapshot["observed"]["tokenizer"]["ids"].values()))  # {plain: [...], special: [...]}
     modes["special"] = [*modes["special"], 7]
-    path.write_text(recording.dumps(snapshot), encoding="utf-8")
+    path.write_text(dumps(snapshot), encoding="utf-8")
     outcome = SnapshotCheck(same_shape).check(tokenizer_subject())
     assert outcome.verdict == "failed" and outcome.differences, outcome

@@ -9,12 +9,23 @@ import json
 import pytest
 
 from probes.paths import SNAPSHOT_DIR
-from probes.snapshots import compare as comparing
-from probes.snapshots import observe as observing
-from probes.snapshots import record as recording
 from probes.snapshots import sections, token_rules
 from probes.snapshots.check import SnapshotCheck, SnapshotOutcome
+from probes.snapshots.compare import compare, summary_line
 from probes.snapshots.differences import Difference
+from probes.snapshots.observe import TOP_N
+from probes.snapshots.record import (
+    FORMAT,
+    SnapshotError,
+    dumps,
+    load,
+    observe,
+    provenance,
+    record,
+    recorded_classes,
+    snapshot_path,
+    unrecorded_device_class,
+)
 from tests.unit.conftest import tiny, tokenizer_subject
 from tests.unit.snapshots.snapshot_helpers import diffs_of, observed
 
@@ -23,10 +34,10 @@ from tests.unit.snapshots.snapshot_helpers import diffs_of, observed
 
 def test_record_writes_stable_readable_json(tmp_path):
     subject = tokenizer_subject()
-    path = recording.record(subject, tmp_path)
+    path = record(subject, tmp_path)
     assert path == tmp_path / "mistral-tokenizer" / "cpu.json"
     first = path.read_text(encoding="utf-8")
-    recording.record(subject, tmp_path)
+    record(subject, tmp_path)
     second = path.read_text(encoding="utf-8")
     strip = lambda text: [line for line in text.splitlines() if '"recorded"' not in line]  # noqa: E731
     assert strip(first) == strip(second)  # same content, same order: a clean diff
@@ -36,21 +47,21 @@ def test_record_writes_stable_readable_json(tmp_path):
 
 def test_missing_corrupt_and_foreign_snapshots_say_how_to_fix(tmp_path):
     hint = "pytest tests/behaviour/test_snapshot.py --card x --snapshot-update"
-    with pytest.raises(recording.SnapshotError, match="no snapshot at .*Record one with: pytest"):
-        recording.load(tmp_path / "none.json", hint)
+    with pytest.raises(SnapshotError, match="no snapshot at .*Record one with: pytest"):
+        load(tmp_path / "none.json", hint)
     truncated = tmp_path / "truncated.json"
     truncated.write_text('{"format": 1, "observed": {"tok', encoding="utf-8")
-    with pytest.raises(recording.SnapshotError, match="corrupt or truncated .*Re-record it with"):
-        recording.load(truncated, hint)
+    with pytest.raises(SnapshotError, match="corrupt or truncated .*Re-record it with"):
+        load(truncated, hint)
     foreign = tmp_path / "foreign.json"
     foreign.write_text('{"hello": 1}', encoding="utf-8")
-    with pytest.raises(recording.SnapshotError, match="not a format-1 lm-probes snapshot"):
-        recording.load(foreign, hint)
+    with pytest.raises(SnapshotError, match="not a format-1 lm-probes snapshot"):
+        load(foreign, hint)
 
 
 def test_summary_line_names_what_changed():
     diffs = [Difference("warning", "greedy.bos", "x"), Difference("error", "next_token.probs", "y")]
-    line = comparing.summary_line(
+    line = summary_line(
         {"transformers": "4.57.6", "torch": "2.13.0"}, {"transformers": "5.23.0", "torch": "2.13.0"}, diffs
     )
     assert line == "transformers 4.57.6 -> 5.23.0: 1 error(s) in next_token.probs; 1 warning(s) in greedy.bos"
@@ -60,7 +71,7 @@ def test_summary_line_names_what_changed():
 
 
 def test_dumps_is_sorted_indented_unicode_with_number_lists_inline():
-    text = recording.dumps({"b": [1e-05, -2.5, 3], "a": {"テキスト": [[1, 2], ["x"]]}})
+    text = dumps({"b": [1e-05, -2.5, 3], "a": {"テキスト": [[1, 2], ["x"]]}})
     assert text == (
         '{\n "a": {\n  "テキスト": [\n   [1, 2],\n   [\n    "x"\n   ]\n  ]\n },\n "b": [1e-05, -2.5, 3]\n}\n'
     )
@@ -70,7 +81,7 @@ def test_dumps_never_rewrites_a_string_that_holds_a_number_list():
     """A generated text holding code or JSON ("ids [1,2,3]") is written as the model said it;
     the regular expression over the JSON text that dumps used to be wrote "ids [1, 2, 3]"."""
     observed = {"texts": ["ids [1,2,3]", "[ 4 ,5 ]"], "ids": [1, 2, 3]}
-    text = recording.dumps(observed)
+    text = dumps(observed)
     assert json.loads(text) == observed
     assert '"ids [1,2,3]"' in text and '"[ 4 ,5 ]"' in text and '"ids": [1, 2, 3]' in text
 
@@ -78,15 +89,15 @@ def test_dumps_never_rewrites_a_string_that_holds_a_number_list():
 @pytest.mark.parametrize("path", sorted(p.relative_to(SNAPSHOT_DIR).as_posix() for p in SNAPSHOT_DIR.glob("*/*.json")))
 def test_dumps_writes_every_committed_snapshot_back_byte_for_byte(path):
     text = (SNAPSHOT_DIR / path).read_text(encoding="utf-8")
-    assert recording.dumps(json.loads(text)) == text
+    assert dumps(json.loads(text)) == text
 
 
 def test_record_creates_missing_folders_and_writes_a_loadable_snapshot(tmp_path):
     root = tmp_path / "new" / "snapshots"  # neither folder exists yet
-    path = recording.record(tokenizer_subject(), root)
-    snapshot = recording.load(path, "hint")
+    path = record(tokenizer_subject(), root)
+    snapshot = load(path, "hint")
     assert sorted(snapshot) == ["card", "format", "observed", "provenance"]
-    assert snapshot["card"] == "mistral-tokenizer" and snapshot["format"] == recording.FORMAT
+    assert snapshot["card"] == "mistral-tokenizer" and snapshot["format"] == FORMAT
     assert snapshot["provenance"]["device"] == "cpu" and "vocab_size" in snapshot["observed"]["tokenizer"]
     assert [p.name for p in path.parent.iterdir()] == ["cpu.json"]  # no temporary file left
 
@@ -99,20 +110,20 @@ def test_record_creates_missing_folders_and_writes_a_loadable_snapshot(tmp_path)
 def test_a_snapshot_of_another_shape_is_refused(tmp_path, content):
     path = tmp_path / "s.json"
     path.write_text(content, encoding="utf-8")
-    with pytest.raises(recording.SnapshotError, match="not a format-1 lm-probes snapshot"):
-        recording.load(path, "hint")
+    with pytest.raises(SnapshotError, match="not a format-1 lm-probes snapshot"):
+        load(path, "hint")
     path.write_text('{"format": 1, "observed": {}}', encoding="utf-8")
-    assert recording.load(path, "hint") == {"format": 1, "observed": {}}
+    assert load(path, "hint") == {"format": 1, "observed": {}}
 
 
 @pytest.mark.parametrize("key", ["torch", "transformers", "tokenizers", "device", "dtype", "cpu threads"])
 def test_summary_line_names_each_provenance_change(key):
     before = {k: "1" for k in ("torch", "transformers", "tokenizers", "device", "dtype", "cpu threads")}
     after = before | {key: "2"}
-    assert comparing.summary_line(before, after, []) == f"{key} 1 -> 2: no change beyond tolerance"
-    assert comparing.summary_line(before, before, []) == "same versions and machine class: no change beyond tolerance"
+    assert summary_line(before, after, []) == f"{key} 1 -> 2: no change beyond tolerance"
+    assert summary_line(before, before, []) == "same versions and machine class: no change beyond tolerance"
     two = after | {"torch": "3"} if key != "torch" else after | {"dtype": "3"}
-    assert ", " in comparing.summary_line(before, two, [])
+    assert ", " in summary_line(before, two, [])
 
 
 # ====================================================================== model-backed
@@ -130,7 +141,7 @@ def test_provenance_reads_versions_device_and_files_from_the_run():
     from probes.environment import environment_info
 
     env = environment_info()
-    prov = recording.provenance(tokenizer_subject())
+    prov = provenance(tokenizer_subject())
     assert sorted(prov) == sorted(
         [
             "python",
@@ -159,7 +170,7 @@ def test_provenance_reads_versions_device_and_files_from_the_run():
     assert prov["model source"] == "mistral_common/data/tokenizer.model.v1"
     assert list(prov["files"]) == ["tokenizer.model.v1"] and len(prov["files"]["tokenizer.model.v1"]) == 16
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", prov["recorded"])
-    model_prov = recording.provenance(tiny())
+    model_prov = provenance(tiny())
     assert (model_prov["device"], model_prov["dtype"], model_prov["class"]) == ("cpu", "float32", "cpu")
     assert model_prov["numerics"]["model_dtype"] == "float32" and model_prov["numerics"]["bnb_kernel"] is None
     assert model_prov["model source"] == "random MistralForCausalLM (seed 0)"
@@ -198,7 +209,7 @@ def test_observe_holds_every_probe_of_a_model_subject(tiny_recorded):
     }
     nt = recorded["next_token"]
     assert nt["prompt"] == "The capital of Japan is" and nt["prompt_ids"] == [1, 415, 5565, 302, 4720, 349]
-    assert len(nt["top_ids"]) == len(set(nt["top_ids"])) == len(nt["top_probs"]) == observing.TOP_N
+    assert len(nt["top_ids"]) == len(set(nt["top_ids"])) == len(nt["top_probs"]) == TOP_N
     assert nt["top_probs"] == sorted(nt["top_probs"], reverse=True) and 0 < nt["top_probs"][0] < 1
     assert all(p == round(p, 7) for p in nt["top_probs"])
     assert sorted(recorded["temperature"]["entropy"]) == ["0.4", "1.0", "1.6"]
@@ -226,8 +237,8 @@ def test_observe_holds_every_probe_of_a_model_subject(tiny_recorded):
 def test_a_tokenizer_only_subject_has_the_cpu_class_and_only_tokenizer_observations(tmp_path):
     subject = tokenizer_subject()
     assert subject.machine_class == "cpu"
-    assert recording.snapshot_path(subject, tmp_path) == tmp_path / "mistral-tokenizer" / "cpu.json"
-    assert list(recording.observe(subject)) == ["tokenizer"]
+    assert snapshot_path(subject, tmp_path) == tmp_path / "mistral-tokenizer" / "cpu.json"
+    assert list(observe(subject)) == ["tokenizer"]
 
 
 def test_sections_a_card_leaves_out_are_not_compared_but_a_changed_leave_out_is_an_error():
@@ -247,22 +258,22 @@ def test_sections_a_card_leaves_out_are_not_compared_but_a_changed_leave_out_is_
 def test_a_bitsandbytes_upgrade_is_named_in_the_summary_and_stops_sampled_comparison():
     rec = {"torch": "2.13.0", "transformers": "5.23.0", "bitsandbytes": "0.49.2", "quantization": "nf4"}
     cur = {**rec, "bitsandbytes": "0.50.2"}
-    assert comparing.summary_line(rec, cur, []) == "bitsandbytes 0.49.2 -> 0.50.2: no change beyond tolerance"
+    assert summary_line(rec, cur, []) == "bitsandbytes 0.49.2 -> 0.50.2: no change beyond tolerance"
     assert token_rules.why_samples_not_comparable(rec, cur) == ["bitsandbytes 0.49.2 -> 0.50.2"]
 
 
 def test_a_first_gpu_run_skips_only_where_no_class_is_recorded_and_a_missing_cpu_snapshot_is_not_excused(tmp_path):
     card_dir = tmp_path / "mistral-7b-v0.1"
     card_dir.mkdir()
-    assert recording.unrecorded_device_class(card_dir / "cuda-sm90.json") == (
+    assert unrecorded_device_class(card_dir / "cuda-sm90.json") == (
         "no snapshot for machine class cuda-sm90 yet (recorded: none)"
     )
     (card_dir / "cpu-bnb-float16.json").write_text("{}", encoding="utf-8")
     # another class recorded: compared with it under the cross-class rules, not skipped
-    assert recording.unrecorded_device_class(card_dir / "cuda-sm90.json") is None
-    assert recording.recorded_classes(card_dir) == ["cpu-bnb-float16"]
-    assert recording.unrecorded_device_class(tmp_path / "other" / "cpu.json") is None  # load() fails it
-    assert recording.unrecorded_device_class(tmp_path / "other" / "cpu-bnb-float16.json") is None
+    assert unrecorded_device_class(card_dir / "cuda-sm90.json") is None
+    assert recorded_classes(card_dir) == ["cpu-bnb-float16"]
+    assert unrecorded_device_class(tmp_path / "other" / "cpu.json") is None  # load() fails it
+    assert unrecorded_device_class(tmp_path / "other" / "cpu-bnb-float16.json") is None
 
 
 def test_snapshot_warning_is_importable_from_the_package_and_compare_takes_keywords():
@@ -274,7 +285,7 @@ def test_snapshot_warning_is_importable_from_the_package_and_compare_takes_keywo
     assert probes.SnapshotWarning.__module__ == "probes"  # defined there: naming it imports nothing else
     assert issubclass(probes.SnapshotWarning, UserWarning)
     with pytest.raises(TypeError):
-        comparing.compare({}, {}, {})  # tolerances positionally
+        compare({}, {}, {})  # tolerances positionally
 
 
 def test_the_snapshot_fixture_records_then_compares_and_keeps_typed_outcomes(tmp_path):
