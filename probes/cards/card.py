@@ -29,21 +29,16 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from probes.cards.expect_schema import Expect
-from probes.cards.loading import LoadSettings
-from probes.cards.schema import CardFile, KnownFailure, Served, SnapshotSettings
+from probes.cards.schema import CardFile, KnownFailure
 from probes.cards.sources import FollowModel, HubSource, MistralCommonTokenizer
-from probes.cards.sources import ModelSource as ModelSourceType
-from probes.cards.sources import TokenizerSource as TokenizerSourceType
 from probes.cards.validation import card_json_schema, cross_field_problems, describe_error
 from probes.paths import CARDS_DIR, REPO_ROOT
 from probes.registry import load_plugins
@@ -53,40 +48,40 @@ class CardError(ValueError):
     """A card file is missing, does not parse, or does not match the schema."""
 
 
-# --------------------------------------------------------------------------- schema
-# The card format is declared in probes/cards/expect_schema.py (sections) and probes/cards/sources.py
-# (where the tokenizer and weights come from). Here: what is derived from it.
-
-
 # --------------------------------------------------------------------------- the Card
 
 
-@dataclass(frozen=True)
-class Card:
-    """A validated card. Sources and load settings are typed objects; ``expect`` is the
-    card's ``expect:`` as written (what tests walk by dotted path, and what decides which
-    tests run), ``expectations`` the same values typed, with defaults filled in."""
+class Card(CardFile):
+    """A validated card, as the suite runs it: every field of the card file (``CardFile``,
+    cards/schema.py: sources, load settings and ``expect:`` typed, with the schema's
+    defaults), where it was read from, and whether ``--model`` replaced its source. One class,
+    so no field is copied from the file into another. ``written_expect`` is ``expect:`` as
+    written: what tests walk by dotted path, and what decides which tests run."""
 
-    name: str
     path: Path
-    description: str
-    tokenizer: TokenizerSourceType
-    model: ModelSourceType | None
-    load: LoadSettings = LoadSettings()
-    marks: tuple[str, ...] = ()
-    expect: dict[str, Any] = field(default_factory=dict)
-    xfail: tuple[KnownFailure, ...] = ()
-    leave_out: tuple[KnownFailure, ...] = ()
-    tolerances: dict[str, Any] = field(default_factory=dict)  # cross_class: a dict of its own
-    reference: str | None = None
-    snapshot: SnapshotSettings = SnapshotSettings()
-    served: Served | None = None  # the model behind a serving engine, for parity (-m served)
     # set when --model replaced the card's own source (the expectations stay the card's)
     model_override: str | None = None
 
-    @cached_property
-    def expectations(self) -> Expect:
-        return Expect.model_validate(self.expect)
+    @classmethod
+    def of(cls, file: CardFile, path: Path) -> Card:
+        """The card of a validated card file read from ``path``."""
+        return cls.model_validate({**dict(file), "path": path})
+
+    def replace(self, **changes: Any) -> Card:
+        """This card with some fields changed, validated as a card is (``expect=`` may be a
+        dict as written); how --model, draft-card and the library's tests derive cards."""
+        return type(self).model_validate({**dict(self), **changes})
+
+    @property
+    def written_expect(self) -> dict[str, Any]:
+        """``expect:`` as written (an absent field means "not checked", not its default)."""
+        return self.expect.model_dump(by_alias=True, exclude_unset=True)
+
+    @property
+    def tolerance_overrides(self) -> dict[str, Any]:
+        """The tolerances the card sets (``cross_class`` a dict of its own): what the
+        snapshot comparison lays over the sections' defaults."""
+        return self.tolerances.model_dump(exclude_none=True)
 
     @property
     def has_model(self) -> bool:
@@ -116,7 +111,7 @@ class Card:
 
         ``name[x]`` picks the list item whose ``id`` is x. Raises KeyError if absent.
         """
-        node: Any = self.expect
+        node: Any = self.written_expect
         for part in dotted.split("."):
             m = re.fullmatch(r"([\w-]+)(?:\[([^\]]+)\])?", part)
             if not m:
@@ -152,16 +147,16 @@ class Card:
         else:
             source = HubSource(source="hf", id=model_id, gguf_file=_single_gguf(model_id))
         if self.has_model:
-            return replace(self, tokenizer=FollowModel(source="model"), model=source, model_override=model_id)
-        return replace(self, tokenizer=source, model_override=model_id)
+            return self.replace(tokenizer=FollowModel(source="model"), model=source, model_override=model_id)
+        return self.replace(tokenizer=source, model_override=model_id)
 
     def xfail_reason(self, test: str, case: str | None) -> str | None:
         """The recorded reason this card fails ``test`` (for ``case``), if any."""
         return _reason(self.xfail, test, case)
 
-    def leave_out_reason(self, test: str, case: str | None) -> str | None:
-        """Why this card does not run ``test`` (for ``case``), if it leaves it out."""
-        return _reason(self.leave_out, test, case)
+    def skip_reason(self, test: str, case: str | None) -> str | None:
+        """Why this card does not run ``test`` (for ``case``), if it skips it."""
+        return _reason(self.skip, test, case)
 
     def with_tokenizer_config(self, **overrides: Any) -> Card:
         """This card with some tokenizer_config entries changed (e.g. add_bos_token=False):
@@ -169,7 +164,7 @@ class Card:
         if not isinstance(self.tokenizer, MistralCommonTokenizer):
             raise CardError(f"card '{self.name}': only a mistral-common tokenizer takes tokenizer_config")
         config = {**self.tokenizer.tokenizer_config, **overrides}
-        return replace(self, tokenizer=self.tokenizer.model_copy(update={"tokenizer_config": config}))
+        return self.replace(tokenizer=self.tokenizer.model_copy(update={"tokenizer_config": config}))
 
     def location(self) -> str:
         return f"card '{self.name}' ({_display_path(self.path)})"
@@ -178,7 +173,7 @@ class Card:
         return f"{self.location()}, field expect.{dotted}"
 
 
-def _reason(entries: tuple[KnownFailure, ...], test: str, case: str | None) -> str | None:
+def _reason(entries: list[KnownFailure], test: str, case: str | None) -> str | None:
     for entry in entries:
         if entry.test == test and entry.case in (None, case):
             return entry.reason
@@ -252,6 +247,7 @@ def load_card(path: str | Path) -> Card:
         raise CardError(f"card file {shown} must be a YAML mapping, got {type(raw).__name__}")
 
     problems: list[str] = []
+    raw = _renamed_keys(raw, shown, problems)
     load_plugins()  # an installed plugin's sources, sections and engines are names a card may use
     try:
         spec = CardFile.model_validate(raw)
@@ -262,23 +258,36 @@ def load_card(path: str | Path) -> Card:
         listing = "\n  - ".join(dict.fromkeys(problems))
         raise CardError(f"card file {shown} is invalid:\n  - {listing}")
 
-    return Card(
-        name=spec.name,
-        path=path,
-        description=spec.description,
-        tokenizer=spec.tokenizer,
-        model=spec.model,
-        load=spec.load,
-        marks=tuple(spec.marks),
-        # as written (exclude_unset): an absent field means "not checked", not a default
-        expect=spec.expect.model_dump(by_alias=True, exclude_unset=True),
-        xfail=tuple(spec.xfail),
-        leave_out=tuple(spec.leave_out),
-        tolerances=spec.tolerances.model_dump(exclude_none=True),
-        reference=spec.reference,
-        snapshot=spec.snapshot,
-        served=spec.served,
-    )
+    return Card.of(spec, path)
+
+
+class CardKeyRenamed(FutureWarning):
+    """A card uses a key's old name: read as the new one for one more release."""
+
+
+# old top-level key -> its new name (issue 36: `leave_out:` said both "tests not run" and, under
+# snapshot:, "sections not recorded"); read, with a warning, until lm-probes 0.3
+RENAMED_KEYS = {"leave_out": "skip"}
+
+
+def _renamed_keys(raw: dict[str, Any], shown: str, problems: list[str]) -> dict[str, Any]:
+    """``raw`` with each old key under its new name, warning once per key; both names at once
+    is a problem (which one holds?)."""
+    renamed = dict(raw)
+    for old, new in RENAMED_KEYS.items():
+        if old not in raw:
+            continue
+        if new in raw:
+            problems.append(f"{old}: the old name of `{new}:`, and the card has both; keep `{new}:` alone")
+            continue
+        warnings.warn(
+            f"card file {shown}: `{old}:` is now `{new}:` (the same entries); rename it, the old name is read "
+            "until lm-probes 0.3",
+            CardKeyRenamed,
+            stacklevel=3,
+        )
+        renamed[new] = renamed.pop(old)
+    return renamed
 
 
 def nearest(word: str, names: list[str]) -> str | None:

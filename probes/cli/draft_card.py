@@ -4,7 +4,6 @@ it was set with (probes/draft)."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import tempfile
 import time
@@ -48,7 +47,7 @@ def run_draft_card(args: argparse.Namespace) -> int:
     # where the card and its snapshot go is checked before anything is measured (minutes)
     if problem := output_problem(output, name, args.snapshot_dir):
         return _bad_input(problem)
-    card = dataclasses.replace(base, name=name, expect={}, xfail=(), leave_out=())
+    card = base.replace(name=name, expect={}, xfail=[], skip=[])
     subject = Subject(card, seed=0)  # seed 0: the suite's default, so its sampled calls are the first draw
     settings = DraftSettings(
         draws=args.draws,
@@ -114,7 +113,7 @@ def _write(
         settings,
         description=args.description or base.description or None,
         kept_xfail=kept_entries(base.xfail),
-        kept_leave_out=kept_entries(base.leave_out),
+        kept_skip=kept_entries(base.skip),
     )
 
     # The card must read back as a valid card before anything is written.
@@ -130,7 +129,7 @@ def _write(
         bar.note(f"wrote {output} ({len(draft.xfail)} known failures, {len(draft.left_out)} fields not drafted)")
     if args.snapshot_dir:
         # the snapshot records what the drafted expectations name (encode cases, back-ends)
-        subject.card = dataclasses.replace(drafted, path=output or drafted.path)
+        subject.card = drafted.replace(path=output or drafted.path)
         written = record(subject, Path(args.snapshot_dir))
         bar.note(f"recorded its snapshot: {written}")
     bar.finish()
@@ -198,7 +197,7 @@ def draft_base(args: argparse.Namespace) -> Card:
     }
     if args.card:
         base = find_card(args.card, args.cards_dir)
-        return dataclasses.replace(base, load=LoadSettings.model_validate({**base.load.model_dump(), **asked}))
+        return base.replace(load=LoadSettings.model_validate({**base.load.model_dump(), **asked}))
     if not args.name:
         raise ValueError("--name is required with --model or --gguf-file: the card's file name")
     if args.model:

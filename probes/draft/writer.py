@@ -172,7 +172,7 @@ def write_card(card: dict[str, Any], header: list[str] = ()) -> str:
 
 # The tests whose known failures the draft decides (it measures them); a re-measured
 # card's other xfail entries (a finding on a check every model must pass, recorded by
-# hand) and its leave_out entries are decisions, not measurements: they are kept.
+# hand) and its skip entries are decisions, not measurements: they are kept.
 DRAFTED_TESTS = frozenset(
     {
         "test_bos_prepended_by_default_and_absent_without_special_tokens",
@@ -205,7 +205,7 @@ def card_text(
     settings: DraftSettings,
     description: str | None = None,
     kept_xfail: list[Any] = (),
-    kept_leave_out: list[Any] = (),
+    kept_skip: list[Any] = (),
 ) -> str:
     """The drafted card's YAML: a header saying how it was made, the sources as given,
     the measured expectations and the known failures (with those kept from a re-measured
@@ -231,6 +231,6 @@ def card_text(
     card["expect"] = draft.expect
     if draft.xfail or kept_xfail:
         card["xfail"] = [*kept_xfail, *draft.xfail]
-    if kept_leave_out:
-        card["leave_out"] = list(kept_leave_out)
+    if kept_skip:
+        card["skip"] = list(kept_skip)
     return write_card(card, header)

@@ -159,7 +159,7 @@ def mark_items(config: pytest.Config, items: list[pytest.Item]) -> None:
         reason = card.xfail_reason(test, case_name)
         if reason:
             item.add_marker(pytest.mark.xfail(reason=f"{card.name}: {reason}", strict=True))
-        left_out = card.leave_out_reason(test, case_name)
+        left_out = card.skip_reason(test, case_name)
         if left_out:
             item.add_marker(pytest.mark.skip(reason=f"{card.name} leaves this out: {left_out}"))
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]

@@ -85,7 +85,7 @@ class SnapshotCheck:
                 compare(
                     recorded["observed"],
                     observe(subject),
-                    tolerances=subject.card.tolerances,
+                    tolerances=subject.card.tolerance_overrides,
                     subject=subject,
                     recorded_provenance=recorded["provenance"],
                     current_provenance=current_prov,

@@ -209,7 +209,7 @@ def _tolerances(card: str, served: bool = False) -> dict[str, Any]:
         found = find_card(card)
     except CardError:
         return {}  # a card this installation does not know: the default tolerances
-    tolerances = dict(found.tolerances)
+    tolerances = found.tolerance_overrides
     if served and found.served is not None:
         tolerances["cross_class"] = found.served.parity.model_dump()
     return tolerances

@@ -54,7 +54,7 @@ def answer_end_prompts(subject: Subject) -> dict[str, str]:
     """U8's requests (fixtures/inputs/article.yaml's answer_ends) as prompts: each a user turn
     through the chat template, or for a tokenizer without one, in the card's prompt format."""
     spec = article_inputs()["answer_ends"]
-    tasks = subject.card.expectations.tasks
+    tasks = subject.card.expect.tasks
     chat = bool(getattr(subject.tokenizer, "chat_template", None))
     prompt_format = "chat" if chat else (tasks.prompt_format if tasks is not None else QUESTION_FORMAT)
     return {
@@ -327,7 +327,7 @@ def projection(subject: Subject) -> em.Projection:
 def knowledge_answers(subject: Subject) -> dict[str, generation.Generation]:
     """Every knowledge question of the card, answered in one batched generate call per
     decoding setting (a case may override the card's prompt format and decoding)."""
-    tasks = subject.card.expectations.tasks
+    tasks = subject.card.expect.tasks
     assert tasks is not None and tasks.knowledge is not None
     return RESULTS.get(subject, "knowledge", lambda: answer_questions(subject, tasks))
 

@@ -203,7 +203,7 @@ def test_served_defaults_are_the_cards(model_subject, served_endpoint, attach):
 @pytest.mark.served
 @pytest.mark.observation("S6", "K1")
 def test_served_knowledge_verdicts_are_transformers(model_subject, served_endpoint, attach):
-    tasks = model_subject.card.expectations.tasks
+    tasks = model_subject.card.expect.tasks
     if tasks is None or tasks.knowledge is None:
         pytest.skip(f"card '{model_subject.name}' has no tasks.knowledge")
     in_process = results.knowledge_answers(model_subject)

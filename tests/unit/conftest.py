@@ -14,7 +14,6 @@ per process).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 from dataclasses import dataclass
 
@@ -51,7 +50,7 @@ def tiny_card(**config) -> Card:
     card = find_card("tiny-mistral")
     if not config:
         return card
-    return dataclasses.replace(card, model=card.model.model_copy(update={"config": {**card.model.config, **config}}))
+    return card.replace(model=card.model.model_copy(update={"config": {**card.model.config, **config}}))
 
 
 def tiny(**config) -> Subject:

@@ -18,7 +18,6 @@ for each of ~20 rows.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 import pytest
@@ -129,7 +128,7 @@ def test_the_default_suite_re_runs_every_tiny_mistral_check(run_suite):
     for check in TINY_CHECKS:
         module, function = check.test.split("::")
         assert f"tests/behaviour/{module}::{function}[tiny-mistral" in collected, check
-        assert card.leave_out_reason(function, None) is None and card.xfail_reason(function, None) is None, check
+        assert card.skip_reason(function, None) is None and card.xfail_reason(function, None) is None, check
     assert not find_card("tiny-mistral").marks  # a default card: make test runs it
 
 
@@ -157,8 +156,7 @@ def test_a_resaved_tokenizer_passes_the_special_text_and_chat_checks(tmp_path):
     tokenizer = Subject(find_card("smollm2-135m-instruct")).tokenizer
     tokenizer.save_pretrained(tmp_path / "resaved")
     subject = Subject(
-        dataclasses.replace(
-            find_card("smollm2-135m-instruct"),
+        find_card("smollm2-135m-instruct").replace(
             tokenizer=HubSource(source="hf", id=str(tmp_path / "resaved")),
             model=None,
         )

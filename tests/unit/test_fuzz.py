@@ -165,7 +165,7 @@ def _card_or_card_error(call, what: str) -> None:
         return
     assert isinstance(card, Card), f"{what} returned {card!r}"
     assert _one_component(card.name), f"{what}: accepted the name {card.name!r}, not one path component"
-    card.expectations  # noqa: B018 (an accepted card's expectations are typed without error)
+    card.written_expect  # noqa: B018 (an accepted card's expect: reads back as written without error)
 
 
 class _Accepted(BaseException):  # noqa: N818 (not an error: the input got through)

@@ -3,7 +3,6 @@ nothing overwritten that the user did not ask to overwrite."""
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import socket
@@ -110,16 +109,20 @@ def pickle_only_folder(tmp_path_factory):
 
 
 def test_pickle_checkpoints_are_refused_by_default(pickle_only_folder):
-    card = dataclasses.replace(
-        find_card("tiny-mistral").with_model(str(pickle_only_folder)), tokenizer=find_card("tiny-mistral").tokenizer
+    card = (
+        find_card("tiny-mistral")
+        .with_model(str(pickle_only_folder))
+        .replace(tokenizer=find_card("tiny-mistral").tokenizer)
     )
     with pytest.raises(SubjectLoadError, match=r"holds only pickle weights \(\.bin/\.pt\).*pass --allow-pickle"):
         Subject(card).model
 
 
 def test_pickle_checkpoints_load_with_the_explicit_opt_in(pickle_only_folder):
-    card = dataclasses.replace(
-        find_card("tiny-mistral").with_model(str(pickle_only_folder)), tokenizer=find_card("tiny-mistral").tokenizer
+    card = (
+        find_card("tiny-mistral")
+        .with_model(str(pickle_only_folder))
+        .replace(tokenizer=find_card("tiny-mistral").tokenizer)
     )
     model = Subject(card, allow_pickle=True).model
     assert model.get_input_embeddings().weight.shape == (32000, 64)
@@ -230,9 +233,7 @@ def test_a_missing_model_folder_is_one_sentence(tmp_path):
 
 
 def _tiny_tokenizer_with_model_from(folder):
-    return dataclasses.replace(
-        find_card("tiny-mistral").with_model(str(folder)), tokenizer=find_card("tiny-mistral").tokenizer
-    )
+    return find_card("tiny-mistral").with_model(str(folder)).replace(tokenizer=find_card("tiny-mistral").tokenizer)
 
 
 def test_a_folder_that_needs_remote_code_says_so_and_names_trust_remote_code(tmp_path):

@@ -89,14 +89,14 @@ def test_sections_needing_a_model_are_derived_from_the_schema(tmp_path):
 
 
 def test_typed_expectations_fill_the_declared_defaults_and_the_raw_view_keeps_what_was_written(tmp_path):
-    """card.expectations is typed with the schema's defaults (what the knowledge probe
-    reads); card.expect is the card as written, so an absent field stays "not checked"."""
+    """card.expect is typed with the schema's defaults (what the knowledge probe
+    reads); card.written_expect is the card as written, so an absent field stays "not checked"."""
     body = MINIMAL + MODEL + "expect:\n  tasks:\n    knowledge:\n      - {id: japan, answer: Tokyo}\n"
     card = load_card(write_card(tmp_path, body))
-    tasks = card.expectations.tasks
+    tasks = card.expect.tasks
     assert (tasks.prompt_format, tasks.max_new_tokens, tasks.decoding.do_sample) == ("{question}", 40, False)
     assert tasks.knowledge[0].question is None and tasks.knowledge[0].answer == "Tokyo"
-    assert card.expect == {"tasks": {"knowledge": [{"id": "japan", "answer": "Tokyo"}]}}
+    assert card.written_expect == {"tasks": {"knowledge": [{"id": "japan", "answer": "Tokyo"}]}}
     assert not card.has_expectation("tasks.max_new_tokens")
 
 
@@ -107,16 +107,14 @@ def test_strict_types_refuse_a_quoted_number_and_accept_an_int_for_a_float(tmp_p
     card = load_card(
         write_card(tmp_path, MINIMAL + MODEL + "expect:\n  next_token: {top1: ' Tokyo', min_top1_prob: 1}\n")
     )
-    assert card.expectations.next_token.min_top1_prob == 1.0
+    assert card.expect.next_token.min_top1_prob == 1.0
 
 
 def test_a_loaded_card_is_read_only(tmp_path):
-    import dataclasses
-
     import pydantic
 
     card = load_card(write_card(tmp_path, MINIMAL + MODEL))
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         card.name = "other"  # type: ignore[misc]
     with pytest.raises(pydantic.ValidationError, match="frozen"):
         card.model.seed = 1  # type: ignore[misc]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ def write_card(folder: Path, body: str, name: str = "my-card") -> Path:
 def test_shipped_cards_validate(name):
     card = find_card(name)
     assert card.name == name
-    assert card.expect, f"card {name} expects nothing"
+    assert card.written_expect, f"card {name} expects nothing"
 
 
 def test_the_four_cards_of_the_spec_are_shipped():
@@ -37,14 +38,14 @@ def test_the_four_cards_of_the_spec_are_shipped():
 
 def test_gpu_card_carries_the_gpu_mark_and_the_articles_load_settings():
     card = find_card("mistral-7b-v0.1")
-    assert card.marks == ("gpu",)
+    assert card.marks == ["gpu"]
     assert (card.quantization, card.dtype, card.load.device_map) == ("nf4", "float16", "auto")
     assert card.model == HubSource(source="hf", id="mistralai/Mistral-7B-v0.1")
 
 
 def test_minimal_card_loads(tmp_path):
     card = load_card(write_card(tmp_path, MINIMAL))
-    assert card.name == "my-card" and not card.has_model and card.expect == {}
+    assert card.name == "my-card" and not card.has_model and card.written_expect == {}
 
 
 def test_unknown_field_is_named_with_a_suggestion(tmp_path):
@@ -146,7 +147,7 @@ def test_drift_without_a_reference_and_unknown_snapshot_sections_are_reported(tm
         + """\
 model: {source: random-init, architecture: MistralForCausalLM, config: {}}
 snapshot: {leave_out: [greedy, samples]}
-leave_out:
+skip:
   - {test: test_x}
 expect:
   drift: {max_kl: 1.0}
@@ -157,7 +158,7 @@ expect:
     message = str(err.value)
     assert "expect.drift: needs `reference:`, the full-precision card to compare with" in message
     assert "snapshot.leave_out: 'samples' is not one of greedy, embedding, sampled" in message
-    assert "leave_out[0].reason: required" in message
+    assert "skip[0].reason: required" in message
 
 
 def test_a_card_cannot_be_its_own_reference(tmp_path):
@@ -174,8 +175,8 @@ def test_a_misspelt_base_name_suggests_the_base_card_not_its_variant():
 def test_the_nf4_card_leaves_out_tests_with_reasons_and_names_its_reference():
     card = find_card("smollm2-135m-instruct-nf4")
     assert (card.reference, card.quantization, card.dtype) == ("smollm2-135m-instruct", "nf4", "float16")
-    assert "transformers' code" in card.leave_out_reason("test_greedy_picks_the_most_likely_token", "bos")
-    assert card.leave_out_reason("test_next_token_top1", None) is None
+    assert "transformers' code" in card.skip_reason("test_greedy_picks_the_most_likely_token", "bos")
+    assert card.skip_reason("test_next_token_top1", None) is None
 
 
 # ----------------------------------------------- issue 12, bug 3: required fields
@@ -254,3 +255,20 @@ def test_one_rule_tells_a_local_path_from_a_hub_id(source_id, local, monkeypatch
 
     monkeypatch.chdir(REPO_ROOT)
     assert looks_like_local_path(source_id) is local
+
+
+def test_the_old_name_of_skip_is_read_with_a_warning_naming_the_new_one_and_both_names_are_refused(tmp_path):
+    """Issue 36: the top-level `leave_out:` (tests not run) became `skip:`, so that `leave_out`
+    means only the snapshot sections a card does not record. A card of the old form still
+    loads, for one release, with a warning that names the new key; one with both is refused."""
+    from probes.cards.card import CardKeyRenamed
+
+    entries = "  - {test: test_next_token_top1, reason: too slow here}\n"
+    with pytest.warns(CardKeyRenamed, match=r"`leave_out:` is now `skip:` \(the same entries\); rename it"):
+        card = load_card(write_card(tmp_path, MINIMAL + "leave_out:\n" + entries))
+    assert card.skip_reason("test_next_token_top1", None) == "too slow here"
+    with pytest.raises(CardError, match=r"leave_out: the old name of `skip:`, and the card has both; keep `skip:`"):
+        load_card(write_card(tmp_path, MINIMAL + "leave_out:\n" + entries + "skip:\n" + entries))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new name: no warning
+        assert load_card(write_card(tmp_path, MINIMAL + "skip:\n" + entries)).skip

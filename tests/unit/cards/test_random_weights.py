@@ -131,7 +131,7 @@ MISTRAL_7B = {
 
 def test_the_7b_shape_card_is_mistral_7b_loaded_as_the_article_loads_it_on_the_cpu():
     shape, real = find_card("mistral-7b-shape-nf4"), find_card("mistral-7b-v0.1")
-    assert shape.marks == ("slow",)  # -m slow only: not in make test
+    assert shape.marks == ["slow"]  # -m slow only: not in make test
     assert shape.model.config == MISTRAL_7B and shape.model.saved_dtype == "float16"
     assert (shape.load.device, real.load.device) == ("cpu", "cuda")
     assert shape.load.model_copy(update={"device": "cuda"}) == real.load

@@ -68,7 +68,7 @@ def test_load_options_are_the_cards_with_the_command_lines_overrides_and_frozen(
 
 def test_a_card_may_allow_pickle_for_its_own_weights():
     card = find_card("mistral-7b-v0.1")
-    card = dataclasses.replace(card, model=card.model.model_copy(update={"allow_pickle": True}))
+    card = card.replace(model=card.model.model_copy(update={"allow_pickle": True}))
     assert Subject(card).options.allow_pickle and not Subject(find_card("mistral-7b-v0.1")).options.allow_pickle
 
 
@@ -134,7 +134,7 @@ def _smollm2_gguf():
 
 def _gguf_card(path: str):
     card = find_card("smollm2-135m-instruct")
-    return dataclasses.replace(card, model=GgufFileSource(source="gguf-file", path=path))
+    return card.replace(model=GgufFileSource(source="gguf-file", path=path))
 
 
 @pytest.mark.parametrize("written", ["~/models/smol.gguf", "$LM_TEST_MODELS/smol.gguf", "${LM_TEST_MODELS}/smol.gguf"])
@@ -174,7 +174,7 @@ def test_an_installed_package_without_the_file_says_so_instead_of_asking_to_inst
     from probes.cards.files import SubjectLoadError
 
     card = find_card("smollm2-135m-instruct")
-    card = dataclasses.replace(card, model=card.model.model_copy(update={"file": "Other.Q8_0.gguf"}))
+    card = card.replace(model=card.model.model_copy(update={"file": "Other.Q8_0.gguf"}))
     with pytest.raises(SubjectLoadError) as err:
         Subject(card).tokenizer
     message = str(err.value)
@@ -189,7 +189,7 @@ def test_a_failed_load_is_remembered_and_not_retried(monkeypatch):
     from probes.cards.files import SubjectLoadError
 
     card = find_card("smollm2-135m-instruct")
-    card = dataclasses.replace(card, model=card.model.model_copy(update={"file": "Other.Q8_0.gguf"}))
+    card = card.replace(model=card.model.model_copy(update={"file": "Other.Q8_0.gguf"}))
     subject, calls = Subject(card), []
     real = sources.package_file
     monkeypatch.setattr(sources, "package_file", lambda *a: calls.append(a) or real(*a))

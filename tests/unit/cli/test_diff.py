@@ -74,9 +74,8 @@ def test_a_recorded_tokenizer_break_exits_1_and_the_report_names_card_section_an
 
 
 def _renamed(subject, name: str):
-    import dataclasses
 
-    subject.card = dataclasses.replace(subject.card, name=name)
+    subject.card = subject.card.replace(name=name)
     return subject
 
 

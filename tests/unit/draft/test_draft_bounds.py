@@ -13,7 +13,6 @@ that stop once every group's samples differ (``test_draws_that_stop_once_groups_
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 import pytest
 
@@ -71,7 +70,7 @@ def test_share_bounds_from_probabilities_are_no_weaker_than_simulated_ones_and_c
     assert (old["warm"], new["warm"][0]) == (0.8, 1.0), side_by_side
     assert "never, at p = 1" in new["near-greedy"][1] and "greedy's 20 tokens" in new["near-greedy"][1]
 
-    expect = copy.deepcopy(subject.card.expect)
+    expect = copy.deepcopy(subject.card.written_expect)
     expect["sampling"]["near-greedy"]["min_greedy_agreement"] = new["near-greedy"][0]
     expect["sampling"]["warm"]["min_answer_share"] = new["warm"][0]
     breaks = {
@@ -82,7 +81,7 @@ def test_share_bounds_from_probabilities_are_no_weaker_than_simulated_ones_and_c
         with monkeypatch.context() as patched:
             patch(patched)
             broken = smollm2()
-            broken.card = dataclasses.replace(broken.card, expect=expect)
+            broken.card = broken.card.replace(expect=expect)
             outcome, message = Check(test).run(broken)
         assert outcome == "failed", f"{regime}: {test} {outcome} under its break"
         field = {"near-greedy": "min_greedy_agreement", "warm": "min_answer_share"}[regime]

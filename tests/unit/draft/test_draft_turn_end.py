@@ -99,7 +99,7 @@ def test_draft_card_of_a_model_that_stops_at_its_turn_end_writes_it_and_no_xfail
         capsys.readouterr().err
     )
     card = load_card(card_file)
-    assert card.expected("tokenizer.chat.turn_end") == "<|im_end|>" and card.xfail == ()
+    assert card.expected("tokenizer.chat.turn_end") == "<|im_end|>" and card.xfail == []
     assert "# U7, measured: id 2, generation_config.eos_token_id [2]" in card_file.read_text(encoding="utf-8")
 
 

@@ -10,8 +10,6 @@ is, the tokenizer saved and loaded again)."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from probes.cards.card import find_card
@@ -70,7 +68,7 @@ def test_a_re_saved_tokenizer_passes_every_spacing_case(card, tmp_path):
     save_pretrained and loaded from that folder (another file, the same pieces)."""
     original = find_card(card)
     Subject(original).tokenizer.save_pretrained(tmp_path)
-    resaved = Subject(dataclasses.replace(original, tokenizer=HubSource(source="hf", id=str(tmp_path))))
+    resaved = Subject(original.replace(tokenizer=HubSource(source="hf", id=str(tmp_path))))
     for case_id in SPACING_CASES:
         for test in ("test_encode", "test_decode_round_trip"):
             assert outcome(test, resaved, case_id) == "passed", (test, case_id)

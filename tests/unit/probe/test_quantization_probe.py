@@ -28,9 +28,7 @@ from probes.subjects.subject import Subject
 
 def _tiny(quantization: str = "nf4", **load) -> Subject:
     card = find_card("tiny-mistral")
-    return Subject(
-        dataclasses.replace(card, load=LoadSettings(device="cpu", dtype="float16", quantization=quantization, **load))
-    )
+    return Subject(card.replace(load=LoadSettings(device="cpu", dtype="float16", quantization=quantization, **load)))
 
 
 # ------------------------------------------------------------- Q1: loaded as asked
@@ -85,8 +83,7 @@ def test_layer_expectations_catch_a_skipped_module_and_pass_double_quantization(
     quantization of the scales keeps every layer NF4."""
     from transformers import BitsAndBytesConfig
 
-    card = dataclasses.replace(
-        find_card("tiny-mistral"),
+    card = find_card("tiny-mistral").replace(
         expect={
             "quantization": {
                 "method": "nf4",
