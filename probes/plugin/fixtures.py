@@ -256,6 +256,6 @@ class _Attachments:
         if summary:
             self._summary(summary, report.figure(encoded, name))
 
-    def _summary(self, section: str, content: str) -> None:
+    def _summary(self, heading: str, content: str) -> None:
         card = card_of(self._request.node) or "-"
-        record_of(self._request.config).add_fragment(section, card, content)
+        record_of(self._request.config).add_fragment(heading, card, content)

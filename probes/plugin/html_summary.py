@@ -45,7 +45,7 @@ def results_summary(prefix: list[str], session: pytest.Session) -> None:
             observations=record.outcomes,
             snapshots=record.snapshots,
             benchmarks=benchmark_table(record.benchmarks),
-            sections=record.sections,
+            fragments=record.fragments,
         )
     )
 

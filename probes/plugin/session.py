@@ -25,8 +25,8 @@ class SessionRecord:
     in_use: bool = False
     cards: list[Card] | None = None  # the selected cards, read and validated on first use
     subjects: dict[str, Subject] = field(default_factory=dict)  # card -> its subject, loaded once
-    # section -> card -> HTML fragments that tests put in the report's summary
-    sections: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    # the report summary's heading -> card -> HTML fragments that tests put under it
+    fragments: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     # (card, observation id) -> outcomes of the tests that check it
     outcomes: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     # card -> what its snapshot test found, for the report's "Changes since snapshot"
@@ -44,8 +44,8 @@ class SessionRecord:
             server.stop()
         self.servers.clear()
 
-    def add_fragment(self, section: str, card: str, content: str) -> None:
-        self.sections.setdefault(section, {}).setdefault(card, []).append(content)
+    def add_fragment(self, heading: str, card: str, content: str) -> None:
+        self.fragments.setdefault(heading, {}).setdefault(card, []).append(content)
 
     def add_outcome(self, card: str, observation: str, state: str) -> None:
         self.outcomes.setdefault((card, observation), []).append(state)
@@ -76,7 +76,7 @@ class SessionRecord:
             {
                 "torch_runtime": torch_runtime,
                 "subject_rows": {name: subject_row(subject) for name, subject in self.subjects.items()},
-                "sections": self.sections,
+                "fragments": self.fragments,
                 "outcomes": [[card, obs, states] for (card, obs), states in self.outcomes.items()],
                 "snapshots": {card: outcome.as_json() for card, outcome in self.snapshots.items()},
             },
@@ -91,9 +91,9 @@ class SessionRecord:
         data = json.loads(sent)
         self.in_use = True  # a worker ran tests of ours: the controller's report shows them
         self.worker_subject_rows.update(data["subject_rows"])
-        for section, by_card in data["sections"].items():
+        for heading, by_card in data["fragments"].items():
             for card, fragments in by_card.items():
-                self.sections.setdefault(section, {}).setdefault(card, []).extend(fragments)
+                self.fragments.setdefault(heading, {}).setdefault(card, []).extend(fragments)
         for card, obs, states in data["outcomes"]:
             self.outcomes.setdefault((card, obs), []).extend(states)
         self.snapshots.update({card: SnapshotOutcome.from_json(o) for card, o in data["snapshots"].items()})

@@ -139,7 +139,7 @@ def summary_html(
     observations: dict[tuple[str, str], list[str]],
     snapshots: dict[str, Any],
     benchmarks: tuple[list[str], list[list[object]]] | None,
-    sections: dict[str, dict[str, list[str]]],
+    fragments: dict[str, dict[str, list[str]]],
 ) -> str:
     """Every summary section of the report, rendered by templates/summary.html.j2."""
     from markupsafe import Markup
@@ -160,9 +160,9 @@ def summary_html(
             },
             benchmarks=Markup(table(*benchmarks)) if benchmarks else None,
             # already escaped by table() / texts() / the figure markup of the attach fixture
-            sections={
-                s: {card: [Markup(f) for f in fragments] for card, fragments in by_card.items()}
-                for s, by_card in sections.items()
+            fragments={
+                heading: {card: [Markup(f) for f in pieces] for card, pieces in by_card.items()}
+                for heading, by_card in fragments.items()
             },
         )
     )

@@ -185,7 +185,9 @@ def test_the_subjects_table_shows_each_steps_peak_sent_by_a_worker(fresh_steps):
         subject.tokenizer  # noqa: B018
     controller = SessionRecord()
     controller.merge(worker.to_json({}))
-    page = summary_html(subjects=controller.subject_rows(), observations={}, snapshots={}, benchmarks=None, sections={})
+    page = summary_html(
+        subjects=controller.subject_rows(), observations={}, snapshots={}, benchmarks=None, fragments={}
+    )
     table = page.split("<h2>Subjects</h2>", 1)[1].split("</table>", 1)[0]
     assert "peak RSS</th></tr>" in table
     cell = table.rsplit("<td>", 1)[1]

@@ -46,7 +46,7 @@ def test_the_summary_template_escapes_data_once_and_keeps_the_fragments():
         observations={("c", "D1"): ["passed", "failed"], ("d", "T1"): ["passed"]},
         snapshots={},
         benchmarks=None,
-        sections={"Figures": {"c": [report.table(["a"], [["<b>"]])]}},
+        fragments={"Figures": {"c": [report.table(["a"], [["<b>"]])]}},
     )
     assert "<tr><td>&lt;x&gt;</td><td>m</td>" in page and "m.gguf: sha256 abc…" in page
     assert "failed (2)</td><td>not covered</td></tr>" in page  # card c: D1 worst of two, T1 unchecked
