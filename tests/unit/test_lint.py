@@ -101,9 +101,12 @@ def test_every_module_has_a_stage():
 
 
 def test_no_module_is_over_400_lines():
+    """Every module of probes/, scripts/ and the tests (issue 36: a test file is held to the
+    size the code is)."""
     lengths = {
         str(p.relative_to(REPO_ROOT)): len(p.read_text(encoding="utf-8").splitlines())
-        for p in (REPO_ROOT / "probes").rglob("*.py")
+        for folder in ("probes", "scripts", "tests")
+        for p in (REPO_ROOT / folder).rglob("*.py")
     }
     too_long = {path: n for path, n in lengths.items() if n > MAX_MODULE_LINES}
     assert not too_long, f"over {MAX_MODULE_LINES} lines: {too_long}"
