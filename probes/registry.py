@@ -35,6 +35,10 @@ class UnknownName(LookupError):
     """A name no entry of a registry has; the message says which ones it has."""
 
 
+class PluginLoadError(ImportError):
+    """An installed ``lm_probes`` plugin failed to import; the message names it and why."""
+
+
 class Registry(Generic[T]):
     """Entries by name, in the order they were registered."""
 
@@ -114,8 +118,9 @@ def load_plugins() -> list[str]:
         try:
             target = entry_point.load()
         except Exception as exc:
-            raise ImportError(
-                f"the lm_probes plugin '{entry_point.name}' ({entry_point.value}) failed to import: {exc}"
+            raise PluginLoadError(
+                f"the lm_probes plugin '{entry_point.name}' ({entry_point.value}) failed to import: "
+                f"{type(exc).__name__}: {exc}; fix or uninstall the package that provides it"
             ) from exc
         if callable(target) and not isinstance(target, type):
             target()  # an entry point may name a function that registers, instead of a module that does on import

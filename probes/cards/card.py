@@ -41,7 +41,7 @@ from probes.cards.schema import CardFile, KnownFailure
 from probes.cards.sources import FollowModel, HubSource, MistralCommonTokenizer
 from probes.cards.validation import card_json_schema, cross_field_problems, describe_error
 from probes.paths import CARDS_DIR, REPO_ROOT
-from probes.registry import load_plugins
+from probes.registry import PluginLoadError, load_plugins
 
 
 class CardError(ValueError):
@@ -248,7 +248,10 @@ def load_card(path: str | Path) -> Card:
 
     problems: list[str] = []
     raw = _renamed_keys(raw, shown, problems)
-    load_plugins()  # an installed plugin's sources, sections and engines are names a card may use
+    try:
+        load_plugins()  # an installed plugin's sources, sections and engines are names a card may use
+    except PluginLoadError as exc:
+        raise CardError(f"card file {shown} cannot be read: {exc}") from None
     try:
         spec = CardFile.model_validate(raw)
     except ValidationError as exc:

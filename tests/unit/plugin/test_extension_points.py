@@ -254,6 +254,32 @@ def test_an_installed_packages_entry_point_registers_without_a_conftest(tmp_path
         registry.reset_plugins()
 
 
+def test_a_plugin_that_fails_to_import_is_named_in_one_message(tmp_path, monkeypatch):
+    """A broken installed plugin: reading a card says which plugin and why, instead of
+    calling its names unknown (or a traceback)."""
+    site = tmp_path / "site"
+    (site / "broken_plugin-1.0.dist-info").mkdir(parents=True)
+    (site / "broken_plugin-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n", encoding="utf-8"
+    )
+    (site / "broken_plugin-1.0.dist-info" / "entry_points.txt").write_text(
+        "[lm_probes]\nbroken = broken_plugin\n", encoding="utf-8"
+    )
+    (site / "broken_plugin.py").write_text("import a_module_that_is_not_installed\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(site))
+    registry.reset_plugins()
+    try:
+        with pytest.raises(
+            CardError,
+            match=r"the lm_probes plugin 'broken' \(broken_plugin\) failed to import: "
+            r"ModuleNotFoundError: .*a_module_that_is_not_installed.*uninstall the package",
+        ):
+            load_card(CARDS_DIR / "mistral-tokenizer.yaml")
+    finally:
+        sys.modules.pop("broken_plugin", None)
+        registry.reset_plugins()
+
+
 def test_a_name_taken_twice_is_refused_and_an_unknown_one_says_what_is_known():
     with pytest.raises(ValueError, match="a model source named 'hf' is already registered; pass replace=True"):
         MODEL_SOURCES.register("hf", object())
