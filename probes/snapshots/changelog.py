@@ -49,8 +49,7 @@ class ReleaseEntry:
 @dataclass(frozen=True)
 class Cell:
     state: str
-    detail: str = ""  # the first difference, or why not loadable / not installable
-    severity: str = ""
+    detail: str = ""  # the first difference ("[error] where: message"), or why not loadable / not installable
     since: str = ""  # the release compared with
 
 
@@ -136,8 +135,7 @@ def build(package: str, entries: Sequence[ReleaseEntry], compare: Callable[[Path
                     changes[(card, section)] = Cell(
                         CHANGED,
                         f"[{difference.severity}] {difference.where}: {difference.message}",
-                        difference.severity,
-                        since,
+                        since=since,
                     )
                 states[card] = Cell(CHANGED if found else UNCHANGED, since=since)
             last[card] = (entry.release, entry.folder)
