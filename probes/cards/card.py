@@ -282,6 +282,7 @@ def _renamed_keys(raw: dict[str, Any], shown: str, problems: list[str]) -> dict[
             continue
         if new in raw:
             problems.append(f"{old}: the old name of `{new}:`, and the card has both; keep `{new}:` alone")
+            del renamed[old]  # said once, not again as an unknown field
             continue
         warnings.warn(
             f"card file {shown}: `{old}:` is now `{new}:` (the same entries); rename it, the old name is read "

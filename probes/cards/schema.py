@@ -68,15 +68,21 @@ def register_source(cls: type[Source], *, model: bool = False, tokenizer: bool =
     for method, registry in needs:
         if not callable(getattr(cls, method, None)):
             raise TypeError(f"{cls.__name__} is registered as a {registry.kind} but has no {method}()")
-    for wanted, registry in ((model, MODEL_SOURCES), (tokenizer, TOKENIZER_SOURCES)):
-        if wanted:
-            registry.register(tag, cls, replace=replace)
+    roles = [registry for wanted, registry in ((model, MODEL_SOURCES), (tokenizer, TOKENIZER_SOURCES)) if wanted]
+    for registry in roles:  # all or nothing: a taken tag is refused before either role is added
+        if tag in registry and not replace:
+            raise ValueError(f"a {registry.kind} named '{tag}' is already registered; pass replace=True to replace it")
+    for registry in roles:
+        registry.register(tag, cls, replace=replace)
     return cls
 
 
-def unregister_source(tag: str) -> None:
-    MODEL_SOURCES.unregister(tag)
-    TOKENIZER_SOURCES.unregister(tag)
+def unregister_source(cls: type[Source]) -> None:
+    """Remove a source class from the roles it holds (bringing back one it replaced);
+    another class under the same tag, a built-in one included, stays."""
+    tag = source_tag(cls)
+    MODEL_SOURCES.unregister(tag, cls)
+    TOKENIZER_SOURCES.unregister(tag, cls)
 
 
 def source_union(registry: Registry[type[Source]]) -> Any:
@@ -193,7 +199,10 @@ class CardFile(CardModel):
     reference: CardName | None = Field(None, description="a full-precision card of the same weights, for expect.drift")
     snapshot: SnapshotSettings = Field(SnapshotSettings(), description="what the card's snapshot leaves out")
     served: Served | None = Field(None, description="the model behind a serving engine, for parity (-m served)")
-    tolerances: Tolerances = Field(Tolerances(), description="snapshot comparison tolerances, overriding the defaults")
+    # a factory, not one instance: the Tolerances class grows when a plugin registers a section
+    tolerances: Tolerances = Field(
+        default_factory=Tolerances, description="snapshot comparison tolerances, overriding the defaults"
+    )
     xfail: list[KnownFailure] = Field(
         [],
         description="known failures, applied as strict xfails: a fix shows up as XPASS and fails the run",

@@ -16,6 +16,7 @@ from probes.cards.choices import card_name_problem
 from probes.cards.expect_schema import Bound, Expect, ExpectSection
 from probes.cards.schema import CardFile
 from probes.inputs import article_inputs
+from probes.registry import did_you_mean
 
 
 def card_json_schema() -> dict[str, Any]:
@@ -192,12 +193,14 @@ def describe_error(error: Any, raw: dict[str, Any]) -> str:
         tags = [tag for member in get_args(unwrap_type(_type_at(CardFile, loc))) for tag in source_tags(member)]
         if kind == "union_tag_not_found":
             return f"{where}.source: required field is missing (one of {', '.join(tags)})"
-        return f"{where}.source: {error['ctx']['tag']!r} is not one of {', '.join(tags)}"
+        tag = error["ctx"]["tag"]
+        return f"{where}.source: {tag!r} is not one of {', '.join(tags)}{did_you_mean(str(tag), tags)}"
     if kind == "literal_error":
         # the value is named, so a list item's index adds nothing: "marks: 'fast' ..."
         shown = _where(loc[:-1], raw) if isinstance(loc[-1], int) else where
         allowed = get_args(unwrap_type(_type_at(CardFile, loc)))
-        return f"{shown}: {value!r} is not one of {', '.join(map(str, allowed))}"
+        hint = did_you_mean(value, map(str, allowed)) if isinstance(value, str) else ""
+        return f"{shown}: {value!r} is not one of {', '.join(map(str, allowed))}{hint}"
     if kind == "string_pattern_mismatch" and where == "load.device":
         return f"load.device: {value!r} is not auto, cpu, cuda, cuda:N or mps"
     if kind in ("string_pattern_mismatch", "string_too_long") and where in ("name", "reference"):

@@ -296,6 +296,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.pytest_args = forwarded
     # each command's module is imported when it runs, as pip does its commands: the parser
     # (and --help) loads neither torch nor the snapshot machinery
+    # an installed plugin's sections, sources and engines are known to every command (they run
+    # no conftest); one that fails to import is said once, before any work
+    from probes.registry import PluginLoadError, load_plugins
+
+    try:
+        load_plugins()
+    except PluginLoadError as exc:
+        print(f"lm-probes {args.command}: {exc}", file=sys.stderr)
+        return BAD_INPUT
     module, _, function = args.run.partition(":")
     return getattr(importlib.import_module(module), function)(args)
 

@@ -9,7 +9,7 @@ model reaches, set for far less than the suite's own samples cost many times ove
 - The counts (distinct samples of D7, D8 and K2) and D8's distinct bigrams are the smallest
   over ``--draws`` groups of samples: the suite's own seed-0 call, then one batched call with
   the next seed sharing the prompt's prefill; for the counts, that call stops as soon as every
-  group's samples differ (engine's ``until_groups_differ``), since no count can change after.
+  group's samples differ (generate_calls' ``until_groups_differ``), since no count can change after.
 
 tests/unit/draft/test_draft_bounds.py sets the old rule (10 simulated draws, less one sample) beside
 the new one on SmolLM2.

@@ -67,11 +67,23 @@ BEHAVIOUR: dict[str, tuple[Callable, Callable, Callable]] = {
 REGISTRY: Registry[Section] = Registry("snapshot section")
 
 
+# keys of a card's tolerances: that are not a section's tolerance
+RESERVED_TOLERANCE_NAMES = ("cross_class",)
+
+
 def register(section: Section, *, replace: bool = False) -> Section:
     """Add a section from outside the package (a conftest, a ``-p`` plugin or an
     ``lm_probes`` entry point; probes/registry.py): its spec joins what cards may name
     (``snapshot.leave_out``, ``tolerances:``) and its behaviour what snapshots record,
-    compare and show. docs/development.md, "Adding a section", has an example."""
+    compare and show. docs/extending.md has an example. A tolerance name another section
+    uses is refused: one card key would set both."""
+    owners = {
+        t: s.name for s in section_specs.specs() for t in s.tolerances if not (replace and s.name == section.name)
+    }
+    for name in section.tolerances:
+        if name in owners or name in RESERVED_TOLERANCE_NAMES:
+            owner = f"section '{owners[name]}'" if name in owners else "the card schema"
+            raise ValueError(f"section '{section.name}': the tolerance name '{name}' is taken by {owner}; name it anew")
     spec = SectionSpec(section.name, section.meaning, section.tolerances, section.leavable, section.needs_model)
     section_specs.REGISTRY.register(section.name, spec, replace=replace)
     try:

@@ -1,5 +1,5 @@
-"""Two recorded observation sets compared: the engine of ``lm-probes diff`` and
-``lm-probes upgrade-check``.
+"""Two recorded observation sets compared: what ``lm-probes diff`` and
+``lm-probes upgrade-check`` run.
 
 An observation set is a snapshot folder (``<card>/<machine class>.json``, what
 ``--snapshot-update`` writes) or one snapshot file. Each card present on both sides is

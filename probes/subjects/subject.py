@@ -209,7 +209,7 @@ class Subject:
             if source.source == "model":
                 # the tokenizer that sits with the weights (their folder or converted GGUF)
                 assert self.card.model is not None  # a card rule: source 'model' needs a model
-                source = self.card.model.folder(self._files)
+                source = self._model_folder("tokenizer: {source: model}")
             return source.load_tokenizer(self.options, self._files)
         except SubjectLoadError as exc:
             raise SubjectLoadError(f"card '{self.card.name}': cannot load the tokenizer: {exc}") from None
@@ -227,7 +227,18 @@ class Subject:
         """The folder from_pretrained reads this card's model from (a package GGUF is
         converted into the cache first)."""
         assert self.card.model is not None
-        return self.card.model.folder(self._files).id
+        return self._model_folder("a server (--serve)").id
+
+    def _model_folder(self, needed_by: str) -> Any:
+        """The HubSource of the model's files; a plugin's source without ``folder()`` is said
+        in one message rather than an AttributeError."""
+        assert self.card.model is not None
+        if not callable(getattr(self.card.model, "folder", None)):
+            raise SubjectLoadError(
+                f"{needed_by} needs the model's files, and source "
+                f"'{self.card.model.source}' has no folder(): give the tokenizer a source of its own, or add folder()"
+            )
+        return self.card.model.folder(self._files)
 
     # -- model
     @property

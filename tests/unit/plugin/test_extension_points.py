@@ -1,7 +1,7 @@
 """What a user adds from outside the package (issue 36): a snapshot section, a tokenizer
 source and a serving engine, each registered by a test-local pytest plugin (``-p``) as a
-user's conftest or plugin package would, and an installed package's ``lm_probes`` entry point
-found without any conftest (what the ``lm-probes`` commands rely on)."""
+user's conftest or plugin package would (an installed package's entry point:
+test_installed_plugins.py)."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ engines.register(
 
 def pytest_unconfigure(config):
     sections.unregister("vocab_head")
-    unregister_source("sentencepiece-file")
+    unregister_source(SentencePieceFile)
     engines.unregister("stub")
     sys.modules.pop(__name__, None)
 '''.replace("from typing import Literal\n", "from pathlib import Path\nfrom typing import Literal\n")
@@ -213,74 +213,7 @@ def test_an_engine_from_a_plugin_is_what_serve_starts(run_suite, plugin, tmp_pat
     _nothing_left_registered()
 
 
-def test_an_installed_packages_entry_point_registers_without_a_conftest(tmp_path, monkeypatch):
-    """A package's ``[project.entry-points.lm_probes]`` is imported at the first lookup, so a
-    card (read by a command, with no pytest session) may name what it registers."""
-    site = tmp_path / "site"
-    (site / "user_sources-1.0.dist-info").mkdir(parents=True)
-    (site / "user_sources-1.0.dist-info" / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: user-sources\nVersion: 1.0\n", encoding="utf-8"
-    )
-    (site / "user_sources-1.0.dist-info" / "entry_points.txt").write_text(
-        "[lm_probes]\nuser_sources = user_sources\n", encoding="utf-8"
-    )
-    (site / "user_sources.py").write_text(
-        "from typing import Literal\n"
-        "from probes.cards.schema import register_source\n"
-        "from probes.cards.sources import Source\n\n\n"
-        "class LocalWeights(Source):\n"
-        "    source: Literal['local-weights']\n"
-        "    path: str\n\n"
-        "    def describe(self):\n        return self.path\n\n"
-        "    def load_model(self, options, files, device):\n        raise NotImplementedError\n\n\n"
-        "register_source(LocalWeights, model=True)\n",
-        encoding="utf-8",
-    )
-    card = tmp_path / "user-weights.yaml"
-    card.write_text(
-        "name: user-weights\ndescription: d\ntokenizer: {source: model}\nmodel: {source: local-weights, path: /w}\n",
-        encoding="utf-8",
-    )
-    with pytest.raises(CardError, match="model.source: 'local-weights' is not one of"):
-        load_card(card)  # not installed: an unknown source, named
-    monkeypatch.syspath_prepend(str(site))
-    registry.reset_plugins()
-    try:
-        assert load_card(card).model.describe() == "/w"
-        assert "local-weights" in MODEL_SOURCES
-    finally:
-        MODEL_SOURCES.unregister("local-weights")
-        sys.modules.pop("user_sources", None)
-        registry.reset_plugins()
-
-
-def test_a_plugin_that_fails_to_import_is_named_in_one_message(tmp_path, monkeypatch):
-    """A broken installed plugin: reading a card says which plugin and why, instead of
-    calling its names unknown (or a traceback)."""
-    site = tmp_path / "site"
-    (site / "broken_plugin-1.0.dist-info").mkdir(parents=True)
-    (site / "broken_plugin-1.0.dist-info" / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n", encoding="utf-8"
-    )
-    (site / "broken_plugin-1.0.dist-info" / "entry_points.txt").write_text(
-        "[lm_probes]\nbroken = broken_plugin\n", encoding="utf-8"
-    )
-    (site / "broken_plugin.py").write_text("import a_module_that_is_not_installed\n", encoding="utf-8")
-    monkeypatch.syspath_prepend(str(site))
-    registry.reset_plugins()
-    try:
-        with pytest.raises(
-            CardError,
-            match=r"the lm_probes plugin 'broken' \(broken_plugin\) failed to import: "
-            r"ModuleNotFoundError: .*a_module_that_is_not_installed.*uninstall the package",
-        ):
-            load_card(CARDS_DIR / "mistral-tokenizer.yaml")
-    finally:
-        sys.modules.pop("broken_plugin", None)
-        registry.reset_plugins()
-
-
-def test_a_name_taken_twice_is_refused_and_an_unknown_one_says_what_is_known():
+def test_a_name_taken_twice_is_refused_and_an_unknown_one_says_what_is_known(tmp_path):
     with pytest.raises(ValueError, match="a model source named 'hf' is already registered; pass replace=True"):
         MODEL_SOURCES.register("hf", object())
     with pytest.raises(
@@ -291,3 +224,77 @@ def test_a_name_taken_twice_is_refused_and_an_unknown_one_says_what_is_known():
     with pytest.raises(ValueError, match="already registered"):
         sections.register(sections.all_sections()[0])
     assert [s.name for s in sections.all_sections()] == list(SECTION_SPECS.names())
+    # a card's misspelt name gets the registry's hint
+    path = tmp_path / "typo.yaml"
+    path.write_text("name: typo\ndescription: d\ntokenizer: {source: mistral-comon}\n", encoding="utf-8")
+    with pytest.raises(
+        CardError, match=r"tokenizer.source: 'mistral-comon' is not one of .*; did you mean 'mistral-common'\?"
+    ):
+        load_card(path)
+
+
+def test_a_replaced_entry_comes_back_and_a_plugins_removal_leaves_the_built_ins():
+    """Unregistering a plugin's entry brings back the one it replaced, and removes a source
+    class only from the roles it holds: a built-in under the same tag in another role stays."""
+    from typing import Literal
+
+    from probes.cards.schema import register_source, unregister_source
+    from probes.cards.sources import Source
+
+    vllm = engines.REGISTRY.get("vllm")
+    mine = engines.Engine("vllm", "my vLLM build", environment=lambda: Path("."), command=lambda *a: [])
+    engines.register(mine, replace=True)
+    assert engines.REGISTRY.get("vllm") is mine
+    engines.unregister("vllm")
+    assert engines.REGISTRY.get("vllm") is vllm and "vllm" in engines.ENGINE_NAMES
+
+    class CommonWeights(Source):  # the tag of a built-in tokenizer source, as a model source
+        source: Literal["mistral-common"]
+
+        def load_model(self, options, files, device):
+            raise NotImplementedError
+
+    tokenizer_source = TOKENIZER_SOURCES.get("mistral-common")
+    register_source(CommonWeights, model=True)
+    unregister_source(CommonWeights)
+    assert "mistral-common" not in MODEL_SOURCES and TOKENIZER_SOURCES.get("mistral-common") is tokenizer_source
+
+
+def test_a_tolerance_name_another_section_uses_is_refused():
+    """One card key would set both: a plugin's prob_atol would silently move next_token's."""
+    from probes.section_specs import Tolerance
+
+    taken = sections.Section(
+        "mine", "m", lambda s: None, lambda r, c, x: [], lambda *a: [], tolerances={"prob_atol": Tolerance("t", 1.0)}
+    )
+    with pytest.raises(ValueError, match="the tolerance name 'prob_atol' is taken by section 'next_token'"):
+        sections.register(taken)
+    assert sections.find("mine") is None and "mine" not in SECTION_SPECS
+
+
+def test_a_plugin_model_source_without_its_files_is_one_message_where_they_are_needed(tmp_path):
+    """`tokenizer: {source: model}` and --serve read the model's folder: a plugin's source
+    without folder() is said as a load error, not an AttributeError."""
+    from typing import Literal
+
+    from probes.cards.files import SubjectLoadError
+    from probes.cards.schema import register_source, unregister_source
+    from probes.cards.sources import Source
+
+    class Opaque(Source):
+        source: Literal["opaque"]
+
+        def load_model(self, options, files, device):
+            raise NotImplementedError
+
+    register_source(Opaque, model=True)
+    try:
+        path = tmp_path / "opaque.yaml"
+        path.write_text("name: opaque\ndescription: d\ntokenizer: {source: model}\nmodel: {source: opaque}\n")
+        subject = Subject(load_card(path))
+        with pytest.raises(SubjectLoadError, match=r"tokenizer: \{source: model\} needs the model's files, and source"):
+            subject.tokenizer
+        with pytest.raises(SubjectLoadError, match=r"a server \(--serve\) needs the model's files"):
+            subject.model_folder()
+    finally:
+        unregister_source(Opaque)

@@ -198,7 +198,7 @@ def test_an_entry_without_its_parts_is_refused():
 def test_every_spec_has_its_behaviour_and_every_behaviour_its_spec():
     """probes/section_specs.py (what the card schema reads) and snapshots/sections.py's
     BEHAVIOUR (how the snapshot stage observes, compares and shows each) name the same
-    sections, in the same order as SECTIONS: a spec without behaviour would be a card key
+    sections, in the same order as all_sections(): a spec without behaviour would be a card key
     nothing records."""
     assert (
         [s.name for s in section_specs.SPECS] == list(sections.BEHAVIOUR) == [s.name for s in sections.all_sections()]
