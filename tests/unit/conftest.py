@@ -53,6 +53,13 @@ def tiny_card(**config) -> Card:
     return card.replace(model=card.model.model_copy(update={"config": {**card.model.config, **config}}))
 
 
+@pytest.fixture(scope="module")
+def tiny_tokenizer_and_model():
+    """The tiny-mistral card's tokenizer and model, loaded once per test module."""
+    subject = Subject(find_card("tiny-mistral"))
+    return subject.tokenizer, subject.model
+
+
 def tiny(**config) -> Subject:
     """A fresh tiny-mistral subject (nothing cached, its own model): for a test that
     changes the model or needs its probes run anew."""
