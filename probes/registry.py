@@ -59,13 +59,18 @@ class Registry(Generic[T]):
         """Add ``entry`` under ``name``. A name already taken is refused unless ``replace``:
         two plugins that pick one name would otherwise depend on import order. A replaced
         entry comes back when its replacement is unregistered."""
+        self.ensure_free(name, replace)
         if name in self._entries:
-            if not replace:
-                raise ValueError(f"a {self.kind} named '{name}' is already registered; pass replace=True to replace it")
             self._replaced.setdefault(name, []).append(self._entries[name])
         self._entries[name] = entry
         self._changed()
         return entry
+
+    def ensure_free(self, name: str, replace: bool = False) -> None:
+        """Refuse a taken ``name`` unless ``replace``: what ``register`` checks, for a caller
+        that registers one thing in several registries and must add it to all or none."""
+        if name in self._entries and not replace:
+            raise ValueError(f"a {self.kind} named '{name}' is already registered; pass replace=True to replace it")
 
     def unregister(self, name: str, entry: T | None = None) -> None:
         """Remove the entry under ``name`` (only if it is ``entry``, when given), bringing back

@@ -70,8 +70,7 @@ def register_source(cls: type[Source], *, model: bool = False, tokenizer: bool =
             raise TypeError(f"{cls.__name__} is registered as a {registry.kind} but has no {method}()")
     roles = [registry for wanted, registry in ((model, MODEL_SOURCES), (tokenizer, TOKENIZER_SOURCES)) if wanted]
     for registry in roles:  # all or nothing: a taken tag is refused before either role is added
-        if tag in registry and not replace:
-            raise ValueError(f"a {registry.kind} named '{tag}' is already registered; pass replace=True to replace it")
+        registry.ensure_free(tag, replace)
     for registry in roles:
         registry.register(tag, cls, replace=replace)
     return cls

@@ -35,12 +35,10 @@ REGISTRY: Registry[Engine] = Registry("serving engine")
 
 def register(engine: Engine, *, replace: bool = False) -> Engine:
     """Add an engine: cards may then name it under ``served.engine`` and --serve starts it."""
+    for registry in (ENGINE_NAMES, REGISTRY):  # the name and the engine, or neither
+        registry.ensure_free(engine.name, replace)
     ENGINE_NAMES.register(engine.name, engine.description, replace=replace)
-    try:
-        return REGISTRY.register(engine.name, engine, replace=replace)
-    except ValueError:
-        ENGINE_NAMES.unregister(engine.name)
-        raise
+    return REGISTRY.register(engine.name, engine, replace=replace)
 
 
 def unregister(name: str) -> None:

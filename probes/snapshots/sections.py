@@ -85,12 +85,10 @@ def register(section: Section, *, replace: bool = False) -> Section:
             owner = f"section '{owners[name]}'" if name in owners else "the card schema"
             raise ValueError(f"section '{section.name}': the tolerance name '{name}' is taken by {owner}; name it anew")
     spec = SectionSpec(section.name, section.meaning, section.tolerances, section.leavable, section.needs_model)
+    for registry in (section_specs.REGISTRY, REGISTRY):  # both halves or neither
+        registry.ensure_free(section.name, replace)
     section_specs.REGISTRY.register(section.name, spec, replace=replace)
-    try:
-        return REGISTRY.register(section.name, section, replace=replace)
-    except ValueError:
-        section_specs.REGISTRY.unregister(section.name)
-        raise
+    return REGISTRY.register(section.name, section, replace=replace)
 
 
 def unregister(name: str) -> None:
