@@ -186,8 +186,7 @@ def describe_error(error: Any, raw: dict[str, Any]) -> str:
         return f"{where}: required field is missing"
     if kind == "extra_forbidden":
         known = _field_names(_type_at(CardFile, loc[:-1]))
-        near = difflib.get_close_matches(str(loc[-1]), known, n=1)
-        hint = f"; did you mean '{near[0]}'?" if near else f"; known: {', '.join(known)}"
+        hint = did_you_mean(str(loc[-1]), known) or f"; known: {', '.join(known)}"
         return f"{where}: unknown field{hint}"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         tags = [tag for member in get_args(unwrap_type(_type_at(CardFile, loc))) for tag in source_tags(member)]
