@@ -13,7 +13,7 @@ from probes import sampling as sp
 from probes.served.client import Completion, Endpoint
 from probes.snapshots import cross_class
 from probes.snapshots.differences import Difference, first_diff
-from probes.snapshots.observe import GREEDY_TOP_K
+from probes.snapshots.entries import GREEDY_TOP_K
 from probes.tokenizer import leading
 
 # The first-token draws the server makes, per setting, in one seeded request (n draws).

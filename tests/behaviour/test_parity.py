@@ -28,7 +28,7 @@ from probes.served.parity import (
     write_parity_snapshots,
 )
 from probes.snapshots import sections
-from probes.snapshots.observe import GREEDY_TOP_K
+from probes.snapshots.entries import GREEDY_TOP_K
 from probes.snapshots.record import provenance
 from probes.subjects import results
 

@@ -13,7 +13,7 @@ from probes.snapshots import sections, token_rules
 from probes.snapshots.check import SnapshotCheck, SnapshotOutcome
 from probes.snapshots.compare import compare, summary_line
 from probes.snapshots.differences import Difference
-from probes.snapshots.observe import TOP_N
+from probes.snapshots.entries import TOP_N
 from probes.snapshots.record import (
     FORMAT,
     SnapshotError,
