@@ -38,7 +38,7 @@ import torch
 from probes import sampling as sp
 from probes.expect import ExpectationMismatch
 from probes.paths import REPO_ROOT
-from probes.served import checks
+from probes.served import checks, engines
 from probes.served import server as served
 from probes.served.client import Endpoint
 from probes.subjects import results
@@ -53,25 +53,23 @@ NO_ATTACH = _NoAttachments()  # the behavioural tests are called directly, as th
 
 @pytest.fixture
 def start_server(request, model_subject, tmp_path):
-    """``start_server(folder=None, args=None)``: a vLLM server of the card's model (or of
-    ``folder``) with the card's arguments (or ``args``), on a free port; stopped after the test."""
+    """``start_server(folder=None, args=None)``: the card's engine (vLLM) serving the card's model
+    (or ``folder``) with the card's arguments (or ``args``), on a free port; stopped after the test."""
     if not request.config.getoption("serve"):
         pytest.skip("the engine breaks start servers of their own: run them with --serve (make parity)")
     card = model_subject.card
     started: list[served.RunningServer] = []
 
     def start(folder: Path | None = None, args: list[str] | None = None) -> Endpoint:
-        env = served.build_vllm_environment()
-        port = served.free_port()
-        model = str(folder or model_subject.model_folder())
-        running = served.RunningServer(
-            served.vllm_command(env, model, port, card.name, card.served.args if args is None else args),
-            port=port,
-            log=REPO_ROOT / "reports" / f"served-break-{port}.log",
+        # as --serve starts the card's engine (probes/served/engines.py), with this break's folder or arguments
+        running = engines.start_server(
+            card.served.engine,
+            str(folder or model_subject.model_folder()),
+            card.name,
+            card.served.args if args is None else args,
+            REPO_ROOT / "reports" / f"served-break-{card.name}-{len(started) + 1}.log",
         )
         started.append(running)
-        served.stop_at_exit(running)
-        running.start()
         return running.endpoint
 
     yield start
