@@ -34,7 +34,7 @@ parity: setup
 
 # The install users do (docs/options.md, "In another project"): a wheel built from this
 # checkout, installed non-editable into a fresh virtualenv (torch pinned first, then the wheel
-# with -c constraints.txt), runs `pytest --pyargs probes.suite --card mistral-tokenizer` and
+# with -c constraints.txt), runs `pytest --pyargs lm_probes.suite --card mistral-tokenizer` and
 # `lm-probes --help` from an unrelated folder. About a minute; 1.6 GB in the temporary folder,
 # removed after. Not part of make test (marker install).
 install-check: setup

@@ -23,7 +23,7 @@ WEIGHTS = "model.safetensors"
 def main() -> None:
     from safetensors import safe_open
 
-    from probes.cards.files import SafetensorsWriter
+    from lm_probes.cards.files import SafetensorsWriter
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path, help="a model folder with one model.safetensors")

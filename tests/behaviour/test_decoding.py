@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from probes import decoding as dc
-from probes import generate_calls, generation
-from probes import sampling as sp
-from probes.expect import check_at_least, check_equal, check_that
-from probes.inputs import article_inputs
-from probes.numerics import resolution
-from probes.report import plots
-from probes.sampling import apply_temperature
-from probes.subjects.results import (
+from lm_probes import decoding as dc
+from lm_probes import generate_calls, generation
+from lm_probes import sampling as sp
+from lm_probes.expect import check_at_least, check_equal, check_that
+from lm_probes.inputs import article_inputs
+from lm_probes.numerics import resolution
+from lm_probes.report import plots
+from lm_probes.sampling import apply_temperature
+from lm_probes.subjects.results import (
     batch_diagnosis,
     beam_against_greedy,
     greedy,

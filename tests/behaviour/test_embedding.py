@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from probes import embedding as em
-from probes.expect import check_at_most, check_that
-from probes.report import plots
-from probes.subjects.results import cosine, projection, word_vectors
+from lm_probes import embedding as em
+from lm_probes.expect import check_at_most, check_that
+from lm_probes.report import plots
+from lm_probes.subjects.results import cosine, projection, word_vectors
 
 
 def coherence(subject) -> dict[str, em.GroupCoherence]:

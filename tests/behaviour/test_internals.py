@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from probes.expect import check_at_most, check_equal, check_that
-from probes.inputs import article_inputs
-from probes.report.html import Cell
-from probes.subjects.results import attention_backends, fingerprints, generation_settings
+from lm_probes.expect import check_at_most, check_equal, check_that
+from lm_probes.inputs import article_inputs
+from lm_probes.report.html import Cell
+from lm_probes.subjects.results import attention_backends, fingerprints, generation_settings
 
 INPUTS = article_inputs()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from probes.expect import check_equal, check_that
+from lm_probes.expect import check_equal, check_that
 
 
 @pytest.mark.observation("E1", expects="model.architecture")

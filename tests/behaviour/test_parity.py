@@ -11,14 +11,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from probes import generate_calls
-from probes.expect import check_that
-from probes.inputs import article_inputs
-from probes.paths import REPO_ROOT
-from probes.report import plots
-from probes.report.html import Cell
-from probes.served import checks
-from probes.served.parity import (
+from lm_probes import generate_calls
+from lm_probes.expect import check_that
+from lm_probes.inputs import article_inputs
+from lm_probes.paths import REPO_ROOT
+from lm_probes.report import plots
+from lm_probes.report.html import Cell
+from lm_probes.served import checks
+from lm_probes.served.parity import (
     greedy_alignment,
     parity_differences,
     parity_view,
@@ -27,10 +27,10 @@ from probes.served.parity import (
     served_provenance,
     write_parity_snapshots,
 )
-from probes.snapshots import sections
-from probes.snapshots.entries import GREEDY_TOP_K
-from probes.snapshots.record import provenance
-from probes.subjects import results
+from lm_probes.snapshots import sections
+from lm_probes.snapshots.entries import GREEDY_TOP_K
+from lm_probes.snapshots.record import provenance
+from lm_probes.subjects import results
 
 PARITY_SECTIONS = ("tokenizer", "next_token", "greedy")
 REPEATS, CONCURRENT = 3, 4  # greedy asked again one after another, then this many at once

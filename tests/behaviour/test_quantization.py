@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import pytest
 
-from probes.expect import check_at_least, check_at_most, check_equal, check_that
-from probes.quantization import Drift, drift_figures
-from probes.report import plots
-from probes.report.html import Cell
-from probes.subjects.drift import drift, quantization
+from lm_probes.expect import check_at_least, check_at_most, check_equal, check_that
+from lm_probes.quantization import Drift, drift_figures
+from lm_probes.report import plots
+from lm_probes.report.html import Cell
+from lm_probes.subjects.drift import drift, quantization
 
 
 @pytest.mark.observation("Q1", expects="quantization")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from probes import sampling as sp
-from probes.expect import check_that
-from probes.inputs import article_inputs
-from probes.subjects.results import first_token_samples, next_token
+from lm_probes import sampling as sp
+from lm_probes.expect import check_that
+from lm_probes.inputs import article_inputs
+from lm_probes.subjects.results import first_token_samples, next_token
 
 INPUTS = article_inputs()
 # Each goodness-of-fit test rejects a correct sampler with probability ALPHA (its

@@ -7,11 +7,11 @@ import warnings
 
 import pytest
 
-from probes import SnapshotWarning
+from lm_probes import SnapshotWarning
 
 
 def test_matches_snapshot(loaded_subject, snapshot, attach):
-    """The `snapshot` fixture records or compares (probes/snapshots/ SnapshotCheck) and
+    """The `snapshot` fixture records or compares (lm_probes/snapshots/ SnapshotCheck) and
     keeps the outcome for the report; this test turns the outcome into its verdict."""
     outcome = snapshot.check(loaded_subject)
     if outcome.verdict == "skipped":

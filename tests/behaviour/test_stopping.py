@@ -1,4 +1,4 @@
-"""Where generation stops (U7, probes/stopping.py): the chat template's end of an assistant
+"""Where generation stops (U7, lm_probes/stopping.py): the chat template's end of an assistant
 turn is among the ids generate() stops at. Checked without generating and without a
 baseline, on every card that has a chat template: a model whose stop ids miss it answers and
 then writes the next turn itself, and a snapshot recorded on it would keep that as normal."""
@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from probes.expect import check_equal, check_that
-from probes.report.html import Cell
-from probes.subjects.results import answer_ends, turn_end
+from lm_probes.expect import check_equal, check_that
+from lm_probes.report.html import Cell
+from lm_probes.subjects.results import answer_ends, turn_end
 
 
 @pytest.mark.observation("U7", expects="tokenizer.chat")

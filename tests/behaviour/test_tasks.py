@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from probes import generation
-from probes.expect import check_at_least, check_equal, check_that
-from probes.report.html import Cell
-from probes.subjects.results import knowledge_answers, openings
+from lm_probes import generation
+from lm_probes.expect import check_at_least, check_equal, check_that
+from lm_probes.report.html import Cell
+from lm_probes.subjects.results import knowledge_answers, openings
 
 
 @pytest.mark.observation("K1", expects="tasks.knowledge")

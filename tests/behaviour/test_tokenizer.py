@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from probes import tokenizer as tk
-from probes.expect import check_equal, check_that
-from probes.inputs import article_inputs
-from probes.report.html import Cell
-from probes.subjects.results import chat_rendering
+from lm_probes import tokenizer as tk
+from lm_probes.expect import check_equal, check_that
+from lm_probes.inputs import article_inputs
+from lm_probes.report.html import Cell
+from lm_probes.subjects.results import chat_rendering
 
 INPUTS = article_inputs()
 

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import torch
 
-from probes import generate_calls
-from probes import sampling as sp
-from probes.cards.files import package_file
-from probes.subjects.subject import Subject
-from probes.timing import current_rss_mb, reset_peak, resource_info, synchronized
+from lm_probes import generate_calls
+from lm_probes import sampling as sp
+from lm_probes.cards.files import package_file
+from lm_probes.subjects.subject import Subject
+from lm_probes.timing import current_rss_mb, reset_peak, resource_info, synchronized
 
 pytestmark = pytest.mark.benchmark
 
@@ -189,7 +189,7 @@ def test_model_load_time(benchmark, source):
     """SmolLM2 from its GGUF (de-quantised on every load) against the cached copy."""
     from transformers import AutoModelForCausalLM
 
-    from probes.cards.card import find_card
+    from lm_probes.cards.card import find_card
 
     card = find_card("smollm2-135m-instruct")
     gguf = package_file(card.model.package, card.model.file)
@@ -209,7 +209,7 @@ def test_load_float32_against_nf4(benchmark, card_name):
     """The same SmolLM2 weights loaded in float32 and in the article's NF4 (bitsandbytes
     on CPU), side by side: load time, the model's footprint and the memory the load
     added to the process. Decode speed of both: test_decode_tokens_per_second."""
-    from probes.cards.card import find_card
+    from lm_probes.cards.card import find_card
 
     card = find_card(card_name)
     Subject(card).model_folder()  # the GGUF conversion is cached first, not timed
@@ -236,7 +236,7 @@ def test_nf4_load_time(benchmark, request):
     """4-bit NF4 load of the GPU card's model (CUDA and bitsandbytes only)."""
     if not torch.cuda.is_available():
         pytest.skip("requires CUDA; none found (torch.cuda.is_available() is False)")
-    from probes.cards.card import find_card
+    from lm_probes.cards.card import find_card
 
     card = find_card("mistral-7b-v0.1")
     model = request.config.getoption("model")
@@ -253,13 +253,13 @@ PERFORMANCE_CARD = "smollm2-135m-instruct"  # the default card of the performanc
 
 
 def test_performance_model_of_the_suite(benchmark, model_subject, request, attach, tmp_path, monkeypatch):
-    """The behavioural suite on the card, in this process, as the ledger (probes/ledger.py)
-    saw it: per probe (a result of probes/subjects/results.py, or a test's own work) its
+    """The behavioural suite on the card, in this process, as the ledger (lm_probes/ledger.py)
+    saw it: per probe (a result of lm_probes/subjects/results.py, or a test's own work) its
     generate calls, rows per call, prompt and new tokens, seconds and tokens/s, against the
     bandwidth limit (weights read per decode step / the measured memory bandwidth; a step
     of n rows reads them once, so the limit is n times batch 1's). The sum is the suite."""
-    from probes.ledger import COST_HEADERS, LEDGER, TOTAL, Work, cost_rows, measure_bandwidth, weight_bytes
-    from probes.paths import REPO_ROOT
+    from lm_probes.ledger import COST_HEADERS, LEDGER, TOTAL, Work, cost_rows, measure_bandwidth, weight_bytes
+    from lm_probes.paths import REPO_ROOT
 
     card = model_subject.card
     if not request.config.getoption("card") and card.name != PERFORMANCE_CARD:
@@ -313,7 +313,7 @@ def test_performance_model_of_the_suite(benchmark, model_subject, request, attac
 
 def _fold_small(work: dict[str, Any], seconds: float = 0.5) -> dict[str, Any]:
     """Labels of no model work and under ``seconds`` (most tests' own checks) as one row."""
-    from probes.ledger import Work
+    from lm_probes.ledger import Work
 
     kept, folded, count = {}, Work(), 0
     for label, w in work.items():

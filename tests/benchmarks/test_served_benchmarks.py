@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from probes.snapshots import sections
-from probes.timing import resource_info
+from lm_probes.snapshots import sections
+from lm_probes.timing import resource_info
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.served]
 

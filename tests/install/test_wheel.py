@@ -29,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # The packages whose folders are elsewhere (pyproject.toml's [tool.setuptools.package-dir]):
 # package -> its folder in the checkout
-MAPPED = {"probes.fixtures": "fixtures", "probes.suite": "tests/behaviour"}
+MAPPED = {"lm_probes.fixtures": "fixtures", "lm_probes.suite": "tests/behaviour"}
 # What fixtures/ ships: the cards, the probe inputs, the CPU snapshots and the card schema.
 # fixtures/machines/ (measurements of other machines, read by no code) stays in the repository.
 SHIPPED_FIXTURES = ("card.schema.json", "cards", "inputs", "snapshots")
@@ -46,17 +46,17 @@ def _files(folder: Path) -> list[Path]:
 
 
 def source_packages(root: Path) -> set[str]:
-    """Every package of the tree: each folder of probes/ holding an __init__.py, and the mapped two."""
-    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "probes").rglob("__init__.py")}
+    """Every package of the tree: each folder of lm_probes/ holding an __init__.py, and the mapped two."""
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "lm_probes").rglob("__init__.py")}
     return found | set(MAPPED)
 
 
 def expected_wheel_files(root: Path) -> set[str]:
     """The files a wheel of ``root`` must hold, under the names they are installed as."""
-    expected = {str(p.relative_to(root)) for p in _files(root / "probes")}
+    expected = {str(p.relative_to(root)) for p in _files(root / "lm_probes")}
     for package, folder in MAPPED.items():
         installed_as = package.replace(".", "/")
-        names = SHIPPED_FIXTURES if package == "probes.fixtures" else (".",)
+        names = SHIPPED_FIXTURES if package == "lm_probes.fixtures" else (".",)
         for name in names:
             source = root / folder / name
             for path in [source] if source.is_file() else _files(source):
@@ -104,7 +104,7 @@ def _names(wheel: Path) -> set[str]:
 
 
 def test_the_wheel_holds_every_package_module_and_shipped_file_of_the_tree(wheel):
-    """Every package folder of probes/ (probes.served was once left out of a hand-written list),
+    """Every package folder of lm_probes/ (lm_probes.served was once left out of a hand-written list),
     the suite, the cards, inputs, snapshots, schema and report templates; and the two entry points."""
     names = _names(wheel)
     problems = missing_from_wheel(REPO_ROOT, names)
@@ -112,30 +112,30 @@ def test_the_wheel_holds_every_package_module_and_shipped_file_of_the_tree(wheel
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     with zipfile.ZipFile(wheel) as archive:
         declared = archive.read(entry_points).decode()
-    assert "lm-probes = probes.cli.main:main" in declared
-    assert "lm_probes = probes.plugin.hooks" in declared
+    assert "lm-probes = lm_probes.cli.main:main" in declared
+    assert "lm_probes = lm_probes.plugin.hooks" in declared
 
 
 def test_the_wheel_holds_nothing_but_the_package(wheel):
-    """The twin: the expected list is not padded. Outside probes/ only the .dist-info; no unit
+    """The twin: the expected list is not padded. Outside lm_probes/ only the .dist-info; no unit
     tests, no fixtures/machines, no compiled files, no top-level tests or fixtures package."""
     names = _names(wheel)
-    outside = sorted(n for n in names if not n.startswith("probes/") and ".dist-info/" not in n)
-    assert not outside, f"the wheel installs files outside probes/: {outside}"
+    outside = sorted(n for n in names if not n.startswith("lm_probes/") and ".dist-info/" not in n)
+    assert not outside, f"the wheel installs files outside lm_probes/: {outside}"
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
-    assert not [n for n in names if n.startswith("probes/fixtures/machines/") or "/unit/" in n]
-    assert expected_wheel_files(REPO_ROOT) == {n for n in names if n.startswith("probes/")}
+    assert not [n for n in names if n.startswith("lm_probes/fixtures/machines/") or "/unit/" in n]
+    assert expected_wheel_files(REPO_ROOT) == {n for n in names if n.startswith("lm_probes/")}
 
 
 def test_the_contents_check_names_a_package_left_out():
-    """The check can fail: a complete wheel's names less probes/served/ (what c2cfe94's
+    """The check can fail: a complete wheel's names less lm_probes/served/ (what c2cfe94's
     hand-written list built) give one line naming the package, and one per module of it."""
     complete = expected_wheel_files(REPO_ROOT)
     assert not missing_from_wheel(REPO_ROOT, complete)
-    problems = missing_from_wheel(REPO_ROOT, {n for n in complete if not n.startswith("probes/served/")})
-    modules = sorted(p.name for p in (REPO_ROOT / "probes" / "served").glob("*.py"))
-    assert problems == ["package probes.served is not in the wheel"] + [
-        f"file probes/served/{m} is not in the wheel" for m in modules
+    problems = missing_from_wheel(REPO_ROOT, {n for n in complete if not n.startswith("lm_probes/served/")})
+    modules = sorted(p.name for p in (REPO_ROOT / "lm_probes" / "served").glob("*.py"))
+    assert problems == ["package lm_probes.served is not in the wheel"] + [
+        f"file lm_probes/served/{m} is not in the wheel" for m in modules
     ]
 
 
@@ -161,7 +161,7 @@ def _fresh_environment(venv: Path, cache: Path) -> dict[str, str]:
 def test_a_wheel_in_a_fresh_virtualenv_runs_the_shipped_suite_from_another_folder(wheel, tmp_path_factory):
     """docs/options.md's "In another project", as written there: torch pinned first, then the
     wheel with -c constraints.txt, nothing else; then, from a folder that is not the checkout,
-    ``pytest --pyargs probes.suite --card mistral-tokenizer`` and ``lm-probes --help``."""
+    ``pytest --pyargs lm_probes.suite --card mistral-tokenizer`` and ``lm-probes --help``."""
     venv = tmp_path_factory.mktemp("fresh-venv")
     project = tmp_path_factory.mktemp("another-project")
     env = _fresh_environment(venv, project / "lm-probes-cache")
@@ -191,7 +191,7 @@ def test_a_wheel_in_a_fresh_virtualenv_runs_the_shipped_suite_from_another_folde
             assert path.is_relative_to(site_packages), f"{name} imports from {path}, not the fresh virtualenv"
             assert not path.is_relative_to(REPO_ROOT), f"{name} imports from the checkout: {path}"
 
-        pytest_command = ["--pyargs", "probes.suite", "--card", "mistral-tokenizer", "-p", "no:cacheprovider"]
+        pytest_command = ["--pyargs", "lm_probes.suite", "--card", "mistral-tokenizer", "-p", "no:cacheprovider"]
         suite = step("suite", venv / "bin" / "pytest", *pytest_command)
         assert suite.returncode == 0, f"the installed suite failed:\n{_tail(suite)}"
         summary = suite.stdout.strip().splitlines()[-1]
@@ -209,11 +209,11 @@ def test_a_wheel_in_a_fresh_virtualenv_runs_the_shipped_suite_from_another_folde
 # Where the fresh interpreter finds the package, the suite and the shipped cards
 _WHERE_IT_IMPORTS_FROM = """
 import json, sysconfig
-import probes, probes.paths, probes.suite
+import lm_probes, lm_probes.paths, lm_probes.suite
 print(json.dumps({
     "site-packages": sysconfig.get_paths()["purelib"],
-    "probes": probes.__file__,
-    "probes.suite": probes.suite.__file__,
-    "fixtures": str(probes.paths.FIXTURES_DIR),
+    "lm_probes": lm_probes.__file__,
+    "lm_probes.suite": lm_probes.suite.__file__,
+    "fixtures": str(lm_probes.paths.FIXTURES_DIR),
 }))
 """

@@ -35,13 +35,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from probes import sampling as sp
-from probes.expect import ExpectationMismatch
-from probes.paths import REPO_ROOT
-from probes.served import checks, engines
-from probes.served import server as served
-from probes.served.client import Endpoint
-from probes.subjects import results
+from lm_probes import sampling as sp
+from lm_probes.expect import ExpectationMismatch
+from lm_probes.paths import REPO_ROOT
+from lm_probes.served import checks, engines
+from lm_probes.served import server as served
+from lm_probes.served.client import Endpoint
+from lm_probes.subjects import results
 from tests.behaviour import test_parity as parity
 from tests.unit.break_running import _NoAttachments
 
@@ -61,7 +61,7 @@ def start_server(request, model_subject, tmp_path):
     started: list[served.RunningServer] = []
 
     def start(folder: Path | None = None, args: list[str] | None = None) -> Endpoint:
-        # as --serve starts the card's engine (probes/served/engines.py), with this break's folder or arguments
+        # as --serve starts the card's engine (lm_probes/served/engines.py), with this break's folder or arguments
         running = engines.start_server(
             card.served.engine,
             str(folder or model_subject.model_folder()),

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from probes.cards.card import find_card
-from probes.subjects.subject import Subject
+from lm_probes.cards.card import find_card
+from lm_probes.subjects.subject import Subject
 from tests.unit.break_patches import (
     beam_search_that_runs_greedy,
     bos_run_without_bos,

@@ -8,10 +8,10 @@ import json
 
 import torch
 
-from probes import generate_calls
-from probes import sampling as sp
-from probes.paths import SNAPSHOT_DIR
-from probes.subjects.subject import Subject
+from lm_probes import generate_calls
+from lm_probes import sampling as sp
+from lm_probes.paths import SNAPSHOT_DIR
+from lm_probes.subjects.subject import Subject
 
 # ------------------------------------------------- breaks imitating a library change
 

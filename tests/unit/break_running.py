@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from probes.cards.card import find_card
-from probes.paths import SNAPSHOT_DIR
-from probes.snapshots.check import SnapshotCheck
-from probes.subjects.subject import Subject
+from lm_probes.cards.card import find_card
+from lm_probes.paths import SNAPSHOT_DIR
+from lm_probes.snapshots.check import SnapshotCheck
+from lm_probes.subjects.subject import Subject
 
 # ------------------------------------------------------------------ running a test
 

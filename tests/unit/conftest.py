@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from probes.cards.card import Card, find_card
-from probes.paths import REPO_ROOT
-from probes.subjects.subject import Subject
+from lm_probes.cards.card import Card, find_card
+from lm_probes.paths import REPO_ROOT
+from lm_probes.subjects.subject import Subject
 
 # ----------------------------------------------------------------------- ordering
 
@@ -119,6 +119,6 @@ def tiny_unchanged() -> Subject:
 @pytest.fixture(scope="session")
 def tiny_recorded(tiny_unchanged):
     """What a snapshot of that subject holds: its observations and provenance."""
-    from probes.snapshots.record import observe, provenance
+    from lm_probes.snapshots.record import observe, provenance
 
     return observe(tiny_unchanged), provenance(tiny_unchanged)

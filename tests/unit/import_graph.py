@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 def module_files(package_dir: Path) -> dict[str, Path]:
-    """Dotted module name -> file, for a package folder (``probes`` -> ``probes/...``)."""
+    """Dotted module name -> file, for a package folder (``lm_probes`` -> ``lm_probes/...``)."""
     found = {}
     for path in sorted(package_dir.rglob("*.py")):
         parts = list(path.relative_to(package_dir.parent).with_suffix("").parts)
@@ -83,26 +83,26 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "foundation",  # what every stage reads: paths, numbers, the shared inputs, the sections' names
         (
-            "probes",
-            "probes.paths",
-            "probes.exit_codes",
-            "probes.inputs",
-            "probes.section_specs",
-            "probes.registry",
-            "probes.maths",
-            "probes.numerics",
-            "probes.timing",
-            "probes.ledger",
-            "probes.environment",
-            "probes.memory",
+            "lm_probes",
+            "lm_probes.paths",
+            "lm_probes.exit_codes",
+            "lm_probes.inputs",
+            "lm_probes.section_specs",
+            "lm_probes.registry",
+            "lm_probes.maths",
+            "lm_probes.numerics",
+            "lm_probes.timing",
+            "lm_probes.ledger",
+            "lm_probes.environment",
+            "lm_probes.memory",
         ),
     ),
-    ("card and source", ("probes.cards",)),
-    ("subject", ("probes.subjects",)),
+    ("card and source", ("lm_probes.cards",)),
+    ("subject", ("lm_probes.subjects",)),
     (
         "probe",
         tuple(
-            f"probes.{name}"
+            f"lm_probes.{name}"
             for name in (
                 "tokenizer",
                 "embedding",
@@ -119,12 +119,19 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
             )
         ),
     ),  # fmt: skip
-    ("result", ("probes.subjects.results", "probes.subjects.memo", "probes.subjects.drift")),
+    ("result", ("lm_probes.subjects.results", "lm_probes.subjects.memo", "lm_probes.subjects.drift")),
     (
         "check, snapshot, report",
-        ("probes.expect", "probes.snapshots", "probes.report", "probes.served", "probes.draft", "probes.progress"),
+        (
+            "lm_probes.expect",
+            "lm_probes.snapshots",
+            "lm_probes.report",
+            "lm_probes.served",
+            "lm_probes.draft",
+            "lm_probes.progress",
+        ),
     ),
-    ("plugin and command line", ("probes.plugin", "probes.cli")),
+    ("plugin and command line", ("lm_probes.plugin", "lm_probes.cli")),
 )
 
 
@@ -135,7 +142,7 @@ def stage_of(module: str) -> int:
         for prefix in prefixes:
             if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
                 best, found = len(prefix), index
-    if found is None or (best == len("probes") and module != "probes"):
+    if found is None or (best == len("lm_probes") and module != "lm_probes"):
         raise KeyError(f"{module} is in no stage of import_graph.STAGES: place it")
     return found
 

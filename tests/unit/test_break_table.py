@@ -23,12 +23,12 @@ import re
 import pytest
 import torch
 
-from probes.cards.card import find_card
-from probes.cards.sources import HubSource
-from probes.inputs import article_inputs
-from probes.paths import REPO_ROOT
-from probes.snapshots.record import provenance
-from probes.subjects.subject import Subject
+from lm_probes.cards.card import find_card
+from lm_probes.cards.sources import HubSource
+from lm_probes.inputs import article_inputs
+from lm_probes.paths import REPO_ROOT
+from lm_probes.snapshots.record import provenance
+from lm_probes.subjects.subject import Subject
 from tests.unit.break_list import (
     ANSWER_ENDS_WITHIN,
     ANSWERS_STOP,

@@ -29,10 +29,10 @@ import yaml
 from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
 
-from probes.cards.card import Card, CardError, find_card, load_card
-from probes.cli import main as cli
-from probes.paths import REPO_ROOT
-from probes.snapshots.record import SnapshotError, load
+from lm_probes.cards.card import Card, CardError, find_card, load_card
+from lm_probes.cli import main as cli
+from lm_probes.paths import REPO_ROOT
+from lm_probes.snapshots.record import SnapshotError, load
 from tests.unit import fuzz_strategies as fz
 
 CARD_FILES = sorted((REPO_ROOT / "fixtures" / "cards").glob("*.yaml"))
@@ -102,7 +102,7 @@ class WriteAudit:
 
     def _note(self, event: str, path: str) -> None:
         # bytecode caches are the interpreter's, /dev/null and the like are no files, nor is
-        # /proc (probes/memory.py resets the process's peak RSS through /proc/self/clear_refs)
+        # /proc (lm_probes/memory.py resets the process's peak RSS through /proc/self/clear_refs)
         if "__pycache__" in path or path.startswith(("/dev/", "/proc/")):
             return
         # a path made while watching (a scratch folder) is the door's own to change again
@@ -188,10 +188,10 @@ _TORCH_PIN = f"torch=={importlib.metadata.version('torch').split('+', 1)[0]}"
 def _expensive_work_stopped(folder: Path):
     """Loading a model or tokenizer, drafting, any subprocess (pip) and the network raise
     _Accepted; the cache is inside ``folder``; the working folder is ``folder``."""
-    from probes.cli import draft_card as draft_cli
-    from probes.cli import environments
-    from probes.draft import measure
-    from probes.subjects.subject import Subject
+    from lm_probes.cli import draft_card as draft_cli
+    from lm_probes.cli import environments
+    from lm_probes.draft import measure
+    from lm_probes.subjects.subject import Subject
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Subject, "_load_tokenizer", _stop("loading a tokenizer"))

@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from probes.paths import REPO_ROOT
+from lm_probes.paths import REPO_ROOT
 from tests.unit import import_graph
 
 
 @pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["lint", "format"])
 def test_ruff_is_clean(command):
     result = subprocess.run(
-        [sys.executable, "-m", "ruff", *command, "probes", "tests"],
+        [sys.executable, "-m", "ruff", *command, "lm_probes", "tests"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -33,7 +33,7 @@ MAX_MODULE_LINES = 400
 
 
 def test_the_import_graph_has_no_cycle_and_at_most_10_levels():
-    graph = import_graph.imports(import_graph.module_files(REPO_ROOT / "probes"))
+    graph = import_graph.imports(import_graph.module_files(REPO_ROOT / "lm_probes"))
     level, cycles = import_graph.levels(graph)
     assert not cycles, f"import cycles: {cycles}"
     deepest = max(level, key=level.get)
@@ -62,7 +62,7 @@ def test_every_import_goes_down_the_stages_and_none_makes_a_circle():
     counting every import (function-local and type-only ones too, which a reader follows
     just the same), and no import, of any kind, closes a circle. Before (issue 36):
     cards/schema.py imported the snapshot stage, closing a circle of nine files."""
-    graph = import_graph.imports(import_graph.module_files(REPO_ROOT / "probes"), type_only=True)
+    graph = import_graph.imports(import_graph.module_files(REPO_ROOT / "lm_probes"), type_only=True)
     assert import_graph.upward_imports(graph) == []
     _, cycles = import_graph.levels(graph)
     assert not cycles, f"import cycles, type-only imports included: {cycles}"
@@ -72,21 +72,21 @@ def test_the_direction_check_fails_on_a_planted_upward_import(tmp_path):
     """The check can fail: a card module that imports the snapshot stage under TYPE_CHECKING,
     and a subject that imports the plugin inside a function, are each named; the twin, a
     snapshot module importing a card, is a downward import and passes."""
-    root = tmp_path / "probes"
+    root = tmp_path / "lm_probes"
     for folder in ("cards", "subjects", "snapshots", "plugin"):
         (root / folder).mkdir(parents=True)
         (root / folder / "__init__.py").write_text("")
     (root / "__init__.py").write_text("")
     (root / "cards" / "card.py").write_text(
-        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from probes.snapshots.sets import X\n"
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from lm_probes.snapshots.sets import X\n"
     )
-    (root / "subjects" / "subject.py").write_text("def load():\n    from probes.plugin import hooks\n")
-    (root / "snapshots" / "sets.py").write_text("from probes.cards.card import Card\nX = 1\n")
+    (root / "subjects" / "subject.py").write_text("def load():\n    from lm_probes.plugin import hooks\n")
+    (root / "snapshots" / "sets.py").write_text("from lm_probes.cards.card import Card\nX = 1\n")
     (root / "plugin" / "hooks.py").write_text("")
     graph = import_graph.imports(import_graph.module_files(root), type_only=True)
     assert import_graph.upward_imports(graph) == [
-        "probes.cards.card (card and source) imports probes.snapshots.sets (check, snapshot, report)",
-        "probes.subjects.subject (subject) imports probes.plugin.hooks (plugin and command line)",
+        "lm_probes.cards.card (card and source) imports lm_probes.snapshots.sets (check, snapshot, report)",
+        "lm_probes.subjects.subject (subject) imports lm_probes.plugin.hooks (plugin and command line)",
     ]
     # without type-only imports the card's import is not seen: the check counts them on purpose
     assert len(import_graph.upward_imports(import_graph.imports(import_graph.module_files(root)))) == 1
@@ -94,18 +94,18 @@ def test_the_direction_check_fails_on_a_planted_upward_import(tmp_path):
 
 def test_every_module_has_a_stage():
     """A new module outside every stage's prefixes fails here, so the direction check sees it."""
-    for module in import_graph.module_files(REPO_ROOT / "probes"):
+    for module in import_graph.module_files(REPO_ROOT / "lm_probes"):
         import_graph.stage_of(module)
-    with pytest.raises(KeyError, match="probes.newthing is in no stage"):
-        import_graph.stage_of("probes.newthing")
+    with pytest.raises(KeyError, match="lm_probes.newthing is in no stage"):
+        import_graph.stage_of("lm_probes.newthing")
 
 
 def test_no_module_is_over_400_lines():
-    """Every module of probes/, scripts/ and the tests (issue 36: a test file is held to the
+    """Every module of lm_probes/, scripts/ and the tests (issue 36: a test file is held to the
     size the code is)."""
     lengths = {
         str(p.relative_to(REPO_ROOT)): len(p.read_text(encoding="utf-8").splitlines())
-        for folder in ("probes", "scripts", "tests")
+        for folder in ("lm_probes", "scripts", "tests")
         for p in (REPO_ROOT / folder).rglob("*.py")
     }
     too_long = {path: n for path, n in lengths.items() if n > MAX_MODULE_LINES}
@@ -113,19 +113,19 @@ def test_no_module_is_over_400_lines():
 
 
 def test_readme_layout_names_every_package_and_nothing_else():
-    """The README's Layout is a short table of folders: every package of probes/ and each
+    """The README's Layout is a short table of folders: every package of lm_probes/ and each
     folder it names exist (a renamed or removed one shows up here)."""
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     table = readme.split("## Layout", 1)[1].split("\n\n", 2)[2]
     named = re.findall(r"^\| `([\w./-]+)/` \|", table, flags=re.MULTILINE)
-    packages = {str(p.parent.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "probes").glob("*/__init__.py")}
+    packages = {str(p.parent.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "lm_probes").glob("*/__init__.py")}
     assert packages <= set(named), f"README layout: missing {packages - set(named)}"
     for folder in named:
         assert (REPO_ROOT / folder).is_dir(), f"README layout names {folder}/, which is not in the tree"
 
 
 def test_the_development_page_names_every_module_and_unit_test_file():
-    """docs/development.md's layout names every module of probes/ under its package, and
+    """docs/development.md's layout names every module of lm_probes/ under its package, and
     every unit test file; everything it names exists."""
     page = (REPO_ROOT / "docs" / "development.md").read_text(encoding="utf-8")
     layout = page.split("## Layout", 1)[1].split("```", 2)[1]
@@ -136,7 +136,7 @@ def test_the_development_page_names_every_module_and_unit_test_file():
             package = folder.group(1) + "/"
         for module in re.findall(r"(?:^  |^    |, )(\w+\.py)\b", line):
             named.add(("" if line.startswith("  ") and not line.startswith("    ") else package) + module)
-    modules = {str(p.relative_to(REPO_ROOT / "probes")) for p in (REPO_ROOT / "probes").rglob("*.py")}
+    modules = {str(p.relative_to(REPO_ROOT / "lm_probes")) for p in (REPO_ROOT / "lm_probes").rglob("*.py")}
     modules = {m for m in modules if not m.endswith("__init__.py")}
     assert named == modules, f"docs/development.md: missing {modules - named}, gone {named - modules}"
     unit_tests = {p.name for p in (REPO_ROOT / "tests" / "unit").rglob("test_*.py")}

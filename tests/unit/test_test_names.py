@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from probes.cards.card import load_card
-from probes.paths import CARDS_DIR, REPO_ROOT
+from lm_probes.cards.card import load_card
+from lm_probes.paths import CARDS_DIR, REPO_ROOT
 
 
 def behavioural_tests() -> set[str]:
@@ -30,7 +30,7 @@ def test_every_known_failure_of_a_shipped_card_names_a_test_that_exists(card):
 
 def test_every_test_name_draft_card_writes_exists():
     written = set()
-    for path in (REPO_ROOT / "probes" / "draft").glob("*.py"):
+    for path in (REPO_ROOT / "lm_probes" / "draft").glob("*.py"):
         written |= set(re.findall(r"[\"'](test_[a-z0-9_]+)[\"']", path.read_text(encoding="utf-8")))
     assert written, "the draft writes no test names: this check reads nothing"
     assert written - behavioural_tests() == set()

@@ -11,12 +11,12 @@ import sys
 import pytest
 import torch
 
-from probes.cards import files
-from probes.cards.card import find_card
-from probes.cards.files import SubjectLoadError
-from probes.cards.loading import LoadOptions
-from probes.cards.sources import HubSource
-from probes.subjects.subject import Subject
+from lm_probes.cards import files
+from lm_probes.cards.card import find_card
+from lm_probes.cards.files import SubjectLoadError
+from lm_probes.cards.loading import LoadOptions
+from lm_probes.cards.sources import HubSource
+from lm_probes.subjects.subject import Subject
 
 NF4 = LoadOptions(quantization="nf4")
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from probes.cards.card import CardError, available_cards, find_card, load_card
-from probes.cards.choices import card_name_problem
-from probes.cards.sources import HubSource
-from probes.paths import CARDS_DIR
+from lm_probes.cards.card import CardError, available_cards, find_card, load_card
+from lm_probes.cards.choices import card_name_problem
+from lm_probes.cards.sources import HubSource
+from lm_probes.paths import CARDS_DIR
 
 TOKENIZER_CARD = """\
 name: {name}
@@ -162,8 +162,8 @@ def test_a_bound_at_the_edge_of_its_range_is_accepted(tmp_path, body):
 
 def test_the_sample_counts_are_what_the_probes_draw():
     """The distinct-sample bounds come from the inputs the probes read, not a copy."""
-    from probes.cards.expect_schema import CREATIVE_RUNS, SAMPLES
-    from probes.inputs import article_inputs
+    from lm_probes.cards.expect_schema import CREATIVE_RUNS, SAMPLES
+    from lm_probes.inputs import article_inputs
 
     assert (SAMPLES, CREATIVE_RUNS) == (article_inputs()["sampling"]["samples"], article_inputs()["creative"]["runs"])
 
@@ -173,7 +173,7 @@ def test_the_published_json_schema_carries_the_bounds():
     import jsonschema
     import yaml
 
-    from probes.cards.validation import card_json_schema
+    from lm_probes.cards.validation import card_json_schema
 
     validator = jsonschema.Draft202012Validator(card_json_schema())
     card = yaml.safe_load(MODEL_CARD.replace("{name}", "my-card"))

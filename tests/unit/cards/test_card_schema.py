@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from probes.cards.card import CardError, available_cards, load_card
+from lm_probes.cards.card import CardError, available_cards, load_card
 from tests.unit.cards.test_cards import MINIMAL, MODEL, write_card
 
 # ------------------------------------------------- the published JSON Schema (issue 12)
@@ -14,14 +14,14 @@ from tests.unit.cards.test_cards import MINIMAL, MODEL, write_card
 
 def test_the_committed_json_schema_is_the_generated_one():
     """fixtures/card.schema.json is what editors validate card files with: regenerate it
-    with `python -m probes.cards.card > fixtures/card.schema.json` when the schema changes."""
+    with `python -m lm_probes.cards.card > fixtures/card.schema.json` when the schema changes."""
     import json
 
-    from probes.cards.validation import card_json_schema
-    from probes.paths import CARD_SCHEMA_FILE
+    from lm_probes.cards.validation import card_json_schema
+    from lm_probes.paths import CARD_SCHEMA_FILE
 
     assert json.loads(CARD_SCHEMA_FILE.read_text(encoding="utf-8")) == card_json_schema(), (
-        "fixtures/card.schema.json is out of date: run `python -m probes.cards.card > fixtures/card.schema.json`"
+        "fixtures/card.schema.json is out of date: run `python -m lm_probes.cards.card > fixtures/card.schema.json`"
     )
 
 
@@ -29,7 +29,7 @@ def test_the_json_schema_accepts_the_shipped_cards_and_rejects_what_load_card_re
     import jsonschema
     import yaml
 
-    from probes.cards.validation import card_json_schema
+    from lm_probes.cards.validation import card_json_schema
 
     validator = jsonschema.Draft202012Validator(card_json_schema())
     for name, path in available_cards().items():
@@ -79,8 +79,8 @@ def test_each_model_source_declares_its_own_fields(tmp_path, model, message):
 def test_sections_needing_a_model_are_derived_from_the_schema(tmp_path):
     """Only the tokenizer section declares it can be checked without a model; every other
     section of Expect (a new one too) is refused on a tokenizer-only card."""
-    from probes.cards.expect_schema import Expect
-    from probes.cards.validation import MODEL_SECTIONS, TOKENIZER_SECTIONS
+    from lm_probes.cards.expect_schema import Expect
+    from lm_probes.cards.validation import MODEL_SECTIONS, TOKENIZER_SECTIONS
 
     assert TOKENIZER_SECTIONS == ("tokenizer",)
     assert set(MODEL_SECTIONS) == set(Expect.model_fields) - {"tokenizer"}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from probes.cards.card import CardError, available_cards, find_card, load_card
-from probes.cards.sources import FollowModel, HubSource
+from lm_probes.cards.card import CardError, available_cards, find_card, load_card
+from lm_probes.cards.sources import FollowModel, HubSource
 
 MINIMAL = """\
 name: {name}
@@ -223,7 +223,7 @@ def test_optional_fields_may_be_left_out(tmp_path):
 
 def test_a_users_cards_folder_adds_to_the_shipped_cards_and_wins_on_a_name(tmp_path):
     """--cards-dir / lm_probes_cards_dirs: the user's cards are found by name beside the
-    shipped ones (which an installed package keeps in probes/fixtures/cards), and a user's
+    shipped ones (which an installed package keeps in lm_probes/fixtures/cards), and a user's
     card with a shipped card's name is the one used."""
     write_card(tmp_path, MINIMAL, name="my-card")
     write_card(tmp_path, MINIMAL, name="tiny-mistral")
@@ -243,15 +243,15 @@ def test_a_users_cards_folder_adds_to_the_shipped_cards_and_wins_on_a_name(tmp_p
         ("./folder", True),
         ("~/models/x", True),
         ("models/org/name", True),  # more than one "/": no hub id
-        ("probes", True),  # exists here (tests run from the repository root)
+        ("lm_probes", True),  # exists here (tests run from the repository root)
         ("org/name", False),
         ("gpt2", False),
     ],
 )
 def test_one_rule_tells_a_local_path_from_a_hub_id(source_id, local, monkeypatch):
     """--model and the load error messages used two different rules (issue 12)."""
-    from probes.cards.card import looks_like_local_path
-    from probes.paths import REPO_ROOT
+    from lm_probes.cards.card import looks_like_local_path
+    from lm_probes.paths import REPO_ROOT
 
     monkeypatch.chdir(REPO_ROOT)
     assert looks_like_local_path(source_id) is local
@@ -261,7 +261,7 @@ def test_the_old_name_of_skip_is_read_with_a_warning_naming_the_new_one_and_both
     """Issue 36: the top-level `leave_out:` (tests not run) became `skip:`, so that `leave_out`
     means only the snapshot sections a card does not record. A card of the old form still
     loads, for one release, with a warning that names the new key; one with both is refused."""
-    from probes.cards.card import CardKeyRenamed
+    from lm_probes.cards.card import CardKeyRenamed
 
     entries = "  - {test: test_next_token_top1, reason: too slow here}\n"
     with pytest.warns(CardKeyRenamed, match=r"`leave_out:` is now `skip:` \(the same entries\); rename it"):

@@ -1,6 +1,6 @@
 """Memory near the weights (issue 34): the GGUF conversion holds one tensor at a time and
 writes what the load-and-save conversion wrote, bit for bit; each step's peak RSS is
-measured (probes/memory.py) and shown in the report's Subjects table."""
+measured (lm_probes/memory.py) and shown in the report's Subjects table."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from probes import memory
-from probes.paths import REPO_ROOT
+from lm_probes import memory
+from lm_probes.paths import REPO_ROOT
 
 # What the conversion may hold besides 1.3x the weights: the largest tensor's de-quantisation
 # (gguf's numpy intermediates) and the GGUF readers' metadata, for this small file.
@@ -67,8 +67,8 @@ import json, sys
 from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
-from probes import memory
-from probes.cards.files import write_gguf_weights
+from lm_probes import memory
+from lm_probes.cards.files import write_gguf_weights
 from safetensors.torch import load_file
 
 gguf, out, old = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
@@ -174,10 +174,10 @@ def test_without_clear_refs_the_figures_say_they_are_the_process_peak(fresh_step
 
 def test_the_subjects_table_shows_each_steps_peak_sent_by_a_worker(fresh_steps):
     """A worker's row (JSON) carries the figures; the controller's report shows them."""
-    from probes.cards.card import find_card
-    from probes.plugin.session import SessionRecord
-    from probes.report.html import summary_html
-    from probes.subjects.subject import Subject
+    from lm_probes.cards.card import find_card
+    from lm_probes.plugin.session import SessionRecord
+    from lm_probes.report.html import summary_html
+    from lm_probes.subjects.subject import Subject
 
     worker = SessionRecord(in_use=True)
     subject = worker.subjects["mistral-tokenizer"] = Subject(find_card("mistral-tokenizer"))
@@ -202,8 +202,8 @@ def test_a_transformers_whose_gguf_helpers_moved_converts_through_the_load(tmp_p
     which writes the same folder."""
     from safetensors.torch import load_file
 
-    from probes.cards import files
-    from probes.cards.files import write_gguf_weights
+    from lm_probes.cards import files
+    from lm_probes.cards.files import write_gguf_weights
 
     small = _WRITE_GGUF.replace("= 1024, 4096, 6, 8, 4, 4096", "= 64, 128, 2, 4, 2, 4096")
     gguf_file = tmp_path / "small.Q8_0.gguf"

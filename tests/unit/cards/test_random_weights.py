@@ -1,4 +1,4 @@
-"""random-init's saved folder written shard by shard (probes/cards/random_weights.py, issue 34):
+"""random-init's saved folder written shard by shard (lm_probes/cards/random_weights.py, issue 34):
 the same weights, bit for bit, as the model built whole with the same seed; today's cards keep
 their cache folders and values; the 7B-shape card is the published configuration, opt-in."""
 
@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from probes.cards.card import find_card
-from probes.cards.random_weights import NotReplayable, write_random_model
-from probes.cards.sources import RandomInitSource
+from lm_probes.cards.card import find_card
+from lm_probes.cards.random_weights import NotReplayable, write_random_model
+from lm_probes.cards.sources import RandomInitSource
 
 
 def _tensors(folder: Path) -> dict[str, torch.Tensor]:
@@ -98,7 +98,7 @@ def test_saved_dtype_is_part_of_the_key_only_where_it_is_not_float32():
 def test_what_the_replay_cannot_reproduce_is_built_whole(tmp_path, monkeypatch):
     """Tied embeddings share one tensor under two names: the replay says so before writing,
     and the folder is the whole model's save_pretrained, the same weights."""
-    from probes.cards.files import CACHE_ENV
+    from lm_probes.cards.files import CACHE_ENV
 
     source = _source(tie_word_embeddings=True)
     model_class, config_class = source._classes()

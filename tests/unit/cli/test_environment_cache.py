@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from probes.cli import environment_cache
-from probes.cli import main as cli
-from probes.exit_codes import BAD_INPUT
+from lm_probes.cli import environment_cache
+from lm_probes.cli import main as cli
+from lm_probes.exit_codes import BAD_INPUT
 
 MB = 1_000_000
 

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from probes.cli import environments
-from probes.cli import main as cli
-from probes.exit_codes import BAD_INPUT, COULD_NOT_RUN
+from lm_probes.cli import environments
+from lm_probes.cli import main as cli
+from lm_probes.exit_codes import BAD_INPUT, COULD_NOT_RUN
 
 # `--to transformers==5.25.0`: it needs kernels>=0.19.1,<0.20 and the index has 0.17.2 at most
 PIP_KERNELS_MISSING = """\

@@ -10,16 +10,16 @@ import pytest
 import torch
 import yaml
 
-from probes.cards.card import find_card, load_card
-from probes.cli import draft_card
-from probes.cli import main as cli
-from probes.draft import margins
-from probes.draft.margins import noise_bound
-from probes.draft.measure import first_words
-from probes.draft.settings import Draft
-from probes.draft.tokenizer import draft_tokenizer
-from probes.draft.writer import Block, Commented, kept_entries, write_card
-from probes.subjects.subject import Subject
+from lm_probes.cards.card import find_card, load_card
+from lm_probes.cli import draft_card
+from lm_probes.cli import main as cli
+from lm_probes.draft import margins
+from lm_probes.draft.margins import noise_bound
+from lm_probes.draft.measure import first_words
+from lm_probes.draft.settings import Draft
+from lm_probes.draft.tokenizer import draft_tokenizer
+from lm_probes.draft.writer import Block, Commented, kept_entries, write_card
+from lm_probes.subjects.subject import Subject
 from tests.unit.conftest import tokenizer_subject
 
 # ------------------------------------------------------------------------ the writer
@@ -278,7 +278,7 @@ def test_a_margin_that_cannot_fail_is_not_written():
 
 def test_the_margins_table_in_the_docs_is_what_the_margins_say():
     """docs/writing-cards.md lists every margin with the rule its object writes into comments."""
-    from probes.paths import REPO_ROOT
+    from lm_probes.paths import REPO_ROOT
 
     page = (REPO_ROOT / "docs" / "writing-cards.md").read_text(encoding="utf-8")
     cell = r"(?:[^|\\]|\\\|)+"  # a table cell, escaped pipes (\|) included

@@ -3,7 +3,7 @@ on SmolLM2, and the break each was set for.
 
 D6 (a share equal to greedy) and D7 (a share naming the answer) were the smallest share over
 10 simulated draws of 5 samples, less one sample's worth: 45 extra rows of 20 tokens each. They
-are now set from a measured probability (probes/draft/sampling_bounds.py, ``near_greedy_share`` and
+are now set from a measured probability (lm_probes/draft/sampling_bounds.py, ``near_greedy_share`` and
 ``warm_answer_share``): the chance that one sample is greedy's text or names the answer, read
 from one forward pass under generate()'s own warpers, and a binomial tail with a stated false
 alarm rate (``BinomialShare``). The counts of distinct samples keep their rule and read draws
@@ -16,9 +16,9 @@ import copy
 
 import pytest
 
-from probes.draft import sampling_bounds
-from probes.inputs import article_inputs
-from probes.subjects import results
+from lm_probes.draft import sampling_bounds
+from lm_probes.inputs import article_inputs
+from lm_probes.subjects import results
 from tests.unit.break_patches import warpers_ignored
 from tests.unit.break_running import Check, smollm2
 from tests.unit.conftest import tiny
@@ -113,7 +113,7 @@ def test_scaled_layer_writes_one_layer_times_the_factor_and_every_other_tensor_a
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-    from probes.paths import REPO_ROOT
+    from lm_probes.paths import REPO_ROOT
 
     torch.manual_seed(0)
     config = LlamaConfig(

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from probes.cards.card import find_card, load_card
-from probes.cli import draft_card
-from probes.cli import main as cli
-from probes.draft import measure
-from probes.draft.settings import Draft
-from probes.draft.turn_end import ACCEPT_FLAG, TURN_END_TEST, TurnEndNotAStop, draft_turn_end
-from probes.draft.writer import DRAFTED_TESTS
-from probes.subjects.subject import Subject
+from lm_probes.cards.card import find_card, load_card
+from lm_probes.cli import draft_card
+from lm_probes.cli import main as cli
+from lm_probes.draft import measure
+from lm_probes.draft.settings import Draft
+from lm_probes.draft.turn_end import ACCEPT_FLAG, TURN_END_TEST, TurnEndNotAStop, draft_turn_end
+from lm_probes.draft.writer import DRAFTED_TESTS
+from lm_probes.subjects.subject import Subject
 
 # ------------------------------------------------------- U7: where generation stops
 

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from probes import registry
-from probes.cards.card import CardError, load_card
-from probes.cards.schema import MODEL_SOURCES, TOKENIZER_SOURCES
-from probes.paths import CARDS_DIR
-from probes.section_specs import REGISTRY as SECTION_SPECS
-from probes.served import engines
-from probes.snapshots import sections
-from probes.snapshots.compare import compare
-from probes.subjects.subject import Subject
+from lm_probes import registry
+from lm_probes.cards.card import CardError, load_card
+from lm_probes.cards.schema import MODEL_SOURCES, TOKENIZER_SOURCES
+from lm_probes.paths import CARDS_DIR
+from lm_probes.section_specs import REGISTRY as SECTION_SPECS
+from lm_probes.served import engines
+from lm_probes.snapshots import sections
+from lm_probes.snapshots.compare import compare
+from lm_probes.subjects.subject import Subject
 
 # A user's plugin: it registers when imported, before the lm-probes plugin reads the cards
 # (a conftest.py does the same). Its pytest_unconfigure is the test's own: run_suite's runs
@@ -29,14 +29,14 @@ import os
 import sys
 from typing import Literal
 
-from probes.cards.schema import register_source, unregister_source
-from probes.cards.sources import MistralCommonTokenizer, Source
-from probes.report.section_changes import changed_values
-from probes.section_specs import Tolerance
-from probes.served import engines
-from probes.snapshots import sections
-from probes.snapshots.compare import compare
-from probes.snapshots.differences import Difference
+from lm_probes.cards.schema import register_source, unregister_source
+from lm_probes.cards.sources import MistralCommonTokenizer, Source
+from lm_probes.report.section_changes import changed_values
+from lm_probes.section_specs import Tolerance
+from lm_probes.served import engines
+from lm_probes.snapshots import sections
+from lm_probes.snapshots.compare import compare
+from lm_probes.snapshots.differences import Difference
 
 
 class SentencePieceFile(Source):
@@ -238,8 +238,8 @@ def test_a_replaced_entry_comes_back_and_a_plugins_removal_leaves_the_built_ins(
     class only from the roles it holds: a built-in under the same tag in another role stays."""
     from typing import Literal
 
-    from probes.cards.schema import register_source, unregister_source
-    from probes.cards.sources import Source
+    from lm_probes.cards.schema import register_source, unregister_source
+    from lm_probes.cards.sources import Source
 
     vllm = engines.REGISTRY.get("vllm")
     mine = engines.Engine("vllm", "my vLLM build", environment=lambda: Path("."), command=lambda *a: [])
@@ -262,7 +262,7 @@ def test_a_replaced_entry_comes_back_and_a_plugins_removal_leaves_the_built_ins(
 
 def test_a_tolerance_name_another_section_uses_is_refused():
     """One card key would set both: a plugin's prob_atol would silently move next_token's."""
-    from probes.section_specs import Tolerance
+    from lm_probes.section_specs import Tolerance
 
     taken = sections.Section(
         "mine", "m", lambda s: None, lambda r, c, x: [], lambda *a: [], tolerances={"prob_atol": Tolerance("t", 1.0)}
@@ -277,9 +277,9 @@ def test_a_plugin_model_source_without_its_files_is_one_message_where_they_are_n
     without folder() is said as a load error, not an AttributeError."""
     from typing import Literal
 
-    from probes.cards.files import SubjectLoadError
-    from probes.cards.schema import register_source, unregister_source
-    from probes.cards.sources import Source
+    from lm_probes.cards.files import SubjectLoadError
+    from lm_probes.cards.schema import register_source, unregister_source
+    from lm_probes.cards.sources import Source
 
     class Opaque(Source):
         source: Literal["opaque"]

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from probes import registry
-from probes.cards.card import CardError, load_card
-from probes.paths import CARDS_DIR, REPO_ROOT
+from lm_probes import registry
+from lm_probes.cards.card import CardError, load_card
+from lm_probes.paths import CARDS_DIR, REPO_ROOT
 
 
 def _installed(site: Path, name: str, module: str) -> None:
@@ -31,11 +31,11 @@ INSTALLED_PLUGIN = """
 import sys
 from typing import Literal
 
-from probes.cards.schema import register_source
-from probes.cards.sources import Source
-from probes.section_specs import Tolerance
-from probes.served import engines
-from probes.snapshots import sections
+from lm_probes.cards.schema import register_source
+from lm_probes.cards.sources import Source
+from lm_probes.section_specs import Tolerance
+from lm_probes.served import engines
+from lm_probes.snapshots import sections
 
 
 class LocalWeights(Source):
@@ -84,7 +84,7 @@ def test_an_installed_packages_entry_point_registers_without_a_conftest(tmp_path
     card = tmp_path / "user-weights.yaml"
     card.write_text(USER_CARD, encoding="utf-8")
     read = (
-        "import sys\nfrom probes.cards.card import load_card\ncard = load_card(sys.argv[1])\n"
+        "import sys\nfrom lm_probes.cards.card import load_card\ncard = load_card(sys.argv[1])\n"
         "print(card.model.describe(), card.served.engine, card.snapshot.leave_out, card.tolerances.user_budget)"
     )
     run = _fresh_python(read, site, str(card))
@@ -110,6 +110,6 @@ def test_a_plugin_that_fails_to_import_is_named_in_one_message(tmp_path, monkeyp
     finally:
         sys.modules.pop("broken_plugin", None)
         registry.reset_plugins()
-    command = _fresh_python("import sys\nfrom probes.cli.main import main\nsys.exit(main())", site, "diff", "a", "b")
+    command = _fresh_python("import sys\nfrom lm_probes.cli.main import main\nsys.exit(main())", site, "diff", "a", "b")
     assert command.returncode == 4 and "Traceback" not in command.stderr, command.stderr[-2000:]
     assert re.fullmatch("lm-probes diff: " + said + ".*\n", command.stderr), command.stderr

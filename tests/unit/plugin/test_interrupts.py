@@ -1,4 +1,4 @@
-"""Ctrl-C while a two-worker session finishes (probes/plugin/interrupts.py): the report of
+"""Ctrl-C while a two-worker session finishes (lm_probes/plugin/interrupts.py): the report of
 what ran is written, the session ends as interrupted (exit 2) without a traceback, and no
 worker is left running.
 

@@ -1,6 +1,6 @@
 """Issue 36, extension points: a user's plugin (or conftest.py) decides which machine class a
 snapshot is recorded under and compared as, and which recorded class an unrecorded machine is
-compared with, through the hooks of probes/plugin/hookspecs.py, as pytest-benchmark lets
+compared with, through the hooks of lm_probes/plugin/hookspecs.py, as pytest-benchmark lets
 its machine info be generated and compared by the user."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from probes.paths import SNAPSHOT_DIR
+from lm_probes.paths import SNAPSHOT_DIR
 
 FLEET = """
 def pytest_lm_probes_machine_class(config, subject, fingerprint_class):

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from probes.cards.files import package_file
-from probes.paths import REPO_ROOT
+from lm_probes.cards.files import package_file
+from lm_probes.paths import REPO_ROOT
 
 
 @pytest.fixture
@@ -158,7 +158,7 @@ import sys
 
 
 def pytest_sessionfinish(session):
-    from probes.plugin.session import RECORD
+    from lm_probes.plugin.session import RECORD
 
     if not hasattr(session.config, "workerinput"):
         cards_read = session.config.stash[RECORD].cards is not None

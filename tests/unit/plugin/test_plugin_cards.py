@@ -10,7 +10,7 @@ import re
 import pytest
 import yaml
 
-from probes.paths import REPO_ROOT
+from lm_probes.paths import REPO_ROOT
 
 # ------------------------------------------------------------ issue 12, bugs 1, 3 and 6
 

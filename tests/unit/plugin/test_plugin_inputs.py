@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from probes.plugin import checks
-from probes.plugin.options import MAX_SEED
+from lm_probes.plugin import checks
+from lm_probes.plugin.options import MAX_SEED
 
 USAGE_ERROR = pytest.ExitCode.USAGE_ERROR
 # a quick session that uses lm-probes and loads no model: one tokenizer test, collected only
@@ -82,7 +82,7 @@ def test_two_files_of_one_card_name_selected_are_refused(run_suite, tmp_path):
 
 
 def test_model_with_snapshot_update_is_refused_without_a_snapshot_dir_of_its_own(run_suite, tmp_path):
-    from probes.paths import SNAPSHOT_DIR
+    from lm_probes.paths import SNAPSHOT_DIR
 
     base = ("--card", "mistral-tokenizer", "--model", str(tmp_path), "--snapshot-update", *COLLECT)
     for extra in ((), ("--snapshot-dir", str(SNAPSHOT_DIR))):
@@ -167,8 +167,8 @@ def test_a_seed_past_what_the_sampling_probes_take_is_refused(run_suite):
 def test_the_largest_seed_is_one_every_consumer_takes():
     import torch
 
-    from probes.plugin.options import SEED_DRAWS_PER_REQUEST
-    from probes.served.checks import SAMPLED_DRAWS
+    from lm_probes.plugin.options import SEED_DRAWS_PER_REQUEST
+    from lm_probes.served.checks import SAMPLED_DRAWS
 
     assert SEED_DRAWS_PER_REQUEST == SAMPLED_DRAWS
     torch.manual_seed(MAX_SEED)

@@ -13,8 +13,8 @@ import pytest
 import torch
 import yaml
 
-from probes import numerics
-from probes.paths import REPO_ROOT
+from lm_probes import numerics
+from lm_probes.paths import REPO_ROOT
 
 
 def test_report_is_self_contained_with_environment_and_token_table(run_suite, tmp_path):

@@ -1,4 +1,4 @@
-"""Progress (probes/progress.py): a pytest session's line when a probe runs long and
+"""Progress (lm_probes/progress.py): a pytest session's line when a probe runs long and
 draft-card's bar over its phases appear on a terminal, and stay silent under -q, in CI and
 when the output is not a terminal."""
 
@@ -10,12 +10,12 @@ import re
 
 import pytest
 
-from probes import progress
-from probes.cli import main as cli
-from probes.draft.settings import Draft
-from probes.draft.tokenizer import draft_tokenizer
-from probes.paths import REPO_ROOT
-from probes.subjects import results
+from lm_probes import progress
+from lm_probes.cli import main as cli
+from lm_probes.draft.settings import Draft
+from lm_probes.draft.tokenizer import draft_tokenizer
+from lm_probes.paths import REPO_ROOT
+from lm_probes.subjects import results
 from tests.unit.conftest import tiny
 
 
@@ -137,7 +137,7 @@ def test_draft_card_shows_its_bar_on_a_terminal_only(quiet_env, tmp_path, termin
     from transformers.utils import logging as hf_logging
 
     quiet_env.setenv("CI", ci)
-    quiet_env.setattr("probes.cli.draft_card.draft_card", _quick_draft)
+    quiet_env.setattr("lm_probes.cli.draft_card.draft_card", _quick_draft)
     stderr = Terminal() if terminal else io.StringIO()
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.enable_progress_bar()

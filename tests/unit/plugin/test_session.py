@@ -1,4 +1,4 @@
-"""probes/plugin/session.py: what a pytest-xdist worker sends the controller, and the merge
+"""lm_probes/plugin/session.py: what a pytest-xdist worker sends the controller, and the merge
 that builds the report from several workers (issue 36: a test file per module; the report
 built end to end by two workers is test_plugin_report.py's)."""
 
@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 
-from probes.plugin.session import SessionRecord
-from probes.snapshots.differences import Difference
-from probes.snapshots.outcome import SnapshotOutcome
+from lm_probes.plugin.session import SessionRecord
+from lm_probes.snapshots.differences import Difference
+from lm_probes.snapshots.outcome import SnapshotOutcome
 
 TORCH = {"torch": "2.13.0", "threads": "1"}
 

@@ -1,4 +1,4 @@
-"""probes/plugin/xdist.py: under ``pytest -n N`` every test of one card is one unit of
+"""lm_probes/plugin/xdist.py: under ``pytest -n N`` every test of one card is one unit of
 work, a quantized card's beside its selected reference, and every other test its own
 (issue 36: a test file per module; the scheduler at work is test_plugin_report.py's run
 with two workers)."""
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from probes.cards.card import find_card
-from probes.plugin import xdist
+from lm_probes.cards.card import find_card
+from lm_probes.plugin import xdist
 
 
 @pytest.fixture

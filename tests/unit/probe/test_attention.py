@@ -1,4 +1,4 @@
-"""probes/attention.py (U4) on the tiny model: two back-ends that compute the same attention
+"""lm_probes/attention.py (U4) on the tiny model: two back-ends that compute the same attention
 agree, one that computes it differently is caught with where greedy parts, and the model's
 own back-end is put back, also when the block fails (issue 36: a test file per module)."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from probes import attention
+from lm_probes import attention
 from tests.unit.conftest import tiny
 
 PROMPTS = ["The capital of Japan is", "Hello"]

@@ -1,4 +1,4 @@
-"""probes/batching.py (U5): batch invariance and its diagnosis, rounding told from a real
+"""lm_probes/batching.py (U5): batch invariance and its diagnosis, rounding told from a real
 difference, and the higher-precision rerun undone bit for bit (moved from
 test_internals_probe.py, issue 36: a test file per module)."""
 
@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import torch
 
-from probes import batching
-from probes.inputs import article_inputs
-from probes.subjects.subject import Subject
+from lm_probes import batching
+from lm_probes.inputs import article_inputs
+from lm_probes.subjects.subject import Subject
 
 
 def _batched_rows_rounded(subject: Subject, scale: float = 1e5) -> Subject:
@@ -30,7 +30,7 @@ def test_the_diagnosis_tells_rounding_from_a_real_difference(monkeypatch):
     """Rounding: batched logits off by an amount that scales with the dtype's epsilon; gone
     in float64, so "rounding". Real: the padding mask dropped (padded rows attend to their
     padding, as a masking regression would have it); still there in float64, so "real"."""
-    from probes import batching
+    from lm_probes import batching
     from tests.unit.break_patches import padding_mask_ignored
     from tests.unit.conftest import tiny
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import pytest
 
-from probes.cards.card import find_card
-from probes.cards.sources import HubSource
-from probes.subjects.subject import Subject
+from lm_probes.cards.card import find_card
+from lm_probes.cards.sources import HubSource
+from lm_probes.subjects.subject import Subject
 from tests.unit.break_patches import joining_as_cleanup
 from tests.unit.break_running import Check
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from probes import decoding as dc
-from probes import generate_calls, generation
-from probes.cards.card import find_card
-from probes.subjects.subject import Subject
+from lm_probes import decoding as dc
+from lm_probes import generate_calls, generation
+from lm_probes.cards.card import find_card
+from lm_probes.subjects.subject import Subject
 
 
 def make(new_ids, texts=None):
@@ -110,8 +110,8 @@ def test_top_k_check_takes_the_allowed_set_from_the_prompt_it_sampled(monkeypatc
     outside the D1 prompt's top k, so the old comparison would have failed it."""
     import torch
 
-    from probes import sampling as sp
-    from probes.subjects import results
+    from lm_probes import sampling as sp
+    from lm_probes.subjects import results
     from tests.behaviour import test_decoding as behaviour
 
     subject = Subject(find_card("tiny-mistral"))

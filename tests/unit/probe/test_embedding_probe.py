@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from probes import embedding as em
+from lm_probes import embedding as em
 
 
 def test_cosine_matrix_of_known_vectors():
@@ -75,8 +75,8 @@ def test_word_vectors_are_the_mean_of_sub_word_rows():
     """E2, moved here from the behavioural suite: a property of the probe, not of a model."""
     import torch
 
-    from probes.cards.card import find_card
-    from probes.subjects.subject import Subject
+    from lm_probes.cards.card import find_card
+    from lm_probes.subjects.subject import Subject
 
     subject = Subject(find_card("tiny-mistral"))
     groups = {"a": ["king", "princess"], "b": ["basketball", "idea"]}
@@ -97,9 +97,9 @@ def test_smollm2_embedding_bounds_reject_a_random_embedding():
     animals ~0.3%, royalty and sports ~85% (they share sub-word rows), README.
     The dog-cat pair beats its four outsider pairs by chance 1 time in 5: that bound is weak
     by nature, and stated so."""
-    from probes.cards.card import find_card
-    from probes.inputs import article_inputs
-    from probes.subjects.subject import Subject
+    from lm_probes.cards.card import find_card
+    from lm_probes.inputs import article_inputs
+    from lm_probes.subjects.subject import Subject
 
     card = find_card("smollm2-135m-instruct")
     tokenizer = Subject(card).tokenizer

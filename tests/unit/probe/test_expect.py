@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from probes.cards.card import find_card
-from probes.expect import ExpectationMismatch, check_equal
+from lm_probes.cards.card import find_card
+from lm_probes.expect import ExpectationMismatch, check_equal
 
 
 def test_equal_values_pass_and_tuples_compare_to_yaml_lists():
@@ -39,7 +39,7 @@ def test_absent_field_is_a_key_error_not_a_pass():
 
 
 def test_at_least_passes_at_the_bound_and_fails_below_it():
-    from probes.expect import check_at_least
+    from lm_probes.expect import check_at_least
 
     card = find_card("smollm2-135m-instruct")
     check_at_least(card, "next_token.min_top1_prob", 0.6)  # the bound itself passes
@@ -54,7 +54,7 @@ def test_at_least_passes_at_the_bound_and_fails_below_it():
 
 
 def test_check_that_names_the_cards_field_or_says_it_is_a_property_of_every_model():
-    from probes.expect import check_that
+    from lm_probes.expect import check_that
 
     card = find_card("smollm2-135m-instruct")
     check_that(card, True, expected="anything", obtained="anything")  # holds: nothing raised
@@ -73,16 +73,16 @@ def test_check_that_names_the_cards_field_or_says_it_is_a_property_of_every_mode
 
 
 def test_behavioural_tests_fail_only_through_the_check_helpers():
-    """One failure style: every behavioural test fails through probes.expect (card, file,
+    """One failure style: every behavioural test fails through lm_probes.expect (card, file,
     field or property, expected, obtained), never a bare assert with a message of its own
     (the snapshot test fails with the snapshot's own comparison message)."""
     import ast
 
-    from probes.paths import REPO_ROOT
+    from lm_probes.paths import REPO_ROOT
 
     bare = []
     for path in sorted((REPO_ROOT / "tests" / "behaviour").glob("test_*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Assert):
                 bare.append(f"{path.name}:{node.lineno}")
-    assert not bare, f"bare asserts in tests/behaviour (use probes.expect's check_*): {bare}"
+    assert not bare, f"bare asserts in tests/behaviour (use lm_probes.expect's check_*): {bare}"

@@ -1,4 +1,4 @@
-"""probes/generate_calls.py, the generate() calls every probe makes, on the tiny random Mistral:
+"""lm_probes/generate_calls.py, the generate() calls every probe makes, on the tiny random Mistral:
 batched and repeated runs, padding, prompt checks, seeds, BOS, the shared prompt prefill
 (moved from test_decoding_probe.py, issue 36: a test file per module)."""
 
@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from probes import decoding as dc
-from probes import generate_calls
-from probes.cards.card import find_card
-from probes.subjects.subject import Subject
+from lm_probes import decoding as dc
+from lm_probes import generate_calls
+from lm_probes.cards.card import find_card
+from lm_probes.subjects.subject import Subject
 
 
 def test_strip_padding_keeps_the_first_eos_only():

@@ -1,11 +1,11 @@
-"""probes/generation_settings.py (U2) on the tiny model: what a call runs with once the
+"""lm_probes/generation_settings.py (U2) on the tiny model: what a call runs with once the
 model's generation_config is merged in, including the regression it watches for, a "greedy"
 call that samples because the model's config says so (huggingface/trl#5783) (issue 36: a
 test file per module)."""
 
 from __future__ import annotations
 
-from probes import generation_settings
+from lm_probes import generation_settings
 from tests.unit.conftest import tiny
 
 

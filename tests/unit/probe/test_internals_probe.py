@@ -9,15 +9,15 @@ import functools
 import pytest
 import torch
 
-from probes import hidden_states as hs
-from probes import tokenizer as tk
-from probes.cards.card import find_card
-from probes.inputs import article_inputs
-from probes.maths import first_moved_layer
-from probes.snapshots.compare import compare
-from probes.snapshots.observe import fingerprint_entries
-from probes.snapshots.record import load, snapshot_path
-from probes.subjects.subject import Subject
+from lm_probes import hidden_states as hs
+from lm_probes import tokenizer as tk
+from lm_probes.cards.card import find_card
+from lm_probes.inputs import article_inputs
+from lm_probes.maths import first_moved_layer
+from lm_probes.snapshots.compare import compare
+from lm_probes.snapshots.observe import fingerprint_entries
+from lm_probes.snapshots.record import load, snapshot_path
+from lm_probes.subjects.subject import Subject
 from tests.unit.conftest import tokenizer_subject
 
 # ------------------------------------------------------------------------------ U1

@@ -1,4 +1,4 @@
-"""The ledger counts what transformers' generate() really runs (probes/ledger.py): one
+"""The ledger counts what transformers' generate() really runs (lm_probes/ledger.py): one
 prefill per call with its rows, one one-token step per further new token, to the probe
 whose result is being computed."""
 
@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from probes import generate_calls
-from probes.ledger import LEDGER, NO_PROBE, TOTAL, Ledger, Machine, Work, cost_rows, label_of, weight_bytes
-from probes.subjects import results
-from probes.subjects.memo import RESULTS
+from lm_probes import generate_calls
+from lm_probes.ledger import LEDGER, NO_PROBE, TOTAL, Ledger, Machine, Work, cost_rows, label_of, weight_bytes
+from lm_probes.subjects import results
+from lm_probes.subjects.memo import RESULTS
 from tests.unit.conftest import tiny
 
 PROMPT = "The capital of Japan is"
@@ -86,7 +86,7 @@ def test_the_same_rows_drawn_in_separate_calls_show_three_calls_of_one_row(tiny_
 
 def test_a_plain_forward_is_a_prefill_with_no_new_token_and_work_outside_a_probe_is_counted_apart(tiny_subject):
     ledger = _watched(tiny_subject)
-    from probes import decoding as dc
+    from lm_probes import decoding as dc
 
     dc.next_token(tiny_subject.tokenizer, tiny_subject.model, PROMPT)
     work = ledger.since({})[NO_PROBE]

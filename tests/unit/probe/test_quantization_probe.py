@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-from probes import quantization as qz
-from probes.cards.card import find_card
-from probes.cards.files import SubjectLoadError
-from probes.cards.loading import LoadOptions, LoadSettings
-from probes.expect import ExpectationMismatch, check_at_least, check_at_most, check_equal
-from probes.maths import kl_divergence
-from probes.numerics import linear_4bit_layers
-from probes.subjects import drift as drifts
-from probes.subjects import results
-from probes.subjects.subject import Subject
+from lm_probes import quantization as qz
+from lm_probes.cards.card import find_card
+from lm_probes.cards.files import SubjectLoadError
+from lm_probes.cards.loading import LoadOptions, LoadSettings
+from lm_probes.expect import ExpectationMismatch, check_at_least, check_at_most, check_equal
+from lm_probes.maths import kl_divergence
+from lm_probes.numerics import linear_4bit_layers
+from lm_probes.subjects import drift as drifts
+from lm_probes.subjects import results
+from lm_probes.subjects.subject import Subject
 
 
 def _tiny(quantization: str = "nf4", **load) -> Subject:

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from probes import sampling as sp
+from lm_probes import sampling as sp
 
 
 def logits_from(probs: list[float]) -> torch.Tensor:

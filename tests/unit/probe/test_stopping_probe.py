@@ -1,4 +1,4 @@
-"""Where generation stops (probes/stopping.py, U8) on hand-made rows: where a row of a batched
+"""Where generation stops (lm_probes/stopping.py, U8) on hand-made rows: where a row of a batched
 greedy call ended, read from the row as generate() returned it, and the answer_ends section's
 rule (snapshots/token_rules.py) on hand-made recordings."""
 
@@ -8,10 +8,10 @@ import copy
 
 import pytest
 
-from probes import stopping
-from probes.snapshots.compare import _recorded_before
-from probes.snapshots.differences import Context
-from probes.snapshots.token_rules import compare_answer_ends
+from lm_probes import stopping
+from lm_probes.snapshots.compare import _recorded_before
+from lm_probes.snapshots.differences import Context
+from lm_probes.snapshots.token_rules import compare_answer_ends
 
 STOP, PAD = 2, 0
 
@@ -145,7 +145,7 @@ def test_a_snapshot_recorded_before_the_section_existed_is_a_warning_not_an_erro
 
 def test_parity_compares_answer_ends_alone_without_a_tokenizer_section():
     """S7 compares the answer_ends section by itself: the parity view needs no tokenizer."""
-    from probes.served.parity import parity_differences
+    from lm_probes.served.parity import parity_differences
 
     served = {"answer_ends": {"q": entry([7, 8, STOP]) | {"finish_reason": "stop"}}}
     assert parity_differences({"answer_ends": RECORDED}, served, {"prob_atol": 1e-4, "kl_max": 1e-6}, {}) == []

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from probes import tokenizer as tk
-from probes.cards.card import find_card
-from probes.subjects.subject import Subject
+from lm_probes import tokenizer as tk
+from lm_probes.cards.card import find_card
+from lm_probes.subjects.subject import Subject
 
 
 def mistral_tokenizer(**config):

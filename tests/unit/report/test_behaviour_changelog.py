@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 
-from probes.cli.changelog import rendered
-from probes.paths import REPO_ROOT
-from probes.snapshots.changelog_store import STATE, Store
+from lm_probes.cli.changelog import rendered
+from lm_probes.paths import REPO_ROOT
+from lm_probes.snapshots.changelog_store import STATE, Store
 
 FOLDER = REPO_ROOT / "docs" / "behaviour-changelog"
 PAGE = REPO_ROOT / "docs" / "behaviour-changelog.md"

@@ -4,7 +4,7 @@ card and test work as written (split from test_cards.py, issue 36)."""
 
 from __future__ import annotations
 
-from probes.cards.card import load_card
+from lm_probes.cards.card import load_card
 
 # ------------------------------------------ issue 15: every field documented where users look
 
@@ -12,16 +12,16 @@ from probes.cards.card import load_card
 def test_the_committed_card_reference_is_the_generated_one():
     """docs/cards.md lists every card field with its type, default, meaning and the
     observations whose tests read it: regenerate it with
-    `python -m probes.report.card_reference > docs/cards.md` when the schema changes."""
-    from probes.report.card_reference import CARD_REFERENCE_FILE, card_reference
+    `python -m lm_probes.report.card_reference > docs/cards.md` when the schema changes."""
+    from lm_probes.report.card_reference import CARD_REFERENCE_FILE, card_reference
 
     assert CARD_REFERENCE_FILE.read_text(encoding="utf-8") == card_reference(), (
-        "docs/cards.md is out of date: run `python -m probes.report.card_reference > docs/cards.md`"
+        "docs/cards.md is out of date: run `python -m lm_probes.report.card_reference > docs/cards.md`"
     )
 
 
 def test_every_card_field_says_what_it_means():
-    from probes.report.card_reference import card_reference
+    from lm_probes.report.card_reference import card_reference
 
     tables = card_reference().split("## Sources")
     fields = [[c.strip() for c in line.strip("|").split(" | ")] for line in tables[0].splitlines() if line[:3] == "| `"]
@@ -34,7 +34,7 @@ def test_every_card_field_says_what_it_means():
 
 
 def test_the_reference_names_the_observations_a_field_drives():
-    from probes.report.card_reference import card_reference
+    from lm_probes.report.card_reference import card_reference
 
     reference = card_reference()
     assert "| `expect.next_token.top1` | text | required | the most likely next token's text | D1 |" in reference
@@ -43,7 +43,7 @@ def test_the_reference_names_the_observations_a_field_drives():
 
 def test_the_readme_card_is_a_valid_card(tmp_path):
     """The README's example card reads and validates as it is written there."""
-    from probes.paths import REPO_ROOT
+    from lm_probes.paths import REPO_ROOT
 
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     text = readme.split("## A card", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
@@ -59,7 +59,7 @@ def test_the_readme_example_test_imports_every_name_it_uses():
     import ast
     import builtins
 
-    from probes.paths import REPO_ROOT
+    from lm_probes.paths import REPO_ROOT
 
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     code = readme.split("## A behavioural test", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]

@@ -1,8 +1,8 @@
-"""probes/report/html.py: the report's tables are built from data, every value escaped once."""
+"""lm_probes/report/html.py: the report's tables are built from data, every value escaped once."""
 
 from __future__ import annotations
 
-from probes.report import html as report
+from lm_probes.report import html as report
 
 
 def test_a_table_escapes_every_cell_and_renders_emphasis():
@@ -20,7 +20,7 @@ def test_a_table_escapes_every_cell_and_renders_emphasis():
 def test_the_behavioural_tests_pass_data_not_markup():
     """Issue 12: no test under tests/behaviour writes markup or escapes by hand any more
     (attach.table / attach.texts / attach.png take data)."""
-    from probes.paths import REPO_ROOT
+    from lm_probes.paths import REPO_ROOT
 
     for path in sorted((REPO_ROOT / "tests" / "behaviour").glob("test_*.py")):
         source = path.read_text(encoding="utf-8")

@@ -14,10 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from probes.cards.card import find_card
-from probes.paths import SNAPSHOT_DIR
-from probes.served.client import Endpoint, ServedError
-from probes.served.parity import (
+from lm_probes.cards.card import find_card
+from lm_probes.paths import SNAPSHOT_DIR
+from lm_probes.served.client import Endpoint, ServedError
+from lm_probes.served.parity import (
     parity_differences,
     parity_view,
     repeat_differences,
@@ -25,8 +25,8 @@ from probes.served.parity import (
     served_provenance,
     write_parity_snapshots,
 )
-from probes.snapshots.observe import observe_tokenizer
-from probes.subjects.subject import Subject
+from lm_probes.snapshots.observe import observe_tokenizer
+from lm_probes.subjects.subject import Subject
 from tests.unit.served.test_served_server import _served_card
 
 RECORDED = json.loads((SNAPSHOT_DIR / "tiny-mistral" / "cpu.json").read_text(encoding="utf-8"))
@@ -195,7 +195,7 @@ def test_lm_probes_diff_compares_the_transformers_side_with_the_served_one(repla
     tokenizer adds a BOS exit 1, naming tokenizer.ids in the JSON."""
     from types import SimpleNamespace
 
-    from probes.cli import main as cli
+    from lm_probes.cli import main as cli
 
     card = SimpleNamespace(served=SimpleNamespace(engine="vllm", args=["--dtype", "float32"]))
     for mode, code in (("faithful", 0), ("adds-bos", 1)):
@@ -256,7 +256,7 @@ def test_the_served_side_is_what_each_sections_entry_says_a_server_shows():
     """served_observations asks the section list, not a list of its own: a registered section
     with observe_served is asked, one without (temperature) is not, and one the in-process side
     did not record is not either."""
-    from probes.snapshots import sections
+    from lm_probes.snapshots import sections
 
     asked = sections.Section(
         "served_echo",

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from probes.paths import CARDS_DIR
-from probes.served.server import RunningServer, ServerFailed, group_alive
-from probes.subjects.subject import Subject
+from lm_probes.paths import CARDS_DIR
+from lm_probes.served.server import RunningServer, ServerFailed, group_alive
+from lm_probes.subjects.subject import Subject
 
 
 def _gone(pid: int) -> bool:
@@ -68,7 +68,7 @@ def _health_only(path: Path, forks_worker: bool = False) -> Path:
 
 def test_a_server_that_dies_mid_run_is_reported(tmp_path):
     script = _health_only(tmp_path / "health.py")
-    from probes.served.server import free_port
+    from lm_probes.served.server import free_port
 
     port = free_port()
     with RunningServer([sys.executable, str(script), str(port)], port, tmp_path / "c.log") as server:
@@ -97,7 +97,7 @@ def _served_card(tmp_path: Path) -> Path:
 def test_serve_ends_the_session_with_the_servers_message_when_it_cannot_start(run_suite, tmp_path, monkeypatch):
     """--serve with a card whose model has no folder, then with an engine that exits at
     start: each ends the session with one message (the second with its log's words)."""
-    from probes.served import server as served
+    from lm_probes.served import server as served
 
     folder = _served_card(tmp_path)
     args = ("tests/behaviour/test_parity.py", "-m", "served", "--cards-dir", str(folder), "--card", "tiny-served")
@@ -135,7 +135,7 @@ def test_serve_ends_the_session_when_the_server_dies_mid_run_and_leaves_no_proce
     """--serve, an engine that answers /health and dies at the first request: the test that
     asked fails saying the server cannot be reached, the next one ends the session (exit 4)
     with the log's last lines, and no process of the server's group is left."""
-    from probes.served import server as served
+    from lm_probes.served import server as served
 
     folder = _served_card(tmp_path)
     monkeypatch.setattr(Subject, "model_folder", lambda self: str(tmp_path))
@@ -169,13 +169,13 @@ def test_a_session_ended_by_sigterm_stops_its_server(tmp_path):
     import signal
     import subprocess
 
-    from probes.paths import REPO_ROOT
+    from lm_probes.paths import REPO_ROOT
 
     script = tmp_path / "session.py"
     script.write_text(
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from probes.served.server import RunningServer, free_port, stop_at_exit\n"
+        "from lm_probes.served.server import RunningServer, free_port, stop_at_exit\n"
         "port = free_port()\n"
         f"health = {str(tmp_path / 'health.py')!r}\n"
         "running = RunningServer([sys.executable, health, str(port)], port, Path(health + '.log'))\n"

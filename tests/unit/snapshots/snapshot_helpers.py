@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from probes.snapshots.compare import compare
-from probes.snapshots.record import observe, provenance
+from lm_probes.snapshots.compare import compare
+from lm_probes.snapshots.record import observe, provenance
 
 
 def errors(diffs):

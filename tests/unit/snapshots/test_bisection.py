@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from probes.paths import SNAPSHOT_DIR
-from probes.snapshots.bisection import EndNotRecorded, ReleaseSkipped, bisect
-from probes.snapshots.sets import compare_sets
+from lm_probes.paths import SNAPSHOT_DIR
+from lm_probes.snapshots.bisection import EndNotRecorded, ReleaseSkipped, bisect
+from lm_probes.snapshots.sets import compare_sets
 
 CARD = "tiny-mistral"
 RELEASES = [f"1.{i}.0" for i in range(9)]  # 1.0.0 good ... 1.8.0 bad
@@ -131,7 +131,7 @@ def test_an_end_that_cannot_be_recorded_stops_the_search_saying_why(tmp_path):
 def stand_in_index(tmp_path, monkeypatch):
     """lm-probes bisect with pip's index and the recording replaced by the stand-ins: the
     tokenizer changes at 1.3.0, and 1.5.0 cannot be installed."""
-    from probes.cli import bisect as command
+    from lm_probes.cli import bisect as command
 
     folders = stand_ins(tmp_path / "sets", {"1.3.0": bos_becomes(7)})
     monkeypatch.setattr(command, "index_versions", lambda package, pre: [*reversed(RELEASES), "2.0.0rc1", "0.9"])
@@ -140,7 +140,7 @@ def stand_in_index(tmp_path, monkeypatch):
 
 
 def test_bisect_prints_one_line_per_transition_and_writes_the_pages_and_json(stand_in_index, capsys):
-    from probes.cli.main import main
+    from lm_probes.cli.main import main
 
     out = stand_in_index / "report"
     code = main(
@@ -159,7 +159,7 @@ def test_bisect_prints_one_line_per_transition_and_writes_the_pages_and_json(sta
 
 
 def test_bisect_over_a_range_with_no_change_exits_0(stand_in_index, capsys):
-    from probes.cli.main import main
+    from lm_probes.cli.main import main
 
     code = main(
         ["bisect", "--package", "transformers", "--good", "1.0.0", "--bad", "1.2.0"]
@@ -176,14 +176,14 @@ def test_bisect_over_a_range_with_no_change_exits_0(stand_in_index, capsys):
     ],
 )
 def test_bisect_refuses_a_range_the_index_does_not_hold(stand_in_index, capsys, good, bad, says):
-    from probes.cli.main import main
+    from lm_probes.cli.main import main
 
     assert main(["bisect", "--package", "transformers", "--good", good, "--bad", bad]) == 4
     assert says in capsys.readouterr().err
 
 
 def test_bisect_names_an_end_it_cannot_record_and_exits_2(stand_in_index, capsys):
-    from probes.cli.main import main
+    from lm_probes.cli.main import main
 
     code = main(
         ["bisect", "--package", "transformers", "--good", "1.0.0", "--bad", "1.5.0"]
@@ -193,7 +193,7 @@ def test_bisect_names_an_end_it_cannot_record_and_exits_2(stand_in_index, capsys
 
 
 def test_a_failed_recording_is_said_in_one_line_with_pytests_own_error():
-    from probes.cli.release_sets import one_line
+    from lm_probes.cli.release_sets import one_line
 
     failure = (
         "recording under transformers==4.57.6 failed (exit 1): /env/bin/python -m pytest tests/behaviour/...\n"
@@ -211,7 +211,7 @@ def test_a_failed_recording_is_said_in_one_line_with_pytests_own_error():
 
 
 def test_a_set_recorded_for_more_cards_is_reused_for_fewer():
-    from probes.cli.release_sets import DEFAULT, covers
+    from lm_probes.cli.release_sets import DEFAULT, covers
 
     assert covers(["mistral-tokenizer", "smollm2-135m-instruct"], ["mistral-tokenizer"])
     assert not covers(["mistral-tokenizer"], ["mistral-tokenizer", "tiny-mistral"])

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from probes.cards.card import find_card
-from probes.numerics import (
+from lm_probes.cards.card import find_card
+from lm_probes.numerics import (
     BNB_CPU_DEQUANTIZE,
     BNB_CPU_PACKED,
     Numerics,
@@ -32,11 +32,11 @@ from probes.numerics import (
     machine_numerics_from_record,
     nearest_class,
 )
-from probes.paths import FIXTURES_DIR, SNAPSHOT_DIR
-from probes.snapshots import cross_class
-from probes.snapshots.compare import compare
-from probes.snapshots.differences import Difference
-from probes.subjects.subject import Subject
+from lm_probes.paths import FIXTURES_DIR, SNAPSHOT_DIR
+from lm_probes.snapshots import cross_class
+from lm_probes.snapshots.compare import compare
+from lm_probes.snapshots.differences import Difference
+from lm_probes.subjects.subject import Subject
 
 XEON = FIXTURES_DIR / "machines" / "xeon-avx512bf16-amx"
 # Sections added after the Xeon's sets were recorded (issue 33): not compared against them,
@@ -235,7 +235,7 @@ def test_the_head_check_allows_the_dtypes_rounding_and_catches_a_pre_norm_last_s
     """U3's premise on tiny-mistral: the last hidden state is what the head decodes. Rounding
     of a few float16 units at the logits' scale is allowed (oneDNN's shape-dependent GEMM on
     AVX512-FP16); a last state returned before the final norm is not."""
-    from probes.hidden_states import fingerprint, head_tolerance
+    from lm_probes.hidden_states import fingerprint, head_tolerance
 
     logits = torch.linspace(-30, 30, 1000)
     rounded = (logits.half() + torch.tensor(4 * 2.0**-10 * 30).half()).float()  # 4 units at the scale
@@ -276,7 +276,7 @@ def _measured_row(card: str, ours: Path, theirs: Path) -> str:
 
 def test_the_docs_list_the_measured_cross_class_figures():
     """docs/machine-classes.md's per-card table of cross-class figures is what the recorded sets give."""
-    from probes.paths import REPO_ROOT
+    from lm_probes.paths import REPO_ROOT
 
     page = REPO_ROOT / "docs" / "machine-classes.md"
     readme = page.read_text(encoding="utf-8").split("Per default card, the same-class", 1)[1]
@@ -304,8 +304,8 @@ def test_the_docs_list_the_measured_cross_class_figures():
 def test_a_drafted_card_states_the_computed_dtype_of_the_class_it_was_measured_on():
     """draft-card writes expect.quantization.computed_dtype: the asked dtype as the default,
     and this class's own where its kernels computed another (valid against the card schema)."""
-    from probes.cards.expect_schema import QuantizationExpect
-    from probes.draft.measure import draft_quantization
+    from lm_probes.cards.expect_schema import QuantizationExpect
+    from lm_probes.draft.measure import draft_quantization
 
     subject = _tiny_nf4()
     drafted = draft_quantization(subject)

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from probes.numerics import (
+from lm_probes.numerics import (
     linear_4bit_layers,
 )
-from probes.paths import SNAPSHOT_DIR
-from probes.snapshots.check import SnapshotCheck, SnapshotOutcome
-from probes.subjects import results
+from lm_probes.paths import SNAPSHOT_DIR
+from lm_probes.snapshots.check import SnapshotCheck, SnapshotOutcome
+from lm_probes.subjects import results
 from tests.unit.snapshots.test_cross_class import TINY_NF4, _load, _tiny_nf4
 
 # ------------------------------------------------ breaks recorded on one class, run on another

@@ -1,4 +1,4 @@
-"""The snapshot's section list (probes/snapshots/sections.py): each entry holds everything
+"""The snapshot's section list (lm_probes/snapshots/sections.py): each entry holds everything
 about its section, the card schema and the diff follow it, and adding a section is adding
 an entry (docs/development.md walks through it)."""
 
@@ -10,16 +10,16 @@ from dataclasses import replace
 
 import pytest
 
-from probes import section_specs
-from probes.cards.schema import CrossClassTolerances, SnapshotSettings, Tolerances
-from probes.paths import SNAPSHOT_DIR
-from probes.report import section_changes as renderers
-from probes.report.diff import render
-from probes.snapshots import sections
-from probes.snapshots.compare import compare
-from probes.snapshots.differences import Difference
-from probes.snapshots.record import FORMAT, dumps, observe
-from probes.snapshots.sets import SetComparison, compare_sets
+from lm_probes import section_specs
+from lm_probes.cards.schema import CrossClassTolerances, SnapshotSettings, Tolerances
+from lm_probes.paths import SNAPSHOT_DIR
+from lm_probes.report import section_changes as renderers
+from lm_probes.report.diff import render
+from lm_probes.snapshots import sections
+from lm_probes.snapshots.compare import compare
+from lm_probes.snapshots.differences import Difference
+from lm_probes.snapshots.record import FORMAT, dumps, observe
+from lm_probes.snapshots.sets import SetComparison, compare_sets
 from tests.unit.conftest import tokenizer_subject
 
 # a recording that holds every section (SmolLM2 float32 records them all)
@@ -196,7 +196,7 @@ def test_an_entry_without_its_parts_is_refused():
 
 
 def test_every_spec_has_its_behaviour_and_every_behaviour_its_spec():
-    """probes/section_specs.py (what the card schema reads) and snapshots/sections.py's
+    """lm_probes/section_specs.py (what the card schema reads) and snapshots/sections.py's
     BEHAVIOUR (how the snapshot stage observes, compares and shows each) name the same
     sections, in the same order as all_sections(): a spec without behaviour would be a card key
     nothing records."""
@@ -212,8 +212,8 @@ def test_reading_a_card_imports_no_snapshot_module_and_no_numpy():
     import sys
 
     code = (
-        "import sys, probes.cards.card; "
-        "print(sorted(m for m in sys.modules if m.startswith('probes.snapshots') or m in ('numpy', 'torch')))"
+        "import sys, lm_probes.cards.card; "
+        "print(sorted(m for m in sys.modules if m.startswith('lm_probes.snapshots') or m in ('numpy', 'torch')))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -9,11 +9,11 @@ import json
 import numpy as np
 import torch
 
-from probes.maths import softmax64
-from probes.snapshots.compare import compare
-from probes.snapshots.observe import observe_embedding
-from probes.snapshots.record import observe
-from probes.subjects import results
+from lm_probes.maths import softmax64
+from lm_probes.snapshots.compare import compare
+from lm_probes.snapshots.observe import observe_embedding
+from lm_probes.snapshots.record import observe
+from lm_probes.subjects import results
 from tests.unit.conftest import tiny, tokenizer_subject
 from tests.unit.snapshots.snapshot_helpers import compare_with, errors
 

@@ -9,10 +9,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from probes.maths import softmax64
-from probes.snapshots import token_rules
-from probes.snapshots.compare import compare, summary_line
-from probes.snapshots.differences import Difference, first_diff
+from lm_probes.maths import softmax64
+from lm_probes.snapshots import token_rules
+from lm_probes.snapshots.compare import compare, summary_line
+from lm_probes.snapshots.differences import Difference, first_diff
 from tests.unit.snapshots.snapshot_helpers import changed, diffs_of, observed
 
 # --------------------------------------------- compare() on plain observations, no model
@@ -307,7 +307,7 @@ def test_summary_line_lists_every_change_and_place():
 
 
 def test_a_cuda_subject_is_classed_by_compute_capability():
-    from probes.numerics import Numerics, machine_class
+    from lm_probes.numerics import Numerics, machine_class
 
     cuda = Numerics(device="cuda", device_name="NVIDIA H100", architecture="x86_64", cuda_capability="9.0")
     assert machine_class(cuda) == "cuda-sm90"

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from probes.paths import SNAPSHOT_DIR
-from probes.snapshots.check import SnapshotCheck
-from probes.snapshots.record import SnapshotError, dumps, load, record
+from lm_probes.paths import SNAPSHOT_DIR
+from lm_probes.snapshots.check import SnapshotCheck
+from lm_probes.snapshots.record import SnapshotError, dumps, load, record
 from tests.unit.conftest import tokenizer_subject
 
 CARD = "mistral-tokenizer"
@@ -73,8 +73,10 @@ def test_a_file_without_a_card_field_is_taken_at_its_folders_word(tmp_path):
 def _stand_in(monkeypatch, card="my.card"):
     """A subject that record() can write without a model: provenance and observations stand-ins
     (large enough that a write takes a while, so writers overlap)."""
-    monkeypatch.setattr("probes.snapshots.record.provenance", lambda subject: {"writer": threading.get_ident()})
-    monkeypatch.setattr("probes.snapshots.record.observe", lambda subject: {"tokenizer": {"ids": list(range(20_000))}})
+    monkeypatch.setattr("lm_probes.snapshots.record.provenance", lambda subject: {"writer": threading.get_ident()})
+    monkeypatch.setattr(
+        "lm_probes.snapshots.record.observe", lambda subject: {"tokenizer": {"ids": list(range(20_000))}}
+    )
     return SimpleNamespace(card=SimpleNamespace(name=card), machine_class="cpu")
 
 
@@ -119,7 +121,7 @@ def test_a_write_that_fails_leaves_the_old_snapshot_and_no_temporary_file(tmp_pa
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", failing_replace)
-    monkeypatch.setattr("probes.snapshots.record.observe", lambda subject: {"tokenizer": {"ids": [1, 2, 3]}})
+    monkeypatch.setattr("lm_probes.snapshots.record.observe", lambda subject: {"tokenizer": {"ids": [1, 2, 3]}})
     with pytest.raises(OSError, match="No space left"):
         record(subject, tmp_path)
     assert [p.name for p in path.parent.iterdir()] == ["cpu.json"] and path.read_bytes() == before

@@ -8,13 +8,13 @@ import json
 
 import pytest
 
-from probes.paths import SNAPSHOT_DIR
-from probes.snapshots import sections, token_rules
-from probes.snapshots.check import SnapshotCheck, SnapshotOutcome
-from probes.snapshots.compare import compare, summary_line
-from probes.snapshots.differences import Difference
-from probes.snapshots.entries import TOP_N
-from probes.snapshots.record import (
+from lm_probes.paths import SNAPSHOT_DIR
+from lm_probes.snapshots import sections, token_rules
+from lm_probes.snapshots.check import SnapshotCheck, SnapshotOutcome
+from lm_probes.snapshots.compare import compare, summary_line
+from lm_probes.snapshots.differences import Difference
+from lm_probes.snapshots.entries import TOP_N
+from lm_probes.snapshots.record import (
     FORMAT,
     SnapshotError,
     dumps,
@@ -138,7 +138,7 @@ def test_summary_line_names_each_provenance_change(key):
 def test_provenance_reads_versions_device_and_files_from_the_run():
     import re
 
-    from probes.environment import environment_info
+    from lm_probes.environment import environment_info
 
     env = environment_info()
     prov = provenance(tokenizer_subject())
@@ -277,13 +277,13 @@ def test_a_first_gpu_run_skips_only_where_no_class_is_recorded_and_a_missing_cpu
 
 
 def test_snapshot_warning_is_importable_from_the_package_and_compare_takes_keywords():
-    """Issue 12: `probes.SnapshotWarning` (to filter it, or `-W error::probes.SnapshotWarning`
+    """Issue 12: `lm_probes.SnapshotWarning` (to filter it, or `-W error::lm_probes.SnapshotWarning`
     to fail on near-ties), and compare()'s options by name only, so a call cannot mix up
     the two provenances."""
-    import probes
+    import lm_probes
 
-    assert probes.SnapshotWarning.__module__ == "probes"  # defined there: naming it imports nothing else
-    assert issubclass(probes.SnapshotWarning, UserWarning)
+    assert lm_probes.SnapshotWarning.__module__ == "lm_probes"  # defined there: naming it imports nothing else
+    assert issubclass(lm_probes.SnapshotWarning, UserWarning)
     with pytest.raises(TypeError):
         compare({}, {}, {})  # tolerances positionally
 

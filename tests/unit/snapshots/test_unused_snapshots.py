@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import shutil
 
-from probes.cli.main import main
-from probes.paths import CARDS_DIR, SNAPSHOT_DIR
+from lm_probes.cli.main import main
+from lm_probes.paths import CARDS_DIR, SNAPSHOT_DIR
 
 
 def test_the_shipped_snapshots_hold_nothing_unused(capsys):
