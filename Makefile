@@ -28,13 +28,13 @@ benchmark: setup
 # The same card served by vLLM's CPU build against transformers (docs/served.md): the
 # engine's environment is built once (~100 s, 3.4 GB), the server started and stopped here.
 parity: setup
-	$(PYTEST) -m served --serve --card smollm2-135m-instruct tests/behaviour/test_parity.py tests/served \
+	$(PYTEST) -m served --lm-probes-serve --lm-probes-card smollm2-135m-instruct tests/behaviour/test_parity.py tests/served \
 		tests/benchmarks/test_served_benchmarks.py --benchmark-json=reports/parity-benchmarks.json --html=reports/parity.html \
 		--durations=10
 
 # The install users do (docs/options.md, "In another project"): a wheel built from this
 # checkout, installed non-editable into a fresh virtualenv (torch pinned first, then the wheel
-# with -c constraints.txt), runs `pytest --pyargs lm_probes.suite --card mistral-tokenizer` and
+# with -c constraints.txt), runs `pytest --pyargs lm_probes.suite --lm-probes-card mistral-tokenizer` and
 # `lm-probes --help` from an unrelated folder. About a minute; 1.6 GB in the temporary folder,
 # removed after. Not part of make test (marker install).
 install-check: setup

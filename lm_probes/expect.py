@@ -33,7 +33,7 @@ def _first_difference(expected: Any, obtained: Any) -> str:
 
 
 def _model_source(card: Card) -> str:
-    return f"\n  model loaded from --model {card.model_override}" if card.model_override else ""
+    return f"\n  model loaded from --lm-probes-model {card.model_override}" if card.model_override else ""
 
 
 def mismatch_message(card: Card, field: str, expected: Any, obtained: Any, note: str = "") -> str:

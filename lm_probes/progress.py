@@ -13,7 +13,7 @@
 
 Both are silent where pip, tqdm and transformers' users expect silence: output that is not
 a terminal, ``CI`` set, pytest's ``-q``; ``LM_PROBES_PROGRESS=on|off`` (or pytest's
-``--progress``) overrides. Nothing here imports torch: the plugin imports this module in
+``--lm-probes-progress``) overrides. Nothing here imports torch: the plugin imports this module in
 every session of ours.
 """
 
@@ -28,7 +28,7 @@ from typing import IO, Any
 from lm_probes.ledger import LEDGER, NO_PROBE, Frame
 
 MODES = ("auto", "on", "off")
-ENV = "LM_PROBES_PROGRESS"  # on, off or auto: the default of draft-card's bar and of pytest's --progress
+ENV = "LM_PROBES_PROGRESS"  # on, off or auto: the default of draft-card's bar and of pytest's --lm-probes-progress
 AFTER_S = 10.0  # a probe running this long gets a line, and another every as long again
 
 # draft-card's work outside any result of lm_probes/subjects/results.py (today: the knowledge
@@ -69,7 +69,7 @@ def draft_plan(draws: int, snapshot: bool = False, inputs: Mapping[str, Any] | N
     """New tokens each phase of a draft will generate at most, by ledger label: rows x
     max_new_tokens of every generate() call lm_probes/draft/measure.py makes (through the
     results of lm_probes/subjects/results.py), with ``draws`` groups of samples; ``snapshot``:
-    the recording of --snapshot-dir after it."""
+    the recording of --lm-probes-snapshot-dir after it."""
     from lm_probes.inputs import article_inputs
 
     i = inputs or article_inputs()
@@ -208,15 +208,16 @@ class SessionProgress:
 _SESSION = "_lm_probes_progress"  # the config attribute holding a session's listening block
 
 
-def start_session(config: Any) -> None:
+def start_session(config: Any, mode: str, after_s: float) -> None:
     """A pytest session's lines (``SessionProgress``) through its terminal reporter, where
-    wanted: --progress (default from LM_PROBES_PROGRESS, else auto: a terminal, not -q, not
-    CI). Not in a pytest-xdist worker: its output goes to the controller only as the test
-    reports, when each test is done; run with -n 0 for the lines."""
+    wanted: ``mode`` is --lm-probes-progress (default from LM_PROBES_PROGRESS, else auto: a
+    terminal, not -q, not CI), ``after_s`` --lm-probes-progress-after. Not in a pytest-xdist worker:
+    its output goes to the controller only as the test reports, when each test is done; run with
+    -n 0 for the lines."""
     terminal = config.pluginmanager.get_plugin("terminalreporter")
     if hasattr(config, "workerinput") or terminal is None or getattr(config, _SESSION, None) is not None:
         return
-    if not wanted(config.getoption("progress"), terminal, config.get_verbosity()):
+    if not wanted(mode, terminal, config.get_verbosity()):
         return
     capture = config.pluginmanager.get_plugin("capturemanager")
 
@@ -228,7 +229,7 @@ def start_session(config: Any) -> None:
         with capture.global_and_fixture_disabled():
             terminal.write_line(line)
 
-    listening = SessionProgress(write, config.getoption("progress_after")).listening()
+    listening = SessionProgress(write, after_s).listening()
     listening.__enter__()
     setattr(config, _SESSION, listening)
 

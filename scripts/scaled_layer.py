@@ -1,10 +1,10 @@
 """Write a copy of a model folder whose decoder layer N has every weight scaled by a factor
 (default 1.02): a re-released checkpoint that changed one layer a little, the break a drafted
 card must catch (docs/benchmarks.md, "A model users bring"). Run the suite on the card with
-``--model OUT``: the card's expectations against the changed weights.
+``--lm-probes-model OUT``: the card's expectations against the changed weights.
 
     .venv/bin/python scripts/scaled_layer.py ~/.cache/lm-probes/gguf/FOLDER /tmp/scaled --layer 12
-    .venv/bin/pytest tests/behaviour --card my-card.yaml --model /tmp/scaled
+    .venv/bin/pytest tests/behaviour --lm-probes-card my-card.yaml --lm-probes-model /tmp/scaled
 
 Every file but the weights is linked, not copied; the weights are written tensor by tensor,
 one tensor of the process's own memory at a time, so a model of W bytes needs W bytes of

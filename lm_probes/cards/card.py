@@ -54,12 +54,12 @@ class CardError(ValueError):
 class Card(CardFile):
     """A validated card, as the suite runs it: every field of the card file (``CardFile``,
     cards/schema.py: sources, load settings and ``expect:`` typed, with the schema's
-    defaults), where it was read from, and whether ``--model`` replaced its source. One class,
+    defaults), where it was read from, and whether ``--lm-probes-model`` replaced its source. One class,
     so no field is copied from the file into another. ``written_expect`` is ``expect:`` as
     written: what tests walk by dotted path, and what decides which tests run."""
 
     path: Path
-    # set when --model replaced the card's own source (the expectations stay the card's)
+    # set when --lm-probes-model replaced the card's own source (the expectations stay the card's)
     model_override: str | None = None
 
     @classmethod
@@ -69,7 +69,7 @@ class Card(CardFile):
 
     def replace(self, **changes: Any) -> Card:
         """This card with some fields changed, validated as a card is (``expect=`` may be a
-        dict as written); how --model, draft-card and the library's tests derive cards."""
+        dict as written); how --lm-probes-model, draft-card and the library's tests derive cards."""
         return type(self).model_validate({**dict(self), **changes})
 
     @property
@@ -138,7 +138,7 @@ class Card(CardFile):
     def with_model(self, model_id: str) -> Card:
         """This card with its tokenizer and weights loaded from ``model_id`` instead.
 
-        The expectations stay: that is the point of ``--model`` (check another build
+        The expectations stay: that is the point of ``--lm-probes-model`` (check another build
         of the model against the same card).
         """
         given = Path(model_id)
@@ -183,7 +183,7 @@ def _reason(entries: list[KnownFailure], test: str, case: str | None) -> str | N
 def looks_like_local_path(source_id: str) -> bool:
     """Whether a model/tokenizer id means a folder on disk rather than a hub id
     ("org/name" or "name"): it exists, is absolute, starts with ".", "~", or has more
-    than one "/". One rule for --model and for the load error messages."""
+    than one "/". One rule for --lm-probes-model and for the load error messages."""
     return (
         source_id.startswith((".", "~"))
         or os.path.isabs(source_id)
@@ -224,7 +224,7 @@ def _is(path: Path, kind: str) -> bool:
 
 def load_card(path: str | Path) -> Card:
     """Read and validate one card file (YAML, safe loader)."""
-    path = Path(path)
+    path = Path(path).expanduser()
     shown = _display_path(path)
     if _is(path, "dir"):
         raise CardError(f"card file {shown} is a folder, not a card file: rename or move it")
@@ -308,7 +308,7 @@ def nearest(word: str, names: list[str]) -> str | None:
 
 
 def cards_dirs(extra: Sequence[str | Path] = ()) -> tuple[Path, ...]:
-    """Where cards are looked up by name: the user's folders (``--cards-dir``, the
+    """Where cards are looked up by name: the user's folders (``--lm-probes-cards-dir``, the
     ``lm_probes_cards_dirs`` ini option) in order, then the shipped cards; a folder named
     twice (the option and the ini file) is looked in once."""
     folders = {str(Path(d).expanduser().resolve()): Path(d).expanduser() for d in extra}
@@ -328,14 +328,14 @@ def available_cards(extra_dirs: Sequence[str | Path] = ()) -> dict[str, Path]:
             if first != path and folder != CARDS_DIR:
                 raise CardError(
                     f"two cards named '{path.stem}': {_display_path(first)} and {_display_path(path)}. "
-                    "Rename one, or leave its folder out of --cards-dir / lm_probes_cards_dirs"
+                    "Rename one, or leave its folder out of --lm-probes-cards-dir / lm_probes_cards_dirs"
                 )
     return known
 
 
 def find_card(name_or_path: str, extra_dirs: Sequence[str | Path] = ()) -> Card:
     """A card by name (a ``<name>.yaml`` in a cards folder) or by path to a YAML file."""
-    candidate = Path(name_or_path)
+    candidate = Path(name_or_path).expanduser()  # "~/cards/x.yaml" from an ini file's addopts: no shell expanded it
     if candidate.suffix in (".yaml", ".yml") or _is(candidate, "file"):
         return load_card(candidate)
     known = available_cards(extra_dirs)

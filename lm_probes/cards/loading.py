@@ -75,12 +75,12 @@ class LoadSettings(BaseModel):
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """How one subject's model is loaded: the card's ``load:`` with --device, --dtype,
-    --seed, --trust-remote-code and --allow-pickle applied. Frozen: a subject never
+    """How one subject's model is loaded: the card's ``load:`` with --lm-probes-device, --lm-probes-dtype,
+    --lm-probes-seed, --lm-probes-trust-remote-code and --lm-probes-allow-pickle applied. Frozen: a subject never
     changes how it loads; a different load is a different subject."""
 
     device: str = "cpu"  # as asked: auto, cpu, cuda, cuda:N, mps
-    device_from_command_line: bool = False  # --device wins over the card's device_map
+    device_from_command_line: bool = False  # --lm-probes-device wins over the card's device_map
     device_map: str | None = None
     dtype: str = "float32"
     quantization: str = "none"
@@ -88,7 +88,7 @@ class LoadOptions:
     trust_remote_code: bool = False  # remote code is arbitrary Python: off unless asked
     allow_pickle: bool = False  # pickle checkpoints (.bin, .pt) can run code when read
     # bitsandbytes' packed AVX512-BF16 CPU kernel where the CPU has it (its default); False
-    # keeps the dequantize-then-matmul path in the compute dtype (--no-bnb-packed-cpu):
+    # keeps the dequantize-then-matmul path in the compute dtype (--lm-probes-no-bnb-packed-cpu):
     # another machine class on the same machine (lm_probes/numerics.py)
     bnb_cpu_packed: bool = True
 
@@ -97,7 +97,7 @@ class LoadOptions:
 
         A quantized model is placed by accelerate while loading (it cannot be moved after),
         so the device goes into device_map: the card's device_map, or the whole model on
-        ``device`` when the card has none or --device overrides it."""
+        ``device`` when the card has none or --lm-probes-device overrides it."""
         kwargs: dict[str, Any] = {}
         if self.device_map and not self.device_from_command_line:
             kwargs["device_map"] = self.device_map

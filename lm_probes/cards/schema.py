@@ -58,7 +58,7 @@ def register_source(cls: type[Source], *, model: bool = False, tokenizer: bool =
     ``model:`` (it loads weights: ``load_model(options, files, device)``), ``tokenizer:``
     (``load_tokenizer(options, files)``) or both. The card schema takes it at once. A model
     source with ``folder(files)`` (a HubSource of its files) also serves ``tokenizer: {source:
-    model}`` and ``--serve``."""
+    model}`` and ``--lm-probes-serve``."""
     if not (model or tokenizer):
         raise ValueError(f"{cls.__name__}: register it as a model source, a tokenizer source or both")
     tag = source_tag(cls)
@@ -169,7 +169,8 @@ class Served(CardModel):
     """The card's model behind a serving engine, for parity with transformers (-m served)."""
 
     engine: Literal[ENGINE_NAMES.names()] = Field(  # type: ignore[valid-type]
-        description="the engine lm-probes starts with --serve (vllm: vLLM's CPU build; or one a plugin registers)"
+        description="the engine lm-probes starts with --lm-probes-serve (vllm: vLLM's CPU build; "
+        "or one a plugin registers)"
     )
     args: list[str] = Field([], description="the server's own arguments (beyond model, host and port)")
     parity: ServedParity = Field(description="bounds of the served-against-transformers comparison, measured")

@@ -22,6 +22,7 @@ from lm_probes.cli import environments
 from lm_probes.cli.release_sets import IndexUnreadable, index_versions, parsed_versions, record_release, release_notes
 from lm_probes.exit_codes import BAD_INPUT, COULD_NOT_RUN
 from lm_probes.paths import REPO_ROOT
+from lm_probes.report import ci_summary
 from lm_probes.report.diff import write_bisect_pages
 from lm_probes.snapshots import sets
 from lm_probes.snapshots.bisection import Bisection, EndNotRecorded, ReleaseSkipped, Transition, bisect
@@ -122,4 +123,6 @@ def run_bisect(args: argparse.Namespace) -> int:
         f"report: {index}  (exit {code}: {verdict}; {len(found.recorded)} releases recorded or reused, "
         f"{len(found.skipped)} skipped, {time.monotonic() - started:.0f} s)"
     )
+    markdown = ci_summary.bisect_markdown(args.package, args.good, args.bad, found, index, code)
+    ci_summary.write(markdown, Path(args.summary) if args.summary else None)
     return code

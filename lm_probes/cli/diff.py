@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from lm_probes.report import ci_summary
 from lm_probes.report.diff import as_json, fingerprint_line, output_paths_problem, write_report
 from lm_probes.snapshots import sets
 from lm_probes.snapshots.compare import summary_line
@@ -18,7 +19,7 @@ from lm_probes.snapshots.sets import CardComparison, SetComparison
 def run_diff(args: argparse.Namespace) -> int:
     a, b = Path(args.a), Path(args.b)
     # the report's paths first: a page that cannot be written is known before anything is read
-    problem = output_paths_problem(args.html, args.json)
+    problem = output_paths_problem(args.html, args.json, args.summary)
     if problem:
         print(f"lm-probes diff: {problem}", file=sys.stderr)
         return sets.BAD_INPUT
@@ -27,7 +28,14 @@ def run_diff(args: argparse.Namespace) -> int:
     except sets.DiffInputError as exc:
         print(f"lm-probes diff: {exc}", file=sys.stderr)
         return sets.BAD_INPUT
-    return report_comparisons(comparisons, args.label_a or str(a), args.label_b or str(b), Path(args.html), args.json)
+    return report_comparisons(
+        comparisons,
+        args.label_a or str(a),
+        args.label_b or str(b),
+        Path(args.html),
+        args.json,
+        summary=("diff", args.summary),
+    )
 
 
 VERDICTS = {0: "no difference beyond tolerance", 1: "differences"}
@@ -58,8 +66,11 @@ def report_comparisons(
     label_b: str,
     html: Path,
     json_path: str | None,
+    summary: tuple[str, str | None] = ("diff", None),
 ) -> int:
-    """The terminal lines, the page (and JSON if asked) of a comparison; returns the exit code."""
+    """The terminal lines, the page (and JSON if asked) of a comparison, and the CI summary
+    (``summary``: the command's name and --summary FILE; $GITHUB_STEP_SUMMARY when set); returns
+    the exit code."""
     found = SetComparison.of(comparisons)
     for line in summary_lines(found):
         print(line)
@@ -71,6 +82,9 @@ def report_comparisons(
     print(f"report: {written}  (exit {code}: {verdict_line(found)})")
     if found.missing_cards:  # bad input, said where errors go too (a CI log, a script reading stderr)
         print(f"lm-probes: {verdict_line(found)}", file=sys.stderr)
+    command, summary_file = summary
+    markdown = ci_summary.comparison_markdown(command, found, label_a, label_b, written, code)
+    ci_summary.write(markdown, Path(summary_file) if summary_file else None)
     return code
 
 

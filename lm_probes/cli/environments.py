@@ -254,16 +254,16 @@ def run(command: list[str], what: str) -> None:
 
 
 def record_command(env: Path, folder: Path, cards: Sequence[str]) -> list[str]:
-    """The recording run in an environment: the snapshot test with --snapshot-update into
+    """The recording run in an environment: the snapshot test with --lm-probes-snapshot-update into
     ``folder`` for the cards (none: the default cards), as upgrade-check and bisect run it."""
-    selection = [arg for card in cards for arg in ("--card", card)]
+    selection = [arg for card in cards for arg in ("--lm-probes-card", card)]
     return [
         str(env / "bin" / "python"),
         "-m",
         "pytest",
         str(REPO_ROOT / "tests" / "behaviour" / "test_snapshot.py"),
-        "--snapshot-update",
-        "--snapshot-dir",
+        "--lm-probes-snapshot-update",
+        "--lm-probes-snapshot-dir",
         str(folder),
         "-p",
         "no:cacheprovider",

@@ -103,6 +103,11 @@ def prompt_format(text: str) -> str:
     return text
 
 
+def user_path(text: str) -> str:
+    """A path as a user writes it: ``~`` expanded (a CI file or an ini file runs no shell)."""
+    return os.path.expanduser(text)
+
+
 def device(text: str) -> str:
     if not re.fullmatch(DEVICE_PATTERN, text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a device: give cpu, cuda, cuda:N, mps or auto")
@@ -123,11 +128,18 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True)
 
     d = commands.add_parser("diff", help="compare two recorded observation sets (snapshot folders or files)")
-    d.add_argument("a", help="the first set: a snapshot folder (<card>/<device>.json) or one snapshot file")
-    d.add_argument("b", help="the second set, compared against the first")
+    d.add_argument(
+        "a", type=user_path, help="the first set: a snapshot folder (<card>/<device>.json) or one snapshot file"
+    )
+    d.add_argument("b", type=user_path, help="the second set, compared against the first")
     d.add_argument("--card", action="append", help="compare only this card (repeatable)")
-    d.add_argument("--html", default=str(Path("reports") / "diff.html"), help="where the report goes")
-    d.add_argument("--json", help="also write the differences as JSON here")
+    d.add_argument("--html", type=user_path, default=str(Path("reports") / "diff.html"), help="where the report goes")
+    d.add_argument("--json", type=user_path, help="also write the differences as JSON here")
+    d.add_argument(
+        "--summary",
+        type=user_path,
+        help="also write a short Markdown summary here (and append it to $GITHUB_STEP_SUMMARY when set)",
+    )
     d.add_argument("--label-a", help="what to call the first set in the report (default: its path)")
     d.add_argument("--label-b", help="what to call the second set")
     d.set_defaults(run="lm_probes.cli.diff:run_diff")
@@ -143,9 +155,16 @@ def parser() -> argparse.ArgumentParser:
     )
     u.add_argument("--to", nargs="+", required=True, type=requirement, metavar="REQ", help="the side upgraded to")
     u.add_argument("--card", action="append", default=[], help="record and compare only this card (repeatable)")
-    u.add_argument("--output", default=str(DEFAULT_OUTPUT), help="where both sides' snapshots and the report go")
-    u.add_argument("--html", help="the report (default: OUTPUT/report.html)")
-    u.add_argument("--json", help="also write the differences as JSON here")
+    u.add_argument(
+        "--output", type=user_path, default=str(DEFAULT_OUTPUT), help="where both sides' snapshots and the report go"
+    )
+    u.add_argument("--html", type=user_path, help="the report (default: OUTPUT/report.html)")
+    u.add_argument("--json", type=user_path, help="also write the differences as JSON here")
+    u.add_argument(
+        "--summary",
+        type=user_path,
+        help="also write a short Markdown summary here (and append it to $GITHUB_STEP_SUMMARY when set)",
+    )
     _environment_options(u)
     u.set_defaults(run="lm_probes.cli.upgrade_check:run_upgrade_check")
 
@@ -161,8 +180,15 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--bad", required=True, type=version, help="a later release that does not, e.g. 5.23.0")
     b.add_argument("--card", action="append", default=[], type=card_name, help="only this card (repeatable)")
     b.add_argument("--pre", action="store_true", help="include pre-releases (left out by default)")
-    b.add_argument("--output", default=str(Path("reports") / "bisect"), help="where the pages go (index.html)")
-    b.add_argument("--json", help="also write the transitions as JSON here")
+    b.add_argument(
+        "--output", type=user_path, default=str(Path("reports") / "bisect"), help="where the pages go (index.html)"
+    )
+    b.add_argument("--json", type=user_path, help="also write the transitions as JSON here")
+    b.add_argument(
+        "--summary",
+        type=user_path,
+        help="also write a short Markdown summary here (and append it to $GITHUB_STEP_SUMMARY when set)",
+    )
     _jobs_option(b)
     b.add_argument("--dry-run", action="store_true", help="list the releases in the range, and stop")
     b.set_defaults(run="lm_probes.cli.bisect:run_bisect")
@@ -185,9 +211,11 @@ def parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--card", action="append", default=[], type=card_name, help="only this card (repeatable)")
     c.add_argument("--pre", action="store_true", help="include pre-releases (left out by default)")
-    c.add_argument("--output", default=str(Path("reports") / "changelog"), help="the changelog's folder (kept)")
-    c.add_argument("--markdown", help="the Markdown page (default: OUTPUT/changelog.md)")
-    c.add_argument("--html", help="the HTML page (default: OUTPUT/changelog.html)")
+    c.add_argument(
+        "--output", type=user_path, default=str(Path("reports") / "changelog"), help="the changelog's folder (kept)"
+    )
+    c.add_argument("--markdown", type=user_path, help="the Markdown page (default: OUTPUT/changelog.md)")
+    c.add_argument("--html", type=user_path, help="the HTML page (default: OUTPUT/changelog.html)")
     _jobs_option(c)
     c.add_argument("--dry-run", action="store_true", help="list the releases selected, and stop")
     c.set_defaults(run="lm_probes.cli.changelog:run_changelog")
@@ -198,8 +226,12 @@ def parser() -> argparse.ArgumentParser:
         description="As syrupy's unused-snapshot report: files whose card no cards folder holds, and sections no "
         "section of this version knows or that the card leaves out. Exit 1 when any is found.",
     )
-    n.add_argument("--snapshot-dir", help="the snapshots folder (default: the shipped fixtures/snapshots)")
-    n.add_argument("--cards-dir", action="append", default=[], help="a folder of your cards (repeatable)")
+    n.add_argument(
+        "--snapshot-dir", type=user_path, help="the snapshots folder (default: the shipped fixtures/snapshots)"
+    )
+    n.add_argument(
+        "--cards-dir", type=user_path, action="append", default=[], help="a folder of your cards (repeatable)"
+    )
     n.add_argument("--delete", action="store_true", help="remove the whole files whose card is gone")
     n.set_defaults(run="lm_probes.cli.unused_snapshots:run_unused_snapshots")
 
@@ -238,10 +270,13 @@ def parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--description", help="the card's description (default: a line asking you to write one)")
     c.add_argument(
-        "--output", "-o", help="write the card here (default: standard output); never overwritten without --force"
+        "--output",
+        "-o",
+        type=user_path,
+        help="write the card here (default: standard output); never overwritten without --force",
     )
     c.add_argument("--force", action="store_true", help="overwrite --output")
-    c.add_argument("--snapshot-dir", help="also record the card's snapshot in this folder")
+    c.add_argument("--snapshot-dir", type=user_path, help="also record the card's snapshot in this folder")
     c.add_argument(
         "--draws",
         type=draws,
@@ -262,7 +297,9 @@ def parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--quantization", choices=["none", "nf4", "int8"], help="bitsandbytes quantization on load")
     c.add_argument("--reference", help="a full-precision card of the same weights: drafts expect.drift")
-    c.add_argument("--cards-dir", action="append", default=[], help="a folder of your own cards (repeatable)")
+    c.add_argument(
+        "--cards-dir", type=user_path, action="append", default=[], help="a folder of your own cards (repeatable)"
+    )
     c.add_argument(
         "--accept-turn-end-not-a-stop-id",
         action="store_true",

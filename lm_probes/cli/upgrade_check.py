@@ -28,7 +28,7 @@ def run_upgrade_check(args: argparse.Namespace) -> int:
     output = Path(args.output).resolve()  # the recording runs in the repository root
     html = Path(args.html or output / "report.html")
     # the report's paths checked before minutes of building and recording, not after them
-    problem = output_paths_problem(html, args.json)
+    problem = output_paths_problem(html, args.json, args.summary)
     if problem:
         print(f"lm-probes upgrade-check: {problem}", file=sys.stderr)
         return sets.BAD_INPUT
@@ -54,6 +54,8 @@ def run_upgrade_check(args: argparse.Namespace) -> int:
     except sets.DiffInputError as exc:  # a side recorded nothing readable: say so, no traceback
         print(f"lm-probes upgrade-check: {exc}", file=sys.stderr)
         return sets.BAD_INPUT
-    code = report_comparisons(comparisons, " ".join(args.from_), " ".join(args.to), html, args.json)
+    code = report_comparisons(
+        comparisons, " ".join(args.from_), " ".join(args.to), html, args.json, ("upgrade-check", args.summary)
+    )
     print(f"upgrade check took {time.monotonic() - started:.0f} s")
     return code

@@ -1,8 +1,8 @@
 """The session's outputs and server, checked once at configure time, before any card is read or
-model loaded: the snapshot folder, the HTML report's folder, --model with --snapshot-update, and
---endpoint's form and answer. Each problem is one pytest.UsageError sentence (exit 4), where it
+model loaded: the snapshot folder, the HTML report's folder, --lm-probes-model with --lm-probes-snapshot-update, and
+--lm-probes-endpoint's form and answer. Each problem is one pytest.UsageError sentence (exit 4), where it
 would otherwise be a traceback or a failing test after minutes of work. Nothing here writes:
-pytest-html creates the report's folder itself, a snapshot its own on --snapshot-update."""
+pytest-html creates the report's folder itself, a snapshot its own on --lm-probes-snapshot-update."""
 
 from __future__ import annotations
 
@@ -14,25 +14,27 @@ from pathlib import Path
 
 import pytest
 
-# --endpoint: how long the check waits for an answer (a server that takes longer to say
+# --lm-probes-endpoint: how long the check waits for an answer (a server that takes longer to say
 # anything would time every served test out too)
 ENDPOINT_ANSWER_TIMEOUT_S = 3.0
 
 
 def check_session_options(config: pytest.Config) -> None:
     """Every check below, for the options this session was given."""
-    snapshot_dir = config.getoption("snapshot_dir")
-    update = config.getoption("snapshot_update")
-    if snapshot_dir or update:
-        check_snapshot_dir(snapshot_dir, update)
-    if config.getoption("model") and update:
-        check_model_snapshot_update(config.getoption("model"), snapshot_dir)
+    from lm_probes.plugin.options import options_of
+
+    options = options_of(config)
+    if options.snapshot_dir_given or options.snapshot_update:
+        check_snapshot_dir(options.snapshot_dir_given, options.snapshot_dir, options.snapshot_update)
+    if options.model and options.snapshot_update:
+        check_model_snapshot_update(options.model, options.snapshot_dir)
     html_path = config.getoption("htmlpath", None)
     if html_path:
         check_html_path(html_path)
-    endpoint = config.getoption("endpoint")
-    if endpoint:
-        check_endpoint(endpoint)
+    if options.summary:
+        check_summary_path(options.summary)
+    if options.endpoint:
+        check_endpoint(options.endpoint)
 
 
 def _unwritable(path: Path) -> str | None:
@@ -48,32 +50,32 @@ def _unwritable(path: Path) -> str | None:
     )
 
 
-def check_snapshot_dir(given: str | None, update: bool) -> None:
-    from lm_probes.paths import SNAPSHOT_DIR
-
-    folder = Path(given).expanduser() if given else SNAPSHOT_DIR
-    option = f"--snapshot-dir {given}" if given else f"the snapshot folder {folder}"
+def check_snapshot_dir(given: str | None, folder: Path, update: bool) -> None:
+    """``folder`` is the resolved snapshot folder (``given`` as typed, ``~`` expanded, or the default)."""
+    option = f"--lm-probes-snapshot-dir {given}" if given else f"the snapshot folder {folder}"
     if folder.exists() and not folder.is_dir():
         raise pytest.UsageError(f"{option}: is a file, not a folder. Give a folder of snapshots (or a new one).")
     problem = _unwritable(folder) if update else None
     if problem:
         raise pytest.UsageError(
-            f"{option}: --snapshot-update cannot write there ({problem}). Give a folder you can write with "
-            "--snapshot-dir DIR."
+            f"{option}: --lm-probes-snapshot-update cannot write there ({problem}). Give a folder you can write with "
+            "--lm-probes-snapshot-dir DIR."
         )
 
 
-def check_model_snapshot_update(model: str, given: str | None) -> None:
-    """--model loads another build under the card's expectations; its observations recorded into
-    the card's own snapshot folder would replace the card's baseline, and the next plain run of
-    the card would fail against them."""
+def check_model_snapshot_update(model: str, folder: Path) -> None:
+    """--lm-probes-model loads another build under the card's expectations; its observations recorded
+    into the shipped snapshot folder would replace the card's baseline, and the next plain run of the
+    card would fail against them. (In a folder of the user's, the recording itself refuses to replace
+    a baseline of another model: lm_probes/snapshots/record.py.)"""
     from lm_probes.paths import SNAPSHOT_DIR
 
-    if given and Path(given).expanduser().resolve() != SNAPSHOT_DIR.resolve():
+    if folder.resolve() != SNAPSHOT_DIR.resolve():
         return
     raise pytest.UsageError(
-        f"--model {model} with --snapshot-update would overwrite the card's own snapshot ({SNAPSHOT_DIR}) with "
-        "another model's observations. Pass --snapshot-dir DIR, a folder of its own, to record that model's."
+        f"--lm-probes-model {model} with --lm-probes-snapshot-update would overwrite the card's own snapshot "
+        f"({SNAPSHOT_DIR}) with "
+        "another model's observations. Pass --lm-probes-snapshot-dir DIR, a folder of its own, to record that model's."
     )
 
 
@@ -87,6 +89,21 @@ def check_html_path(given: str) -> None:
         problem = f"{path} is read-only here"
     if problem:
         raise pytest.UsageError(f"--html {given}: the report cannot be written ({problem}). Give another path.")
+
+
+def check_summary_path(path: Path) -> None:
+    """--lm-probes-summary: a file whose folder can be made and written (checked before any work)."""
+    if path.is_dir():
+        raise pytest.UsageError(
+            f"--lm-probes-summary {path}: is a folder. Give the summary's file name, e.g. {path}/summary.md."
+        )
+    problem = _unwritable(path.parent)
+    if problem is None and path.exists() and not os.access(path, os.W_OK):
+        problem = f"{path} is read-only here"
+    if problem:
+        raise pytest.UsageError(
+            f"--lm-probes-summary {path}: the summary cannot be written ({problem}). Give another path."
+        )
 
 
 def endpoint_form_problem(url: str) -> str | None:
@@ -113,7 +130,7 @@ def check_endpoint(url: str) -> None:
     here, once, instead of failing every served test after its request times out."""
     problem = endpoint_form_problem(url)
     if problem:
-        raise pytest.UsageError(f"--endpoint {url}: {problem}.")
+        raise pytest.UsageError(f"--lm-probes-endpoint {url}: {problem}.")
     models = url.rstrip("/") + "/v1/models"
     try:
         with urllib.request.urlopen(models, timeout=ENDPOINT_ANSWER_TIMEOUT_S):
@@ -123,6 +140,7 @@ def check_endpoint(url: str) -> None:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise pytest.UsageError(
-            f"--endpoint {url}: nothing answered {models} within {ENDPOINT_ANSWER_TIMEOUT_S:g} s ({reason}). Start "
-            "the server (or check its host and port), or use --serve."
+            f"--lm-probes-endpoint {url}: nothing answered {models} within {ENDPOINT_ANSWER_TIMEOUT_S:g} s "
+            f"({reason}). Start "
+            "the server (or check its host and port), or use --lm-probes-serve."
         ) from None

@@ -1,15 +1,17 @@
 """The fixtures lm-probes gives a test: the subjects (parametrized over the cards by
 plugin/selection.py, each loaded once per session), the reference subject of a quantized
-card, ``snapshot`` and ``attach`` (figures, tables and texts into the HTML report)."""
+card, ``lm_probes_snapshot`` and ``lm_probes_attach`` (figures, tables and texts into the HTML
+report). Every name starts with ``lm_probes_``: the plugin's fixtures are visible in every pytest
+session of the environment, beside syrupy's ``snapshot`` and a host project's own ``subject``."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from lm_probes.plugin.items import card_of
+from lm_probes.plugin.options import options_of
 from lm_probes.plugin.session import record_of
 
 # The cards, subjects and snapshots load pydantic, numpy and torch: each fixture imports
@@ -30,14 +32,15 @@ def _subject_for(request: pytest.FixtureRequest, name: str) -> Subject:
         card = next((c for c in selected_cards(request.config) if c.name == name), None) or find_card(
             name, user_cards_dirs(request.config)
         )
+        options = options_of(request.config)
         subjects[name] = Subject(
             card,
-            device=request.config.getoption("device"),
-            dtype=request.config.getoption("dtype"),
-            seed=request.config.getoption("seed"),
-            trust_remote_code=request.config.getoption("trust_remote_code"),
-            allow_pickle=request.config.getoption("allow_pickle"),
-            bnb_cpu_packed=not request.config.getoption("no_bnb_packed_cpu"),
+            device=options.device,
+            dtype=options.dtype,
+            seed=options.seed,
+            trust_remote_code=options.trust_remote_code,
+            allow_pickle=options.allow_pickle,
+            bnb_cpu_packed=options.bnb_cpu_packed,
         )
     return subjects[name]
 
@@ -55,7 +58,7 @@ def end_session(request: pytest.FixtureRequest, message: str):
 def _loaded(request: pytest.FixtureRequest, what: str) -> Subject:
     from lm_probes.cards.files import SubjectLoadError
 
-    if not hasattr(request, "param"):  # e.g. request.getfixturevalue("subject") in a test of its own
+    if not hasattr(request, "param"):  # e.g. request.getfixturevalue("lm_probes_subject") in a test of its own
         pytest.fail(
             f"`{request.fixturename}` is parametrized by lm-probes; use it in a test under tests/behaviour",
             pytrace=False,
@@ -71,52 +74,52 @@ def _loaded(request: pytest.FixtureRequest, what: str) -> Subject:
         # The card's own files: its tests fail with the message, the other cards still run
         # (the subject remembers the failure, so each of its tests reports it, none retries).
         pytest.fail(message, pytrace=False)
-    # --model named something that cannot be loaded: a usage error, one message for the
+    # --lm-probes-model named something that cannot be loaded: a usage error, one message for the
     # session instead of a traceback in every test.
     end_session(request, message)
 
 
 @pytest.fixture
-def subject(request: pytest.FixtureRequest) -> Subject:
+def lm_probes_subject(request: pytest.FixtureRequest) -> Subject:
     """A selected card with its tokenizer loaded (once per session)."""
     return _loaded(request, "tokenizer")
 
 
 @pytest.fixture
-def model_subject(request: pytest.FixtureRequest) -> Subject:
+def lm_probes_model_subject(request: pytest.FixtureRequest) -> Subject:
     """A selected card that has a model, with tokenizer and model loaded (once per session)."""
     _loaded(request, "tokenizer")
     return _loaded(request, "model")
 
 
 @pytest.fixture
-def loaded_subject(request: pytest.FixtureRequest) -> Subject:
+def lm_probes_loaded_subject(request: pytest.FixtureRequest) -> Subject:
     """Any selected card, with its model loaded too when it has one."""
     subject = _loaded(request, "tokenizer")
     return _loaded(request, "model") if subject.card.has_model else subject
 
 
 @pytest.fixture
-def reference_subject(request: pytest.FixtureRequest, model_subject: Subject) -> Subject:
-    """The full-precision card that ``model_subject``'s card names as its `reference`,
+def lm_probes_reference_subject(request: pytest.FixtureRequest, lm_probes_model_subject: Subject) -> Subject:
+    """The full-precision card that ``lm_probes_model_subject``'s card names as its `reference`,
     loaded once per session like any subject (shared with its own tests when selected)."""
     from lm_probes.cards.card import CardError
     from lm_probes.cards.files import SubjectLoadError
 
-    name = model_subject.card.reference
+    name = lm_probes_model_subject.card.reference
     if not name:
-        pytest.fail(f"card '{model_subject.name}' names no `reference` card to compare with", pytrace=False)
+        pytest.fail(f"card '{lm_probes_model_subject.name}' names no `reference` card to compare with", pytrace=False)
     try:
         reference = _subject_for(request, name)
     except CardError as exc:
-        pytest.fail(f"card '{model_subject.name}': reference: {exc}", pytrace=False)
+        pytest.fail(f"card '{lm_probes_model_subject.name}': reference: {exc}", pytrace=False)
     try:
         method = reference.quantization.method  # loads the model
     except SubjectLoadError as exc:
-        pytest.fail(f"card '{model_subject.name}': its reference cannot be loaded: {exc}", pytrace=False)
+        pytest.fail(f"card '{lm_probes_model_subject.name}': its reference cannot be loaded: {exc}", pytrace=False)
     if method != "none":
         pytest.fail(
-            f"card '{model_subject.name}': its reference '{name}' loaded as {method}; "
+            f"card '{lm_probes_model_subject.name}': its reference '{name}' loaded as {method}; "
             "a reference must be full precision",
             pytrace=False,
         )
@@ -124,20 +127,22 @@ def reference_subject(request: pytest.FixtureRequest, model_subject: Subject) ->
 
 
 @pytest.fixture
-def served_endpoint(request: pytest.FixtureRequest, model_subject: Subject):
-    """The selected card's model behind a server: --endpoint URL (one the user runs), or
-    --serve (the card's engine, vLLM or one a plugin registers, started here once per card and
+def lm_probes_served_endpoint(request: pytest.FixtureRequest, lm_probes_model_subject: Subject):
+    """The selected card's model behind a server: --lm-probes-endpoint URL (one the user runs), or
+    --lm-probes-serve (the card's engine, vLLM or one a plugin registers, started here once per card and
     session, stopped at the end)."""
     from lm_probes.served.client import Endpoint
 
-    card, config = model_subject.card, request.config
+    card, config = lm_probes_model_subject.card, request.config
     if card.served is None:
         pytest.skip(f"card '{card.name}' has no served: section (its engine, arguments and parity bounds)")
-    if config.getoption("endpoint"):
-        return Endpoint(config.getoption("endpoint"))
-    if not config.getoption("serve"):
+    options = options_of(config)
+    if options.endpoint:
+        return Endpoint(options.endpoint)
+    if not options.serve:
         pytest.skip(
-            "no server: give --endpoint URL (a server of this card's model that you run) or --serve (lm-probes "
+            "no server: give --lm-probes-endpoint URL (a server of this card's model that you run) or "
+            "--lm-probes-serve (lm-probes "
             "starts vLLM's CPU build, built once into ~/.cache/lm-probes/served, about 3.4 GB)"
         )
     from lm_probes.served.server import ServerFailed
@@ -149,12 +154,13 @@ def served_endpoint(request: pytest.FixtureRequest, model_subject: Subject):
         from lm_probes.served import engines
 
         try:
-            folder = model_subject.model_folder()
+            folder = lm_probes_model_subject.model_folder()
         except SubjectLoadError as exc:
             end_session(
                 request,
-                f"lm-probes --serve ({card.name}): {exc}: an engine loads a folder or hub id. Serve such a card, or "
-                "start a server yourself and give --endpoint URL",
+                f"lm-probes --lm-probes-serve ({card.name}): {exc}: an engine loads a folder or hub id. Serve "
+                "such a card, or "
+                "start a server yourself and give --lm-probes-endpoint URL",
             )
         try:
             running = engines.start_server(
@@ -165,27 +171,26 @@ def served_endpoint(request: pytest.FixtureRequest, model_subject: Subject):
                 REPO_ROOT / "reports" / f"served-{card.name}.log",
             )
         except ServerFailed as exc:
-            end_session(request, f"lm-probes --serve ({card.name}): {exc}")
+            end_session(request, f"lm-probes --lm-probes-serve ({card.name}): {exc}")
         record.servers[card.name] = running
 
     server = record.servers[card.name]
     try:
         server.check_alive()
     except ServerFailed as exc:  # it died during the session
-        end_session(request, f"lm-probes --serve ({card.name}): {exc}")
+        end_session(request, f"lm-probes --lm-probes-serve ({card.name}): {exc}")
     return server.endpoint
 
 
 @pytest.fixture
-def snapshot(request: pytest.FixtureRequest) -> SnapshotCheck:
-    """Records (--snapshot-update) or compares a subject's observations with its snapshot
-    (--snapshot-dir, default fixtures/snapshots); the outcomes feed the report."""
+def lm_probes_snapshot(request: pytest.FixtureRequest) -> SnapshotCheck:
+    """Records (--lm-probes-snapshot-update) or compares a subject's observations with its snapshot
+    (--lm-probes-snapshot-dir, default fixtures/snapshots); the outcomes feed the report."""
     from lm_probes.numerics import nearest_class
-    from lm_probes.paths import SNAPSHOT_DIR
     from lm_probes.snapshots.check import SnapshotCheck
 
     config = request.config
-    directory = config.getoption("snapshot_dir")
+    options = options_of(config)
 
     def compare_with(own_class: str, recorded: list[str]) -> str | None:
         chosen = config.hook.pytest_lm_probes_compare_with(
@@ -194,9 +199,9 @@ def snapshot(request: pytest.FixtureRequest) -> SnapshotCheck:
         return chosen if chosen is not None else nearest_class(own_class, recorded)
 
     return SnapshotCheck(
-        directory=Path(directory) if directory else SNAPSHOT_DIR,
-        update=config.getoption("snapshot_update"),
-        dir_option=f" --snapshot-dir {directory}" if directory else "",
+        directory=options.snapshot_dir,
+        update=options.snapshot_update,
+        dir_option=options.snapshot_dir_option,
         outcomes=record_of(config).snapshots,
         machine_class_of=lambda subject: config.hook.pytest_lm_probes_machine_class(
             config=config, subject=subject, fingerprint_class=subject.machine_class
@@ -206,7 +211,7 @@ def snapshot(request: pytest.FixtureRequest) -> SnapshotCheck:
 
 
 @pytest.fixture
-def attach(request: pytest.FixtureRequest):
+def lm_probes_attach(request: pytest.FixtureRequest):
     """Attach HTML, text or a PNG to this test's row in the HTML report (and, with
     ``summary=``, to that section of the report's summary, under the test's card)."""
     return _Attachments(request)

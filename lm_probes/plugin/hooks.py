@@ -5,9 +5,9 @@ markers reads no card and imports no torch.
 How a behaviour test gets its subject::
 
     @pytest.mark.observation("T4", expects="tokenizer.vocab_size")
-    def test_vocab_size(subject): ...
+    def test_vocab_size(lm_probes_subject): ...
 
-``pytest_generate_tests`` parametrizes ``subject`` over the selected cards that have the
+``pytest_generate_tests`` parametrizes ``lm_probes_subject`` over the selected cards that have the
 ``expects`` field (plugin/selection.py); the test id is ``card`` or ``card-case``
 (``test_encode[mistral-tokenizer-english]``). The fixtures are in plugin/fixtures.py, the
 session's record (what the report shows, sent by pytest-xdist workers) in plugin/session.py.
@@ -23,21 +23,29 @@ import pytest
 # Only light modules here: installed, the plugin loads in every pytest session of the
 # environment, and one that never uses lm-probes must not pay for the cards or torch
 # (tests/unit/plugin/test_plugin.py). The rest is imported by the hooks that need it.
-from lm_probes.plugin import html_summary, interrupts, options
+from lm_probes.plugin import ci_outcomes, html_summary, interrupts, options
 from lm_probes.plugin import items as item_info  # (pytest names a hook's argument `items`)
 from lm_probes.plugin.fixtures import (
-    attach,
-    loaded_subject,
-    model_subject,
-    reference_subject,
-    served_endpoint,
-    snapshot,
-    subject,
+    lm_probes_attach,
+    lm_probes_loaded_subject,
+    lm_probes_model_subject,
+    lm_probes_reference_subject,
+    lm_probes_served_endpoint,
+    lm_probes_snapshot,
+    lm_probes_subject,
 )
 from lm_probes.plugin.session import RECORD, SessionRecord, is_xdist_controller, record_of
 
 # pytest finds a plugin's fixtures among its module's names
-__all__ = ["attach", "loaded_subject", "model_subject", "reference_subject", "served_endpoint", "snapshot", "subject"]
+__all__ = [
+    "lm_probes_attach",
+    "lm_probes_loaded_subject",
+    "lm_probes_model_subject",
+    "lm_probes_reference_subject",
+    "lm_probes_served_endpoint",
+    "lm_probes_snapshot",
+    "lm_probes_subject",
+]
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -51,6 +59,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     options.add_options(parser)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]):
+    """A command line with a 0.1 spelling (``--card``) that no plugin or conftest took: one
+    sentence naming the new one, instead of argparse's "unrecognized arguments". After the
+    initial conftests (a host's own ``--device`` is registered by then, and is theirs)."""
+    loaded = yield
+    hint = options.old_spelling_hint(parser, args)
+    if hint is not None:
+        raise pytest.UsageError(hint)
+    return loaded
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-html's, which makes the report's folder
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs CUDA; runs only with `-m gpu` (the GPU cards)")
@@ -58,13 +78,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "benchmark: timing benchmark; runs only with `-m benchmark`")
     config.addinivalue_line(
         "markers",
-        "served: parity of a served model with transformers; runs only with `-m served` (and --serve or --endpoint)",
+        "served: parity of a served model with transformers; runs only with `-m served` (and --lm-probes-serve "
+        "or --lm-probes-endpoint)",
     )
     config.addinivalue_line(
         "markers",
         "observation(*ids, expects=None): the observations a test checks (docs/observations.md) and the card field it "
-        "needs (or a tuple of fields, any one of which); parametrizes `subject`/`model_subject` over "
-        "the cards having it",
+        "needs (or a tuple of fields, any one of which); parametrizes `lm_probes_subject`/"
+        "`lm_probes_model_subject` over the cards having it",
     )
     if hasattr(config, "workerinput"):
         # A pytest-xdist worker: one torch thread. Two workers of two spinning OpenMP
@@ -78,12 +99,15 @@ def pytest_configure(config: pytest.Config) -> None:
     # report of what ran and ends as interrupted (plugin/interrupts.py)
     if not config.pluginmanager.has_plugin(interrupts.GUARD_NAME):
         config.pluginmanager.register(interrupts.SessionFinishGuard(), interrupts.GUARD_NAME)
+    if not hasattr(config, "workerinput") and not config.pluginmanager.has_plugin(ci_outcomes.PLUGIN_NAME):
+        # each test's outcome by card, and the Markdown summary at the end (plugin/ci_outcomes.py)
+        config.pluginmanager.register(ci_outcomes.CiOutcomes(config), ci_outcomes.PLUGIN_NAME)
     if not hasattr(config, "workerinput"):  # the controller checked them for its workers
         from lm_probes.plugin import checks
 
         checks.check_session_options(config)
     if config.stash[RECORD].in_use:
-        # selected now, so a bad --card is a usage error before anything runs; otherwise
+        # selected now, so a bad --lm-probes-card is a usage error before anything runs; otherwise
         # on first use, and not at all in a session that never uses them
         from lm_probes.plugin import selection
 
@@ -99,7 +123,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
     if record_of(config).in_use or is_xdist_controller(config):
         html_summary.add_environment_metadata(config)
-    if config.getoption("no_onednn"):
+    if not options.options_of(config).onednn:
         import torch
 
         torch.backends.mkldnn.enabled = False  # read back into every subject's numerics fingerprint
@@ -114,7 +138,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if record.in_use:
         from lm_probes import progress
 
-        progress.start_session(session.config)  # a line per card when a probe runs long
+        # a line per card when a probe runs long
+        chosen = options.options_of(session.config)
+        progress.start_session(session.config, chosen.progress, chosen.progress_after)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -130,7 +156,7 @@ def pytest_runtest_call(item: pytest.Item):
 
 
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
-    if config.getoption("list_cards"):
+    if options.options_of(config).list_cards:
         from lm_probes.cards.card import CardError, available_cards, cards_dirs, find_card
         from lm_probes.plugin import selection
 
@@ -162,7 +188,7 @@ def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Ite
         f"lm-probes cards: {', '.join(c.name + ('[' + ','.join(c.marks) + ']' if c.marks else '') for c in cards)}"
     ]
     if cards and cards[0].model_override:
-        lines.append(f"lm-probes --model: {cards[0].model_override} (expectations from card {cards[0].name})")
+        lines.append(f"lm-probes --lm-probes-model: {cards[0].model_override} (expectations from card {cards[0].name})")
     return lines
 
 
@@ -185,7 +211,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     card = item_info.card_of(item)
     if card is not None:
-        record_of(item.config).add_test_outcome(item, outcome.get_result(), card)
+        report = outcome.get_result()
+        record_of(item.config).add_test_outcome(item, report, card)
+        # the card travels with the report (pytest-xdist sends user_properties to the controller,
+        # which writes the CI summary; junitxml shows it as a property)
+        report.user_properties.append((ci_outcomes.CARD_PROPERTY, card))
     # a benchmark's figures, read off the test's own `benchmark` fixture (pytest-benchmark's
     # public object) rather than its plugin's private session
     stats = getattr(getattr(item, "funcargs", {}).get("benchmark"), "stats", None)
@@ -209,7 +239,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
-    record_of(config).stop_servers()  # every server --serve started, and only those
+    record_of(config).stop_servers()  # every server --lm-probes-serve started, and only those
     if record_of(config).in_use:
         from lm_probes import progress
 

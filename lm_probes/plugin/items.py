@@ -7,13 +7,18 @@ from typing import Any
 
 import pytest
 
-# the fixtures lm-probes parametrizes over cards (model_subject: cards with a model only)
-SUBJECT_FIXTURES = ("subject", "model_subject", "loaded_subject")
+# the fixtures lm-probes parametrizes over cards (lm_probes_model_subject: cards with a model only).
+# Every fixture of lm-probes starts with lm_probes_: the plugin loads in every session of the
+# environment, where `snapshot` is syrupy's and `subject` may be a host project's own.
+SUBJECT_FIXTURES = ("lm_probes_subject", "lm_probes_model_subject", "lm_probes_loaded_subject")
+SNAPSHOT_FIXTURE = "lm_probes_snapshot"
 
 
 def uses_lm_probes(item: pytest.Item) -> bool:
     fixtures = getattr(item, "fixturenames", ())
-    return any(f in fixtures for f in (*SUBJECT_FIXTURES, "snapshot")) or bool(item.get_closest_marker("observation"))
+    return any(f in fixtures for f in (*SUBJECT_FIXTURES, SNAPSHOT_FIXTURE)) or bool(
+        item.get_closest_marker("observation")
+    )
 
 
 def case_id(case: Any) -> str:

@@ -1,5 +1,5 @@
-"""Which cards a session runs, and the tests they turn into: card selection (--card,
---cards-dir, --model), the parametrization of the subject fixtures over the cards, and the
+"""Which cards a session runs, and the tests they turn into: card selection (--lm-probes-card,
+--lm-probes-cards-dir, --lm-probes-model), the parametrization of the subject fixtures over the cards, and the
 marks a card adds (strict xfails, skips, the GPU cards' skip without CUDA)."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import pytest
 from lm_probes.cards.card import Card, CardError, available_cards, find_card, looks_like_local_path
 from lm_probes.cards.validation import unknown_expect_path
 from lm_probes.plugin.items import SUBJECT_FIXTURES, card_of, case_id, uses_lm_probes
+from lm_probes.plugin.options import options_of
 from lm_probes.plugin.session import record_of
 
 
@@ -24,10 +25,8 @@ def selected_cards(config: pytest.Config) -> list[Card]:
 
 
 def user_cards_dirs(config: pytest.Config) -> list[Path]:
-    """The user's card folders: --cards-dir, then the ini option; each must exist."""
-    folders = [Path(d).expanduser() for d in config.getoption("cards_dir")] + list(
-        config.getini("lm_probes_cards_dirs")
-    )
+    """The user's card folders: --lm-probes-cards-dir, then the ini option; each must exist."""
+    folders = list(options_of(config).cards_dirs)
     for folder in folders:
         if not folder.is_dir():
             raise pytest.UsageError(
@@ -39,16 +38,16 @@ def user_cards_dirs(config: pytest.Config) -> list[Path]:
 def select_cards(config: pytest.Config) -> list[Card]:
     folders = user_cards_dirs(config)
     try:
-        names = config.getoption("card") or list(available_cards(folders))
+        names = list(options_of(config).cards) or list(available_cards(folders))
         cards = _once_each([find_card(name, folders) for name in names])
     except CardError as exc:
         raise pytest.UsageError(str(exc)) from None
-    model = config.getoption("model")
+    model = options_of(config).model
     if model:
         if len(cards) != 1:
             raise pytest.UsageError(
-                f"--model {model}: replaces the model of exactly one card, but {len(cards)} are selected "
-                f"({', '.join(c.name for c in cards)}). Add --card NAME."
+                f"--lm-probes-model {model}: replaces the model of exactly one card, but {len(cards)} are selected "
+                f"({', '.join(c.name for c in cards)}). Add --lm-probes-card NAME."
             )
         looks_local = looks_like_local_path(model)
         if looks_local:
@@ -71,32 +70,34 @@ def _once_each(cards: list[Card]) -> list[Card]:
 
 
 def _check_local_model(model: str) -> None:
-    """--model as a path: a folder, or a .gguf file (read from its folder, Card.with_model)."""
+    """--lm-probes-model as a path: a folder, or a .gguf file (read from its folder, Card.with_model)."""
     path = Path(model).expanduser()
     if path.is_dir():
         return
     if not path.exists():
         raise pytest.UsageError(
-            f"--model {model}: no such folder. Give a folder holding a model or tokenizer, a .gguf file, or a hub id."
+            f"--lm-probes-model {model}: no such folder. Give a folder holding a model or tokenizer, a .gguf "
+            "file, or a hub id."
         )
     if path.suffix != ".gguf":
         raise pytest.UsageError(
-            f"--model {model}: is a file, not a folder. Give the folder holding the model (or a .gguf file)."
+            f"--lm-probes-model {model}: is a file, not a folder. Give the folder holding the model (or a .gguf file)."
         )
     try:
         with open(path, "rb") as fh:
             magic = fh.read(4)
     except OSError as exc:
-        raise pytest.UsageError(f"--model {model}: cannot be read ({exc.strerror or exc}).") from None
+        raise pytest.UsageError(f"--lm-probes-model {model}: cannot be read ({exc.strerror or exc}).") from None
     if magic != b"GGUF":
         raise pytest.UsageError(
-            f"--model {model}: is not a GGUF file (it does not start with 'GGUF'). Give a .gguf file or a model folder."
+            f"--lm-probes-model {model}: is not a GGUF file (it does not start with 'GGUF'). Give a .gguf file "
+            "or a model folder."
         )
 
 
 def parametrize(metafunc: pytest.Metafunc) -> None:
-    """``subject``/``model_subject``/``loaded_subject`` over the selected cards that have the
-    test's ``expects`` field (and ``case`` over that field's items)."""
+    """``lm_probes_subject``/``lm_probes_model_subject``/``lm_probes_loaded_subject`` over the
+    selected cards that have the test's ``expects`` field (and ``case`` over that field's items)."""
     fixture = next((f for f in SUBJECT_FIXTURES if f in metafunc.fixturenames), None)
     if fixture is None:
         return
@@ -108,7 +109,7 @@ def parametrize(metafunc: pytest.Metafunc) -> None:
         problem = unknown_expect_path(path)
         if problem:  # the test's mistake, not the cards': fail its collection
             raise pytest.Collector.CollectError(f"{metafunc.definition.nodeid}: @observation(expects=...): {problem}")
-    needs_model = fixture == "model_subject"
+    needs_model = fixture == "lm_probes_model_subject"
     cards = [
         c
         for c in selected_cards(metafunc.config)
@@ -162,18 +163,19 @@ def mark_items(config: pytest.Config, items: list[pytest.Item]) -> None:
         left_out = card.skip_reason(test, case_name)
         if left_out:
             item.add_marker(pytest.mark.skip(reason=f"{card.name} leaves this out: {left_out}"))
-    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    # our GPU cards' items only: a host project's own `gpu` tests are not ours to skip
+    gpu_items = [item for item in items if item.get_closest_marker("gpu") and card_of(item) in cards]
     if not gpu_items:
         return
-    device = config.getoption("device")
+    device = options_of(config).device
     if device and not device.startswith("cuda"):
-        return  # `pytest -m gpu --device cpu`: a GPU card's checks run on the CPU (slowly)
+        return  # `pytest -m gpu --lm-probes-device cpu`: a GPU card's checks run on the CPU (slowly)
     import torch
 
     if not torch.cuda.is_available():
         skip = pytest.mark.skip(
             reason="requires CUDA; none found (torch.cuda.is_available() is False). "
-            "`--device cpu` runs a GPU card on the CPU instead"
+            "`--lm-probes-device cpu` runs a GPU card on the CPU instead"
         )
         for item in gpu_items:
             item.add_marker(skip)

@@ -33,7 +33,7 @@ class SessionRecord:
     snapshots: dict[str, SnapshotOutcome] = field(default_factory=dict)
     # card -> its row of the report's "Subjects" table, as sent by pytest-xdist workers
     worker_subject_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # card -> the server --serve started for it (stopped at the session's end)
+    # card -> the server --lm-probes-serve started for it (stopped at the session's end)
     servers: dict[str, Any] = field(default_factory=dict)
     # each benchmark test's figures (its `benchmark` fixture's stats), for the report's table;
     # not sent by xdist workers: pytest-benchmark turns itself off under xdist

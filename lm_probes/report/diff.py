@@ -44,11 +44,13 @@ def output_path_problem(path: Path | str, option: str) -> str | None:
     return None
 
 
-def output_paths_problem(html: Path | str | None, json_path: Path | str | None) -> str | None:
+def output_paths_problem(
+    html: Path | str | None, json_path: Path | str | None, summary: Path | str | None = None
+) -> str | None:
     """The first problem with the report's paths (``output_path_problem``), or None."""
     if html and json_path and Path(html).resolve() == Path(json_path).resolve():
         return f"--html and --json both name {html}; give each its own file"
-    for path, option in ((html, "--html"), (json_path, "--json")):
+    for path, option in ((html, "--html"), (json_path, "--json"), (summary, "--summary")):
         problem = output_path_problem(path, option) if path is not None else None
         if problem:
             return problem

@@ -48,7 +48,7 @@ class SampledFit:
 def sampled_fits(endpoint: Endpoint, logits: Any, prompt_ids: list[int], seed: int) -> list[SampledFit]:
     """Per setting, SAMPLED_DRAWS first tokens from the server (one request, seeded) fitted
     by chi-square to the distribution transformers' warpers give the in-process logits.
-    ``seed`` is the session's (--seed); the request's is ``seed * SAMPLED_DRAWS``."""
+    ``seed`` is the session's (--lm-probes-seed); the request's is ``seed * SAMPLED_DRAWS``."""
     fits = []
     for name, settings in SAMPLING_SETTINGS.items():
         expected = sp.transformers_warped(

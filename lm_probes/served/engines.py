@@ -1,4 +1,4 @@
-"""Serving engines: what ``--serve`` starts for a card's ``served.engine``.
+"""Serving engines: what ``--lm-probes-serve`` starts for a card's ``served.engine``.
 
 An engine is how its environment is built (once, cached) and the command that serves a
 model folder on a port with the card's arguments; lm_probes/served/server.py runs that command
@@ -34,7 +34,7 @@ REGISTRY: Registry[Engine] = Registry("serving engine")
 
 
 def register(engine: Engine, *, replace: bool = False) -> Engine:
-    """Add an engine: cards may then name it under ``served.engine`` and --serve starts it."""
+    """Add an engine: cards may then name it under ``served.engine`` and --lm-probes-serve starts it."""
     for registry in (ENGINE_NAMES, REGISTRY):  # the name and the engine, or neither
         registry.ensure_free(engine.name, replace)
     ENGINE_NAMES.register(engine.name, engine.description, replace=replace)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -105,15 +107,26 @@ def dumps(snapshot: dict[str, Any]) -> str:
     return write(snapshot, 0) + "\n"
 
 
+class OtherModelsBaseline(SnapshotError):
+    """Recording would replace a baseline recorded from another model (--lm-probes-model)."""
+
+
 def record(subject: Subject, root: Path = SNAPSHOT_DIR, machine_class: str | None = None) -> Path:
+    """Record a subject's snapshot, replacing the file of the same card and class, unless that file
+    was recorded from another model: a baseline is only ever replaced by the model it describes
+    (``OtherModelsBaseline`` says how to keep both, or to replace it on purpose)."""
     path = snapshot_path(subject, root, machine_class)
+    recorded_from = provenance(subject)
+    model = recorded_from.get("model source")
+    other = other_model_in(path, model) if model else None
+    if other is not None:
+        raise OtherModelsBaseline(
+            f"{path} is card {subject.card.name}'s baseline recorded from {other}; this session loads "
+            f"{model}, and its observations would replace it. Record them into a folder of their own "
+            f"(--lm-probes-snapshot-dir DIR), or delete {path} first to replace that baseline."
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
-    snapshot = {
-        "format": FORMAT,
-        "card": subject.card.name,
-        "provenance": provenance(subject),
-        "observed": observe(subject),
-    }
+    snapshot = {"format": FORMAT, "card": subject.card.name, "provenance": recorded_from, "observed": observe(subject)}
     write_atomically(path, dumps(snapshot))
     return path
 
@@ -173,9 +186,55 @@ def load(path: Path, update_hint: str, card: str | None = None) -> dict[str, Any
         raise SnapshotError(
             f"snapshot {path} is not a format-{FORMAT} lm-probes snapshot. Re-record it with: {update_hint}"
         )
+    field = non_finite_field(snapshot)
+    if field is not None:
+        # NaN passes every comparison that reads it (a bound of max(2 * NaN, atol) is NaN, and
+        # nothing is above NaN): the check would pass whatever the model does now
+        raise SnapshotError(
+            f"snapshot {path} records a number that is not finite at {field} ({_at(snapshot, field)!r}): no "
+            f"observation is NaN or infinite, and a comparison with one passes whatever the model does. "
+            f"Re-record it with: {update_hint}"
+        )
     if card is not None and "card" in snapshot and snapshot["card"] != card:
         raise SnapshotError(
             f"snapshot {path} is of card {snapshot['card']!r}, not of {card!r}, whose snapshot it stands for. "
             f"Re-record it with: {update_hint}"
         )
     return snapshot
+
+
+def non_finite_field(value: Any, where: str = "") -> str | None:
+    """The dotted path of the first NaN or infinite number in a snapshot (``observed.attention.
+    max_prob_diff``, list items as ``[i]``), or None when every number is finite."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where or "."
+    if isinstance(value, dict):
+        items = ((f"{where}.{key}" if where else str(key), item) for key, item in value.items())
+    elif isinstance(value, list):
+        items = ((f"{where}[{index}]", item) for index, item in enumerate(value))
+    else:
+        return None
+    for path, item in items:
+        found = non_finite_field(item, path)
+        if found is not None:
+            return found
+    return None
+
+
+def _at(snapshot: Any, field: str) -> Any:
+    """The value at a path ``non_finite_field`` gave."""
+    value = snapshot
+    for part in re.findall(r"\[(\d+)\]|([^.\[\]]+)", field):
+        index, key = part
+        value = value[int(index)] if index else value[key]
+    return value
+
+
+def other_model_in(path: Path, model_source: str) -> str | None:
+    """The model a snapshot file at ``path`` was recorded from, when it is not ``model_source``
+    (None when there is no such file, or it is of the same model, or it names none)."""
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))["provenance"]["model source"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no file, or one that is not a snapshot: nothing of another model's to keep
+    return recorded if isinstance(recorded, str) and recorded != model_source else None

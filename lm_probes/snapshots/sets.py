@@ -2,7 +2,7 @@
 ``lm-probes upgrade-check`` run.
 
 An observation set is a snapshot folder (``<card>/<machine class>.json``, what
-``--snapshot-update`` writes) or one snapshot file. Each card present on both sides is
+``--lm-probes-snapshot-update`` writes) or one snapshot file. Each card present on both sides is
 compared with the same rules and tolerances as the snapshot test (``compare``),
 and the result is one self-contained HTML page and an exit code:
 
@@ -142,7 +142,10 @@ class SetComparison:
 
 def _record_hint(card: str, snapshot_dir: Path) -> str:
     """The command that (re-)records a card's snapshot into a set."""
-    return f"pytest tests/behaviour/test_snapshot.py --card {card} --snapshot-update --snapshot-dir {snapshot_dir}"
+    return (
+        f"pytest tests/behaviour/test_snapshot.py --lm-probes-card {card} --lm-probes-snapshot-update "
+        f"--lm-probes-snapshot-dir {snapshot_dir}"
+    )
 
 
 @dataclass(frozen=True)
@@ -170,7 +173,9 @@ def _snapshot_set(root: Path) -> _Set:
     if not found:
         raise DiffInputError(
             f"{root} holds no snapshots (<card>/<machine class>.json); record some with "
-            "`pytest tests/behaviour/test_snapshot.py --snapshot-update --snapshot-dir " + str(root) + "`"
+            "`pytest tests/behaviour/test_snapshot.py --lm-probes-snapshot-update --lm-probes-snapshot-dir "
+            + str(root)
+            + "`"
         )
     return _Set(root, found, False)
 
@@ -317,7 +322,7 @@ def _compare_files(
 
 
 def _snapshot_dir(side: _Set) -> Path:
-    """The --snapshot-dir that records into a side (a file lies at DIR/<card>/<class>.json)."""
+    """The --lm-probes-snapshot-dir that records into a side (a file lies at DIR/<card>/<class>.json)."""
     return side.root.parent.parent if side.one_file else side.root
 
 

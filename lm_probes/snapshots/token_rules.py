@@ -281,7 +281,7 @@ def why_samples_not_comparable(recorded: dict[str, Any], current: dict[str, Any]
 
 def compare_sampled(rec: dict, cur: dict, ctx: Context) -> list[Difference]:
     if ctx.across or rec["seed"] != cur["seed"]:
-        return []  # another machine class or --seed: other samples are expected
+        return []  # another machine class or --lm-probes-seed: other samples are expected
     if why_samples_not_comparable(ctx.recorded_provenance, ctx.current_provenance):
         return []  # reported as "not compared" in the summary, not as a difference
     out: list[Difference] = []

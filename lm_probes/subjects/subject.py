@@ -71,7 +71,8 @@ def _describe_missing(
     if not remote_code_allowed and _needs_remote_code(source_id, exc, what):
         return (
             f"'{source_id}' holds a model with its own Python code (auto_map in its config): loading it runs that "
-            "code. If you trust its source, pass --trust-remote-code (or set trust_remote_code: true in the card's "
+            "code. If you trust its source, pass --lm-probes-trust-remote-code (or set trust_remote_code: true "
+            "in the card's "
             "model)"
         )
     if looks_like_local_path(source_id):
@@ -227,7 +228,7 @@ class Subject:
         """The folder from_pretrained reads this card's model from (a package GGUF is
         converted into the cache first)."""
         assert self.card.model is not None
-        return self._model_folder("a server (--serve)").id
+        return self._model_folder("a server (--lm-probes-serve)").id
 
     def _model_folder(self, needed_by: str) -> Any:
         """The HubSource of the model's files; a plugin's source without ``folder()`` is said
@@ -268,7 +269,7 @@ class Subject:
         except torch.OutOfMemoryError:
             raise SubjectLoadError(
                 f"card '{self.card.name}': out of memory while loading the model on {options.device}. "
-                "Use a quantized load (load.quantization: nf4), a smaller card, or another --device."
+                "Use a quantized load (load.quantization: nf4), a smaller card, or another --lm-probes-device."
             ) from None
         except (OSError, ValueError) as exc:
             location = _location(source)
@@ -276,7 +277,8 @@ class Subject:
                 raise SubjectLoadError(
                     f"card '{self.card.name}': '{location}' holds only pickle weights (.bin/.pt), which can run "
                     "code when loaded; lm-probes reads safetensors or GGUF. Convert the checkpoint to safetensors, "
-                    "or, if you trust its source, pass --allow-pickle (or set model.allow_pickle: true in the card)."
+                    "or, if you trust its source, pass --lm-probes-allow-pickle (or set model.allow_pickle: true "
+                    "in the card)."
                 ) from None
             raise SubjectLoadError(
                 f"card '{self.card.name}': cannot load the model: "

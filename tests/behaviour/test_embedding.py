@@ -10,29 +10,31 @@ from lm_probes.report import plots
 from lm_probes.subjects.results import cosine, projection, word_vectors
 
 
-def coherence(subject) -> dict[str, em.GroupCoherence]:
-    return em.group_coherence(cosine(subject), word_vectors(subject).groups)
+def coherence(lm_probes_subject) -> dict[str, em.GroupCoherence]:
+    return em.group_coherence(cosine(lm_probes_subject), word_vectors(lm_probes_subject).groups)
 
 
 @pytest.mark.observation("E2", "E3", expects="embedding")
-def test_word_vectors_come_from_sub_word_rows_without_bos(model_subject, attach):
+def test_word_vectors_come_from_sub_word_rows_without_bos(lm_probes_model_subject, lm_probes_attach):
     """E2/E3 on the model: each of the 20 words encodes (special tokens off) to sub-word
     ids with no BOS among them, every id a row of the embedding, and no two words that
     encode differently share a vector. (That a vector is the mean of its rows is a unit
     test of the probe, tests/unit/probe/test_embedding_probe.py.)"""
-    vectors = word_vectors(model_subject)
-    attach.png(
+    vectors = word_vectors(lm_probes_model_subject)
+    lm_probes_attach.png(
         plots.cosine_heatmap(
-            cosine(model_subject), vectors.words, f"{model_subject.name}: cosine similarity of 20 words"
+            cosine(lm_probes_model_subject),
+            vectors.words,
+            f"{lm_probes_model_subject.name}: cosine similarity of 20 words",
         ),
         name="cosine heatmap",
     )
-    card = model_subject.card
-    rows = model_subject.model.get_input_embeddings().weight.shape[0]
+    card = lm_probes_model_subject.card
+    rows = lm_probes_model_subject.model.get_input_embeddings().weight.shape[0]
     for word, ids in zip(vectors.words, vectors.sub_ids):
         check_that(
             card,
-            model_subject.tokenizer.bos_token_id not in ids,
+            lm_probes_model_subject.tokenizer.bos_token_id not in ids,
             expected="words are encoded without BOS (special tokens off)",
             obtained=f"{word!r} was encoded with BOS: {ids}",
         )
@@ -54,13 +56,13 @@ def test_word_vectors_come_from_sub_word_rows_without_bos(model_subject, attach)
 
 
 @pytest.mark.observation("E4", expects="embedding.coherent_groups")
-def test_semantic_group_is_closer_inside_than_outside(model_subject, case, attach):
+def test_semantic_group_is_closer_inside_than_outside(lm_probes_model_subject, case, lm_probes_attach):
     """One item per group the card calls coherent: mean intra-group cosine minus mean
     cosine to the other words >= the card's min_margin. (How often a random embedding
     passes each group's bound is in docs/reliability.md, "What the suite is known to catch".)"""
-    card = model_subject.card
-    stats = coherence(model_subject)
-    attach.text(
+    card = lm_probes_model_subject.card
+    stats = coherence(lm_probes_model_subject)
+    lm_probes_attach.text(
         "\n".join(f"{g}: intra {c.intra:.4f}  inter {c.inter:.4f}  margin {c.margin:+.4f}" for g, c in stats.items())
     )
     margin = card.expected("embedding.min_margin")
@@ -76,9 +78,9 @@ def test_semantic_group_is_closer_inside_than_outside(model_subject, case, attac
 
 
 @pytest.mark.observation("E4", expects="embedding.incoherent_groups")
-def test_unrelated_group_is_not_coherent(model_subject, case):
-    card = model_subject.card
-    group = coherence(model_subject)[case]
+def test_unrelated_group_is_not_coherent(lm_probes_model_subject, case):
+    card = lm_probes_model_subject.card
+    group = coherence(lm_probes_model_subject)[case]
     margin = card.expected("embedding.min_margin")
     check_that(
         card,
@@ -90,16 +92,16 @@ def test_unrelated_group_is_not_coherent(model_subject, case):
 
 
 @pytest.mark.observation("E4", expects="embedding.apart")
-def test_pairs_sit_apart_from_outsiders(model_subject, case):
+def test_pairs_sit_apart_from_outsiders(lm_probes_model_subject, case):
     """E4: e.g. dog and cat are closer to each other than either is to fish or cow."""
-    vectors = word_vectors(model_subject)
+    vectors = word_vectors(lm_probes_model_subject)
     index = {w: i for i, w in enumerate(vectors.words)}
-    sims = cosine(model_subject)
+    sims = cosine(lm_probes_model_subject)
     a, b = case["pair"]
     inside = sims[index[a], index[b]]
     closest_outside = max((sims[index[p], index[o]], p, o) for p in (a, b) for o in case["outsiders"])
     check_that(
-        model_subject.card,
+        lm_probes_model_subject.card,
         inside > closest_outside[0],
         field=f"embedding.apart[{case['id']}]",
         expected=f"cos({a}, {b}) above every pair with {case['outsiders']}",
@@ -109,11 +111,13 @@ def test_pairs_sit_apart_from_outsiders(model_subject, case):
 
 
 @pytest.mark.observation("E5", expects="embedding.pca_explained_at_most")
-def test_two_components_explain_little_variance(model_subject, attach):
-    card = model_subject.card
-    vectors = word_vectors(model_subject)
-    proj = projection(model_subject)
-    attach.png(plots.pca_scatter(proj, vectors.words, vectors.groups, f"{card.name}: 20 words"), name="PCA scatter")
+def test_two_components_explain_little_variance(lm_probes_model_subject, lm_probes_attach):
+    card = lm_probes_model_subject.card
+    vectors = word_vectors(lm_probes_model_subject)
+    proj = projection(lm_probes_model_subject)
+    lm_probes_attach.png(
+        plots.pca_scatter(proj, vectors.words, vectors.groups, f"{card.name}: 20 words"), name="PCA scatter"
+    )
     check_at_most(
         card,
         "embedding.pca_explained_at_most",
@@ -123,14 +127,14 @@ def test_two_components_explain_little_variance(model_subject, attach):
 
 
 @pytest.mark.observation("E5", expects="embedding.pca_nearer")
-def test_projection_places_groups(model_subject, case):
+def test_projection_places_groups(lm_probes_model_subject, case):
     """E5: in two dimensions a group can sit nearer an unrelated group than a related one."""
-    vectors = word_vectors(model_subject)
-    distances = em.centroid_distances(projection(model_subject).coords, vectors.groups)
+    vectors = word_vectors(lm_probes_model_subject)
+    distances = em.centroid_distances(projection(lm_probes_model_subject).coords, vectors.groups)
     near = distances[(case["group"], case["nearer"])]
     far = distances[(case["group"], case["than"])]
     check_that(
-        model_subject.card,
+        lm_probes_model_subject.card,
         near < far,
         field=f"embedding.pca_nearer[{case['id']}]",
         expected=f"{case['group']} nearer {case['nearer']} than {case['than']}",

@@ -18,14 +18,14 @@ from lm_probes.subjects.drift import drift, quantization
 
 
 @pytest.mark.observation("Q1", expects="quantization")
-def test_layers_are_quantized_as_the_card_says(model_subject, attach):
+def test_layers_are_quantized_as_the_card_says(lm_probes_model_subject, lm_probes_attach):
     """The layers as loaded, and the dtype their kernels computed in, read after a forward:
     on a CPU with AVX512-BF16, bitsandbytes computes 4-bit layers in bfloat16 whatever
     bnb_4bit_compute_dtype asks. A card states what it expects per machine class."""
-    card = model_subject.card
-    loaded = quantization(model_subject).as_dict()
-    numerics, machine_class = model_subject.numerics, model_subject.machine_class
-    attach.table(
+    card = lm_probes_model_subject.card
+    loaded = quantization(lm_probes_model_subject).as_dict()
+    numerics, machine_class = lm_probes_model_subject.numerics, lm_probes_model_subject.machine_class
+    lm_probes_attach.table(
         ["machine class", "compute dtype asked", "computed in", "kernel path"],
         [[machine_class, loaded["compute_dtype"], loaded["computed_dtype"], numerics.compute_note() or "-"]],
         summary="Quantization: what the kernels computed in (Q1)",
@@ -48,9 +48,9 @@ def test_layers_are_quantized_as_the_card_says(model_subject, attach):
         check_equal(card, f"quantization.{key}", loaded[key], note=f"loaded model: {loaded}")
 
 
-def _attach_drift(attach, d: Drift, tokenizer) -> None:
+def _attach_drift(lm_probes_attach, d: Drift, tokenizer) -> None:
     """The per-prompt drift table, then the two greedy texts split where they part."""
-    attach.table(
+    lm_probes_attach.table(
         ["prompt", "KL nats", "reference top-1", "quantized top-1", "same top-1", "top-10 overlap"],
         [
             [
@@ -73,7 +73,7 @@ def _attach_drift(attach, d: Drift, tokenizer) -> None:
     )
     n = d.greedy_agreeing_tokens
     shared = tokenizer.decode(list(d.greedy_reference.new_ids[0][:n]))
-    attach.table(
+    lm_probes_attach.table(
         ["card", "shared", "from the first difference"],
         [
             [
@@ -89,26 +89,28 @@ def _attach_drift(attach, d: Drift, tokenizer) -> None:
 
 
 @pytest.mark.observation("Q2", expects="drift.max_kl")
-def test_next_token_distributions_stay_close_to_the_reference(model_subject, reference_subject, attach):
-    d = drift(model_subject, reference_subject)
-    _attach_drift(attach, d, model_subject.tokenizer)
-    attach.png(
-        plots.drift_bars(d.prompts[0], reference_subject.name, model_subject.name),
+def test_next_token_distributions_stay_close_to_the_reference(
+    lm_probes_model_subject, lm_probes_reference_subject, lm_probes_attach
+):
+    d = drift(lm_probes_model_subject, lm_probes_reference_subject)
+    _attach_drift(lm_probes_attach, d, lm_probes_model_subject.tokenizer)
+    lm_probes_attach.png(
+        plots.drift_bars(d.prompts[0], lm_probes_reference_subject.name, lm_probes_model_subject.name),
         name="top-10 next tokens: reference and quantized",
         summary="Quantization drift",
     )
     worst = max(d.prompts, key=lambda p: p.kl)
     check_at_most(
-        model_subject.card, "drift.max_kl", drift_figures(d)["max_kl"], note=f"worst prompt: {worst.prompt!r}"
+        lm_probes_model_subject.card, "drift.max_kl", drift_figures(d)["max_kl"], note=f"worst prompt: {worst.prompt!r}"
     )
 
 
 @pytest.mark.observation("Q3", expects="drift.min_top1_agreement")
-def test_most_likely_next_token_agrees_with_the_reference(model_subject, reference_subject):
-    d = drift(model_subject, reference_subject)
+def test_most_likely_next_token_agrees_with_the_reference(lm_probes_model_subject, lm_probes_reference_subject):
+    d = drift(lm_probes_model_subject, lm_probes_reference_subject)
     differing = [(p.prompt, p.top_reference[0][1], p.top_quantized[0][1]) for p in d.prompts if not p.top1_agrees]
     check_at_least(
-        model_subject.card,
+        lm_probes_model_subject.card,
         "drift.min_top1_agreement",
         drift_figures(d)["min_top1_agreement"],
         note=f"(prompt, reference, quantized) that differ: {differing}",
@@ -116,11 +118,11 @@ def test_most_likely_next_token_agrees_with_the_reference(model_subject, referen
 
 
 @pytest.mark.observation("Q3", expects="drift.min_top10_overlap")
-def test_top10_next_tokens_overlap_the_reference(model_subject, reference_subject):
-    d = drift(model_subject, reference_subject)
+def test_top10_next_tokens_overlap_the_reference(lm_probes_model_subject, lm_probes_reference_subject):
+    d = drift(lm_probes_model_subject, lm_probes_reference_subject)
     per_prompt = {p.prompt: p.top10_overlap for p in d.prompts}
     check_at_least(
-        model_subject.card,
+        lm_probes_model_subject.card,
         "drift.min_top10_overlap",
         drift_figures(d)["min_top10_overlap"],
         note=f"per prompt: {per_prompt}",
@@ -128,10 +130,10 @@ def test_top10_next_tokens_overlap_the_reference(model_subject, reference_subjec
 
 
 @pytest.mark.observation("Q4", expects="drift.min_greedy_agreeing_tokens")
-def test_greedy_follows_the_reference_for_the_first_tokens(model_subject, reference_subject):
-    d = drift(model_subject, reference_subject)
+def test_greedy_follows_the_reference_for_the_first_tokens(lm_probes_model_subject, lm_probes_reference_subject):
+    d = drift(lm_probes_model_subject, lm_probes_reference_subject)
     check_at_least(
-        model_subject.card,
+        lm_probes_model_subject.card,
         "drift.min_greedy_agreeing_tokens",
         drift_figures(d)["min_greedy_agreeing_tokens"],
         note=f"reference: {d.greedy_reference.texts[0]!r}\n  quantized: {d.greedy_quantized.texts[0]!r}",
@@ -139,10 +141,10 @@ def test_greedy_follows_the_reference_for_the_first_tokens(model_subject, refere
 
 
 @pytest.mark.observation("Q5", expects="drift.max_footprint_ratio")
-def test_memory_footprint_shrinks_against_the_reference(model_subject, reference_subject):
-    d = drift(model_subject, reference_subject)
+def test_memory_footprint_shrinks_against_the_reference(lm_probes_model_subject, lm_probes_reference_subject):
+    d = drift(lm_probes_model_subject, lm_probes_reference_subject)
     check_at_most(
-        model_subject.card,
+        lm_probes_model_subject.card,
         "drift.max_footprint_ratio",
         drift_figures(d)["max_footprint_ratio"],
         note=f"{d.footprint_quantized} bytes against the reference's {d.footprint_reference}",

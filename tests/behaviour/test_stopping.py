@@ -13,30 +13,35 @@ from lm_probes.subjects.results import answer_ends, turn_end
 
 
 @pytest.mark.observation("U7", expects="tokenizer.chat")
-def test_generation_stops_where_the_chat_template_ends_a_turn(subject, attach):
-    end = turn_end(subject)
+def test_generation_stops_where_the_chat_template_ends_a_turn(lm_probes_subject, lm_probes_attach):
+    end = turn_end(lm_probes_subject)
     if not end.has_template:
-        pytest.skip(f"{subject.name}: the tokenizer has no chat template, so no turn ends (tokenizer.chat says so)")
-    attach.table(
+        pytest.skip(
+            f"{lm_probes_subject.name}: the tokenizer has no chat template, so no turn ends (tokenizer.chat says so)"
+        )
+    lm_probes_attach.table(
         ["turn ends with", "id", "generate() stops at", "read from"],
         [[Cell(repr(end.token), code=True), end.token_id, ", ".join(map(str, end.stop_ids)), end.stop_source]],
         summary="Where generation stops: the chat template's end of turn (U7)",
     )
-    if subject.card.has_expectation("tokenizer.chat.turn_end"):
+    if lm_probes_subject.card.has_expectation("tokenizer.chat.turn_end"):
         check_equal(
-            subject.card, "tokenizer.chat.turn_end", end.token, note=f"rendered after the answer: {end.after!r}"
+            lm_probes_subject.card,
+            "tokenizer.chat.turn_end",
+            end.token,
+            note=f"rendered after the answer: {end.after!r}",
         )
     # a property of every model with a template, not a value of the card: no baseline can make it pass
     check_that(
-        subject.card,
+        lm_probes_subject.card,
         end.stops,
         expected="the token the chat template ends an assistant turn with is one of the ids generate() stops at",
         obtained=end.problem(),
     )
 
 
-def _attach_answer_ends(attach, subject, ends) -> None:
-    decode = subject.tokenizer.decode
+def _attach_answer_ends(lm_probes_attach, lm_probes_subject, ends) -> None:
+    decode = lm_probes_subject.tokenizer.decode
     rows = []
     for end in ends.values():
         stopped = end.end == "stop"
@@ -50,7 +55,7 @@ def _attach_answer_ends(attach, subject, ends) -> None:
             ]
         )
     first = next(iter(ends.values()))
-    attach.table(
+    lm_probes_attach.table(
         ["request", "prompt (its end)", "greedy answer", "where it ended"],
         rows,
         caption=f"stop ids {list(first.stop_ids)}; budget {first.budget} new tokens",
@@ -59,21 +64,22 @@ def _attach_answer_ends(attach, subject, ends) -> None:
 
 
 @pytest.mark.observation("U8")
-def test_generate_stops_at_the_first_stop_id_it_emits(model_subject, attach):
+def test_generate_stops_at_the_first_stop_id_it_emits(lm_probes_model_subject, lm_probes_attach):
     """A property of generate(), with no baseline: an answer that emits one of the model's stop
     ids ends there. (A generate() that goes on past it answers, then writes on to the budget.)"""
-    ends = answer_ends(model_subject)
-    _attach_answer_ends(attach, model_subject, ends)
+    ends = answer_ends(lm_probes_model_subject)
+    _attach_answer_ends(lm_probes_attach, lm_probes_model_subject, ends)
     reached = [end for end in ends.values() if end.end in ("stop", "ran past a stop id")]
     if not reached:
         pytest.skip(
-            f"{model_subject.name}: no answer emitted a stop id within {next(iter(ends.values())).budget} new tokens "
+            f"{lm_probes_model_subject.name}: no answer emitted a stop id within "
+            f"{next(iter(ends.values())).budget} new tokens "
             "(each ran to the budget), so where generate() stops cannot be seen on this model"
         )
-    decode = model_subject.tokenizer.decode
+    decode = lm_probes_model_subject.tokenizer.decode
     past = [end for end in reached if end.end != "stop"]
     check_that(
-        model_subject.card,
+        lm_probes_model_subject.card,
         not past,
         expected="generate() stops an answer at the first stop id it emits",
         obtained="; ".join(f"{end.id}: {end.describe(decode)}" for end in past),
@@ -82,10 +88,10 @@ def test_generate_stops_at_the_first_stop_id_it_emits(model_subject, attach):
 
 
 @pytest.mark.observation("U8", expects="answer_ends.prompts")
-def test_greedy_answer_ends_within(model_subject, case, attach):
-    end = answer_ends(model_subject)[case["id"]]
-    decode = model_subject.tokenizer.decode
-    attach.table(
+def test_greedy_answer_ends_within(lm_probes_model_subject, case, lm_probes_attach):
+    end = answer_ends(lm_probes_model_subject)[case["id"]]
+    decode = lm_probes_model_subject.tokenizer.decode
+    lm_probes_attach.table(
         ["request", "answer", "where it ended", "bound"],
         [
             [
@@ -98,7 +104,7 @@ def test_greedy_answer_ends_within(model_subject, case, attach):
         summary="Where greedy answers end (U8)",
     )
     check_that(
-        model_subject.card,
+        lm_probes_model_subject.card,
         end.end == "stop" and len(end.ids) <= case["ends_within"],
         field=f"answer_ends.prompts[{case['id']}].ends_within",
         expected=f"the answer ends at a stop id {list(end.stop_ids)} within {case['ends_within']} new tokens",

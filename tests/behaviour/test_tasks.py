@@ -11,15 +11,15 @@ from lm_probes.subjects.results import knowledge_answers, openings
 
 
 @pytest.mark.observation("K1", expects="tasks.knowledge")
-def test_knowledge_answer(model_subject, case, attach):
-    answer = knowledge_answers(model_subject)[case["id"]]
-    attach.table(
+def test_knowledge_answer(lm_probes_model_subject, case, lm_probes_attach):
+    answer = knowledge_answers(lm_probes_model_subject)[case["id"]]
+    lm_probes_attach.table(
         ["question", "prompt", "settings", "answer"],
         [[case["id"], Cell(repr(answer.prompt), code=True), answer.settings, Cell(repr(answer.texts[0]), code=True)]],
         summary="Knowledge answers (K1)",
     )
     check_that(
-        model_subject.card,
+        lm_probes_model_subject.card,
         case["answer"] in answer.texts[0],
         field=f"tasks.knowledge[{case['id']}].answer",
         expected=f"an answer containing {case['answer']!r}",
@@ -28,17 +28,17 @@ def test_knowledge_answer(model_subject, case, attach):
     )
 
 
-def _attach_openings(attach, generations: list[generation.Generation], summary: str) -> None:
+def _attach_openings(lm_probes_attach, generations: list[generation.Generation], summary: str) -> None:
     for g in generations:
-        attach.texts(g.texts, caption=repr(g.prompt), summary=summary)
+        lm_probes_attach.texts(g.texts, caption=repr(g.prompt), summary=summary)
 
 
 @pytest.mark.observation("K2", expects="tasks.creative.greedy_repeats")
-def test_story_openings_repeat_under_greedy(model_subject, attach):
-    generations = openings(model_subject, sampling=False)
-    _attach_openings(attach, generations, summary="Story openings, greedy (K2)")
+def test_story_openings_repeat_under_greedy(lm_probes_model_subject, lm_probes_attach):
+    generations = openings(lm_probes_model_subject, sampling=False)
+    _attach_openings(lm_probes_attach, generations, summary="Story openings, greedy (K2)")
     check_equal(
-        model_subject.card,
+        lm_probes_model_subject.card,
         "tasks.creative.greedy_repeats",
         all(g.all_identical for g in generations),
         note=f"runs: {[list(g.texts) for g in generations]}",
@@ -46,12 +46,12 @@ def test_story_openings_repeat_under_greedy(model_subject, attach):
 
 
 @pytest.mark.observation("K2", expects="tasks.creative.min_distinct_samples")
-def test_story_openings_differ_under_sampling(model_subject, attach):
-    generations = openings(model_subject, sampling=True)
-    _attach_openings(attach, generations, summary="Story openings, top_p 0.9, T 1.4 (K2)")
+def test_story_openings_differ_under_sampling(lm_probes_model_subject, lm_probes_attach):
+    generations = openings(lm_probes_model_subject, sampling=True)
+    _attach_openings(lm_probes_attach, generations, summary="Story openings, top_p 0.9, T 1.4 (K2)")
     distinct = {g.prompt: g.distinct for g in generations}
     check_at_least(
-        model_subject.card,
+        lm_probes_model_subject.card,
         "tasks.creative.min_distinct_samples",
         min(distinct.values()),
         note=f"distinct continuations per opening: {distinct}",

@@ -14,6 +14,7 @@ import torch
 from lm_probes import generate_calls
 from lm_probes import sampling as sp
 from lm_probes.cards.files import package_file
+from lm_probes.plugin.options import options_of
 from lm_probes.subjects.subject import Subject
 from lm_probes.timing import current_rss_mb, reset_peak, resource_info, synchronized
 
@@ -68,8 +69,8 @@ def _benchmark_throughput(benchmark, fn, ids: list[int]) -> None:
 
 @pytest.mark.observation(expects="tokenizer.vocab_size")
 @pytest.mark.parametrize("direction", ["encode", "decode"])
-def test_tokenizer_throughput_transformers(benchmark, subject, direction):
-    tokenizer = subject.tokenizer
+def test_tokenizer_throughput_transformers(benchmark, lm_probes_subject, direction):
+    tokenizer = lm_probes_subject.tokenizer
     ids = tokenizer.encode(MULTILINGUAL, add_special_tokens=False)
     fn = (
         (lambda: tokenizer.encode(MULTILINGUAL, add_special_tokens=False))
@@ -95,8 +96,8 @@ def test_tokenizer_throughput_sentencepiece(benchmark, direction):
 # ------------------------------------------------------------------ model timing
 
 
-def test_prefill_latency(benchmark, model_subject):
-    tokenizer, model = model_subject.tokenizer, model_subject.model
+def test_prefill_latency(benchmark, lm_probes_model_subject):
+    tokenizer, model = lm_probes_model_subject.tokenizer, lm_probes_model_subject.model
     enc = tokenizer(LONG_PROMPT, return_tensors="pt").to(model.device)
     reset_peak(model.device.type)
 
@@ -110,8 +111,8 @@ def test_prefill_latency(benchmark, model_subject):
 
 @pytest.mark.parametrize("batch", [1, BATCH], ids=["batch1", f"batch{BATCH}"])
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
-def test_decode_tokens_per_second(benchmark, model_subject, strategy, batch):
-    tokenizer, model = model_subject.tokenizer, model_subject.model
+def test_decode_tokens_per_second(benchmark, lm_probes_model_subject, strategy, batch):
+    tokenizer, model = lm_probes_model_subject.tokenizer, lm_probes_model_subject.model
     settings = dict(STRATEGIES[strategy])
     prompts = ["The capital of Japan is"] * batch
     reset_peak(model.device.type)
@@ -133,10 +134,10 @@ def test_decode_tokens_per_second(benchmark, model_subject, strategy, batch):
     )
 
 
-def test_batched_against_sequential_sampling(benchmark, model_subject):
+def test_batched_against_sequential_sampling(benchmark, lm_probes_model_subject):
     """The sampling probe's 5 samples in one generate call, against 5 calls; the ratio
     (sequential time / batched time) goes to extra_info and the README."""
-    tokenizer, model = model_subject.tokenizer, model_subject.model
+    tokenizer, model = lm_probes_model_subject.tokenizer, lm_probes_model_subject.model
     settings = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=True, top_p=0.9, temperature=1.4)
 
     def sequential() -> float:
@@ -239,7 +240,7 @@ def test_nf4_load_time(benchmark, request):
     from lm_probes.cards.card import find_card
 
     card = find_card("mistral-7b-v0.1")
-    model = request.config.getoption("model")
+    model = options_of(request.config).model
     if model:
         card = card.with_model(model)
     reset_peak("cuda")
@@ -249,10 +250,12 @@ def test_nf4_load_time(benchmark, request):
 
 # ------------------------------------------------------------ performance model
 
-PERFORMANCE_CARD = "smollm2-135m-instruct"  # the default card of the performance model (--card: another)
+PERFORMANCE_CARD = "smollm2-135m-instruct"  # the default card of the performance model (--lm-probes-card: another)
 
 
-def test_performance_model_of_the_suite(benchmark, model_subject, request, attach, tmp_path, monkeypatch):
+def test_performance_model_of_the_suite(
+    benchmark, lm_probes_model_subject, request, lm_probes_attach, tmp_path, monkeypatch
+):
     """The behavioural suite on the card, in this process, as the ledger (lm_probes/ledger.py)
     saw it: per probe (a result of lm_probes/subjects/results.py, or a test's own work) its
     generate calls, rows per call, prompt and new tokens, seconds and tokens/s, against the
@@ -261,11 +264,11 @@ def test_performance_model_of_the_suite(benchmark, model_subject, request, attac
     from lm_probes.ledger import COST_HEADERS, LEDGER, TOTAL, Work, cost_rows, measure_bandwidth, weight_bytes
     from lm_probes.paths import REPO_ROOT
 
-    card = model_subject.card
-    if not request.config.getoption("card") and card.name != PERFORMANCE_CARD:
-        pytest.skip(f"the performance model runs on {PERFORMANCE_CARD} unless --card names others")
+    card = lm_probes_model_subject.card
+    if not options_of(request.config).cards and card.name != PERFORMANCE_CARD:
+        pytest.skip(f"the performance model runs on {PERFORMANCE_CARD} unless --lm-probes-card names others")
     machine = measure_bandwidth()
-    weights = weight_bytes(model_subject.model)
+    weights = weight_bytes(lm_probes_model_subject.model)
     monkeypatch.chdir(REPO_ROOT)
     monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
     before = LEDGER.snapshot()
@@ -273,7 +276,7 @@ def test_performance_model_of_the_suite(benchmark, model_subject, request, attac
 
     def suite() -> None:
         args = ["-p", "no:cacheprovider", "-q", f"--html={tmp_path / 'suite.html'}"]
-        outcome.append(int(pytest.main([*args, "tests/behaviour", "--card", str(card.path)])))
+        outcome.append(int(pytest.main([*args, "tests/behaviour", "--lm-probes-card", str(card.path)])))
 
     benchmark.pedantic(suite, rounds=1, iterations=1, warmup_rounds=0)
     wall = benchmark.stats.stats.max
@@ -291,11 +294,13 @@ def test_performance_model_of_the_suite(benchmark, model_subject, request, attac
         f"{machine.bandwidth_bytes_per_s / 1e9:.1f} GB/s on {machine.threads} threads: at most "
         f"{machine.bandwidth_bytes_per_s / weights:.1f} tokens/s at batch 1; the suite {wall:.0f} s, exit {outcome[0]}"
     )
-    attach.table(COST_HEADERS, table, caption=caption, summary="Where a model's time goes (performance model)")
+    lm_probes_attach.table(
+        COST_HEADERS, table, caption=caption, summary="Where a model's time goes (performance model)"
+    )
     _print_table(request.config, caption, COST_HEADERS, table)
     _info(
         benchmark,
-        model_subject.model.device.type,
+        lm_probes_model_subject.model.device.type,
         card=card.name,
         suite_exit=outcome[0],
         weight_mb=round(weights / 1e6, 1),

@@ -161,7 +161,7 @@ def _fresh_environment(venv: Path, cache: Path) -> dict[str, str]:
 def test_a_wheel_in_a_fresh_virtualenv_runs_the_shipped_suite_from_another_folder(wheel, tmp_path_factory):
     """docs/options.md's "In another project", as written there: torch pinned first, then the
     wheel with -c constraints.txt, nothing else; then, from a folder that is not the checkout,
-    ``pytest --pyargs lm_probes.suite --card mistral-tokenizer`` and ``lm-probes --help``."""
+    ``pytest --pyargs lm_probes.suite --lm-probes-card mistral-tokenizer`` and ``lm-probes --help``."""
     venv = tmp_path_factory.mktemp("fresh-venv")
     project = tmp_path_factory.mktemp("another-project")
     env = _fresh_environment(venv, project / "lm-probes-cache")
@@ -191,7 +191,14 @@ def test_a_wheel_in_a_fresh_virtualenv_runs_the_shipped_suite_from_another_folde
             assert path.is_relative_to(site_packages), f"{name} imports from {path}, not the fresh virtualenv"
             assert not path.is_relative_to(REPO_ROOT), f"{name} imports from the checkout: {path}"
 
-        pytest_command = ["--pyargs", "lm_probes.suite", "--card", "mistral-tokenizer", "-p", "no:cacheprovider"]
+        pytest_command = [
+            "--pyargs",
+            "lm_probes.suite",
+            "--lm-probes-card",
+            "mistral-tokenizer",
+            "-p",
+            "no:cacheprovider",
+        ]
         suite = step("suite", venv / "bin" / "pytest", *pytest_command)
         assert suite.returncode == 0, f"the installed suite failed:\n{_tail(suite)}"
         summary = suite.stdout.strip().splitlines()[-1]

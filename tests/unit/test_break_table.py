@@ -85,7 +85,7 @@ def logit_noise(subject: Subject) -> Subject:
 
 
 HARMLESS = {
-    "another seed (--seed 1)": (
+    "another seed (--lm-probes-seed 1)": (
         lambda: Subject(find_card("tiny-mistral"), seed=1),
         tuple(c for c in TINY_CHECKS if c.test.startswith(("test_sampling.py", "test_snapshot.py", "test_tasks.py")))
         + (Check("test_decoding.py::test_top_k_sampling_draws_only_from_the_k_most_likely"),),
@@ -123,7 +123,7 @@ def test_the_default_suite_re_runs_every_tiny_mistral_check(run_suite):
     fresh tiny-mistral a second time: ~5 s of make test for nothing the suite does not
     already show.) This keeps that true: each is collected for the card and none is left
     out or an expected failure."""
-    collected = run_suite("tests/behaviour", "--card", "tiny-mistral", "--collect-only", "-q").stdout
+    collected = run_suite("tests/behaviour", "--lm-probes-card", "tiny-mistral", "--collect-only", "-q").stdout
     card = find_card("tiny-mistral")
     for check in TINY_CHECKS:
         module, function = check.test.split("::")

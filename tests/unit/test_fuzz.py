@@ -262,7 +262,7 @@ def test_a_mutated_card_is_a_card_or_one_card_error(tmp_path_factory, data):
 @settings(max_examples=fz.budget(0.15))
 @given(data=st.data())
 def test_list_cards_lists_a_broken_card_as_invalid_and_every_other_card(tmp_path_factory, data):
-    """One bad file is one bad card: --list-cards (the plugin's pytest_cmdline_main) names
+    """One bad file is one bad card: --lm-probes-list-cards (the plugin's pytest_cmdline_main) names
     it, INVALID or not, and lists every shipped card, with exit 0."""
     stem = data.draw(st.sampled_from(CARD_NAMES), label="card")
     # a name of its own: a card of a shipped card's name is the duplicate door (test_cards.py)
@@ -279,16 +279,23 @@ def test_list_cards_lists_a_broken_card_as_invalid_and_every_other_card(tmp_path
             patch.delenv(name, raising=False)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = pytest.main(
-                ["-p", "no:cacheprovider", f"--html={folder / 'r.html'}", "--list-cards", "--cards-dir", str(folder)]
+                [
+                    "-p",
+                    "no:cacheprovider",
+                    f"--html={folder / 'r.html'}",
+                    "--lm-probes-list-cards",
+                    "--lm-probes-cards-dir",
+                    str(folder),
+                ]
             )
     shown = out.getvalue() + err.getvalue()
     note(shown)
     assert "Traceback" not in shown and "INTERNALERROR" not in shown, shown
-    assert code == 0, f"--list-cards exited {code}:\n{shown}"
+    assert code == 0, f"--lm-probes-list-cards exited {code}:\n{shown}"
     lines = out.getvalue().splitlines()
     for name in [listed, *CARD_NAMES]:
         assert any(line.startswith((f"{name}:", f"{name} [")) for line in lines), f"{name} not listed:\n{shown}"
-    assert not outside, f"--list-cards wrote {outside}"
+    assert not outside, f"--lm-probes-list-cards wrote {outside}"
 
 
 # ---------------------------------------------------------------------- snapshots
@@ -309,9 +316,9 @@ def test_a_mutated_snapshot_is_refused_or_compared_and_diff_exits_0_1_or_4(tmp_p
     mutated_file = folder / "a" / card / f"{machine_class}.json"
     mutated_file.parent.mkdir(parents=True)
     mutated_file.write_bytes(raw)
-    mode = data.draw(st.sampled_from(["--card", "files", "files reversed", "folders"]), label="diff of")
+    mode = data.draw(st.sampled_from(["--lm-probes-card", "files", "files reversed", "folders"]), label="diff of")
     sides = {
-        "--card": [str(folder / "a"), str(SNAPSHOT_DIR), "--card", card],
+        "--lm-probes-card": [str(folder / "a"), str(SNAPSHOT_DIR), "--lm-probes-card", card],
         "files": [str(mutated_file), str(committed)],
         "files reversed": [str(committed), str(mutated_file)],
         "folders": [str(folder / "a"), str(SNAPSHOT_DIR)],

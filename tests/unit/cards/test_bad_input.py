@@ -114,7 +114,9 @@ def test_pickle_checkpoints_are_refused_by_default(pickle_only_folder):
         .with_model(str(pickle_only_folder))
         .replace(tokenizer=find_card("tiny-mistral").tokenizer)
     )
-    with pytest.raises(SubjectLoadError, match=r"holds only pickle weights \(\.bin/\.pt\).*pass --allow-pickle"):
+    with pytest.raises(
+        SubjectLoadError, match=r"holds only pickle weights \(\.bin/\.pt\).*pass --lm-probes-allow-pickle"
+    ):
         Subject(card).model
 
 
@@ -167,16 +169,16 @@ def test_a_broken_card_file_is_a_usage_error_naming_file_and_field(run_suite, tm
     card.write_text(
         "name: broken\ndescription: x\ntokenizer: {source: mistral-common}\nexpect: {tokenizer: {vocab_size: many}}\n"
     )
-    result = run_suite("tests/behaviour", "--card", str(card))
+    result = run_suite("tests/behaviour", "--lm-probes-card", str(card))
     assert result.returncode == 4
     assert f"card file {card} is invalid" in result.stderr
     assert "expect.tokenizer.vocab_size: expected int, got str 'many'" in result.stderr
 
 
 def test_bad_option_values_are_usage_errors(run_suite):
-    seed = run_suite("--seed", "-1")
-    assert seed.returncode == 4 and "--seed '-1': give a non-negative integer" in seed.stderr
-    dtype = run_suite("--dtype", "float8")
+    seed = run_suite("--lm-probes-seed", "-1")
+    assert seed.returncode == 4 and "--lm-probes-seed '-1': give a non-negative integer" in seed.stderr
+    dtype = run_suite("--lm-probes-dtype", "float8")
     assert dtype.returncode == 4 and "invalid choice: 'float8'" in dtype.stderr
 
 
@@ -188,19 +190,22 @@ def test_corrupt_and_missing_snapshots_fail_with_the_fix_and_nothing_is_written(
     corrupt.write_text('{"format": 1, "observed": {"tokeni', encoding="utf-8")
     result = run_suite(
         "tests/behaviour/test_snapshot.py",
-        "--card",
+        "--lm-probes-card",
         "tiny-mistral",
-        "--card",
+        "--lm-probes-card",
         "mistral-tokenizer",
-        "--snapshot-dir",
+        "--lm-probes-snapshot-dir",
         str(root),
     )
     out = result.stdout
     assert result.returncode == 1 and "2 failed" in out, out
     assert f"snapshot {corrupt} is corrupt or truncated" in out
-    assert f"--card tiny-mistral --snapshot-update --snapshot-dir {root}" in out
+    assert f"--lm-probes-card tiny-mistral --lm-probes-snapshot-update --lm-probes-snapshot-dir {root}" in out
     assert f"no snapshot at {root / 'mistral-tokenizer' / 'cpu.json'}" in out
-    assert "Record one with: pytest tests/behaviour/test_snapshot.py --card mistral-tokenizer --snapshot-update" in out
+    assert (
+        "Record one with: pytest tests/behaviour/test_snapshot.py --lm-probes-card mistral-tokenizer "
+        "--lm-probes-snapshot-update" in out
+    )
     assert corrupt.read_text(encoding="utf-8") == '{"format": 1, "observed": {"tokeni'  # not overwritten
     assert not (root / "mistral-tokenizer").exists()  # nothing created
 
@@ -208,11 +213,11 @@ def test_corrupt_and_missing_snapshots_fail_with_the_fix_and_nothing_is_written(
 def test_snapshot_update_writes_where_asked(run_suite, tmp_path):
     result = run_suite(
         "tests/behaviour/test_snapshot.py",
-        "--card",
+        "--lm-probes-card",
         "mistral-tokenizer",
-        "--snapshot-dir",
+        "--lm-probes-snapshot-dir",
         str(tmp_path / "snaps"),
-        "--snapshot-update",
+        "--lm-probes-snapshot-update",
     )
     assert result.returncode == 0, result.stdout
     written = json.loads((tmp_path / "snaps" / "mistral-tokenizer" / "cpu.json").read_text(encoding="utf-8"))
@@ -247,7 +252,7 @@ def test_a_folder_that_needs_remote_code_says_so_and_names_trust_remote_code(tmp
         Subject(_tiny_tokenizer_with_model_from(tmp_path)).model
     message = str(err.value)
     assert f"cannot load the model: '{tmp_path}' holds a model with its own Python code (auto_map" in message
-    assert "loading it runs that code. If you trust its source, pass --trust-remote-code" in message
+    assert "loading it runs that code. If you trust its source, pass --lm-probes-trust-remote-code" in message
 
 
 def test_a_folder_without_a_model_is_not_said_to_need_remote_code(tmp_path):

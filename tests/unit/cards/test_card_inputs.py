@@ -232,13 +232,13 @@ def test_one_name_in_two_of_the_users_folders_is_refused_naming_both_files(tmp_p
 
 def test_a_users_card_of_a_shipped_name_and_a_folder_named_twice_are_no_duplicates(tmp_path):
     """The harmless twins: a user's card shadowing a shipped one is the documented way to change
-    it (README), and one folder given twice (--cards-dir and the ini option) is one folder."""
+    it (README), and one folder given twice (--lm-probes-cards-dir and the ini option) is one folder."""
     write_card(tmp_path, TOKENIZER_CARD, name="tiny-mistral")
     assert available_cards([tmp_path, tmp_path])["tiny-mistral"] == tmp_path / "tiny-mistral.yaml"
     assert find_card("tiny-mistral", [tmp_path, str(tmp_path) + "/"]).description == "a test card"
 
 
-# ------------------------------------------------------------------ --model x.gguf
+# ------------------------------------------------------------------ --lm-probes-model x.gguf
 
 
 def test_with_model_of_a_gguf_file_reads_it_from_its_folder(tmp_path):
@@ -251,7 +251,7 @@ def test_with_model_of_a_gguf_file_reads_it_from_its_folder(tmp_path):
 
 
 def test_a_name_too_long_for_the_file_system_is_an_unknown_card_not_an_os_error(tmp_path):
-    """Found by the fuzz test: `--card` of a 300-character name raised OSError (ENAMETOOLONG)
+    """Found by the fuzz test: `--lm-probes-card` of a 300-character name raised OSError (ENAMETOOLONG)
     from Path.is_file; now it is the unknown-card message, and a path that long is a missing
     card file. The twin: a card file of the longest name allowed (100) is found by name."""
     with pytest.raises(CardError, match="Unknown card 'x{300}'"):

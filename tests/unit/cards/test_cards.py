@@ -222,7 +222,7 @@ def test_optional_fields_may_be_left_out(tmp_path):
 
 
 def test_a_users_cards_folder_adds_to_the_shipped_cards_and_wins_on_a_name(tmp_path):
-    """--cards-dir / lm_probes_cards_dirs: the user's cards are found by name beside the
+    """--lm-probes-cards-dir / lm_probes_cards_dirs: the user's cards are found by name beside the
     shipped ones (which an installed package keeps in lm_probes/fixtures/cards), and a user's
     card with a shipped card's name is the one used."""
     write_card(tmp_path, MINIMAL, name="my-card")
@@ -249,7 +249,7 @@ def test_a_users_cards_folder_adds_to_the_shipped_cards_and_wins_on_a_name(tmp_p
     ],
 )
 def test_one_rule_tells_a_local_path_from_a_hub_id(source_id, local, monkeypatch):
-    """--model and the load error messages used two different rules (issue 12)."""
+    """--lm-probes-model and the load error messages used two different rules (issue 12)."""
     from lm_probes.cards.card import looks_like_local_path
     from lm_probes.paths import REPO_ROOT
 

@@ -23,7 +23,7 @@ COMMITTED = REPO_ROOT / "fixtures" / "snapshots"
 
 
 def _set_of(tmp_path: Path, name: str, *subjects) -> Path:
-    """An observation set recorded from the given subjects, as --snapshot-update writes it."""
+    """An observation set recorded from the given subjects, as --lm-probes-snapshot-update writes it."""
     folder = tmp_path / name
     for subject in subjects:
         record(subject, folder)
@@ -169,7 +169,7 @@ def test_the_plan_pins_torch_first_and_everything_but_the_moved_package(installe
     else:  # the dry run: torch pinned before the constraints, then uv's venv and install of its list
         assert "--dry-run" in first_install and first_install.index("torch==2.13.0") < first_install.index(" -c ")
         assert any(line.startswith("/bin/uv pip install") and "resolved.txt" in line for line in lines)
-    assert "transformers==4.57.6" in out and "constraints-side.txt" in out and "--snapshot-update" in out
+    assert "transformers==4.57.6" in out and "constraints-side.txt" in out and "--lm-probes-snapshot-update" in out
     side = environments.Side("from", ("transformers==4.57.6",))
     env = environments.environment_dir(side, "torch==2.13.0")
     env.mkdir(parents=True)

@@ -168,14 +168,15 @@ def test_a_section_on_one_side_only_is_an_error_named_as_not_compared(tmp_path, 
 
 
 def test_a_corrupt_snapshot_in_a_set_names_the_command_that_re_records_it(tmp_path, capsys):
-    """The break: "Re-record it with: re-record it with --snapshot-update"."""
+    """The break: "Re-record it with: re-record it with --lm-probes-snapshot-update"."""
     a = _set(tmp_path, "a", "tiny-mistral")
     (a / "tiny-mistral" / "cpu.json").write_text('{"format": 1, "obs', encoding="utf-8")
     code, _, err = _diff(capsys, str(a), str(COMMITTED), "--html", str(tmp_path / "d.html"))
-    assert code == sets.BAD_INPUT and "re-record it with --snapshot-update" not in err
+    assert code == sets.BAD_INPUT and "re-record it with --lm-probes-snapshot-update" not in err
     assert (
-        "Re-record it with: pytest tests/behaviour/test_snapshot.py --card tiny-mistral --snapshot-update "
-        f"--snapshot-dir {a}" in err
+        "Re-record it with: pytest tests/behaviour/test_snapshot.py --lm-probes-card tiny-mistral "
+        "--lm-probes-snapshot-update "
+        f"--lm-probes-snapshot-dir {a}" in err
     )
 
 
@@ -262,7 +263,10 @@ def test_a_section_of_another_shape_is_named_with_its_file_and_exits_4(tmp_path,
     assert code == sets.BAD_INPUT, out + err
     assert "Traceback" not in err and str(path) in err
     assert "section 'generation' does not hold what lm-probes records there" in err
-    assert "Re-record it with: pytest tests/behaviour/test_snapshot.py --card tiny-mistral --snapshot-update" in err
+    assert (
+        "Re-record it with: pytest tests/behaviour/test_snapshot.py --lm-probes-card tiny-mistral "
+        "--lm-probes-snapshot-update" in err
+    )
 
     same_shape = _set(tmp_path, "same-shape", "tiny-mistral")
     path = same_shape / "tiny-mistral" / "cpu.json"

@@ -159,7 +159,9 @@ def test_a_drafted_card_passes_the_suite_unchanged_and_an_edited_config_fails_it
     assert drafted.has_expectation("next_token.top1") and drafted.has_expectation("tasks.knowledge")
     assert (snapshots / "drafted-tiny" / "cpu.json").is_file()
 
-    passed = run_suite("tests/behaviour", "--card", str(card_file), "--snapshot-dir", str(snapshots))
+    passed = run_suite(
+        "tests/behaviour", "--lm-probes-card", str(card_file), "--lm-probes-snapshot-dir", str(snapshots)
+    )
     assert passed.returncode == 0, passed.stdout[-3000:]
     counts = re.search(r"(\d+) passed.*?(\d+) xfailed", passed.stdout)
     assert counts and int(counts.group(1)) > 50, passed.stdout[-500:]
@@ -169,7 +171,13 @@ def test_a_drafted_card_passes_the_suite_unchanged_and_an_edited_config_fails_it
     torch.set_num_threads(2 if threads == 1 else 1)
     try:
         harmless = run_suite(
-            "tests/behaviour", "--card", str(card_file), "--snapshot-dir", str(snapshots), "-k", BREAK_SELECTION
+            "tests/behaviour",
+            "--lm-probes-card",
+            str(card_file),
+            "--lm-probes-snapshot-dir",
+            str(snapshots),
+            "-k",
+            BREAK_SELECTION,
         )
     finally:
         torch.set_num_threads(threads)
@@ -181,7 +189,13 @@ def test_a_drafted_card_passes_the_suite_unchanged_and_an_edited_config_fails_it
     assert "  seed: 1\n" in text
     edited.write_text(text, encoding="utf-8")
     failed = run_suite(
-        "tests/behaviour", "--card", str(edited), "--snapshot-dir", str(snapshots), "-k", BREAK_SELECTION
+        "tests/behaviour",
+        "--lm-probes-card",
+        str(edited),
+        "--lm-probes-snapshot-dir",
+        str(snapshots),
+        "-k",
+        BREAK_SELECTION,
     )
     assert failed.returncode == 1, failed.stdout[-3000:]
     assert "field expect.next_token.top1" in failed.stdout, failed.stdout[-3000:]
@@ -200,7 +214,9 @@ def test_a_drafted_tokenizer_card_passes_its_checks(tmp_path, run_suite, capsys)
     assert code == 0, capsys.readouterr().err
     drafted = load_card(card_file)
     assert set(drafted.written_expect) == {"tokenizer"} and not drafted.has_model
-    result = run_suite("tests/behaviour", "--card", str(card_file), "--snapshot-dir", str(snapshots))
+    result = run_suite(
+        "tests/behaviour", "--lm-probes-card", str(card_file), "--lm-probes-snapshot-dir", str(snapshots)
+    )
     assert result.returncode == 0, result.stdout[-3000:]
     assert re.search(r"[3-9]\d passed", result.stdout), result.stdout[-500:]
 

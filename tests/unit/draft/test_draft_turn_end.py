@@ -85,7 +85,7 @@ def test_draft_card_with_the_flag_records_the_turn_end_defect_as_a_strict_xfail(
     assert entry.test == TURN_END_TEST and entry.case is None
     assert entry.reason.startswith("the template ends an assistant turn with '<|im_end|>' (id 2)")
     assert ACCEPT_FLAG in entry.reason
-    reported = run_suite("tests/behaviour", "--card", str(card_file), "-k", TURN_END_TEST)
+    reported = run_suite("tests/behaviour", "--lm-probes-card", str(card_file), "-k", TURN_END_TEST)
     assert reported.returncode == 0 and "1 xfailed" in reported.stdout, reported.stdout[-2000:]
 
 

@@ -148,13 +148,13 @@ def test_a_section_and_a_source_from_a_plugin_are_recorded_and_a_change_in_the_s
         "tests/behaviour/test_snapshot.py",
         "-p",
         plugin,
-        "--cards-dir",
+        "--lm-probes-cards-dir",
         str(cards),
-        "--snapshot-dir",
+        "--lm-probes-snapshot-dir",
         str(snapshots),
     ]
-    both = ["--card", "user-tokenizer", "--card", "user-lenient"]
-    recorded = run_suite(*args, *both, "--snapshot-update")
+    both = ["--lm-probes-card", "user-tokenizer", "--lm-probes-card", "user-lenient"]
+    recorded = run_suite(*args, *both, "--lm-probes-snapshot-update")
     assert recorded.returncode == 0, recorded.stdout[-3000:]
     observed = json.loads((snapshots / "user-tokenizer" / "cpu.json").read_text(encoding="utf-8"))["observed"]
     assert observed["vocab_head"]["pieces"][:3] == ["<unk>", "<s>", "</s>"]  # the Mistral tokenizer's
@@ -170,7 +170,7 @@ def test_a_section_and_a_source_from_a_plugin_are_recorded_and_a_change_in_the_s
     current = {name: value for name, value in observed.items() if name != "vocab_head"}
     (unread,) = compare(observed, current)
     assert unread.severity == "warning" and "no registered section reads 'vocab_head'" in unread.message
-    without = run_suite(*args[:1], *args[3:], "--card", "user-tokenizer")
+    without = run_suite(*args[:1], *args[3:], "--lm-probes-card", "user-tokenizer")
     assert without.returncode == 4
     assert (
         "tokenizer.source: 'sentencepiece-file' is not one of mistral-common, hf, model"
@@ -179,7 +179,7 @@ def test_a_section_and_a_source_from_a_plugin_are_recorded_and_a_change_in_the_s
 
 
 def test_an_engine_from_a_plugin_is_what_serve_starts(run_suite, plugin, tmp_path, monkeypatch):
-    """A served card that names the plugin's engine: --serve starts it (its log shows the
+    """A served card that names the plugin's engine: --lm-probes-serve starts it (its log shows the
     card's model folder, name and arguments) and stops it at the end of the session."""
     cards = tmp_path / "cards"
     cards.mkdir()
@@ -202,7 +202,7 @@ def test_an_engine_from_a_plugin_is_what_serve_starts(run_suite, plugin, tmp_pat
     monkeypatch.setattr(engines.server.RunningServer, "start", recorded_start)
     run = run_suite(
         "tests/behaviour/test_parity.py", "-p", plugin, "-m", "served", "-k", "defaults_are_the_cards",
-        "--cards-dir", str(cards), "--card", "tiny-stub", "--serve",
+        "--lm-probes-cards-dir", str(cards), "--lm-probes-card", "tiny-stub", "--lm-probes-serve",
     )  # fmt: skip
     assert len(started) == 1, run.stdout[-3000:]
     log = started[0].log.read_text(encoding="utf-8")
@@ -273,7 +273,7 @@ def test_a_tolerance_name_another_section_uses_is_refused():
 
 
 def test_a_plugin_model_source_without_its_files_is_one_message_where_they_are_needed(tmp_path):
-    """`tokenizer: {source: model}` and --serve read the model's folder: a plugin's source
+    """`tokenizer: {source: model}` and --lm-probes-serve read the model's folder: a plugin's source
     without folder() is said as a load error, not an AttributeError."""
     from typing import Literal
 
@@ -294,7 +294,7 @@ def test_a_plugin_model_source_without_its_files_is_one_message_where_they_are_n
         subject = Subject(load_card(path))
         with pytest.raises(SubjectLoadError, match=r"tokenizer: \{source: model\} needs the model's files, and source"):
             subject.tokenizer
-        with pytest.raises(SubjectLoadError, match=r"a server \(--serve\) needs the model's files"):
+        with pytest.raises(SubjectLoadError, match=r"a server \(--lm-probes-serve\) needs the model's files"):
             subject.model_folder()
     finally:
         unregister_source(Opaque)

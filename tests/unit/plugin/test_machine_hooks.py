@@ -34,9 +34,15 @@ def _plugin(tmp_path, monkeypatch, name, source):
 
 def test_a_machine_class_hook_names_the_snapshot_recorded_and_compared(run_suite, tmp_path, monkeypatch):
     snapshots = tmp_path / "snapshots"
-    args = ["tests/behaviour/test_snapshot.py", "--card", "mistral-tokenizer", "--snapshot-dir", str(snapshots)]
+    args = [
+        "tests/behaviour/test_snapshot.py",
+        "--lm-probes-card",
+        "mistral-tokenizer",
+        "--lm-probes-snapshot-dir",
+        str(snapshots),
+    ]
     plugin = _plugin(tmp_path, monkeypatch, "fleet_plugin", FLEET)
-    assert run_suite(*args, *plugin, "--snapshot-update").returncode == 0
+    assert run_suite(*args, *plugin, "--lm-probes-snapshot-update").returncode == 0
     assert [p.name for p in (snapshots / "mistral-tokenizer").iterdir()] == ["our-fleet.json"]
     compared = run_suite(*args, *plugin, "-rA")
     assert compared.returncode == 0 and "1 passed" in compared.stdout
@@ -55,7 +61,13 @@ def test_a_compare_with_hook_picks_the_recorded_class_an_unrecorded_machine_is_c
     shipped["observed"]["tokenizer"]["bos_token_id"] = 7  # the chosen class differs, the nearest would not
     (snapshots / "chosen.json").write_text(json.dumps(shipped), encoding="utf-8")
     shutil.copy(SNAPSHOT_DIR / "mistral-tokenizer" / "cpu.json", snapshots / "cpu-similar.json")
-    args = ["tests/behaviour/test_snapshot.py", "--card", "mistral-tokenizer", "--snapshot-dir", str(snapshots.parent)]
+    args = [
+        "tests/behaviour/test_snapshot.py",
+        "--lm-probes-card",
+        "mistral-tokenizer",
+        "--lm-probes-snapshot-dir",
+        str(snapshots.parent),
+    ]
     chosen = run_suite(*args, *_plugin(tmp_path, monkeypatch, "chooser_plugin", CHOOSER))
     assert chosen.returncode == 1 and "bos_token_id" in chosen.stdout  # compared with "chosen", as the hook said
     import chooser_plugin  # noqa: E402 (put on the path by _plugin)

@@ -30,9 +30,9 @@ def modified_tokenizer(tmp_path):
 def test_modified_tokenizer_fails_the_affected_tests_with_clear_messages(run_suite, tmp_path, modified_tokenizer):
     result = run_suite(
         "tests/behaviour/test_tokenizer.py",
-        "--card",
+        "--lm-probes-card",
         "mistral-tokenizer",
-        "--model",
+        "--lm-probes-model",
         str(modified_tokenizer),
     )
     out = result.stdout
@@ -47,7 +47,7 @@ def test_modified_tokenizer_fails_the_affected_tests_with_clear_messages(run_sui
         in out
     )
     assert "expected: True" in out and "obtained: False" in out
-    assert f"model loaded from --model {modified_tokenizer}" in out
+    assert f"model loaded from --lm-probes-model {modified_tokenizer}" in out
     assert "FAILED tests/behaviour/test_tokenizer.py::test_encode[mistral-tokenizer-english]" in out
     assert (
         "FAILED tests/behaviour/test_tokenizer.py::test_duplicate_bos_detected[mistral-tokenizer-knowledge-prompt]"
@@ -85,10 +85,10 @@ def test_default_run_deselects_gpu_cards(run_suite):
 @pytest.mark.parametrize(
     "args, messages",
     [
-        (["--card", "smolm2"], ["Unknown card 'smolm2'. Did you mean smollm2-135m-instruct?"]),
-        (["--model", "org/model"], ["replaces the model of exactly one card", "Add --card NAME"]),
-        (["--card", "tiny-mistral", "--model", "{tmp}/nowhere"], ["no such folder"]),
-        (["--device", "gpu0"], ["--device 'gpu0': use auto, cpu, cuda, cuda:N or mps"]),
+        (["--lm-probes-card", "smolm2"], ["Unknown card 'smolm2'. Did you mean smollm2-135m-instruct?"]),
+        (["--lm-probes-model", "org/model"], ["replaces the model of exactly one card", "Add --lm-probes-card NAME"]),
+        (["--lm-probes-card", "tiny-mistral", "--lm-probes-model", "{tmp}/nowhere"], ["no such folder"]),
+        (["--lm-probes-device", "gpu0"], ["--lm-probes-device 'gpu0': use auto, cpu, cuda, cuda:N or mps"]),
     ],
     ids=["unknown-card", "model-needs-one-card", "missing-model-folder", "bad-device"],
 )
@@ -102,9 +102,9 @@ def test_usage_errors_exit_4_with_a_message(run_suite, tmp_path, args, messages)
 def test_unloadable_model_stops_the_session_with_one_message(run_suite):
     result = run_suite(
         "tests/behaviour",
-        "--card",
+        "--lm-probes-card",
         "smollm2-135m-instruct",
-        "--model",
+        "--lm-probes-model",
         "no-such-org/no-such-model",
         env={"HF_HUB_OFFLINE": "1"},
     )
@@ -123,9 +123,9 @@ def test_unloadable_model_under_two_workers_stops_the_session_with_the_message(r
         "tests/behaviour/test_model.py",
         "-n",
         "1",
-        "--card",
+        "--lm-probes-card",
         "smollm2-135m-instruct",
-        "--model",
+        "--lm-probes-model",
         "no-such-org/no-such-model",
         env={"HF_HUB_OFFLINE": "1"},
     )
@@ -143,7 +143,7 @@ def test_list_cards_from_the_command_line():
     plugin through its pytest11 entry point and the options from pyproject.toml, as a
     user's shell would."""
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--list-cards"],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--lm-probes-list-cards"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -171,7 +171,7 @@ def pytest_sessionfinish(session):
     [
         ((), False),  # another project's tests: the plugin stays idle
         (("-n", "2"), False),  # the same under pytest-xdist (the controller and the workers)
-        (("--card", "mistral-tokenizer"), True),  # asked for by an option: cards read, torch for the report
+        (("--lm-probes-card", "mistral-tokenizer"), True),  # asked for by an option: cards read, torch for the report
     ],
     ids=["plain", "xdist", "an-option"],
 )

@@ -16,17 +16,21 @@ from lm_probes.paths import REPO_ROOT
 
 
 def test_options_work_without_a_test_path_from_any_directory(run_suite, tmp_path, monkeypatch):
-    """The plugin is a pytest11 entry point, so --card and --model are known before pytest
-    reads the command line: `pytest --card X --model /abs/folder` used to fail with
+    """The plugin is a pytest11 entry point, so --lm-probes-card and --lm-probes-model are known before pytest
+    reads the command line: `pytest --lm-probes-card X --lm-probes-model /abs/folder` used to fail with
     "unrecognized arguments" (the folder was taken for a test path, and the plugin was
     only loaded from the conftest.py beside the tests)."""
     folder = tmp_path / "model"
     folder.mkdir()
-    result = run_suite("--card", "smollm2-135m-instruct", "--model", str(folder), "--collect-only", "-q")
+    result = run_suite(
+        "--lm-probes-card", "smollm2-135m-instruct", "--lm-probes-model", str(folder), "--collect-only", "-q"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "test_next_token_top1[smollm2-135m-instruct]" in result.stdout
     monkeypatch.chdir(tmp_path)  # elsewhere: nothing to collect, but the options are known
-    elsewhere = run_suite("--card", "smollm2-135m-instruct", "--model", str(folder), "--collect-only", "-q")
+    elsewhere = run_suite(
+        "--lm-probes-card", "smollm2-135m-instruct", "--lm-probes-model", str(folder), "--collect-only", "-q"
+    )
     assert elsewhere.returncode == pytest.ExitCode.NO_TESTS_COLLECTED, elsewhere.stdout + elsewhere.stderr
     assert "unrecognized arguments" not in elsewhere.stderr
 
@@ -37,10 +41,10 @@ def test_an_expects_path_the_schema_does_not_know_is_a_collection_error(run_suit
     test_file = tmp_path / "test_misspelt.py"
     test_file.write_text(
         "import pytest\n\n\n@pytest.mark.observation('T4', expects='tokenizer.vocab_sise')\n"
-        "def test_vocab(subject):\n    pass\n",
+        "def test_vocab(lm_probes_subject):\n    pass\n",
         encoding="utf-8",
     )
-    result = run_suite(str(test_file), "--card", "mistral-tokenizer")
+    result = run_suite(str(test_file), "--lm-probes-card", "mistral-tokenizer")
     assert result.returncode == pytest.ExitCode.INTERRUPTED, result.stdout
     assert "ERROR collecting" in result.stdout
     assert "'tokenizer.vocab_sise' is not a field of the card schema" in result.stdout
@@ -62,9 +66,9 @@ def test_a_card_with_only_the_bos_off_substrings_runs_the_continuation_check(run
         "tests/behaviour/test_decoding.py",
         "-k",
         "continuation_contains",
-        "--card",
+        "--lm-probes-card",
         str(tmp_path / "tiny-holds.yaml"),
-        "--card",
+        "--lm-probes-card",
         str(tmp_path / "tiny-lacks.yaml"),
     )
     assert "1 failed, 1 passed" in result.stdout, result.stdout
@@ -77,11 +81,11 @@ def test_cards_dir_option_lists_the_users_cards_with_the_shipped_ones(run_suite,
     (tmp_path / "cards" / "my-card.yaml").write_text(
         "name: my-card\ndescription: my own card\ntokenizer:\n  source: mistral-common\n", encoding="utf-8"
     )
-    listed = run_suite("--cards-dir", str(tmp_path / "cards"), "--list-cards")
+    listed = run_suite("--lm-probes-cards-dir", str(tmp_path / "cards"), "--lm-probes-list-cards")
     assert listed.returncode == 0, listed.stdout + listed.stderr
     assert "my-card: my own card" in listed.stdout and "tiny-mistral:" in listed.stdout
     assert f"(cards live in {tmp_path / 'cards'}, " in listed.stdout
-    missing = run_suite("--cards-dir", str(tmp_path / "nowhere"), "--list-cards")
+    missing = run_suite("--lm-probes-cards-dir", str(tmp_path / "nowhere"), "--lm-probes-list-cards")
     assert missing.returncode == pytest.ExitCode.USAGE_ERROR
     assert f"cards folder {tmp_path / 'nowhere'}: no such folder" in missing.stderr
 
@@ -92,18 +96,18 @@ def test_cards_dir_option_lists_the_users_cards_with_the_shipped_ones(run_suite,
 def test_a_card_whose_files_cannot_load_fails_its_own_tests_while_the_others_run(run_suite, tmp_path):
     """A user's card whose GGUF is not where it says: its tests error at setup with the
     message, the shipped tokenizer card's tests still pass, exit 1 (not the session-stopping
-    exit 4, kept for usage errors such as a --model that cannot load)."""
+    exit 4, kept for usage errors such as a --lm-probes-model that cannot load)."""
     card = yaml.safe_load((REPO_ROOT / "fixtures" / "cards" / "smollm2-135m-instruct.yaml").read_text(encoding="utf-8"))
     card["name"] = "moved-smol"
     card["model"]["file"] = "Moved.Q8_0.gguf"
     (tmp_path / "moved-smol.yaml").write_text(yaml.safe_dump(card, allow_unicode=True), encoding="utf-8")
     result = run_suite(
         "tests/behaviour/test_tokenizer.py",
-        "--cards-dir",
+        "--lm-probes-cards-dir",
         str(tmp_path),
-        "--card",
+        "--lm-probes-card",
         "moved-smol",
-        "--card",
+        "--lm-probes-card",
         "mistral-tokenizer",
         "-k",
         "vocab_size or test_bos_token",
@@ -123,7 +127,14 @@ def test_an_opt_in_card_runs_only_with_m_slow(run_suite, tmp_path):
     (tmp_path / "slow-tok.yaml").write_text(
         tokenizer_card.replace("name: mistral-tokenizer\n", "name: slow-tok\nmarks: [slow]\n", 1), encoding="utf-8"
     )
-    args = ("tests/behaviour/test_tokenizer.py", "--cards-dir", str(tmp_path), "--card", "slow-tok", "--collect-only")
+    args = (
+        "tests/behaviour/test_tokenizer.py",
+        "--lm-probes-cards-dir",
+        str(tmp_path),
+        "--lm-probes-card",
+        "slow-tok",
+        "--collect-only",
+    )
     default = run_suite(*args, "-q")
     assert "test_vocab_size[slow-tok]" not in default.stdout and "deselected" in default.stdout, default.stdout
     opted_in = run_suite(*args, "-q", "-m", "slow")

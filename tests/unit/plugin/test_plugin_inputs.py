@@ -34,7 +34,7 @@ def _card(folder: Path, name: str) -> Path:
 def test_list_cards_marks_an_undecodable_card_invalid_and_lists_the_rest(run_suite, tmp_path):
     (tmp_path / "latin.yaml").write_bytes(b"name: latin\ndescription: caf\xe9\ntokenizer: {source: mistral-common}\n")
     (tmp_path / "folder.yaml").mkdir()
-    listed = run_suite("--cards-dir", str(tmp_path), "--list-cards")
+    listed = run_suite("--lm-probes-cards-dir", str(tmp_path), "--lm-probes-list-cards")
     assert listed.returncode == 0, listed.stdout + listed.stderr
     assert f"latin: INVALID: card file {tmp_path / 'latin.yaml'} is not UTF-8 text" in listed.stdout
     assert "folder: INVALID: card file" in listed.stdout and "is a folder" in listed.stdout
@@ -43,10 +43,10 @@ def test_list_cards_marks_an_undecodable_card_invalid_and_lists_the_rest(run_sui
 
 def test_selecting_an_undecodable_card_refuses_it_alone(run_suite, tmp_path):
     (tmp_path / "latin.yaml").write_bytes(b"name: latin\ndescription: caf\xe9\n")
-    refused = run_suite("--cards-dir", str(tmp_path), "--card", "latin", *COLLECT)
+    refused = run_suite("--lm-probes-cards-dir", str(tmp_path), "--lm-probes-card", "latin", *COLLECT)
     assert refused.returncode == USAGE_ERROR, refused.stdout + refused.stderr
     assert "latin.yaml is not UTF-8 text" in refused.stderr and "INTERNALERROR" not in refused.stdout
-    other = run_suite("--cards-dir", str(tmp_path), "--card", "mistral-tokenizer", *COLLECT)
+    other = run_suite("--lm-probes-cards-dir", str(tmp_path), "--lm-probes-card", "mistral-tokenizer", *COLLECT)
     assert other.returncode == 0, other.stdout + other.stderr  # the folder's other cards still run
 
 
@@ -55,15 +55,20 @@ def test_selecting_an_undecodable_card_refuses_it_alone(run_suite, tmp_path):
 
 def test_one_name_in_two_cards_folders_is_a_usage_error_naming_both(run_suite, tmp_path):
     first, second = _card(tmp_path / "a", "dup"), _card(tmp_path / "b", "dup")
-    args = ("--cards-dir", str(first.parent), "--cards-dir", str(second.parent))
-    for run in (run_suite(*args, "--card", "dup", *COLLECT), run_suite(*args, "--list-cards")):
+    args = ("--lm-probes-cards-dir", str(first.parent), "--lm-probes-cards-dir", str(second.parent))
+    for run in (run_suite(*args, "--lm-probes-card", "dup", *COLLECT), run_suite(*args, "--lm-probes-list-cards")):
         assert run.returncode == USAGE_ERROR, run.stdout + run.stderr
         assert f"two cards named 'dup': {first} and {second}" in run.stderr
 
 
 def test_the_same_card_selected_twice_runs_once(run_suite):
     twice = run_suite(
-        "--card", "mistral-tokenizer", "--card", "mistral-tokenizer", "--card", "fixtures/cards/mistral-tokenizer.yaml",
+        "--lm-probes-card",
+        "mistral-tokenizer",
+        "--lm-probes-card",
+        "mistral-tokenizer",
+        "--lm-probes-card",
+        "fixtures/cards/mistral-tokenizer.yaml",
         *COLLECT,
     )  # fmt: skip
     assert twice.returncode == 0, twice.stdout + twice.stderr
@@ -73,32 +78,42 @@ def test_the_same_card_selected_twice_runs_once(run_suite):
 def test_two_files_of_one_card_name_selected_are_refused(run_suite, tmp_path):
     """The harmless side of running once: two different files are not the same card."""
     other = _card(tmp_path, "mistral-tokenizer")
-    run = run_suite("--card", "mistral-tokenizer", "--card", str(other), *COLLECT)
+    run = run_suite("--lm-probes-card", "mistral-tokenizer", "--lm-probes-card", str(other), *COLLECT)
     assert run.returncode == USAGE_ERROR
     assert "two cards named 'mistral-tokenizer' are selected" in run.stderr and str(other) in run.stderr
 
 
-# ------------------------------------------------- --model and the card's own baseline
+# ------------------------------------------------- --lm-probes-model and the card's own baseline
 
 
 def test_model_with_snapshot_update_is_refused_without_a_snapshot_dir_of_its_own(run_suite, tmp_path):
     from lm_probes.paths import SNAPSHOT_DIR
 
-    base = ("--card", "mistral-tokenizer", "--model", str(tmp_path), "--snapshot-update", *COLLECT)
-    for extra in ((), ("--snapshot-dir", str(SNAPSHOT_DIR))):
+    base = (
+        "--lm-probes-card",
+        "mistral-tokenizer",
+        "--lm-probes-model",
+        str(tmp_path),
+        "--lm-probes-snapshot-update",
+        *COLLECT,
+    )
+    for extra in ((), ("--lm-probes-snapshot-dir", str(SNAPSHOT_DIR))):
         run = run_suite(*base, *extra)
         assert run.returncode == USAGE_ERROR, run.stdout + run.stderr
-        assert f"--model {tmp_path} with --snapshot-update would overwrite the card's own snapshot" in run.stderr
-        assert "Pass --snapshot-dir DIR" in run.stderr
+        assert (
+            f"--lm-probes-model {tmp_path} with --lm-probes-snapshot-update would overwrite the card's own snapshot"
+            in run.stderr
+        )
+        assert "Pass --lm-probes-snapshot-dir DIR" in run.stderr
 
 
 def test_model_with_snapshot_update_into_another_folder_and_a_plain_update_are_accepted(run_suite, tmp_path):
     elsewhere = run_suite(
-        "--card", "mistral-tokenizer", "--model", str(tmp_path), "--snapshot-update",
-        "--snapshot-dir", str(tmp_path / "other-build"), *COLLECT,
+        "--lm-probes-card", "mistral-tokenizer", "--lm-probes-model", str(tmp_path), "--lm-probes-snapshot-update",
+        "--lm-probes-snapshot-dir", str(tmp_path / "other-build"), *COLLECT,
     )  # fmt: skip
     assert elsewhere.returncode == 0, elsewhere.stdout + elsewhere.stderr
-    plain = run_suite("--card", "mistral-tokenizer", "--snapshot-update", *COLLECT)
+    plain = run_suite("--lm-probes-card", "mistral-tokenizer", "--lm-probes-snapshot-update", *COLLECT)
     assert plain.returncode == 0, plain.stdout + plain.stderr
     assert not (tmp_path / "other-build").exists()  # checked, not created
 
@@ -108,41 +123,53 @@ def test_model_with_snapshot_update_into_another_folder_and_a_plain_update_are_a
 
 def test_a_snapshot_dir_that_is_a_file_is_a_usage_error(run_suite, tmp_path):
     (tmp_path / "file").write_text("x", encoding="utf-8")
-    run = run_suite("--card", "mistral-tokenizer", "--snapshot-dir", str(tmp_path / "file"), *COLLECT)
+    run = run_suite(
+        "--lm-probes-card", "mistral-tokenizer", "--lm-probes-snapshot-dir", str(tmp_path / "file"), *COLLECT
+    )
     assert run.returncode == USAGE_ERROR
-    assert f"--snapshot-dir {tmp_path / 'file'}: is a file, not a folder" in run.stderr
+    assert f"--lm-probes-snapshot-dir {tmp_path / 'file'}: is a file, not a folder" in run.stderr
 
 
 def test_a_snapshot_dir_that_cannot_be_written_is_refused_with_snapshot_update(run_suite, tmp_path):
     """A folder under a regular file cannot be made, as root too (chmod would not stop root)."""
     (tmp_path / "file").write_text("x", encoding="utf-8")
     under = tmp_path / "file" / "snaps"
-    run = run_suite("--card", "mistral-tokenizer", "--snapshot-update", "--snapshot-dir", str(under), *COLLECT)
+    run = run_suite(
+        "--lm-probes-card",
+        "mistral-tokenizer",
+        "--lm-probes-snapshot-update",
+        "--lm-probes-snapshot-dir",
+        str(under),
+        *COLLECT,
+    )
     assert run.returncode == USAGE_ERROR
-    assert f"--snapshot-dir {under}: --snapshot-update cannot write there ({tmp_path / 'file'} is a file" in run.stderr
-    readonly = run_suite("--card", "mistral-tokenizer", "--snapshot-dir", str(under), *COLLECT)
+    assert (
+        f"--lm-probes-snapshot-dir {under}: --lm-probes-snapshot-update cannot write there ({tmp_path / 'file'} "
+        "is a file" in run.stderr
+    )
+    readonly = run_suite("--lm-probes-card", "mistral-tokenizer", "--lm-probes-snapshot-dir", str(under), *COLLECT)
     assert readonly.returncode == 0, readonly.stderr  # only read: a missing folder is a missing snapshot
 
 
 def test_a_read_only_snapshot_dir_is_refused_for_an_update(tmp_path, monkeypatch):
     """Read-only as os.access reports it (running as root, chmod does not make a folder
     read-only, so the answer is given here); a writable one, new or not, passes."""
-    checks.check_snapshot_dir(str(tmp_path / "new" / "folder"), update=True)
+    checks.check_snapshot_dir(str(tmp_path / "new" / "folder"), tmp_path / "new" / "folder", update=True)
     monkeypatch.setattr(checks.os, "access", lambda path, mode: Path(path) != tmp_path)
     with pytest.raises(pytest.UsageError, match=rf"cannot write there \({tmp_path} is read-only here\)"):
-        checks.check_snapshot_dir(str(tmp_path), update=True)
-    checks.check_snapshot_dir(str(tmp_path), update=False)  # reading needs no write access
+        checks.check_snapshot_dir(str(tmp_path), tmp_path, update=True)
+    checks.check_snapshot_dir(str(tmp_path), tmp_path, update=False)  # reading needs no write access
 
 
 def test_an_html_path_that_cannot_be_written_is_a_usage_error_up_front(run_suite, tmp_path):
     (tmp_path / "file").write_text("x", encoding="utf-8")
     under = tmp_path / "file" / "report.html"
-    run = run_suite("--card", "mistral-tokenizer", f"--html={under}", *COLLECT)
+    run = run_suite("--lm-probes-card", "mistral-tokenizer", f"--html={under}", *COLLECT)
     assert run.returncode == USAGE_ERROR, run.stdout + run.stderr
     assert f"--html {under}: the report cannot be written ({tmp_path / 'file'} is a file" in run.stderr
-    folder = run_suite("--card", "mistral-tokenizer", f"--html={tmp_path}", *COLLECT)
+    folder = run_suite("--lm-probes-card", "mistral-tokenizer", f"--html={tmp_path}", *COLLECT)
     assert folder.returncode == USAGE_ERROR and f"--html {tmp_path}: is a folder" in folder.stderr
-    new = run_suite("--card", "mistral-tokenizer", f"--html={tmp_path / 'new' / 'report.html'}", *COLLECT)
+    new = run_suite("--lm-probes-card", "mistral-tokenizer", f"--html={tmp_path / 'new' / 'report.html'}", *COLLECT)
     assert new.returncode == 0, new.stderr  # a folder pytest-html makes is fine
 
 
@@ -153,14 +180,14 @@ def test_a_read_only_html_folder_is_refused(tmp_path, monkeypatch):
         checks.check_html_path(str(tmp_path / "report.html"))
 
 
-# ---------------------------------------------------------------------- --seed
+# ---------------------------------------------------------------------- --lm-probes-seed
 
 
 def test_a_seed_past_what_the_sampling_probes_take_is_refused(run_suite):
-    run = run_suite("--seed", str(2**64), *COLLECT)
+    run = run_suite("--lm-probes-seed", str(2**64), *COLLECT)
     assert run.returncode == USAGE_ERROR
-    assert f"--seed {2**64}: past the largest seed the sampling probes can use ({MAX_SEED}" in run.stderr
-    largest = run_suite("--seed", str(MAX_SEED), "--card", "mistral-tokenizer", *COLLECT)
+    assert f"--lm-probes-seed {2**64}: past the largest seed the sampling probes can use ({MAX_SEED}" in run.stderr
+    largest = run_suite("--lm-probes-seed", str(MAX_SEED), "--lm-probes-card", "mistral-tokenizer", *COLLECT)
     assert largest.returncode == 0, largest.stderr
 
 
@@ -177,23 +204,27 @@ def test_the_largest_seed_is_one_every_consumer_takes():
     assert (MAX_SEED + 1) * SAMPLED_DRAWS + SAMPLED_DRAWS - 1 > 2**63 - 1  # the bound is the largest
 
 
-# -------------------------------------------------------------------- --model
+# -------------------------------------------------------------------- --lm-probes-model
 
 
 def test_model_as_a_gguf_file_is_accepted_and_another_file_is_refused(run_suite, tmp_path):
     gguf = tmp_path / "weights.gguf"
     gguf.write_bytes(b"GGUF" + bytes(20))
-    accepted = run_suite("--card", "mistral-tokenizer", "--model", str(gguf), *COLLECT)
+    accepted = run_suite("--lm-probes-card", "mistral-tokenizer", "--lm-probes-model", str(gguf), *COLLECT)
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
     (tmp_path / "notes.txt").write_text("x", encoding="utf-8")
-    text = run_suite("--card", "mistral-tokenizer", "--model", str(tmp_path / "notes.txt"), *COLLECT)
+    text = run_suite(
+        "--lm-probes-card", "mistral-tokenizer", "--lm-probes-model", str(tmp_path / "notes.txt"), *COLLECT
+    )
     assert text.returncode == USAGE_ERROR and "is a file, not a folder" in text.stderr
     (tmp_path / "fake.gguf").write_bytes(b"<html>")
-    fake = run_suite("--card", "mistral-tokenizer", "--model", str(tmp_path / "fake.gguf"), *COLLECT)
+    fake = run_suite(
+        "--lm-probes-card", "mistral-tokenizer", "--lm-probes-model", str(tmp_path / "fake.gguf"), *COLLECT
+    )
     assert fake.returncode == USAGE_ERROR and "is not a GGUF file" in fake.stderr
 
 
-# ------------------------------------------------------------------- --endpoint
+# ------------------------------------------------------------------- --lm-probes-endpoint
 
 
 def _free_port() -> int:
@@ -212,16 +243,16 @@ def _free_port() -> int:
     ],
 )
 def test_an_endpoint_of_the_wrong_form_is_a_usage_error(run_suite, url, message):
-    run = run_suite("--endpoint", url, *COLLECT)
+    run = run_suite("--lm-probes-endpoint", url, *COLLECT)
     assert run.returncode == USAGE_ERROR
-    assert f"--endpoint {url}: {message}" in run.stderr
+    assert f"--lm-probes-endpoint {url}: {message}" in run.stderr
 
 
 def test_an_endpoint_where_nothing_answers_is_refused_before_the_served_tests(run_suite):
     url = f"http://127.0.0.1:{_free_port()}"
-    run = run_suite("--endpoint", url, *COLLECT)
+    run = run_suite("--lm-probes-endpoint", url, *COLLECT)
     assert run.returncode == USAGE_ERROR
-    assert f"--endpoint {url}: nothing answered {url}/v1/models within 3 s" in run.stderr
+    assert f"--lm-probes-endpoint {url}: nothing answered {url}/v1/models within 3 s" in run.stderr
 
 
 def test_an_endpoint_that_listens_but_never_answers_is_refused_after_the_short_timeout(monkeypatch):
@@ -249,7 +280,7 @@ def test_an_endpoint_that_answers_anything_is_accepted(run_suite):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        run = run_suite("--endpoint", f"http://127.0.0.1:{server.server_address[1]}/", *COLLECT)
+        run = run_suite("--lm-probes-endpoint", f"http://127.0.0.1:{server.server_address[1]}/", *COLLECT)
     finally:
         server.shutdown()
         server.server_close()

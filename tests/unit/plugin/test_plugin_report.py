@@ -21,9 +21,9 @@ def test_report_is_self_contained_with_environment_and_token_table(run_suite, tm
     result = run_suite(
         "tests/behaviour/test_tokenizer.py",
         "tests/behaviour/test_model.py",
-        "--card",
+        "--lm-probes-card",
         "mistral-tokenizer",
-        "--card",
+        "--lm-probes-card",
         "tiny-mistral",
     )
     assert result.returncode == 0, result.stdout
@@ -49,7 +49,7 @@ def test_wrong_expectation_in_a_model_card_names_card_field_expected_obtained(ru
     card_file.write_text(
         original.replace("embedding_shape: [32000, 64]", "embedding_shape: [32000, 4096]"), encoding="utf-8"
     )
-    result = run_suite("tests/behaviour/test_model.py", "--card", str(card_file), "-k", "embedding")
+    result = run_suite("tests/behaviour/test_model.py", "--lm-probes-card", str(card_file), "-k", "embedding")
     out = result.stdout
     assert result.returncode == 1, out
     assert "FAILED tests/behaviour/test_model.py::test_embedding_shape[tiny-mistral]" in out
@@ -89,11 +89,11 @@ def test_report_shows_the_figures_and_texts_of_every_model_subject_run_by_two_wo
     selection = (
         "tests/behaviour",
         "-v",
-        "--card",
+        "--lm-probes-card",
         str(tmp_path / "tiny-mistral.yaml"),
-        "--card",
+        "--lm-probes-card",
         str(tmp_path / "tiny-mistral-tok.yaml"),
-        "--snapshot-dir",
+        "--lm-probes-snapshot-dir",
         str(snapshots.parent),
         "-k",
         "top_next_token or own_temperature or vocab_table or (matches_snapshot and tok) "
@@ -154,7 +154,7 @@ def test_benchmarks_save_json_compare_with_a_second_run_and_fill_the_report_tabl
         "-m",
         "benchmark",
         "tests/benchmarks",
-        "--card",
+        "--lm-probes-card",
         "tiny-mistral",
         "-k",
         "decode_tokens_per_second and greedy and batch1",
@@ -180,7 +180,7 @@ def test_benchmarks_save_json_compare_with_a_second_run_and_fill_the_report_tabl
     assert "test_decode_tokens_per_second[tiny-mistral-greedy-batch1] (0001_" in second.stdout, second.stdout
 
 
-@pytest.mark.parametrize("fixture", ["subject", "model_subject", "loaded_subject"])
+@pytest.mark.parametrize("fixture", ["lm_probes_subject", "lm_probes_model_subject", "lm_probes_loaded_subject"])
 def test_a_subject_fixture_outside_the_parametrization_fails_with_advice(run_suite, tmp_path, fixture):
     test_file = tmp_path / f"test_dynamic_{fixture}.py"  # a module name of its own: runs share sys.modules
     test_file.write_text(f"def test_dynamic(request):\n    request.getfixturevalue({fixture!r})\n", encoding="utf-8")

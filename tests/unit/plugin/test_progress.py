@@ -55,7 +55,7 @@ def test_progress_shows_on_a_terminal_only_and_never_under_quiet_or_ci(quiet_env
 
 def _session(monkeypatch, report, stdout: io.StringIO, *args: str) -> str:
     """The suite's D9 top-k test on tiny-mistral in this process (as conftest's run_suite, but
-    with ``stdout`` as the terminal), a line due at any probe (--progress-after 0)."""
+    with ``stdout`` as the terminal), a line due at any probe (--lm-probes-progress-after 0)."""
     monkeypatch.chdir(REPO_ROOT)
     monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
     for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
@@ -65,12 +65,12 @@ def _session(monkeypatch, report, stdout: io.StringIO, *args: str) -> str:
             ["-p", "no:cacheprovider", "-p", "no:unraisableexception", f"--html={report / 'report.html'}"]
             + [
                 "tests/behaviour/test_decoding.py",
-                "--card",
+                "--lm-probes-card",
                 "tiny-mistral",
                 "-k",
                 "test_top_k_sampling_draws_only_from_the_k_most_likely",
             ]
-            + ["--progress-after", "0", *args]
+            + ["--lm-probes-progress-after", "0", *args]
         )
     assert code == 0, stdout.getvalue()[-2000:]
     return stdout.getvalue()
@@ -96,7 +96,7 @@ def test_no_progress_line_under_quiet_in_ci_or_off_a_terminal(quiet_env, tmp_pat
 
 
 def test_progress_on_writes_the_lines_into_a_log_too(quiet_env, tmp_path):
-    assert LINE.search(_session(quiet_env, tmp_path, io.StringIO(), "--progress", "on"))
+    assert LINE.search(_session(quiet_env, tmp_path, io.StringIO(), "--lm-probes-progress", "on"))
 
 
 # ---------------------------------------------------------------- draft-card

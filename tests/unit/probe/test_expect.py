@@ -28,7 +28,7 @@ def test_mismatch_names_card_file_field_expected_obtained_and_first_difference()
 
 def test_mismatch_mentions_the_model_override():
     card = find_card("mistral-tokenizer").with_model("/some/folder")
-    with pytest.raises(ExpectationMismatch, match="model loaded from --model /some/folder"):
+    with pytest.raises(ExpectationMismatch, match="model loaded from --lm-probes-model /some/folder"):
         check_equal(card, "tokenizer.vocab_size", 32001)
 
 

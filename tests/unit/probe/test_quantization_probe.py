@@ -119,17 +119,17 @@ def test_layer_expectations_catch_a_skipped_module_and_pass_double_quantization(
 
 
 def test_device_option_places_a_quantized_model(monkeypatch):
-    """--device is honoured by quantized loads: it becomes the device_map (a 4-bit model
+    """--lm-probes-device is honoured by quantized loads: it becomes the device_map (a 4-bit model
     cannot be moved after loading)."""
     card_options = LoadOptions(quantization="nf4", device_map="auto")
     from_command_line = dataclasses.replace(card_options, device="cuda:1", device_from_command_line=True)
     assert from_command_line.placement_kwargs("cuda:1")["device_map"] == {"": "cuda:1"}
     assert card_options.placement_kwargs("cpu")["device_map"] == "auto"  # the card's
     assert LoadOptions(quantization="nf4").placement_kwargs("cpu")["device_map"] == {"": "cpu"}
-    subject = Subject(_tiny().card, device="cpu")
-    assert subject.options.device_from_command_line
-    assert str(subject.model.device) == "cpu" and subject.provenance.quantization == "nf4"
-    assert subject.provenance.quantizer.startswith("bitsandbytes ")
+    lm_probes_subject = Subject(_tiny().card, device="cpu")
+    assert lm_probes_subject.options.device_from_command_line
+    assert str(lm_probes_subject.model.device) == "cpu" and lm_probes_subject.provenance.quantization == "nf4"
+    assert lm_probes_subject.provenance.quantizer.startswith("bitsandbytes ")
 
 
 def test_kl_divergence_of_known_distributions():
@@ -155,24 +155,26 @@ def _drift_checks(card, d: qz.Drift) -> dict[str, str]:
     return outcome
 
 
-def _fresh_drift(subject: Subject, reference: Subject) -> qz.Drift:
+def _fresh_drift(lm_probes_subject: Subject, reference: Subject) -> qz.Drift:
     """The drift of the model as it is now, not the session's cached result."""
-    with results.RESULTS.set_aside(subject):
-        return drifts.drift(subject, reference)
+    with results.RESULTS.set_aside(lm_probes_subject):
+        return drifts.drift(lm_probes_subject, reference)
 
 
 @pytest.mark.observation("Q2", "Q3", "Q4", "Q5", expects="drift")
-def test_drift_checks_catch_wrong_dequantization_scales_and_pass_float32_compute(model_subject, reference_subject):
+def test_drift_checks_catch_wrong_dequantization_scales_and_pass_float32_compute(
+    lm_probes_model_subject, lm_probes_reference_subject
+):
     """Break (a bitsandbytes whose dequantization is off): every 4-bit block's scale
     (absmax) 25% too large. Harmless: float32 in place of float16 compute, what a
     BitsAndBytesConfig without bnb_4bit_compute_dtype gives (bfloat16 passes too, docs/reliability.md,
     at twice the CPU time). Both are applied to the loaded layers in place and undone."""
-    card, layers = model_subject.card, linear_4bit_layers(model_subject.model)
+    card, layers = lm_probes_model_subject.card, linear_4bit_layers(lm_probes_model_subject.model)
     scales = [m.weight.quant_state.absmax.clone() for m in layers]
     try:
         for layer, absmax in zip(layers, scales):
             layer.weight.quant_state.absmax.copy_(absmax * 1.25)
-        broken = _drift_checks(card, _fresh_drift(model_subject, reference_subject))
+        broken = _drift_checks(card, _fresh_drift(lm_probes_model_subject, lm_probes_reference_subject))
     finally:
         for layer, absmax in zip(layers, scales):
             layer.weight.quant_state.absmax.copy_(absmax)
@@ -185,7 +187,7 @@ def test_drift_checks_catch_wrong_dequantization_scales_and_pass_float32_compute
     try:
         for layer in layers:
             layer.compute_dtype = torch.float32
-        harmless = _drift_checks(card, _fresh_drift(model_subject, reference_subject))
+        harmless = _drift_checks(card, _fresh_drift(lm_probes_model_subject, lm_probes_reference_subject))
     finally:
         for layer in layers:
             layer.compute_dtype = torch.float16
@@ -193,11 +195,11 @@ def test_drift_checks_catch_wrong_dequantization_scales_and_pass_float32_compute
 
 
 @pytest.mark.observation("Q5", expects="drift.max_footprint_ratio")
-def test_footprint_check_catches_a_float32_embedding_and_head(model_subject, reference_subject):
+def test_footprint_check_catches_a_float32_embedding_and_head(lm_probes_model_subject, lm_probes_reference_subject):
     """Break: load.dtype float32 in place of float16 keeps the embedding and the output
     head (a fifth of the weights) in float32: measured 0.309 of the reference."""
-    card, model = model_subject.card, model_subject.model
-    d = drifts.drift(model_subject, reference_subject)
+    card, model = lm_probes_model_subject.card, lm_probes_model_subject.model
+    d = drifts.drift(lm_probes_model_subject, lm_probes_reference_subject)
     assert _drift_checks(card, d)["drift.max_footprint_ratio"] == "passed"
     parts = [model.get_input_embeddings(), model.get_output_embeddings()]
     try:

@@ -1,6 +1,6 @@
 """A served subject without vLLM: a replay server speaking vLLM's dialect of the OpenAI API
 from a committed snapshot stands in for the engine, so the client, the parity rules, the
-``--endpoint`` path and a server that fails are shown in the default suite. (The real engine:
+``--lm-probes-endpoint`` path and a server that fails are shown in the default suite. (The real engine:
 ``make parity``, docs/served.md.)"""
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def test_lm_probes_diff_compares_the_transformers_side_with_the_served_one(repla
 
     from lm_probes.cli import main as cli
 
-    card = SimpleNamespace(served=SimpleNamespace(engine="vllm", args=["--dtype", "float32"]))
+    card = SimpleNamespace(served=SimpleNamespace(engine="vllm", args=["--lm-probes-dtype", "float32"]))
     for mode, code in (("faithful", 0), ("adds-bos", 1)):
         endpoint = Endpoint(replay(mode))
         served = served_observations(endpoint, replayed())
@@ -240,15 +240,15 @@ def test_an_unreachable_or_garbled_server_says_so(replay, tmp_path):
 
 
 def test_endpoint_gives_the_verdicts_of_the_parity_test(replay, run_suite, tmp_path):
-    """--endpoint against a server the user runs: the behavioural parity test (S1; the replay
+    """--lm-probes-endpoint against a server the user runs: the behavioural parity test (S1; the replay
     answers only what it recorded, so not S3-S6) passes on a faithful one and fails, naming
     the section, on one whose tokenizer adds a BOS."""
     folder = _served_card(tmp_path)
     args = ("tests/behaviour/test_parity.py::test_served_model_matches_transformers", "-m", "served")
-    args += ("--cards-dir", str(folder), "--card", "tiny-served")
-    passed = run_suite(*args, "--endpoint", replay())
+    args += ("--lm-probes-cards-dir", str(folder), "--lm-probes-card", "tiny-served")
+    passed = run_suite(*args, "--lm-probes-endpoint", replay())
     assert passed.returncode == 0 and "1 passed" in passed.stdout, passed.stdout[-2000:]
-    broken = run_suite(*args, "--endpoint", replay("adds-bos"))
+    broken = run_suite(*args, "--lm-probes-endpoint", replay("adds-bos"))
     assert broken.returncode == 1 and "tokenizer.ids" in broken.stdout, broken.stdout[-2000:]
 
 

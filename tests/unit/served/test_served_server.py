@@ -1,5 +1,5 @@
 """The served engine's process: a server that exits or never gets healthy fails with its log
-and leaves nothing running, one that dies mid-run is reported, and a session that --serve
+and leaves nothing running, one that dies mid-run is reported, and a session that --lm-probes-serve
 started ends with its server, whatever ends it (split from test_served.py, issue 36)."""
 
 from __future__ import annotations
@@ -95,13 +95,21 @@ def _served_card(tmp_path: Path) -> Path:
 
 
 def test_serve_ends_the_session_with_the_servers_message_when_it_cannot_start(run_suite, tmp_path, monkeypatch):
-    """--serve with a card whose model has no folder, then with an engine that exits at
+    """--lm-probes-serve with a card whose model has no folder, then with an engine that exits at
     start: each ends the session with one message (the second with its log's words)."""
     from lm_probes.served import server as served
 
     folder = _served_card(tmp_path)
-    args = ("tests/behaviour/test_parity.py", "-m", "served", "--cards-dir", str(folder), "--card", "tiny-served")
-    no_folder = run_suite(*args, "--serve")  # a random-init model: nothing an engine could load
+    args = (
+        "tests/behaviour/test_parity.py",
+        "-m",
+        "served",
+        "--lm-probes-cards-dir",
+        str(folder),
+        "--lm-probes-card",
+        "tiny-served",
+    )
+    no_folder = run_suite(*args, "--lm-probes-serve")  # a random-init model: nothing an engine could load
     assert no_folder.returncode == 4 and "an engine loads a folder or hub id" in no_folder.stdout + no_folder.stderr
     monkeypatch.setattr(Subject, "model_folder", lambda self: str(tmp_path))  # as if it had one
     monkeypatch.setattr(served, "build_vllm_environment", lambda rebuild=False: tmp_path)
@@ -110,10 +118,13 @@ def test_serve_ends_the_session_with_the_servers_message_when_it_cannot_start(ru
         return [sys.executable, "-c", "print('no AVX2 on this CPU'); raise SystemExit(1)", "--port", str(port)]
 
     monkeypatch.setattr(served, "vllm_command", exits_at_start)
-    run = run_suite(*args, "--serve")
+    run = run_suite(*args, "--lm-probes-serve")
     said = run.stdout + run.stderr
     assert run.returncode == 4, said[-2000:]
-    assert "lm-probes --serve (tiny-served): the server exited with code 1" in said and "no AVX2 on this CPU" in said
+    assert (
+        "lm-probes --lm-probes-serve (tiny-served): the server exited with code 1" in said
+        and "no AVX2 on this CPU" in said
+    )
 
 
 # an engine that is healthy, then dies at its first real request, saying why in its log
@@ -132,7 +143,7 @@ DIES_AT_FIRST_REQUEST = (
 
 
 def test_serve_ends_the_session_when_the_server_dies_mid_run_and_leaves_no_process(run_suite, tmp_path, monkeypatch):
-    """--serve, an engine that answers /health and dies at the first request: the test that
+    """--lm-probes-serve, an engine that answers /health and dies at the first request: the test that
     asked fails saying the server cannot be reached, the next one ends the session (exit 4)
     with the log's last lines, and no process of the server's group is left."""
     from lm_probes.served import server as served
@@ -154,7 +165,14 @@ def test_serve_ends_the_session_when_the_server_dies_mid_run_and_leaves_no_proce
 
     monkeypatch.setattr(served.RunningServer, "start", recorded_start)
     run = run_suite(
-        "tests/behaviour/test_parity.py", "-m", "served", "--cards-dir", str(folder), "--card", "tiny-served", "--serve"
+        "tests/behaviour/test_parity.py",
+        "-m",
+        "served",
+        "--lm-probes-cards-dir",
+        str(folder),
+        "--lm-probes-card",
+        "tiny-served",
+        "--lm-probes-serve",
     )
     said = run.stdout + run.stderr
     assert run.returncode == 4, said[-3000:]
@@ -164,7 +182,7 @@ def test_serve_ends_the_session_when_the_server_dies_mid_run_and_leaves_no_proce
 
 
 def test_a_session_ended_by_sigterm_stops_its_server(tmp_path):
-    """A process that started a server (as --serve does) and is then sent SIGTERM (a CI
+    """A process that started a server (as --lm-probes-serve does) and is then sent SIGTERM (a CI
     timeout): the server and the worker it forked are stopped before the process ends."""
     import signal
     import subprocess

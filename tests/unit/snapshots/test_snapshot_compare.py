@@ -86,7 +86,7 @@ def test_identical_observations_have_no_difference():
             {"ids": [[9, 2], [3, 5]], "texts": ["t", "w"]},
             ["[error] sampled.hot: 2 of 2 samples changed with the same seed and provenance"],
         ),
-        ("sampled/seed", 1, []),  # another --seed: other samples are expected
+        ("sampled/seed", 1, []),  # another --lm-probes-seed: other samples are expected
         (
             "embedding/row_norms",
             {"x": [1.0]},

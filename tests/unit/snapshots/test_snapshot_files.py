@@ -36,13 +36,14 @@ def test_the_snapshot_test_refuses_a_file_of_another_card_naming_both_the_file_a
     """The break: mistral-tokenizer's own observations filed as card tiny-mistral's (its
     shape matches, so it used to pass). The harmless twin: the same file as recorded."""
     root = _folder_with(tmp_path, "tiny-mistral")
-    check = SnapshotCheck(root, dir_option=f" --snapshot-dir {root}")
+    check = SnapshotCheck(root, dir_option=f" --lm-probes-snapshot-dir {root}")
     outcome = check.check(tokenizer_subject())
     assert outcome.verdict == "failed", outcome
     assert f"snapshot {root / CARD / 'cpu.json'} is of card 'tiny-mistral', not of '{CARD}'" in outcome.message
     assert (
-        f"Re-record it with: pytest tests/behaviour/test_snapshot.py --card {CARD} --snapshot-update "
-        f"--snapshot-dir {root}" in outcome.message
+        f"Re-record it with: pytest tests/behaviour/test_snapshot.py --lm-probes-card {CARD} "
+        "--lm-probes-snapshot-update "
+        f"--lm-probes-snapshot-dir {root}" in outcome.message
     )
 
     own = _folder_with(tmp_path / "own", None)
@@ -137,11 +138,12 @@ def test_the_snapshot_test_fails_a_section_of_another_shape_with_the_command_tha
     snapshot = json.loads(path.read_text(encoding="utf-8"))
     snapshot["observed"]["tokenizer"]["ids"] = list(snapshot["observed"]["tokenizer"]["ids"].values())
     path.write_text(dumps(snapshot), encoding="utf-8")
-    outcome = SnapshotCheck(root, dir_option=f" --snapshot-dir {root}").check(tokenizer_subject())
+    outcome = SnapshotCheck(root, dir_option=f" --lm-probes-snapshot-dir {root}").check(tokenizer_subject())
     assert outcome.verdict == "failed" and outcome.status == "no usable snapshot", outcome
     assert f"snapshot {path}: section 'tokenizer' does not hold what lm-probes records there" in outcome.message
     assert (
-        f"Re-record it with: pytest tests/behaviour/test_snapshot.py --card {CARD} --snapshot-update" in outcome.message
+        f"Re-record it with: pytest tests/behaviour/test_snapshot.py --lm-probes-card {CARD} "
+        "--lm-probes-snapshot-update" in outcome.message
     )
 
     same_shape = _folder_with(tmp_path / "same", None)

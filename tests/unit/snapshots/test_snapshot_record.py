@@ -46,7 +46,7 @@ def test_record_writes_stable_readable_json(tmp_path):
 
 
 def test_missing_corrupt_and_foreign_snapshots_say_how_to_fix(tmp_path):
-    hint = "pytest tests/behaviour/test_snapshot.py --card x --snapshot-update"
+    hint = "pytest tests/behaviour/test_snapshot.py --lm-probes-card x --lm-probes-snapshot-update"
     with pytest.raises(SnapshotError, match="no snapshot at .*Record one with: pytest"):
         load(tmp_path / "none.json", hint)
     truncated = tmp_path / "truncated.json"
@@ -290,12 +290,12 @@ def test_snapshot_warning_is_importable_from_the_package_and_compare_takes_keywo
 
 def test_the_snapshot_fixture_records_then_compares_and_keeps_typed_outcomes(tmp_path):
     """SnapshotCheck (the `snapshot` fixture) on the tokenizer card in an empty folder:
-    missing -> failed with the record command; --snapshot-update -> recorded; then a
+    missing -> failed with the record command; --lm-probes-snapshot-update -> recorded; then a
     compare -> passed. Each outcome survives the JSON trip from an xdist worker."""
     subject = tokenizer_subject()
-    check = SnapshotCheck(tmp_path, dir_option=f" --snapshot-dir {tmp_path}")
+    check = SnapshotCheck(tmp_path, dir_option=f" --lm-probes-snapshot-dir {tmp_path}")
     missing = check.check(subject)
-    assert missing.verdict == "failed" and "--snapshot-update --snapshot-dir" in missing.message
+    assert missing.verdict == "failed" and "--lm-probes-snapshot-update --lm-probes-snapshot-dir" in missing.message
     assert SnapshotCheck(tmp_path, update=True).check(subject).verdict == "recorded"
     compared = check.check(subject)
     assert (compared.verdict, compared.status, compared.errors) == ("passed", "compared with cpu.json", ())
