@@ -89,6 +89,15 @@ class Numerics:
         known["cpu_features"] = tuple(known.get("cpu_features", ()))
         return cls(**known)
 
+    @classmethod
+    def describe_recorded(cls, data: Any) -> str:
+        """A recorded fingerprint as one line, or what is wrong with one edited by hand (a field
+        missing or of another type): the pages that show it still render."""
+        try:
+            return cls.from_dict(data).describe()
+        except (TypeError, ValueError, AttributeError) as exc:
+            return f"a numerics fingerprint that cannot be read ({exc})"
+
     def compute_note(self) -> str:
         """'asked float16, computed bfloat16: bitsandbytes' AVX512-BF16 CPU kernel ...', or ''."""
         if self.bnb_kernel is None:

@@ -7,9 +7,6 @@ pytest-html creates the report's folder itself, a snapshot its own on --lm-probe
 from __future__ import annotations
 
 import os
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -108,6 +105,8 @@ def check_summary_path(path: Path) -> None:
 
 def endpoint_form_problem(url: str) -> str | None:
     """Why ``url`` is not a server's address (http or https, a host, an optional port), or None."""
+    import urllib.parse  # (here: the checks run in every session, an endpoint in few)
+
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https"):
         return "give an http:// or https:// address, e.g. http://127.0.0.1:8000"
@@ -128,6 +127,9 @@ def check_endpoint(url: str) -> None:
     """The form, then that something answers at ``url`` within ENDPOINT_ANSWER_TIMEOUT_S: any
     HTTP answer will do (the served tests say what is wrong with one); silence is refused
     here, once, instead of failing every served test after its request times out."""
+    import urllib.error
+    import urllib.request
+
     problem = endpoint_form_problem(url)
     if problem:
         raise pytest.UsageError(f"--lm-probes-endpoint {url}: {problem}.")

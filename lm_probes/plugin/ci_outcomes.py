@@ -8,7 +8,6 @@ installed and unused, writes nothing, not even where $GITHUB_STEP_SUMMARY is set
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import pytest
 
@@ -41,38 +40,34 @@ def message_of(report: pytest.TestReport) -> str:
 
 
 class CiOutcomes:
-    """A plugin object per session (registered at configure by plugin/hooks.py)."""
+    """A plugin object per session (registered at configure by plugin/hooks.py). It keeps plain
+    rows while the tests run (the summary's module is imported only when a summary is written)."""
 
     def __init__(self, config: pytest.Config):
-        from lm_probes.report.ci_summary import CardResult
-
         self.config = config
-        self.by_card: dict[str, Any] = {}
-        self.other = CardResult()
+        self.rows: list[tuple[str | None, str, str, str]] = []  # (card, outcome, test, message)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        from lm_probes.report.ci_summary import CardResult
-
         outcome = outcome_of(report)
         if outcome is None:
             return
         card = dict(report.user_properties).get(CARD_PROPERTY)
-        result = self.other if card is None else self.by_card.setdefault(card, CardResult())
         test = report.nodeid.rpartition("::")[2] or report.nodeid
-        result.add(outcome, test, message_of(report) if outcome in ("failed", "error") else "")
+        self.rows.append((card, outcome, test, message_of(report) if outcome in ("failed", "error") else ""))
 
     @pytest.hookimpl(trylast=True)  # after pytest-html: its page exists when the summary links it
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        wanted = options_of(self.config).summary
+        if not record_of(self.config).in_use or not (wanted or os.environ.get("GITHUB_STEP_SUMMARY")):
+            return
         from lm_probes.report import ci_summary
 
-        wanted = options_of(self.config).summary
-        if not record_of(self.config).in_use or not (wanted or os.environ.get(ci_summary.GITHUB_STEP_SUMMARY)):
-            return
+        by_card: dict[str, ci_summary.CardResult] = {}
+        other = ci_summary.CardResult()
+        for card, outcome, test, message in self.rows:
+            result = other if card is None else by_card.setdefault(card, ci_summary.CardResult())
+            result.add(outcome, test, message)
         markdown = ci_summary.session_markdown(
-            self.by_card,
-            record_of(self.config).snapshots,
-            self.other,
-            self.config.getoption("htmlpath", None),
-            int(exitstatus),
+            by_card, record_of(self.config).snapshots, other, self.config.getoption("htmlpath", None), int(exitstatus)
         )
         ci_summary.write(markdown, wanted)

@@ -11,6 +11,7 @@ one when a command line still uses one that nobody else took.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,9 +67,10 @@ def _seed(value: str) -> int:
 
 
 def _progress_default() -> str:
-    from lm_probes.progress import mode_from_env
-
-    return mode_from_env()
+    # lm_probes/progress.py's mode_from_env, without importing it (and the ledger) into every
+    # pytest session of the environment: this runs when the plugin's options are declared
+    mode = os.environ.get("LM_PROBES_PROGRESS", "auto").strip().lower()
+    return mode if mode in ("auto", "on", "off") else "auto"
 
 
 def _seconds(value: str) -> float:

@@ -61,7 +61,7 @@ def fingerprint_line(provenance: dict[str, Any]) -> str:
     """A recorded side's numerics fingerprint as one line, or what a set from before
     fingerprints says of its device."""
     if isinstance(provenance.get("numerics"), dict):
-        return Numerics.from_dict(provenance["numerics"]).describe()
+        return Numerics.describe_recorded(provenance["numerics"])
     device, dtype = provenance.get("device", "?"), provenance.get("dtype", "?")
     return f"no numerics fingerprint recorded (device {device}, dtype {dtype})"
 

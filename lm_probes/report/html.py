@@ -104,7 +104,7 @@ def provenance_table(
         if key == "numerics" and isinstance(value, dict):  # the fingerprint, as one line
             from lm_probes.numerics import Numerics
 
-            return Numerics.from_dict(value).describe()
+            return Numerics.describe_recorded(value)
         return value
 
     return table(

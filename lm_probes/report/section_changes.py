@@ -69,11 +69,12 @@ def answer_end_texts(name: str, rec: dict, cur: dict, labels: tuple[str, str]) -
         if now is None or (was["ids"], was["end"]) == (now["ids"], now["end"]):
             continue
         sides = "; ".join(
-            f"{html.escape(label)}: {html.escape(side['end'])} after {side['new_tokens']} new tokens"
+            # str(): a hand-edited file may hold another type there; the page still shows it
+            f"{html.escape(label)}: {html.escape(str(side['end']))} after {side['new_tokens']} new tokens"
             for label, side in zip(labels, (was, now))
         )
         details.append(
-            Detail(f"Answer end ({request})", f"<p>{sides}</p>\n<p>{word_diff(was['text'], now['text'])}</p>")
+            Detail(f"Answer end ({request})", f"<p>{sides}</p>\n<p>{word_diff(str(was['text']), str(now['text']))}</p>")
         )
     return details
 

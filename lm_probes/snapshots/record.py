@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -186,12 +187,13 @@ def load(path: Path, update_hint: str, card: str | None = None) -> dict[str, Any
         raise SnapshotError(
             f"snapshot {path} is not a format-{FORMAT} lm-probes snapshot. Re-record it with: {update_hint}"
         )
-    field = non_finite_field(snapshot)
-    if field is not None:
+    found = non_finite_field(snapshot)
+    if found is not None:
         # NaN passes every comparison that reads it (a bound of max(2 * NaN, atol) is NaN, and
         # nothing is above NaN): the check would pass whatever the model does now
+        field, number = found
         raise SnapshotError(
-            f"snapshot {path} records a number that is not finite at {field} ({_at(snapshot, field)!r}): no "
+            f"snapshot {path} records a number that is not finite at {field} ({_short(number)}): no "
             f"observation is NaN or infinite, and a comparison with one passes whatever the model does. "
             f"Re-record it with: {update_hint}"
         )
@@ -203,15 +205,18 @@ def load(path: Path, update_hint: str, card: str | None = None) -> dict[str, Any
     return snapshot
 
 
-def non_finite_field(value: Any, where: str = "") -> str | None:
-    """The dotted path of the first NaN or infinite number in a snapshot (``observed.attention.
-    max_prob_diff``, list items as ``[i]``), or None when every number is finite."""
+def non_finite_field(value: Any, where: tuple = ()) -> tuple[str, Any] | None:
+    """The first NaN or infinite number in a snapshot, as (its path, the value): the path dotted
+    (``observed.attention.max_prob_diff``), a list item as ``[i]`` and a key holding a dot or a
+    bracket quoted (``ids["a.b"]``); None when every number is finite."""
     if isinstance(value, float) and not math.isfinite(value):
-        return where or "."
+        return _dotted(where), value
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _LARGEST_FLOAT:
+        return _dotted(where), value  # no float holds it: it is infinite to every comparison
     if isinstance(value, dict):
-        items = ((f"{where}.{key}" if where else str(key), item) for key, item in value.items())
+        items = ((where + (str(key),), item) for key, item in value.items())
     elif isinstance(value, list):
-        items = ((f"{where}[{index}]", item) for index, item in enumerate(value))
+        items = ((where + (index,), item) for index, item in enumerate(value))
     else:
         return None
     for path, item in items:
@@ -221,13 +226,24 @@ def non_finite_field(value: Any, where: str = "") -> str | None:
     return None
 
 
-def _at(snapshot: Any, field: str) -> Any:
-    """The value at a path ``non_finite_field`` gave."""
-    value = snapshot
-    for part in re.findall(r"\[(\d+)\]|([^.\[\]]+)", field):
-        index, key = part
-        value = value[int(index)] if index else value[key]
-    return value
+_LARGEST_FLOAT = int(sys.float_info.max)
+
+
+def _short(number: float | int) -> str:
+    shown = repr(number)
+    return shown if len(shown) <= 20 else f"{shown[:8]}...({len(shown)} digits)"
+
+
+def _dotted(path: tuple) -> str:
+    shown = ""
+    for part in path:
+        if isinstance(part, int):
+            shown += f"[{part}]"
+        elif re.search(r"[.\[\]\s\"']", part) or not part:
+            shown += f"[{json.dumps(part, ensure_ascii=False)}]"
+        else:
+            shown += f".{part}" if shown else part
+    return shown or "."
 
 
 def other_model_in(path: Path, model_source: str) -> str | None:

@@ -157,60 +157,72 @@ def _fresh_environment(venv: Path, cache: Path) -> dict[str, str]:
     return env
 
 
-@pytest.mark.install
-def test_a_wheel_in_a_fresh_virtualenv_runs_the_shipped_suite_from_another_folder(wheel, tmp_path_factory):
+@pytest.fixture(scope="module")
+def fresh_virtualenv(wheel, tmp_path_factory):
     """docs/options.md's "In another project", as written there: torch pinned first, then the
-    wheel with -c constraints.txt, nothing else; then, from a folder that is not the checkout,
-    ``pytest --pyargs lm_probes.suite --lm-probes-card mistral-tokenizer`` and ``lm-probes --help``."""
+    wheel with -c constraints.txt; then the plugins ML projects commonly have beside it
+    (pyproject.toml's coexistence extra, pinned by constraints.txt). Yields (venv, project folder,
+    run); removed after the module (1.6 GB)."""
     venv = tmp_path_factory.mktemp("fresh-venv")
     project = tmp_path_factory.mktemp("another-project")
     env = _fresh_environment(venv, project / "lm-probes-cache")
-    python, timings = venv / "bin" / "python", {}
+    python = venv / "bin" / "python"
 
-    def step(name: str, *command: str | Path) -> subprocess.CompletedProcess[str]:
+    def run(*command: str | Path, cwd: Path = project, extra_env: dict[str, str] | None = None):
         started = time.monotonic()
-        done = _run(list(command), cwd=project, env=env)
-        timings[name] = round(time.monotonic() - started, 1)
-        print(f"{name}: {timings[name]} s")  # shown with the failure, or with -s
+        done = _run(list(command), cwd=cwd, env={**env, **(extra_env or {})})
+        print(f"{' '.join(map(str, command))[:100]}: {time.monotonic() - started:.1f} s")  # shown with -s
         return done
 
+    plugins = _coexistence_plugins()
     try:
         for name, command in {
             "venv": [sys.executable, "-m", "venv", "--clear", venv],
             "torch": [python, "-m", "pip", "install", "--quiet", _torch_spec()],
             "wheel": [python, "-m", "pip", "install", "--quiet", "-c", REPO_ROOT / "constraints.txt", wheel],
+            "plugins": [python, "-m", "pip", "install", "--quiet", "-c", REPO_ROOT / "constraints.txt", *plugins],
         }.items():
-            done = step(name, *command)
+            done = run(*command)
             assert done.returncode == 0, f"{name} install failed:\n{_tail(done)}"
-
-        where = step("imports", python, "-c", _WHERE_IT_IMPORTS_FROM)
-        assert where.returncode == 0, _tail(where)
-        paths = {k: Path(v).resolve() for k, v in json.loads(where.stdout).items()}
-        site_packages = paths.pop("site-packages")
-        for name, path in paths.items():
-            assert path.is_relative_to(site_packages), f"{name} imports from {path}, not the fresh virtualenv"
-            assert not path.is_relative_to(REPO_ROOT), f"{name} imports from the checkout: {path}"
-
-        pytest_command = [
-            "--pyargs",
-            "lm_probes.suite",
-            "--lm-probes-card",
-            "mistral-tokenizer",
-            "-p",
-            "no:cacheprovider",
-        ]
-        suite = step("suite", venv / "bin" / "pytest", *pytest_command)
-        assert suite.returncode == 0, f"the installed suite failed:\n{_tail(suite)}"
-        summary = suite.stdout.strip().splitlines()[-1]
-        passed = re.search(r"\b(\d+) passed\b", summary)
-        assert passed and int(passed.group(1)) > 0, f"no test passed: {summary}"
-        assert not re.search(r"\b(failed|errors?)\b", summary), summary
-
-        cli = step("cli", venv / "bin" / "lm-probes", "--help")
-        assert cli.returncode == 0, _tail(cli)
-        assert cli.stdout.startswith("usage: lm-probes"), cli.stdout[:200]
+        yield venv, project, run
     finally:
-        shutil.rmtree(venv, ignore_errors=True)  # 1.6 GB: pytest keeps its last three temporary folders
+        shutil.rmtree(venv, ignore_errors=True)
+
+
+def _coexistence_plugins() -> list[str]:
+    """pyproject.toml's coexistence extra: syrupy, pytest-randomly, pytest-cov, pytest-asyncio, hypothesis
+    (read with a pattern: tomllib is Python 3.11's, and the project runs on 3.10)."""
+    text = (REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    block = re.search(r"^coexistence = \[(.*?)^\]", text, flags=re.M | re.S)
+    assert block, "pyproject.toml has no coexistence extra"
+    return re.findall(r'^\s*"([^"]+)"', block.group(1), flags=re.M)
+
+
+@pytest.mark.install
+def test_a_wheel_in_a_fresh_virtualenv_runs_the_shipped_suite_from_another_folder(fresh_virtualenv):
+    """From a folder that is not the checkout, beside the other plugins: ``pytest --pyargs
+    lm_probes.suite --lm-probes-card mistral-tokenizer`` and ``lm-probes --help``."""
+    venv, project, run = fresh_virtualenv
+    where = run(venv / "bin" / "python", "-c", _WHERE_IT_IMPORTS_FROM)
+    assert where.returncode == 0, _tail(where)
+    paths = {k: Path(v).resolve() for k, v in json.loads(where.stdout).items()}
+    site_packages = paths.pop("site-packages")
+    for name, path in paths.items():
+        assert path.is_relative_to(site_packages), f"{name} imports from {path}, not the fresh virtualenv"
+        assert not path.is_relative_to(REPO_ROOT), f"{name} imports from the checkout: {path}"
+
+    pytest_command = ["--pyargs", "lm_probes.suite", "--lm-probes-card", "mistral-tokenizer", "-p", "no:cacheprovider"]
+    suite = run(venv / "bin" / "pytest", *pytest_command)
+    assert suite.returncode == 0, f"the installed suite failed:\n{_tail(suite)}"
+    summary = suite.stdout.strip().splitlines()[-1]
+    passed = re.search(r"\b(\d+) passed\b", summary)
+    assert passed and int(passed.group(1)) > 0, f"no test passed: {summary}"
+    assert not re.search(r"\b(failed|errors?)\b", summary), summary
+    assert "syrupy" in suite.stdout and "randomly" in suite.stdout  # it ran beside them
+
+    cli = run(venv / "bin" / "lm-probes", "--help")
+    assert cli.returncode == 0, _tail(cli)
+    assert cli.stdout.startswith("usage: lm-probes"), cli.stdout[:200]
 
 
 # Where the fresh interpreter finds the package, the suite and the shipped cards
@@ -224,3 +236,88 @@ print(json.dumps({
     "fixtures": str(lm_probes.paths.FIXTURES_DIR),
 }))
 """
+
+
+# ------------------------------------------------------------------ host projects
+# Projects as users have them (tests/install/hosts/README.md), each run with its own command line
+# in the fresh virtualenv where lm-probes is installed beside the other plugins.
+
+HOSTS = REPO_ROOT / "tests" / "install" / "hosts"
+HOST_RUNS = {
+    # syrupy records with its own --snapshot-update, then compares; coverage, randomly, asyncio,
+    # hypothesis and benchmark all active
+    "plugins_host": [["--snapshot-update", "--cov=hostlib"], ["--cov=hostlib"]],
+    # the host's own --device, --model, --seed and fixtures subject / model_subject, in 2 workers
+    "options_host": [["-n", "2", "--device", "cuda:1", "--model", "org/host-model", "--seed", "7"]],
+    # its own top-level package named probes, as `pytest` and as `python -m pytest` import it
+    "probes_host": [[], ["MODULE"]],
+}
+
+
+@pytest.mark.install
+@pytest.mark.parametrize("host", sorted(HOST_RUNS))
+def test_a_host_project_passes_its_own_tests_with_lm_probes_installed(fresh_virtualenv, host, tmp_path):
+    """Each host's tests pass unchanged (at 0.1 every one stopped before a test: syrupy's
+    --snapshot-update and a conftest's --device collided with ours, and a host's `probes` package
+    with our import name)."""
+    venv, _, run = fresh_virtualenv
+    folder = tmp_path / host
+    shutil.copytree(HOSTS / host, folder)
+    for arguments in HOST_RUNS[host]:
+        command = [venv / "bin" / "pytest", "-p", "no:cacheprovider"]
+        if arguments[:1] == ["MODULE"]:
+            command, arguments = [venv / "bin" / "python", "-m", "pytest", "-p", "no:cacheprovider"], arguments[1:]
+        done = run(*command, *arguments, cwd=folder)
+        assert done.returncode == 0, f"{host} {' '.join(arguments)}:\n{_tail(done)}"
+        assert re.search(r"\b\d+ passed\b", done.stdout) and "lm-probes" in done.stdout  # the plugin was loaded
+
+
+@pytest.mark.install
+def test_an_unused_plugin_costs_a_host_session_under_a_tenth_of_a_second(fresh_virtualenv, tmp_path):
+    """The options host's session with lm-probes loaded (unused) against the same with -p
+    no:lm_probes, alternated, 7 of each: the medians differ by at most 0.1 s (docs/benchmarks.md)."""
+    venv, _, run = fresh_virtualenv
+    folder = tmp_path / "options_host"
+    shutil.copytree(HOSTS / "options_host", folder)
+    base = [venv / "bin" / "pytest", "-q", "-p", "no:cacheprovider", "--device", "cuda:1", "--model", "org/host-model"]
+    seconds: dict[str, list[float]] = {"with": [], "without": []}
+    for _ in range(7):
+        for side, extra in (("with", []), ("without", ["-p", "no:lm_probes"])):
+            started = time.monotonic()
+            done = run(*base, "--seed", "7", *extra, cwd=folder)
+            seconds[side].append(time.monotonic() - started)
+            assert done.returncode == 0, _tail(done)
+    median = {side: sorted(values)[3] for side, values in seconds.items()}
+    print(f"host session median: {median['with']:.3f} s with lm-probes, {median['without']:.3f} s without")
+    assert median["with"] - median["without"] <= 0.1, median
+
+
+@pytest.mark.install
+def test_the_ci_recipe_of_docs_ci_md_passes_on_its_baseline_and_fails_on_a_regression(fresh_virtualenv, tmp_path):
+    """docs/ci.md's "Behaviour tests" step, as written there, in a project with a card of its own
+    (the tokenizer card, renamed) and its recorded baseline: exit 0 and a one-line summary; with
+    a recorded id edited, exit 1 and the summary names the card and the difference."""
+    venv, _, run = fresh_virtualenv
+    page = (REPO_ROOT / "docs" / "ci.md").read_text(encoding="utf-8")
+    step = re.search(r"- name: Behaviour tests\n\s+run: \|\n(.*?)\n\s+- uses:", page, flags=re.S)
+    assert step, "docs/ci.md has no 'Behaviour tests' step"
+    command = " ".join(line.strip().rstrip("\\") for line in step.group(1).splitlines())
+    project = tmp_path / "user-project"
+    (project / "cards").mkdir(parents=True)
+    card = (REPO_ROOT / "fixtures" / "cards" / "mistral-tokenizer.yaml").read_text(encoding="utf-8")
+    (project / "cards" / "my-model.yaml").write_text(card.replace("name: mistral-tokenizer", "name: my-model"))
+    bash = ["bash", "-c", f"export PATH={venv / 'bin'}:$PATH; {command}"]
+    recorded = run(*bash[:2], bash[2] + " --lm-probes-snapshot-update", cwd=project)
+    assert recorded.returncode == 0, _tail(recorded)
+    passed = run(*bash, cwd=project)
+    assert passed.returncode == 0, _tail(passed)
+    summary = (project / "reports" / "lm-probes.md").read_text(encoding="utf-8")
+    assert summary.startswith("**lm-probes: passed**: my-model") and (project / "reports" / "lm-probes.html").is_file()
+    for path in (project / "snapshots" / "my-model").glob("*.json"):
+        snapshot = json.loads(path.read_text(encoding="utf-8"))
+        snapshot["observed"]["tokenizer"]["bos_token_id"] = 7
+        path.write_text(json.dumps(snapshot), encoding="utf-8")
+    regressed = run(*bash, cwd=project)
+    assert regressed.returncode == 1, _tail(regressed)
+    summary = (project / "reports" / "lm-probes.md").read_text(encoding="utf-8")
+    assert "| my-model | failed" in summary and "tokenizer.bos_token_id" in summary

@@ -50,7 +50,7 @@ def budget(share: float) -> int:
 # empty, very long, shell and YAML look-alikes, a dot inside (harmless), a shipped card's name
 ODD_NAMES = (
     *("", ".", "..", "../x", "../../tmp/x/escape", "a/b", "a\\b", "/etc/passwd", "~", "~/x", "x" * 300),
-    *("a..b", "smollm2-135m-instruct.v2", "ümlaut-card", "名前", "a b", "-x", "--lm-probes-card", "x.yaml", "CON"),
+    *("a..b", "smollm2-135m-instruct.v2", "ümlaut-card", "名前", "a b", "-x", "--card", "x.yaml", "CON"),
     *("\n", "a\x00b", " tiny-mistral", "tiny-mistral", "mistral-tokenizer", "null", "{x}", "*"),
 )
 names = st.sampled_from(ODD_NAMES) | st.text(max_size=40)
@@ -326,7 +326,7 @@ def _either(valid: list[str], odd: st.SearchStrategy[str]) -> st.SearchStrategy[
 def diff_argv(draw: st.DrawFn, card_names: list[str]) -> list[str]:
     side = _either(["<snapshots>", "<snapshot-file>"], st.sampled_from(PATHS))
     options = {
-        "--lm-probes-card": _either(card_names, _cards(card_names)),
+        "--card": _either(card_names, _cards(card_names)),
         "--html": _either(["<folder>/d.html", "<relative>"], st.sampled_from(OUTPUTS)),
         "--json": st.sampled_from(OUTPUTS),
         "--label-a": argv_text,
@@ -338,9 +338,8 @@ def diff_argv(draw: st.DrawFn, card_names: list[str]) -> list[str]:
 @st.composite
 def draft_argv(draw: st.DrawFn, card_names: list[str]) -> list[str]:
     sources = {
-        "--lm-probes-card": _either(card_names, _cards(card_names)),
-        "--lm-probes-model": argv_names
-        | st.sampled_from(["<gguf-folder>", "<gguf>", "<dir>", "<missing>", "org/name"]),
+        "--card": _either(card_names, _cards(card_names)),
+        "--model": argv_names | st.sampled_from(["<gguf-folder>", "<gguf>", "<dir>", "<missing>", "org/name"]),
         "--gguf-file": st.sampled_from(["<gguf>", "<gguf-folder>", "<missing>", "<file>"]) | argv_names,
     }
     options = {
@@ -348,22 +347,20 @@ def draft_argv(draw: st.DrawFn, card_names: list[str]) -> list[str]:
         "--description": argv_text,
         "--output": _either(["<named-output>"], st.sampled_from(OUTPUTS)),
         "--force": st.none(),
-        "--lm-probes-snapshot-dir": _either(["<dir>", "<missing>"], st.sampled_from(PATHS)),
+        "--snapshot-dir": _either(["<dir>", "<missing>"], st.sampled_from(PATHS)),
         "--draws": _either(["1", "3", "10"], st.sampled_from(NUMBERS) | st.integers().map(str)),
         "--prompt-format": _either(
             ["chat", "Q: {question} A:"], st.sampled_from(["{", "{x}", "{0}", "{question.x}", ""])
         ),
-        "--lm-probes-device": _either(
-            ["cpu", "auto"], st.sampled_from(["cuda", "cuda:99", "cuda:-1", "mps", "gpu", ""])
-        ),
-        "--lm-probes-dtype": st.sampled_from(["float32", "bfloat16", "auto", "float64", ""]),
+        "--device": _either(["cpu", "auto"], st.sampled_from(["cuda", "cuda:99", "cuda:-1", "mps", "gpu", ""])),
+        "--dtype": st.sampled_from(["float32", "bfloat16", "auto", "float64", ""]),
         "--quantization": st.sampled_from(["none", "nf4", "int8", "int4"]),
         "--reference": _cards(card_names),
-        "--lm-probes-cards-dir": _either(["<dir>", "<cards>"], st.sampled_from(PATHS)),
+        "--cards-dir": _either(["<dir>", "<cards>"], st.sampled_from(PATHS)),
     }
     # mostly one source, as asked; sometimes none or two (refused)
     chosen = draw(st.lists(st.sampled_from(sorted(sources)), min_size=0, max_size=2, unique=True))
-    picked = {k: sources[k] for k in (chosen if draw(st.integers(0, 3)) == 0 else chosen[:1] or ["--lm-probes-card"])}
+    picked = {k: sources[k] for k in (chosen if draw(st.integers(0, 3)) == 0 else chosen[:1] or ["--card"])}
     return ["draft-card", *_options(draw, picked, 2), *_options(draw, options, 3)]
 
 
@@ -376,7 +373,7 @@ def environment_argv(draw: st.DrawFn, card_names: list[str]) -> list[str]:
         return ["run-with", *draw(reqs), *_options(draw, flags, 2), *(["--", *forwarded] if forwarded else [])]
     options = {
         **flags,
-        "--lm-probes-card": _either(card_names, _cards(card_names)),
+        "--card": _either(card_names, _cards(card_names)),
         "--output": _either(["<dir>", "<missing>"], st.sampled_from(PATHS)),
         "--html": _either(["<folder>/d.html"], st.sampled_from(OUTPUTS)),
         "--json": st.sampled_from(OUTPUTS),

@@ -316,9 +316,9 @@ def test_a_mutated_snapshot_is_refused_or_compared_and_diff_exits_0_1_or_4(tmp_p
     mutated_file = folder / "a" / card / f"{machine_class}.json"
     mutated_file.parent.mkdir(parents=True)
     mutated_file.write_bytes(raw)
-    mode = data.draw(st.sampled_from(["--lm-probes-card", "files", "files reversed", "folders"]), label="diff of")
+    mode = data.draw(st.sampled_from(["--card", "files", "files reversed", "folders"]), label="diff of")
     sides = {
-        "--lm-probes-card": [str(folder / "a"), str(SNAPSHOT_DIR), "--lm-probes-card", card],
+        "--card": [str(folder / "a"), str(SNAPSHOT_DIR), "--card", card],
         "files": [str(mutated_file), str(committed)],
         "files reversed": [str(committed), str(mutated_file)],
         "folders": [str(folder / "a"), str(SNAPSHOT_DIR)],
@@ -336,6 +336,28 @@ def test_a_mutated_snapshot_is_refused_or_compared_and_diff_exits_0_1_or_4(tmp_p
     code, _, err = _check_run(argv, folder)
     if _names_another_card(raw, card):
         assert code == 4, f"a snapshot of another card was compared as {card}'s (exit {code}): {err}"
+    # The second oracle: a mutated baseline is refused, or it still catches a known break of the
+    # card (every recorded token id list shifted by one). One that lets the break pass makes a
+    # check silent: a NaN bound, a dropped list compared as empty, ...
+    broken = folder / "broken" / card / f"{machine_class}.json"
+    broken.parent.mkdir(parents=True)
+    broken.write_text(json.dumps(_KNOWN_BREAKS[committed]), encoding="utf-8")
+    caught, _, err = _check_run(["diff", str(mutated_file.parent.parent), str(broken.parent.parent), "--card", card,
+                                 "--html", str(folder / "break.html")], folder)  # fmt: skip
+    assert caught in (1, 4), f"the mutated baseline lets a known break of {card} pass (exit {caught}): {err[-1000:]}"
+
+
+def _known_break(snapshot: dict) -> dict:
+    """The snapshot with every recorded token id list of its tokenizer section shifted by one: a
+    tokenizer that changed every id, which any usable baseline of the card catches."""
+    broken = json.loads(json.dumps(snapshot))
+    for case in broken["observed"]["tokenizer"]["ids"].values():
+        for kind, ids in case.items():
+            case[kind] = [i + 1 for i in ids]
+    return broken
+
+
+_KNOWN_BREAKS = {p: _known_break(s) for p, s in _SNAPSHOTS.items()}
 
 
 def _names_another_card(raw: bytes, card: str) -> bool:
