@@ -34,6 +34,7 @@ from lm_probes.cli import main as cli
 from lm_probes.paths import REPO_ROOT
 from lm_probes.snapshots.record import SnapshotError, load
 from tests.unit import fuzz_strategies as fz
+from tests.unit.snapshots.snapshot_helpers import known_break, names_another_card
 
 CARD_FILES = sorted((REPO_ROOT / "fixtures" / "cards").glob("*.yaml"))
 CARD_NAMES = [p.stem for p in CARD_FILES]
@@ -48,6 +49,7 @@ _CARDS = {p.stem: yaml.safe_load(p.read_text(encoding="utf-8")) for p in CARD_FI
 _CARD_PATHS = {name: fz.node_paths(doc) for name, doc in _CARDS.items()}
 _SNAPSHOTS = {p: json.loads(p.read_text(encoding="utf-8")) for p in SNAPSHOT_FILES}
 _SNAPSHOT_PATHS = {p: fz.node_paths(doc) for p, doc in _SNAPSHOTS.items()}
+_KNOWN_BREAKS = {p: known_break(s) for p, s in _SNAPSHOTS.items()}  # the second oracle's
 
 
 # ------------------------------------------------------------------- the write audit
@@ -334,38 +336,14 @@ def test_a_mutated_snapshot_is_refused_or_compared_and_diff_exits_0_1_or_4(tmp_p
             _one_paragraph(str(exc), "record.load")
     assert not outside, f"loading a snapshot wrote {outside}"
     code, _, err = _check_run(argv, folder)
-    if _names_another_card(raw, card):
+    if names_another_card(raw, card):
         assert code == 4, f"a snapshot of another card was compared as {card}'s (exit {code}): {err}"
-    # The second oracle: a mutated baseline is refused, or it still catches a known break of the
-    # card (every recorded token id list shifted by one). One that lets the break pass makes a
-    # check silent: a NaN bound, a dropped list compared as empty, ...
-    broken = folder / "broken" / card / f"{machine_class}.json"
-    broken.parent.mkdir(parents=True)
+    # The second oracle: a mutated baseline is refused, or still catches a known break of its card
+    (broken := folder / "broken" / card / f"{machine_class}.json").parent.mkdir(parents=True)
     broken.write_text(json.dumps(_KNOWN_BREAKS[committed]), encoding="utf-8")
     caught, _, err = _check_run(["diff", str(mutated_file.parent.parent), str(broken.parent.parent), "--card", card,
                                  "--html", str(folder / "break.html")], folder)  # fmt: skip
     assert caught in (1, 4), f"the mutated baseline lets a known break of {card} pass (exit {caught}): {err[-1000:]}"
-
-
-def _known_break(snapshot: dict) -> dict:
-    """The snapshot with every recorded token id list of its tokenizer section shifted by one: a
-    tokenizer that changed every id, which any usable baseline of the card catches."""
-    broken = json.loads(json.dumps(snapshot))
-    for case in broken["observed"]["tokenizer"]["ids"].values():
-        for kind, ids in case.items():
-            case[kind] = [i + 1 for i in ids]
-    return broken
-
-
-_KNOWN_BREAKS = {p: _known_break(s) for p, s in _SNAPSHOTS.items()}
-
-
-def _names_another_card(raw: bytes, card: str) -> bool:
-    try:
-        parsed = json.loads(raw.decode("utf-8"))
-    except ValueError:  # (UnicodeDecodeError is one) not readable: refused for that
-        return False
-    return isinstance(parsed, dict) and isinstance(parsed.get("card"), str) and parsed["card"] != card
 
 
 # -------------------------------------------------------------------- command line

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 from lm_probes.snapshots.compare import compare
 from lm_probes.snapshots.record import observe, provenance
 
@@ -59,3 +61,24 @@ def diffs_of(current, recorded=None, tolerances=None, rec_prov=None, cur_prov=No
             current_provenance=cur_prov,
         )
     ]
+
+
+# ------------------------------------------------------------ the snapshot fuzzing's oracles (tests/unit/test_fuzz.py)
+
+
+def known_break(snapshot: dict) -> dict:
+    """The snapshot with every recorded token id list of its tokenizer section shifted by one: a
+    tokenizer that changed every id, which any usable baseline of the card catches."""
+    broken = json.loads(json.dumps(snapshot))
+    for case in broken["observed"]["tokenizer"]["ids"].values():
+        for kind, ids in case.items():
+            case[kind] = [i + 1 for i in ids]
+    return broken
+
+
+def names_another_card(raw: bytes, card: str) -> bool:
+    try:
+        parsed = json.loads(raw.decode("utf-8"))
+    except ValueError:  # (UnicodeDecodeError is one) not readable: refused for that
+        return False
+    return isinstance(parsed, dict) and isinstance(parsed.get("card"), str) and parsed["card"] != card

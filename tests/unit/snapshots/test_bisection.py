@@ -150,7 +150,7 @@ def test_bisect_prints_one_line_per_transition_and_writes_the_pages_and_json(sta
     printed = capsys.readouterr().out
     assert code == 1, printed
     summary = (out / "summary.md").read_text(encoding="utf-8")  # the CI summary: the transition's row
-    assert "transformers 1.0.0 → 1.8.0**: exit 1, 1 transition(s)" in summary
+    assert "**lm-probes bisect** transformers 1.0.0 → 1.8.0: exit 1, 1 transition(s)" in summary
     assert "| tiny-mistral | tokenizer | 1.3.0 (after 1.2.0) | tokenizer.bos_token_id: 1 -> 7 |" in summary
     assert "tiny-mistral tokenizer: 1.3.0 (1.2.0 → 1.3.0): tokenizer.bos_token_id: 1 -> 7" in printed
     assert "https://github.com/huggingface/transformers/releases/tag/v1.3.0" in printed
