@@ -89,6 +89,8 @@ def run_suite(monkeypatch: pytest.MonkeyPatch, tmp_path):
     for the run and put back after the test."""
     monkeypatch.chdir(REPO_ROOT)
     monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+    # a run's CI summary goes where the test says (env=), never into the real job's page
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
     # Inside a pytest-xdist worker (make test), the run must not look like one: that
     # environment turns pytest-benchmark off, for one.
     for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):

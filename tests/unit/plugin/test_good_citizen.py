@@ -9,6 +9,7 @@ import json
 import math
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -253,3 +254,30 @@ def test_a_numerics_fingerprint_missing_a_field_is_shown_as_unreadable_not_a_tra
     argv = ["diff", str(side.parent), str(SNAPSHOT_DIR), "--card", TOKENIZER_CARD, "--html", str(tmp_path / "d.html")]
     assert cli.main(argv) == 0
     assert "a numerics fingerprint that cannot be read" in capsys.readouterr().out
+
+
+def test_upgrade_check_writes_its_summary_and_appends_it_to_the_github_step_summary(tmp_path, monkeypatch):
+    """upgrade-check with its environments stood in: the "to" side records a changed BOS id. The
+    summary names the card and the first difference; $GITHUB_STEP_SUMMARY gets the same text."""
+    from lm_probes.cli import environments
+
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "github.md"))
+    monkeypatch.setattr(environments, "resolve_sides", lambda *a, **k: {})
+    monkeypatch.setattr(environments, "prepare", lambda side, *a, **k: tmp_path / "env" / side.label)
+
+    def record_side(command, what):  # the recording run: the shipped snapshot, edited on the "to" side
+        folder = Path(command[command.index("--lm-probes-snapshot-dir") + 1]) / TOKENIZER_CARD
+        folder.mkdir(parents=True)
+        snapshot = json.loads((SNAPSHOT_DIR / TOKENIZER_CARD / "cpu.json").read_text(encoding="utf-8"))
+        if folder.parent.name == "to":
+            snapshot["observed"]["tokenizer"]["bos_token_id"] = 7
+        (folder / "cpu.json").write_text(json.dumps(snapshot), encoding="utf-8")
+
+    monkeypatch.setattr(environments, "run", record_side)
+    argv = ["upgrade-check", "--from", "transformers==5.22.0", "--to", "transformers==5.23.0", "--card", TOKENIZER_CARD]
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cli.main([*argv, "--output", str(tmp_path / "out"), "--summary", "~/summary.md"]) == 1
+    text = (tmp_path / "summary.md").read_text(encoding="utf-8")
+    assert text.startswith("**lm-probes upgrade-check** transformers==5.22.0 → transformers==5.23.0: exit 1")
+    assert "| mistral-tokenizer | 1 | tokenizer.bos_token_id" in text and "report.html" in text
+    assert (tmp_path / "github.md").read_text(encoding="utf-8") == text + "\n"
