@@ -1,5 +1,5 @@
 # The two commands of the README. Both set up .venv first (a no-op when current).
-.PHONY: setup report test benchmark parity install-check fuzz behaviour-changelog clean
+.PHONY: setup report test benchmark parity install-check variants fuzz behaviour-changelog clean
 
 PYTEST := .venv/bin/python -m pytest
 # Two worker processes (pytest-xdist), one torch thread each. The plugin sends every
@@ -39,6 +39,13 @@ parity: setup
 # removed after. Not part of make test (marker install).
 install-check: setup
 	$(PYTEST) -m install tests/install -p no:cacheprovider --html=reports/install.html --durations=5
+
+# Checkpoints as users ship them (issue 45): every harmless variant of SmolLM2's and tiny-mistral's
+# model folders (cache off, sharded weights, the template in tokenizer_config.json, no
+# generation_config.json, no pad token) passes its whole card, and every harmful twin fails it.
+# make test runs the cheapest pairs; .ci/run runs this.
+variants: setup
+	$(PYTEST) $(PARALLEL) -m variants tests/unit/cards/test_checkpoint_variants.py --html=reports/variants.html --durations=10
 
 # The deep fuzz profile (make test runs the same test with a bounded number of examples). The profiles
 # are registered by tests/unit/fuzz_strategies.py, loaded as a plugin: Hypothesis reads the option first.

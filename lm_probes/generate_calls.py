@@ -108,6 +108,7 @@ def generate_rows(
         and gen_kwargs["do_sample"]
         and gen_kwargs.get("num_beams", 1) == 1
         and enc.input_ids.shape[1] > 1
+        and uses_cache(model, gen_kwargs)
     )
     if shared:
         # Samples of one prompt share its prefill: the prompt (but its last token) runs once
@@ -139,6 +140,18 @@ def generate_rows(
     if force_bos:
         used["force_bos"] = True
     return enc, out, used
+
+
+def uses_cache(model: PreTrainedModel, gen_kwargs: dict[str, Any]) -> bool:
+    """Whether generate() will decode with a key/value cache: the call's use_cache, else the
+    model's generation_config's (a checkpoint saved from training with gradient checkpointing
+    says false). Without one, generate() feeds every step the whole sequence, and a prompt cache
+    handed to it would be read as well: the prompt twice (issue 45). So the shared prefill is
+    only used where generate() itself would use a cache; elsewhere the plain call runs."""
+    if "use_cache" in gen_kwargs:
+        return bool(gen_kwargs["use_cache"])
+    config = getattr(model, "generation_config", None)
+    return bool(getattr(config, "use_cache", True))
 
 
 def _until_groups_differ(size: int, prompt_width: int) -> Any:

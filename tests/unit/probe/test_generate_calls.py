@@ -142,3 +142,27 @@ def test_samples_sharing_their_prompts_prefill_are_the_plain_calls_samples(tiny_
     plain_many = generate_calls.generate_many(tokenizer, model, openings, share_prompt_cache=False, **settings)
     shared_many = generate_calls.generate_many(tokenizer, model, openings, **settings)
     assert [g.new_ids for g in shared_many] == [g.new_ids for g in plain_many]
+
+
+def test_a_model_whose_generation_config_turns_the_cache_off_samples_as_the_plain_call(tiny_tokenizer_and_model):
+    """Issue 45: a checkpoint saved from training says use_cache: false in generation_config.json.
+    generate() then feeds each step the whole sequence; a shared prompt cache handed to it was read
+    as well (the prompt twice) and the samples were not the model's. The break: the cache off,
+    as that checkpoint has it. Shared and plain rows must be equal, with the cache on and off."""
+    import copy
+
+    tokenizer, model = tiny_tokenizer_and_model
+    settings = dict(max_new_tokens=12, runs=8, seed=2, do_sample=True, top_p=0.9, temperature=1.4)
+    original = copy.deepcopy(model.generation_config)
+    try:
+        for use_cache in (True, False):
+            model.generation_config.use_cache = use_cache
+            plain = generate_calls.generate(
+                tokenizer, model, "The capital of Japan is", share_prompt_cache=False, **settings
+            )
+            shared = generate_calls.generate(tokenizer, model, "The capital of Japan is", **settings)
+            assert shared.new_ids == plain.new_ids, f"use_cache={use_cache}"
+            assert shared.settings.get("shared_prompt_cache", False) is use_cache
+            assert len(set(plain.new_ids)) > 3
+    finally:
+        model.generation_config = original
