@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lm_probes import prompt_cache
 from lm_probes.generation import Generation
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ def generate_rows(
         and gen_kwargs["do_sample"]
         and gen_kwargs.get("num_beams", 1) == 1
         and enc.input_ids.shape[1] > 1
-        and uses_cache(model, gen_kwargs)
+        and prompt_cache.uses_cache(model, gen_kwargs)
     )
     if shared:
         # Samples of one prompt share its prefill: the prompt (but its last token) runs once
@@ -116,7 +117,7 @@ def generate_rows(
         # decodes, not n prompts too. Rows stay in num_return_sequences' order, and
         # generate() still samples (its warpers, its multinomial), so under the same seed
         # the draws are the plain call's (tests/unit/probe/test_decoding_probe.py).
-        gen_kwargs["past_key_values"] = _prompt_cache(model, enc, runs)
+        gen_kwargs["past_key_values"] = prompt_cache.shared_prefill(model, enc, runs)
         model_inputs = enc.__class__({k: v.repeat_interleave(runs, dim=0) for k, v in enc.items()})
         gen_kwargs["num_return_sequences"] = 1
     if not gen_kwargs["do_sample"]:
@@ -142,18 +143,6 @@ def generate_rows(
     return enc, out, used
 
 
-def uses_cache(model: PreTrainedModel, gen_kwargs: dict[str, Any]) -> bool:
-    """Whether generate() will decode with a key/value cache: the call's use_cache, else the
-    model's generation_config's (a checkpoint saved from training with gradient checkpointing
-    says false). Without one, generate() feeds every step the whole sequence, and a prompt cache
-    handed to it would be read as well: the prompt twice (issue 45). So the shared prefill is
-    only used where generate() itself would use a cache; elsewhere the plain call runs."""
-    if "use_cache" in gen_kwargs:
-        return bool(gen_kwargs["use_cache"])
-    config = getattr(model, "generation_config", None)
-    return bool(getattr(config, "use_cache", True))
-
-
 def _until_groups_differ(size: int, prompt_width: int) -> Any:
     """A stopping criterion that ends the whole call as soon as, in every group of ``size``
     consecutive rows, no two rows have generated the same tokens so far. Rows that differ
@@ -173,25 +162,6 @@ def _until_groups_differ(size: int, prompt_width: int) -> Any:
             return torch.full((input_ids.shape[0],), differ, dtype=torch.bool, device=input_ids.device)
 
     return StoppingCriteriaList([UntilGroupsDiffer()])
-
-
-def _prompt_cache(model: PreTrainedModel, enc: Any, runs: int) -> Any:
-    """The key/value cache of every prompt row but its last token, computed once and
-    repeated ``runs`` times per row (left padding kept: positions follow the mask)."""
-    import torch
-
-    mask = enc.attention_mask[:, :-1]
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    with torch.no_grad():
-        cache = model(
-            input_ids=enc.input_ids[:, :-1], attention_mask=mask, position_ids=positions, use_cache=True
-        ).past_key_values
-    if isinstance(cache, tuple):  # transformers < 4.48 returns the legacy tuples unless given a Cache
-        from transformers import DynamicCache
-
-        cache = DynamicCache.from_legacy_cache(cache)
-    cache.batch_repeat_interleave(runs)
-    return cache
 
 
 def _left_padded(rows: list[list[int]], pad_id: int):

@@ -199,6 +199,24 @@ def kept_entries(entries: Any) -> list[Any]:
     ]
 
 
+def flagged_defaults(expect: dict[str, Any]) -> list[str]:
+    """What a model folder turns on by default that a checkpoint seldom means to ship (issue 45):
+    a generate() that samples when called with no arguments. Drafted as measured, and said on top
+    of the card, so a reviewer sees it before committing it as the baseline."""
+
+    def plain(value: Any) -> Any:
+        return value.value if isinstance(value, Commented) else value
+
+    greedy = plain(expect.get("greedy", {}))
+    if isinstance(greedy, dict) and plain(greedy.get("default_generate_is_greedy")) is False:
+        return [
+            "generate() with no arguments samples (generation_config.json sets do_sample): the card records "
+            "it as this model's default (greedy.default_generate_is_greedy: false); if the checkpoint should "
+            "decode greedily, fix generation_config.json and draft again"
+        ]
+    return []
+
+
 def card_text(
     name: str,
     sources: dict[str, Any],
@@ -223,6 +241,10 @@ def card_text(
     if draft.left_out:
         header.append("Not drafted (a bound there could not fail):")
         header += [f"  {line}" for line in draft.left_out]
+    flags = flagged_defaults(draft.expect)
+    if flags:
+        header.append("Check before committing (the model's own files chose these, not the call):")
+        header += [f"  {line}" for line in flags]
     card: dict[str, Any] = {
         "name": name,
         "description": Block(description or f"{name}: drafted from measurement ({made}). Say what the model is.\n"),

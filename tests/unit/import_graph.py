@@ -106,6 +106,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
             for name in (
                 "tokenizer",
                 "embedding",
+                "prompt_cache",
                 "generate_calls",
                 "generation",
                 "decoding",

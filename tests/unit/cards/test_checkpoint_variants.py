@@ -83,3 +83,43 @@ def test_a_harmful_twin_fails_the_card_naming_what_changed(
 
 def _failed(stdout: str) -> str:
     return "\n".join(line for line in stdout.splitlines() if line.startswith(("FAILED", "ERROR")))
+
+
+# ---------------------------------------------------------------------- draft-card
+
+
+def _drafted(folder: Path, where: Path) -> tuple[dict, list[str]]:
+    """draft-card's card for the model folder (2 draws): its data with the folder's path taken out
+    (the only thing that names the folder), and its comments (the measured values they state)."""
+    import yaml
+
+    from lm_probes.cli import main as cli
+
+    where.mkdir()
+    out = where / "drafted.yaml"  # (a card's file is named after it)
+    assert cli.main(["draft-card", "--model", str(folder), "--name", "drafted", "--draws", "2", "-o", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    data = yaml.safe_load(text)
+    assert data["model"]["id"] == str(folder)
+    data["model"]["id"] = "FOLDER"
+    comments = [line.split("#", 1)[1].replace(str(folder), "FOLDER") for line in text.splitlines() if "#" in line]
+    return data, comments
+
+
+@pytest.mark.variants
+def test_draft_card_writes_the_same_card_on_each_harmless_variant_and_shows_the_harmful_twin(model_folders, tmp_path):
+    """Issue 45, item 4, on tiny-mistral (a draft takes seconds there; SmolLM2's minutes): the card
+    drafted from each harmless variant is the one drafted from the saved folder, but for the
+    folder's name; the sampling-on twin's differs in the settings and the default decoding, and is
+    flagged on top of the card for the reviewer."""
+    original = _drafted(model_folders[TINY], tmp_path / "original")
+    for name, variant in HARMLESS.items():
+        if TINY in variant.cards:
+            folder = write_variant(model_folders[TINY], tmp_path / name.replace(" ", "-"), variant)
+            assert _drafted(folder, tmp_path / f"{folder.name}-card") == original, name
+    twin = write_variant(model_folders[TINY], tmp_path / "sampling-on", HARMFUL["sampling on"])
+    data, comments = _drafted(twin, tmp_path / "sampling-on-card")
+    changed = {k for k in data["expect"] if data["expect"][k] != original[0]["expect"].get(k)}
+    assert changed == {"generation", "greedy"}, changed  # the settings, and default_generate_is_greedy
+    assert data["expect"]["greedy"]["default_generate_is_greedy"] is False
+    assert any("generate() with no arguments samples" in c for c in comments), comments[:12]  # flagged on top
