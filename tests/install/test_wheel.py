@@ -275,21 +275,25 @@ def test_a_host_project_passes_its_own_tests_with_lm_probes_installed(fresh_virt
 @pytest.mark.install
 def test_an_unused_plugin_costs_a_host_session_under_a_tenth_of_a_second(fresh_virtualenv, tmp_path):
     """The options host's session with lm-probes loaded (unused) against the same with -p
-    no:lm_probes, alternated, 7 of each: the medians differ by at most 0.1 s (docs/benchmarks.md)."""
+    no:lm_probes, alternated, 9 of each. Compared by their fastest run, as timeit does: a 1.5 s
+    session on a shared 2-core machine varies by ±0.5 s from run to run, and interference only ever
+    adds time, so the fastest run is the session's own cost. Bound: 0.1 s (docs/benchmarks.md)."""
     venv, _, run = fresh_virtualenv
     folder = tmp_path / "options_host"
     shutil.copytree(HOSTS / "options_host", folder)
     base = [venv / "bin" / "pytest", "-q", "-p", "no:cacheprovider", "--device", "cuda:1", "--model", "org/host-model"]
     seconds: dict[str, list[float]] = {"with": [], "without": []}
-    for _ in range(7):
+    for _ in range(9):
         for side, extra in (("with", []), ("without", ["-p", "no:lm_probes"])):
             started = time.monotonic()
             done = run(*base, "--seed", "7", *extra, cwd=folder)
             seconds[side].append(time.monotonic() - started)
             assert done.returncode == 0, _tail(done)
-    median = {side: sorted(values)[3] for side, values in seconds.items()}
-    print(f"host session median: {median['with']:.3f} s with lm-probes, {median['without']:.3f} s without")
-    assert median["with"] - median["without"] <= 0.1, median
+    fastest = {side: min(values) for side, values in seconds.items()}
+    median = {side: sorted(values)[4] for side, values in seconds.items()}
+    print(f"host session: fastest {fastest['with']:.3f} s with lm-probes, {fastest['without']:.3f} s without; "
+          f"median {median['with']:.3f} / {median['without']:.3f} s")  # fmt: skip
+    assert fastest["with"] - fastest["without"] <= 0.1, seconds
 
 
 @pytest.mark.install
