@@ -224,7 +224,7 @@ def _is(path: Path, kind: str) -> bool:
 
 def load_card(path: str | Path) -> Card:
     """Read and validate one card file (YAML, safe loader)."""
-    path = Path(path).expanduser()
+    path = Path(os.path.expanduser(path))  # (os.path's: "~name" of no known user stays as written)
     shown = _display_path(path)
     if _is(path, "dir"):
         raise CardError(f"card file {shown} is a folder, not a card file: rename or move it")
@@ -335,7 +335,7 @@ def available_cards(extra_dirs: Sequence[str | Path] = ()) -> dict[str, Path]:
 
 def find_card(name_or_path: str, extra_dirs: Sequence[str | Path] = ()) -> Card:
     """A card by name (a ``<name>.yaml`` in a cards folder) or by path to a YAML file."""
-    candidate = Path(name_or_path).expanduser()  # "~/cards/x.yaml" from an ini file's addopts: no shell expanded it
+    candidate = Path(os.path.expanduser(name_or_path))  # "~/cards/x.yaml" from an ini file's addopts: no shell
     if candidate.suffix in (".yaml", ".yml") or _is(candidate, "file"):
         return load_card(candidate)
     known = available_cards(extra_dirs)

@@ -228,7 +228,8 @@ def old_spelling_hint(parser: pytest.Parser, args: list[str]) -> str | None:
 
 def _user_path(text: str | None) -> Path | None:
     """A path as a user writes it: ``~`` expanded (an ini file's addopts runs no shell)."""
-    return Path(text).expanduser() if text else None
+    # os.path's expanduser: a "~name" of no known user stays as written (Path's raises)
+    return Path(os.path.expanduser(text)) if text else None
 
 
 @dataclass(frozen=True)
@@ -271,8 +272,8 @@ def resolve(config: pytest.Config) -> LmProbesOptions:
 
     snapshot_dir = get("snapshot_dir")
     return LmProbesOptions(
-        cards=tuple(str(Path(c).expanduser()) if c.startswith("~") else c for c in get("card") or ()),
-        cards_dirs=tuple(Path(d).expanduser() for d in get("cards_dir")) + tuple(config.getini("lm_probes_cards_dirs")),
+        cards=tuple(os.path.expanduser(c) for c in get("card") or ()),
+        cards_dirs=tuple(_user_path(d) for d in get("cards_dir")) + tuple(config.getini("lm_probes_cards_dirs")),
         model=get("model"),
         device=get("device"),
         dtype=get("dtype"),

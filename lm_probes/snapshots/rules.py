@@ -17,7 +17,19 @@ def compare_tokenizer(rec: dict, cur: dict, ctx: Context) -> list[Difference]:
         if rec.get(key) != cur.get(key):
             out.append(Difference("error", f"tokenizer.{key}", f"{rec.get(key)} -> {cur.get(key)}"))
     out += compare_chat(rec.get("chat"), cur.get("chat"))
-    for text, modes in rec.get("ids", {}).items():
+    recorded_ids, current_ids = rec.get("ids"), cur.get("ids") or {}
+    if current_ids and not (isinstance(recorded_ids, dict) and set(recorded_ids) & set(current_ids)):
+        # a snapshot holding none of the texts this run encodes compares no id at all: every
+        # tokenizer would pass (the deep fuzz run's finding, with "ids" renamed in the file)
+        return out + [
+            Difference(
+                "error",
+                "tokenizer.ids",
+                f"the snapshot records none of the {len(current_ids)} texts this run encodes: no token id is "
+                "compared. Re-record the snapshot",
+            )
+        ]
+    for text, modes in recorded_ids.items():
         now = cur.get("ids", {}).get(text)
         if now is None:
             continue  # a text this run does not probe (the card's cases changed)

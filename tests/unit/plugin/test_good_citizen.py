@@ -281,3 +281,38 @@ def test_upgrade_check_writes_its_summary_and_appends_it_to_the_github_step_summ
     assert text.startswith("**lm-probes upgrade-check** transformers==5.22.0 → transformers==5.23.0: exit 1")
     assert "| mistral-tokenizer | 1 | tokenizer.bos_token_id" in text and "report.html" in text
     assert (tmp_path / "github.md").read_text(encoding="utf-8") == text + "\n"
+
+
+def test_a_baseline_holding_none_of_the_encoded_texts_still_catches_a_changed_tokenizer(tmp_path):
+    """The deep fuzz run's finding with the second oracle: a snapshot whose `ids` key was renamed
+    (one byte) compared no token id at all, and a tokenizer that changed every id passed (exit 0)."""
+    from tests.unit.snapshots.snapshot_helpers import known_break
+
+    snapshot = json.loads((SNAPSHOT_DIR / TOKENIZER_CARD / "cpu.json").read_text(encoding="utf-8"))
+    broken = known_break(snapshot)
+    snapshot["observed"]["tokenizer"][" ds"] = snapshot["observed"]["tokenizer"].pop("ids")
+    for side, data in (("a", snapshot), ("b", broken)):
+        (tmp_path / side / TOKENIZER_CARD).mkdir(parents=True)
+        (tmp_path / side / TOKENIZER_CARD / "cpu.json").write_text(json.dumps(data), encoding="utf-8")
+    argv = [
+        "diff",
+        str(tmp_path / "a"),
+        str(tmp_path / "b"),
+        "--card",
+        TOKENIZER_CARD,
+        "--html",
+        str(tmp_path / "d.html"),
+    ]
+    assert cli.main(argv) == 1
+    assert "records none of the 18 texts this run encodes" in (tmp_path / "d.html").read_text(encoding="utf-8")
+
+
+def test_a_tilde_of_no_known_user_is_taken_as_written_not_a_traceback(run_suite):
+    """The deep fuzz run's finding in the card door: a card named "~0" reached Path.expanduser,
+    which raises for a user that does not exist; os.path's leaves it as written."""
+    from lm_probes.cards.card import CardError, find_card
+
+    with pytest.raises(CardError, match="Unknown card '~0'"):
+        find_card("~0")
+    shown = run_suite("--lm-probes-card", "~nosuchuser/x.yaml", "--collect-only")
+    assert shown.returncode == pytest.ExitCode.USAGE_ERROR and "~nosuchuser/x.yaml does not exist" in shown.stderr
