@@ -13,6 +13,10 @@ Harmless (every observation must stay the card's):
 - ``no generation_config``: generation_config.json removed (generate() falls back to config.json);
 - ``no pad token``: the tokenizer's pad token unset (the suite chooses one: the eos token).
 
+A tokenizer saved without its slow files is each folder as it is: transformers 5 saves tokenizer.json
+alone (SmolLM2's conversion and tiny-mistral's saved tokenizer hold no tokenizer.model, vocab.json or
+merges.txt).
+
 Harmful twins (the suite must fail, naming what changed):
 - ``sampling on``: generation_config.json turns sampling on by default;
 - ``turn end not a stop``: generation_config.json's eos_token_id loses the end-of-turn token.
@@ -104,10 +108,9 @@ HARMLESS = {
     for v in (
         Variant("cache off", cache_off, (SMOLLM2, TINY), harmful_twin="sampling on"),
         Variant("sharded", sharded, (SMOLLM2, TINY), harmful_twin="sampling on"),
-        # tiny-mistral's tokenizer and template are the card's own (mistral-common), not the folder's
-        Variant("template in tokenizer_config", template_in_tokenizer_config, (SMOLLM2,), "turn end not a stop"),
+        Variant("template in tokenizer_config", template_in_tokenizer_config, (SMOLLM2, TINY), "turn end not a stop"),
         Variant("no generation_config", no_generation_config, (SMOLLM2, TINY), harmful_twin="turn end not a stop"),
-        Variant("no pad token", no_pad_token, (SMOLLM2,), harmful_twin="turn end not a stop"),
+        Variant("no pad token", no_pad_token, (SMOLLM2, TINY), harmful_twin="turn end not a stop"),
     )
 }
 HARMFUL = {
