@@ -18,6 +18,12 @@ INPUTS_DIR = FIXTURES_DIR / "inputs"
 SNAPSHOT_DIR = FIXTURES_DIR / "snapshots"
 
 
+def user_path(path: str | os.PathLike[str]) -> Path:
+    """A path as a user writes it, ``~`` expanded: an ini file's addopts or a CI file runs no shell.
+    os.path's expansion, not Path's: a ``~name`` of no known user stays as written (Path's raises)."""
+    return Path(os.path.expanduser(path))
+
+
 def write_blocker(folder: Path) -> tuple[Path, str] | None:
     """What stops a file being written in ``folder`` (made first where absent), or None: the
     nearest existing path on the way there, and "file" (it is one: no folder can be made

@@ -40,7 +40,7 @@ from pydantic import ValidationError
 from lm_probes.cards.schema import CardFile, KnownFailure
 from lm_probes.cards.sources import FollowModel, HubSource, MistralCommonTokenizer
 from lm_probes.cards.validation import card_json_schema, cross_field_problems, describe_error
-from lm_probes.paths import CARDS_DIR, REPO_ROOT
+from lm_probes.paths import CARDS_DIR, REPO_ROOT, user_path
 from lm_probes.registry import PluginLoadError, load_plugins
 
 
@@ -224,7 +224,7 @@ def _is(path: Path, kind: str) -> bool:
 
 def load_card(path: str | Path) -> Card:
     """Read and validate one card file (YAML, safe loader)."""
-    path = Path(os.path.expanduser(path))  # (os.path's: "~name" of no known user stays as written)
+    path = user_path(path)
     shown = _display_path(path)
     if _is(path, "dir"):
         raise CardError(f"card file {shown} is a folder, not a card file: rename or move it")
@@ -311,7 +311,7 @@ def cards_dirs(extra: Sequence[str | Path] = ()) -> tuple[Path, ...]:
     """Where cards are looked up by name: the user's folders (``--lm-probes-cards-dir``, the
     ``lm_probes_cards_dirs`` ini option) in order, then the shipped cards; a folder named
     twice (the option and the ini file) is looked in once."""
-    folders = {str(Path(d).expanduser().resolve()): Path(d).expanduser() for d in extra}
+    folders = {str(user_path(d).resolve()): user_path(d) for d in extra}
     folders.setdefault(str(CARDS_DIR.resolve()), CARDS_DIR)
     return tuple(folders.values())
 
@@ -335,7 +335,7 @@ def available_cards(extra_dirs: Sequence[str | Path] = ()) -> dict[str, Path]:
 
 def find_card(name_or_path: str, extra_dirs: Sequence[str | Path] = ()) -> Card:
     """A card by name (a ``<name>.yaml`` in a cards folder) or by path to a YAML file."""
-    candidate = Path(os.path.expanduser(name_or_path))  # "~/cards/x.yaml" from an ini file's addopts: no shell
+    candidate = user_path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") or _is(candidate, "file"):
         return load_card(candidate)
     known = available_cards(extra_dirs)

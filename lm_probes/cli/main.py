@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from lm_probes import paths
 from lm_probes.cards.choices import DEVICE_PATTERN, card_name_problem
 from lm_probes.draft.settings import DEFAULT_DRAWS, DEFAULT_PROMPT_FORMAT, MAX_DRAWS
 from lm_probes.exit_codes import BAD_INPUT
@@ -104,8 +105,9 @@ def prompt_format(text: str) -> str:
 
 
 def user_path(text: str) -> str:
-    """A path as a user writes it: ``~`` expanded (a CI file or an ini file runs no shell)."""
-    return os.path.expanduser(text)
+    """A path argument with ``~`` expanded (paths.user_path: a CI file runs no shell); an empty one
+    stays empty, for the command's own check to refuse."""
+    return str(paths.user_path(text)) if text else text
 
 
 def device(text: str) -> str:
@@ -135,11 +137,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--card", action="append", help="compare only this card (repeatable)")
     d.add_argument("--html", type=user_path, default=str(Path("reports") / "diff.html"), help="where the report goes")
     d.add_argument("--json", type=user_path, help="also write the differences as JSON here")
-    d.add_argument(
-        "--summary",
-        type=user_path,
-        help="also write a short Markdown summary here (and append it to $GITHUB_STEP_SUMMARY when set)",
-    )
+    _summary_option(d)
     d.add_argument("--label-a", help="what to call the first set in the report (default: its path)")
     d.add_argument("--label-b", help="what to call the second set")
     d.set_defaults(run="lm_probes.cli.diff:run_diff")
@@ -160,11 +158,7 @@ def parser() -> argparse.ArgumentParser:
     )
     u.add_argument("--html", type=user_path, help="the report (default: OUTPUT/report.html)")
     u.add_argument("--json", type=user_path, help="also write the differences as JSON here")
-    u.add_argument(
-        "--summary",
-        type=user_path,
-        help="also write a short Markdown summary here (and append it to $GITHUB_STEP_SUMMARY when set)",
-    )
+    _summary_option(u)
     _environment_options(u)
     u.set_defaults(run="lm_probes.cli.upgrade_check:run_upgrade_check")
 
@@ -184,11 +178,7 @@ def parser() -> argparse.ArgumentParser:
         "--output", type=user_path, default=str(Path("reports") / "bisect"), help="where the pages go (index.html)"
     )
     b.add_argument("--json", type=user_path, help="also write the transitions as JSON here")
-    b.add_argument(
-        "--summary",
-        type=user_path,
-        help="also write a short Markdown summary here (and append it to $GITHUB_STEP_SUMMARY when set)",
-    )
+    _summary_option(b)
     _jobs_option(b)
     b.add_argument("--dry-run", action="store_true", help="list the releases in the range, and stop")
     b.set_defaults(run="lm_probes.cli.bisect:run_bisect")
@@ -308,6 +298,15 @@ def parser() -> argparse.ArgumentParser:
     )
     c.set_defaults(run="lm_probes.cli.draft_card:run_draft_card")
     return top
+
+
+def _summary_option(command: argparse.ArgumentParser) -> None:
+    """--summary of diff, upgrade-check and bisect: the CI summary (report/ci_summary.py)."""
+    command.add_argument(
+        "--summary",
+        type=user_path,
+        help="also write a short Markdown summary here (and append it to $GITHUB_STEP_SUMMARY when set)",
+    )
 
 
 def _jobs_option(command: argparse.ArgumentParser) -> None:

@@ -79,28 +79,23 @@ def check_model_snapshot_update(model: str, folder: Path) -> None:
 def check_html_path(given: str) -> None:
     # as pytest-html reads it: relative to the current folder, ~ and $VAR expanded
     path = Path.cwd() / Path(os.path.expandvars(given)).expanduser()
-    if path.is_dir():
-        raise pytest.UsageError(f"--html {given}: is a folder. Give the report's file name, e.g. {given}/report.html.")
-    problem = _unwritable(path.parent)
-    if problem is None and path.exists() and not os.access(path, os.W_OK):
-        problem = f"{path} is read-only here"
-    if problem:
-        raise pytest.UsageError(f"--html {given}: the report cannot be written ({problem}). Give another path.")
+    _check_output_file(f"--html {given}", path, f"{given}/report.html", "the report")
 
 
 def check_summary_path(path: Path) -> None:
     """--lm-probes-summary: a file whose folder can be made and written (checked before any work)."""
+    _check_output_file(f"--lm-probes-summary {path}", path, f"{path}/summary.md", "the summary")
+
+
+def _check_output_file(option: str, path: Path, example: str, what: str) -> None:
+    """A file an option names: not a folder, its folder creatable and writable, itself writable."""
     if path.is_dir():
-        raise pytest.UsageError(
-            f"--lm-probes-summary {path}: is a folder. Give the summary's file name, e.g. {path}/summary.md."
-        )
+        raise pytest.UsageError(f"{option}: is a folder. Give {what}'s file name, e.g. {example}.")
     problem = _unwritable(path.parent)
     if problem is None and path.exists() and not os.access(path, os.W_OK):
         problem = f"{path} is read-only here"
     if problem:
-        raise pytest.UsageError(
-            f"--lm-probes-summary {path}: the summary cannot be written ({problem}). Give another path."
-        )
+        raise pytest.UsageError(f"{option}: {what} cannot be written ({problem}). Give another path.")
 
 
 def endpoint_form_problem(url: str) -> str | None:

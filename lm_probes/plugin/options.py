@@ -226,12 +226,6 @@ def old_spelling_hint(parser: pytest.Parser, args: list[str]) -> str | None:
     return None
 
 
-def _user_path(text: str | None) -> Path | None:
-    """A path as a user writes it: ``~`` expanded (an ini file's addopts runs no shell)."""
-    # os.path's expanduser: a "~name" of no known user stays as written (Path's raises)
-    return Path(os.path.expanduser(text)) if text else None
-
-
 @dataclass(frozen=True)
 class LmProbesOptions:
     """The session's lm-probes options, resolved once (paths expanded, defaults filled in): what
@@ -265,15 +259,15 @@ class LmProbesOptions:
 
 def resolve(config: pytest.Config) -> LmProbesOptions:
     """The options of this session, read once from the command line and the ini file."""
-    from lm_probes.paths import SNAPSHOT_DIR
+    from lm_probes.paths import SNAPSHOT_DIR, user_path
 
     def get(name: str) -> Any:
         return config.getoption("lm_probes_" + name)
 
     snapshot_dir = get("snapshot_dir")
     return LmProbesOptions(
-        cards=tuple(os.path.expanduser(c) for c in get("card") or ()),
-        cards_dirs=tuple(_user_path(d) for d in get("cards_dir")) + tuple(config.getini("lm_probes_cards_dirs")),
+        cards=tuple(str(user_path(c)) for c in get("card") or ()),
+        cards_dirs=tuple(user_path(d) for d in get("cards_dir")) + tuple(config.getini("lm_probes_cards_dirs")),
         model=get("model"),
         device=get("device"),
         dtype=get("dtype"),
@@ -283,13 +277,13 @@ def resolve(config: pytest.Config) -> LmProbesOptions:
         bnb_cpu_packed=not get("no_bnb_packed_cpu"),
         onednn=not get("no_onednn"),
         snapshot_update=get("snapshot_update"),
-        snapshot_dir=_user_path(snapshot_dir) or SNAPSHOT_DIR,
+        snapshot_dir=user_path(snapshot_dir) if snapshot_dir else SNAPSHOT_DIR,
         snapshot_dir_given=snapshot_dir,
         endpoint=get("endpoint"),
         serve=get("serve"),
         progress=get("progress"),
         progress_after=get("progress_after"),
-        summary=_user_path(get("summary")),
+        summary=user_path(get("summary")) if get("summary") else None,
         list_cards=get("list_cards"),
     )
 
